@@ -1,0 +1,73 @@
+# Lime Task on Kubernetes. `make demo` and `make test` set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CLUSTER := $(PY) devtools/cluster/localcluster.py
+
+.PHONY: help venv deps cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up clean
+
+help:
+	@echo "make demo          set up and run a real task end to end on the local control plane"
+	@echo "make test          set up and run the whole test suite (end-to-end included)"
+	@echo "make test-quick    unit tests only (no cluster)"
+	@echo "make cluster-up    start the local control plane (prints its kubeconfig)"
+	@echo "make cluster-down  stop it and remove its state"
+	@echo "make bench         benchmarks on the local control plane"
+
+# System packages the local control plane needs (Debian). Skipped when present.
+deps:
+	@missing=""; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "[deps] installing:$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@echo "[venv] creating $(VENV) and installing the project with its extras"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[operator,events,cli,web,dev]' -e examples/acme_solution
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+cluster-binaries: deps
+	@bash devtools/cluster/build-binaries.sh >/dev/null
+
+cluster-up: venv cluster-binaries
+	@$(CLUSTER) up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(CLUSTER) down; else echo "no virtual environment: nothing to stop"; fi
+
+cluster-status: venv
+	@$(CLUSTER) status
+
+broker-up:
+	@bash devtools/broker-up.sh
+
+demo: venv cluster-up
+	@$(PY) examples/demo.py
+
+test: venv cluster-binaries broker-up
+	@$(PY) -m pytest -q
+
+test-quick: venv
+	@$(PY) -m pytest -q -m 'not e2e'
+
+lint: venv
+	@$(PY) -m ruff check lime_task operator runner devtools tests examples
+	@$(PY) -m mypy
+
+bench: venv cluster-up
+	@$(PY) -m bench
+
+clean: cluster-down
+	rm -rf $(VENV)
