@@ -631,6 +631,10 @@ class NodeAgent:
                 worker.deleted.set()
                 def stop_then_delete(w: PodWorker = worker) -> None:
                     w.stop(grace)
+                    # stop() returns at once when the pod is already stopping (an earlier
+                    # event of this deletion, an eviction, a deadline): the object goes only
+                    # once every container has exited, as with a kubelet.
+                    w.thread.join()
                     self.finalize_delete(meta["namespace"], meta["name"], uid)
                 threading.Thread(target=stop_then_delete, daemon=True).start()
             else:

@@ -1,0 +1,77 @@
+"""Example tasks. A task returns a short summary, never the data itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from lime_task import task
+
+
+@task
+def get_lime_company(app: Any, id: int, props: list[str]) -> str:
+    """Pretend to refresh a company and its deals."""
+    time.sleep(0.2)
+    return f"company {id} of {app.name}: updated {len(props)} properties on 50 deals"
+
+
+@task
+def add(app: Any, a: float, b: float) -> float:
+    return a + b
+
+
+@task
+def fail(app: Any, message: str = "the CRM said no") -> None:
+    raise ValueError(message)
+
+
+@task
+def sleep(app: Any, seconds: float = 30, marker: str | None = None) -> str:
+    """Sleeps; writes its pid to `marker` first, so tests can find the process."""
+    if marker:
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return f"slept {seconds}s"
+
+
+@task(acks_late=True, max_attempts=3)
+def flaky(app: Any, state_file: str, crash_times: int = 1) -> str:
+    """Kills its own worker the first `crash_times` attempts (a lost worker), then succeeds."""
+    count = 0
+    if os.path.exists(state_file):
+        with open(state_file) as f:
+            count = int(f.read() or 0)
+    with open(state_file, "w") as f:
+        f.write(str(count + 1))
+    if count < crash_times:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"succeeded after {count} crash(es)"
+
+
+@task
+def crash(app: Any) -> None:
+    """Dies without a verdict, as a lost worker does."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def huge(app: Any, size: int = 10000) -> str:
+    return "x" * size
+
+
+@task
+def not_json(app: Any) -> Any:
+    return {1, 2, 3}
+
+
+@task(timeout=2)
+def slow(app: Any, seconds: float = 60) -> str:
+    time.sleep(seconds)
+    return "done"
+
+
+def undecorated(app: Any) -> str:
+    return "I am not a task"

@@ -1,0 +1,329 @@
+"""Talking to Kubernetes: creating LimeTasks and reading them back.
+
+Works from inside a cluster (the pod's service account) and from outside (a kubeconfig:
+`LIMETASK_KUBECONFIG`, else `KUBECONFIG` or `~/.kube/config`). The namespace comes from
+`LIMETASK_NAMESPACE`, else the pod's own namespace, else the kubeconfig context, else
+`default`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .application import app_name_of
+from .errors import (
+    ClusterError,
+    InvalidTaskError,
+    NotFoundError,
+    TaskAlreadyFinishedError,
+    WaitTimeoutError,
+)
+from .registry import TaskOptions, resolve_task
+from .resource import (
+    ANNOTATION_CANCEL,
+    API_VERSION,
+    GROUP,
+    KIND,
+    LABEL_APP,
+    MAX_ATTEMPTS_CEILING,
+    PLURAL,
+    STATES,
+    VERSION,
+)
+from .status import TaskStatus
+from .validation import check_app_name, check_arguments, check_task_name
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+TASK_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and SA_NAMESPACE_FILE.exists()
+
+
+class TaskClient:
+    """A connection to one namespace of one cluster. The module functions use a shared one."""
+
+    def __init__(self, kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
+                 context: str | None = None) -> None:
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        path = str(kubeconfig) if kubeconfig else os.environ.get("LIMETASK_KUBECONFIG")
+        ns = namespace or os.environ.get("LIMETASK_NAMESPACE")
+        try:
+            if path or not _in_cluster():
+                config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+                if not ns:
+                    _, active = config.list_kube_config_contexts(config_file=path)
+                    if context:
+                        contexts, _ = config.list_kube_config_contexts(config_file=path)
+                        active = next((c for c in contexts if c["name"] == context), active)
+                    ns = (active or {}).get("context", {}).get("namespace")
+            else:
+                config.load_incluster_config(client_configuration=cfg)
+                ns = ns or SA_NAMESPACE_FILE.read_text().strip()
+        except (config.ConfigException, OSError) as exc:
+            raise ClusterError(f"no Kubernetes configuration found: {exc}. Set LIMETASK_KUBECONFIG "
+                               f"or KUBECONFIG, or run inside a cluster") from exc
+        cfg.connection_pool_maxsize = 16
+        self.namespace: str = ns or "default"
+        self.api_client = client.ApiClient(cfg)
+        self.api = client.CustomObjectsApi(self.api_client)
+
+    # -- low level ----------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call with a few retries on connection trouble; errors become ours."""
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        delay = 0.2
+        for attempt in range(5):
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status in (429, 500, 502, 503, 504) and attempt < 4:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                raise
+            except HTTPError as exc:
+                if attempt < 4:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                raise ClusterError(f"{what}: the Kubernetes API is unreachable: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _get(self, task_id: str) -> dict[str, Any]:
+        from kubernetes.client.rest import ApiException
+
+        if not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
+            raise NotFoundError(f"task {task_id!r} not found")
+        try:
+            body: dict[str, Any] = self._call(
+                "get task", self.api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, task_id)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFoundError(f"task {task_id!r} not found") from None
+            raise ClusterError(f"reading task {task_id!r} failed: {exc.status} {exc.reason}") from exc
+        return body
+
+    def _get_for_app(self, task_id: str, app_name: str) -> dict[str, Any]:
+        check_app_name(app_name)
+        body = self._get(task_id)
+        if (body.get("spec") or {}).get("app") != app_name:
+            # Another application's task looks exactly like a missing one.
+            raise NotFoundError(f"task {task_id!r} not found")
+        return body
+
+    # -- the API ------------------------------------------------------------------------
+    def send(self, name: str, app: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+             *, task_id: str | None = None, options: TaskOptions | None = None, check: bool = True,
+             image: str | None = None, resources: Mapping[str, Any] | None = None) -> TaskStatus:
+        """Create a LimeTask. With `check`, the name must resolve to a registered task here."""
+        from kubernetes.client.rest import ApiException
+
+        check_task_name(name)
+        app_name = app_name_of(app)
+        clean_args, clean_kwargs = check_arguments(args, kwargs or {})
+        if check:
+            options = options or resolve_task(name).options
+        options = options or TaskOptions()
+        task_id = task_id or str(uuid.uuid4())
+        if not TASK_ID_RE.match(task_id) or len(task_id) > 63:
+            raise InvalidTaskError(f"invalid task id {task_id!r}: lower-case letters, digits and '-'")
+        spec: dict[str, Any] = {
+            "task": name, "app": app_name, "args": clean_args, "kwargs": clean_kwargs,
+            "acksLate": options.acks_late,
+        }
+        if options.acks_late:
+            spec["maxAttempts"] = min(options.max_attempts, MAX_ATTEMPTS_CEILING)
+        if options.timeout:
+            spec["timeoutSeconds"] = options.timeout
+        if image:
+            spec["image"] = image
+        if resources:
+            spec["resources"] = dict(resources)
+        body = {
+            "apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": task_id, "labels": {LABEL_APP: app_name}},
+            "spec": spec,
+        }
+        try:
+            created = self._call("create task", self.api.create_namespaced_custom_object,
+                                 GROUP, VERSION, self.namespace, PLURAL, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                # A retried call whose first try went through: the same task, not a new one.
+                existing = self._get(task_id)
+                if existing.get("spec", {}).get("task") == name and existing["spec"].get("app") == app_name:
+                    return TaskStatus.from_resource(existing, self)
+                raise InvalidTaskError(f"a different task with id {task_id!r} already exists") from exc
+            if exc.status in (400, 422):
+                raise InvalidTaskError(f"the cluster refused the task: {_api_message(exc)}") from exc
+            if exc.status == 404:
+                raise ClusterError(
+                    f"the LimeTask resource is not installed in this cluster (or namespace "
+                    f"{self.namespace!r} does not exist): install the CRD from crds/ or the Helm chart"
+                ) from exc
+            raise ClusterError(f"creating the task failed: {exc.status} {_api_message(exc)}") from exc
+        return TaskStatus.from_resource(created, self)
+
+    def get_status(self, task_id: str, app_name: str) -> TaskStatus:
+        return TaskStatus.from_resource(self._get_for_app(task_id, app_name), self)
+
+    def cancel(self, task_id: str, app_name: str) -> TaskStatus:
+        """Ask the operator to stop the task; it ends as FAILURE with reason `Cancelled`."""
+        body = self._get_for_app(task_id, app_name)
+        status = TaskStatus.from_resource(body, self)
+        if status.is_completed():
+            raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished ({status.status})")
+        patch = {"metadata": {"annotations": {ANNOTATION_CANCEL: "true"}}}
+        updated = self._call("cancel task", self.api.patch_namespaced_custom_object,
+                             GROUP, VERSION, self.namespace, PLURAL, task_id, patch)
+        return TaskStatus.from_resource(updated, self)
+
+    def list(self, app_name: str | None = None, state: str | None = None, limit: int | None = None) -> list[TaskStatus]:
+        if state is not None and state not in STATES:
+            raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
+        selector = f"{LABEL_APP}={check_app_name(app_name)}" if app_name else ""
+        items: list[TaskStatus] = []
+        token = None
+        while True:
+            page = self._call("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
+                              self.namespace, PLURAL, label_selector=selector, limit=500,
+                              **({"_continue": token} if token else {}))
+            for body in page.get("items", []):
+                st = TaskStatus.from_resource(body, self)
+                if app_name and st.app != app_name:
+                    continue
+                if state and st.status != state:
+                    continue
+                items.append(st)
+                if limit and len(items) >= limit:
+                    return items
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def watch(self, task_id: str, app_name: str, timeout: float | None = None) -> Iterator[TaskStatus]:
+        """Every new status of one task until it finishes (first the current one)."""
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+
+        body = self._get_for_app(task_id, app_name)
+        current = TaskStatus.from_resource(body, self)
+        yield current
+        deadline = None if timeout is None else time.monotonic() + timeout
+        version = body["metadata"]["resourceVersion"]
+        while not current.is_completed():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeoutError(f"task {task_id!r} still {current.status} after {timeout}s")
+            window = int(min(left, 60)) + 1 if left is not None else 60
+            w = watch.Watch()
+            try:
+                for event in w.stream(self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                                      PLURAL, field_selector=f"metadata.name={task_id}",
+                                      resource_version=version, timeout_seconds=window,
+                                      _request_timeout=window + 10):
+                    obj = event["object"]
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    if event["type"] == "DELETED":
+                        raise NotFoundError(f"task {task_id!r} was deleted")
+                    if event["type"] == "ERROR":
+                        break
+                    new = TaskStatus.from_resource(obj, self)
+                    if new != current:
+                        current = new
+                        yield current
+                    if current.is_completed():
+                        w.stop()
+                        return
+                    if deadline is not None and time.monotonic() > deadline:
+                        w.stop()
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise ClusterError(f"watching task {task_id!r} failed: {exc.status} {exc.reason}") from exc
+                body = self._get_for_app(task_id, app_name)
+                version = body["metadata"]["resourceVersion"]
+                new = TaskStatus.from_resource(body, self)
+                if new != current:
+                    current = new
+                    yield current
+            except Exception as exc:  # noqa: BLE001 - a dropped watch: read again and go on
+                from urllib3.exceptions import HTTPError
+
+                if not isinstance(exc, HTTPError):
+                    raise
+                time.sleep(0.5)
+                body = self._get_for_app(task_id, app_name)
+                version = body["metadata"]["resourceVersion"]
+
+    def wait(self, task_id: str, app_name: str, timeout: float | None = None,
+             on_change: Callable[[TaskStatus], Any] | None = None) -> TaskStatus:
+        last = None
+        for last in self.watch(task_id, app_name, timeout=timeout):
+            if on_change is not None:
+                on_change(last)
+        assert last is not None
+        return last
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
+
+
+_default: TaskClient | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> TaskClient:
+    """The shared client, configured from the environment on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = TaskClient()
+        return _default
+
+
+def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
+              context: str | None = None) -> TaskClient:
+    """Point the module functions (`send_task`, `get_status`, ...) at a cluster and namespace."""
+    global _default
+    with _default_lock:
+        _default = TaskClient(kubeconfig=kubeconfig, namespace=namespace, context=context)
+        return _default
+
+
+def send_task(name: str, app: Any, *args: Any, **kwargs: Any) -> TaskStatus:
+    """Start the task `name` for `app` with JSON arguments; returns its PENDING status."""
+    return default_client().send(name, app, args, kwargs)
+
+
+def get_status(task_id: str, app_name: str) -> TaskStatus:
+    """The status of a task of `app_name`; `NotFoundError` if missing or another app's."""
+    return default_client().get_status(task_id, app_name)
+
+
+def cancel_task(task_id: str, app_name: str) -> TaskStatus:
+    """Cancel a pending or running task; `TaskAlreadyFinishedError` once it has finished."""
+    return default_client().cancel(task_id, app_name)
+
+
+def list_tasks(app_name: str | None = None, state: str | None = None, limit: int | None = None) -> list[TaskStatus]:
+    return default_client().list(app_name, state, limit)

@@ -1,0 +1,37 @@
+"""Running a task in this process, with the runner's rules: for unit tests and debugging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from . import verdict as verdicts
+from .application import load_app_factory
+from .errors import LimeTaskError
+from .registry import resolve_task
+from .validation import check_app_name, check_arguments
+
+
+def execute(
+    task_name: str, app_name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+    app_factory: Callable[[str], Any] | None = None, import_modules: bool = True,
+) -> verdicts.Verdict:
+    """Run one task and return its verdict. Never raises for a task's own failure."""
+    try:
+        check_app_name(app_name)
+        task = resolve_task(task_name, import_modules=import_modules)
+    except LimeTaskError as exc:
+        return verdicts.from_exception(exc, verdicts.UNKNOWN_TASK)
+    try:
+        clean_args, clean_kwargs = check_arguments(args, kwargs or {})
+    except LimeTaskError as exc:
+        return verdicts.from_exception(exc, verdicts.INVALID_ARGUMENTS)
+    try:
+        app = (app_factory or load_app_factory())(app_name)
+    except Exception as exc:  # noqa: BLE001 - any failure of a plug-in is the task's failure
+        return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
+    try:
+        result = task.fn(app, *clean_args, **clean_kwargs)
+    except Exception as exc:  # noqa: BLE001 - the task raised: that is its verdict
+        return verdicts.from_exception(exc)
+    return verdicts.success(result)

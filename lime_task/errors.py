@@ -1,0 +1,35 @@
+"""The exceptions of `lime_task`: one small tree under `LimeTaskError`."""
+
+from __future__ import annotations
+
+
+class LimeTaskError(Exception):
+    """Base class of every error this library raises."""
+
+
+class NotFoundError(LimeTaskError, LookupError):
+    """The task does not exist, or belongs to another application (the two look the same)."""
+
+
+class UnknownTaskError(LimeTaskError, ValueError):
+    """The name does not resolve to a function registered with `@task`."""
+
+
+class InvalidTaskError(LimeTaskError, ValueError):
+    """A task name, application name or option is not valid."""
+
+
+class InvalidArgumentsError(LimeTaskError, TypeError):
+    """Task arguments are not JSON, or are larger than the documented limit."""
+
+
+class TaskAlreadyFinishedError(LimeTaskError):
+    """The task has finished, so it cannot be cancelled."""
+
+
+class ClusterError(LimeTaskError):
+    """The Kubernetes API could not be reached or refused the request."""
+
+
+class WaitTimeoutError(LimeTaskError, TimeoutError):
+    """The task did not finish within the time given to `wait`."""

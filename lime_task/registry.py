@@ -1,0 +1,145 @@
+"""`@task`: the registry of functions that may run as tasks.
+
+Only functions registered here can ever run. A task name resolves by importing its module
+and looking the attribute up, and the result must be a registered task: `os.system`, a
+module, a class or an undecorated function are refused (see Celery's CVE-2021-23727).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from .errors import InvalidTaskError, UnknownTaskError
+from .resource import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_CEILING
+from .validation import check_task_name
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task runs: acknowledgement, attempts and time limit."""
+
+    acks_late: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.acks_late, bool):
+            raise InvalidTaskError(f"acks_late must be True or False, got {self.acks_late!r}")
+        if (not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool)
+                or not 1 <= self.max_attempts <= MAX_ATTEMPTS_CEILING):
+            raise InvalidTaskError(
+                f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS_CEILING}, got {self.max_attempts!r}"
+            )
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int) or isinstance(self.timeout, bool) or self.timeout < 1
+        ):
+            raise InvalidTaskError(f"timeout must be a whole number of seconds >= 1, got {self.timeout!r}")
+
+
+class Task(Generic[P, R]):
+    """A registered task function. Calling it calls the function, in this process."""
+
+    def __init__(self, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.options = options
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name} {self.options}>"
+
+
+_REGISTRY: dict[str, Task[Any, Any]] = {}
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *, acks_late: bool = False, max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: int | None = None,
+    name: str | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Callable[..., Any] | None = None, /, *, acks_late: bool = False,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: int | None = None, name: str | None = None,
+) -> Any:
+    """Register a function as a task. Its first argument is always the application.
+
+    `acks_late=True` re-runs the task when its worker is lost, up to `max_attempts` times.
+    `timeout` (seconds) ends the task with FAILURE `TimedOut`.
+    """
+    options = TaskOptions(acks_late=acks_late, max_attempts=max_attempts, timeout=timeout)
+
+    def register(f: Callable[P, R]) -> Task[P, R]:
+        if not callable(f):
+            raise InvalidTaskError(f"@task needs a function, got {f!r}")
+        task_name = check_task_name(name or f"{f.__module__}.{f.__qualname__}")
+        registered = Task(f, task_name, options)
+        _REGISTRY[task_name] = registered
+        return registered
+
+    if fn is not None:
+        return register(fn)
+    return register
+
+
+def registered_tasks() -> dict[str, Task[Any, Any]]:
+    """Every task registered in this process, by name."""
+    return dict(_REGISTRY)
+
+
+def resolve_task(name: str, import_modules: bool = True) -> Task[Any, Any]:
+    """The registered task called `name`, importing its module if needed."""
+    check_task_name(name)
+    found = _REGISTRY.get(name)
+    if found is not None:
+        return found
+    if not import_modules:
+        raise UnknownTaskError(f"unknown task {name!r}: no task of that name is registered")
+    parts = name.split(".")
+    module = None
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not module_name.startswith(exc.name) and exc.name != module_name:
+                # The module exists but one of its own imports is missing: say so.
+                raise UnknownTaskError(
+                    f"task {name!r}: importing {module_name!r} failed: {exc}"
+                ) from exc
+            continue
+        except Exception as exc:
+            raise UnknownTaskError(f"task {name!r}: importing {module_name!r} failed: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        obj: Any = module
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        found = _REGISTRY.get(name)
+        if found is not None:
+            return found
+        if obj is not None:
+            raise UnknownTaskError(
+                f"{name!r} is not a task: only functions decorated with @task can run "
+                f"(found {type(obj).__name__})"
+            )
+        break
+    if module is None:
+        raise UnknownTaskError(f"unknown task {name!r}: no module of that name can be imported")
+    raise UnknownTaskError(f"unknown task {name!r}: {module.__name__!r} has no task of that name")

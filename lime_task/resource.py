@@ -1,0 +1,39 @@
+"""Names and limits of the LimeTask custom resource: the contract shared by client and operator."""
+
+from __future__ import annotations
+
+import re
+
+GROUP = "limetask.io"
+VERSION = "v1alpha1"
+PLURAL = "limetasks"
+KIND = "LimeTask"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Labels on LimeTasks, Jobs and Pods.
+LABEL_APP = "limetask.io/app"
+LABEL_TASK_ID = "limetask.io/task-id"
+LABEL_ATTEMPT = "limetask.io/attempt"
+LABEL_TASK_NAME = "limetask.io/task"
+# `kubectl annotate lt ID limetask.io/cancel=true` asks the operator to cancel a task.
+ANNOTATION_CANCEL = "limetask.io/cancel"
+
+PENDING = "PENDING"
+STARTED = "STARTED"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+STATES = (PENDING, STARTED, SUCCESS, FAILURE)
+FINAL_STATES = frozenset({SUCCESS, FAILURE})
+
+# Dotted Python name: no `*` or `#`, which are wildcards in AMQP routing keys.
+TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+TASK_NAME_MAX = 200
+# A Kubernetes label value, so that tasks can be listed by application.
+APP_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# Arguments travel in the LimeTask and in the Job's environment: keep them small.
+MAX_ARGUMENTS_BYTES = 32 * 1024
+# The termination message of a container holds at most 4096 bytes.
+MAX_VERDICT_BYTES = 4096
+
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS_CEILING = 10

@@ -1,0 +1,93 @@
+"""The verdict: what a finished attempt says, written to the termination message.
+
+`{"state": "SUCCESS", "result": ...}` or `{"state": "FAILURE", "error": {"type", "message",
+"reason"}}`, as compact JSON of at most `MAX_VERDICT_BYTES` bytes. A result that is not JSON
+or does not fit is a FAILURE that says so, never a truncated SUCCESS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .resource import FAILURE, MAX_VERDICT_BYTES, SUCCESS
+
+# Reasons (CamelCase, as in Kubernetes conditions).
+TASK_RAISED = "TaskRaised"
+UNKNOWN_TASK = "UnknownTask"
+INVALID_ARGUMENTS = "InvalidArguments"
+RESULT_TOO_LARGE = "ResultTooLarge"
+RESULT_NOT_JSON = "ResultNotJSON"
+APP_FACTORY_FAILED = "ApplicationFailed"
+MESSAGE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str
+    result: Any = None
+    error: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = {"state": self.state}
+        if self.state == SUCCESS:
+            body["result"] = self.result
+        else:
+            body["error"] = self.error
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def failure(reason: str, type_: str, message: str) -> Verdict:
+    if len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 15] + "... (truncated)"
+    return Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+
+
+def from_exception(exc: BaseException, reason: str = TASK_RAISED) -> Verdict:
+    return failure(reason, type(exc).__name__, str(exc) or repr(exc))
+
+
+def success(result: Any) -> Verdict:
+    """A SUCCESS verdict, or a FAILURE when the result is not JSON or does not fit."""
+    try:
+        text = json.dumps({"state": SUCCESS, "result": result}, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return failure(RESULT_NOT_JSON, "TypeError",
+                       f"the task returned a {type(result).__name__}, which is not JSON ({exc}): "
+                       f"return a short JSON summary such as a string or a small dict")
+    size = len(text.encode())
+    if size > MAX_VERDICT_BYTES:
+        return failure(RESULT_TOO_LARGE, "ResultTooLarge",
+                       f"the result takes {size} bytes as JSON; at most {MAX_VERDICT_BYTES - 30} fit. "
+                       f"Return a short summary (for example 'updated 50 deals') and keep the data "
+                       f"where the task stored it")
+    return Verdict(SUCCESS, result=json.loads(text)["result"])
+
+
+def parse(text: str | None) -> Verdict | None:
+    """The verdict in a termination message, or None when there is none (worker lost)."""
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    state = body.get("state")
+    if state == SUCCESS and "result" in body:
+        result = body["result"]
+        if isinstance(result, float) and not math.isfinite(result):
+            return None
+        return Verdict(SUCCESS, result=result)
+    if state == FAILURE and isinstance(body.get("error"), dict):
+        err = body["error"]
+        return Verdict(FAILURE, error={
+            "type": str(err.get("type") or "Error"),
+            "message": str(err.get("message") or ""),
+            "reason": str(err.get("reason") or TASK_RAISED),
+        })
+    return None

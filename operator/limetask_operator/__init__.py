@@ -1,0 +1,1 @@
+"""The limetask operator: turns LimeTasks into Jobs and mirrors their state back."""

@@ -1,0 +1,91 @@
+"""kopf wiring: thin handlers that feed the reconciler's caches and queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from lime_task.resource import GROUP, LABEL_TASK_ID, PLURAL, VERSION
+
+from .kube import Kube
+from .reconciler import Reconciler
+from .settings import OperatorSettings
+
+LOG = logging.getLogger("limetask.operator")
+STATE: dict[str, Any] = {}
+
+
+def reconciler() -> Reconciler:
+    return STATE["reconciler"]  # type: ignore[no-any-return]
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod, the service account; elsewhere LIMETASK_KUBECONFIG, KUBECONFIG or ~/.kube/config."""
+    if os.environ.get("LIMETASK_KUBECONFIG"):
+        os.environ["KUBECONFIG"] = os.environ["LIMETASK_KUBECONFIG"]
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        kube = STATE.get("kube")
+        if kube is None or kube.info != info:
+            STATE["kube"] = Kube(info)
+            if "reconciler" in STATE:
+                reconciler().kube = STATE["kube"]
+    return info
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    ours: OperatorSettings = STATE.setdefault("settings", OperatorSettings.from_env())
+    # Events of one object within this window collapse into one; status is derived from the
+    # current objects, so a short window only buys latency (kopf's default is 0.1 s).
+    settings.batching.batch_window = ours.batch_window
+    # Watches that die silently are a known kopf trap: bound every watch request.
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 5
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 5
+    # Every INFO line would become a Kubernetes Event, an API write: post warnings only.
+    settings.posting.level = logging.WARNING
+    LOG.info("limetask operator: runner image %s, %d workers, batch window %.3fs", ours.runner_image,
+             ours.workers, ours.batch_window)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def task_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    rec = _ensure_reconciler()
+    rec.task_event(event.get("type"), dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_TASK_ID: kopf.PRESENT})
+async def job_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    _ensure_reconciler().job_event(event.get("type"), dict(body))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_TASK_ID: kopf.PRESENT})
+async def pod_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    _ensure_reconciler().pod_event(event.get("type"), dict(body))
+
+
+def _ensure_reconciler() -> Reconciler:
+    rec = STATE.get("reconciler")
+    if rec is None:
+        settings = STATE.setdefault("settings", OperatorSettings.from_env())
+        rec = Reconciler(STATE["kube"], settings)
+        rec.start()
+        STATE["reconciler"] = rec
+    return rec  # type: ignore[no-any-return]
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rec = STATE.pop("reconciler", None)
+    if rec is not None:
+        await rec.stop()
+    kube = STATE.pop("kube", None)
+    if kube is not None:
+        await kube.close()

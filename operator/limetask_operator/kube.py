@@ -1,0 +1,133 @@
+"""A small async Kubernetes API client: one place, one policy for errors.
+
+It reuses the credentials kopf logged in with, so the operator does not load the (large)
+official client. Create tolerates 409 (already there), delete tolerates 404 (already gone);
+everything else raises `ApiError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from typing import Any
+
+import aiohttp
+import kopf
+
+LOG = logging.getLogger("limetask.operator.kube")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, method: str = "", path: str = "") -> None:
+        super().__init__(f"{method} {path}: {status} {message}")
+        self.status = status
+        self.message = message
+
+
+class Kube:
+    def __init__(self, info: kopf.ConnectionInfo) -> None:
+        self.info = info
+        self.server = info.server.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self.info.insecure:
+            return False
+        ctx = ssl.create_default_context(cafile=self.info.ca_path) if self.info.ca_path else ssl.create_default_context()
+        if self.info.ca_data:
+            ctx.load_verify_locations(cadata=self.info.ca_data.decode() if isinstance(self.info.ca_data, bytes)
+                                      else self.info.ca_data)
+        if self.info.certificate_path and self.info.private_key_path:
+            ctx.load_cert_chain(self.info.certificate_path, self.info.private_key_path)
+        return ctx
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json", "User-Agent": "limetask-operator"}
+            if self.info.token:
+                headers["Authorization"] = f"Bearer {self.info.token}"
+            auth = None
+            if self.info.username and self.info.password:
+                auth = aiohttp.BasicAuth(self.info.username, self.info.password)
+            self._session = aiohttp.ClientSession(
+                headers=headers, auth=auth,
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=64),
+                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> Any:
+        delay = 0.2
+        for attempt in range(6):
+            try:
+                async with self.session().request(
+                    method, self.server + path, params=params,
+                    data=None if body is None else json.dumps(body),
+                    headers={"Content-Type": content_type},
+                ) as resp:
+                    text = await resp.text()
+                    if resp.status < 300:
+                        return json.loads(text) if text else None
+                    try:
+                        message = json.loads(text).get("message", text)
+                    except ValueError:
+                        message = text[:200]
+                    if resp.status in (429, 500, 502, 503, 504) and attempt < 5:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5)
+                        continue
+                    raise ApiError(resp.status, message, method, path)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if attempt >= 5:
+                    raise ApiError(0, f"connection failed: {exc}", method, path) from exc
+                LOG.warning("%s %s: %s; retrying in %.1fs", method, path, exc or type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+        raise AssertionError("unreachable")
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; None when it already exists (409)."""
+        try:
+            result: dict[str, Any] = await self.request("POST", path, body)
+            return result
+        except ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def delete(self, path: str, propagation: str = "Background") -> None:
+        try:
+            await self.request("DELETE", path, {"kind": "DeleteOptions", "apiVersion": "v1",
+                                                "propagationPolicy": propagation})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """Get; None when it does not exist (404)."""
+        try:
+            result: dict[str, Any] = await self.request("GET", path)
+            return result
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def jobs_path(namespace: str, name: str = "") -> str:
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs" + (f"/{name}" if name else "")
+
+
+def pods_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods"
+
+
+def task_path(namespace: str, name: str, sub: str = "") -> str:
+    return f"/apis/limetask.io/v1alpha1/namespaces/{namespace}/limetasks/{name}" + (f"/{sub}" if sub else "")

@@ -1,0 +1,142 @@
+"""The Job of one attempt of a task, as a plain dict (pure: tested without a cluster)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from lime_task.resource import (
+    API_VERSION,
+    KIND,
+    LABEL_APP,
+    LABEL_ATTEMPT,
+    LABEL_TASK_ID,
+)
+
+from .model import CONTAINER, TaskView
+from .settings import OperatorSettings
+
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+JOB_NAME_MAX = 52  # pods add "-xxxxx", and the job-name label must stay within 63
+
+
+def job_name(task_name: str, attempt: int) -> str:
+    """Deterministic: a restarted operator finds the Job it made instead of making another."""
+    name = f"{task_name}-{attempt}"
+    if len(name) <= JOB_NAME_MAX:
+        return name
+    digest = hashlib.sha256(task_name.encode()).hexdigest()[:8]
+    head = task_name[: JOB_NAME_MAX - len(digest) - len(str(attempt)) - 2].rstrip("-.")
+    return f"{head}-{digest}-{attempt}"
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def labels(task: TaskView, attempt: int) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "limetask-operator",
+        "app.kubernetes.io/name": "limetask-runner",
+        LABEL_TASK_ID: task.name,
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_APP: str(task.spec.get("app", "")),
+    }
+
+
+def build_job(task: TaskView, attempt: int, settings: OperatorSettings) -> dict[str, Any]:
+    spec = task.spec
+    image = spec.get("image") if settings.allow_image_override and spec.get("image") else settings.runner_image
+    env = {
+        **settings.runner_env,
+        "LIMETASK_TASK_ID": task.name,
+        "LIMETASK_TASK": spec["task"],
+        "LIMETASK_APP": spec["app"],
+        "LIMETASK_ARGS": json.dumps(spec.get("args") or [], separators=(",", ":")),
+        "LIMETASK_KWARGS": json.dumps(spec.get("kwargs") or {}, separators=(",", ":")),
+        "LIMETASK_ATTEMPT": str(attempt),
+        "LIMETASK_NAMESPACE": task.namespace,
+        "LIMETASK_VERDICT_PATH": TERMINATION_MESSAGE_PATH,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TMPDIR": "/tmp",
+    }
+    resources = merge_resources(settings.runner_resources, spec.get("resources") or {})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "command": list(settings.runner_command),
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": resources,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        # The verdict is always in the file; logs never stand in for it.
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.runner_user_id,
+            "runAsGroup": settings.runner_user_id,
+            "fsGroup": settings.runner_user_id,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    if settings.runner_service_account:
+        pod_spec["serviceAccountName"] = settings.runner_service_account
+    if settings.runner_node_selector:
+        pod_spec["nodeSelector"] = dict(settings.runner_node_selector)
+    if settings.runner_tolerations:
+        pod_spec["tolerations"] = list(settings.runner_tolerations)
+    if settings.runner_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.runner_image_pull_secrets]
+    if spec.get("timeoutSeconds"):
+        # The pod's own deadline too, so the kubelet stops the process even if the Job lags.
+        pod_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+    job_spec: dict[str, Any] = {
+        # One pod per attempt: the operator owns retries, the Job controller never retries.
+        "backoffLimit": 0,
+        "completions": 1,
+        "parallelism": 1,
+        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+        "template": {"metadata": {"labels": labels(task, attempt)}, "spec": pod_spec},
+    }
+    if spec.get("timeoutSeconds"):
+        job_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(task.name, attempt),
+            "namespace": task.namespace,
+            "labels": labels(task, attempt),
+            "ownerReferences": [{
+                "apiVersion": API_VERSION, "kind": KIND, "name": task.name, "uid": task.uid,
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": job_spec,
+    }
+
+
+def merge_resources(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("requests", "limits"):
+        merged = {**(defaults.get(key) or {}), **(override.get(key) or {})}
+        if merged:
+            out[key] = {k: str(v) for k, v in merged.items()}
+    return out
+

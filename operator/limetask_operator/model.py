@@ -1,0 +1,129 @@
+"""Snapshots of the objects the operator reads: small, plain, and easy to test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID
+
+CONTAINER = "task"
+
+
+@dataclass(frozen=True)
+class TaskView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    resource_version: str
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    annotations: dict[str, str]
+    created: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "TaskView":
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 1), resource_version=str(meta.get("resourceVersion", "")),
+            spec=dict(body.get("spec") or {}), status=dict(body.get("status") or {}),
+            annotations=dict(meta.get("annotations") or {}), created=meta.get("creationTimestamp"),
+            metadata=dict(meta),
+        )
+
+    def with_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        """The whole object with a new status, for a PUT to the status subresource."""
+        from lime_task.resource import API_VERSION, KIND
+
+        return {"apiVersion": API_VERSION, "kind": KIND, "metadata": self.metadata, "spec": self.spec,
+                "status": status}
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    task_id: str
+    attempt: int
+    complete: bool = False
+    failed: bool = False
+    failed_reason: str | None = None
+    failed_message: str | None = None
+    active: int = 0
+    deleting: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "JobView":
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        st = body.get("status") or {}
+        complete = failed = False
+        reason = message = None
+        for c in st.get("conditions") or []:
+            if c.get("status") != "True":
+                continue
+            if c.get("type") == "Complete":
+                complete = True
+            elif c.get("type") == "Failed":
+                failed, reason, message = True, c.get("reason"), c.get("message")
+        return cls(name=meta.get("name", ""), task_id=labels.get(LABEL_TASK_ID, ""),
+                   attempt=_int(labels.get(LABEL_ATTEMPT)), complete=complete, failed=failed,
+                   failed_reason=reason, failed_message=message, active=int(st.get("active") or 0),
+                   deleting=bool(meta.get("deletionTimestamp")))
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    task_id: str
+    attempt: int
+    phase: str = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    disruption: str | None = None
+    running_since: str | None = None
+    terminated: dict[str, Any] | None = None
+    deleting: bool = False
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.terminated is not None or self.phase in ("Succeeded", "Failed")
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "PodView":
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        st = body.get("status") or {}
+        disruption = None
+        for c in st.get("conditions") or []:
+            if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
+                disruption = c.get("message") or c.get("reason") or "disrupted"
+        running = terminated = None
+        statuses = st.get("containerStatuses") or []
+        mine = next((s for s in statuses if s.get("name") == CONTAINER), statuses[0] if statuses else None)
+        if mine:
+            state = mine.get("state") or {}
+            if "running" in state:
+                running = (state["running"] or {}).get("startedAt") or ""
+            if "terminated" in state:
+                terminated = dict(state["terminated"] or {})
+        return cls(name=meta.get("name", ""), task_id=labels.get(LABEL_TASK_ID, ""),
+                   attempt=_int(labels.get(LABEL_ATTEMPT)), phase=st.get("phase") or "Pending",
+                   reason=st.get("reason"), message=st.get("message"), disruption=disruption,
+                   running_since=running, terminated=terminated,
+                   deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "")
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,240 @@
+"""The reconcile loop: a de-duplicating work queue of tasks, a few workers, and caches.
+
+kopf's watches feed the caches (LimeTasks, Jobs, Pods) and put task keys on the queue.
+A worker takes a key, derives the plan from what the caches hold now (status.derive), and
+carries it out: create the attempt's Job, write the status, delete finished Jobs. A key is
+never worked on by two workers at once; one that changes meanwhile is queued again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID
+
+from . import status as derivation
+from .kube import ApiError, Kube, jobs_path, pods_path, task_path
+from .manifests import build_job
+from .model import JobView, PodView, TaskView
+from .settings import OperatorSettings
+
+LOG = logging.getLogger("limetask.operator")
+Key = tuple[str, str]  # (namespace, task name)
+
+
+def _rv(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
+    """Drop "" values from the typed status fields (the result is kept as it is).
+
+    The Kubernetes 1.20 API server built here reads an empty string in a typed field as
+    null and rejects it; an absent field means the same to every reader.
+    """
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v != ""}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    return {k: (v if k == "result" else clean(v)) for k, v in status.items() if v != "" or k == "result"}
+
+
+class Caches:
+    def __init__(self) -> None:
+        self.tasks: dict[Key, TaskView] = {}
+        self.jobs: dict[Key, dict[str, JobView]] = defaultdict(dict)
+        self.pods: dict[Key, dict[str, PodView]] = defaultdict(dict)
+
+    def put_task(self, body: dict[str, Any]) -> TaskView:
+        view = TaskView.from_body(body)
+        key = (view.namespace, view.name)
+        old = self.tasks.get(key)
+        # Our own status write already updated the cache: never go back to an older version.
+        if old is None or old.uid != view.uid or _rv(view.resource_version) >= _rv(old.resource_version):
+            self.tasks[key] = view
+        return self.tasks[key]
+
+    def drop_task(self, key: Key) -> None:
+        self.tasks.pop(key, None)
+        self.jobs.pop(key, None)
+        self.pods.pop(key, None)
+
+    def jobs_of(self, key: Key) -> dict[int, JobView]:
+        return {j.attempt: j for j in self.jobs.get(key, {}).values() if j.attempt}
+
+    def pods_of(self, key: Key) -> dict[int, list[PodView]]:
+        out: dict[int, list[PodView]] = defaultdict(list)
+        for p in self.pods.get(key, {}).values():
+            if p.attempt:
+                out[p.attempt].append(p)
+        return dict(out)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.caches = Caches()
+        self.queue: asyncio.Queue[Key] = asyncio.Queue()
+        self.queued: set[Key] = set()
+        self.active: set[Key] = set()
+        self.dirty: set[Key] = set()
+        self.workers: list[asyncio.Task[None]] = []
+        self.retries: dict[Key, int] = {}
+        self.on_final: list[Any] = []  # callbacks(task_view) once a final status is stored
+
+    # -- feeding ------------------------------------------------------------------------
+    def enqueue(self, key: Key) -> None:
+        if key in self.active:
+            self.dirty.add(key)
+        elif key not in self.queued:
+            self.queued.add(key)
+            self.queue.put_nowait(key)
+
+    def enqueue_later(self, key: Key, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+
+    def task_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.caches.drop_task(key)
+            return
+        self.caches.put_task(body)
+        self.enqueue(key)
+
+    def job_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
+        if not task_id:
+            return
+        key = (meta.get("namespace", ""), task_id)
+        if event_type == "DELETED":
+            self.caches.jobs.get(key, {}).pop(meta.get("name", ""), None)
+        else:
+            self.caches.jobs[key][meta.get("name", "")] = JobView.from_body(body)
+        if key in self.caches.tasks:
+            self.enqueue(key)
+
+    def pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
+        if not task_id:
+            return
+        key = (meta.get("namespace", ""), task_id)
+        if event_type == "DELETED":
+            self.caches.pods.get(key, {}).pop(meta.get("name", ""), None)
+        else:
+            self.caches.pods[key][meta.get("name", "")] = PodView.from_body(body)
+        if key in self.caches.tasks:
+            self.enqueue(key)
+
+    # -- working ------------------------------------------------------------------------
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            self.workers.append(asyncio.create_task(self._worker(), name=f"reconcile-{i}"))
+
+    async def stop(self) -> None:
+        for w in self.workers:
+            w.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+        self.workers.clear()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            self.queued.discard(key)
+            self.active.add(key)
+            try:
+                await self.reconcile(key)
+                self.retries.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the others
+                n = self.retries.get(key, 0) + 1
+                self.retries[key] = n
+                delay = min(0.5 * 2 ** (n - 1), 60)
+                level = logging.WARNING if isinstance(exc, ApiError) else logging.ERROR
+                LOG.log(level, "task %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay,
+                        exc_info=not isinstance(exc, ApiError))
+                self.enqueue_later(key, delay)
+            finally:
+                self.active.discard(key)
+                if key in self.dirty:
+                    self.dirty.discard(key)
+                    self.enqueue(key)
+
+    async def reconcile(self, key: Key) -> None:
+        task = self.caches.tasks.get(key)
+        if task is None:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        jobs = self.caches.jobs_of(key)
+        pods = self.caches.pods_of(key)
+        ceiling = self.settings.max_attempts_ceiling
+        plan = derivation.derive(task, jobs, pods, now, ceiling)
+        if plan.verify_job is not None:
+            body = await self.kube.get(jobs_path(task.namespace, build_job(task, plan.verify_job, self.settings)
+                                                 ["metadata"]["name"]))
+            if body is not None:
+                self.job_event("ADDED", body)
+                jobs = self.caches.jobs_of(key)
+                plan = derivation.derive(task, jobs, pods, now, ceiling)
+            else:
+                plan = derivation.derive(task, jobs, pods, now, ceiling, jobs_gone=frozenset({plan.verify_job}))
+        if plan.need_fresh_pods is not None:
+            fresh = await self.kube.request("GET", pods_path(task.namespace), params={
+                "labelSelector": f"{LABEL_TASK_ID}={task.name},{LABEL_ATTEMPT}={plan.need_fresh_pods}"})
+            for item in (fresh or {}).get("items", []):
+                self.pod_event("MODIFIED", item)
+            plan = derivation.derive(task, jobs, self.caches.pods_of(key), now, ceiling, pods_fresh=True)
+        LOG.debug("task %s/%s: %s", key[0], key[1], plan)
+        await self.carry_out(task, plan)
+
+    async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
+        key = (task.namespace, task.name)
+        if plan.create_attempt is not None:
+            job = build_job(task, plan.create_attempt, self.settings)
+            created = await self.kube.create(jobs_path(task.namespace), job)
+            if created is not None:
+                LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
+                         job["metadata"]["name"], plan.create_attempt)
+        if plan.status is not None:
+            # A PUT with the resourceVersion we derived from: a conflict means we were stale.
+            # (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it
+            # drops null values inside results.)
+            try:
+                updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
+                                                  task.with_status(without_empty_strings(plan.status)))
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                if exc.status == 409:
+                    LOG.debug("task %s/%s: status write conflicted; reading it again", key[0], key[1])
+                    fresh = await self.kube.get(task_path(task.namespace, task.name))
+                    if fresh is None:
+                        self.caches.drop_task(key)
+                        return
+                    self.caches.put_task(fresh)
+                    self.enqueue(key)
+                    return
+                raise
+            view = self.caches.put_task(updated)
+            if view.status.get("state") in ("SUCCESS", "FAILURE"):
+                LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
+                         view.status.get("attempts"))
+                for callback in self.on_final:
+                    callback(view)
+        for name in plan.delete_jobs:
+            if self.settings.delete_finished_jobs:
+                await self.kube.delete(jobs_path(task.namespace, name))

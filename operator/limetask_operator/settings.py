@@ -1,0 +1,76 @@
+"""Operator settings, from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from lime_task.resource import MAX_ATTEMPTS_CEILING
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed: a clear start-up error."""
+
+
+class OperatorSettings(BaseModel):
+    # The runner image used when a LimeTask names none.
+    runner_image: str = "ghcr.io/limetask/runner:0.1.0"
+    # Command of the runner container; the image's Python must have the solution installed.
+    runner_command: list[str] = Field(default_factory=lambda: ["python", "-m", "limetask_runner"])
+    # Extra environment for every runner (e.g. LIMETASK_APP_FACTORY), as a JSON object.
+    runner_env: dict[str, str] = Field(default_factory=dict)
+    # Default resources of runner containers.
+    runner_resources: dict[str, Any] = Field(default_factory=lambda: {
+        "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}})
+    # Pod-level placement of runner pods.
+    runner_node_selector: dict[str, str] = Field(default_factory=dict)
+    runner_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    runner_image_pull_secrets: list[str] = Field(default_factory=list)
+    runner_service_account: str | None = None
+    runner_user_id: int = 10001
+    # A per-task image override is allowed only when this is true.
+    allow_image_override: bool = True
+    # Upper bound of maxAttempts a task may ask for.
+    max_attempts_ceiling: int = MAX_ATTEMPTS_CEILING
+    # Backstop: Kubernetes deletes a finished Job after this many seconds even if the operator
+    # is down. The operator captures the verdict (and deletes the Job) long before.
+    job_ttl_seconds: int = 3600
+    # Delete a task's Jobs and pods as soon as its final status is stored.
+    delete_finished_jobs: bool = True
+    # Reconcile workers: how many tasks are handled at once.
+    workers: int = 32
+    # kopf's batching window: events of one object closer than this collapse into one.
+    batch_window: float = 0.01
+
+    @field_validator("max_attempts_ceiling")
+    @classmethod
+    def _ceiling(cls, v: int) -> int:
+        if not 1 <= v <= MAX_ATTEMPTS_CEILING:
+            raise ValueError(f"must be between 1 and {MAX_ATTEMPTS_CEILING}")
+        return v
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            key = f"LIMETASK_{name.upper()}"
+            if key not in env:
+                continue
+            raw = env[key]
+            annotation = str(field.annotation)
+            try:
+                if "list" in annotation or "dict" in annotation:
+                    values[name] = json.loads(raw)
+                else:
+                    values[name] = raw
+            except ValueError as exc:
+                raise SettingsError(f"{key} must be JSON: {exc}") from None
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"LIMETASK_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(problems) from None

@@ -1,0 +1,278 @@
+"""What a task's status should be, derived from the current LimeTask, Jobs and Pods.
+
+Pure and level-based: the answer depends only on what exists now, never on which events
+were seen, so batched or missed events cannot lead it astray.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from lime_task import verdict as verdicts
+from lime_task.resource import (
+    ANNOTATION_CANCEL,
+    DEFAULT_MAX_ATTEMPTS,
+    FAILURE,
+    FINAL_STATES,
+    MAX_ARGUMENTS_BYTES,
+    PENDING,
+    STARTED,
+    SUCCESS,
+)
+
+from .manifests import job_name, spec_hash
+from .model import JobView, PodView, TaskView
+
+WORKER_LOST = "WorkerLost"
+TIMED_OUT = "TimedOut"
+CANCELLED = "Cancelled"
+RETRIES_EXHAUSTED = "RetriesExhausted"
+SPEC_CHANGED = "SpecChanged"
+INVALID_SPEC = "InvalidSpec"
+HISTORY_MAX = 10
+
+
+@dataclass
+class Plan:
+    """What the reconciler must do: at most one Job to create, a status, Jobs to delete."""
+
+    status: dict[str, Any] | None = None
+    create_attempt: int | None = None
+    delete_jobs: list[str] = field(default_factory=list)
+    # The caches cannot tell: read the pods of this attempt from the API, then decide again.
+    need_fresh_pods: int | None = None
+    # The status says this attempt's Job was made, the cache does not have it: check the API.
+    verify_job: int | None = None
+
+
+@dataclass(frozen=True)
+class Lost:
+    message: str
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    message: str
+
+
+@dataclass(frozen=True)
+class Running:
+    started: str | None  # None: still pending
+
+
+Outcome = verdicts.Verdict | Lost | TimedOut | Running
+
+
+def now_iso(now: dt.datetime) -> str:
+    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_lost(pod: PodView) -> str:
+    """What happened to a worker that ended without a verdict, in the words a user needs."""
+    term = pod.terminated or {}
+    if pod.reason == "Evicted" or pod.disruption:
+        return f"the pod was evicted: {pod.message or pod.disruption or 'no reason given'}"
+    if term.get("reason") == "OOMKilled":
+        return "the container was OOMKilled: it ran out of memory (exit code 137); raise its memory limit"
+    code = term.get("exitCode")
+    sig = term.get("signal") or (code - 128 if isinstance(code, int) and code > 128 else None)
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"the worker was killed by {name} (exit code {code})"
+    if term.get("reason") == "ContainerStatusUnknown":
+        return f"the node lost the container: {term.get('message') or 'status unknown'}"
+    if code is not None:
+        return f"the worker exited with code {code} without a verdict ({term.get('reason') or 'Error'})"
+    if pod.reason:
+        return f"the pod failed: {pod.reason}: {pod.message or ''}".rstrip(": ")
+    return "the pod ended without a verdict"
+
+
+def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = False) -> Outcome | None:
+    """The outcome of one attempt, or None when the caches cannot tell yet."""
+    ended = sorted((p for p in pods if p.ended), key=lambda p: (p.terminated or {}).get("finishedAt") or "")
+    for pod in ended:
+        found = verdicts.parse((pod.terminated or {}).get("message"))
+        if found is not None:
+            return found
+    if job is not None and job.failed and job.failed_reason == "DeadlineExceeded":
+        return TimedOut(job.failed_message or "the attempt passed its deadline")
+    for pod in ended:
+        if pod.reason == "DeadlineExceeded":
+            return TimedOut(pod.message or "the attempt passed its deadline")
+    running = [p for p in pods if not p.ended and not p.deleting]
+    if ended and not running:
+        return Lost(describe_lost(ended[0]))
+    if running:
+        started = next((p.running_since for p in running if p.running_since is not None), None)
+        return Running(started)
+    if job_gone:
+        return Lost("the Job of this attempt was deleted before the task finished")
+    if job is not None and job.finished:
+        return None  # finished, but its pod is not in the cache: read it from the API
+    if job is not None and job.deleting:
+        return Lost("the Job of this attempt is being deleted")
+    return Running(None)
+
+
+def condition(previous: list[dict[str, Any]], status: str, reason: str, message: str, generation: int,
+              now: str) -> list[dict[str, Any]]:
+    old = next((c for c in previous if c.get("type") == "Succeeded"), None)
+    changed = old is None or old.get("status") != status
+    return [{
+        "type": "Succeeded", "status": status, "reason": reason, "message": message,
+        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
+        "observedGeneration": generation,
+    }]
+
+
+def check_spec(spec: dict[str, Any], ceiling: int) -> str | None:
+    """What is wrong with a spec the schema let through, or None."""
+    import json
+
+    size = len(json.dumps([spec.get("args") or [], spec.get("kwargs") or {}], separators=(",", ":")).encode())
+    if size > MAX_ARGUMENTS_BYTES:
+        return f"arguments take {size} bytes as JSON, over the limit of {MAX_ARGUMENTS_BYTES}"
+    if spec.get("acksLate") and int(spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS) > ceiling:
+        return f"maxAttempts {spec.get('maxAttempts')} is over this cluster's ceiling of {ceiling}"
+    return None
+
+
+def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
+           max_attempts_ceiling: int, pods_fresh: bool = False, jobs_gone: frozenset[int] = frozenset()) -> Plan:
+    st = task.status
+    ts = now_iso(now)
+    plan = Plan()
+    if st.get("state") in FINAL_STATES:
+        plan.delete_jobs = sorted(j.name for j in jobs.values() if not j.deleting)
+        return plan
+
+    base: dict[str, Any] = {k: v for k, v in st.items()}
+    base["observedGeneration"] = task.generation
+    current_hash = spec_hash(task.spec)
+    attempt = max([int(st.get("attempts") or 0), *jobs.keys()])
+
+    def final(state: str, reason: str, message: str, result: Any = None, error_type: str | None = None,
+              history: list[dict[str, Any]] | None = None) -> Plan:
+        new = dict(base)
+        new.update(state=state, completedAt=ts, attempts=attempt)
+        if history is not None:
+            new["history"] = history[-HISTORY_MAX:]
+        if state == SUCCESS:
+            new.pop("result", None)
+            if result is not None:  # null is not stored; a missing result reads as None
+                new["result"] = result
+            new.pop("error", None)
+            cond = condition(st.get("conditions") or [], "True", "Succeeded", "the task returned", task.generation, ts)
+        else:
+            new.pop("result", None)
+            new["error"] = {"type": error_type or reason, "message": message, "reason": reason}
+            cond = condition(st.get("conditions") or [], "False", reason, message, task.generation, ts)
+        new["conditions"] = cond
+        plan.status = new
+        plan.delete_jobs = sorted(j.name for j in jobs.values() if not j.deleting)
+        return plan
+
+    if task.annotations.get(ANNOTATION_CANCEL, "").lower() in ("true", "yes", "1"):
+        return final(FAILURE, CANCELLED, "the task was cancelled", error_type=CANCELLED)
+    if st.get("specHash") and st["specHash"] != current_hash:
+        return final(FAILURE, SPEC_CHANGED, "the spec changed after the task was accepted; the spec is "
+                     "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)
+    problem = check_spec(task.spec, max_attempts_ceiling)
+    if problem and attempt == 0:
+        return final(FAILURE, INVALID_SPEC, problem, error_type=INVALID_SPEC)
+
+    def start(n: int, history: list[dict[str, Any]] | None = None) -> Plan:
+        new = dict(base)
+        new.update(state=PENDING, attempts=n, jobName=job_name(task.name, n), specHash=current_hash)
+        if history is not None:
+            new["history"] = history[-HISTORY_MAX:]
+        msg = "waiting for the worker to start" if n == 1 else f"attempt {n}: waiting for the worker to start"
+        new["conditions"] = condition(st.get("conditions") or [], "Unknown", "Pending", msg, task.generation, ts)
+        plan.status = new
+        plan.create_attempt = n
+        return plan
+
+    if attempt == 0:
+        return start(1)
+
+    job = jobs.get(attempt)
+    attempt_pods = pods.get(attempt, [])
+    if job is None and not attempt_pods and attempt not in jobs_gone:
+        if st.get("jobName") == job_name(task.name, attempt) and int(st.get("attempts") or 0) == attempt:
+            plan.verify_job = attempt
+            return plan
+        return start(attempt)
+    outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
+    if outcome is None:
+        if pods_fresh:
+            outcome = Lost("the pod of this attempt was removed before its verdict was read")
+        else:
+            plan.need_fresh_pods = attempt
+            return plan
+
+    if isinstance(outcome, Running):
+        new = dict(base)
+        new.update(attempts=attempt, jobName=job_name(task.name, attempt), specHash=current_hash)
+        if outcome.started is not None:
+            new["state"] = STARTED
+            new.setdefault("startedAt", outcome.started or ts)
+            cond = condition(st.get("conditions") or [], "Unknown", "Running",
+                             f"attempt {attempt} is running", task.generation, ts)
+        else:
+            new["state"] = PENDING
+            cond = condition(st.get("conditions") or [], "Unknown", "Pending",
+                             "waiting for the worker to start", task.generation, ts)
+        new["conditions"] = cond
+        if _same(new, st):
+            return plan
+        plan.status = new
+        return plan
+
+    history = list(st.get("history") or [])
+    if isinstance(outcome, verdicts.Verdict):
+        entry = {"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": outcome.state,
+                 "reason": "Succeeded" if outcome.state == SUCCESS else outcome.error.get("reason", ""),
+                 "message": "" if outcome.state == SUCCESS else outcome.error.get("message", ""),
+                 "finishedAt": ts}
+        history.append(entry)
+        base.setdefault("startedAt", ts)
+        if outcome.state == SUCCESS:
+            return final(SUCCESS, "Succeeded", "", result=outcome.result, history=history)
+        err = outcome.error
+        return final(FAILURE, err.get("reason") or verdicts.TASK_RAISED, err.get("message", ""),
+                     error_type=err.get("type"), history=history)
+    if isinstance(outcome, TimedOut):
+        limit = task.spec.get("timeoutSeconds")
+        history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": FAILURE,
+                        "reason": TIMED_OUT, "message": outcome.message, "finishedAt": ts})
+        return final(FAILURE, TIMED_OUT, f"the task did not finish within its timeout of {limit} seconds",
+                     error_type=TIMED_OUT, history=history)
+    # The worker was lost.
+    history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": WORKER_LOST,
+                    "reason": WORKER_LOST, "message": outcome.message, "finishedAt": ts})
+    if not task.spec.get("acksLate"):
+        return final(FAILURE, WORKER_LOST, f"{outcome.message} (early acknowledgement: not re-run)",
+                     error_type=WORKER_LOST, history=history)
+    limit = min(int(task.spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS), max_attempts_ceiling)
+    if attempt < limit:
+        return start(attempt + 1, history)
+    return final(FAILURE, RETRIES_EXHAUSTED,
+                 f"the worker was lost in all {attempt} attempts; last: {outcome.message}",
+                 error_type=WORKER_LOST, history=history)
+
+
+def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Equal but for times that only move when something else changed."""
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        out = dict(d)
+        out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                             for c in d.get("conditions") or []]
+        return out
+    return strip(new) == strip(old)

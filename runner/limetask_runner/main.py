@@ -1,0 +1,91 @@
+"""Run one attempt of one task and write its verdict to the termination message.
+
+The operator sets the environment:
+  LIMETASK_TASK_ID, LIMETASK_TASK (dotted name), LIMETASK_APP, LIMETASK_ARGS (JSON array),
+  LIMETASK_KWARGS (JSON object), LIMETASK_ATTEMPT, and LIMETASK_VERDICT_PATH (the
+  container's terminationMessagePath, default /dev/termination-log).
+Optional: LIMETASK_APP_FACTORY (`module:callable` building the application object) and
+LIMETASK_IMPORTS (comma-separated modules to import; when set, task names are looked up
+only among the tasks those modules register, and no module is imported by name).
+
+Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot be written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+from lime_task import verdict as verdicts
+from lime_task.eager import execute
+from lime_task.resource import SUCCESS
+
+LOG = logging.getLogger("limetask.runner")
+DEFAULT_VERDICT_PATH = "/dev/termination-log"
+ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
+       "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS")
+
+
+def run(env: Mapping[str, str]) -> verdicts.Verdict:
+    """The verdict of one attempt, from the runner's environment."""
+    task_name = env.get("LIMETASK_TASK", "")
+    app_name = env.get("LIMETASK_APP", "")
+    try:
+        args = json.loads(env.get("LIMETASK_ARGS") or "[]")
+        kwargs = json.loads(env.get("LIMETASK_KWARGS") or "{}")
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise ValueError("LIMETASK_ARGS must be a JSON array and LIMETASK_KWARGS a JSON object")
+    except ValueError as exc:
+        return verdicts.from_exception(exc, verdicts.INVALID_ARGUMENTS)
+    imports = [m.strip() for m in env.get("LIMETASK_IMPORTS", "").split(",") if m.strip()]
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - reported as the verdict
+            return verdicts.failure(verdicts.UNKNOWN_TASK, type(exc).__name__,
+                                    f"importing {module!r} (LIMETASK_IMPORTS) failed: {exc}")
+    factory = None
+    if env.get("LIMETASK_APP_FACTORY"):
+        from lime_task.application import load_app_factory
+        try:
+            factory = load_app_factory(env["LIMETASK_APP_FACTORY"])
+        except Exception as exc:  # noqa: BLE001
+            return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
+    return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=not imports)
+
+
+def write_verdict(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = os.environ
+    started = time.monotonic()
+    LOG.info("task %s (%s) attempt %s for app %s", env.get("LIMETASK_TASK_ID", "?"), env.get("LIMETASK_TASK", "?"),
+             env.get("LIMETASK_ATTEMPT", "1"), env.get("LIMETASK_APP", "?"))
+    verdict = run(env)
+    text = verdict.to_json()
+    path = env.get("LIMETASK_VERDICT_PATH") or DEFAULT_VERDICT_PATH
+    try:
+        write_verdict(path, text)
+    except OSError as exc:
+        LOG.error("cannot write the verdict to %s: %s", path, exc)
+        print(text, file=sys.stderr)
+        return 2
+    took = time.monotonic() - started
+    if verdict.state == SUCCESS:
+        LOG.info("SUCCESS in %.3fs", took)
+        return 0
+    LOG.error("FAILURE in %.3fs: %s: %s (%s)", took, verdict.error.get("type"), verdict.error.get("message"),
+              verdict.error.get("reason"))
+    return 1
