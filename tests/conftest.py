@@ -77,13 +77,17 @@ def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest)
     name = f"t-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
     core.create_namespace({"metadata": {"name": name, "labels": {"limetask.io/test": "true"}}})
-    # Pods need the namespace's default service account, which a controller creates.
+    # Pods need the namespace's default service account (and, before 1.24, its token), which
+    # controllers create: wait until a dry-run pod is admitted.
+    probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "none"}]}}
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while True:
         try:
-            core.read_namespaced_service_account("default", name)
+            core.create_namespaced_pod(name, probe, dry_run="All")
             break
         except ApiException:
+            if time.monotonic() > deadline:
+                raise
             time.sleep(0.1)
     yield name
     try:
@@ -103,3 +107,88 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+class Operator:
+    """The operator as a separate process, as it runs in production (kill and restart it at will)."""
+
+    def __init__(self, cluster: Cluster, log_dir: Path, extra_env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ("--all-namespaces",)) -> None:
+        self.cluster = cluster
+        self.log_path = log_dir / "operator.log"
+        self.extra_env = extra_env or {}
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update({"LIMETASK_KUBECONFIG": str(self.cluster.kubeconfig), "PYTHONUNBUFFERED": "1"})
+        env.update(self.extra_env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "limetask_operator", *self.args],
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        wait_until(lambda: "Initial authentication has finished" in self.log_path.read_text(errors="replace")
+                   or self.proc.poll() is not None, timeout=30, message="the operator to start")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited at start:\n{self.log_tail()}")
+
+    def kill(self, sig: int = 9) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> None:
+    cluster.run_kubectl("apply", "-f", str(REPO / "crds"))
+    wait_until(lambda: cluster.run_kubectl("get", "crd", "limetasks.limetask.io", "-o",
+                                           "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                                           check=False).stdout == "True", timeout=30, message="the CRD")
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """One operator for the session, watching every namespace."""
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def running_operator(operator: Operator) -> Operator:
+    """The session operator, restarted if a test left it stopped."""
+    if not operator.alive():
+        operator.start()
+    return operator
+
+
+@pytest.fixture
+def tasks(cluster: Cluster, namespace: str, running_operator: Operator) -> Any:
+    """A `TaskClient` for the test's namespace, with the operator running."""
+    from lime_task import TaskClient
+
+    return TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
