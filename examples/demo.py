@@ -1,0 +1,76 @@
+"""`make demo`: a real task end to end on the local control plane, then one FAILURE.
+
+Installs the CRD, starts the operator, sends the acme solution's tasks with `send_task`, and
+shows each status change as it happens.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "devtools" / "cluster"))
+
+import localcluster  # noqa: E402
+
+
+def step(msg: str) -> None:
+    print(f"\n==> {msg}", flush=True)
+
+
+def main() -> int:
+    kubeconfig = localcluster.up()
+    kubectl = str(localcluster.kubectl_path())
+    os.environ["LIMETASK_KUBECONFIG"] = str(kubeconfig)
+    step("installing the LimeTask CRD")
+    subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", str(REPO / "crds")], check=True)
+    subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Established",
+                    "crd/limetasks.limetask.io", "--timeout=30s"], check=True, stdout=subprocess.DEVNULL)
+    step("starting the operator (log: .cluster/logs/demo-operator.log)")
+    log = open(REPO / ".cluster" / "logs" / "demo-operator.log", "ab")
+    operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", "default"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        from lime_task import Application, configure, get_status, send_task
+
+        configure(kubeconfig=kubeconfig, namespace="default")
+        app = Application("my-app-name")
+        started = time.monotonic()
+
+        def show(status) -> None:  # type: ignore[no-untyped-def]
+            extra = ""
+            if status.status == "SUCCESS":
+                extra = f"  result={status.result!r}"
+            elif status.status == "FAILURE":
+                extra = f"  error={status.error}"
+            print(f"   {time.monotonic() - started:6.2f}s  {status.status:8}{extra}", flush=True)
+
+        step("send_task('acme_solution.tasks.lime.get_lime_company', app, 1001, ['name', 'phone'])")
+        status = send_task("acme_solution.tasks.lime.get_lime_company", app, 1001, ["name", "phone"])
+        print(f"   task id {status.id}")
+        final = status.wait(timeout=120, on_change=show)
+        again = get_status(final.id, "my-app-name")
+        print(f"   get_status(id, 'my-app-name') -> {again.status}, {again.result!r}")
+
+        step("send_task('acme_solution.tasks.lime.fail', app, 'the CRM said no')  # raises ValueError")
+        started = time.monotonic()
+        failed = send_task("acme_solution.tasks.lime.fail", app, "the CRM said no").wait(timeout=120, on_change=show)
+
+        step("kubectl get limetasks")
+        subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "get", "lt", "-n", "default"], check=True)
+        ok = final.status == "SUCCESS" and failed.status == "FAILURE"
+        print("\ndemo", "finished: one SUCCESS with its result, one FAILURE with its error" if ok else "FAILED")
+        print(f"the control plane keeps running; `export KUBECONFIG={kubeconfig}` to look around, "
+              f"`make cluster-down` to stop it")
+        return 0 if ok else 1
+    finally:
+        operator.terminate()
+        operator.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""`limetask`: start, watch, list and cancel tasks from the shell."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from .errors import LimeTaskError
+from .status import TaskStatus
+
+app = typer.Typer(
+    name="limetask", no_args_is_help=True, add_completion=False,
+    help="Lime Task: background tasks that run as Kubernetes Jobs.",
+)
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="namespace (default: from config)")]
+Kubeconfig = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file (default: LIMETASK_KUBECONFIG)")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, or json for scripts")]
+
+
+def _client(kubeconfig: str | None, namespace: str | None) -> Any:
+    from .client import TaskClient
+
+    return TaskClient(kubeconfig=kubeconfig, namespace=namespace)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _json_arg(text: str | None, what: str, kind: type) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        _fail(f"{what} must be JSON: {exc}")
+    if not isinstance(value, kind):
+        _fail(f"{what} must be a JSON {'array' if kind is list else 'object'}, got {text!r}")
+    return value
+
+
+def _print(status: TaskStatus, output: Output) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(status.to_dict()))
+        return
+    line = f"{status.id}  {status.status:8}  {status.task}  app={status.app}  attempts={status.attempts}"
+    typer.echo(line)
+    if status.result is not None:
+        typer.echo(f"  result: {json.dumps(status.result)}")
+    if status.error is not None:
+        typer.echo(f"  error:  {status.error}")
+
+
+def _wait(client: Any, status: TaskStatus, timeout: float | None, output: Output) -> TaskStatus:
+    started = time.monotonic()
+
+    def progress(s: TaskStatus) -> None:
+        if output is Output.text:
+            typer.echo(f"  {time.monotonic() - started:7.1f}s  {s.status}", err=True)
+
+    return client.wait(status.id, status.app, timeout=timeout, on_change=progress)  # type: ignore[no-any-return]
+
+
+def _guard(fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LimeTaskError as exc:
+            _fail(f"{type(exc).__name__}: {exc}", code=1 if "NotFound" in type(exc).__name__ else 2)
+    return wrapper
+
+
+@app.command()
+@_guard
+def send(
+    task: Annotated[str, typer.Argument(help="dotted name of a @task function")],
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
+    args: Annotated[str | None, typer.Argument(help="positional arguments as a JSON array")] = None,
+    kwargs: Annotated[str | None, typer.Option("--kwargs", "-k", help="keyword arguments as a JSON object")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until it finishes")] = False,
+    timeout: Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds")] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="do not require the task to be importable here")] = False,
+    namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+) -> None:
+    """Start a task.
+
+    Example: limetask send acme_solution.tasks.lime.get_lime_company my-app '[1001, ["name"]]' --wait
+    """
+    client = _client(kubeconfig, namespace)
+    status = client.send(task, app_name, _json_arg(args, "ARGS", list), _json_arg(kwargs, "--kwargs", dict),
+                         check=not no_check)
+    if wait:
+        status = _wait(client, status, timeout, output)
+    _print(status, output)
+    if wait and status.status != "SUCCESS":
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def status(
+    task_id: Annotated[str, typer.Argument(help="the task id")],
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
+    namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+) -> None:
+    """Show a task's status. Example: limetask status 6f1c... my-app -o json"""
+    _print(_client(kubeconfig, namespace).get_status(task_id, app_name), output)
+
+
+@app.command()
+@_guard
+def wait(
+    task_id: Annotated[str, typer.Argument(help="the task id")],
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds (exit 3)")] = None,
+    namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+) -> None:
+    """Wait until a task finishes; exit 0 on SUCCESS, 1 on FAILURE, 3 on timeout.
+
+    Example: limetask wait 6f1c... my-app --timeout 600
+    """
+    from .errors import WaitTimeoutError
+
+    client = _client(kubeconfig, namespace)
+    current = client.get_status(task_id, app_name)
+    try:
+        final = _wait(client, current, timeout, output)
+    except WaitTimeoutError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from None
+    _print(final, output)
+    raise typer.Exit(0 if final.status == "SUCCESS" else 1)
+
+
+@app.command("list")
+@_guard
+def list_(
+    app_name: Annotated[str | None, typer.Option("--app", "-a", help="only this application's tasks")] = None,
+    state: Annotated[str | None, typer.Option("--state", "-s", help="PENDING, STARTED, SUCCESS or FAILURE")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many")] = None,
+    namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+) -> None:
+    """List tasks. Example: limetask list --app my-app --state FAILURE"""
+    items = _client(kubeconfig, namespace).list(app_name, state.upper() if state else None, limit)
+    if output is Output.json:
+        typer.echo(json.dumps([s.to_dict() for s in items]))
+        return
+    typer.echo(f"{'ID':38} {'STATE':8} {'ATTEMPTS':8} {'APP':20} TASK")
+    for s in items:
+        typer.echo(f"{s.id:38} {s.status:8} {s.attempts:<8} {s.app:20} {s.task}")
+
+
+@app.command()
+@_guard
+def cancel(
+    task_id: Annotated[str, typer.Argument(help="the task id")],
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
+    namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+) -> None:
+    """Cancel a pending or running task (it ends as FAILURE, reason Cancelled).
+
+    Example: limetask cancel 6f1c... my-app
+    """
+    _print(_client(kubeconfig, namespace).cancel(task_id, app_name), output)
+
+
+@app.command("run-local")
+@_guard
+def run_local(
+    task: Annotated[str, typer.Argument(help="dotted name of a @task function")],
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
+    args: Annotated[str | None, typer.Argument(help="positional arguments as a JSON array")] = None,
+    kwargs: Annotated[str | None, typer.Option("--kwargs", "-k", help="keyword arguments as a JSON object")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Run one task in this process, with no cluster, to debug the task function.
+
+    Example: limetask run-local acme_solution.tasks.lime.add my-app '[1, 2]'
+    """
+    from ._run import run_eager
+
+    result = run_eager(task, app_name, *_json_arg(args, "ARGS", list), **_json_arg(kwargs, "--kwargs", dict))
+    _print(result, output)
+    raise typer.Exit(0 if result.status == "SUCCESS" else 1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def operator(ctx: typer.Context) -> None:
+    """Run the operator (same options as `python -m limetask_operator --help`).
+
+    Example: limetask operator --all-namespaces
+    """
+    try:
+        from limetask_operator.main import main as operator_main
+    except ImportError:
+        _fail("the operator is not installed: pip install 'limetask[operator]'")
+    raise typer.Exit(operator_main(list(ctx.args)))
+
+
+if __name__ == "__main__":
+    sys.exit(app())
