@@ -508,17 +508,27 @@ class NodeAgent:
 
     # -- API helpers ----------------------------------------------------------------------
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        for attempt in range(5):
+        """Report a pod's status, retrying until the API server takes it, as a kubelet does.
+
+        A status lost while the API server restarts would leave the pod Running forever.
+        """
+        delay, deadline = 0.2, time.monotonic() + 600
+        while True:
             try:
                 self.api.patch_namespaced_pod_status(name, namespace, {"status": status})
                 return
             except ApiException as exc:
                 if exc.status == 404:
                     return
-                LOG.warning("pod %s/%s: status update failed (%s), retrying", namespace, name, exc.status)
+                problem = f"{exc.status} {exc.reason}"
             except Exception as exc:  # noqa: BLE001 - connection trouble: retry
-                LOG.warning("pod %s/%s: status update failed (%s), retrying", namespace, name, exc)
-            time.sleep(0.2 * 2**attempt)
+                problem = str(exc)
+            if time.monotonic() > deadline:
+                LOG.error("pod %s/%s: giving up reporting status: %s", namespace, name, problem)
+                return
+            LOG.warning("pod %s/%s: status update failed (%s), retrying", namespace, name, problem)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def read_ref_data(self, pod: dict[str, Any], source: dict[str, Any]) -> dict[str, str]:
         ns = pod["metadata"]["namespace"]

@@ -218,6 +218,8 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             return plan
 
     if isinstance(outcome, Running):
+        if outcome.started is None and st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt:
+            return plan  # a pod not (yet) in the cache never takes a started attempt back to PENDING
         new = dict(base)
         new.update(attempts=attempt, jobName=job_name(task.name, attempt), specHash=current_hash)
         if outcome.started is not None:

@@ -1,0 +1,279 @@
+"""The runner: environment in, verdict out (file and exit code)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lime_task import verdict as v
+from lime_task.resource import FAILURE, MAX_VERDICT_BYTES, SUCCESS
+
+# The package exports the function `main`, which hides the module of the same name.
+runner = importlib.import_module("limetask_runner.main")
+
+RUNNER_ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
+              "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS")
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # run() falls back to os.environ for the app factory: keep the test process neutral.
+    for key in RUNNER_ENV:
+        monkeypatch.delenv(key, raising=False)
+    yield
+
+
+def env(task: str, *args: object, app: str = "acme", **kwargs: object) -> dict[str, str]:
+    return {
+        "LIMETASK_TASK_ID": "t-1", "LIMETASK_TASK": task, "LIMETASK_APP": app,
+        "LIMETASK_ARGS": json.dumps(list(args)), "LIMETASK_KWARGS": json.dumps(kwargs),
+        "LIMETASK_ATTEMPT": "1",
+    }
+
+
+PLUGIN = '''
+from lime_task import task
+
+class SolutionApp:
+    def __init__(self, name):
+        self.name = name
+        self.kind = "solution"
+
+def make_app(name):
+    return SolutionApp(name)
+
+def broken_factory(name):
+    raise ConnectionError("the CRM database is down")
+
+NOT_CALLABLE = 3
+
+@task
+def describe_app(app, suffix=""):
+    return {"type": type(app).__name__, "name": app.name + suffix,
+            "kind": getattr(app, "kind", None)}
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"plugin_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+# --- run(env) ---------------------------------------------------------------------------------
+
+def test_success() -> None:
+    verdict = runner.run(env("acme_solution.tasks.lime.add", 2, 3.5))
+    assert verdict == v.Verdict(SUCCESS, result=5.5)
+
+
+def test_success_with_keyword_arguments_and_default_application() -> None:
+    verdict = runner.run(env("acme_solution.tasks.lime.get_lime_company", 1001, app="my-app",
+                             props=["name", "phone"]))
+    assert verdict.state == SUCCESS
+    # The default application object carries the name it was built from.
+    assert verdict.result == "company 1001 of my-app: updated 2 properties on 50 deals"
+
+
+def test_task_that_raises() -> None:
+    verdict = runner.run(env("acme_solution.tasks.lime.fail", message="no such deal"))
+    assert verdict.state == FAILURE
+    assert verdict.error == {"type": "ValueError", "message": "no such deal", "reason": "TaskRaised"}
+
+
+def test_result_not_json_and_too_large() -> None:
+    assert runner.run(env("acme_solution.tasks.lime.not_json")).error["reason"] == "ResultNotJSON"
+    big = runner.run(env("acme_solution.tasks.lime.huge", size=10_000))
+    assert big.state == FAILURE and big.error["reason"] == "ResultTooLarge"
+    assert len(big.to_json().encode()) <= MAX_VERDICT_BYTES
+
+
+def test_unknown_task() -> None:
+    verdict = runner.run(env("acme_solution.tasks.lime.nope"))
+    assert verdict.state == FAILURE
+    assert verdict.error["reason"] == "UnknownTask"
+    assert verdict.error["type"] == "UnknownTaskError"
+
+
+@pytest.mark.parametrize("name", ["os.system", "subprocess.call", "acme_solution.tasks.lime.undecorated"])
+def test_non_tasks_are_refused(name: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    verdict = runner.run(env(name, f"touch {marker}"))
+    assert verdict.state == FAILURE
+    assert verdict.error["reason"] == "UnknownTask"
+    assert "not a task" in verdict.error["message"]
+    assert not marker.exists()
+
+
+def test_invalid_task_name_is_unknown_task() -> None:
+    verdict = runner.run(env("os.*"))
+    assert verdict.error["reason"] == "UnknownTask"
+    assert verdict.error["type"] == "InvalidTaskError"
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    ("[1, 2", "{}"),          # not JSON
+    ("{}", "{}"),             # not an array
+    ("[]", "[1]"),            # not an object
+    ("[]", "{bad}"),
+    ("[NaN]", "{}"),          # JSON but not finite: refused by the argument check
+])
+def test_bad_arguments_are_invalid_arguments(args: str, kwargs: str) -> None:
+    e = env("acme_solution.tasks.lime.add")
+    e.update(LIMETASK_ARGS=args, LIMETASK_KWARGS=kwargs)
+    verdict = runner.run(e)
+    assert verdict.state == FAILURE
+    assert verdict.error["reason"] == "InvalidArguments"
+
+
+def test_missing_arguments_default_to_none() -> None:
+    e = env("acme_solution.tasks.lime.fail")
+    del e["LIMETASK_ARGS"], e["LIMETASK_KWARGS"]
+    verdict = runner.run(e)
+    # The task ran with its defaults: it raised its own error.
+    assert verdict.error == {"type": "ValueError", "message": "the CRM said no", "reason": "TaskRaised"}
+
+
+def test_wrong_argument_count_is_the_tasks_failure() -> None:
+    verdict = runner.run(env("acme_solution.tasks.lime.add", 1))
+    assert verdict.error["type"] == "TypeError"
+    assert verdict.error["reason"] == "TaskRaised"
+
+
+def test_invalid_app_name() -> None:
+    verdict = runner.run(env("acme_solution.tasks.lime.add", 1, 2, app="-bad-"))
+    assert verdict.state == FAILURE
+    assert "application name" in verdict.error["message"]
+
+
+def test_app_factory_plugin(plugin: str) -> None:
+    e = env(f"{plugin}.describe_app", app="lime-crm", suffix="!")
+    e["LIMETASK_APP_FACTORY"] = f"{plugin}:make_app"
+    assert runner.run(e) == v.Verdict(SUCCESS, result={"type": "SolutionApp", "name": "lime-crm!",
+                                                       "kind": "solution"})
+
+
+def test_without_factory_the_default_application_is_used(plugin: str) -> None:
+    verdict = runner.run(env(f"{plugin}.describe_app", app="lime-crm"))
+    assert verdict.result == {"type": "Application", "name": "lime-crm", "kind": None}
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("{plugin}:broken_factory", ["ConnectionError", "the CRM database is down"]),
+    ("{plugin}:missing", ["is not callable"]),
+    ("{plugin}:NOT_CALLABLE", ["is not callable"]),
+    ("{plugin}", ["module:callable"]),
+    ("no_such_module_xyz:make", ["ModuleNotFoundError", "no_such_module_xyz"]),
+])
+def test_app_factory_failures(plugin: str, spec: str, words: list[str]) -> None:
+    e = env(f"{plugin}.describe_app")
+    e["LIMETASK_APP_FACTORY"] = spec.format(plugin=plugin)
+    verdict = runner.run(e)
+    assert verdict.state == FAILURE
+    assert verdict.error["reason"] == "ApplicationFailed"
+    text = f"{verdict.error['type']}: {verdict.error['message']}"
+    for word in words:
+        assert word in text
+
+
+def test_imports_mode(plugin: str) -> None:
+    e = env(f"{plugin}.describe_app", app="a1")
+    e["LIMETASK_IMPORTS"] = f" {plugin} , "
+    assert runner.run(e).result == {"type": "Application", "name": "a1", "kind": None}
+
+
+def test_imports_mode_never_imports_by_name(plugin: str, tmp_path: Path) -> None:
+    other = f"other_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{other}.py").write_text("from lime_task import task\n@task\ndef t(app):\n    return 1\n")
+    e = env(f"{other}.t")
+    e["LIMETASK_IMPORTS"] = plugin
+    verdict = runner.run(e)
+    assert verdict.error["reason"] == "UnknownTask"
+    assert "registered" in verdict.error["message"]
+    assert other not in sys.modules
+    # The same name runs when imports are not restricted.
+    del e["LIMETASK_IMPORTS"]
+    assert runner.run(e) == v.Verdict(SUCCESS, result=1)
+
+
+def test_imports_mode_refuses_os_system(plugin: str) -> None:
+    e = env("os.system", "true")
+    e["LIMETASK_IMPORTS"] = plugin
+    assert runner.run(e).error["reason"] == "UnknownTask"
+
+
+def test_imports_mode_with_a_missing_module() -> None:
+    e = env("acme_solution.tasks.lime.add", 1, 2)
+    e["LIMETASK_IMPORTS"] = "no_such_module_abc"
+    verdict = runner.run(e)
+    assert verdict.error["reason"] == "UnknownTask"
+    assert verdict.error["type"] == "ModuleNotFoundError"
+    assert "LIMETASK_IMPORTS" in verdict.error["message"]
+
+
+# --- main() -----------------------------------------------------------------------------------
+
+def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_main_success_writes_verdict_and_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "termination-log"
+    set_env(monkeypatch, {**env("acme_solution.tasks.lime.add", 20, 22), "LIMETASK_VERDICT_PATH": str(path)})
+    assert runner.main() == 0
+    assert path.read_text() == '{"state":"SUCCESS","result":42}'
+
+
+def test_main_failure_writes_verdict_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "termination-log"
+    path.write_text("x" * 10_000)  # a stale, longer content is replaced, not partly overwritten
+    set_env(monkeypatch, {**env("acme_solution.tasks.lime.fail"), "LIMETASK_VERDICT_PATH": str(path)})
+    assert runner.main() == 1
+    assert json.loads(path.read_text()) == {"state": "FAILURE", "error": {
+        "type": "ValueError", "message": "the CRM said no", "reason": "TaskRaised"}}
+
+
+def test_main_unknown_task_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "verdict"
+    set_env(monkeypatch, {**env("os.system", "true"), "LIMETASK_VERDICT_PATH": str(path)})
+    assert runner.main() == 1
+    assert v.parse(path.read_text()).error["reason"] == "UnknownTask"  # type: ignore[union-attr]
+
+
+def test_main_exits_2_when_the_verdict_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "missing-dir" / "verdict"
+    set_env(monkeypatch, {**env("acme_solution.tasks.lime.add", 1, 1), "LIMETASK_VERDICT_PATH": str(path)})
+    assert runner.main() == 2
+    assert '{"state":"SUCCESS","result":2}' in capsys.readouterr().err
+
+
+def test_python_m_limetask_runner(tmp_path: Path) -> None:
+    path = tmp_path / "termination-log"
+    child_env = {k: v for k, v in os.environ.items() if k not in RUNNER_ENV}
+    child_env.update(env("acme_solution.tasks.lime.add", 2, 2))
+    child_env["LIMETASK_VERDICT_PATH"] = str(path)
+    ok = subprocess.run([sys.executable, "-m", "limetask_runner"], env=child_env, capture_output=True,
+                        text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(path.read_text()) == {"state": "SUCCESS", "result": 4}
+    assert "SUCCESS" in ok.stderr  # the log line
+
+    child_env.update(env("acme_solution.tasks.lime.fail", "nope"))
+    failed = subprocess.run([sys.executable, "-m", "limetask_runner"], env=child_env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads(path.read_text())["error"] == {"type": "ValueError", "message": "nope",
+                                                     "reason": "TaskRaised"}

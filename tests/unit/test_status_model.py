@@ -1,0 +1,146 @@
+"""TaskStatus as the client reads it, and the operator's status clean-up before a write."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from limetask_operator.reconciler import without_empty_strings
+
+from lime_task.status import TaskError, TaskStatus
+
+UTC = dt.UTC
+
+FULL: dict[str, Any] = {
+    "apiVersion": "limetask.io/v1alpha1",
+    "kind": "LimeTask",
+    "metadata": {"name": "t-1234", "namespace": "solutions", "creationTimestamp": "2024-05-01T10:00:00Z",
+                 "generation": 1},
+    "spec": {"task": "acme_solution.tasks.lime.add", "app": "acme-crm", "args": [1, 2], "kwargs": {}},
+    "status": {
+        "state": "SUCCESS", "result": {"sum": 3}, "attempts": 2, "jobName": "t-1234-2",
+        "startedAt": "2024-05-01T10:00:05Z", "completedAt": "2024-05-01T10:00:09Z",
+        "event": {"confirmed": True},
+        "history": [{"attempt": 1, "outcome": "WorkerLost"}, {"attempt": 2, "outcome": "SUCCESS"}],
+        "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+    },
+}
+
+
+def test_from_resource_full() -> None:
+    s = TaskStatus.from_resource(FULL)
+    assert s.id == "t-1234"
+    assert s.task == "acme_solution.tasks.lime.add"
+    assert s.app == "acme-crm"
+    assert s.status == s.state == "SUCCESS"
+    assert s.result == {"sum": 3}
+    assert s.error is None
+    assert s.attempts == 2
+    assert s.created_at == dt.datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
+    assert s.started_at == dt.datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC)
+    assert s.completed_at == dt.datetime(2024, 5, 1, 10, 0, 9, tzinfo=UTC)
+    assert s.started_at.tzinfo is not None
+    assert s.event_confirmed is True
+    assert s.namespace == "solutions"
+    assert s.history == ({"attempt": 1, "outcome": "WorkerLost"}, {"attempt": 2, "outcome": "SUCCESS"})
+    assert s.is_completed() and s.is_successful()
+
+
+def test_from_resource_failure() -> None:
+    body = {**FULL, "status": {"state": "FAILURE", "attempts": 1, "error": {
+        "type": "ValueError", "message": "no", "reason": "TaskRaised"}}}
+    s = TaskStatus.from_resource(body)
+    assert s.error == TaskError("ValueError", "no", "TaskRaised")
+    assert str(s.error) == "ValueError: no (TaskRaised)"
+    assert s.result is None
+    assert s.is_completed() and not s.is_successful()
+    assert s.event_confirmed is False
+
+
+def test_error_with_dropped_empty_message() -> None:
+    # The operator drops "" fields before writing; the client reads them back as "".
+    body = {**FULL, "status": {"state": "FAILURE", "error": {"type": "WorkerLost", "reason": "WorkerLost"}}}
+    assert TaskStatus.from_resource(body).error == TaskError("WorkerLost", "", "WorkerLost")
+
+
+def test_from_resource_without_status_is_pending() -> None:
+    body = {k: v for k, v in FULL.items() if k != "status"}
+    s = TaskStatus.from_resource(body)
+    assert s.status == "PENDING"
+    assert s.attempts == 0
+    assert s.started_at is None and s.completed_at is None
+    assert s.result is None and s.error is None
+    assert s.history == ()
+    assert not s.is_completed()
+
+
+@pytest.mark.parametrize("state, done", [("PENDING", False), ("STARTED", False), ("SUCCESS", True),
+                                         ("FAILURE", True)])
+def test_is_completed(state: str, done: bool) -> None:
+    assert TaskStatus(id="x", task="a.b", app="app", status=state).is_completed() is done
+
+
+def test_wait_on_a_completed_status_returns_at_once_without_a_client() -> None:
+    s = TaskStatus.from_resource(FULL)
+    assert s.wait(timeout=0) is s
+
+
+def test_to_dict() -> None:
+    d = TaskStatus.from_resource(FULL).to_dict()
+    assert d == {
+        "id": "t-1234", "task": "acme_solution.tasks.lime.add", "app": "acme-crm", "status": "SUCCESS",
+        "result": {"sum": 3}, "error": None, "attempts": 2,
+        "created_at": "2024-05-01T10:00:00+00:00", "started_at": "2024-05-01T10:00:05+00:00",
+        "completed_at": "2024-05-01T10:00:09+00:00", "event_confirmed": True, "namespace": "solutions",
+    }
+    import json
+    json.dumps(d)  # plain JSON
+
+
+def test_to_dict_failure() -> None:
+    body = {**FULL, "status": {"state": "FAILURE", "error": {"type": "T", "message": "m", "reason": "R"}}}
+    d = TaskStatus.from_resource(body).to_dict()
+    assert d["error"] == {"type": "T", "message": "m", "reason": "R"}
+    assert d["started_at"] is None
+
+
+def test_equality_ignores_the_client() -> None:
+    a = TaskStatus.from_resource(FULL)
+    b = TaskStatus.from_resource(FULL, client=object())  # type: ignore[arg-type]
+    assert a == b
+
+
+# --- without_empty_strings --------------------------------------------------------------------
+
+def test_without_empty_strings_drops_empty_typed_fields() -> None:
+    status = {
+        "state": "FAILURE", "jobName": "", "startedAt": "",
+        "error": {"type": "WorkerLost", "message": "", "reason": "WorkerLost"},
+        "conditions": [{"type": "Succeeded", "status": "False", "reason": "WorkerLost", "message": ""}],
+        "history": [{"attempt": 1, "message": "", "reason": "Succeeded"}],
+        "attempts": 0, "event": {"confirmed": False, "error": ""},
+    }
+    assert without_empty_strings(status) == {
+        "state": "FAILURE",
+        "error": {"type": "WorkerLost", "reason": "WorkerLost"},
+        "conditions": [{"type": "Succeeded", "status": "False", "reason": "WorkerLost"}],
+        "history": [{"attempt": 1, "reason": "Succeeded"}],
+        "attempts": 0, "event": {"confirmed": False},
+    }
+
+
+@pytest.mark.parametrize("result", ["", {"a": "", "b": ["", {"c": ""}]}, ["", ""], 0, None, False])
+def test_without_empty_strings_keeps_the_result_untouched(result: Any) -> None:
+    status = {"state": "SUCCESS", "result": result, "message": ""}
+    cleaned = without_empty_strings(status)
+    assert cleaned == {"state": "SUCCESS", "result": result}
+    assert cleaned["result"] is result
+
+
+def test_without_empty_strings_keeps_falsy_non_strings_and_does_not_mutate() -> None:
+    status = {"attempts": 0, "confirmed": False, "history": [], "error": {"message": ""}, "x": None}
+    before = {"attempts": 0, "confirmed": False, "history": [], "error": {"message": ""}, "x": None}
+    assert without_empty_strings(status) == {"attempts": 0, "confirmed": False, "history": [], "error": {},
+                                             "x": None}
+    assert status == before
