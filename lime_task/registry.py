@@ -117,7 +117,8 @@ def resolve_task(name: str, import_modules: bool = True) -> Task[Any, Any]:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name is not None and not module_name.startswith(exc.name) and exc.name != module_name:
+            missing = exc.name or ""
+            if missing != module_name and not module_name.startswith(missing + "."):
                 # The module exists but one of its own imports is missing: say so.
                 raise UnknownTaskError(
                     f"task {name!r}: importing {module_name!r} failed: {exc}"

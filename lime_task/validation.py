@@ -14,7 +14,7 @@ from .resource import APP_NAME_RE, MAX_ARGUMENTS_BYTES, TASK_NAME_MAX, TASK_NAME
 def check_task_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidTaskError(f"task name must be a non-empty string, got {name!r}")
-    if len(name) > TASK_NAME_MAX or not TASK_NAME_RE.match(name):
+    if len(name) > TASK_NAME_MAX or not TASK_NAME_RE.fullmatch(name):
         raise InvalidTaskError(
             f"invalid task name {name!r}: expected a dotted Python name such as "
             f"'my_package.tasks.lime.get_lime_company' (letters, digits, '_' and '.', "
@@ -24,7 +24,7 @@ def check_task_name(name: object) -> str:
 
 
 def check_app_name(name: object) -> str:
-    if not isinstance(name, str) or not APP_NAME_RE.match(name):
+    if not isinstance(name, str) or not APP_NAME_RE.fullmatch(name):
         raise InvalidTaskError(
             f"invalid application name {name!r}: 1 to 63 characters, letters, digits, '-', '_' "
             f"or '.', starting and ending with a letter or digit"
@@ -57,18 +57,25 @@ def _check_json_value(value: Any, path: str) -> None:
     )
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Return JSON-clean copies of the arguments, or raise `InvalidArgumentsError`."""
     for i, value in enumerate(args):
         _check_json_value(value, f"argument {i + 1}")
     for key, value in kwargs.items():
         _check_json_value(value, f"keyword argument {key!r}")
-    size = len(json.dumps([list(args), dict(kwargs)], separators=(",", ":")).encode())
+    text = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), default=_plain)
+    size = len(text.encode())
     if size > MAX_ARGUMENTS_BYTES:
         raise InvalidArgumentsError(
             f"task arguments take {size} bytes as JSON, over the limit of {MAX_ARGUMENTS_BYTES}: "
             f"pass identifiers and let the task load the data"
         )
-    # A round trip turns tuples into lists, as the task will see them.
-    decoded: list[Any] = json.loads(json.dumps([list(args), dict(kwargs)]))
+    # A round trip turns tuples into lists (and other mappings into dicts), as the task sees them.
+    decoded: list[Any] = json.loads(text)
     return decoded[0], decoded[1]

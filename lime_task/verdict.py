@@ -8,7 +8,6 @@ or does not fit is a FAILURE that says so, never a truncated SUCCESS.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +39,19 @@ class Verdict:
 
 
 def failure(reason: str, type_: str, message: str) -> Verdict:
+    """A FAILURE verdict whose JSON always fits in the termination message.
+
+    Long messages are cut (an error message is for people; a result is never cut). The cut
+    is measured in encoded bytes, since escapes and UTF-8 can make one character several.
+    """
+    type_ = type_[:200]
     if len(message) > MESSAGE_LIMIT:
         message = message[: MESSAGE_LIMIT - 15] + "... (truncated)"
-    return Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+    verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+    while len(verdict.to_json().encode()) > MAX_VERDICT_BYTES:
+        message = message[: len(message) // 2] + "... (truncated)"
+        verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+    return verdict
 
 
 def from_exception(exc: BaseException, reason: str = TASK_RAISED) -> Verdict:
@@ -67,22 +76,23 @@ def success(result: Any) -> Verdict:
     return Verdict(SUCCESS, result=json.loads(text)["result"])
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse(text: str | None) -> Verdict | None:
     """The verdict in a termination message, or None when there is none (worker lost)."""
     if not text:
         return None
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         return None
     if not isinstance(body, dict):
         return None
     state = body.get("state")
     if state == SUCCESS and "result" in body:
-        result = body["result"]
-        if isinstance(result, float) and not math.isfinite(result):
-            return None
-        return Verdict(SUCCESS, result=result)
+        return Verdict(SUCCESS, result=body["result"])
     if state == FAILURE and isinstance(body.get("error"), dict):
         err = body["error"]
         return Verdict(FAILURE, error={

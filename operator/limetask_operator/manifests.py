@@ -31,8 +31,14 @@ def job_name(task_name: str, attempt: int) -> str:
     return f"{head}-{digest}-{attempt}"
 
 
+HASHED_SPEC_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "image",
+                      "resources")
+
+
 def spec_hash(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    """Hash of what the user asked for (fields added later with defaults do not change it)."""
+    asked = {k: spec[k] for k in HASHED_SPEC_FIELDS if spec.get(k) not in (None, [], {}, False)}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def labels(task: TaskView, attempt: int) -> dict[str, str]:

@@ -37,13 +37,13 @@ class OperatorSettings(BaseModel):
     max_attempts_ceiling: int = MAX_ATTEMPTS_CEILING
     # Backstop: Kubernetes deletes a finished Job after this many seconds even if the operator
     # is down. The operator captures the verdict (and deletes the Job) long before.
-    job_ttl_seconds: int = 3600
+    job_ttl_seconds: int = Field(default=3600, ge=0)
     # Delete a task's Jobs and pods as soon as its final status is stored.
     delete_finished_jobs: bool = True
     # Reconcile workers: how many tasks are handled at once.
-    workers: int = 32
+    workers: int = Field(default=32, ge=1, le=1000)
     # kopf's batching window: events of one object closer than this collapse into one.
-    batch_window: float = 0.01
+    batch_window: float = Field(default=0.01, ge=0, le=5)
 
     @field_validator("max_attempts_ceiling")
     @classmethod

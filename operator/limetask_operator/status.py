@@ -78,7 +78,7 @@ def describe_lost(pod: PodView) -> str:
     if term.get("reason") == "OOMKilled":
         return "the container was OOMKilled: it ran out of memory (exit code 137); raise its memory limit"
     code = term.get("exitCode")
-    sig = term.get("signal") or (code - 128 if isinstance(code, int) and code > 128 else None)
+    sig = term.get("signal") or (code - 128 if isinstance(code, int) and 128 < code <= 128 + 64 else None)
     if sig:
         try:
             name = signal.Signals(sig).name
@@ -254,7 +254,8 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         limit = task.spec.get("timeoutSeconds")
         history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": FAILURE,
                         "reason": TIMED_OUT, "message": outcome.message, "finishedAt": ts})
-        return final(FAILURE, TIMED_OUT, f"the task did not finish within its timeout of {limit} seconds",
+        return final(FAILURE, TIMED_OUT, f"the task did not finish within its timeout of {limit} seconds"
+                     if limit else f"the task passed its deadline: {outcome.message}",
                      error_type=TIMED_OUT, history=history)
     # The worker was lost.
     history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": WORKER_LOST,

@@ -256,11 +256,6 @@ def test_a_module_that_raises_on_import_says_so(tmp_path: Path, monkeypatch: pyt
     assert "RuntimeError: boom at import" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: lime_task/registry.py resolve_task treats a ModuleNotFoundError as 'this module does "
-    "not exist' whenever module_name.startswith(exc.name), a string prefix test: a package "
-    "'lime_crm_tasks' whose tasks module imports a missing 'lime_crm' is reported as "
-    "\"'lime_crm_tasks…' has no task of that name\" instead of the failed import"))
 def test_a_missing_dependency_whose_name_prefixes_the_package_is_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dep = f"dep_{uuid.uuid4().hex[:8]}"

@@ -114,20 +114,12 @@ def test_settings_error_is_a_value_error() -> None:
         OperatorSettings.from_env({"LIMETASK_WORKERS": "x"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: operator/limetask_operator/settings.py declares `workers: int = 32` with no lower bound: "
-    "LIMETASK_WORKERS=0 (or -1) is accepted, and reconciler.py starts range(settings.workers) "
-    "= no workers, so the operator runs but never reconciles any task"))
 @pytest.mark.parametrize("raw", ["0", "-1"])
 def test_workers_must_be_positive(raw: str) -> None:
     with pytest.raises(SettingsError, match="LIMETASK_WORKERS"):
         OperatorSettings.from_env({"LIMETASK_WORKERS": raw})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: operator/limetask_operator/settings.py declares `job_ttl_seconds: int` with no lower "
-    "bound: LIMETASK_JOB_TTL_SECONDS=-1 is accepted and ends up as the Job's "
-    "ttlSecondsAfterFinished, which the API server rejects (must be >= 0): every Job creation fails"))
 def test_job_ttl_must_not_be_negative() -> None:
     with pytest.raises(SettingsError, match="LIMETASK_JOB_TTL_SECONDS"):
         OperatorSettings.from_env({"LIMETASK_JOB_TTL_SECONDS": "-1"})

@@ -66,9 +66,6 @@ def test_invalid_task_name_error_is_a_value_error() -> None:
         check_task_name("nodot")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: TASK_NAME_RE in lime_task/resource.py ends with '$', which also matches before a "
-    "trailing newline, and check_task_name uses re.match: 'a.b\\n' is accepted"))
 def test_task_name_with_trailing_newline_is_rejected() -> None:
     with pytest.raises(InvalidTaskError):
         check_task_name("acme.tasks.add\n")
@@ -100,9 +97,6 @@ def test_non_string_app_names_are_rejected(name: object) -> None:
         check_app_name(name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: APP_NAME_RE in lime_task/resource.py ends with '$' and check_app_name uses re.match: "
-    "'app\\n' is accepted, but it is not a valid Kubernetes label value"))
 def test_app_name_with_trailing_newline_is_rejected() -> None:
     with pytest.raises(InvalidTaskError):
         check_app_name("app\n")
@@ -212,3 +206,15 @@ def test_size_limit_boundary() -> None:
 def test_size_limit_counts_keyword_arguments() -> None:
     with pytest.raises(InvalidArgumentsError, match="over the limit"):
         check_arguments([], {"blob": "y" * MAX_ARGUMENTS_BYTES})
+
+
+def test_non_dict_mappings_are_converted_or_rejected_clearly() -> None:
+    import types
+
+    proxy = types.MappingProxyType({"a": 1})
+    try:
+        args, _ = check_arguments([proxy], {})
+    except InvalidArgumentsError as exc:
+        assert "argument 1" in str(exc)
+    else:
+        assert args == [{"a": 1}]

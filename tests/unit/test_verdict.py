@@ -144,12 +144,6 @@ def test_message_at_the_cap_is_kept_whole() -> None:
     assert v.failure(v.TASK_RAISED, "E", text).error["message"] == text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: lime_task/verdict.py failure() caps the message at MESSAGE_LIMIT=1024 *characters*, "
-    "and to_json() uses ensure_ascii=False, so 1009 four-byte characters (or 1024 control "
-    "characters, escaped as \\u00XX) give a FAILURE verdict over 4096 bytes: the kubelet "
-    "truncates it, parse() fails, and a task that raised is reported as WorkerLost (and "
-    "re-run under late ack)"))
 @pytest.mark.parametrize("text", ["😀" * 5000, "\x01" * 5000])
 def test_any_failure_verdict_fits_the_termination_message(text: str) -> None:
     made = v.from_exception(ValueError(text))
@@ -180,10 +174,6 @@ def test_parse_of_a_truncated_verdict_tail_is_none() -> None:
     assert v.parse(text[-MAX_VERDICT_BYTES:][3:]) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: lime_task/verdict.py parse() rejects a non-finite float only at the top level of "
-    "the result; '{\"state\":\"SUCCESS\",\"result\":[NaN]}' parses to a SUCCESS whose result "
-    "cannot be written back as JSON (the operator would store NaN in the status)"))
 def test_parse_rejects_nested_non_finite_numbers() -> None:
     assert v.parse('{"state":"SUCCESS","result":{"x":[NaN]}}') is None
 
