@@ -200,6 +200,70 @@ def run_local(
     raise typer.Exit(0 if result.status == "SUCCESS" else 1)
 
 
+@app.command()
+def events(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
+    pattern: Annotated[list[str] | None, typer.Option("--pattern", "-p", help="routing-key pattern; repeat for "
+                                                      "several (default core.task.#)")] = None,
+    broker: Annotated[str | None, typer.Option(envvar="LIMETASK_BROKER_URL", help="amqp:// URL of the broker",
+                                               show_envvar=True)] = None,
+    exchange: Annotated[str | None, typer.Option(help="exchange (default lime.APP)")] = None,
+    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Tail the completion events of an application.
+
+    Example: limetask events my-app -p 'core.task.#.failure.v1' --broker amqp://guest:guest@localhost/
+    """
+    import asyncio
+
+    from .events import check_broker_url, consume, redact
+
+    if not broker:
+        _fail("no broker: pass --broker or set LIMETASK_BROKER_URL")
+    try:
+        check_broker_url(broker)  # type: ignore[arg-type]
+    except LimeTaskError as exc:
+        _fail(str(exc))
+    seen = 0
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+
+        async def show(event: dict[str, Any]) -> None:
+            nonlocal seen
+            seen += 1
+            if output is Output.json:
+                typer.echo(json.dumps(event))
+            else:
+                detail = json.dumps(event.get("result")) if event.get("state") == "SUCCESS" else event.get("error")
+                typer.echo(f"{event.get('completed_at')}  {event.get('state'):7}  {event.get('task')}  "
+                           f"{event.get('id')}  {detail}")
+            if count and seen >= count:
+                stop.set()
+
+        consumer = asyncio.create_task(consume(broker, app_name, show, patterns=pattern or None,  # type: ignore[arg-type]
+                                               exchange=exchange, stop=stop, ready=ready))
+        await asyncio.wait([consumer, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if consumer.done():
+            consumer.result()
+        typer.echo(f"listening on {exchange or 'lime.' + app_name} at {redact(broker)}  "  # type: ignore[arg-type]
+                   f"({', '.join(pattern or ['core.task.#'])}); Ctrl-C to stop", err=True)
+        try:
+            await asyncio.wait_for(consumer, timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _fail(f"cannot reach the broker at {redact(broker)}: {exc}")  # type: ignore[arg-type]
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def operator(ctx: typer.Context) -> None:
     """Run the operator (same options as `python -m limetask_operator --help`).

@@ -83,8 +83,8 @@ def redact(url: str) -> str:
         return "<unparseable URL>"
     if parts.password is None:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def check_broker_url(url: str) -> str:
@@ -149,30 +149,27 @@ async def consume(
                    else channel.declare_queue(exclusive=True, auto_delete=True))
         for pattern in patterns or [ALL_TASKS]:
             await q.bind(ex, routing_key=pattern)
+        async def on_message(message: Any) -> None:
+            if not dedupe.first_time(message.message_id):
+                await message.ack()
+                return
+            try:
+                event = json.loads(message.body)
+                event["routing_key"] = message.routing_key
+                event["message_id"] = message.message_id
+                await handler(event)
+            except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
+                LOG.exception("event handler failed for %s", message.message_id)
+                if message.message_id:
+                    dedupe.seen.pop(message.message_id, None)
+                await message.nack(requeue=not message.redelivered)
+                return
+            await message.ack()
+
+        tag = await q.consume(on_message)
         if ready is not None:
             ready.set()
-        async with q.iterator() as messages:
-            while not stop.is_set():
-                try:
-                    message = await asyncio.wait_for(messages.__anext__(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    continue
-                except StopAsyncIteration:
-                    return
-                if not dedupe.first_time(message.message_id):
-                    await message.ack()
-                    continue
-                try:
-                    event = json.loads(message.body)
-                    event["routing_key"] = message.routing_key
-                    event["message_id"] = message.message_id
-                    await handler(event)
-                except Exception:  # noqa: BLE001 - one bad event must not stop the consumer
-                    LOG.exception("event handler failed for %s", message.message_id)
-                    if message.message_id:
-                        dedupe.seen.pop(message.message_id, None)
-                    await message.nack(requeue=not message.redelivered)
-                    continue
-                await message.ack()
+        await stop.wait()
+        await q.cancel(tag)
     finally:
         await connection.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,10 +32,12 @@ class Cluster:
     kubeconfig: Path
     local: bool  # the local control plane (node agent faults available)
     kubectl: Path
+    # kubectl's discovery cache, dropped once the CRD is installed (or `lt` is unknown to it).
+    cache_dir: Path = Path(tempfile.mkdtemp(prefix="limetask-kubectl-cache-"))
 
     def run_kubectl(self, *args: str, namespace: str | None = None, check: bool = True,
                     input: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [str(self.kubectl), f"--kubeconfig={self.kubeconfig}"]
+        argv = [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.cache_dir}"]
         if namespace:
             argv.append(f"--namespace={namespace}")
         return subprocess.run([*argv, *args], check=check, text=True, input=input,
@@ -167,12 +170,43 @@ def crd(cluster: Cluster) -> None:
     wait_until(lambda: cluster.run_kubectl("get", "crd", "limetasks.limetask.io", "-o",
                                            "jsonpath={.status.conditions[?(@.type=='Established')].status}",
                                            check=False).stdout == "True", timeout=30, message="the CRD")
+    import shutil
+
+    shutil.rmtree(cluster.cache_dir, ignore_errors=True)
+
+
+BROKER_HOST, BROKER_PORT = "127.0.0.1", int(os.environ.get("LIMETASK_TEST_BROKER_PORT", "5672"))
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """One operator for the session, watching every namespace."""
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+def broker_proxy() -> Iterator[Any]:
+    """The real RabbitMQ, reached through a proxy that tests can switch off (an outage)."""
+    import socket
+
+    from tcpproxy import TcpProxy
+
+    try:
+        socket.create_connection((BROKER_HOST, BROKER_PORT), timeout=3).close()
+    except OSError:
+        pytest.fail(f"RabbitMQ does not answer on {BROKER_HOST}:{BROKER_PORT}: run `make broker-up`")
+    proxy = TcpProxy(BROKER_PORT, BROKER_HOST)
+    yield proxy
+    proxy.close()
+
+
+def broker_url(port: int = BROKER_PORT) -> str:
+    return f"amqp://guest:guest@{BROKER_HOST}:{port}/"
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crd: None, broker_proxy: Any,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """One operator for the session, watching every namespace, publishing through the proxy."""
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"), extra_env={
+        "LIMETASK_BROKER_URL": broker_url(broker_proxy.port),
+        "LIMETASK_EVENT_RETRY_MAX_SECONDS": "2",
+        "LIMETASK_BROKER_PUBLISH_TIMEOUT": "3",
+    })
     op.start()
     yield op
     op.stop()

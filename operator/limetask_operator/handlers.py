@@ -30,10 +30,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is not None:
         kube = STATE.get("kube")
-        if kube is None or kube.info != info:
+        if kube is None:
             STATE["kube"] = Kube(info)
-            if "reconciler" in STATE:
-                reconciler().kube = STATE["kube"]
+        elif kube.info != info:
+            kube.use(info)  # new credentials (a rotated token): every user of it sees them
     return info
 
 

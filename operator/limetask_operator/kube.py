@@ -32,6 +32,13 @@ class Kube:
         self.server = info.server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
 
+    def use(self, info: kopf.ConnectionInfo) -> None:
+        self.info = info
+        self.server = info.server.rstrip("/")
+        old, self._session = self._session, None
+        if old is not None and not old.closed:
+            asyncio.get_event_loop().create_task(old.close())
+
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.info.insecure:
             return False

@@ -18,6 +18,7 @@ from typing import Any
 from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID
 
 from . import status as derivation
+from .events import owes_event
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
 from .manifests import build_job
 from .model import JobView, PodView, TaskView
@@ -92,6 +93,9 @@ class Reconciler:
         self.workers: list[asyncio.Task[None]] = []
         self.retries: dict[Key, int] = {}
         self.on_final: list[Any] = []  # callbacks(task_view) once a final status is stored
+        from .events import EventDispatcher
+
+        self.events = EventDispatcher(kube, settings, self.caches.tasks, self.caches.put_task)
 
     # -- feeding ------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
@@ -143,12 +147,14 @@ class Reconciler:
     def start(self) -> None:
         for i in range(self.settings.workers):
             self.workers.append(asyncio.create_task(self._worker(), name=f"reconcile-{i}"))
+        self.events.start()
 
     async def stop(self) -> None:
         for w in self.workers:
             w.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
         self.workers.clear()
+        await self.events.stop()
 
     async def _worker(self) -> None:
         while True:
@@ -200,6 +206,9 @@ class Reconciler:
             plan = derivation.derive(task, jobs, self.caches.pods_of(key), now, ceiling, pods_fresh=True)
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
         await self.carry_out(task, plan)
+        current = self.caches.tasks.get(key)
+        if current is not None and owes_event(current):
+            self.events.submit(key)
 
     async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
         key = (task.namespace, task.name)

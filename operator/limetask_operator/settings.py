@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from lime_task.resource import MAX_ATTEMPTS_CEILING
 
@@ -42,6 +42,16 @@ class OperatorSettings(BaseModel):
     delete_finished_jobs: bool = True
     # Reconcile workers: how many tasks are handled at once.
     workers: int = Field(default=32, ge=1, le=1000)
+    # Completion events: the broker URL (amqp:// or amqps://, with credentials), or a file
+    # holding it (a mounted Secret). Without either, events go to the log and Kubernetes Events.
+    broker_url: SecretStr | None = None
+    broker_url_file: str | None = None
+    # The topic exchange; {app} is replaced by the task's application name.
+    broker_exchange: str = "lime.{app}"
+    # Seconds to wait for one publish and its confirmation before counting it as failed.
+    broker_publish_timeout: float = Field(default=10, gt=0)
+    # Longest wait between two tries of an unconfirmed event.
+    event_retry_max_seconds: float = Field(default=60, gt=0)
     # kopf's batching window: events of one object closer than this collapse into one.
     batch_window: float = Field(default=0.01, ge=0, le=5)
 
@@ -51,6 +61,26 @@ class OperatorSettings(BaseModel):
         if not 1 <= v <= MAX_ATTEMPTS_CEILING:
             raise ValueError(f"must be between 1 and {MAX_ATTEMPTS_CEILING}")
         return v
+
+    @model_validator(mode="after")
+    def _broker(self) -> "OperatorSettings":
+        from lime_task.errors import InvalidTaskError
+        from lime_task.events import check_broker_url
+
+        if self.broker_url is None and self.broker_url_file:
+            try:
+                text = open(self.broker_url_file, encoding="utf-8").read().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read the broker URL file: {exc.strerror}") from None
+            self.broker_url = SecretStr(text) if text else None
+        if self.broker_url is not None:
+            try:
+                check_broker_url(self.broker_url.get_secret_value())
+            except InvalidTaskError as exc:
+                raise ValueError(str(exc)) from None
+        if "{app}" not in self.broker_exchange and not self.broker_exchange:
+            raise ValueError("broker_exchange must not be empty")
+        return self
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
@@ -72,5 +102,7 @@ class OperatorSettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(f"LIMETASK_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'LIMETASK_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'broker settings'}: "
+                f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
             raise SettingsError(problems) from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lime_task import verdict as verdicts
+from lime_task.events import message_id, routing_key
 from lime_task.resource import (
     ANNOTATION_CANCEL,
     DEFAULT_MAX_ATTEMPTS,
@@ -175,6 +176,9 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             new["error"] = {"type": error_type or reason, "message": message, "reason": reason}
             cond = condition(st.get("conditions") or [], "False", reason, message, task.generation, ts)
         new["conditions"] = cond
+        # The outbox: the completion event is owed until the broker confirms it.
+        new["event"] = {"messageId": message_id(task.name, state),
+                        "routingKey": routing_key(str(task.spec.get("task")), state), "confirmed": False}
         plan.status = new
         plan.delete_jobs = sorted(j.name for j in jobs.values() if not j.deleting)
         return plan
