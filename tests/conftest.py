@@ -125,7 +125,8 @@ class Operator:
 
     def start(self) -> None:
         env = dict(os.environ)
-        env.update({"LIMETASK_KUBECONFIG": str(self.cluster.kubeconfig), "PYTHONUNBUFFERED": "1"})
+        env.update({"LIMETASK_KUBECONFIG": str(self.cluster.kubeconfig), "PYTHONUNBUFFERED": "1",
+                    "LIMETASK_METRICS_PORT": "0"})
         env.update(self.extra_env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "limetask_operator", *self.args],

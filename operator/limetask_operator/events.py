@@ -23,6 +23,7 @@ from lime_task.events import event_body, exchange_name, message_id, redact, rout
 from lime_task.resource import FINAL_STATES
 
 from .kube import ApiError, Kube, task_path
+from .metrics import EVENTS
 from .model import TaskView
 from .settings import OperatorSettings
 
@@ -237,6 +238,7 @@ class EventDispatcher:
             n = self.failures.get(key, 0) + 1
             self.failures[key] = n
             delay = min(0.5 * 2 ** (n - 1), self.settings.event_retry_max_seconds)
+            EVENTS.labels(self.sink.name, "failed").inc()
             reason = self._without_secrets(f"{type(exc).__name__}: {exc}")
             LOG.warning("event %s not confirmed (%s); try %d again in %.1fs", event.message_id, reason, n, delay)
             await self._record(key, event, confirmed=False, error=reason[:500], delay=delay)
@@ -244,6 +246,7 @@ class EventDispatcher:
             asyncio.get_running_loop().call_later(delay, self.submit, key)
             return
         self.failures.pop(key, None)
+        EVENTS.labels(self.sink.name, "confirmed").inc()
         await self._record(key, event, confirmed=True)
 
     async def _record(self, key: Key, event: Event, confirmed: bool, error: str | None = None,

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from .metrics import API_ERRORS
+
 LOG = logging.getLogger("limetask.operator.kube")
 
 
@@ -86,12 +88,15 @@ class Kube:
                         message = json.loads(text).get("message", text)
                     except ValueError:
                         message = text[:200]
+                    if resp.status not in (404, 409):
+                        API_ERRORS.labels(method, str(resp.status)).inc()
                     if resp.status in (429, 500, 502, 503, 504) and attempt < 5:
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 5)
                         continue
                     raise ApiError(resp.status, message, method, path)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                API_ERRORS.labels(method, "connection").inc()
                 if attempt >= 5:
                     raise ApiError(0, f"connection failed: {exc}", method, path) from exc
                 LOG.warning("%s %s: %s; retrying in %.1fs", method, path, exc or type(exc).__name__, delay)

@@ -17,6 +17,7 @@ from typing import Any
 
 from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID
 
+from . import metrics
 from . import status as derivation
 from .events import owes_event
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
@@ -148,6 +149,10 @@ class Reconciler:
         for i in range(self.settings.workers):
             self.workers.append(asyncio.create_task(self._worker(), name=f"reconcile-{i}"))
         self.events.start()
+        if self.settings.retention_seconds:
+            self.workers.append(asyncio.create_task(self._retention(), name="retention"))
+        if self.settings.metrics_port:
+            metrics.serve(self.settings.metrics_port, lambda: self.caches.tasks, self.queue.qsize)
 
     async def stop(self) -> None:
         for w in self.workers:
@@ -164,9 +169,11 @@ class Reconciler:
             try:
                 await self.reconcile(key)
                 self.retries.pop(key, None)
+                metrics.RECONCILES.labels("ok").inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the others
+                metrics.RECONCILES.labels("error").inc()
                 n = self.retries.get(key, 0) + 1
                 self.retries[key] = n
                 delay = min(0.5 * 2 ** (n - 1), 60)
@@ -179,6 +186,24 @@ class Reconciler:
                 if key in self.dirty:
                     self.dirty.discard(key)
                     self.enqueue(key)
+
+    async def _retention(self) -> None:
+        """Delete finished LimeTasks once they are older than the retention (etcd is no archive)."""
+        period = min(60.0, max(self.settings.retention_seconds / 10, 1.0))
+        while True:
+            await asyncio.sleep(period)
+            cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.settings.retention_seconds)
+            stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
+            expired = [t for t in list(self.caches.tasks.values())
+                       if t.status.get("state") in ("SUCCESS", "FAILURE")
+                       and (t.status.get("event") or {}).get("confirmed")  # its event is delivered
+                       and str(t.status.get("completedAt") or "9") < stamp]
+            for t in expired:
+                try:
+                    await self.kube.delete(task_path(t.namespace, t.name))
+                    metrics.RETENTION_DELETES.inc()
+                except ApiError as exc:
+                    LOG.warning("retention: deleting %s/%s failed: %s", t.namespace, t.name, exc)
 
     async def reconcile(self, key: Key) -> None:
         task = self.caches.tasks.get(key)
@@ -216,6 +241,7 @@ class Reconciler:
             job = build_job(task, plan.create_attempt, self.settings)
             created = await self.kube.create(jobs_path(task.namespace), job)
             if created is not None:
+                metrics.JOBS_CREATED.inc()
                 LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
                          job["metadata"]["name"], plan.create_attempt)
         if plan.status is not None:
@@ -239,7 +265,12 @@ class Reconciler:
                     return
                 raise
             view = self.caches.put_task(updated)
+            if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
+                metrics.observe_started(view)
             if view.status.get("state") in ("SUCCESS", "FAILURE"):
+                metrics.observe_final(view)
+                if not task.status.get("startedAt") and view.status.get("startedAt"):
+                    metrics.observe_started(view)
                 LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
                          view.status.get("attempts"))
                 for callback in self.on_final:

@@ -52,6 +52,11 @@ class OperatorSettings(BaseModel):
     broker_publish_timeout: float = Field(default=10, gt=0)
     # Longest wait between two tries of an unconfirmed event.
     event_retry_max_seconds: float = Field(default=60, gt=0)
+    # Finished LimeTasks (with their event delivered) are deleted this long after they
+    # finished, like Lime's result expiry; 0 keeps them forever.
+    retention_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    # Prometheus metrics on this port (0: off).
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
     # kopf's batching window: events of one object closer than this collapse into one.
     batch_window: float = Field(default=0.01, ge=0, le=5)
 

@@ -1,0 +1,93 @@
+"""Prometheus metrics of the operator (prometheus_client), served on LIMETASK_METRICS_PORT."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .model import TaskView
+
+QUEUE_LATENCY = Histogram(
+    "limetask_queue_latency_seconds", "Time from a task's creation to its worker starting",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
+RUN_TIME = Histogram(
+    "limetask_run_seconds", "Time from a task's start to its final state",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600))
+ATTEMPTS = Histogram("limetask_attempts", "Attempts a finished task took", buckets=(1, 2, 3, 5, 10))
+FINISHED = Counter("limetask_tasks_finished_total", "Tasks that reached a final state", ["state", "reason"])
+API_ERRORS = Counter("limetask_api_errors_total", "Kubernetes API calls that failed", ["method", "code"])
+RECONCILES = Counter("limetask_reconciles_total", "Reconciles of one task", ["outcome"])
+JOBS_CREATED = Counter("limetask_jobs_created_total", "Jobs the operator created (one per attempt)")
+EVENTS = Counter("limetask_events_total", "Completion event deliveries", ["sink", "outcome"])
+RETENTION_DELETES = Counter("limetask_retention_deleted_total", "Finished LimeTasks deleted by retention")
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    a = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+    b = dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
+    return max((b - a).total_seconds(), 0.0)
+
+
+def observe_final(task: TaskView) -> None:
+    st = task.status
+    reason = (st.get("error") or {}).get("reason", "") if st.get("state") == "FAILURE" else ""
+    FINISHED.labels(st.get("state", ""), reason).inc()
+    ATTEMPTS.observe(int(st.get("attempts") or 0))
+    run = seconds_between(st.get("startedAt"), st.get("completedAt"))
+    if run is not None:
+        RUN_TIME.observe(run)
+
+
+def observe_started(task: TaskView) -> None:
+    latency = seconds_between(task.created, task.status.get("startedAt"))
+    if latency is not None:
+        QUEUE_LATENCY.observe(latency)
+
+
+class StateCollector(Collector):
+    """Tasks by state and reason, events awaiting confirmation, and queue depth, read at scrape time."""
+
+    def __init__(self, tasks: Callable[[], dict[Any, TaskView]], queue_depth: Callable[[], int]) -> None:
+        self.tasks = tasks
+        self.queue_depth = queue_depth
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        by_state: Tally[tuple[str, str]] = Tally()
+        unconfirmed = 0
+        for t in list(self.tasks().values()):
+            st = t.status
+            state = st.get("state") or "PENDING"
+            reason = (st.get("error") or {}).get("reason", "") if state == "FAILURE" else ""
+            by_state[(state, reason)] += 1
+            if state in ("SUCCESS", "FAILURE") and not (st.get("event") or {}).get("confirmed"):
+                unconfirmed += 1
+        g = GaugeMetricFamily("limetask_tasks", "LimeTasks the operator sees, by state and reason",
+                              labels=["state", "reason"])
+        for (state, reason), n in sorted(by_state.items()):
+            g.add_metric([state, reason], n)
+        yield g
+        yield GaugeMetricFamily("limetask_events_unconfirmed", "Completion events not yet confirmed",
+                                value=unconfirmed)
+        yield GaugeMetricFamily("limetask_workqueue_depth", "Tasks waiting for a reconcile worker",
+                                value=self.queue_depth())
+
+
+_started = False
+
+
+def serve(port: int, tasks: Callable[[], dict[Any, TaskView]], queue_depth: Callable[[], int],
+          addr: str = "0.0.0.0") -> None:
+    global _started
+    if _started:
+        return
+    REGISTRY.register(StateCollector(tasks, queue_depth))
+    start_http_server(port, addr=addr)
+    _started = True
