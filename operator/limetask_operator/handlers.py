@@ -51,6 +51,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.connect_timeout = 5
     # Every INFO line would become a Kubernetes Event, an API write: post warnings only.
     settings.posting.level = logging.WARNING
+    if ours.metrics_port:
+        from . import metrics
+
+        def tasks() -> dict[Any, Any]:
+            rec = STATE.get("reconciler")
+            return rec.caches.tasks if rec is not None else {}
+
+        def depth() -> int:
+            rec = STATE.get("reconciler")
+            return rec.queue.qsize() if rec is not None else 0
+
+        metrics.serve(ours.metrics_port, tasks, depth)
+        LOG.info("metrics on :%d/metrics", ours.metrics_port)
     LOG.info("limetask operator: runner image %s, %d workers, batch window %.3fs", ours.runner_image,
              ours.workers, ours.batch_window)
 

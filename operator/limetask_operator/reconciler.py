@@ -151,8 +151,6 @@ class Reconciler:
         self.events.start()
         if self.settings.retention_seconds:
             self.workers.append(asyncio.create_task(self._retention(), name="retention"))
-        if self.settings.metrics_port:
-            metrics.serve(self.settings.metrics_port, lambda: self.caches.tasks, self.queue.qsize)
 
     async def stop(self) -> None:
         for w in self.workers:

@@ -75,3 +75,9 @@ def slow(app: Any, seconds: float = 60) -> str:
 
 def undecorated(app: Any) -> str:
     return "I am not a task"
+
+
+@task
+def noop(app: Any) -> str:
+    """Does nothing: for measuring what the system itself costs."""
+    return "ok"

@@ -1,0 +1,463 @@
+"""`make bench`: what the operator costs, measured side by side on the local control plane.
+
+    python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--only overhead,burst,...]
+
+Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "devtools" / "cluster"))
+
+import localcluster  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
+
+NOOP = "acme_solution.tasks.lime.noop"
+THREADS = 16
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.kubeconfig = localcluster.up()
+        self.kubectl = str(localcluster.kubectl_path())
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = THREADS * 2
+        self.api_client = client.ApiClient(cfg)
+        self.core = client.CoreV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.results: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                        "machine": {"cpus": os.cpu_count()}}
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
+        subprocess.run([self.kubectl, f"--kubeconfig={self.kubeconfig}", "apply", "-f", str(REPO / "crds")],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([self.kubectl, f"--kubeconfig={self.kubeconfig}", "wait", "--for=condition=Established",
+                        "crd/limetasks.limetask.io", "--timeout=30s"], check=True, stdout=subprocess.DEVNULL)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def namespace(self, prefix: str) -> str:
+        name = f"bench-{prefix}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": name}})
+        probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "none"}]}}
+        for _ in range(300):
+            try:
+                self.core.create_namespaced_pod(name, probe, dry_run="All")
+                break
+            except client.ApiException:
+                time.sleep(0.1)
+        return name
+
+    def drop_namespace(self, name: str) -> None:
+        try:
+            self.core.delete_namespace(name)
+        except client.ApiException:
+            pass
+
+    def start_operator(self) -> None:
+        env = dict(os.environ, LIMETASK_KUBECONFIG=str(self.kubeconfig), LIMETASK_METRICS_PORT=str(self.metrics_port),
+                   PYTHONUNBUFFERED="1")
+        if self.args.broker:
+            env["LIMETASK_BROKER_URL"] = self.args.broker
+        log = open(REPO / ".cluster" / "logs" / "bench-operator.log", "ab")
+        self.operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", "bench-*"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the operator did not start; see .cluster/logs/bench-operator.log")
+
+    def stop_operator(self) -> None:
+        if self.operator and self.operator.poll() is None:
+            self.operator.terminate()
+            self.operator.wait(timeout=30)
+
+    def metrics(self) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def rss_mb(self) -> float:
+        assert self.operator is not None
+        for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        assert self.operator is not None
+        fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def task_body(self, name: str, task: str = NOOP, args: list[Any] | None = None) -> dict[str, Any]:
+        return {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask",
+                "metadata": {"name": name, "labels": {"limetask.io/app": "bench"}},
+                "spec": {"task": task, "app": "bench", "args": args or [], "kwargs": {}, "acksLate": False}}
+
+    def parallel(self, fn: Any, items: list[Any]) -> list[Any]:
+        with cf.ThreadPoolExecutor(THREADS) as pool:
+            return list(pool.map(fn, items))
+
+    def wait_watch(self, list_fn: Any, namespace: str, done: Any, total: int, timeout: float) -> dict[str, float]:
+        """Watch until `done(obj)` holds for `total` objects; returns name -> time first seen done."""
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        version = None
+        while len(seen) < total and time.monotonic() < deadline:
+            w = watch.Watch()
+            kwargs = {"resource_version": version} if version else {}
+            try:
+                for ev in w.stream(list_fn, namespace, timeout_seconds=30, **kwargs):
+                    obj = ev["raw_object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    name = obj["metadata"]["name"]
+                    if name not in seen and done(obj):
+                        seen[name] = time.monotonic()
+                        if len(seen) >= total:
+                            w.stop()
+                            break
+            except client.ApiException as exc:
+                if exc.status == 410:
+                    version = None
+                    continue
+                raise
+        return seen
+
+    # -- 1. overhead --------------------------------------------------------------------------
+    def overhead(self) -> None:
+        n = self.args.n
+        say(f"1/5 overhead: {n} bare Jobs, then {n} LimeTasks with the same pod spec")
+        from limetask_operator.manifests import build_job
+        from limetask_operator.model import TaskView
+        from limetask_operator.settings import OperatorSettings
+
+        ns = self.namespace("bare")
+        settings = OperatorSettings.from_env()
+
+        def bare_job(i: int) -> dict[str, Any]:
+            view = TaskView.from_body({**self.task_body(f"bare-{i}"), "metadata": {
+                "name": f"bare-{i}", "namespace": ns, "uid": "0"}})
+            job = build_job(view, 1, settings)
+            job["metadata"].pop("ownerReferences")
+            return job
+
+        jobs = [bare_job(i) for i in range(n)]
+        complete = lambda o: any(c.get("type") == "Complete" and c.get("status") == "True"  # noqa: E731
+                                 for c in (o.get("status") or {}).get("conditions") or [])
+        watcher: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: watcher.update(
+            seen=self.wait_watch(self.batch.list_namespaced_job, ns, complete, n, 600)))
+        t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        self.parallel(lambda j: self.batch.create_namespaced_job(ns, j), jobs)
+        t.join()
+        bare = max(watcher["seen"].values()) - t0 if len(watcher["seen"]) == n else float("nan")
+        self.drop_namespace(ns)
+
+        from lime_task import TaskClient
+
+        ns = self.namespace("lt")
+        tc = TaskClient(kubeconfig=self.kubeconfig, namespace=ns)
+        final = lambda o: (o.get("status") or {}).get("state") in ("SUCCESS", "FAILURE")  # noqa: E731
+        watcher = {}
+        t = threading.Thread(target=lambda: watcher.update(
+            seen=self.wait_watch(lambda namespace, **kw: self.custom.list_namespaced_custom_object(
+                "limetask.io", "v1alpha1", namespace, "limetasks", **kw), ns, final, n, 600)))
+        t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        self.parallel(lambda i: tc.send(NOOP, "bench"), list(range(n)))
+        t.join()
+        lt = max(watcher["seen"].values()) - t0 if len(watcher["seen"]) == n else float("nan")
+        self.drop_namespace(ns)
+        self.results["overhead"] = {"n": n, "bare_jobs_s": round(bare, 2), "limetasks_s": round(lt, 2),
+                                    "ratio": round(lt / bare, 3), "target_ratio": 1.15}
+
+    # -- 2. reaction latency under a burst ------------------------------------------------------
+    def burst(self) -> None:
+        n = self.args.burst
+        say(f"2/5 reaction latency: a burst of {n} LimeTasks")
+        ns = self.namespace("burst")
+        created: dict[str, float] = {}
+        job_seen: dict[str, float] = {}
+        pod_end: dict[str, float] = {}
+        final_seen: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch_all(list_fn: Any, on_event: Any) -> None:
+            version = None
+            while not stop.is_set():
+                w = watch.Watch()
+                try:
+                    kw = {"resource_version": version} if version else {}
+                    for ev in w.stream(list_fn, ns, timeout_seconds=5, **kw):
+                        obj = ev["raw_object"]
+                        version = obj["metadata"]["resourceVersion"]
+                        on_event(obj, time.monotonic())
+                        if stop.is_set():
+                            w.stop()
+                except client.ApiException:
+                    version = None
+
+        def on_job(obj: dict[str, Any], now: float) -> None:
+            tid = obj["metadata"].get("labels", {}).get("limetask.io/task-id")
+            if tid:
+                job_seen.setdefault(tid, now)
+
+        def on_pod(obj: dict[str, Any], now: float) -> None:
+            tid = obj["metadata"].get("labels", {}).get("limetask.io/task-id")
+            for s in (obj.get("status") or {}).get("containerStatuses") or []:
+                if tid and "terminated" in (s.get("state") or {}):
+                    pod_end.setdefault(tid, now)
+
+        def on_task(obj: dict[str, Any], now: float) -> None:
+            if (obj.get("status") or {}).get("state") in ("SUCCESS", "FAILURE"):
+                final_seen.setdefault(obj["metadata"]["name"], now)
+
+        lt_list = lambda namespace, **kw: self.custom.list_namespaced_custom_object(  # noqa: E731
+            "limetask.io", "v1alpha1", namespace, "limetasks", **kw)
+        threads = [threading.Thread(target=watch_all, args=a, daemon=True) for a in
+                   ((self.batch.list_namespaced_job, on_job), (self.core.list_namespaced_pod, on_pod),
+                    (lt_list, on_task))]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        names = [f"b-{i}" for i in range(n)]
+
+        def create(name: str) -> None:
+            self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
+                                                        self.task_body(name))
+            created[name] = time.monotonic()
+
+        t0 = time.monotonic()
+        self.parallel(create, names)
+        deadline = time.monotonic() + 900
+        while len(final_seen) < n and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stop.set()
+        to_job = [job_seen[k] - created[k] for k in names if k in job_seen and k in created]
+        to_final = [final_seen[k] - pod_end[k] for k in names if k in final_seen and k in pod_end]
+        first, last_job = t0, max(job_seen.values()) if job_seen else float("nan")
+        self.results["burst"] = {
+            "n": n,
+            "create_to_job_ms": {"p50": round(pct(to_job, 50) * 1000, 1), "p99": round(pct(to_job, 99) * 1000, 1)},
+            "pod_end_to_final_ms": {"p50": round(pct(to_final, 50) * 1000, 1),
+                                    "p99": round(pct(to_final, 99) * 1000, 1)},
+            "jobs_per_second": round(len(job_seen) / (last_job - first), 1),
+            "all_final_s": round(max(final_seen.values()) - t0, 2) if final_seen else None,
+            "targets_ms": {"p50": 50, "p99": 500},
+        }
+        self.drop_namespace(ns)
+
+    # -- 3. submit cost ---------------------------------------------------------------------------
+    def submit(self) -> None:
+        n = 200
+        say(f"3/5 submit cost: {n} send_task calls against {n} bare creates (in a namespace not watched)")
+        from lime_task import TaskClient
+
+        ns = f"submit-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": ns}})
+        tc = TaskClient(kubeconfig=self.kubeconfig, namespace=ns)
+        tc.send(NOOP, "bench")  # warm both paths: imports, connections
+        self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks", self.task_body("warm"))
+        bare: list[float] = []
+        send: list[float] = []
+        for i in range(n):  # interleaved, so that drift hits both alike
+            body = self.task_body(f"bare-{i}")
+            t = time.perf_counter()
+            self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks", body)
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            tc.send(NOOP, "bench")
+            send.append(time.perf_counter() - t)
+        self.drop_namespace(ns)
+        self.results["submit"] = {
+            "n": n,
+            "bare_create_ms": {"p50": round(pct(bare, 50) * 1000, 2), "p99": round(pct(bare, 99) * 1000, 2)},
+            "send_task_ms": {"p50": round(pct(send, 50) * 1000, 2), "p99": round(pct(send, 99) * 1000, 2)},
+            "ratio_p50": round(pct(send, 50) / pct(bare, 50), 3), "target_ratio_p50": 1.2,
+        }
+
+    # -- 4. scale ---------------------------------------------------------------------------------
+    def scale(self) -> None:
+        sizes = [int(x) for x in self.args.scale.split(",") if x]
+        say(f"4/5 scale: operator memory and CPU with {', '.join(map(str, sizes))} LimeTasks present")
+        ns = self.namespace("scale")
+        present = 0
+        out: dict[str, Any] = {}
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def add(i: int) -> None:
+            name = f"s-{i}"
+            body = self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
+                                                               self.task_body(name, args=[i]))
+            body["status"] = {"state": "SUCCESS", "result": "ok", "attempts": 1, "startedAt": now,
+                              "completedAt": now, "event": {"confirmed": True, "messageId": f"{name}.SUCCESS"}}
+            self.custom.replace_namespaced_custom_object_status("limetask.io", "v1alpha1", ns, "limetasks", name, body)
+
+        for size in sizes:
+            self.stop_operator()
+            say(f"   creating {size - present} finished LimeTasks (operator stopped)")
+            self.parallel(add, list(range(present, size)))
+            present = size
+            t0 = time.monotonic()
+            self.start_operator()
+            while True:
+                m = self.metrics()
+                seen = sum(v for k, v in m.items() if k.startswith("limetask_tasks{"))
+                if seen >= size and m.get("limetask_workqueue_depth", 1) == 0:
+                    break
+                time.sleep(0.2)
+            resync = time.monotonic() - t0
+            time.sleep(3)
+            c0, w0 = self.cpu_seconds(), time.monotonic()
+            time.sleep(10)
+            idle_cpu = (self.cpu_seconds() - c0) / (time.monotonic() - w0)
+            idle_rss = self.rss_mb()
+            # Under load: 100 tasks run while the others sit there.
+            from lime_task import TaskClient
+
+            load_ns = self.namespace("load")
+            tc = TaskClient(kubeconfig=self.kubeconfig, namespace=load_ns)
+            c0, w0 = self.cpu_seconds(), time.monotonic()
+            sent = self.parallel(lambda i: tc.send(NOOP, "bench"), list(range(100)))
+            peak = self.rss_mb()
+            for s in sent:
+                tc.wait(s.id, "bench", timeout=300)
+                peak = max(peak, self.rss_mb())
+            load_cpu = (self.cpu_seconds() - c0) / (time.monotonic() - w0)
+            self.drop_namespace(load_ns)
+            out[str(size)] = {"resync_s": round(resync, 2), "idle_rss_mb": round(idle_rss, 1),
+                              "idle_cpu_cores": round(idle_cpu, 3), "load_rss_mb": round(peak, 1),
+                              "load_cpu_cores": round(load_cpu, 3)}
+            say(f"   {size}: {out[str(size)]}")
+        self.drop_namespace(ns)
+        out["target_rss_mb_at_10000"] = 150
+        self.results["scale"] = out
+
+    # -- 5. the API server's ceiling ------------------------------------------------------------------
+    def ceiling(self) -> None:
+        n = 1000
+        say(f"5/5 ceiling: the API server's create rate for {n} small ConfigMaps ({THREADS} threads)")
+        ns = f"ceiling-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": ns}})
+        t0 = time.monotonic()
+        self.parallel(lambda i: self.core.create_namespaced_config_map(
+            ns, {"metadata": {"name": f"c-{i}"}, "data": {"k": "v"}}), list(range(n)))
+        rate = n / (time.monotonic() - t0)
+        self.drop_namespace(ns)
+        self.results["ceiling"] = {"creates_per_second": round(rate, 1)}
+        if "burst" in self.results:
+            conv = self.results["burst"]["jobs_per_second"]
+            self.results["ceiling"]["operator_jobs_per_second"] = conv
+            self.results["ceiling"]["fraction"] = round(conv / rate, 3)
+            self.results["ceiling"]["target_fraction"] = 0.5
+
+    def run(self) -> None:
+        steps = {"overhead": self.overhead, "burst": self.burst, "submit": self.submit, "scale": self.scale,
+                 "ceiling": self.ceiling}
+        only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
+        self.start_operator()
+        try:
+            for name in steps:
+                if name in only:
+                    steps[name]()
+        finally:
+            self.stop_operator()
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = []
+    if "overhead" in results:
+        o = results["overhead"]
+        rows.append(f"overhead  {o['n']} no-op: bare Jobs {o['bare_jobs_s']}s, LimeTasks {o['limetasks_s']}s, "
+                    f"ratio {o['ratio']} (target <= {o['target_ratio']})")
+    if "burst" in results:
+        b = results["burst"]
+        rows.append(f"reaction  burst {b['n']}: create->Job p50 {b['create_to_job_ms']['p50']} ms, p99 "
+                    f"{b['create_to_job_ms']['p99']} ms; pod end->final p50 {b['pod_end_to_final_ms']['p50']} ms, "
+                    f"p99 {b['pod_end_to_final_ms']['p99']} ms (targets 50/500)")
+    if "submit" in results:
+        s = results["submit"]
+        rows.append(f"submit    send_task p50 {s['send_task_ms']['p50']} ms p99 {s['send_task_ms']['p99']} ms; "
+                    f"bare create p50 {s['bare_create_ms']['p50']} ms p99 {s['bare_create_ms']['p99']} ms; "
+                    f"ratio {s['ratio_p50']} (target <= 1.2)")
+    if "scale" in results:
+        for size, v in results["scale"].items():
+            if isinstance(v, dict):
+                rows.append(f"scale     {size} present: resync {v['resync_s']}s, idle {v['idle_rss_mb']} MB "
+                            f"{v['idle_cpu_cores']} cores, load {v['load_rss_mb']} MB {v['load_cpu_cores']} cores")
+    if "ceiling" in results:
+        c = results["ceiling"]
+        rows.append(f"ceiling   API creates {c['creates_per_second']}/s; operator Jobs "
+                    f"{c.get('operator_jobs_per_second', '-')}/s; fraction {c.get('fraction', '-')} (target >= 0.5)")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=int(os.environ.get("BENCH_N", "300")))
+    parser.add_argument("--burst", type=int, default=int(os.environ.get("BENCH_BURST", "500")))
+    parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
+    parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
+                        help="comma-separated: overhead,burst,submit,scale,ceiling")
+    parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    bench = Bench(args)
+    bench.run()
+    out = Path(args.out or REPO / "bench-results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(bench.results, indent=2))
+    print(table(bench.results))
+    print(f"figures: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
