@@ -111,7 +111,8 @@ class BrokerSink:
             timestamp=dt.datetime.now(dt.timezone.utc),
         )
         # With publisher confirms, this returns once the broker has taken responsibility.
-        await exchange.publish(message, routing_key=event.routing_key, timeout=self.timeout)
+        # Not mandatory: an event nobody has bound a queue for is not an error.
+        await exchange.publish(message, routing_key=event.routing_key, timeout=self.timeout, mandatory=False)
 
     async def send(self, event: Event, task: TaskView) -> None:
         try:

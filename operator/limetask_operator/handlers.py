@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -20,6 +21,19 @@ STATE: dict[str, Any] = {}
 
 def reconciler() -> Reconciler:
     return STATE["reconciler"]  # type: ignore[no-any-return]
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Nothing to compare and nothing to store: the operator has only event and index handlers."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 @kopf.on.login()
@@ -51,6 +65,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.connect_timeout = 5
     # Every INFO line would become a Kubernetes Event, an API write: post warnings only.
     settings.posting.level = logging.WARNING
+    # No handler here detects changes, so kopf need not deep-copy every object it sees to
+    # compare it with the last one (that copying was the largest CPU cost under load).
+    settings.persistence.diffbase_storage = NoDiffBase()
     if ours.metrics_port:
         from . import metrics
 
@@ -98,7 +115,10 @@ def _ensure_reconciler() -> Reconciler:
 async def cleanup(**_: Any) -> None:
     rec = STATE.pop("reconciler", None)
     if rec is not None:
-        await rec.stop()
+        try:
+            await asyncio.wait_for(rec.stop(), timeout=10)
+        except asyncio.TimeoutError:
+            LOG.warning("reconcile workers did not stop within 10 s; leaving them")
     kube = STATE.pop("kube", None)
     if kube is not None:
         await kube.close()

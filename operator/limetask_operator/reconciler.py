@@ -210,23 +210,26 @@ class Reconciler:
         now = dt.datetime.now(dt.timezone.utc)
         jobs = self.caches.jobs_of(key)
         pods = self.caches.pods_of(key)
-        ceiling = self.settings.max_attempts_ceiling
-        plan = derivation.derive(task, jobs, pods, now, ceiling)
+        def decide(jobs: dict[int, JobView], pods: dict[int, list[PodView]], **kw: Any) -> derivation.Plan:
+            return derivation.derive(task, jobs, pods, now, self.settings.max_attempts_ceiling,
+                                     allow_image_override=self.settings.allow_image_override, **kw)
+
+        plan = decide(jobs, pods)
         if plan.verify_job is not None:
             body = await self.kube.get(jobs_path(task.namespace, build_job(task, plan.verify_job, self.settings)
                                                  ["metadata"]["name"]))
             if body is not None:
                 self.job_event("ADDED", body)
                 jobs = self.caches.jobs_of(key)
-                plan = derivation.derive(task, jobs, pods, now, ceiling)
+                plan = decide(jobs, pods)
             else:
-                plan = derivation.derive(task, jobs, pods, now, ceiling, jobs_gone=frozenset({plan.verify_job}))
+                plan = decide(jobs, pods, jobs_gone=frozenset({plan.verify_job}))
         if plan.need_fresh_pods is not None:
             fresh = await self.kube.request("GET", pods_path(task.namespace), params={
                 "labelSelector": f"{LABEL_TASK_ID}={task.name},{LABEL_ATTEMPT}={plan.need_fresh_pods}"})
             for item in (fresh or {}).get("items", []):
                 self.pod_event("MODIFIED", item)
-            plan = derivation.derive(task, jobs, self.caches.pods_of(key), now, ceiling, pods_fresh=True)
+            plan = decide(jobs, self.caches.pods_of(key), pods_fresh=True)
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
         await self.carry_out(task, plan)
         current = self.caches.tasks.get(key)

@@ -32,7 +32,7 @@ class OperatorSettings(BaseModel):
     runner_service_account: str | None = None
     runner_user_id: int = 10001
     # A per-task image override is allowed only when this is true.
-    allow_image_override: bool = True
+    allow_image_override: bool = False
     # Upper bound of maxAttempts a task may ask for.
     max_attempts_ceiling: int = MAX_ATTEMPTS_CEILING
     # Backstop: Kubernetes deletes a finished Job after this many seconds even if the operator

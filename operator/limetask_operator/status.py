@@ -133,8 +133,10 @@ def condition(previous: list[dict[str, Any]], status: str, reason: str, message:
     }]
 
 
-def check_spec(spec: dict[str, Any], ceiling: int) -> str | None:
+def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True) -> str | None:
     """What is wrong with a spec the schema let through, or None."""
+    if spec.get("image") and not allow_image_override:
+        return "this cluster does not allow a task to choose its image (spec.image); ask the platform team"
     import json
 
     size = len(json.dumps([spec.get("args") or [], spec.get("kwargs") or {}], separators=(",", ":")).encode())
@@ -146,7 +148,8 @@ def check_spec(spec: dict[str, Any], ceiling: int) -> str | None:
 
 
 def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
-           max_attempts_ceiling: int, pods_fresh: bool = False, jobs_gone: frozenset[int] = frozenset()) -> Plan:
+           max_attempts_ceiling: int, pods_fresh: bool = False, jobs_gone: frozenset[int] = frozenset(),
+           allow_image_override: bool = True) -> Plan:
     st = task.status
     ts = now_iso(now)
     plan = Plan()
@@ -188,7 +191,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     if st.get("specHash") and st["specHash"] != current_hash:
         return final(FAILURE, SPEC_CHANGED, "the spec changed after the task was accepted; the spec is "
                      "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)
-    problem = check_spec(task.spec, max_attempts_ceiling)
+    problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override)
     if problem and attempt == 0:
         return final(FAILURE, INVALID_SPEC, problem, error_type=INVALID_SPEC)
 

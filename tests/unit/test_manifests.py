@@ -283,7 +283,8 @@ def test_merge_resources() -> None:
 
 
 def test_image_override_allowed() -> None:
-    job = build_job(task_view(image="registry.example/custom:9"), 1, SETTINGS)
+    settings = SETTINGS.model_copy(update={"allow_image_override": True})
+    job = build_job(task_view(image="registry.example/custom:9"), 1, settings)
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/custom:9"
 
 

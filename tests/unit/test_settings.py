@@ -10,7 +10,7 @@ def test_defaults_from_an_empty_environment() -> None:
     s = OperatorSettings.from_env({})
     assert s == OperatorSettings()
     assert s.runner_command == ["python", "-m", "limetask_runner"]
-    assert s.allow_image_override is True
+    assert s.allow_image_override is False  # a platform team opts in
     assert s.max_attempts_ceiling == 10
     assert s.runner_service_account is None
 

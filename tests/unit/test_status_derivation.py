@@ -638,3 +638,19 @@ def test_derive_does_not_mutate_its_inputs() -> None:
     before = copy.deepcopy(t.status)
     run(t, [complete_job()], [ended_pod(0, SUCCESS_VERDICT)])
     assert t.status == before
+
+
+def test_image_override_refused_when_the_platform_does_not_allow_it() -> None:
+    import datetime as _dt
+
+    from limetask_operator.model import TaskView as _TV
+    from limetask_operator.status import derive as _derive
+
+    body = {"metadata": {"name": "t1", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1"},
+            "spec": {"task": "pkg.mod.fn", "app": "my-app", "image": "evil.example/miner:latest"}}
+    plan = _derive(_TV.from_body(body), {}, {}, _dt.datetime.now(_dt.timezone.utc), 10, allow_image_override=False)
+    assert plan.create_attempt is None
+    assert plan.status is not None and plan.status["state"] == "FAILURE"
+    assert plan.status["error"]["reason"] == "InvalidSpec" and "image" in plan.status["error"]["message"]
+    allowed = _derive(_TV.from_body(body), {}, {}, _dt.datetime.now(_dt.timezone.utc), 10, allow_image_override=True)
+    assert allowed.create_attempt == 1

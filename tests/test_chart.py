@@ -1,0 +1,966 @@
+"""The Helm chart (charts/limetask), through real Helm (helm-python-sdk, Helm v4).
+
+Quick tests render and lint the chart offline: every documented mode, the values schema, the
+RBAC rules, and the Pod Security Standard "restricted" for the operator pod and for the runner
+pods the operator builds from the chart's settings. The e2e tests install the chart into the
+cluster, check what it made, run the operator under the chart's own ServiceAccount, and
+uninstall it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+
+from conftest import REPO, Cluster, Operator, wait_until
+from limetask_operator.manifests import build_job
+from limetask_operator.model import TaskView
+from limetask_operator.settings import OperatorSettings
+
+CHART = REPO / "charts" / "limetask"
+RELEASE = "lt"
+RELEASE_NAMESPACE = "lime-system"
+
+SAMPLE_TASK: dict[str, Any] = {
+    "apiVersion": "limetask.io/v1alpha1",
+    "kind": "LimeTask",
+    "metadata": {"name": "add-5f1c2a9e", "namespace": "team-a", "uid": "3b0e6f4e-2f7c-4b7e-9a53-0d6b5c1f8a21",
+                 "generation": 1, "resourceVersion": "1", "creationTimestamp": "2024-05-01T10:00:00Z"},
+    "spec": {"task": "acme_solution.tasks.lime.add", "app": "acme-crm", "args": [1, 2], "kwargs": {},
+             "acksLate": True, "maxAttempts": 3, "timeoutSeconds": 600, "image": "evil.example.com/miner:1",
+             "resources": {"limits": {"memory": "1Gi"}}},
+}
+
+# Every documented mode of the chart, by name.
+MODES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "single-namespace": {"watch": {"scope": "namespaces", "namespaces": ["team-a"]}},
+    "namespace-list": {"watch": {"scope": "namespaces", "namespaces": ["team-a", "team-b", "team-c"]}},
+    "cluster": {"watch": {"scope": "cluster"}},
+    "no-crd": {"crds": {"install": False}},
+    "crd-not-kept": {"crds": {"keep": False}},
+    "broker-existing-secret": {"broker": {"existingSecret": {"name": "rabbitmq", "key": "amqp-url"}}},
+    "broker-from-values": {"broker": {"url": "amqp://lime:secret@rabbitmq:5672/%2F", "exchange": "events.{app}"}},
+    "runner-settings": {
+        "runner": {
+            "image": {"repository": "registry.example.com/acme/runner", "tag": "2.3.4"},
+            "command": ["python", "-m", "limetask_runner"],
+            "env": {"LIMETASK_IMPORTS": "acme_solution.tasks.lime"},
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
+            "nodeSelector": {"pool": "tasks"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "tasks", "effect": "NoSchedule"}],
+            "imagePullSecrets": ["acme-registry"],
+            "serviceAccountName": "acme-runner",
+            "userId": 20000,
+        },
+        "limits": {"allowImageOverride": True, "maxAttemptsCeiling": 5},
+        "jobs": {"ttlSecondsAfterFinished": 7200, "deleteFinished": False},
+        "tasks": {"retentionSeconds": 0},
+        "operator": {
+            "image": {"digest": "sha256:" + "a" * 64},
+            "imagePullSecrets": ["acme-registry"],
+            "workers": 8,
+            "batchWindow": 0.05,
+            "verbose": True,
+            "healthPort": 8081,
+            "metricsPort": 9091,
+            "terminationGracePeriodSeconds": 45,
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "priorityClassName": "system-cluster-critical",
+            "podAnnotations": {"example.com/team": "platform"},
+            "podLabels": {"team": "platform"},
+            "extraEnv": [{"name": "LIMETASK_EXTRA", "value": "1"}],
+        },
+        "serviceAccount": {"name": "limetask-operator", "annotations": {"example.com/role": "operator"}},
+    },
+}
+
+# The rules the operator gets where it watches: (apiGroup, resource) -> verbs. The least that works.
+# Retention (on by default) deletes finished LimeTasks.
+WATCHED_NAMESPACE_RULES = {
+    ("limetask.io", "limetasks"): {"get", "list", "watch", "delete"},
+    ("limetask.io", "limetasks/status"): {"update"},
+    ("limetask.io", "limetasks/finalizers"): {"update"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"list", "watch"},
+    ("", "events"): {"create"},
+    ("events.k8s.io", "events"): {"create"},
+}
+WITHOUT_RETENTION_RULES = {**WATCHED_NAMESPACE_RULES, ("limetask.io", "limetasks"): {"get", "list", "watch"}}
+# And everywhere (kopf's discovery): read-only.
+DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
+
+# Broker settings: the chart sets them only when a broker is configured.
+BROKER_SETTINGS = {"LIMETASK_BROKER_URL", "LIMETASK_BROKER_EXCHANGE", "LIMETASK_BROKER_PUBLISH_TIMEOUT",
+                   "LIMETASK_EVENT_RETRY_MAX_SECONDS"}
+# Settings the chart leaves alone: it hands the broker URL over in LIMETASK_BROKER_URL, from the Secret.
+NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE"}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[Any]:
+    helm.disable_logging()  # Helm's own log lines (e.g. of `fail`) would go to stderr
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: Any, values: dict[str, Any] | None = None, *, name: str = RELEASE,
+           namespace: str = RELEASE_NAMESPACE) -> list[dict[str, Any]]:
+    """The chart's objects, as dicts, in template order."""
+    rendered = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+    objects: list[dict[str, Any]] = []
+    for path in sorted(rendered):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(rendered[path]) if doc)
+    return objects
+
+
+def notes(chart: Any, values: dict[str, Any] | None = None) -> str:
+    rendered = chart.render(values or {}, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True)
+    return next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = of_kind(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "operator")
+
+
+def operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The operator container's plain environment variables (secret references left out)."""
+    return {e["name"]: e["value"] for e in operator_container(objects).get("env", []) if "value" in e}
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every pod spec in the rendered objects, wherever a workload keeps it."""
+    found = []
+    for o in objects:
+        spec = o.get("spec") or {}
+        if o["kind"] == "Pod":
+            found.append((f"Pod/{o['metadata']['name']}", spec))
+        elif o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+            found.append((f"{o['kind']}/{o['metadata']['name']}", spec["template"]["spec"]))
+        elif o["kind"] == "CronJob":
+            found.append((f"CronJob/{o['metadata']['name']}", spec["jobTemplate"]["spec"]["template"]["spec"]))
+    return found
+
+
+def rules_by_resource(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                out.setdefault((group, resource), set()).update(rule.get("verbs", []))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Pod Security Standard "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/)
+# --------------------------------------------------------------------------------------------
+
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                           "projected", "secret"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range"}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t"}
+
+
+def restricted_violations(pod_spec: dict[str, Any], annotations: dict[str, str] | None = None) -> list[str]:
+    """What keeps a pod spec from the "restricted" profile (baseline checks included), plus
+    this project's own rule: a read-only root filesystem in every container."""
+    problems: list[str] = []
+    pod_sc = pod_spec.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(field):
+            problems.append(f"{field} is true")
+    for volume in pod_spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} is of a disallowed type {sorted(kinds - RESTRICTED_VOLUME_TYPES)}")
+    for sysctl in pod_sc.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            problems.append(f"unsafe sysctl {sysctl.get('name')}")
+    for key, value in (annotations or {}).items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and value != "runtime/default" \
+                and not value.startswith("localhost/"):
+            problems.append(f"AppArmor profile {value}")
+
+    def selinux(sc: dict[str, Any], where: str) -> None:
+        options = sc.get("seLinuxOptions") or {}
+        if options.get("type", "") not in SELINUX_TYPES or options.get("user") or options.get("role"):
+            problems.append(f"{where}: seLinuxOptions {options}")
+
+    selinux(pod_sc, "pod")
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod: runAsUser is 0")
+    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        problems.append(f"pod: seccompProfile {pod_seccomp}")
+
+    containers = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or []),
+                  *(pod_spec.get("ephemeralContainers") or [])]
+    if not pod_spec.get("containers"):
+        problems.append("no containers")
+    for c in containers:
+        where = f"container {c.get('name')}"
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{where}: capabilities do not drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where}: adds capabilities {caps.get('add')}")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{where}: procMount {sc['procMount']}")
+        selinux(sc, where)
+        run_as_non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+        if run_as_non_root is not True:
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if sc.get("runAsUser") == 0:
+            problems.append(f"{where}: runAsUser is 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where}: seccompProfile is {seccomp!r}, not RuntimeDefault or Localhost")
+        for port in c.get("ports") or []:
+            if port.get("hostPort"):
+                problems.append(f"{where}: hostPort {port['hostPort']}")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: readOnlyRootFilesystem is not true")
+    return problems
+
+
+def test_restricted_checker_finds_problems() -> None:
+    """The checker itself: a pod that breaks the profile in many ways is caught on each."""
+    bad = {
+        "hostNetwork": True,
+        "securityContext": {"runAsUser": 0, "sysctls": [{"name": "kernel.msgmax", "value": "1"}]},
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}],
+                        "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]},
+                                            "seccompProfile": {"type": "Unconfined"}}}],
+    }
+    problems = "\n".join(restricted_violations(bad))
+    for expected in ("hostNetwork", "hostPath", "kernel.msgmax", "runAsUser is 0", "privileged",
+                     "allowPrivilegeEscalation", "drop ALL", "SYS_ADMIN", "runAsNonRoot", "Unconfined",
+                     "hostPort", "readOnlyRootFilesystem"):
+        assert expected in problems, (expected, problems)
+
+
+# --------------------------------------------------------------------------------------------
+# Chart metadata and values
+# --------------------------------------------------------------------------------------------
+
+def test_chart_metadata(chart: Any) -> None:
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["name"] == "limetask"
+    assert meta["version"] == "0.1.0"
+    assert meta["appVersion"] == "0.1.0"
+    assert meta["kubeVersion"] == ">=1.20.0-0"
+
+
+def test_helpers_are_defined() -> None:
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    for name in ("limetask.name", "limetask.fullname", "limetask.labels", "limetask.selectorLabels",
+                 "limetask.serviceAccountName"):
+        assert f'define "{name}"' in helpers, name
+
+
+def test_crd_matches_the_repository_crd() -> None:
+    """The chart ships a copy of crds/; copy it again when the CRD changes."""
+    ours = yaml.safe_load((CHART / "files" / "limetask.io_limetasks.yaml").read_text())
+    theirs = yaml.safe_load((REPO / "crds" / "limetask.io_limetasks.yaml").read_text())
+    assert ours == theirs, "charts/limetask/files/limetask.io_limetasks.yaml differs from crds/: copy it over"
+
+
+def test_every_value_has_a_comment() -> None:
+    """Every value in values.yaml has a `# --` comment right above it (continued on `#` lines)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    values = yaml.safe_load("\n".join(lines))
+    stack: list[tuple[int, str]] = []
+    missing = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = [k for _, k in stack] + [key]
+        stack.append((indent, key))
+        if "resources" in path[:-1]:
+            continue  # inside a value (a resources map) that has its comment
+        value: Any = values
+        for part in path:
+            value = value[part]
+        if isinstance(value, dict) and value and key != "resources":
+            continue  # a section: its values carry the comments
+        j = i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#") and not lines[j].lstrip().startswith("# --"):
+            j -= 1
+        if j < 0 or not lines[j].lstrip().startswith("# --"):
+            missing.append(".".join(path))
+    assert not missing, f"values without a `# --` comment: {missing}"
+
+
+def _walk_schema(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from _walk_schema(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk_schema(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk_schema(node["additionalProperties"], f"{path}.*")
+
+
+def test_schema_is_closed_everywhere(chart: Any) -> None:
+    """No object in the schema takes keys it does not declare (maps declare their value type)."""
+    schema = chart.schema
+    assert schema is not None
+    open_objects = []
+    for path, node in _walk_schema(schema):
+        types = node.get("type")
+        if types == "object" or (isinstance(types, list) and "object" in types):
+            extra = node.get("additionalProperties")
+            if "properties" in node and extra is not False:
+                open_objects.append(path or "<root>")
+            if "properties" not in node and not isinstance(extra, dict):
+                open_objects.append(path or "<root>")
+    assert not open_objects, f"objects that accept unknown keys: {open_objects}"
+
+
+def test_schema_and_values_cover_each_other(chart: Any) -> None:
+    """Every value has a schema entry with a description, and every schema entry a default."""
+    def keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+        out = set()
+        for key, value in tree.items():
+            out.add(prefix + key)
+            if isinstance(value, dict) and value and key not in ("resources",):
+                out |= keys(value, prefix + key + ".")
+        return out
+
+    def schema_keys(node: dict[str, Any], prefix: str = "") -> set[str]:
+        out = set()
+        for key, child in (node.get("properties") or {}).items():
+            out.add(prefix + key)
+            if child.get("properties") and key != "resources":
+                out |= schema_keys(child, prefix + key + ".")
+        return out
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = chart.schema
+    assert keys(values) == schema_keys(schema)
+    undocumented = [p for p, node in _walk_schema(schema) if p and p.count("*") == 0 and "[]" not in p
+                    and "description" not in node]
+    assert not undocumented, f"schema entries without a description: {undocumented}"
+
+
+def test_default_values_pass_the_schema(chart: Any) -> None:
+    chart.validate_schema(None)
+    chart.validate_schema({})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"bogus": 1}, "additional properties 'bogus' not allowed"),
+    ({"operator": {"replicas": 2}}, "at '/operator': additional properties 'replicas' not allowed"),
+    ({"runner": {"image": {"repository": "r", "tag": "1", "pullPolicy": "Always"}}},
+     "at '/runner/image': additional properties 'pullPolicy' not allowed"),
+    ({"operator": {"workers": "many"}}, "at '/operator/workers': got string, want integer"),
+    ({"crds": {"install": "yes"}}, "at '/crds/install': got string, want boolean"),
+    ({"watch": {"namespaces": "team-a"}}, "at '/watch/namespaces': got string, want array"),
+    ({"runner": {"env": {"DEBUG": 1}}}, "at '/runner/env/DEBUG': got number, want string"),
+    ({"watch": {"scope": "everywhere"}}, "at '/watch/scope': value must be one of 'namespaces', 'cluster'"),
+    ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "at '/operator/image/pullPolicy': value must be one of"),
+    ({"runner": {"tolerations": [{"operator": "Maybe"}]}}, "at '/runner/tolerations/0/operator': value must be one of"),
+    ({"watch": {"namespaces": ["Team_A"]}}, "at '/watch/namespaces/0': 'Team_A' does not match pattern"),
+    ({"watch": {"namespaces": ["team-*"]}}, "at '/watch/namespaces/0': 'team-*' does not match pattern"),
+    ({"runner": {"userId": 0}}, "at '/runner/userId': minimum: got 0, want 1"),
+    ({"limits": {"maxAttemptsCeiling": 11}}, "at '/limits/maxAttemptsCeiling': maximum: got 11, want 10"),
+    ({"broker": {"url": "http://rabbitmq"}}, "at '/broker/url': 'http://rabbitmq' does not match pattern"),
+])
+def test_schema_rejects_invalid_values(chart: Any, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as schema_error:
+        chart.validate_schema(values)
+    assert message in str(schema_error.value)
+    # An install renders, and fails, the same way.
+    with pytest.raises(helm.HelmValuesError) as render_error:
+        render(chart, values)
+    assert message in str(render_error.value)
+    assert "limetask" in str(render_error.value)
+
+
+def test_lint_reports_schema_errors() -> None:
+    report = helm.lint(CHART, {"watch": {"scope": "everywhere"}}, strict=True)
+    assert any("value must be one of 'namespaces', 'cluster'" in e for e in report["errors"]), report
+
+
+def test_broker_url_and_existing_secret_exclude_each_other(chart: Any) -> None:
+    with pytest.raises(helm.HelmRenderError, match="set either broker.url or broker.existingSecret.name, not both"):
+        render(chart, {"broker": {"url": "amqp://rabbitmq", "existingSecret": {"name": "rabbitmq"}}})
+
+
+def test_existing_service_account_needs_a_name(chart: Any) -> None:
+    with pytest.raises(helm.HelmRenderError, match="serviceAccount.name is required"):
+        render(chart, {"serviceAccount": {"create": False}})
+    objects = render(chart, {"serviceAccount": {"create": False, "name": "platform-operator"}})
+    assert not of_kind(objects, "ServiceAccount")
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operator"
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering and linting, per mode
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_renders_and_lints(chart: Any, mode: str) -> None:
+    values = MODES[mode]
+    objects = render(chart, values)
+    for o in objects:
+        assert o.get("apiVersion") and o.get("kind") and o["metadata"].get("name"), o
+        assert o["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+            assert o["metadata"].get("namespace"), f"{o['kind']}/{o['metadata']['name']} has no namespace"
+    kinds = {o["kind"] for o in objects}
+    assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    report = helm.lint(CHART, values, strict=True, namespace=RELEASE_NAMESPACE)
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    # The environment the chart gives the operator is valid settings.
+    OperatorSettings.from_env(operator_env(objects))
+
+
+def test_default_mode_watches_the_release_namespace(chart: Any) -> None:
+    objects = render(chart)
+    assert [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in of_kind(objects, "Role")] == \
+        [(RELEASE_NAMESPACE, "lt-limetask")]
+    assert operator_container(objects)["args"][0] == f"--namespace={RELEASE_NAMESPACE}"
+    assert one(objects, "CustomResourceDefinition")["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert one(objects, "ServiceAccount")["metadata"]["name"] == "lt-limetask"
+    assert not of_kind(objects, "Secret")
+    env = {e["name"] for e in operator_container(objects)["env"]}
+    assert not env & BROKER_SETTINGS, "no broker is configured by default"
+
+
+def test_namespace_list_gets_a_role_in_each_namespace(chart: Any) -> None:
+    objects = render(chart, MODES["namespace-list"])
+    namespaces = ["team-a", "team-b", "team-c"]
+    assert sorted(r["metadata"]["namespace"] for r in of_kind(objects, "Role")) == namespaces
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == namespaces
+    for b in bindings:
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lt-limetask"}
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "lt-limetask", "namespace": RELEASE_NAMESPACE}]
+    args = operator_container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={n}" for n in namespaces]
+    assert "--all-namespaces" not in args
+
+
+def test_cluster_mode_uses_a_cluster_role(chart: Any) -> None:
+    objects = render(chart, MODES["cluster"])
+    assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
+    role = one(objects, "ClusterRole")
+    assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] == f"{RELEASE_NAMESPACE}-lt-limetask"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lt-limetask", "namespace": RELEASE_NAMESPACE}]
+    assert "--all-namespaces" in operator_container(objects)["args"]
+
+
+def test_crd_install_and_keep(chart: Any) -> None:
+    assert not of_kind(render(chart, MODES["no-crd"]), "CustomResourceDefinition")
+    crd = one(render(chart, MODES["crd-not-kept"]), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+    repository_crd = yaml.safe_load((REPO / "crds" / "limetask.io_limetasks.yaml").read_text())
+    assert crd["spec"] == repository_crd["spec"]
+    assert crd["metadata"]["name"] == "limetasks.limetask.io"
+
+
+def test_broker_from_an_existing_secret(chart: Any) -> None:
+    objects = render(chart, MODES["broker-existing-secret"])
+    assert not of_kind(objects, "Secret"), "the chart must not make a Secret when one is given"
+    env = {e["name"]: e for e in operator_container(objects)["env"]}
+    assert env["LIMETASK_BROKER_URL"]["valueFrom"] == {"secretKeyRef": {"name": "rabbitmq", "key": "amqp-url"}}
+    assert env["LIMETASK_BROKER_EXCHANGE"]["value"] == "lime.{app}"
+    assert "rabbitmq" in notes(chart, MODES["broker-existing-secret"])
+
+
+def test_broker_from_values(chart: Any) -> None:
+    objects = render(chart, MODES["broker-from-values"])
+    secret = one(objects, "Secret")
+    assert secret["metadata"]["name"] == "lt-limetask-broker"
+    assert secret["stringData"] == {"url": "amqp://lime:secret@rabbitmq:5672/%2F"}
+    env = {e["name"]: e for e in operator_container(objects)["env"]}
+    assert env["LIMETASK_BROKER_URL"]["valueFrom"] == {"secretKeyRef": {"name": "lt-limetask-broker", "key": "url"}}
+    assert env["LIMETASK_BROKER_EXCHANGE"]["value"] == "events.{app}"
+    # The URL is never in the Deployment itself; a new URL restarts the operator.
+    deployment = one(objects, "Deployment")
+    assert "secret@rabbitmq" not in json.dumps(deployment)
+    before = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/broker"]
+    other = one(render(chart, {"broker": {"url": "amqp://other"}}), "Deployment")
+    assert other["spec"]["template"]["metadata"]["annotations"]["checksum/broker"] != before
+
+
+def test_names_fit_in_63_characters(chart: Any) -> None:
+    long_release = "a-release-name-that-is-as-long-as-helm-allows-it-1234"  # 53 characters
+    assert len(long_release) == 53
+    for o in render(chart, name=long_release):
+        assert len(o["metadata"]["name"]) <= 63, o["metadata"]["name"]
+    assert one(render(chart, {"fullnameOverride": "ops"}), "Deployment")["metadata"]["name"] == "ops"
+    assert one(render(chart, name="limetask"), "Deployment")["metadata"]["name"] == "limetask"
+
+
+def test_notes_say_how_to_start_a_first_task(chart: Any) -> None:
+    text = notes(chart)
+    assert "kind: LimeTask" in text and "task: acme_solution.tasks.lime.add" in text
+    assert f"kubectl -n {RELEASE_NAMESPACE} create -f -" in text
+    assert "send_task(" in text
+    assert "kubectl get crd" in notes(chart, MODES["no-crd"])
+    assert "every namespace" in notes(chart, MODES["cluster"])
+
+
+# --------------------------------------------------------------------------------------------
+# RBAC
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
+    objects = render(chart, MODES[mode])
+    roles = of_kind(objects, "Role") + of_kind(objects, "ClusterRole")
+    assert roles
+    for role in roles:
+        where = f"{role['kind']}/{role['metadata']['name']}"
+        text = json.dumps(role["rules"])
+        assert "*" not in text, f"{where}: a wildcard in {text}"
+        for rule in role["rules"]:
+            resources, verbs = set(rule.get("resources", [])), set(rule.get("verbs", []))
+            assert "nonResourceURLs" not in rule, where
+            assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, (where, rule)
+            if "pods" in resources and "" in rule["apiGroups"]:
+                assert not verbs & {"create", "update", "patch", "delete"}, (where, rule)
+            assert not resources & {"pods/exec", "pods/attach", "pods/portforward", "pods/proxy", "pods/ephemeralcontainers",
+                                    "serviceaccounts/token", "nodes/proxy"}, (where, rule)
+            if resources & {"secrets", "configmaps"}:
+                assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
+    # Exactly the rules the operator needs, and read-only ones at cluster level in namespace scope.
+    cluster_role = one(objects, "ClusterRole")
+    retention = MODES[mode].get("tasks", {}).get("retentionSeconds", 1) > 0
+    watched_rules = WATCHED_NAMESPACE_RULES if retention else WITHOUT_RETENTION_RULES
+    if MODES[mode].get("watch", {}).get("scope") == "cluster":
+        assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **watched_rules}
+    else:
+        assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **NAMESPACE_DISCOVERY_RULES}
+        for role in of_kind(objects, "Role"):
+            assert rules_by_resource(role["rules"]) == watched_rules
+    for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
+        sa = one(objects, "ServiceAccount")["metadata"]["name"] if of_kind(objects, "ServiceAccount") else None
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": RELEASE_NAMESPACE}]
+
+
+# --------------------------------------------------------------------------------------------
+# Pod security, health and settings
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_rendered_pod_is_restricted(chart: Any, mode: str) -> None:
+    objects = render(chart, MODES[mode])
+    specs = pod_specs(objects)
+    assert [name for name, _ in specs] == [f"Deployment/{one(objects, 'Deployment')['metadata']['name']}"]
+    deployment = one(objects, "Deployment")
+    for name, spec in specs:
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        assert restricted_violations(spec, annotations) == [], name
+
+
+@pytest.mark.parametrize("mode", ["default", "runner-settings"])
+def test_runner_jobs_from_chart_settings_are_restricted(chart: Any, mode: str) -> None:
+    """The Job the operator builds with the settings the chart gives it meets "restricted" too."""
+    settings = OperatorSettings.from_env(operator_env(render(chart, MODES[mode])))
+    job = build_job(TaskView.from_body(SAMPLE_TASK), 1, settings)
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsUser"] == settings.runner_user_id != 0
+
+
+def test_runner_job_with_operator_defaults_is_restricted() -> None:
+    job = build_job(TaskView.from_body(SAMPLE_TASK), 1, OperatorSettings())
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_chart_values_reach_the_runner_pods(chart: Any) -> None:
+    objects = render(chart, MODES["runner-settings"])
+    settings = OperatorSettings.from_env(operator_env(objects))
+    job = build_job(TaskView.from_body(SAMPLE_TASK), 1, settings)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "evil.example.com/miner:1", "allowImageOverride: true lets the task choose"
+    assert container["command"] == ["python", "-m", "limetask_runner"]
+    assert {"name": "LIMETASK_IMPORTS", "value": "acme_solution.tasks.lime"} in container["env"]
+    # The task's own limits override the platform's defaults key by key.
+    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    assert pod["nodeSelector"] == {"pool": "tasks"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "tasks", "effect": "NoSchedule"}]
+    assert pod["imagePullSecrets"] == [{"name": "acme-registry"}]
+    assert pod["serviceAccountName"] == "acme-runner"
+    assert pod["securityContext"]["runAsUser"] == 20000
+    assert job["spec"]["ttlSecondsAfterFinished"] == 7200
+    assert settings.max_attempts_ceiling == 5 and settings.delete_finished_jobs is False
+    assert settings.workers == 8 and settings.batch_window == 0.05
+    # By default the platform decides the image, whatever the task asks for.
+    default = OperatorSettings.from_env(operator_env(render(chart)))
+    container = build_job(TaskView.from_body(SAMPLE_TASK), 1, default)["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/limetask/runner:0.1.0"
+
+
+def test_every_operator_setting_is_a_chart_value(chart: Any) -> None:
+    """A setting the chart cannot set is a setting nobody can set in a cluster."""
+    env = {e["name"] for mode in ("runner-settings", "broker-from-values")
+           for e in operator_container(render(chart, MODES[mode]))["env"]}
+    chart_settings = {name for name in env if name.startswith("LIMETASK_")} - {"LIMETASK_EXTRA"}
+    fields = {f"LIMETASK_{name.upper()}" for name in OperatorSettings.model_fields}
+    assert fields - NOT_FROM_CHART <= chart_settings, \
+        f"settings without a chart value: {sorted(fields - NOT_FROM_CHART - chart_settings)}"
+    assert chart_settings <= fields, f"settings the operator does not know: {sorted(chart_settings - fields)}"
+
+
+def test_operator_health_and_shutdown(chart: Any) -> None:
+    for mode, port, metrics in (("default", 8080, 9090), ("runner-settings", 8081, 9091)):
+        objects = render(chart, MODES[mode])
+        deployment = one(objects, "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        container = operator_container(objects)
+        assert f"--liveness=http://0.0.0.0:{port}/healthz" in container["args"]
+        assert container["ports"] == [{"name": "health", "containerPort": port, "protocol": "TCP"},
+                                      {"name": "metrics", "containerPort": metrics, "protocol": "TCP"}]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+        assert pod["terminationGracePeriodSeconds"] == (30 if mode == "default" else 45)
+        # kopf runs standalone: never two operators at once, not even during a rollout.
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        assert pod["automountServiceAccountToken"] is True
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    no_metrics = operator_container(render(chart, {"operator": {"metricsPort": 0}}))
+    assert [p["name"] for p in no_metrics["ports"]] == ["health"]
+    with pytest.raises(helm.HelmRenderError, match="healthPort and operator.metricsPort must differ"):
+        render(chart, {"operator": {"healthPort": 9090}})
+    digest = operator_container(render(chart, MODES["runner-settings"]))["image"]
+    assert digest == "ghcr.io/limetask/operator@sha256:" + "a" * 64
+
+
+def test_dockerfiles() -> None:
+    """Docker is not available here: check the Dockerfiles' essentials as text. The pins are the
+    versions this test suite runs with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for path, must_pin in ((REPO / "operator" / "Dockerfile", {"kopf", "aiohttp", "aio-pika", "pydantic"}),
+                           (REPO / "runner" / "Dockerfile", {"pydantic", "kubernetes"})):
+        text = path.read_text()
+        froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+        assert froms and all(re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", f) for f in froms), (path, froms)
+        assert re.search(r"^USER 10001:10001$", text, re.MULTILINE), path
+        assert "--only-binary=:all:" in text, path
+        assert not re.search(r"apt-get|build-essential|gcc", text), path
+        pins = dict(re.findall(r"\b([a-z0-9-]+)==([0-9][^\s\\]*)", text))
+        assert must_pin <= set(pins), (path, sorted(must_pin - set(pins)))
+        drift = {}
+        for name, pinned in pins.items():
+            try:
+                if version(name) != pinned:
+                    drift[name] = (pinned, version(name))
+            except PackageNotFoundError:
+                pass
+        assert not drift, f"{path}: pinned versions differ from the tested ones (pinned, tested): {drift}"
+    solution = (REPO / "examples" / "acme_solution" / "Dockerfile").read_text()
+    assert "FROM ${RUNNER_IMAGE}" in solution and "ghcr.io/limetask/runner:" in solution
+    assert re.search(r"^USER 10001:10001$", solution, re.MULTILINE)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: a real install into the cluster
+# --------------------------------------------------------------------------------------------
+
+def kubectl_json(cluster: Cluster, *args: str, namespace: str | None = None) -> dict[str, Any]:
+    return json.loads(cluster.run_kubectl(*args, "-o", "json", namespace=namespace).stdout)  # type: ignore[no-any-return]
+
+
+def exists(cluster: Cluster, kind: str, name: str, namespace: str | None = None) -> bool:
+    result = cluster.run_kubectl("get", kind, name, "--ignore-not-found", "-o", "name", namespace=namespace,
+                                 check=False)
+    return bool(result.stdout.strip())
+
+
+def release_objects(cluster: Cluster, release: str, namespace: str) -> list[str]:
+    """Everything left in the cluster that belongs to the release."""
+    selector = f"app.kubernetes.io/instance={release}"
+    left = cluster.run_kubectl("get", "deployments,serviceaccounts,secrets,roles,rolebindings", "-l", selector,
+                               "-o", "name", namespace=namespace).stdout.split()
+    left += cluster.run_kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
+    # Helm's release records, and the token the ServiceAccount had.
+    left += cluster.run_kubectl("get", "secrets", "-l", f"owner=helm,name={release}", "-o", "name",
+                                namespace=namespace).stdout.split()
+    for secret in kubectl_json(cluster, "get", "secrets", namespace=namespace)["items"]:
+        annotations = secret["metadata"].get("annotations") or {}
+        if annotations.get("kubernetes.io/service-account.name", "").startswith(release):
+            left.append(f"secret/{secret['metadata']['name']}")
+    return left
+
+
+@pytest.fixture
+def helm_config(cluster: Cluster, namespace: str) -> Iterator[Any]:
+    with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=namespace) as config:
+        yield config
+
+
+@pytest.fixture
+def release(cluster: Cluster, helm_config: Any, namespace: str) -> Iterator[str]:
+    """A unique release name, uninstalled after the test if the test left it installed. Its
+    cluster-scoped objects go in any case: deleting the namespace would not remove them."""
+    name = f"lt-{uuid.uuid4().hex[:6]}"
+    yield name
+    try:
+        helm_config.uninstall(name, ignore_not_found=True, timeout=60)
+    finally:
+        cluster.run_kubectl("delete", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={name}",
+                            "--ignore-not-found", check=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("scope", ["namespaces", "cluster"])
+def test_install_and_uninstall(cluster: Cluster, crd: None, namespace: str, helm_config: Any, release: str,
+                               scope: str) -> None:
+    # The shared CRD is in the cluster (other tests use it): this release must neither own nor
+    # change it, so it installs with crds.install=false.
+    values = {"crds": {"install": False}, "watch": {"scope": scope},
+              "broker": {"url": "amqp://lime:secret@rabbitmq:5672/%2F"}}
+    installed = helm_config.install(CHART, release, values, namespace=namespace, timeout=120)
+    assert installed["status"] == "deployed", installed
+    assert "kind: LimeTask" in installed["notes"]
+    fullname = f"{release}-limetask"
+    cluster_name = f"{namespace}-{fullname}"
+    assert exists(cluster, "deployment", fullname, namespace)
+    assert exists(cluster, "serviceaccount", fullname, namespace)
+    assert exists(cluster, "secret", f"{fullname}-broker", namespace)
+    assert exists(cluster, "clusterrole", cluster_name)
+    assert exists(cluster, "clusterrolebinding", cluster_name)
+    if scope == "namespaces":
+        assert exists(cluster, "role", fullname, namespace)
+        assert exists(cluster, "rolebinding", fullname, namespace)
+    else:
+        assert not exists(cluster, "role", fullname, namespace)
+        rules = kubectl_json(cluster, "get", "clusterrole", cluster_name)["rules"]
+        assert rules_by_resource(rules) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}
+    deployment = kubectl_json(cluster, "get", "deployment", fullname, namespace=namespace)
+    assert restricted_violations(deployment["spec"]["template"]["spec"]) == []
+    assert [r["name"] for r in helm_config.list()] == [release]
+
+    helm_config.uninstall(release, timeout=120)
+    wait_until(lambda: release_objects(cluster, release, namespace) == [], timeout=60,
+               message="every object of the release to be gone")
+    assert helm_config.list(all_states=True) == []
+    assert exists(cluster, "crd", "limetasks.limetask.io"), "the shared CRD must stay"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("keep", [True, False])
+def test_crd_is_kept_on_uninstall_only_when_asked(cluster: Cluster, namespace: str, helm_config: Any,
+                                                   release: str, tmp_path: Path, keep: bool) -> None:
+    """The real CRD is shared by other tests, so this installs a copy of the chart whose CRD is
+    the same one in a group of its own."""
+    group = f"t{uuid.uuid4().hex[:8]}.limetask.example.com"
+    crd_name = f"limetasks.{group}"
+    copied = tmp_path / "limetask"
+    shutil.copytree(CHART, copied)
+    crd_file = copied / "files" / "limetask.io_limetasks.yaml"
+    crd_file.write_text(crd_file.read_text().replace("limetasks.limetask.io", crd_name)
+                        .replace("group: limetask.io", f"group: {group}"))
+    try:
+        helm_config.install(copied, release, {"crds": {"install": True, "keep": keep}}, namespace=namespace,
+                            timeout=120)
+        crd = kubectl_json(cluster, "get", "crd", crd_name)
+        assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+        assert (crd["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == ("keep" if keep else None)
+        helm_config.uninstall(release, timeout=120)
+        wait_until(lambda: release_objects(cluster, release, namespace) == [], timeout=60,
+                   message="every object of the release to be gone")
+        if keep:
+            assert exists(cluster, "crd", crd_name), "crds.keep: the CRD outlives the release"
+        else:
+            wait_until(lambda: not exists(cluster, "crd", crd_name), timeout=60, message="the CRD to be deleted")
+    finally:
+        cluster.run_kubectl("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def service_account_token(api_client: Any, namespace: str, name: str) -> str:
+    """A token of the ServiceAccount: from the TokenRequest API, else (Kubernetes < 1.24 without
+    it) from the token Secret the controller makes."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(api_client)
+    try:
+        request = core.create_namespaced_service_account_token(name, namespace, {"spec": {"expirationSeconds": 3600}})
+        return str(request.status.token)
+    except ApiException:
+        pass
+
+    def from_secret() -> str | None:
+        sa = core.read_namespaced_service_account(name, namespace)
+        for ref in sa.secrets or []:
+            secret = core.read_namespaced_secret(ref.name, namespace)
+            if secret.type == "kubernetes.io/service-account-token" and (secret.data or {}).get("token"):
+                return base64.b64decode(secret.data["token"]).decode()
+        return None
+
+    return str(wait_until(from_secret, timeout=30, message=f"a token for ServiceAccount {name}"))
+
+
+def kubeconfig_for_token(cluster: Cluster, token: str, path: Path) -> Path:
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    current = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    entry = next(c for c in admin["clusters"] if c["name"] == current["cluster"])
+    cluster_entry = dict(entry["cluster"])
+    ca = cluster_entry.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():
+        cluster_entry["certificate-authority"] = str((cluster.kubeconfig.parent / ca).resolve())
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}],
+    }))
+    return path
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.e2e
+def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: None, api_client: Any,
+                                                          namespace: str, helm_config: Any, release: str,
+                                                          tmp_path: Path) -> None:
+    """Run the operator as the chart deploys it (its args, its environment, its ServiceAccount's
+    token) and let it carry a task to SUCCESS; the ServiceAccount can do nothing more."""
+    from lime_task import SUCCESS, TaskClient
+
+    port, metrics_port = free_ports(2)
+    values = {"crds": {"install": False}, "tasks": {"retentionSeconds": 0},
+              "operator": {"healthPort": port, "metricsPort": metrics_port, "verbose": True}}
+    helm_config.install(CHART, release, values, namespace=namespace, timeout=120)
+    fullname = f"{release}-limetask"
+    deployment = kubectl_json(cluster, "get", "deployment", fullname, namespace=namespace)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    kubeconfig = kubeconfig_for_token(cluster, service_account_token(api_client, namespace, fullname),
+                                      tmp_path / "operator.kubeconfig")
+
+    def can_i(*args: str, ns: str | None = namespace) -> bool:
+        argv = [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", "auth", "can-i", *args]
+        if ns:
+            argv.append(f"--namespace={ns}")
+        return subprocess.run(argv, check=False, text=True, capture_output=True).stdout.strip() == "yes"
+
+    allowed = [("get", "limetasks.limetask.io"), ("list", "limetasks.limetask.io"), ("watch", "limetasks.limetask.io"),
+               ("update", "limetasks.limetask.io", "--subresource=status"),
+               ("create", "jobs.batch"), ("get", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"),
+               ("delete", "jobs.batch"), ("list", "pods"), ("watch", "pods"), ("create", "events"),
+               ("create", "events.events.k8s.io")]
+    denied = [("create", "pods"), ("create", "pods", "--subresource=exec"), ("get", "pods"), ("delete", "pods"),
+              ("get", "secrets"), ("list", "secrets"), ("create", "limetasks.limetask.io"),
+              ("update", "limetasks.limetask.io"), ("patch", "limetasks.limetask.io"),
+              ("delete", "limetasks.limetask.io"), ("patch", "jobs.batch"), ("create", "deployments.apps"),
+              ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts", "--subresource=token"),
+              ("*", "*")]
+    assert [a for a in allowed if not can_i(*a)] == []
+    assert [d for d in denied if can_i(*d)] == []
+    assert not can_i("create", "jobs.batch", ns="default"), "jobs only where it watches"
+    assert not can_i("list", "pods", ns="default")
+    assert can_i("list", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
+    assert not can_i("get", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
+    assert not can_i("delete", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
+    assert can_i("list", "namespaces", ns=None) and not can_i("get", "secrets", ns=None)
+
+    args = tuple(container["args"])
+    assert args[0] == f"--namespace={namespace}"
+    op = Operator(cluster, tmp_path, extra_env={**env, "LIMETASK_KUBECONFIG": str(kubeconfig)}, args=args)
+    op.start()
+    try:
+        wait_until(lambda: _http_ok(port, "/healthz"), timeout=30, message="the liveness endpoint to answer")
+        tasks = TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
+        status = tasks.send("acme_solution.tasks.lime.add", "my-app", [1, 2])
+        final = tasks.wait(status.id, "my-app", timeout=90)
+        assert final.status == SUCCESS, (final, op.log_tail())
+        assert final.result == 3
+        # The finished Job is deleted (the delete verb at work).
+        wait_until(lambda: not kubectl_json(cluster, "get", "jobs", namespace=namespace)["items"], timeout=30,
+                   message="the finished Job to be deleted")
+        assert _http_ok(metrics_port, "/metrics"), "the metrics endpoint answers on operator.metricsPort"
+        log = op.log_path.read_text(errors="replace")
+        # This operator reconciled the task (another one, watching every namespace, may have
+        # raced it to each write; a 409 or 404 then, but never a 403).
+        assert f"{namespace}/{status.id}" in log, op.log_tail()
+        for sign in ("forbidden", ": 403 ", "not enough permissions"):
+            assert sign not in log.lower(), f"{sign!r} in the operator log:\n{op.log_tail(80)}"
+        # SIGTERM: kopf stops its watches and the operator exits 0, well within the grace period.
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert op.proc is not None
+        op.proc.send_signal(signal.SIGTERM)
+        assert op.proc.wait(timeout=grace) == 0, op.log_tail()
+    finally:
+        op.stop()
+    helm_config.uninstall(release, timeout=120)
+    wait_until(lambda: release_objects(cluster, release, namespace) == [], timeout=60,
+               message="every object of the release to be gone")
+
+
+def _http_ok(port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
