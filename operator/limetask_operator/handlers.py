@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from lime_task.resource import GROUP, LABEL_TASK_ID, PLURAL, VERSION
+from lime_task.resource import GROUP, PLURAL, VERSION
 
 from .kube import Kube
 from .reconciler import Reconciler
@@ -91,21 +91,12 @@ async def task_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
     rec.task_event(event.get("type"), dict(body))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_TASK_ID: kopf.PRESENT})
-async def job_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-    _ensure_reconciler().job_event(event.get("type"), dict(body))
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_TASK_ID: kopf.PRESENT})
-async def pod_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-    _ensure_reconciler().pod_event(event.get("type"), dict(body))
-
-
 def _ensure_reconciler() -> Reconciler:
     rec = STATE.get("reconciler")
     if rec is None:
         settings = STATE.setdefault("settings", OperatorSettings.from_env())
         rec = Reconciler(STATE["kube"], settings)
+        rec.start_child_watches(STATE.get("namespaces"))  # Jobs and Pods: see watches.py
         rec.start()
         STATE["reconciler"] = rec
     return rec  # type: ignore[no-any-return]

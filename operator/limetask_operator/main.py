@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     namespaces = args.namespace or [n.strip() for n in os.environ.get("LIMETASK_NAMESPACES", "").split(",")
                                     if n.strip()]
     clusterwide = args.all_namespaces or not namespaces
+    handlers.STATE["namespaces"] = None if clusterwide else namespaces
     try:
         asyncio.run(kopf.operator(
             clusterwide=clusterwide,

@@ -131,6 +131,40 @@ class Reconciler:
         if key in self.caches.tasks:
             self.enqueue(key)
 
+    def resync(self, kind: str, items: list[dict[str, Any]]) -> None:
+        """Replace the cache of Jobs or Pods with a fresh listing; what vanished is reported too."""
+        cache = self.caches.jobs if kind == "jobs" else self.caches.pods
+        make = JobView.from_body if kind == "jobs" else PodView.from_body
+        fresh: dict[Key, dict[str, Any]] = defaultdict(dict)
+        for body in items:
+            meta = body.get("metadata") or {}
+            task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
+            if task_id:
+                fresh[(meta.get("namespace", ""), task_id)][meta.get("name", "")] = make(body)
+        touched = set(cache) | set(fresh)
+        cache.clear()
+        cache.update(fresh)
+        for key in touched:
+            if key in self.caches.tasks:
+                self.enqueue(key)
+
+    def start_child_watches(self, namespaces: list[str] | None) -> None:
+        from .watches import ChildWatch
+
+        selector = LABEL_TASK_ID
+        self.child_watches = [
+            ChildWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespaces, self.job_event,
+                       lambda items: self.resync("jobs", items)),
+            ChildWatch(self.kube, "/api/v1", "pods", selector, namespaces, self.pod_event,
+                       lambda items: self.resync("pods", items)),
+        ]
+        for w in self.child_watches:
+            self.workers.append(asyncio.create_task(w.run(), name=f"watch-{w.plural}"))
+
+    async def _children_synced(self) -> None:
+        for w in getattr(self, "child_watches", []):
+            await w.synced.wait()
+
     def pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
         task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
@@ -160,6 +194,9 @@ class Reconciler:
         await self.events.stop()
 
     async def _worker(self) -> None:
+        # Decide nothing before the first listing of Jobs and Pods: an empty cache would
+        # only cost needless API reads.
+        await self._children_synced()
         while True:
             key = await self.queue.get()
             self.queued.discard(key)
