@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from typing import Any
 
 import kopf
@@ -91,6 +92,12 @@ async def task_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
     rec.task_event(event.get("type"), dict(body))
 
 
+def _force_exit() -> None:
+    LOG.warning("the operator did not stop within 15 s of the signal; exiting now")
+    logging.shutdown()
+    os._exit(0)
+
+
 def _ensure_reconciler() -> Reconciler:
     rec = STATE.get("reconciler")
     if rec is None:
@@ -104,6 +111,11 @@ def _ensure_reconciler() -> Reconciler:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    # A stop must not hang on a stuck connection: whatever is not done in 15 s is cut short.
+    # Nothing is lost by that: all state lives in the LimeTasks.
+    watchdog = threading.Timer(15, _force_exit)
+    watchdog.daemon = True
+    watchdog.start()
     rec = STATE.pop("reconciler", None)
     if rec is not None:
         try:
