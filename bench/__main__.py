@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -364,7 +363,7 @@ class Bench:
             load_ns = self.namespace("load")
             tc = TaskClient(kubeconfig=self.kubeconfig, namespace=load_ns)
             c0, w0 = self.cpu_seconds(), time.monotonic()
-            sent = self.parallel(lambda i: tc.send(NOOP, "bench"), list(range(100)))
+            sent = self.parallel(lambda i, tc=tc: tc.send(NOOP, "bench"), list(range(100)))
             peak = self.rss_mb()
             for s in sent:
                 tc.wait(s.id, "bench", timeout=300)

@@ -81,7 +81,7 @@ class TaskClient:
     # -- low level ----------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call with a few retries on connection trouble; errors become ours."""
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         delay = 0.2
@@ -103,7 +103,7 @@ class TaskClient:
         raise AssertionError("unreachable")
 
     def _get(self, task_id: str) -> dict[str, Any]:
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         if not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
             raise NotFoundError(f"task {task_id!r} not found")
@@ -129,7 +129,7 @@ class TaskClient:
              *, task_id: str | None = None, options: TaskOptions | None = None, check: bool = True,
              image: str | None = None, resources: Mapping[str, Any] | None = None) -> TaskStatus:
         """Create a LimeTask. With `check`, the name must resolve to a registered task here."""
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         check_task_name(name)
         app_name = app_name_of(app)
@@ -217,7 +217,7 @@ class TaskClient:
     def watch(self, task_id: str, app_name: str, timeout: float | None = None) -> Iterator[TaskStatus]:
         """Every new status of one task until it finishes (first the current one)."""
         from kubernetes import watch
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         body = self._get_for_app(task_id, app_name)
         current = TaskStatus.from_resource(body, self)

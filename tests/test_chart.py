@@ -27,10 +27,10 @@ import yaml
 
 helm = pytest.importorskip("helm_python")
 
-from conftest import REPO, Cluster, Operator, wait_until
-from limetask_operator.manifests import build_job
-from limetask_operator.model import TaskView
-from limetask_operator.settings import OperatorSettings
+from conftest import REPO, Cluster, Operator, wait_until  # noqa: E402
+from limetask_operator.manifests import build_job  # noqa: E402
+from limetask_operator.model import TaskView  # noqa: E402
+from limetask_operator.settings import OperatorSettings  # noqa: E402
 
 CHART = REPO / "charts" / "limetask"
 RELEASE = "lt"
@@ -207,7 +207,7 @@ def restricted_violations(pod_spec: dict[str, Any], annotations: dict[str, str] 
     for volume in pod_spec.get("volumes") or []:
         kinds = set(volume) - {"name"}
         if not kinds <= RESTRICTED_VOLUME_TYPES:
-            problems.append(f"volume {volume['name']} is of a disallowed type {sorted(kinds - RESTRICTED_VOLUME_TYPES)}")
+            problems.append(f"volume {volume['name']} is of a disallowed type {sorted(kinds - RESTRICTED_VOLUME_TYPES)}")  # noqa: E501
     for sysctl in pod_sc.get("sysctls") or []:
         if sysctl.get("name") not in SAFE_SYSCTLS:
             problems.append(f"unsafe sysctl {sysctl.get('name')}")
@@ -571,7 +571,7 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
             assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, (where, rule)
             if "pods" in resources and "" in rule["apiGroups"]:
                 assert not verbs & {"create", "update", "patch", "delete"}, (where, rule)
-            assert not resources & {"pods/exec", "pods/attach", "pods/portforward", "pods/proxy", "pods/ephemeralcontainers",
+            assert not resources & {"pods/exec", "pods/attach", "pods/portforward", "pods/proxy", "pods/ephemeralcontainers",  # noqa: E501
                                     "serviceaccounts/token", "nodes/proxy"}, (where, rule)
             if resources & {"secrets", "configmaps"}:
                 assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
@@ -914,7 +914,7 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
               ("get", "secrets"), ("list", "secrets"), ("create", "limetasks.limetask.io"),
               ("update", "limetasks.limetask.io"), ("patch", "limetasks.limetask.io"),
               ("delete", "limetasks.limetask.io"), ("patch", "jobs.batch"), ("create", "deployments.apps"),
-              ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts", "--subresource=token"),
+              ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts", "--subresource=token"),  # noqa: E501
               ("*", "*")]
     assert [a for a in allowed if not can_i(*a)] == []
     assert [d for d in denied if can_i(*d)] == []

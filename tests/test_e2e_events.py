@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
-
 from conftest import Cluster, Operator, broker_url, wait_until
+
 from lime_task import FAILURE, SUCCESS, TaskClient
 from lime_task.events import consume
 

@@ -10,11 +10,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import localcluster
 import pytest
+from conftest import Cluster, Operator, wait_until
 from kubernetes import client, watch
 
-import localcluster
-from conftest import Cluster, Operator, wait_until
 from lime_task import FAILURE, STARTED, SUCCESS, TaskAlreadyFinishedError, TaskClient
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Cluster, Operator, wait_until
+
 from lime_task import NotFoundError, TaskClient
 
 pytestmark = pytest.mark.e2e

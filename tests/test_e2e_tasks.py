@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from conftest import Cluster, wait_until
 from kubernetes import client
 
-from conftest import Cluster, wait_until
 from lime_task import (
     FAILURE,
     PENDING,

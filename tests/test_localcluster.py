@@ -118,7 +118,7 @@ def wait_job_condition(batch: client.BatchV1Api, namespace: str, name: str, kind
         return wait_until(check, timeout=timeout, message=f"Job {name} condition {kind}=True")
     except AssertionError:
         job = batch.read_namespaced_job_status(name, namespace)
-        raise AssertionError(f"Job {name} never got condition {kind}=True; status: {job.status}")
+        raise AssertionError(f"Job {name} never got condition {kind}=True; status: {job.status}") from None
 
 
 def job_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[Any]:

@@ -153,7 +153,8 @@ def wait_for(what: str, check, timeout: float, state: Path, component: str) -> N
             tail = tail_log(state, component)
             raise ClusterError(f"{component} exited while waiting for {what}; last log lines:\n{tail}")
         time.sleep(0.2)
-    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; log: {state / 'logs' / (component + '.log')}\n"
+    log = state / "logs" / f"{component}.log"
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; log: {log}\n"
                        f"{tail_log(state, component)}")
 
 

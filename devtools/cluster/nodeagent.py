@@ -104,7 +104,8 @@ class Container:
         self.message: str | None = None
         self.restart_count = 0
         uid = pod["metadata"]["uid"]
-        self.dir = agent.state_dir / "pods" / f"{pod['metadata']['namespace']}_{pod['metadata']['name']}_{uid}" / self.name
+        meta = pod["metadata"]
+        self.dir = agent.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{uid}" / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "container.log"
         self.msg_path = self.dir / "termination-log"
@@ -417,7 +418,7 @@ class PodWorker:
         if deadline and not self.stopping.is_set() and time.monotonic() - self.started_mono > deadline:
             self.stop(
                 grace=0, phase="Failed", reason="DeadlineExceeded",
-                message=f"Pod was active on the node longer than the specified deadline",
+                message="Pod was active on the node longer than the specified deadline",
             )
 
     # -- status ---------------------------------------------------------------------------

@@ -87,9 +87,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def task_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-    rec = _ensure_reconciler()
-    rec.task_event(event.get("type"), dict(body))
+async def task_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _ensure_reconciler().task_event(event.get("type"), dict(body))
 
 
 def _force_exit() -> None:
@@ -106,7 +105,7 @@ def _ensure_reconciler() -> Reconciler:
         rec.start_child_watches(STATE.get("namespaces"))  # Jobs and Pods: see watches.py
         rec.start()
         STATE["reconciler"] = rec
-    return rec  # type: ignore[no-any-return]
+    return rec
 
 
 @kopf.on.cleanup()

@@ -44,7 +44,7 @@ class Kube:
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.info.insecure:
             return False
-        ctx = ssl.create_default_context(cafile=self.info.ca_path) if self.info.ca_path else ssl.create_default_context()
+        ctx = ssl.create_default_context(cafile=self.info.ca_path or None)
         if self.info.ca_data:
             ctx.load_verify_locations(cadata=self.info.ca_data.decode() if isinstance(self.info.ca_data, bytes)
                                       else self.info.ca_data)
