@@ -277,5 +277,93 @@ def operator(ctx: typer.Context) -> None:
     raise typer.Exit(operator_main(list(ctx.args)))
 
 
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
+    imports: Annotated[str | None, typer.Option(
+        "--imports", envvar="LIMETASK_IMPORTS", show_envvar=True,
+        help="comma-separated modules whose @task functions may be started")] = None,
+    namespace: Namespace = None, kubeconfig: Kubeconfig = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the HTTP endpoint: start, read and cancel tasks with per-application tokens.
+
+    Tokens (app → token) come from LIMETASK_WEB_TOKENS_FILE (a JSON object, app=token lines,
+    or a directory with one file per app, such as a mounted Secret) or LIMETASK_WEB_TOKENS (JSON).
+
+    Example: LIMETASK_WEB_TOKENS='{"my-app": "s3cret"}' limetask web --port 8000 --imports acme_solution.tasks.lime
+    """
+    try:
+        import uvicorn
+
+        from .web import TokenStore, create_app
+    except ImportError as exc:
+        _fail(f"the web server is not installed ({exc.name}): pip install 'limetask[web]'")
+    try:
+        client = _client(kubeconfig, namespace)
+    except LimeTaskError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    try:
+        tokens = TokenStore.from_env()
+    except ValueError as exc:
+        _fail(str(exc))
+    modules = [m.strip() for m in (imports or "").split(",") if m.strip()]
+    try:
+        server = create_app(client=client, tokens=tokens, imports=modules)
+    except ImportError as exc:
+        _fail(f"--imports: {exc}")
+    if not tokens.apps():
+        typer.secho("warning: no tokens (LIMETASK_WEB_TOKENS_FILE or LIMETASK_WEB_TOKENS): every request "
+                    "to /v1 is refused", fg=typer.colors.YELLOW, err=True)
+    if not modules:
+        typer.secho("warning: no --imports: only tasks registered by this process can be started",
+                    fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"serving namespace {client.namespace} on http://{host}:{port} "
+               f"(applications: {', '.join(tokens.apps()) or 'none'})", err=True)
+    uvicorn.run(server, host=host, port=port, log_level=log_level)
+
+
+generate_app = typer.Typer(no_args_is_help=True, help="Add Lime Task files to a solution package.")
+app.add_typer(generate_app, name="generate")
+
+
+@generate_app.command("tasks")
+def generate_tasks(
+    package: Annotated[str | None, typer.Option(help="the package to add tasks to (default: the only one)")] = None,
+    directory: Annotated[str, typer.Option("--directory", "-C", help="the package directory")] = ".",
+    force: Annotated[bool, typer.Option("--force", help="overwrite files that exist")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would be written")] = False,
+) -> None:
+    """Add a tasks package, its test, an HTTP endpoint and a runner image to a package directory.
+
+    Run it where pyproject.toml (or setup.py) is. Files that exist are kept unless --force.
+
+    Example: cd my-solution && limetask generate tasks
+    """
+    from .generate import KEPT, UNCHANGED, GenerateError, find_project, next_steps, plan, write
+
+    try:
+        project = find_project(directory, package)
+        outcomes = write(plan(project), force=force, dry_run=dry_run)
+    except GenerateError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write: {exc}", code=1)
+    prefix = "would be " if dry_run else ""
+    for outcome in outcomes:
+        note = "  (--force to overwrite)" if outcome.action == KEPT else ""
+        action = outcome.action if outcome.action in (KEPT, UNCHANGED) else prefix + outcome.action
+        typer.echo(f"{action:24} {outcome.path.relative_to(project.root)}{note}")
+    written = [o for o in outcomes if o.action not in (KEPT, UNCHANGED)]
+    if dry_run:
+        typer.echo("dry run: nothing was written")
+    elif not written:
+        typer.echo("nothing changed: every file exists (use --force to overwrite)")
+    if written:
+        typer.echo("")
+        typer.echo(next_steps(project))
+
+
 if __name__ == "__main__":
     sys.exit(app())

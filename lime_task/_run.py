@@ -14,7 +14,7 @@ from .status import TaskError, TaskStatus
 from .validation import check_arguments, check_task_name
 
 
-def run_eager(name: str, app: Any, *args: Any, **kwargs: Any) -> TaskStatus:
+def run_eager(name: str, app: Any, /, *args: Any, **kwargs: Any) -> TaskStatus:
     """Run a task now, in this process, with the runner's rules (like Celery's eager mode).
 
     Bad names and arguments raise, as `send_task` does; the task's own failure is a FAILURE

@@ -102,6 +102,17 @@ class TaskClient:
                 raise ClusterError(f"{what}: the Kubernetes API is unreachable: {exc}") from exc
         raise AssertionError("unreachable")
 
+    def _checked(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`_call`, with every API error as a `ClusterError` (or `NotFoundError` for a 404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._call(what, fn, *args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFoundError(f"{what}: not found ({_api_message(exc)})") from None
+            raise ClusterError(f"{what} failed: {exc.status} {_api_message(exc)}") from exc
+
     def _get(self, task_id: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
@@ -187,8 +198,8 @@ class TaskClient:
         if status.is_completed():
             raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished ({status.status})")
         patch = {"metadata": {"annotations": {ANNOTATION_CANCEL: "true"}}}
-        updated = self._call("cancel task", self.api.patch_namespaced_custom_object,
-                             GROUP, VERSION, self.namespace, PLURAL, task_id, patch)
+        updated = self._checked("cancel task", self.api.patch_namespaced_custom_object,
+                                GROUP, VERSION, self.namespace, PLURAL, task_id, patch)
         return TaskStatus.from_resource(updated, self)
 
     def list(self, app_name: str | None = None, state: str | None = None, limit: int | None = None) -> list[TaskStatus]:
@@ -198,9 +209,9 @@ class TaskClient:
         items: list[TaskStatus] = []
         token = None
         while True:
-            page = self._call("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
-                              self.namespace, PLURAL, label_selector=selector, limit=500,
-                              **({"_continue": token} if token else {}))
+            page = self._checked("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
+                                 self.namespace, PLURAL, label_selector=selector, limit=500,
+                                 **({"_continue": token} if token else {}))
             for body in page.get("items", []):
                 st = TaskStatus.from_resource(body, self)
                 if app_name and st.app != app_name:
@@ -253,7 +264,7 @@ class TaskClient:
                         break
             except ApiException as exc:
                 if exc.status != 410:
-                    raise ClusterError(f"watching task {task_id!r} failed: {exc.status} {exc.reason}") from exc
+                    raise ClusterError(f"watching task {task_id!r} failed: {exc.status} {_api_message(exc)}") from exc
                 body = self._get_for_app(task_id, app_name)
                 version = body["metadata"]["resourceVersion"]
                 new = TaskStatus.from_resource(body, self)
@@ -310,7 +321,7 @@ def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str |
         return _default
 
 
-def send_task(name: str, app: Any, *args: Any, **kwargs: Any) -> TaskStatus:
+def send_task(name: str, app: Any, /, *args: Any, **kwargs: Any) -> TaskStatus:
     """Start the task `name` for `app` with JSON arguments; returns its PENDING status."""
     return default_client().send(name, app, args, kwargs)
 

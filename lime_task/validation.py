@@ -36,6 +36,9 @@ def _check_json_value(value: Any, path: str) -> None:
     if value is None or isinstance(value, (bool, str)):
         return
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise InvalidArgumentsError(f"{path} is {value}, beyond the 64-bit integers JSON keeps exactly: "
+                                        f"pass it as a string")
         return
     if isinstance(value, float):
         if not math.isfinite(value):

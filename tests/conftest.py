@@ -199,18 +199,118 @@ def broker_url(port: int = BROKER_PORT) -> str:
     return f"amqp://guest:guest@{BROKER_HOST}:{port}/"
 
 
+CHART = REPO / "charts" / "limetask"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+# Unique per test session, so that two sessions on one cluster never uninstall each other's.
+SESSION_RELEASE = f"e2e-{uuid.uuid4().hex[:6]}"
+SESSION_NAMESPACE = f"limetask-{SESSION_RELEASE}"
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, crd: None, broker_proxy: Any,
+def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """One operator for the session, watching every namespace, publishing through the proxy."""
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"), extra_env={
-        "LIMETASK_BROKER_URL": broker_url(broker_proxy.port),
-        "LIMETASK_EVENT_RETRY_MAX_SECONDS": "2",
-        "LIMETASK_BROKER_PUBLISH_TIMEOUT": "3",
-    })
-    op.start()
-    yield op
-    op.stop()
+    """The operator as the Helm chart deploys it, watching every namespace.
+
+    The chart is installed with real Helm; the operator then runs here as a process with the
+    Deployment's own arguments and environment and its ServiceAccount's token, so every
+    end-to-end test also proves the chart's RBAC and settings. (The local node agent cannot
+    run the operator image, and no Deployment controller runs locally.)
+    """
+    import helm_python as helm
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    tmp = tmp_path_factory.mktemp("operator")
+    try:
+        core.create_namespace({"metadata": {"name": SESSION_NAMESPACE}})
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    values = {
+        "crds": {"install": False},
+        "watch": {"scope": "cluster"},
+        "operator": {"metricsPort": 0, "healthPort": _free_port()},
+        "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
+    }
+    with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=SESSION_NAMESPACE) as config:
+        config.install(CHART, SESSION_RELEASE, values, namespace=SESSION_NAMESPACE, timeout=120)
+        fullname = f"{SESSION_RELEASE}-limetask"
+        deployment = client.AppsV1Api(api_client).read_namespaced_deployment(fullname, SESSION_NAMESPACE)
+        container = api_client.sanitize_for_serialization(deployment.spec.template.spec.containers[0])
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif "secretKeyRef" in (item.get("valueFrom") or {}):  # what the kubelet would resolve
+                import base64
+
+                ref = item["valueFrom"]["secretKeyRef"]
+                secret = core.read_namespaced_secret(ref["name"], SESSION_NAMESPACE)
+                env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+        token = service_account_token(api_client, SESSION_NAMESPACE, fullname)
+        kubeconfig = kubeconfig_for_token(cluster, token, tmp / "operator.kubeconfig")
+        op = Operator(cluster, tmp, extra_env={**env, "LIMETASK_KUBECONFIG": str(kubeconfig),
+                                               "LIMETASK_METRICS_PORT": "0"},
+                      args=tuple(container.get("args") or ()))
+        op.start()
+        yield op
+        op.stop()
+        config.uninstall(SESSION_RELEASE, ignore_not_found=True, timeout=60)
+        cluster.run_kubectl("delete", "clusterroles,clusterrolebindings", "-l",
+                            f"app.kubernetes.io/instance={SESSION_RELEASE}", "--ignore-not-found", check=False)
+    cluster.run_kubectl("delete", "namespace", SESSION_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+
+
+def service_account_token(api_client: Any, namespace: str, name: str) -> str:
+    """A token of the ServiceAccount: from the TokenRequest API, else (Kubernetes < 1.24 without
+    it) from the token Secret the controller makes."""
+    import base64
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api_client)
+    try:
+        request = core.create_namespaced_service_account_token(name, namespace, {"spec": {"expirationSeconds": 3600}})
+        return str(request.status.token)
+    except ApiException:
+        pass
+
+    def from_secret() -> str | None:
+        sa = core.read_namespaced_service_account(name, namespace)
+        for ref in sa.secrets or []:
+            secret = core.read_namespaced_secret(ref.name, namespace)
+            if secret.type == "kubernetes.io/service-account-token" and (secret.data or {}).get("token"):
+                return base64.b64decode(secret.data["token"]).decode()
+        return None
+
+    return str(wait_until(from_secret, timeout=30, message=f"a token for ServiceAccount {name}"))
+
+
+def kubeconfig_for_token(cluster: Cluster, token: str, path: Path) -> Path:
+    import yaml
+
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    current = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    entry = next(c for c in admin["clusters"] if c["name"] == current["cluster"])
+    cluster_entry = dict(entry["cluster"])
+    ca = cluster_entry.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():
+        cluster_entry["certificate-authority"] = str((cluster.kubeconfig.parent / ca).resolve())
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}],
+    }))
+    return path
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ uninstall it.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -22,12 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm  # noqa: E402
 import pytest
 import yaml
-
-helm = pytest.importorskip("helm_python")
-
-from conftest import REPO, Cluster, Operator, wait_until  # noqa: E402
+from conftest import REPO, Cluster, Operator, kubeconfig_for_token, service_account_token, wait_until  # noqa: E402,E501
 from limetask_operator.manifests import build_job  # noqa: E402
 from limetask_operator.model import TaskView  # noqa: E402
 from limetask_operator.settings import OperatorSettings  # noqa: E402
@@ -826,47 +823,6 @@ def test_crd_is_kept_on_uninstall_only_when_asked(cluster: Cluster, namespace: s
             wait_until(lambda: not exists(cluster, "crd", crd_name), timeout=60, message="the CRD to be deleted")
     finally:
         cluster.run_kubectl("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)
-
-
-def service_account_token(api_client: Any, namespace: str, name: str) -> str:
-    """A token of the ServiceAccount: from the TokenRequest API, else (Kubernetes < 1.24 without
-    it) from the token Secret the controller makes."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    core = client.CoreV1Api(api_client)
-    try:
-        request = core.create_namespaced_service_account_token(name, namespace, {"spec": {"expirationSeconds": 3600}})
-        return str(request.status.token)
-    except ApiException:
-        pass
-
-    def from_secret() -> str | None:
-        sa = core.read_namespaced_service_account(name, namespace)
-        for ref in sa.secrets or []:
-            secret = core.read_namespaced_secret(ref.name, namespace)
-            if secret.type == "kubernetes.io/service-account-token" and (secret.data or {}).get("token"):
-                return base64.b64decode(secret.data["token"]).decode()
-        return None
-
-    return str(wait_until(from_secret, timeout=30, message=f"a token for ServiceAccount {name}"))
-
-
-def kubeconfig_for_token(cluster: Cluster, token: str, path: Path) -> Path:
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    current = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
-    entry = next(c for c in admin["clusters"] if c["name"] == current["cluster"])
-    cluster_entry = dict(entry["cluster"])
-    ca = cluster_entry.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():
-        cluster_entry["certificate-authority"] = str((cluster.kubeconfig.parent / ca).resolve())
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}],
-    }))
-    return path
 
 
 def free_ports(n: int) -> list[int]:

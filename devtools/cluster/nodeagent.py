@@ -504,8 +504,8 @@ class NodeAgent:
         }
         try:
             self.api.patch_node_status(self.node_name, {"status": status})
-        except ApiException as exc:
-            LOG.warning("node heartbeat failed: %s", exc.reason)
+        except Exception as exc:  # noqa: BLE001 - the next beat will do
+            LOG.warning("node heartbeat failed: %s", exc)
 
     # -- API helpers ----------------------------------------------------------------------
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -684,6 +684,14 @@ class NodeAgent:
                           {"phase": "Failed", "containerStatuses": statuses})
 
     def housekeeping(self) -> None:
+        while True:
+            try:
+                self._housekeeping()
+            except Exception:  # noqa: BLE001 - e.g. the API server restarting: never stop enforcing
+                LOG.exception("housekeeping failed; going on")
+                time.sleep(1)
+
+    def _housekeeping(self) -> None:
         last_beat = 0.0
         while True:
             time.sleep(0.5)

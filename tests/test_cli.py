@@ -1,0 +1,346 @@
+"""The `limetask` command line against the local control plane: every command, exit codes, bad input.
+
+Commands run in process (typer's CliRunner) with LIMETASK_KUBECONFIG and `--namespace` of the
+test; `events` and `web` run as real processes. Tests without the e2e mark need no cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from conftest import Cluster, broker_url, wait_until
+from typer.testing import CliRunner
+
+from lime_task import FAILURE, SUCCESS, TaskClient
+from lime_task._cli import app
+
+T = "acme_solution.tasks.lime"
+CLI = [sys.executable, "-m", "lime_task.cli"]
+Run = Callable[..., Result]
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+@pytest.fixture
+def limetask(cluster: Cluster, namespace: str, tasks: TaskClient) -> Run:
+    """`limetask ARGS...` on the test's namespace (the operator running)."""
+    env = {"LIMETASK_KUBECONFIG": str(cluster.kubeconfig)}
+
+    def run(*args: str) -> Result:
+        return invoke(*args, "--namespace", namespace, env=env)
+    return run
+
+
+def sent_id(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["id"])
+
+
+# -- against the cluster -----------------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_send_text_and_json_then_status(limetask: Run, tasks: TaskClient) -> None:
+    text = limetask("send", f"{T}.add", "my-app", "[1, 2]")
+    assert text.exit_code == 0, text.output
+    task_id, state, name, app_name = text.stdout.split()[:4]
+    assert (state, name, app_name) == ("PENDING", f"{T}.add", "app=my-app")
+
+    as_json = limetask("send", f"{T}.get_lime_company", "my-app", "[7]", "--kwargs", '{"props": ["name"]}',
+                       "-o", "json")
+    body = json.loads(as_json.stdout)
+    assert (body["status"], body["task"], body["app"]) == ("PENDING", f"{T}.get_lime_company", "my-app")
+
+    tasks.wait(task_id, "my-app", timeout=60)
+    tasks.wait(body["id"], "my-app", timeout=60)
+    status = limetask("status", task_id, "my-app")
+    assert status.exit_code == 0, status.output
+    assert status.stdout.split()[:2] == [task_id, "SUCCESS"] and "result: 3" in status.stdout
+    status = limetask("status", body["id"], "my-app", "-o", "json")
+    assert json.loads(status.stdout)["result"] == "company 7 of my-app: updated 1 properties on 50 deals"
+    shown, actual = json.loads(status.stdout), tasks.get_status(body["id"], "my-app").to_dict()
+    shown.pop("event_confirmed"), actual.pop("event_confirmed")  # the operator may confirm it in between
+    assert shown == actual
+
+
+@pytest.mark.e2e
+def test_send_wait_exit_codes(limetask: Run) -> None:
+    ok = limetask("send", f"{T}.add", "my-app", "[2, 3]", "--wait", "--timeout", "60")
+    assert ok.exit_code == 0, ok.output
+    assert "SUCCESS" in ok.stdout and "result: 5" in ok.stdout
+    assert "SUCCESS" in ok.stderr  # progress, on stderr
+    failed = limetask("send", f"{T}.fail", "my-app", '["the CRM said no"]', "--wait", "-o", "json")
+    assert failed.exit_code == 1, failed.output
+    body = json.loads(failed.stdout)
+    assert body["status"] == FAILURE
+    assert body["error"] == {"type": "ValueError", "message": "the CRM said no", "reason": "TaskRaised"}
+
+
+@pytest.mark.e2e
+def test_wait_exit_codes(limetask: Run, tasks: TaskClient) -> None:
+    ok = tasks.send(f"{T}.add", "my-app", [1, 1])
+    bad = tasks.send(f"{T}.fail", "my-app", ["x"])
+    slow = tasks.send(f"{T}.sleep", "my-app", [30])
+    waited = limetask("wait", ok.id, "my-app", "--timeout", "60", "-o", "json")
+    assert waited.exit_code == 0, waited.output
+    assert json.loads(waited.stdout)["result"] == 2
+    waited = limetask("wait", bad.id, "my-app", "--timeout", "60")
+    assert waited.exit_code == 1, waited.output
+    assert "FAILURE" in waited.stdout and "ValueError: x (TaskRaised)" in waited.stdout
+    began = time.monotonic()
+    waited = limetask("wait", slow.id, "my-app", "--timeout", "1")
+    assert waited.exit_code == 3, waited.output
+    assert "still" in waited.stderr and time.monotonic() - began < 15
+    tasks.cancel(slow.id, "my-app")
+
+
+@pytest.mark.e2e
+def test_list_filters_by_app_and_state(limetask: Run, tasks: TaskClient) -> None:
+    a_ok = tasks.send(f"{T}.add", "app-a", [1, 2])
+    a_bad = tasks.send(f"{T}.fail", "app-a", ["x"])
+    b_ok = tasks.send(f"{T}.add", "app-b", [3, 4])
+    for s in (a_ok, a_bad, b_ok):
+        tasks.wait(s.id, s.app, timeout=60)
+
+    def ids(*args: str) -> set[str]:
+        result = limetask("list", *args, "-o", "json")
+        assert result.exit_code == 0, result.output
+        return {s["id"] for s in json.loads(result.stdout)}
+
+    assert ids() == {a_ok.id, a_bad.id, b_ok.id}
+    assert ids("--app", "app-a") == {a_ok.id, a_bad.id}
+    assert ids("--app", "app-a", "--state", "FAILURE") == {a_bad.id}
+    assert ids("--state", "success") == {a_ok.id, b_ok.id}
+    assert ids("--app", "app-c") == set()
+    table = limetask("list", "--app", "app-b")
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATE", "ATTEMPTS", "APP", "TASK"]
+    assert lines[1].split() == [b_ok.id, SUCCESS, "1", "app-b", f"{T}.add"]
+    bogus = limetask("list", "--state", "DONE")
+    assert bogus.exit_code == 2 and "unknown state 'DONE'" in bogus.stderr
+
+
+@pytest.mark.e2e
+def test_cancel_and_cancel_finished(limetask: Run, tasks: TaskClient) -> None:
+    slow = tasks.send(f"{T}.sleep", "my-app", [30])
+    cancelled = limetask("cancel", slow.id, "my-app")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.startswith(slow.id)
+    final = tasks.wait(slow.id, "my-app", timeout=60)
+    assert final.status == FAILURE and final.error and final.error.reason == "Cancelled"
+    again = limetask("cancel", slow.id, "my-app")
+    assert again.exit_code == 2, again.output
+    assert "TaskAlreadyFinishedError" in again.stderr and "already finished (FAILURE)" in again.stderr
+
+
+@pytest.mark.e2e
+def test_other_applications_tasks_are_not_found(limetask: Run, tasks: TaskClient) -> None:
+    mine = tasks.send(f"{T}.add", "app-one", [1, 2])
+    missing = "00000000-0000-0000-0000-000000000000"
+    for command in ("status", "cancel", "wait"):
+        other = limetask(command, mine.id, "app-two")
+        absent = limetask(command, missing, "app-two")
+        assert other.exit_code == absent.exit_code == 1, (command, other.output)
+        assert other.stderr.replace(mine.id, "ID") == absent.stderr.replace(missing, "ID")
+        assert "NotFoundError" in other.stderr
+
+
+@pytest.mark.e2e
+def test_send_refuses_bad_input_and_creates_nothing(limetask: Run, tasks: TaskClient) -> None:
+    cases = [
+        (["send", f"{T}.add", "my-app", "[1, 2"], "ARGS must be JSON"),
+        (["send", f"{T}.add", "my-app", '{"a": 1}'], "ARGS must be a JSON array"),
+        (["send", f"{T}.add", "my-app", "[1]", "--kwargs", "[2]"], "--kwargs must be a JSON object"),
+        (["send", f"{T}.undecorated", "my-app"], "UnknownTaskError"),
+        (["send", "os.system", "my-app", '["ls"]'], "UnknownTaskError"),
+        (["send", f"{T}.add", "bad app", "[1, 2]"], "invalid application name"),
+        (["send", f"{T}.add", "my-app", json.dumps(["x" * 40000])], "over the limit"),
+    ]
+    for args, fragment in cases:
+        result = limetask(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert fragment in result.stderr, (args, result.stderr)
+    assert tasks.list() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.broker
+def test_events_while_a_task_runs(cluster: Cluster, tasks: TaskClient) -> None:
+    app_name = f"cli-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([*CLI, "events", app_name, "--broker", broker_url(), "--count", "1",
+                             "--timeout", "30", "-o", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        seen = ""
+        while "listening on" not in seen:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the consumer did not start: {seen}"
+            if select.select([proc.stderr], [], [], 0.5)[0]:
+                seen += proc.stderr.readline()  # type: ignore[union-attr]
+        assert f"lime.{app_name}" in seen and "guest:***@" in seen
+        status = tasks.send(f"{T}.add", app_name, [40, 2])
+        out, err = proc.communicate(timeout=45)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    [line] = out.splitlines()
+    event = json.loads(line)
+    assert (event["id"], event["state"], event["result"], event["app"]) == (status.id, SUCCESS, 42, app_name)
+    assert event["routing_key"] == f"core.task.{T}.add.success.v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.e2e
+def test_web_serves_tasks(cluster: Cluster, namespace: str, tasks: TaskClient, tmp_path: Path) -> None:
+    port = free_port()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("my-app=s3cret\n")
+    env = dict(os.environ, LIMETASK_KUBECONFIG=str(cluster.kubeconfig), LIMETASK_WEB_TOKENS_FILE=str(tokens))
+    log = open(tmp_path / "web.log", "w+")
+    proc = subprocess.Popen([*CLI, "web", "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace,
+                             "--imports", T], stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                return http_json("GET", f"{base}/healthz") == (200, {"status": "ok"})
+            except OSError:
+                return False
+        wait_until(up, timeout=30, message="limetask web to answer")
+        assert http_json("POST", f"{base}/v1/apps/my-app/tasks", {"task": f"{T}.add"})[0] == 401
+        code, body = http_json("POST", f"{base}/v1/apps/my-app/tasks", {"task": f"{T}.add", "args": [20, 22]},
+                               token="s3cret")
+        assert code == 202, body
+        final = tasks.wait(body["id"], "my-app", timeout=60)
+        assert final.result == 42
+        code, body = http_json("GET", f"{base}/v1/apps/my-app/tasks/{body['id']}", token="s3cret")
+        assert (code, body["status"], body["result"]) == (200, SUCCESS, 42)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+    text = (tmp_path / "web.log").read_text()
+    assert f"serving namespace {namespace} on http://127.0.0.1:{port} (applications: my-app)" in text
+
+
+# -- no cluster needed -------------------------------------------------------------------------
+
+COMMANDS = [["send"], ["status"], ["wait"], ["list"], ["cancel"], ["run-local"], ["events"], ["operator"],
+            ["web"], ["generate", "tasks"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_help_shows_an_example(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.stdout and "limetask " in result.stdout
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in ["send", "status", "wait", "list", "cancel", "run-local", "events", "operator", "web", "generate"]:
+        assert f" {name} " in result.stdout, name
+    assert invoke("generate", "--help").exit_code == 0
+
+
+def test_operator_help() -> None:
+    result = invoke("operator", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Run the operator" in result.stdout and "--all-namespaces" in result.stdout
+
+
+def test_run_local_runs_without_a_cluster() -> None:
+    env = {"LIMETASK_KUBECONFIG": "/nonexistent/kubeconfig"}
+    ok = invoke("run-local", f"{T}.add", "my-app", "[1, 2]", env=env)
+    assert ok.exit_code == 0, ok.output
+    assert "SUCCESS" in ok.stdout and "result: 3" in ok.stdout
+    as_json = invoke("run-local", f"{T}.get_lime_company", "my-app", "[5]", "-k", '{"props": []}', "-o", "json",
+                     env=env)
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["result"] == "company 5 of my-app: updated 0 properties on 50 deals"
+    failed = invoke("run-local", f"{T}.fail", "my-app", '["boom"]', "-o", "json", env=env)
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["error"] == {"type": "ValueError", "message": "boom", "reason": "TaskRaised"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run-local", f"{T}.add", "my-app", "[1,"], "ARGS must be JSON"),
+    (["run-local", f"{T}.add", "my-app", "1"], "ARGS must be a JSON array"),
+    (["run-local", f"{T}.add", "my-app", "[1]", "-k", "b=2"], "--kwargs must be JSON"),
+    (["run-local", f"{T}.add", "my-app", "[1]", "-k", "[2]"], "--kwargs must be a JSON object"),
+    (["run-local", "os.system", "my-app", '["ls"]'], "UnknownTaskError"),
+    (["run-local", f"{T}.undecorated", "my-app"], "is not a task"),
+    (["run-local", "nodots", "my-app"], "invalid task name"),
+    (["send", f"{T}.add", "my-app", "[1, 2"], "ARGS must be JSON"),  # before any cluster call
+    (["events", "my-app", "--broker", "http://localhost/"], "must start with amqp://"),
+    (["events", "my-app"], "no broker"),
+    (["list", "--limit", "many"], "Invalid value for '--limit'"),
+])
+def test_bad_input_is_a_clear_error(args: list[str], fragment: str, tmp_path: Path) -> None:
+    # A kubeconfig that points nowhere: nothing here may reach a cluster.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "none",
+        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "u"}}],
+    }))
+    result = invoke(*args, env={"LIMETASK_KUBECONFIG": str(kubeconfig), "LIMETASK_BROKER_URL": ""})
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr, result.stderr
+
+
+def test_web_refuses_bad_configuration(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "none",
+        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "u"}}],
+    }))
+    env = {"LIMETASK_KUBECONFIG": str(kubeconfig), "LIMETASK_WEB_TOKENS_FILE": str(tmp_path / "missing")}
+    result = invoke("web", env=env)
+    assert result.exit_code == 2 and "cannot read the tokens" in result.stderr
+    result = invoke("web", env={**env, "LIMETASK_WEB_TOKENS_FILE": "", "LIMETASK_WEB_TOKENS": '{"bad app": "x"}'})
+    assert result.exit_code == 2 and "invalid application name" in result.stderr
+    result = invoke("web", "--imports", "no_such_module_here", env={**env, "LIMETASK_WEB_TOKENS_FILE": ""})
+    assert result.exit_code == 2 and "no_such_module_here" in result.stderr
