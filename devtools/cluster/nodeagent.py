@@ -30,7 +30,9 @@ A container with a memory limit whose resident memory passes it is OOM-killed to
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
+import json
 import logging
 import os
 import shutil
@@ -533,7 +535,6 @@ class NodeAgent:
 
     def read_ref_data(self, pod: dict[str, Any], source: dict[str, Any]) -> dict[str, str]:
         ns = pod["metadata"]["namespace"]
-        import base64
         if "configMapRef" in source:
             try:
                 cm = self.api.read_namespaced_config_map(source["configMapRef"]["name"], ns)
@@ -549,7 +550,6 @@ class NodeAgent:
         return {}
 
     def resolve_value_from(self, pod: dict[str, Any], spec: dict[str, Any], ref: dict[str, Any]) -> str | None:
-        import base64
         ns = pod["metadata"]["namespace"]
         if "fieldRef" in ref:
             path = ref["fieldRef"]["fieldPath"]
@@ -715,7 +715,6 @@ class NodeAgent:
         while True:
             try:
                 listing = self.api.list_pod_for_all_namespaces(_preload_content=False)
-                import json
                 data = json.loads(listing.data)
                 version = data["metadata"]["resourceVersion"]
                 for item in data["items"]:

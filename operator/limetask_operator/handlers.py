@@ -20,10 +20,6 @@ LOG = logging.getLogger("limetask.operator")
 STATE: dict[str, Any] = {}
 
 
-def reconciler() -> Reconciler:
-    return STATE["reconciler"]  # type: ignore[no-any-return]
-
-
 class NoDiffBase(kopf.DiffBaseStorage):
     """Nothing to compare and nothing to store: the operator has only event and index handlers."""
 

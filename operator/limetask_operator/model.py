@@ -91,7 +91,6 @@ class PodView:
     terminated: dict[str, Any] | None = None
     deleting: bool = False
     created: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:

@@ -92,7 +92,6 @@ class Reconciler:
         self.dirty: set[Key] = set()
         self.workers: list[asyncio.Task[None]] = []
         self.retries: dict[Key, int] = {}
-        self.on_final: list[Any] = []  # callbacks(task_view) once a final status is stored
         from .events import EventDispatcher
 
         self.events = EventDispatcher(kube, settings, self.caches.tasks, self.caches.put_task)
@@ -310,8 +309,6 @@ class Reconciler:
                     metrics.observe_started(view)
                 LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
                          view.status.get("attempts"))
-                for callback in self.on_final:
-                    callback(view)
         for name in plan.delete_jobs:
             if self.settings.delete_finished_jobs:
                 await self.kube.delete(jobs_path(task.namespace, name))
