@@ -1,8 +1,8 @@
 """The Helm chart (charts/limetask), through real Helm (helm-python-sdk, Helm v4).
 
 Quick tests render and lint the chart offline: every documented mode, the values schema, the
-RBAC rules, and the Pod Security Standard "restricted" for the operator pod and for the runner
-pods the operator builds from the chart's settings. The e2e tests install the chart into the
+RBAC rules, and the Pod Security Standard "restricted" for the operator pod, the HTTP endpoint's
+pods and the runner pods the operator builds from the chart's settings. The e2e tests install the chart into the
 cluster, check what it made, run the operator under the chart's own ServiceAccount, and
 uninstall it.
 """
@@ -86,7 +86,31 @@ MODES: dict[str, dict[str, Any]] = {
         },
         "serviceAccount": {"name": "limetask-operator", "annotations": {"example.com/role": "operator"}},
     },
+    # The HTTP endpoint, its tokens from values (the chart makes the Secret) ...
+    "web-token-values": {
+        "web": {"enabled": True, "imports": ["acme_solution.tasks.lime"],
+                "tokens": {"values": {"acme-crm": "s3cret-token", "other.app": "t0ken"}}},
+    },
+    # ... or from an existing Secret, with every other web value set, next to a list of namespaces.
+    "web-existing-secret": {
+        "watch": {"namespaces": ["team-a", RELEASE_NAMESPACE]},
+        "web": {
+            "enabled": True,
+            "image": {"repository": "registry.example.com/acme/web", "tag": "2.3.4", "pullPolicy": "Always"},
+            "imagePullSecrets": ["acme-registry"],
+            "replicas": 3,
+            "imports": ["acme_solution.tasks.lime", "acme_solution.tasks.reports"],
+            "port": 8081,
+            "tokens": {"existingSecret": "acme-web-tokens"},
+            "service": {"type": "LoadBalancer", "port": 443},
+            "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
+            "nodeSelector": {"pool": "web"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}],
+            "podAnnotations": {"example.com/team": "platform"},
+        },
+    },
 }
+WEB_MODES = sorted(mode for mode in MODES if mode.startswith("web-"))
 
 # The rules the operator gets where it watches: (apiGroup, resource) -> verbs. The least that works.
 # Retention (on by default) deletes finished LimeTasks.
@@ -100,6 +124,9 @@ WATCHED_NAMESPACE_RULES = {
     ("events.k8s.io", "events"): {"create"},
 }
 WITHOUT_RETENTION_RULES = {**WATCHED_NAMESPACE_RULES, ("limetask.io", "limetasks"): {"get", "list", "watch"}}
+# The HTTP endpoint's Role, in the release namespace only: what TaskClient does (send: create;
+# get_status: get; wait: list, watch; cancel: patch), and nothing more.
+WEB_RULES = {("limetask.io", "limetasks"): {"create", "get", "list", "watch", "patch"}}
 # And everywhere (kopf's discovery): read-only.
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
@@ -149,9 +176,32 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def component(o: dict[str, Any]) -> str:
+    """operator or web: the part of the chart an object belongs to."""
+    return str(o["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def of_component(objects: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    return [o for o in of_kind(objects, kind) if component(o) == name]
+
+
+def operator_deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(of_component(objects, "Deployment", "operator"), "Deployment")
+
+
+def web_deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(of_component(objects, "Deployment", "web"), "Deployment")
+
+
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = operator_deployment(objects)["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "operator")
+
+
+def web_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = web_deployment(objects)["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["web"]
+    return containers[0]
 
 
 def operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
@@ -159,17 +209,21 @@ def operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in operator_container(objects).get("env", []) if "value" in e}
 
 
-def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every pod spec in the rendered objects, wherever a workload keeps it."""
+def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    """Every pod spec in the rendered objects, wherever a workload keeps it, with the pod's
+    annotations."""
     found = []
     for o in objects:
         spec = o.get("spec") or {}
+        where = f"{o['kind']}/{o['metadata']['name']}"
         if o["kind"] == "Pod":
-            found.append((f"Pod/{o['metadata']['name']}", spec))
+            found.append((where, spec, o["metadata"].get("annotations") or {}))
         elif o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
-            found.append((f"{o['kind']}/{o['metadata']['name']}", spec["template"]["spec"]))
+            template = spec["template"]
+            found.append((where, template["spec"], template.get("metadata", {}).get("annotations") or {}))
         elif o["kind"] == "CronJob":
-            found.append((f"CronJob/{o['metadata']['name']}", spec["jobTemplate"]["spec"]["template"]["spec"]))
+            template = spec["jobTemplate"]["spec"]["template"]
+            found.append((where, template["spec"], template.get("metadata", {}).get("annotations") or {}))
     return found
 
 
@@ -408,6 +462,16 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"runner": {"userId": 0}}, "at '/runner/userId': minimum: got 0, want 1"),
     ({"limits": {"maxAttemptsCeiling": 11}}, "at '/limits/maxAttemptsCeiling': maximum: got 11, want 10"),
     ({"broker": {"url": "http://rabbitmq"}}, "at '/broker/url': 'http://rabbitmq' does not match pattern"),
+    ({"web": {"bogus": 1}}, "at '/web': additional properties 'bogus' not allowed"),
+    ({"web": {"enabled": "yes"}}, "at '/web/enabled': got string, want boolean"),
+    ({"web": {"imports": "acme_solution.tasks"}}, "at '/web/imports': got string, want array"),
+    ({"web": {"imports": ["acme-solution.tasks"]}}, "at '/web/imports/0': 'acme-solution.tasks' does not match"),
+    ({"web": {"port": 80}}, "at '/web/port': minimum: got 80, want 1,024"),
+    ({"web": {"tokens": {"values": {"acme-crm": "two words"}}}}, "at '/web/tokens/values/acme-crm'"),
+    ({"web": {"tokens": {"values": {"acme crm": "t0ken"}}}}, "invalid propertyName 'acme crm'"),
+    ({"web": {"tokens": {"secret": "x"}}}, "at '/web/tokens': additional properties 'secret' not allowed"),
+    ({"web": {"service": {"type": "ExternalName"}}}, "at '/web/service/type': value must be one of"),
+    ({"web": {"image": {"digest": "latest"}}}, "at '/web/image/digest': 'latest' does not match pattern"),
 ])
 def test_schema_rejects_invalid_values(chart: Any, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError) as schema_error:
@@ -435,7 +499,7 @@ def test_existing_service_account_needs_a_name(chart: Any) -> None:
         render(chart, {"serviceAccount": {"create": False}})
     objects = render(chart, {"serviceAccount": {"create": False, "name": "platform-operator"}})
     assert not of_kind(objects, "ServiceAccount")
-    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operator"
+    assert operator_deployment(objects)["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operator"
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,9 +598,11 @@ def test_broker_from_values(chart: Any) -> None:
 def test_names_fit_in_63_characters(chart: Any) -> None:
     long_release = "a-release-name-that-is-as-long-as-helm-allows-it-1234"  # 53 characters
     assert len(long_release) == 53
-    for o in render(chart, name=long_release):
+    for o in render(chart, MODES["web-token-values"], name=long_release):
         assert len(o["metadata"]["name"]) <= 63, o["metadata"]["name"]
     assert one(render(chart, {"fullnameOverride": "ops"}), "Deployment")["metadata"]["name"] == "ops"
+    assert web_deployment(render(chart, {**MODES["web-token-values"], "fullnameOverride": "ops"}))["metadata"]["name"] \
+        == "ops-web"
     assert one(render(chart, name="limetask"), "Deployment")["metadata"]["name"] == "limetask"
 
 
@@ -574,17 +640,31 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
                 assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
     # Exactly the rules the operator needs, and read-only ones at cluster level in namespace scope.
     cluster_role = one(objects, "ClusterRole")
+    assert component(cluster_role) == "operator"
     retention = MODES[mode].get("tasks", {}).get("retentionSeconds", 1) > 0
     watched_rules = WATCHED_NAMESPACE_RULES if retention else WITHOUT_RETENTION_RULES
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
         assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **watched_rules}
     else:
         assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **NAMESPACE_DISCOVERY_RULES}
-        for role in of_kind(objects, "Role"):
+        for role in of_component(objects, "Role", "operator"):
             assert rules_by_resource(role["rules"]) == watched_rules
+    # The HTTP endpoint: one Role, in the release namespace, with exactly what its client uses.
+    web_roles = of_component(objects, "Role", "web")
+    if MODES[mode].get("web", {}).get("enabled"):
+        assert [(r["metadata"]["namespace"], rules_by_resource(r["rules"])) for r in web_roles] == \
+            [(RELEASE_NAMESPACE, WEB_RULES)]
+    else:
+        assert web_roles == [] and of_component(objects, "ServiceAccount", "web") == []
+    # Each binding names its own component's ServiceAccount (the operator's may be an existing one).
+    accounts = {"operator": "limetask-operator" if mode == "runner-settings" else "lt-limetask",
+                "web": "lt-limetask-web"}
+    for sa in of_kind(objects, "ServiceAccount"):
+        assert sa["metadata"]["name"] == accounts[component(sa)]
     for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
-        sa = one(objects, "ServiceAccount")["metadata"]["name"] if of_kind(objects, "ServiceAccount") else None
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": RELEASE_NAMESPACE}]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": accounts[component(binding)],
+                                        "namespace": RELEASE_NAMESPACE}]
+        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,11 +675,12 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
 def test_every_rendered_pod_is_restricted(chart: Any, mode: str) -> None:
     objects = render(chart, MODES[mode])
     specs = pod_specs(objects)
-    assert [name for name, _ in specs] == [f"Deployment/{one(objects, 'Deployment')['metadata']['name']}"]
-    deployment = one(objects, "Deployment")
-    for name, spec in specs:
-        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
-        assert restricted_violations(spec, annotations) == [], name
+    expected = ["Deployment/lt-limetask"]
+    if MODES[mode].get("web", {}).get("enabled"):
+        expected.append("Deployment/lt-limetask-web")
+    assert sorted(name for name, _, _ in specs) == expected
+    for name, spec, pod_annotations in specs:
+        assert restricted_violations(spec, pod_annotations) == [], name
 
 
 @pytest.mark.parametrize("mode", ["default", "runner-settings"])
@@ -659,7 +740,7 @@ def test_every_operator_setting_is_a_chart_value(chart: Any) -> None:
 def test_operator_health_and_shutdown(chart: Any) -> None:
     for mode, port, metrics in (("default", 8080, 9090), ("runner-settings", 8081, 9091)):
         objects = render(chart, MODES[mode])
-        deployment = one(objects, "Deployment")
+        deployment = operator_deployment(objects)
         pod = deployment["spec"]["template"]["spec"]
         container = operator_container(objects)
         assert f"--liveness=http://0.0.0.0:{port}/healthz" in container["args"]
@@ -711,6 +792,215 @@ def test_dockerfiles() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# The HTTP endpoint (web.*)
+# --------------------------------------------------------------------------------------------
+
+def web_objects(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((o["kind"], o["metadata"]["name"]) for o in objects if component(o) == "web")
+
+
+def test_web_is_off_by_default(chart: Any) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["web"]["enabled"] is False
+    assert web_objects(render(chart)) == []
+    assert "HTTP endpoint" not in notes(chart)
+    # Off, its checks do not apply: empty imports and tokens are fine.
+    both = {"existingSecret": "x", "values": {"a": "b"}}
+    assert web_objects(render(chart, {"web": {"imports": [], "tokens": both}})) == []
+
+
+def test_web_objects(chart: Any) -> None:
+    name = "lt-limetask-web"
+    assert web_objects(render(chart, MODES["web-token-values"])) == [
+        ("Deployment", name), ("Role", name), ("RoleBinding", name), ("Secret", "lt-limetask-web-tokens"),
+        ("Service", name), ("ServiceAccount", name)]
+    # An existing Secret: the chart makes none.
+    assert web_objects(render(chart, MODES["web-existing-secret"])) == [
+        ("Deployment", name), ("Role", name), ("RoleBinding", name), ("Service", name), ("ServiceAccount", name)]
+    objects = render(chart, MODES["web-token-values"])
+    for o in objects:
+        if component(o) == "web":
+            assert o["metadata"]["namespace"] == RELEASE_NAMESPACE, o["metadata"]
+    # Its own ServiceAccount, not the operator's; only its pod mounts the token.
+    sa = one(of_component(objects, "ServiceAccount", "web"), "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
+    pod = web_deployment(objects)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name != operator_deployment(objects)["spec"]["template"]["spec"]["serviceAccountName"]  # noqa: E501
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["enableServiceLinks"] is False
+    # Nothing cluster-wide, and the operator's objects are the same as without the endpoint.
+    without = [o for o in objects if component(o) != "web"]
+    assert without == render(chart)
+
+
+def test_web_deployment_defaults(chart: Any) -> None:
+    objects = render(chart, MODES["web-token-values"])
+    deployment = web_deployment(objects)
+    pod = deployment["spec"]["template"]["spec"]
+    container = web_container(objects)
+    assert deployment["spec"]["replicas"] == 1
+    # The runner image by default: it has the solution's tasks.
+    assert container["image"] == "ghcr.io/limetask/runner:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    runner = {"runner": {"image": {"repository": "registry.example.com/acme/runner", "tag": "2.3.4"}}}
+    assert web_container(render(chart, {**MODES["web-token-values"], **runner}))["image"] == \
+        "registry.example.com/acme/runner:2.3.4"
+    digest = {"web": {**MODES["web-token-values"]["web"], "image": {"digest": "sha256:" + "b" * 64}}}
+    assert web_container(render(chart, {**digest, **runner}))["image"] == \
+        "registry.example.com/acme/runner@sha256:" + "b" * 64
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    # The tokens: the Secret mounted read-only as a directory, named by LIMETASK_WEB_TOKENS_FILE.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["tokens"] == {"name": "tokens", "mountPath": env["LIMETASK_WEB_TOKENS_FILE"], "readOnly": True}
+    assert volumes["tokens"]["secret"] == {"secretName": "lt-limetask-web-tokens", "defaultMode": 0o440}
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
+    assert env["LIMETASK_NAMESPACE"] == RELEASE_NAMESPACE
+    # The user of the runner image (the same image).
+    assert pod["securityContext"]["runAsUser"] == container["securityContext"]["runAsUser"] == 10001
+    other_user = render(chart, {**MODES["web-token-values"], "runner": {"userId": 20000}})
+    assert web_container(other_user)["securityContext"]["runAsUser"] == 20000
+
+
+def test_web_values_reach_the_deployment(chart: Any) -> None:
+    objects = render(chart, MODES["web-existing-secret"])
+    deployment = web_deployment(objects)
+    pod = deployment["spec"]["template"]["spec"]
+    container = web_container(objects)
+    assert deployment["spec"]["replicas"] == 3
+    assert container["image"] == "registry.example.com/acme/web:2.3.4"
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["imagePullSecrets"] == [{"name": "acme-registry"}]
+    assert container["ports"] == [{"name": "http", "containerPort": 8081, "protocol": "TCP"}]
+    assert container["resources"] == {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}}
+    assert pod["nodeSelector"] == {"pool": "web"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}]
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "platform"}
+    assert {v["name"]: v for v in pod["volumes"]}["tokens"]["secret"]["secretName"] == "acme-web-tokens"
+    service = one(of_component(objects, "Service", "web"), "Service")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 443, "targetPort": "http", "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("mode", WEB_MODES)
+def test_web_command_is_the_clis(chart: Any, mode: str) -> None:
+    """The container runs `limetask web` with options the real command line accepts."""
+    import tomllib
+
+    import typer
+
+    from lime_task._cli import app
+
+    container = web_container(render(chart, MODES[mode]))
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert container["command"][0] in scripts
+    command = typer.main.get_command(app)
+    words = [*container["command"][1:], *container["args"]]
+    assert words[0] == "web"
+    web = command.commands["web"]  # type: ignore[attr-defined]
+    with web.make_context("web", list(words[1:])) as ctx:
+        params = ctx.params
+    assert params["host"] == "0.0.0.0"
+    assert params["port"] == MODES[mode]["web"].get("port", 8000)
+    assert params["imports"] == ",".join(MODES[mode]["web"]["imports"])
+
+
+def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
+    from lime_task import web
+
+    env = {e["name"] for e in web_container(render(chart, MODES["web-token-values"]))["env"]}
+    limetask = {n for n in env if n.startswith("LIMETASK_")}
+    assert limetask == {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE"}
+    assert 'os.environ.get("LIMETASK_NAMESPACE")' in (REPO / "lime_task" / "client.py").read_text()
+
+
+def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path) -> None:
+    """The chart's Secret, mounted as a Secret volume is (one file per key, next to the kubelet's
+    dot entries), gives the endpoint exactly the tokens of the values."""
+    from lime_task.web import TokenStore
+
+    tokens = MODES["web-token-values"]["web"]["tokens"]["values"]
+    secret = one(of_component(render(chart, MODES["web-token-values"]), "Secret", "web"), "Secret")
+    assert secret["type"] == "Opaque"
+    data = tmp_path / "..2024_05_01_10_00_00.000000001"
+    data.mkdir()
+    for key, value in secret["stringData"].items():
+        (data / key).write_text(value)
+        (tmp_path / key).symlink_to(Path("..data") / key)
+    (tmp_path / "..data").symlink_to(data.name)
+    store = TokenStore.from_env({"LIMETASK_WEB_TOKENS_FILE": str(tmp_path)})
+    assert store.apps() == sorted(tokens)
+    assert all(store.check(app, token) for app, token in tokens.items())
+    # The tokens stay out of the Deployment.
+    assert "s3cret-token" not in json.dumps(web_deployment(render(chart, MODES["web-token-values"])))
+
+
+@pytest.mark.parametrize("web, message", [
+    ({"enabled": True, "tokens": {"values": {"acme-crm": "t"}}}, "web.imports is required when web.enabled is true"),
+    ({"enabled": True, "imports": ["acme_solution.tasks.lime"]}, "web.tokens is required when web.enabled is true"),
+    ({"enabled": True, "imports": ["acme_solution.tasks.lime"], "tokens": {"values": {}}},
+     "web.tokens is required when web.enabled is true"),
+    ({"enabled": True, "imports": ["acme_solution.tasks.lime"],
+      "tokens": {"existingSecret": "acme-web-tokens", "values": {"acme-crm": "t"}}},
+     "set either web.tokens.existingSecret or web.tokens.values, not both"),
+])
+def test_web_needs_imports_and_exactly_one_token_source(chart: Any, web: dict[str, Any], message: str) -> None:
+    chart.validate_schema({"web": web})  # each value is valid alone: the template says what is missing
+    # An install renders, and fails, the same way (`helm lint` lets `fail` pass: it only logs it).
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(chart, {"web": web})
+
+
+@pytest.mark.parametrize("mode", WEB_MODES)
+def test_web_service_selects_the_web_pods(chart: Any, mode: str) -> None:
+    objects = render(chart, MODES[mode])
+    service = one(objects, "Service")
+    selector = service["spec"]["selector"]
+    web_pod_labels = web_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    operator_pod_labels = operator_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= web_pod_labels.items()
+    assert not selector.items() <= operator_pod_labels.items(), "the Service must not reach the operator"
+    assert web_deployment(objects)["spec"]["selector"]["matchLabels"] == selector
+    assert not operator_deployment(objects)["spec"]["selector"]["matchLabels"].items() <= web_pod_labels.items(), \
+        "the operator's Deployment must not adopt the web pods"
+    ports = {p["name"] for p in web_container(objects)["ports"]}
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"] and "http" in ports
+    assert service["spec"]["type"] == MODES[mode]["web"].get("service", {}).get("type", "ClusterIP")
+
+
+@pytest.mark.parametrize("mode", WEB_MODES)
+def test_web_tasks_land_where_the_operator_watches(chart: Any, mode: str) -> None:
+    """The endpoint creates LimeTasks in the release namespace: the operator watches it by default."""
+    objects = render(chart, MODES[mode])
+    namespace = {e["name"]: e.get("value") for e in web_container(objects)["env"]}["LIMETASK_NAMESPACE"]
+    assert namespace == RELEASE_NAMESPACE
+    assert f"--namespace={namespace}" in operator_container(objects)["args"]
+    assert "WARNING" not in notes(chart, MODES[mode])
+    assert "WARNING" not in notes(chart, {**MODES[mode], "watch": {"scope": "cluster"}})
+    elsewhere = notes(chart, {**MODES[mode], "watch": {"namespaces": ["team-a"]}})
+    assert f"WARNING: this release's operator does not watch namespace {RELEASE_NAMESPACE}" in elsewhere
+
+
+def test_web_notes_say_how_to_post_a_task(chart: Any) -> None:
+    text = notes(chart, MODES["web-token-values"])
+    assert "4. The HTTP endpoint" in text
+    assert f"kubectl -n {RELEASE_NAMESPACE} port-forward service/lt-limetask-web 8080:80" in text
+    assert "get secret lt-limetask-web-tokens -o jsonpath='{.data.acme-crm}'" in text
+    assert "curl -sS -X POST http://127.0.0.1:8080/v1/apps/acme-crm/tasks" in text
+    assert '-H "Authorization: Bearer $TOKEN"' in text
+    assert '"task": "acme_solution.tasks.lime.' in text
+    assert "s3cret-token" not in text, "never print a token"
+    other = notes(chart, {"web": {**MODES["web-token-values"]["web"], "tokens": {"values": {"acme.crm": "t"}}}})
+    assert r"jsonpath='{.data.acme\.crm}'" in other
+    existing = notes(chart, MODES["web-existing-secret"])
+    assert "get secret acme-web-tokens" in existing and "port-forward service/lt-limetask-web 8080:443" in existing
+
+
+# --------------------------------------------------------------------------------------------
 # End to end: a real install into the cluster
 # --------------------------------------------------------------------------------------------
 
@@ -727,7 +1017,7 @@ def exists(cluster: Cluster, kind: str, name: str, namespace: str | None = None)
 def release_objects(cluster: Cluster, release: str, namespace: str) -> list[str]:
     """Everything left in the cluster that belongs to the release."""
     selector = f"app.kubernetes.io/instance={release}"
-    left = cluster.run_kubectl("get", "deployments,serviceaccounts,secrets,roles,rolebindings", "-l", selector,
+    left = cluster.run_kubectl("get", "deployments,services,serviceaccounts,secrets,roles,rolebindings", "-l", selector,
                                "-o", "name", namespace=namespace).stdout.split()
     left += cluster.run_kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
     # Helm's release records, and the token the ServiceAccount had.
@@ -793,6 +1083,66 @@ def test_install_and_uninstall(cluster: Cluster, crd: None, namespace: str, helm
                message="every object of the release to be gone")
     assert helm_config.list(all_states=True) == []
     assert exists(cluster, "crd", "limetasks.limetask.io"), "the shared CRD must stay"
+
+
+@pytest.mark.e2e
+def test_install_with_the_web_endpoint(cluster: Cluster, crd: None, api_client: Any, namespace: str,
+                                       helm_config: Any, release: str, tmp_path: Path) -> None:
+    """web.enabled: the endpoint's objects are made, its ServiceAccount can create and read
+    LimeTasks in the release namespace and do nothing else, and uninstalling removes it all."""
+    from lime_task import TaskClient
+
+    values = {"crds": {"install": False},
+              "web": {"enabled": True, "imports": ["acme_solution.tasks.lime"],
+                      "tokens": {"values": {"my-app": "s3cret-" + uuid.uuid4().hex}}}}
+    installed = helm_config.install(CHART, release, values, namespace=namespace, timeout=120)
+    assert installed["status"] == "deployed", installed
+    assert "/v1/apps/my-app/tasks" in installed["notes"]
+    web = f"{release}-limetask-web"
+    for kind in ("deployment", "service", "serviceaccount", "role", "rolebinding"):
+        assert exists(cluster, kind, web, namespace), kind
+    assert exists(cluster, "secret", f"{web}-tokens", namespace)
+    assert rules_by_resource(kubectl_json(cluster, "get", "role", web, namespace=namespace)["rules"]) == WEB_RULES
+    deployment = kubectl_json(cluster, "get", "deployment", web, namespace=namespace)
+    pod = deployment["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["serviceAccountName"] == web
+    service = kubectl_json(cluster, "get", "service", web, namespace=namespace)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+    kubeconfig = kubeconfig_for_token(cluster, service_account_token(api_client, namespace, web),
+                                      tmp_path / "web.kubeconfig")
+
+    def can_i(*args: str, ns: str = namespace) -> bool:
+        argv = [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", "auth", "can-i", *args, f"--namespace={ns}"]
+        return subprocess.run(argv, check=False, text=True, capture_output=True).stdout.strip() == "yes"
+
+    allowed = [(verb, "limetasks.limetask.io") for verb in ("create", "get", "list", "watch", "patch")]
+    denied = [("delete", "limetasks.limetask.io"), ("deletecollection", "limetasks.limetask.io"),
+              ("update", "limetasks.limetask.io"),
+              ("update", "limetasks.limetask.io", "--subresource=status"),
+              ("patch", "limetasks.limetask.io", "--subresource=status"),
+              ("update", "limetasks.limetask.io", "--subresource=finalizers"),
+              ("create", "jobs.batch"), ("get", "jobs.batch"), ("list", "jobs.batch"), ("delete", "jobs.batch"),
+              ("create", "pods"), ("get", "pods"), ("list", "pods"), ("delete", "pods"),
+              ("create", "pods", "--subresource=exec"), ("get", "pods", "--subresource=log"),
+              ("get", "secrets"), ("list", "secrets"), ("get", "configmaps"),
+              ("create", "serviceaccounts", "--subresource=token"), ("create", "events"),
+              ("create", "rolebindings.rbac.authorization.k8s.io"), ("*", "*")]
+    assert [a for a in allowed if not can_i(*a)] == []
+    assert [d for d in denied if can_i(*d)] == []
+    assert not can_i("create", "limetasks.limetask.io", ns="default"), "LimeTasks only in the release namespace"
+    assert not can_i("list", "limetasks.limetask.io", "--all-namespaces")
+    # The same token through the client the endpoint uses: create and read a task.
+    tasks = TaskClient(kubeconfig=kubeconfig, namespace=namespace)
+    status = tasks.send("acme_solution.tasks.lime.add", "my-app", [1, 2], check=False)
+    assert tasks.get_status(status.id, "my-app").id == status.id
+    assert exists(cluster, "limetask", status.id, namespace)
+
+    helm_config.uninstall(release, timeout=120)
+    wait_until(lambda: release_objects(cluster, release, namespace) == [], timeout=60,
+               message="every object of the release to be gone")
+    assert helm_config.list(all_states=True) == []
 
 
 @pytest.mark.e2e

@@ -38,23 +38,50 @@ Chart name and version, for the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Labels of every object the chart makes.
+Labels of an object of one component (operator or web): (list $ "operator").
 */}}
-{{- define "limetask.labels" -}}
-helm.sh/chart: {{ include "limetask.chart" . }}
-{{ include "limetask.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- define "limetask.componentLabels" -}}
+{{- $root := index . 0 -}}
+helm.sh/chart: {{ include "limetask.chart" $root }}
+{{ include "limetask.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 app.kubernetes.io/part-of: limetask
 {{- end }}
 
 {{/*
-Labels that select the operator's pods (immutable in a Deployment: never add to them).
+Labels that select one component's pods (immutable in a Deployment: never add to them).
+*/}}
+{{- define "limetask.componentSelectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "limetask.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/*
+Labels of every object of the operator (and of the CRD and the broker Secret).
+*/}}
+{{- define "limetask.labels" -}}
+{{- include "limetask.componentLabels" (list . "operator") }}
+{{- end }}
+
+{{/*
+Labels that select the operator's pods.
 */}}
 {{- define "limetask.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "limetask.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: operator
+{{- include "limetask.componentSelectorLabels" (list . "operator") }}
+{{- end }}
+
+{{/*
+Labels of the web endpoint's objects, and those that select its pods.
+*/}}
+{{- define "limetask.webLabels" -}}
+{{- include "limetask.componentLabels" (list . "web") }}
+{{- end }}
+
+{{- define "limetask.webSelectorLabels" -}}
+{{- include "limetask.componentSelectorLabels" (list . "web") }}
 {{- end }}
 
 {{/*
@@ -116,16 +143,75 @@ The broker Secret's name and key, when a broker is configured.
 {{- end }}
 
 {{/*
-The restricted security context of the operator container (Pod Security Standard "restricted").
+The restricted security context of a container (Pod Security Standard "restricted"), running
+as the given user and group: (list $ 10001).
 */}}
-{{- define "limetask.containerSecurityContext" -}}
+{{- define "limetask.restrictedSecurityContext" -}}
+{{- $uid := index . 1 | int64 -}}
 allowPrivilegeEscalation: false
 capabilities:
   drop: ["ALL"]
 readOnlyRootFilesystem: true
 runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
+runAsUser: {{ $uid }}
+runAsGroup: {{ $uid }}
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/*
+The restricted security context of the operator container.
+*/}}
+{{- define "limetask.containerSecurityContext" -}}
+{{- include "limetask.restrictedSecurityContext" (list . 10001) }}
+{{- end }}
+
+{{/*
+The web endpoint: its name (Deployment, ServiceAccount, Role, RoleBinding, Service), the Secret
+with its tokens, and its image (by default the runner image, which holds the solution's tasks).
+*/}}
+{{- define "limetask.webFullname" -}}
+{{- printf "%s-web" (include "limetask.fullname" . | trunc 59 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "limetask.webTokensSecretName" -}}
+{{- if .Values.web.tokens.existingSecret }}
+{{- .Values.web.tokens.existingSecret }}
+{{- else }}
+{{- printf "%s-web-tokens" (include "limetask.fullname" . | trunc 52 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{- define "limetask.webImage" -}}
+{{- $web := .Values.web.image }}
+{{- $tag := $web.tag }}
+{{- if and (not $web.repository) (not $tag) }}
+{{- $tag = .Values.runner.image.tag }}
+{{- end }}
+{{- $image := dict "repository" (default .Values.runner.image.repository $web.repository) "tag" $tag "digest" $web.digest }}
+{{- include "limetask.image" (list $image .) }}
+{{- end }}
+
+{{/*
+Whether the release namespace, where the web endpoint creates its LimeTasks, is watched by
+this release's operator: "true" or "".
+*/}}
+{{- define "limetask.releaseNamespaceWatched" -}}
+{{- $namespaces := include "limetask.watchedNamespaces" . | trim | splitList "\n" | compact }}
+{{- if or (eq .Values.watch.scope "cluster") (has .Release.Namespace $namespaces) }}true{{ end }}
+{{- end }}
+
+{{/*
+The web endpoint's values, checked when it is enabled (the schema checks each one alone).
+*/}}
+{{- define "limetask.web.validate" -}}
+{{- if not .Values.web.imports }}
+{{- fail "web.imports is required when web.enabled is true: the modules whose @task functions the endpoint may start, e.g. --set 'web.imports={acme_solution.tasks.lime}'" }}
+{{- end }}
+{{- if and .Values.web.tokens.existingSecret .Values.web.tokens.values }}
+{{- fail "web.tokens: set either web.tokens.existingSecret or web.tokens.values, not both" }}
+{{- end }}
+{{- if not (or .Values.web.tokens.existingSecret .Values.web.tokens.values) }}
+{{- fail "web.tokens is required when web.enabled is true: set web.tokens.existingSecret (a Secret whose keys are application names and values their tokens) or web.tokens.values (application: token)" }}
+{{- end }}
 {{- end }}
