@@ -65,6 +65,8 @@ class Bench:
                                         "machine": {"cpus": os.cpu_count()}}
         self.operator: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
+        # This run's namespaces only: a previous run's may still be terminating.
+        self.run_id = uuid.uuid4().hex[:4]
         subprocess.run([self.kubectl, f"--kubeconfig={self.kubeconfig}", "apply", "-f", str(REPO / "crds")],
                        check=True, stdout=subprocess.DEVNULL)
         subprocess.run([self.kubectl, f"--kubeconfig={self.kubeconfig}", "wait", "--for=condition=Established",
@@ -72,7 +74,7 @@ class Bench:
 
     # -- helpers ------------------------------------------------------------------------------
     def namespace(self, prefix: str) -> str:
-        name = f"bench-{prefix}-{uuid.uuid4().hex[:6]}"
+        name = f"bench-{self.run_id}-{prefix}-{uuid.uuid4().hex[:6]}"
         self.core.create_namespace({"metadata": {"name": name}})
         probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "none"}]}}
         for _ in range(300):
@@ -95,7 +97,8 @@ class Bench:
         if self.args.broker:
             env["LIMETASK_BROKER_URL"] = self.args.broker
         log = open(REPO / ".cluster" / "logs" / "bench-operator.log", "ab")
-        self.operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", "bench-*"],
+        self.operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace",
+                                          f"bench-{self.run_id}-*"],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
         for _ in range(300):
             try:

@@ -31,8 +31,32 @@ class TaskView:
             generation=int(meta.get("generation") or 1), resource_version=str(meta.get("resourceVersion", "")),
             spec=dict(body.get("spec") or {}), status=dict(body.get("status") or {}),
             annotations=dict(meta.get("annotations") or {}), created=meta.get("creationTimestamp"),
-            metadata=dict(meta),
+            # A status PUT ignores all metadata but these: keep no more (managedFields alone
+            # is larger than the rest of a small task).
+            metadata={k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta},
         )
+
+    def compact(self) -> "TaskView":
+        """What the operator still needs of a finished task whose event is delivered.
+
+        Such a task is never written again; retention, metrics and a late cancel only read its
+        state, reason, completion time and event. With thousands of finished tasks present,
+        this keeps the cache small.
+        """
+        st = self.status
+        status: dict[str, Any] = {"state": st.get("state"), "completedAt": st.get("completedAt"),
+                                  "event": {"confirmed": True}}
+        if isinstance(st.get("error"), dict):
+            status["error"] = {"reason": st["error"].get("reason", "")}
+        return TaskView(namespace=self.namespace, name=self.name, uid=self.uid, generation=self.generation,
+                        resource_version=self.resource_version, spec={}, status=status, annotations={},
+                        created=self.created, metadata=self.metadata)
+
+    @property
+    def settled(self) -> bool:
+        """Finished, and its completion event delivered: nothing left to do but keep it."""
+        return self.status.get("state") in ("SUCCESS", "FAILURE") and bool(
+            (self.status.get("event") or {}).get("confirmed"))
 
     def with_status(self, status: dict[str, Any]) -> dict[str, Any]:
         """The whole object with a new status, for a PUT to the status subresource."""

@@ -62,7 +62,7 @@ class Caches:
         old = self.tasks.get(key)
         # Our own status write already updated the cache: never go back to an older version.
         if old is None or old.uid != view.uid or _rv(view.resource_version) >= _rv(old.resource_version):
-            self.tasks[key] = view
+            self.tasks[key] = view.compact() if view.settled else view
         return self.tasks[key]
 
     def drop_task(self, key: Key) -> None:
@@ -183,6 +183,7 @@ class Reconciler:
         self.events.start()
         if self.settings.retention_seconds:
             self.workers.append(asyncio.create_task(self._retention(), name="retention"))
+        self.workers.append(asyncio.create_task(self._trim_memory(), name="trim-memory"))
 
     async def stop(self) -> None:
         for w in self.workers:
@@ -219,6 +220,22 @@ class Reconciler:
                 if key in self.dirty:
                     self.dirty.discard(key)
                     self.enqueue(key)
+
+    async def _trim_memory(self) -> None:
+        """Give memory freed after a large listing back to the system (glibc only)."""
+        import ctypes
+        import gc
+
+        try:
+            trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            return
+        period = 5.0  # soon after the initial listing, then less often
+        while True:
+            await asyncio.sleep(period)
+            gc.collect()
+            trim(0)
+            period = min(period * 2, 60.0)
 
     async def _retention(self) -> None:
         """Delete finished LimeTasks once they are older than the retention (etcd is no archive)."""
