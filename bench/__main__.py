@@ -91,9 +91,9 @@ class Bench:
         except client.ApiException:
             pass
 
-    def start_operator(self) -> None:
+    def start_operator(self, **extra: str) -> None:
         env = dict(os.environ, LIMETASK_KUBECONFIG=str(self.kubeconfig), LIMETASK_METRICS_PORT=str(self.metrics_port),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **extra)
         if self.args.broker:
             env["LIMETASK_BROKER_URL"] = self.args.broker
         log = open(REPO / ".cluster" / "logs" / "bench-operator.log", "ab")
@@ -392,12 +392,32 @@ class Bench:
             ns, {"metadata": {"name": f"c-{i}"}, "data": {"k": "v"}}), list(range(n)))
         rate = n / (time.monotonic() - t0)
         self.drop_namespace(ns)
-        self.results["ceiling"] = {"creates_per_second": round(rate, 1)}
+        # The operator alone: runner pods that no node takes (a nodeSelector nothing matches)
+        # leave the machine to the operator and the API server, as the ConfigMaps above did.
+        say(f"   conversion: {n} LimeTasks into Jobs whose pods stay Pending")
+        self.stop_operator()
+        self.start_operator(LIMETASK_RUNNER_NODE_SELECTOR='{"limetask.io/bench": "nowhere"}')
+        try:
+            ns = self.namespace("convert")
+            seen = {}
+            t = threading.Thread(target=lambda: seen.update(self.wait_watch(
+                self.batch.list_namespaced_job, ns, lambda o: True, n, 600)))
+            t.start()
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            self.parallel(lambda i: self.custom.create_namespaced_custom_object(
+                "limetask.io", "v1alpha1", ns, "limetasks", self.task_body(f"c-{i}")), list(range(n)))
+            t.join()
+            conv = len(seen) / (max(seen.values()) - t0) if seen else float("nan")
+            self.drop_namespace(ns)
+        finally:
+            self.stop_operator()
+            self.start_operator()
+        self.results["ceiling"] = {"creates_per_second": round(rate, 1), "operator_jobs_per_second": round(conv, 1),
+                                   "fraction": round(conv / rate, 3), "target_fraction": 0.5}
         if "burst" in self.results:
-            conv = self.results["burst"]["jobs_per_second"]
-            self.results["ceiling"]["operator_jobs_per_second"] = conv
-            self.results["ceiling"]["fraction"] = round(conv / rate, 3)
-            self.results["ceiling"]["target_fraction"] = 0.5
+            self.results["ceiling"]["jobs_per_second_in_burst_with_pods_running"] = \
+                self.results["burst"]["jobs_per_second"]
 
     def run(self) -> None:
         steps = {"overhead": self.overhead, "burst": self.burst, "submit": self.submit, "scale": self.scale,

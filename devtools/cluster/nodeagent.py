@@ -468,18 +468,15 @@ class NodeAgent:
         host = cfg.host.split("://", 1)[-1]
         self.api_host, _, port = host.rpartition(":")
         self.api_port = int(port or 443)
+        self.labels = {"kubernetes.io/hostname": node_name, "kubernetes.io/os": "linux",
+                       "node.limetask.io/local-agent": "true"}
         self.workers: dict[str, PodWorker] = {}
         self.done: dict[str, float] = {}  # uid -> when its worker finished
         self.lock = threading.Lock()
 
     # -- node -----------------------------------------------------------------------------
     def register(self) -> None:
-        body = {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.node_name, "labels": {
-                "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
-                "node.limetask.io/local-agent": "true"}},
-        }
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": self.labels}}
         try:
             self.api.create_node(body)
         except ApiException as exc:
@@ -628,6 +625,11 @@ class NodeAgent:
                 threading.Thread(target=worker.stop, args=(0,), daemon=True).start()
             return
         if not node:
+            # As the scheduler would: a pod whose nodeSelector this node does not match stays
+            # Pending (the benchmark uses that to measure the operator alone).
+            selector = spec.get("nodeSelector") or {}
+            if any(self.labels.get(k) != v for k, v in selector.items()):
+                return
             if not meta.get("deletionTimestamp"):
                 threading.Thread(target=self.bind, args=(pod,), daemon=True).start()
             return
