@@ -92,6 +92,7 @@ class Reconciler:
         self.dirty: set[Key] = set()
         self.workers: list[asyncio.Task[None]] = []
         self.retries: dict[Key, int] = {}
+        self.child_watches: list[Any] = []
         from .events import EventDispatcher
 
         self.events = EventDispatcher(kube, settings, self.caches.tasks, self.caches.put_task)
@@ -117,15 +118,22 @@ class Reconciler:
         self.enqueue(key)
 
     def job_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self._child_event(self.caches.jobs, JobView.from_body, event_type, body)
+
+    def pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self._child_event(self.caches.pods, PodView.from_body, event_type, body)
+
+    def _child_event(self, cache: dict[Key, dict[str, Any]], make: Any, event_type: str | None,
+                     body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
         task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
         if not task_id:
             return
         key = (meta.get("namespace", ""), task_id)
         if event_type == "DELETED":
-            self.caches.jobs.get(key, {}).pop(meta.get("name", ""), None)
+            cache.get(key, {}).pop(meta.get("name", ""), None)
         else:
-            self.caches.jobs[key][meta.get("name", "")] = JobView.from_body(body)
+            cache[key][meta.get("name", "")] = make(body)
         if key in self.caches.tasks:
             self.enqueue(key)
 
@@ -160,21 +168,8 @@ class Reconciler:
             self.workers.append(asyncio.create_task(w.run(), name=f"watch-{w.plural}"))
 
     async def _children_synced(self) -> None:
-        for w in getattr(self, "child_watches", []):
+        for w in self.child_watches:
             await w.synced.wait()
-
-    def pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
-        if not task_id:
-            return
-        key = (meta.get("namespace", ""), task_id)
-        if event_type == "DELETED":
-            self.caches.pods.get(key, {}).pop(meta.get("name", ""), None)
-        else:
-            self.caches.pods[key][meta.get("name", "")] = PodView.from_body(body)
-        if key in self.caches.tasks:
-            self.enqueue(key)
 
     # -- working ------------------------------------------------------------------------
     def start(self) -> None:
