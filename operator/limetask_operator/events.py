@@ -205,6 +205,31 @@ class EventDispatcher:
         password = urlsplit(url).password
         return text.replace(password, "***") if password else text
 
+    async def publish_inline(self, task: TaskView, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Publish a task's event before its final status is written, when the broker is up.
+
+        On success the final status carries the confirmation, which saves a status write per
+        task. It is only tried while the broker answers (an open channel, no delivery failing)
+        and with a short timeout, so a broker in trouble never slows the reconcile workers: the
+        dispatcher then delivers the event after the status is written, as usual.
+        """
+        sink = self.sink
+        if not isinstance(sink, BrokerSink) or sink.channel is None or sink.channel.is_closed or self.failures:
+            return None
+        view = TaskView(namespace=task.namespace, name=task.name, uid=task.uid, generation=task.generation,
+                        resource_version=task.resource_version, spec=task.spec, status=status,
+                        annotations=task.annotations, created=task.created, metadata=task.metadata)
+        event = build_event(view, self.settings.broker_exchange)
+        try:
+            await asyncio.wait_for(sink.send(event, view), timeout=min(1.0, self.settings.broker_publish_timeout))
+        except Exception:  # noqa: BLE001 - the dispatcher will deliver it later
+            EVENTS.labels(sink.name, "failed").inc()
+            return None
+        EVENTS.labels(sink.name, "confirmed").inc()
+        return {"messageId": event.message_id, "routingKey": event.routing_key, "confirmed": True,
+                "confirmedAt": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "deliveryAttempts": 1, "sink": sink.name}
+
     def unconfirmed(self) -> int:
         return sum(1 for t in self.tasks.values() if owes_event(t))
 

@@ -9,6 +9,7 @@ never worked on by two workers at once; one that changes meanwhile is queued aga
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -292,6 +293,10 @@ class Reconciler:
                 metrics.JOBS_CREATED.inc()
                 LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
                          job["metadata"]["name"], plan.create_attempt)
+        if plan.status is not None and owes_event(dataclasses.replace(task, status=plan.status)):
+            confirmed = await self.events.publish_inline(task, plan.status)
+            if confirmed is not None:
+                plan.status = {**plan.status, "event": confirmed}
         if plan.status is not None:
             # A PUT with the resourceVersion we derived from: a conflict means we were stale.
             # (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it
