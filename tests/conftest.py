@@ -236,6 +236,8 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
     values = {
         "crds": {"install": False},
         "watch": {"scope": "cluster"},
+        # Platform limits the end-to-end tests exercise (test_e2e_tasks: placement and caps).
+        "limits": {"allowPlacementOverride": True, "maxRunnerResources": {"memory": "2Gi"}},
         "operator": {"metricsPort": 0, "healthPort": _free_port()},
         "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
     }

@@ -240,3 +240,26 @@ def test_send_is_idempotent_under_retry(tasks: TaskClient, api_client: Any, name
     assert first.id == second.id == "fixed-id-1"
     assert len(limetasks(api_client, namespace)) == 1
     assert tasks.wait("fixed-id-1", "my-app", timeout=60).result == 5
+
+
+def test_per_task_placement_and_resource_caps(cluster: Cluster, namespace: str, tasks: TaskClient,
+                                              api_client: Any) -> None:
+    # The session operator runs with the chart's limits.allowPlacementOverride=true and
+    # limits.maxRunnerResources={memory: 2Gi}.
+    placed = {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask", "metadata": {"name": "placed"},
+              "spec": {"task": f"{T}.sleep", "app": "my-app", "args": [3],
+                       "nodeSelector": {"kubernetes.io/os": "linux"},
+                       "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "1Gi"}}}}
+    assert apply(cluster, namespace, placed).returncode == 0
+    job = wait_until(lambda: jobs(api_client, namespace), timeout=30, message="the Job")[0]
+    pod = job.spec.template.spec
+    assert pod.node_selector == {"kubernetes.io/os": "linux"}
+    assert pod.containers[0].resources.limits["memory"] == "1Gi"
+    assert tasks.wait("placed", "my-app", timeout=60).status == SUCCESS
+    greedy = {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask", "metadata": {"name": "greedy"},
+              "spec": {"task": f"{T}.add", "app": "my-app", "args": [1, 1],
+                       "resources": {"limits": {"memory": "64Gi"}}}}
+    assert apply(cluster, namespace, greedy).returncode == 0
+    final = tasks.wait("greedy", "my-app", timeout=60)
+    assert final.status == FAILURE and final.error and final.error.reason == "InvalidSpec"
+    assert "over the cap of 2Gi" in final.error.message and final.attempts == 0

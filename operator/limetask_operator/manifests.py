@@ -32,7 +32,7 @@ def job_name(task_name: str, attempt: int) -> str:
 
 
 HASHED_SPEC_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "image",
-                      "resources")
+                      "resources", "nodeSelector", "tolerations", "imagePullSecrets")
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -103,12 +103,16 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings) -> dict[
     }
     if settings.runner_service_account:
         pod_spec["serviceAccountName"] = settings.runner_service_account
-    if settings.runner_node_selector:
-        pod_spec["nodeSelector"] = dict(settings.runner_node_selector)
-    if settings.runner_tolerations:
-        pod_spec["tolerations"] = list(settings.runner_tolerations)
-    if settings.runner_image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.runner_image_pull_secrets]
+    own = settings.allow_placement_override  # the task's own placement counts only when allowed
+    node_selector = {**settings.runner_node_selector, **(spec.get("nodeSelector") or {} if own else {})}
+    tolerations = [*settings.runner_tolerations, *(spec.get("tolerations") or [] if own else [])]
+    pull_secrets = [*settings.runner_image_pull_secrets, *(spec.get("imagePullSecrets") or [] if own else [])]
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(pull_secrets)]
     if spec.get("timeoutSeconds"):
         # The pod's own deadline too, so the kubelet stops the process even if the Job lags.
         pod_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
@@ -136,6 +140,35 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings) -> dict[
         },
         "spec": job_spec,
     }
+
+
+_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+             "n": 10**-9, "u": 10**-6, "m": 10**-3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "P": 10**15, "E": 10**18}
+
+
+def quantity(value: object) -> float:
+    """A Kubernetes quantity ("500m", "1Gi", 2) as a number; ValueError when it is not one."""
+    text = str(value).strip()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix) and text[: -len(suffix)]:
+            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(text)
+
+
+def resources_over(asked: dict[str, Any], caps: dict[str, str]) -> list[str]:
+    """What in a task's resources is over the platform's caps (or is not a quantity)."""
+    problems = []
+    for kind in ("requests", "limits"):
+        for name, value in (asked.get(kind) or {}).items():
+            try:
+                amount = quantity(value)
+            except ValueError:
+                problems.append(f"{kind}.{name}={value!r} is not a quantity")
+                continue
+            if name in caps and amount > quantity(caps[name]):
+                problems.append(f"{kind}.{name}={value} is over the cap of {caps[name]}")
+    return problems
 
 
 def merge_resources(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -260,7 +260,9 @@ class Reconciler:
         pods = self.caches.pods_of(key)
         def decide(jobs: dict[int, JobView], pods: dict[int, list[PodView]], **kw: Any) -> derivation.Plan:
             return derivation.derive(task, jobs, pods, now, self.settings.max_attempts_ceiling,
-                                     allow_image_override=self.settings.allow_image_override, **kw)
+                                     allow_image_override=self.settings.allow_image_override,
+                                     resource_caps=self.settings.max_runner_resources,
+                                     allow_placement_override=self.settings.allow_placement_override, **kw)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:

@@ -33,6 +33,11 @@ class OperatorSettings(BaseModel):
     runner_user_id: int = 10001
     # A per-task image override is allowed only when this is true.
     allow_image_override: bool = False
+    # The most a task may ask for in spec.resources (requests and limits), e.g.
+    # {"cpu": "4", "memory": "8Gi"}; a task asking for more fails with InvalidSpec. Empty: no cap.
+    max_runner_resources: dict[str, str] = Field(default_factory=dict)
+    # Let a task set its own nodeSelector, tolerations and imagePullSecrets (placement).
+    allow_placement_override: bool = False
     # Upper bound of maxAttempts a task may ask for.
     max_attempts_ceiling: int = MAX_ATTEMPTS_CEILING
     # Backstop: Kubernetes deletes a finished Job after this many seconds even if the operator

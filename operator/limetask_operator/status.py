@@ -24,7 +24,7 @@ from lime_task.resource import (
     SUCCESS,
 )
 
-from .manifests import job_name, spec_hash
+from .manifests import job_name, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
 
 WORKER_LOST = "WorkerLost"
@@ -133,10 +133,18 @@ def condition(previous: list[dict[str, Any]], status: str, reason: str, message:
     }]
 
 
-def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True) -> str | None:
+def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True,
+               resource_caps: dict[str, str] | None = None, allow_placement_override: bool = True) -> str | None:
     """What is wrong with a spec the schema let through, or None."""
     if spec.get("image") and not allow_image_override:
         return "this cluster does not allow a task to choose its image (spec.image); ask the platform team"
+    placement = [f for f in ("nodeSelector", "tolerations", "imagePullSecrets") if spec.get(f)]
+    if placement and not allow_placement_override:
+        return (f"this cluster does not allow a task to set {', '.join('spec.' + f for f in placement)}; "
+                f"ask the platform team")
+    over = resources_over(spec.get("resources") or {}, resource_caps or {})
+    if over:
+        return "spec.resources asks for more than this cluster allows: " + "; ".join(over)
     import json
 
     size = len(json.dumps([spec.get("args") or [], spec.get("kwargs") or {}], separators=(",", ":")).encode())
@@ -149,7 +157,8 @@ def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = 
 
 def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
            max_attempts_ceiling: int, pods_fresh: bool = False, jobs_gone: frozenset[int] = frozenset(),
-           allow_image_override: bool = True) -> Plan:
+           allow_image_override: bool = True, resource_caps: dict[str, str] | None = None,
+           allow_placement_override: bool = True) -> Plan:
     st = task.status
     ts = now_iso(now)
     plan = Plan()
@@ -191,7 +200,8 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     if st.get("specHash") and st["specHash"] != current_hash:
         return final(FAILURE, SPEC_CHANGED, "the spec changed after the task was accepted; the spec is "
                      "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)
-    problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override)
+    problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override, resource_caps,
+                         allow_placement_override)
     if problem and attempt == 0:
         return final(FAILURE, INVALID_SPEC, problem, error_type=INVALID_SPEC)
 

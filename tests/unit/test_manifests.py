@@ -297,3 +297,43 @@ def test_image_override_denied_uses_the_default_image() -> None:
 def test_empty_image_uses_the_default() -> None:
     job = build_job(task_view(image=""), 1, SETTINGS)
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == SETTINGS.runner_image
+
+
+# -- per-task placement and resource caps ------------------------------------------------------
+
+def test_quantities() -> None:
+    from limetask_operator.manifests import quantity
+
+    assert quantity("500m") == 0.5
+    assert quantity("2") == 2 and quantity(2) == 2
+    assert quantity("1Gi") == 2**30 and quantity("128Mi") == 128 * 2**20
+    assert quantity("1G") == 10**9
+    with pytest.raises(ValueError):
+        quantity("lots")
+
+
+def test_resources_over_the_caps() -> None:
+    from limetask_operator.manifests import resources_over
+
+    caps = {"cpu": "2", "memory": "4Gi"}
+    assert resources_over({"limits": {"cpu": "1500m", "memory": "4Gi"}}, caps) == []
+    over = resources_over({"requests": {"cpu": "3"}, "limits": {"memory": "8Gi", "gpu": "9"}}, caps)
+    assert over == ["requests.cpu=3 is over the cap of 2", "limits.memory=8Gi is over the cap of 4Gi"]
+    assert resources_over({"limits": {"cpu": "a lot"}}, caps) == ["limits.cpu='a lot' is not a quantity"]
+    assert resources_over({"limits": {"memory": "64Gi"}}, {}) == []
+
+
+def test_placement_overrides_only_when_allowed() -> None:
+    view = task_view()
+    spec = dict(view.spec, nodeSelector={"pool": "tasks"}, imagePullSecrets=["regcred"],
+                tolerations=[{"key": "dedicated", "operator": "Equal", "value": "tasks", "effect": "NoSchedule"}])
+    own = TaskView(**{**view.__dict__, "spec": spec})
+    base = SETTINGS.model_copy(update={"runner_node_selector": {"kubernetes.io/os": "linux"},
+                                       "runner_image_pull_secrets": ["platform"]})
+    denied = build_job(own, 1, base)["spec"]["template"]["spec"]
+    assert denied["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert denied["imagePullSecrets"] == [{"name": "platform"}] and "tolerations" not in denied
+    allowed = build_job(own, 1, base.model_copy(update={"allow_placement_override": True}))["spec"]["template"]["spec"]
+    assert allowed["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "tasks"}
+    assert allowed["imagePullSecrets"] == [{"name": "platform"}, {"name": "regcred"}]
+    assert allowed["tolerations"][0]["key"] == "dedicated"

@@ -654,3 +654,24 @@ def test_image_override_refused_when_the_platform_does_not_allow_it() -> None:
     assert plan.status["error"]["reason"] == "InvalidSpec" and "image" in plan.status["error"]["message"]
     allowed = _derive(_TV.from_body(body), {}, {}, _dt.datetime.now(_dt.timezone.utc), 10, allow_image_override=True)
     assert allowed.create_attempt == 1
+
+
+def test_resource_caps_and_placement_are_checked_before_any_job() -> None:
+    import datetime as _dt
+
+    from limetask_operator.model import TaskView as _TV
+    from limetask_operator.status import derive as _derive
+
+    def plan(spec: dict[str, object], **kw: object) -> object:
+        body = {"metadata": {"name": "t1", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1"},
+                "spec": {"task": "pkg.mod.fn", "app": "my-app", **spec}}
+        return _derive(_TV.from_body(body), {}, {}, _dt.datetime.now(_dt.timezone.utc), 10, **kw)  # type: ignore[arg-type]
+
+    big = plan({"resources": {"limits": {"memory": "16Gi"}}}, resource_caps={"memory": "4Gi"})
+    assert big.create_attempt is None and big.status["error"]["reason"] == "InvalidSpec"  # type: ignore[attr-defined]
+    assert "over the cap of 4Gi" in big.status["error"]["message"]  # type: ignore[attr-defined]
+    assert plan({"resources": {"limits": {"memory": "1Gi"}}}, resource_caps={"memory": "4Gi"}).create_attempt == 1  # type: ignore[attr-defined]
+    placed = plan({"nodeSelector": {"pool": "x"}}, allow_placement_override=False)
+    assert placed.status["error"]["reason"] == "InvalidSpec"  # type: ignore[attr-defined]
+    assert "spec.nodeSelector" in placed.status["error"]["message"]  # type: ignore[attr-defined]
+    assert plan({"nodeSelector": {"pool": "x"}}, allow_placement_override=True).create_attempt == 1  # type: ignore[attr-defined]
