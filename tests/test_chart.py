@@ -72,7 +72,6 @@ MODES: dict[str, dict[str, Any]] = {
             "image": {"digest": "sha256:" + "a" * 64},
             "imagePullSecrets": ["acme-registry"],
             "workers": 8,
-            "batchWindow": 0.05,
             "verbose": True,
             "healthPort": 8081,
             "metricsPort": 9091,
@@ -719,7 +718,7 @@ def test_chart_values_reach_the_runner_pods(chart: Any) -> None:
     assert pod["securityContext"]["runAsUser"] == 20000
     assert job["spec"]["ttlSecondsAfterFinished"] == 7200
     assert settings.max_attempts_ceiling == 5 and settings.delete_finished_jobs is False
-    assert settings.workers == 8 and settings.batch_window == 0.05
+    assert settings.workers == 8
     # By default the platform decides the image, whatever the task asks for.
     default = OperatorSettings.from_env(operator_env(render(chart)))
     container = build_job(TaskView.from_body(SAMPLE_TASK), 1, default)["spec"]["template"]["spec"]["containers"][0]

@@ -10,27 +10,12 @@ from typing import Any
 
 import kopf
 
-from lime_task.resource import GROUP, PLURAL, VERSION
-
 from .kube import Kube
 from .reconciler import Reconciler
 from .settings import OperatorSettings
 
 LOG = logging.getLogger("limetask.operator")
 STATE: dict[str, Any] = {}
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """Nothing to compare and nothing to store: the operator has only event and index handlers."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
 
 
 @kopf.on.login()
@@ -51,20 +36,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ours: OperatorSettings = STATE.setdefault("settings", OperatorSettings.from_env())
-    # Events of one object within this window collapse into one; status is derived from the
-    # current objects, so a short window only buys latency (kopf's default is 0.1 s).
-    settings.batching.batch_window = ours.batch_window
-    # Watches that die silently are a known kopf trap: bound every watch request.
-    settings.watching.server_timeout = 120
-    settings.watching.client_timeout = 150
-    settings.watching.connect_timeout = 5
+    # kopf watches nothing here (see watches.py: ours have bounded timeouts); its own API calls
+    # (the liveness probe's, posting) get bounded timeouts too.
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
     # Every INFO line would become a Kubernetes Event, an API write: post warnings only.
     settings.posting.level = logging.WARNING
-    # No handler here detects changes, so kopf need not deep-copy every object it sees to
-    # compare it with the last one (that copying was the largest CPU cost under load).
-    settings.persistence.diffbase_storage = NoDiffBase()
     if ours.metrics_port:
         from . import metrics
 
@@ -78,13 +55,17 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
         metrics.serve(ours.metrics_port, tasks, depth)
         LOG.info("metrics on :%d/metrics", ours.metrics_port)
-    LOG.info("limetask operator: runner image %s, %d workers, batch window %.3fs", ours.runner_image,
-             ours.workers, ours.batch_window)
+    LOG.info("limetask operator: runner image %s, %d workers", ours.runner_image, ours.workers)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def task_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _ensure_reconciler().task_event(event.get("type"), dict(body))
+    # The reconciler starts once kopf has logged in (it reuses those credentials).
+    asyncio.get_running_loop().create_task(_start_after_login(), name="start-reconciler")
+
+
+async def _start_after_login() -> None:
+    while "kube" not in STATE:
+        await asyncio.sleep(0.05)
+    _ensure_reconciler()
 
 
 def _force_exit() -> None:
@@ -98,7 +79,7 @@ def _ensure_reconciler() -> Reconciler:
     if rec is None:
         settings = STATE.setdefault("settings", OperatorSettings.from_env())
         rec = Reconciler(STATE["kube"], settings)
-        rec.start_child_watches(STATE.get("namespaces"))  # Jobs and Pods: see watches.py
+        rec.start_watches(STATE.get("namespaces"))  # LimeTasks, Jobs and Pods: see watches.py
         rec.start()
         STATE["reconciler"] = rec
     return rec

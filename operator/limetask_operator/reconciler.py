@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID
+from lime_task.resource import GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, PLURAL, VERSION
 
 from . import metrics
 from . import status as derivation
@@ -138,8 +138,9 @@ class Reconciler:
         if key in self.caches.tasks:
             self.enqueue(key)
 
-    def resync(self, kind: str, items: list[dict[str, Any]]) -> None:
-        """Replace the cache of Jobs or Pods with a fresh listing; what vanished is reported too."""
+    def resync(self, kind: str, items: list[dict[str, Any]], namespace: str | None = None) -> None:
+        """Replace the cache of Jobs or Pods (of one namespace, or all) with a fresh listing;
+        what vanished is reported too."""
         cache = self.caches.jobs if kind == "jobs" else self.caches.pods
         make = JobView.from_body if kind == "jobs" else PodView.from_body
         fresh: dict[Key, dict[str, Any]] = defaultdict(dict)
@@ -148,23 +149,40 @@ class Reconciler:
             task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
             if task_id:
                 fresh[(meta.get("namespace", ""), task_id)][meta.get("name", "")] = make(body)
-        touched = set(cache) | set(fresh)
-        cache.clear()
+        stale = [k for k in cache if namespace is None or k[0] == namespace]
+        touched = set(stale) | set(fresh)
+        for k in stale:
+            del cache[k]
         cache.update(fresh)
         for key in touched:
             if key in self.caches.tasks:
                 self.enqueue(key)
 
-    def start_child_watches(self, namespaces: list[str] | None) -> None:
-        from .watches import ChildWatch
+    def resync_tasks(self, items: list[dict[str, Any]], namespace: str | None = None) -> None:
+        """A fresh listing of LimeTasks: what vanished while the watch was down goes too."""
+        listed = {((b.get("metadata") or {}).get("namespace", ""), (b.get("metadata") or {}).get("name", ""))
+                  for b in items}
+        for key in [k for k in self.caches.tasks if k not in listed and (namespace is None or k[0] == namespace)]:
+            self.caches.drop_task(key)
+        for body in items:
+            self.task_event("ADDED", body)
+
+    def start_watches(self, namespaces: list[str] | None) -> None:
+        from .watches import ChildWatch, scopes
 
         selector = LABEL_TASK_ID
-        self.child_watches = [
-            ChildWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespaces, self.job_event,
-                       lambda items: self.resync("jobs", items)),
-            ChildWatch(self.kube, "/api/v1", "pods", selector, namespaces, self.pod_event,
-                       lambda items: self.resync("pods", items)),
-        ]
+        self.child_watches = []
+        for namespace, patterns in scopes(namespaces):
+            self.child_watches += [
+                # LimeTasks too: kopf's per-event machinery cost more CPU than the whole
+                # reconcile, and kept each listing alive (see watches.py).
+                ChildWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns, self.task_event,
+                           self.resync_tasks),
+                ChildWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
+                           lambda items, ns: self.resync("jobs", items, ns)),
+                ChildWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
+                           lambda items, ns: self.resync("pods", items, ns)),
+            ]
         for w in self.child_watches:
             self.workers.append(asyncio.create_task(w.run(), name=f"watch-{w.plural}"))
 

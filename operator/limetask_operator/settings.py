@@ -62,8 +62,6 @@ class OperatorSettings(BaseModel):
     retention_seconds: int = Field(default=30 * 24 * 3600, ge=0)
     # Prometheus metrics on this port (0: off).
     metrics_port: int = Field(default=9090, ge=0, le=65535)
-    # kopf's batching window: events of one object closer than this collapse into one.
-    batch_window: float = Field(default=0.01, ge=0, le=5)
 
     @field_validator("max_attempts_ceiling")
     @classmethod

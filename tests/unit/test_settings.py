@@ -40,7 +40,6 @@ def test_json_and_scalar_fields_are_parsed() -> None:
         "LIMETASK_JOB_TTL_SECONDS": "600",
         "LIMETASK_DELETE_FINISHED_JOBS": "0",
         "LIMETASK_WORKERS": "8",
-        "LIMETASK_BATCH_WINDOW": "0.5",
     })
     assert s.runner_image == "registry.example/runner:2"
     assert s.runner_command == ["python3", "-m", "limetask_runner"]
@@ -56,7 +55,6 @@ def test_json_and_scalar_fields_are_parsed() -> None:
     assert s.job_ttl_seconds == 600
     assert s.delete_finished_jobs is False
     assert s.workers == 8
-    assert s.batch_window == 0.5
 
 
 @pytest.mark.parametrize("value, expected", [("true", True), ("True", True), ("1", True), ("yes", True),
@@ -94,7 +92,6 @@ def test_bad_json_names_the_variable(key: str, raw: str) -> None:
     ("LIMETASK_MAX_ATTEMPTS_CEILING", "ten"),
     ("LIMETASK_JOB_TTL_SECONDS", "soon"),
     ("LIMETASK_WORKERS", "many"),
-    ("LIMETASK_BATCH_WINDOW", "fast"),
 ])
 def test_bad_values_name_the_variable(key: str, raw: str) -> None:
     with pytest.raises(SettingsError) as info:
