@@ -106,3 +106,23 @@ def test_operator_stops_cleanly_on_sigterm(alone: Any) -> None:
     op.proc.send_signal(signal.SIGTERM)
     assert op.proc.wait(timeout=20) == 0
     assert "Traceback" not in op.log_path.read_text()
+
+
+def test_metrics_when_events_are_published_before_the_final_write(alone: Any, cluster: Cluster,
+                                                                  namespace: str) -> None:
+    from conftest import broker_url
+
+    port = free_port()
+    alone(LIMETASK_METRICS_PORT=str(port), LIMETASK_BROKER_URL=broker_url())
+    client = TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
+    ids = []
+    for i in range(3):  # the first opens the broker connection; later ones are confirmed inline
+        s = client.send(f"{T}.add", "my-app", [i, 1])
+        client.wait(s.id, "my-app", timeout=60)
+        wait_until(lambda s=s: client.get_status(s.id, "my-app").event_confirmed, timeout=30, message="event")
+        ids.append(s.id)
+    m = scrape(port)
+    assert m['limetask_attempts_bucket{le="1.0"}'] == 3  # a settled task is still counted with its attempts
+    assert m["limetask_run_seconds_count"] == 3
+    assert m["limetask_queue_latency_seconds_count"] == 3
+    assert m['limetask_events_total{outcome="confirmed",sink="broker"}'] >= 3

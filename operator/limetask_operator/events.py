@@ -11,6 +11,7 @@ never holds up task processing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -216,9 +217,7 @@ class EventDispatcher:
         sink = self.sink
         if not isinstance(sink, BrokerSink) or sink.channel is None or sink.channel.is_closed or self.failures:
             return None
-        view = TaskView(namespace=task.namespace, name=task.name, uid=task.uid, generation=task.generation,
-                        resource_version=task.resource_version, spec=task.spec, status=status,
-                        annotations=task.annotations, created=task.created, metadata=task.metadata)
+        view = dataclasses.replace(task, status=status)
         event = build_event(view, self.settings.broker_exchange)
         try:
             await asyncio.wait_for(sink.send(event, view), timeout=min(1.0, self.settings.broker_publish_timeout))

@@ -1,4 +1,7 @@
-"""kopf wiring: thin handlers that feed the reconciler's caches and queue."""
+"""kopf wiring: login, settings, metrics, and starting and stopping the reconciler.
+
+kopf watches no resource here: the reconciler's own watches do (see watches.py).
+"""
 
 from __future__ import annotations
 
@@ -56,33 +59,23 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.serve(ours.metrics_port, tasks, depth)
         LOG.info("metrics on :%d/metrics", ours.metrics_port)
     LOG.info("limetask operator: runner image %s, %d workers", ours.runner_image, ours.workers)
-
-
     # The reconciler starts once kopf has logged in (it reuses those credentials).
-    asyncio.get_running_loop().create_task(_start_after_login(), name="start-reconciler")
+    asyncio.get_running_loop().create_task(_start_after_login(ours), name="start-reconciler")
 
 
-async def _start_after_login() -> None:
+async def _start_after_login(settings: OperatorSettings) -> None:
     while "kube" not in STATE:
         await asyncio.sleep(0.05)
-    _ensure_reconciler()
+    rec = Reconciler(STATE["kube"], settings)
+    rec.start_watches(STATE.get("namespaces"))  # LimeTasks, Jobs and Pods: see watches.py
+    rec.start()
+    STATE["reconciler"] = rec
 
 
 def _force_exit() -> None:
     LOG.warning("the operator did not stop within 15 s of the signal; exiting now")
     logging.shutdown()
     os._exit(0)
-
-
-def _ensure_reconciler() -> Reconciler:
-    rec = STATE.get("reconciler")
-    if rec is None:
-        settings = STATE.setdefault("settings", OperatorSettings.from_env())
-        rec = Reconciler(STATE["kube"], settings)
-        rec.start_watches(STATE.get("namespaces"))  # LimeTasks, Jobs and Pods: see watches.py
-        rec.start()
-        STATE["reconciler"] = rec
-    return rec
 
 
 @kopf.on.cleanup()

@@ -21,7 +21,7 @@ from . import metrics
 from . import status as derivation
 from .events import owes_event
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
-from .manifests import build_job
+from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
 from .settings import OperatorSettings
 
@@ -259,9 +259,7 @@ class Reconciler:
             cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.settings.retention_seconds)
             stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
             expired = [t for t in list(self.caches.tasks.values())
-                       if t.status.get("state") in ("SUCCESS", "FAILURE")
-                       and (t.status.get("event") or {}).get("confirmed")  # its event is delivered
-                       and str(t.status.get("completedAt") or "9") < stamp]
+                       if t.settled and str(t.status.get("completedAt") or "9") < stamp]
             for t in expired:
                 try:
                     await self.kube.delete(task_path(t.namespace, t.name))
@@ -284,8 +282,7 @@ class Reconciler:
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:
-            body = await self.kube.get(jobs_path(task.namespace, build_job(task, plan.verify_job, self.settings)
-                                                 ["metadata"]["name"]))
+            body = await self.kube.get(jobs_path(task.namespace, job_name(task.name, plan.verify_job)))
             if body is not None:
                 self.job_event("ADDED", body)
                 jobs = self.caches.jobs_of(key)
@@ -337,7 +334,9 @@ class Reconciler:
                     self.enqueue(key)
                     return
                 raise
-            view = self.caches.put_task(updated)
+            self.caches.put_task(updated)
+            # The whole new status (the cache keeps only a compact copy of a settled task).
+            view = TaskView.from_body(updated)
             if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
                 metrics.observe_started(view)
             if view.status.get("state") in ("SUCCESS", "FAILURE"):
