@@ -51,6 +51,20 @@ def build_event(task: TaskView, exchange_template: str) -> Event:
     )
 
 
+def delivery_record(event: Event, sink: str, attempts: int, confirmed: bool, now: dt.datetime,
+                    error: str | None = None, delay: float = 0) -> dict[str, Any]:
+    """`status.event`: the outbox entry of a task's completion event."""
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    record: dict[str, Any] = {"messageId": event.message_id, "routingKey": event.routing_key,
+                              "confirmed": confirmed, "deliveryAttempts": attempts, "sink": sink}
+    if confirmed:
+        record["confirmedAt"] = now.strftime(stamp)
+    else:
+        record["lastError"] = error or "unknown error"
+        record["nextAttemptAt"] = (now + dt.timedelta(seconds=delay)).strftime(stamp)
+    return record
+
+
 def owes_event(task: TaskView) -> bool:
     return task.status.get("state") in FINAL_STATES and not (task.status.get("event") or {}).get("confirmed")
 
@@ -225,12 +239,7 @@ class EventDispatcher:
             EVENTS.labels(sink.name, "failed").inc()
             return None
         EVENTS.labels(sink.name, "confirmed").inc()
-        return {"messageId": event.message_id, "routingKey": event.routing_key, "confirmed": True,
-                "confirmedAt": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "deliveryAttempts": 1, "sink": sink.name}
-
-    def unconfirmed(self) -> int:
-        return sum(1 for t in self.tasks.values() if owes_event(t))
+        return delivery_record(event, sink.name, attempts=1, confirmed=True, now=dt.datetime.now(dt.timezone.utc))
 
     def submit(self, key: Key) -> None:
         if key not in self.pending:
@@ -282,16 +291,8 @@ class EventDispatcher:
             task = self.tasks.get(key)
             if task is None or not owes_event(task):
                 return
-            previous = dict(task.status.get("event") or {})
-            record: dict[str, Any] = {
-                "messageId": event.message_id, "routingKey": event.routing_key, "confirmed": confirmed,
-                "deliveryAttempts": int(previous.get("deliveryAttempts") or 0) + 1, "sink": self.sink.name,
-            }
-            if confirmed:
-                record["confirmedAt"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-            else:
-                record["lastError"] = error or "unknown error"
-                record["nextAttemptAt"] = (now + dt.timedelta(seconds=delay)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            attempts = int((task.status.get("event") or {}).get("deliveryAttempts") or 0) + 1
+            record = delivery_record(event, self.sink.name, attempts, confirmed, now, error, delay)
             status = {**task.status, "event": record}
             try:
                 updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
