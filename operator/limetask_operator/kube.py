@@ -64,6 +64,10 @@ class Kube:
                 headers=headers, auth=auth,
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=64),
                 timeout=aiohttp.ClientTimeout(total=30, connect=5),
+                # A watch event is one line, and aiohttp refuses lines over twice this buffer:
+                # with the default (64 KiB) a Job or pod carrying 32 KiB of arguments leaves
+                # little headroom, and a refused line would make the watch relist forever.
+                read_bufsize=2**20,
             )
         return self._session
 
