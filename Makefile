@@ -29,7 +29,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml | deps
+$(STAMP): pyproject.toml examples/acme_solution/pyproject.toml | deps
 	@echo "[venv] creating $(VENV) and installing the project with its extras"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import safejson
 from .application import app_name_of
 from .errors import (
     ClusterError,
@@ -102,12 +103,21 @@ class TaskClient:
                 raise ClusterError(f"{what}: the Kubernetes API is unreachable: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _checked(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`_call`, with every API error as a `ClusterError` (or `NotFoundError` for a 404)."""
+    def _read(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`_call` for a read, parsed here: one object nested too deeply for Python's json must
+        not make a whole listing (or the caller) fail (see safejson)."""
+        response = self._call(what, fn, *args, _preload_content=False, **kwargs)
+        try:
+            return safejson.loads(response.data)
+        except ValueError as exc:
+            raise ClusterError(f"{what}: the Kubernetes API answered with something that is not JSON: {exc}") from exc
+
+    def _read_checked(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`_read`, with every API error as a `ClusterError` (or `NotFoundError` for a 404)."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self._call(what, fn, *args, **kwargs)
+            return self._read(what, fn, *args, **kwargs)
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFoundError(f"{what}: not found ({_api_message(exc)})") from None
@@ -119,7 +129,7 @@ class TaskClient:
         if not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
             raise NotFoundError(f"task {task_id!r} not found")
         try:
-            body: dict[str, Any] = self._call(
+            body: dict[str, Any] = self._read(
                 "get task", self.api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, task_id)
         except ApiException as exc:
             if exc.status == 404:
@@ -198,32 +208,42 @@ class TaskClient:
         if status.is_completed():
             raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished ({status.status})")
         patch = {"metadata": {"annotations": {ANNOTATION_CANCEL: "true"}}}
-        updated = self._checked("cancel task", self.api.patch_namespaced_custom_object,
+        updated = self._read_checked("cancel task", self.api.patch_namespaced_custom_object,
                                 GROUP, VERSION, self.namespace, PLURAL, task_id, patch)
         return TaskStatus.from_resource(updated, self)
 
     def list(self, app_name: str | None = None, state: str | None = None, limit: int | None = None) -> list[TaskStatus]:
+        """The tasks in the namespace, of one application if `app_name` is given.
+
+        An application's tasks are those whose spec.app names it: the ones `send_task` made
+        (labelled with the application) and those made some other way, e.g. with kubectl,
+        without the label. The label is only a filter on the server; spec.app decides.
+        """
         if state is not None and state not in STATES:
             raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
-        selector = f"{LABEL_APP}={check_app_name(app_name)}" if app_name else ""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidTaskError(f"limit must be a whole number of at least 1, got {limit!r}")
+        selectors = [f"{LABEL_APP}={check_app_name(app_name)}", f"!{LABEL_APP}"] if app_name else [""]
         items: list[TaskStatus] = []
-        token = None
-        while True:
-            page = self._checked("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
-                                 self.namespace, PLURAL, label_selector=selector, limit=500,
-                                 **({"_continue": token} if token else {}))
-            for body in page.get("items", []):
-                st = TaskStatus.from_resource(body, self)
-                if app_name and st.app != app_name:
-                    continue
-                if state and st.status != state:
-                    continue
-                items.append(st)
-                if limit and len(items) >= limit:
-                    return items
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+        for selector in selectors:
+            token = None
+            while True:
+                page = self._read_checked("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
+                                          self.namespace, PLURAL, label_selector=selector, limit=500,
+                                          **({"_continue": token} if token else {}))
+                for body in page.get("items", []):
+                    st = TaskStatus.from_resource(body, self)
+                    if app_name and st.app != app_name:
+                        continue
+                    if state and st.status != state:
+                        continue
+                    items.append(st)
+                    if limit and len(items) >= limit:
+                        return items
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        return items
 
     def watch(self, task_id: str, app_name: str, timeout: float | None = None) -> Iterator[TaskStatus]:
         """Every new status of one task until it finishes (first the current one)."""
@@ -274,11 +294,17 @@ class TaskClient:
             except Exception as exc:  # noqa: BLE001 - a dropped watch: read again and go on
                 from urllib3.exceptions import HTTPError
 
-                if not isinstance(exc, HTTPError):
+                # RecursionError: an event too deep for the watch's own json (see safejson).
+                if not isinstance(exc, (HTTPError, RecursionError)):
                     raise
-                time.sleep(0.5)
+                if isinstance(exc, HTTPError):
+                    time.sleep(0.5)
                 body = self._get_for_app(task_id, app_name)
                 version = body["metadata"]["resourceVersion"]
+                new = TaskStatus.from_resource(body, self)
+                if new != current:
+                    current = new
+                    yield current
 
     def wait(self, task_id: str, app_name: str, timeout: float | None = None,
              on_change: Callable[[TaskStatus], Any] | None = None) -> TaskStatus:

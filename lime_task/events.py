@@ -2,7 +2,7 @@
 
 When a task ends, the operator publishes one event to a durable topic exchange (default
 `lime.{app}`) with routing key `core.task.{task_name}.success.v1` or `.failure.v1`, a JSON
-body, persistent delivery and a deterministic `message_id` (`{task id}.{state}`). Delivery is
+body, persistent delivery and a deterministic `message_id` (`{task uid}.{state}`). Delivery is
 at least once: deduplicate by message id, as `consume` does.
 
     import asyncio
@@ -43,8 +43,13 @@ def routing_key(task_name: str, state: str) -> str:
     return f"core.task.{task_name}.{'success' if state == SUCCESS else 'failure'}.v1"
 
 
-def message_id(task_id: str, state: str) -> str:
-    return f"{task_id}.{state}"
+def message_id(task_uid: str, state: str) -> str:
+    """Unique per task incarnation and state: the LimeTask's UID, never reused, not its name.
+
+    The same name in two namespaces, or a task deleted and created again under its name,
+    gets another id, so consumers that drop redeliveries by id never drop a new task's event.
+    """
+    return f"{task_uid}.{state}"
 
 
 def exchange_name(app: str, template: str = DEFAULT_EXCHANGE) -> str:
@@ -52,11 +57,12 @@ def exchange_name(app: str, template: str = DEFAULT_EXCHANGE) -> str:
 
 
 def event_body(task_id: str, namespace: str, spec: Mapping[str, Any], status: Mapping[str, Any],
-               created_at: str | None) -> dict[str, Any]:
+               created_at: str | None, uid: str = "") -> dict[str, Any]:
     """The JSON body of a completion event, from a LimeTask's spec and final status."""
     state = status.get("state")
     body: dict[str, Any] = {
         "id": task_id,
+        "uid": uid,
         "task": spec.get("task"),
         "app": spec.get("app"),
         "namespace": namespace,

@@ -97,6 +97,18 @@ def task(
     return register
 
 
+# Solution packages declare their task modules as entry points of this group, e.g. in
+# pyproject.toml:  [project.entry-points."limetask.tasks"]  acme = "acme_solution.tasks.lime"
+ENTRY_POINT_GROUP = "limetask.tasks"
+
+
+def declared_task_modules() -> list[str]:
+    """The task modules that installed packages declare (entry points `limetask.tasks`)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.value.partition(":")[0].strip() for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
 def registered_tasks() -> dict[str, Task[Any, Any]]:
     """Every task registered in this process, by name."""
     return dict(_REGISTRY)

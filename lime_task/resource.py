@@ -32,8 +32,19 @@ TASK_NAME_MAX = 200
 APP_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 # Arguments travel in the LimeTask and in the Job's environment: keep them small.
 MAX_ARGUMENTS_BYTES = 32 * 1024
+# Arguments nest at most this deep (`[[1]]` is 2): deeper JSON is refused by the client, the
+# HTTP endpoint and the operator alike.
+MAX_ARGUMENT_DEPTH = 64
+# Numbers in arguments stay strictly within this magnitude: the Kubernetes API keeps integers
+# as 64-bit, and turns larger ones into floats (2**64 - 1 arrives as 18446744073709551616).
+MAX_ARGUMENT_NUMBER = 2**63
 # The termination message of a container holds at most 4096 bytes.
 MAX_VERDICT_BYTES = 4096
+
+# A non-negative Kubernetes quantity ("500m", "1Gi", "2", "1e3"): what resources may hold. The
+# CRD and the chart's schema use the same pattern.
+QUANTITY_PATTERN = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_CEILING = 10

@@ -8,7 +8,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import InvalidArgumentsError, InvalidTaskError
-from .resource import APP_NAME_RE, MAX_ARGUMENTS_BYTES, TASK_NAME_MAX, TASK_NAME_RE
+from .resource import (
+    APP_NAME_RE,
+    MAX_ARGUMENT_DEPTH,
+    MAX_ARGUMENT_NUMBER,
+    MAX_ARGUMENTS_BYTES,
+    TASK_NAME_MAX,
+    TASK_NAME_RE,
+)
+from .safejson import depth
 
 
 def check_task_name(name: object) -> str:
@@ -36,13 +44,16 @@ def _check_json_value(value: Any, path: str) -> None:
     if value is None or isinstance(value, (bool, str)):
         return
     if isinstance(value, int):
-        if not -(2**63) <= value < 2**64:
-            raise InvalidArgumentsError(f"{path} is {value}, beyond the 64-bit integers JSON keeps exactly: "
-                                        f"pass it as a string")
+        if not -MAX_ARGUMENT_NUMBER <= value < MAX_ARGUMENT_NUMBER:
+            raise InvalidArgumentsError(f"{path} is {value}, beyond the 64-bit integers the Kubernetes API keeps "
+                                        f"exactly: pass it as a string")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidArgumentsError(f"{path} is {value!r}, which JSON cannot represent")
+        if abs(value) >= MAX_ARGUMENT_NUMBER:
+            raise InvalidArgumentsError(f"{path} is {value!r}, beyond 2**63, which the Kubernetes API does not keep "
+                                        f"exactly: pass it as a string")
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -68,6 +79,13 @@ def _plain(value: Any) -> Any:
 
 def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Return JSON-clean copies of the arguments, or raise `InvalidArgumentsError`."""
+    # First, and without recursion: deeper values would exhaust the interpreter's stack below.
+    nesting = depth([list(args), dict(kwargs)], MAX_ARGUMENT_DEPTH + 1) - 1
+    if nesting > MAX_ARGUMENT_DEPTH:
+        raise InvalidArgumentsError(
+            f"task arguments nest deeper than {MAX_ARGUMENT_DEPTH} levels: pass flatter data, "
+            f"or identifiers that the task looks up"
+        )
     for i, value in enumerate(args):
         _check_json_value(value, f"argument {i + 1}")
     for key, value in kwargs.items():

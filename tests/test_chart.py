@@ -119,7 +119,7 @@ WATCHED_NAMESPACE_RULES = {
     ("limetask.io", "limetasks/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
     ("events.k8s.io", "events"): {"create"},
 }
 WITHOUT_RETENTION_RULES = {**WATCHED_NAMESPACE_RULES, ("limetask.io", "limetasks"): {"get", "list", "watch"}}
@@ -1213,7 +1213,7 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
     allowed = [("get", "limetasks.limetask.io"), ("list", "limetasks.limetask.io"), ("watch", "limetasks.limetask.io"),
                ("update", "limetasks.limetask.io", "--subresource=status"),
                ("create", "jobs.batch"), ("get", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"),
-               ("delete", "jobs.batch"), ("list", "pods"), ("watch", "pods"), ("create", "events"),
+               ("delete", "jobs.batch"), ("list", "pods"), ("watch", "pods"), ("create", "events"), ("list", "events"),
                ("create", "events.events.k8s.io")]
     denied = [("create", "pods"), ("create", "pods", "--subresource=exec"), ("get", "pods"), ("delete", "pods"),
               ("get", "secrets"), ("list", "secrets"), ("create", "limetasks.limetask.io"),

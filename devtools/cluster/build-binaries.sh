@@ -16,6 +16,9 @@ CACHE=${LIMETASK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/limetask}
 BIN="$CACHE/k8s-$K8S_VERSION/bin"
 WORK="$CACHE/k8s-$K8S_VERSION/build"
 BINARIES=(kube-apiserver kube-controller-manager kubectl)
+# Kubernetes 1.20 builds with Debian's Go 1.19 (package golang-1.19-go); a newer `go` on PATH
+# does not build it, so the build always uses this one, whatever PATH says.
+GO_ROOT=/usr/lib/go-1.19
 
 step=""
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -23,9 +26,9 @@ fail() {
   local rc=$?
   printf '\n[build] FAILED at step: %s (exit %s)\n' "$step" "$rc" >&2
   case "$step" in
-    deps) printf '[build] install the build dependencies: apt-get install -y golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev etcd-server\n' >&2 ;;
+    deps) printf '[build] install the build dependencies: apt-get install -y golang-1.19-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev etcd-server\n' >&2 ;;
     source) printf '[build] apt-get source needs dpkg-dev and a reachable Debian mirror (deb-src for the suites in /etc/apt/sources.list.d/debian.sources)\n' >&2 ;;
-    compile) printf '[build] the Go build failed; see the output above. Go 1.19 (golang-go) is what this was tested with. Log: %s\n' "$WORK/make.log" >&2 ;;
+    compile) printf '[build] the Go build failed; see the output above. Go 1.19 (golang-1.19-go) is what this was tested with. Log: %s\n' "$WORK/make.log" >&2 ;;
   esac
   exit "$rc"
 }
@@ -41,13 +44,14 @@ fi
 step=deps
 log "step 1/5: build dependencies"
 missing=()
-for cmd in go rsync jq dpkg-source; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+[ -x "$GO_ROOT/bin/go" ] || missing+=(golang-1.19-go)
+for cmd in rsync jq dpkg-source; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
 [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || missing+=(reflect2)
 if [ ${#missing[@]} -gt 0 ]; then
   log "missing: ${missing[*]}; installing with apt-get"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-1.19-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev >&2
 fi
 
 step=source
@@ -79,7 +83,8 @@ cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "$TREE/vendor/github.c
 sed -i 's#^\# github.com/modern-go/reflect2 v1.0.1#\# github.com/modern-go/reflect2 v1.0.2#' "$TREE/vendor/modules.txt" || true
 
 step=compile
-export GOPATH="$WORK/gopath"
+export GOPATH="$WORK/gopath" GOROOT="$GO_ROOT" PATH="$GO_ROOT/bin:$PATH" GOTOOLCHAIN=local
+log "Go: $(go version)"
 mkdir -p "$GOPATH/src/k8s.io"
 ln -sfn "$TREE" "$GOPATH/src/k8s.io/kubernetes"
 log "step 4/5: compile ${BINARIES[*]} (about 5 minutes on 2 cores; progress every 30 s)"

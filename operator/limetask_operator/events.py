@@ -46,8 +46,8 @@ def build_event(task: TaskView, exchange_template: str) -> Event:
     return Event(
         exchange=exchange_name(app, exchange_template),
         routing_key=routing_key(str(task.spec.get("task")), state),
-        message_id=message_id(task.name, state),
-        body=event_body(task.name, task.namespace, task.spec, task.status, task.created),
+        message_id=message_id(task.uid, state),
+        body=event_body(task.name, task.namespace, task.spec, task.status, task.created, task.uid),
     )
 
 

@@ -1,6 +1,7 @@
-"""kopf wiring: login, settings, metrics, and starting and stopping the reconciler.
+"""kopf wiring: login, settings, metrics, the health probe, and starting and stopping the reconciler.
 
-kopf watches no resource here: the reconciler's own watches do (see watches.py).
+kopf watches no resource here: the reconciler's own watches do (see watches.py). What the
+handlers share travels in kopf's memo (an `OperatorMemo`), made by main.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -18,58 +20,95 @@ from .reconciler import Reconciler
 from .settings import OperatorSettings
 
 LOG = logging.getLogger("limetask.operator")
-STATE: dict[str, Any] = {}
+
+
+@dataclass
+class OperatorMemo:
+    """What the handlers of one operator process share."""
+
+    settings: OperatorSettings
+    namespaces: list[str] | None  # None: every namespace
+    kube: Kube | None = None
+    reconciler: Reconciler | None = None
+    logged_in: asyncio.Event | None = None
+
+
+def _memo(memo: Any) -> OperatorMemo:
+    if not isinstance(memo, OperatorMemo):
+        raise kopf.PermanentError("the operator was started without its memo: use python -m limetask_operator")
+    return memo
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
     """In a pod, the service account; elsewhere LIMETASK_KUBECONFIG, KUBECONFIG or ~/.kube/config."""
+    shared = _memo(memo)
     if os.environ.get("LIMETASK_KUBECONFIG"):
         os.environ["KUBECONFIG"] = os.environ["LIMETASK_KUBECONFIG"]
     info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is not None:
-        kube = STATE.get("kube")
-        if kube is None:
-            STATE["kube"] = Kube(info)
-        elif kube.info != info:
-            kube.use(info)  # new credentials (a rotated token): every user of it sees them
+        if shared.kube is None:
+            shared.kube = Kube(info)
+        elif shared.kube.info != info:
+            shared.kube.use(info)  # new credentials (a rotated token): every user of it sees them
+        if shared.logged_in is not None:
+            shared.logged_in.set()
     return info
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    ours: OperatorSettings = STATE.setdefault("settings", OperatorSettings.from_env())
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    shared = _memo(memo)
+    ours = shared.settings
     # kopf watches nothing here (see watches.py: ours have bounded timeouts); its own API calls
     # (the liveness probe's, posting) get bounded timeouts too.
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
     # Every INFO line would become a Kubernetes Event, an API write: post warnings only.
     settings.posting.level = logging.WARNING
+    shared.logged_in = asyncio.Event()
+    if shared.kube is not None:
+        shared.logged_in.set()
     if ours.metrics_port:
         from . import metrics
 
         def tasks() -> dict[Any, Any]:
-            rec = STATE.get("reconciler")
-            return rec.caches.tasks if rec is not None else {}
+            return shared.reconciler.caches.tasks if shared.reconciler is not None else {}
 
         def depth() -> int:
-            rec = STATE.get("reconciler")
-            return rec.queue.qsize() if rec is not None else 0
+            return shared.reconciler.queue.qsize() if shared.reconciler is not None else 0
 
         metrics.serve(ours.metrics_port, tasks, depth)
         LOG.info("metrics on :%d/metrics", ours.metrics_port)
     LOG.info("limetask operator: runner image %s, %d workers", ours.runner_image, ours.workers)
     # The reconciler starts once kopf has logged in (it reuses those credentials).
-    asyncio.get_running_loop().create_task(_start_after_login(ours), name="start-reconciler")
+    asyncio.get_running_loop().create_task(_start_after_login(shared), name="start-reconciler")
 
 
-async def _start_after_login(settings: OperatorSettings) -> None:
-    while "kube" not in STATE:
-        await asyncio.sleep(0.05)
-    rec = Reconciler(STATE["kube"], settings)
-    rec.start_watches(STATE.get("namespaces"))  # LimeTasks, Jobs and Pods: see watches.py
+async def _start_after_login(shared: OperatorMemo) -> None:
+    assert shared.logged_in is not None
+    await shared.logged_in.wait()
+    assert shared.kube is not None
+    rec = Reconciler(shared.kube, shared.settings)
+    rec.start_watches(shared.namespaces)  # LimeTasks, Jobs and Pods: see watches.py
     rec.start()
-    STATE["reconciler"] = rec
+    shared.reconciler = rec
+
+
+@kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
+def watches_probe(memo: Any, **_: Any) -> str:
+    """The liveness and readiness probe (/healthz) fails while a watch keeps failing.
+
+    An operator whose watches are dead processes nothing while looking alive; failing the
+    probe makes that visible, and lets Kubernetes restart it.
+    """
+    rec = _memo(memo).reconciler
+    if rec is None:
+        return "starting"
+    problems = rec.health()
+    if problems:
+        raise kopf.PermanentError("; ".join(problems))
+    return f"{len(rec.watches)} watches ok"
 
 
 def _force_exit() -> None:
@@ -79,18 +118,19 @@ def _force_exit() -> None:
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
+async def cleanup(memo: Any, **_: Any) -> None:
     # A stop must not hang on a stuck connection: whatever is not done in 15 s is cut short.
     # Nothing is lost by that: all state lives in the LimeTasks.
     watchdog = threading.Timer(15, _force_exit)
     watchdog.daemon = True
     watchdog.start()
-    rec = STATE.pop("reconciler", None)
+    shared = _memo(memo)
+    rec, shared.reconciler = shared.reconciler, None
     if rec is not None:
         try:
             await asyncio.wait_for(rec.stop(), timeout=10)
         except asyncio.TimeoutError:
             LOG.warning("reconcile workers did not stop within 10 s; leaving them")
-    kube = STATE.pop("kube", None)
+    kube, shared.kube = shared.kube, None
     if kube is not None:
         await kube.close()

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from lime_task import safejson
+
 from .metrics import API_ERRORS
 
 LOG = logging.getLogger("limetask.operator.kube")
@@ -87,10 +89,10 @@ class Kube:
                 ) as resp:
                     text = await resp.text()
                     if resp.status < 300:
-                        return json.loads(text) if text else None
+                        return safejson.loads(text) if text else None
                     try:
-                        message = json.loads(text).get("message", text)
-                    except ValueError:
+                        message = safejson.loads(text).get("message", text)
+                    except (ValueError, AttributeError):
                         message = text[:200]
                     if resp.status not in (404, 409):
                         API_ERRORS.labels(method, str(resp.status)).inc()

@@ -42,19 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import kopf
 
-    from . import handlers
+    from .handlers import OperatorMemo
 
-    handlers.STATE["settings"] = settings
     namespaces = args.namespace or [n.strip() for n in os.environ.get("LIMETASK_NAMESPACES", "").split(",")
                                     if n.strip()]
     clusterwide = args.all_namespaces or not namespaces
-    handlers.STATE["namespaces"] = None if clusterwide else namespaces
+    memo = OperatorMemo(settings=settings, namespaces=None if clusterwide else namespaces)
     try:
         asyncio.run(kopf.operator(
             clusterwide=clusterwide,
             namespaces=[] if clusterwide else namespaces,
             standalone=True,
             liveness_endpoint=args.liveness or None,
+            memo=memo,
         ))
     except KeyboardInterrupt:
         pass

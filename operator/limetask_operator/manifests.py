@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from lime_task.resource import (
@@ -12,6 +13,7 @@ from lime_task.resource import (
     LABEL_APP,
     LABEL_ATTEMPT,
     LABEL_TASK_ID,
+    QUANTITY_RE,
 )
 
 from .model import CONTAINER, TaskView
@@ -22,13 +24,29 @@ JOB_NAME_MAX = 52  # pods add "-xxxxx", and the job-name label must stay within 
 
 
 def job_name(task_name: str, attempt: int) -> str:
-    """Deterministic: a restarted operator finds the Job it made instead of making another."""
+    """Deterministic: a restarted operator finds the Job it made instead of making another.
+
+    `{task}-{attempt}` when that fits; else the task name shortened with a hash of all of it,
+    `{head}-{hash}-a{attempt}`. A plain name always ends in `-` and digits, a shortened one
+    never does, so the two forms can never name the same Job for two different tasks.
+    """
     name = f"{task_name}-{attempt}"
     if len(name) <= JOB_NAME_MAX:
         return name
-    digest = hashlib.sha256(task_name.encode()).hexdigest()[:8]
-    head = task_name[: JOB_NAME_MAX - len(digest) - len(str(attempt)) - 2].rstrip("-.")
-    return f"{head}-{digest}-{attempt}"
+    digest = hashlib.sha256(task_name.encode()).hexdigest()[:12]
+    tail = f"-{digest}-a{attempt}"
+    head = task_name[: JOB_NAME_MAX - len(tail)].rstrip("-.")
+    return f"{head}{tail}"
+
+
+def env_json(value: Any) -> str:
+    """JSON for an environment variable, with no `$` in it.
+
+    Kubernetes expands `$(VAR)` in env values and turns `$$` into `$`, so a `$` would reach
+    the task changed. In JSON a `$` can only stand inside a string, where `\\u0024` is the
+    same character: the runner's json.loads gives back the arguments byte for byte.
+    """
+    return json.dumps(value, separators=(",", ":")).replace("$", "\\u0024")
 
 
 HASHED_SPEC_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "image",
@@ -59,8 +77,8 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings) -> dict[
         "LIMETASK_TASK_ID": task.name,
         "LIMETASK_TASK": spec["task"],
         "LIMETASK_APP": spec["app"],
-        "LIMETASK_ARGS": json.dumps(spec.get("args") or [], separators=(",", ":")),
-        "LIMETASK_KWARGS": json.dumps(spec.get("kwargs") or {}, separators=(",", ":")),
+        "LIMETASK_ARGS": env_json(spec.get("args") or []),
+        "LIMETASK_KWARGS": env_json(spec.get("kwargs") or {}),
         "LIMETASK_ATTEMPT": str(attempt),
         "LIMETASK_NAMESPACE": task.namespace,
         "LIMETASK_VERDICT_PATH": TERMINATION_MESSAGE_PATH,
@@ -148,27 +166,66 @@ _SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "E
 
 
 def quantity(value: object) -> float:
-    """A Kubernetes quantity ("500m", "1Gi", 2) as a number; ValueError when it is not one."""
+    """A non-negative Kubernetes quantity ("500m", "1Gi", 2) as a number.
+
+    ValueError for anything else: "inf", "-1Gi", "lots", True. The same grammar as the API
+    server's, so what passes here is what a pod accepts.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{value!r} is not a quantity")
     text = str(value).strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix) and text[: -len(suffix)]:
-            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(text)
+    match = QUANTITY_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{value!r} is not a quantity (e.g. 500m, 2, 1Gi)")
+    number, suffix = float(match.group(1)), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        amount = number * 10.0 ** int(suffix[1:]) if int(suffix[1:]) < 300 else math.inf
+    else:
+        amount = number * _SUFFIXES.get(suffix, 1)
+    if not math.isfinite(amount):
+        raise ValueError(f"{value!r} is too large")
+    return amount
 
 
-def resources_over(asked: dict[str, Any], caps: dict[str, str]) -> list[str]:
-    """What in a task's resources is over the platform's caps (or is not a quantity)."""
+def quantity_problems(resources: dict[str, Any], where: str) -> list[str]:
+    """What in a requests/limits map is not a non-negative quantity."""
     problems = []
     for kind in ("requests", "limits"):
-        for name, value in (asked.get(kind) or {}).items():
+        section = resources.get(kind) or {}
+        if not isinstance(section, dict):
+            problems.append(f"{where}.{kind} must be a map of resource name to quantity")
+            continue
+        for name, value in section.items():
             try:
-                amount = quantity(value)
-            except ValueError:
-                problems.append(f"{kind}.{name}={value!r} is not a quantity")
+                quantity(value)
+            except ValueError as exc:
+                problems.append(f"{where}.{kind}.{name}: {exc}")
+    return problems
+
+
+def resources_over(asked: dict[str, Any], caps: dict[str, Any], deny_unlisted: bool = False) -> list[str]:
+    """What in a task's resources is over the platform's caps, not a quantity, or (with
+    `deny_unlisted` and caps set) a resource the caps do not list."""
+    problems = quantity_problems(asked, "spec.resources")
+    if problems:
+        return problems
+    for kind in ("requests", "limits"):
+        for name, value in (asked.get(kind) or {}).items():
+            if name not in caps:
+                if caps and deny_unlisted:
+                    problems.append(f"{kind}.{name} is not a resource this cluster lets a task set "
+                                    f"(allowed: {', '.join(sorted(caps))})")
                 continue
-            if name in caps and amount > quantity(caps[name]):
+            if quantity(value) > quantity(caps[name]):
                 problems.append(f"{kind}.{name}={value} is over the cap of {caps[name]}")
     return problems
+
+
+def requests_over_limits(resources: dict[str, Any]) -> list[str]:
+    """Requests above their limits, which the API server refuses for a pod."""
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    return [f"requests.{name}={value} is above limits.{name}={limits[name]}"
+            for name, value in requests.items() if name in limits and quantity(value) > quantity(limits[name])]
 
 
 def merge_resources(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

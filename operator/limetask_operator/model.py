@@ -59,11 +59,15 @@ class TaskView:
             (self.status.get("event") or {}).get("confirmed"))
 
     def with_status(self, status: dict[str, Any]) -> dict[str, Any]:
-        """The whole object with a new status, for a PUT to the status subresource."""
+        """The body of a PUT to the status subresource.
+
+        The API server takes only the status (and the resourceVersion precondition) from it
+        and keeps the stored spec, so the spec is not sent: it may be up to 32 KiB, and a
+        hostile one may not even survive being serialised again.
+        """
         from lime_task.resource import API_VERSION, KIND
 
-        return {"apiVersion": API_VERSION, "kind": KIND, "metadata": self.metadata, "spec": self.spec,
-                "status": status}
+        return {"apiVersion": API_VERSION, "kind": KIND, "metadata": self.metadata, "status": status}
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class JobView:
     failed_message: str | None = None
     active: int = 0
     deleting: bool = False
+    created: str = ""
 
     @property
     def finished(self) -> bool:
@@ -99,7 +104,7 @@ class JobView:
         return cls(name=meta.get("name", ""), task_id=labels.get(LABEL_TASK_ID, ""),
                    attempt=_int(labels.get(LABEL_ATTEMPT)), complete=complete, failed=failed,
                    failed_reason=reason, failed_message=message, active=int(st.get("active") or 0),
-                   deleting=bool(meta.get("deletionTimestamp")))
+                   deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class PodView:
     terminated: dict[str, Any] | None = None
     deleting: bool = False
     created: str = ""
+    # Why a pod that has not started waits, when it is more than the usual start-up
+    # (unschedulable, an image that cannot be pulled, ...): (reason, message).
+    waiting: tuple[str, str] | None = None
 
     @property
     def ended(self) -> bool:
@@ -129,7 +137,10 @@ class PodView:
         for c in st.get("conditions") or []:
             if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
                 disruption = c.get("message") or c.get("reason") or "disrupted"
-        running = terminated = None
+        running = terminated = waiting = None
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason"):
+                waiting = (str(c["reason"]), str(c.get("message") or ""))
         statuses = st.get("containerStatuses") or []
         mine = next((s for s in statuses if s.get("name") == CONTAINER), statuses[0] if statuses else None)
         if mine:
@@ -138,11 +149,15 @@ class PodView:
                 running = (state["running"] or {}).get("startedAt") or ""
             if "terminated" in state:
                 terminated = dict(state["terminated"] or {})
+            why = (state.get("waiting") or {}).get("reason")
+            if why and why not in ("ContainerCreating", "PodInitializing"):
+                waiting = (str(why), str((state.get("waiting") or {}).get("message") or ""))
         return cls(name=meta.get("name", ""), task_id=labels.get(LABEL_TASK_ID, ""),
                    attempt=_int(labels.get(LABEL_ATTEMPT)), phase=st.get("phase") or "Pending",
                    reason=st.get("reason"), message=st.get("message"), disruption=disruption,
                    running_since=running, terminated=terminated,
-                   deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "")
+                   deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "",
+                   waiting=waiting)
 
 
 def _int(value: Any) -> int:

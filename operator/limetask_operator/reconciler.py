@@ -1,6 +1,7 @@
 """The reconcile loop: a de-duplicating work queue of tasks, a few workers, and caches.
 
-kopf's watches feed the caches (LimeTasks, Jobs, Pods) and put task keys on the queue.
+The operator's own watches (watches.py) feed the caches (LimeTasks, Jobs, Pods) and put task
+keys on the queue.
 A worker takes a key, derives the plan from what the caches hold now (status.derive), and
 carries it out: create the attempt's Job, write the status, delete finished Jobs. A key is
 never worked on by two workers at once; one that changes meanwhile is queued again.
@@ -51,6 +52,14 @@ def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if k == "result" else clean(v)) for k, v in status.items() if v != "" or k == "result"}
 
 
+class JobRefused(Exception):
+    """The API server refused to create a Job (400, 403 or 422)."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Caches:
     def __init__(self) -> None:
         self.tasks: dict[Key, TaskView] = {}
@@ -93,7 +102,8 @@ class Reconciler:
         self.dirty: set[Key] = set()
         self.workers: list[asyncio.Task[None]] = []
         self.retries: dict[Key, int] = {}
-        self.child_watches: list[Any] = []
+        self.watches: list[Any] = []
+        self.watch_tasks: list[asyncio.Task[None]] = []
         from .events import EventDispatcher
 
         self.events = EventDispatcher(kube, settings, self.caches.tasks, self.caches.put_task)
@@ -168,27 +178,34 @@ class Reconciler:
             self.task_event("ADDED", body)
 
     def start_watches(self, namespaces: list[str] | None) -> None:
-        from .watches import ChildWatch, scopes
+        from .watches import ResourceWatch, scopes
 
         selector = LABEL_TASK_ID
-        self.child_watches = []
+        self.watches = []
         for namespace, patterns in scopes(namespaces):
-            self.child_watches += [
-                # LimeTasks too: kopf's per-event machinery cost more CPU than the whole
-                # reconcile, and kept each listing alive (see watches.py).
-                ChildWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns, self.task_event,
-                           self.resync_tasks),
-                ChildWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
-                           lambda items, ns: self.resync("jobs", items, ns)),
-                ChildWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
-                           lambda items, ns: self.resync("pods", items, ns)),
+            self.watches += [
+                ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns,
+                              self.task_event, self.resync_tasks),
+                ResourceWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
+                              lambda items, ns: self.resync("jobs", items, ns)),
+                ResourceWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
+                              lambda items, ns: self.resync("pods", items, ns)),
             ]
-        for w in self.child_watches:
-            self.workers.append(asyncio.create_task(w.run(), name=f"watch-{w.plural}"))
+        self.watch_tasks = [asyncio.create_task(w.run(), name=f"watch-{w.plural}-{w.namespace or 'all'}")
+                            for w in self.watches]
 
-    async def _children_synced(self) -> None:
-        for w in self.child_watches:
+    async def _watches_synced(self) -> None:
+        for w in self.watches:
             await w.synced.wait()
+
+    def health(self, grace: float = 60.0) -> list[str]:
+        """What is wrong with the watches (for the health probe): empty when all is well."""
+        now = asyncio.get_running_loop().time()
+        problems = [p for w in self.watches if (p := w.problem(now, grace)) is not None]
+        for t in self.watch_tasks:
+            if t.done() and not t.cancelled():
+                problems.append(f"{t.get_name()} stopped: {t.exception()!r}")
+        return problems
 
     # -- working ------------------------------------------------------------------------
     def start(self) -> None:
@@ -200,16 +217,17 @@ class Reconciler:
         self.workers.append(asyncio.create_task(self._trim_memory(), name="trim-memory"))
 
     async def stop(self) -> None:
-        for w in self.workers:
+        for w in [*self.workers, *self.watch_tasks]:
             w.cancel()
-        await asyncio.gather(*self.workers, return_exceptions=True)
+        await asyncio.gather(*self.workers, *self.watch_tasks, return_exceptions=True)
         self.workers.clear()
+        self.watch_tasks.clear()
         await self.events.stop()
 
     async def _worker(self) -> None:
         # Decide nothing before the first listing of Jobs and Pods: an empty cache would
         # only cost needless API reads.
-        await self._children_synced()
+        await self._watches_synced()
         while True:
             key = await self.queue.get()
             self.queued.discard(key)
@@ -278,7 +296,9 @@ class Reconciler:
             return derivation.derive(task, jobs, pods, now, self.settings.max_attempts_ceiling,
                                      allow_image_override=self.settings.allow_image_override,
                                      resource_caps=self.settings.max_runner_resources,
-                                     allow_placement_override=self.settings.allow_placement_override, **kw)
+                                     allow_placement_override=self.settings.allow_placement_override,
+                                     runner_resources=self.settings.runner_resources,
+                                     deny_unlisted_resources=self.settings.deny_unlisted_resources, **kw)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:
@@ -295,17 +315,43 @@ class Reconciler:
             for item in (fresh or {}).get("items", []):
                 self.pod_event("MODIFIED", item)
             plan = decide(jobs, self.caches.pods_of(key), pods_fresh=True)
+        if plan.check_admission is not None:
+            plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
-        await self.carry_out(task, plan)
+        try:
+            await self.carry_out(task, plan)
+        except JobRefused as refusal:
+            # The API server will not take this attempt's Job as it is: decide again knowing that.
+            LOG.warning("task %s/%s: %s", key[0], key[1], refusal.error)
+            plan = decide(jobs, pods, job_refused=(refusal.error.status, refusal.error.message))
+            await self.carry_out(task, plan)
+        if plan.recheck_after is not None:
+            self.enqueue_later(key, plan.recheck_after)
         current = self.caches.tasks.get(key)
         if current is not None and owes_event(current):
             self.events.submit(key)
+
+    async def _pod_refusal(self, task: TaskView, attempt: int) -> str:
+        """The job controller's last complaint about creating this attempt's pod, or ""."""
+        found = await self.kube.request("GET", f"/api/v1/namespaces/{task.namespace}/events", params={
+            "fieldSelector": f"involvedObject.kind=Job,involvedObject.name={job_name(task.name, attempt)},"
+                             f"reason=FailedCreate", "limit": "20"})
+        items = (found or {}).get("items") or []
+        items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return str(items[-1].get("message") or "refused") if items else ""
 
     async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
         key = (task.namespace, task.name)
         if plan.create_attempt is not None:
             job = build_job(task, plan.create_attempt, self.settings)
-            created = await self.kube.create(jobs_path(task.namespace), job)
+            try:
+                created = await self.kube.create(jobs_path(task.namespace), job)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return  # the namespace is going away
+                if exc.status in (400, 403, 422):
+                    raise JobRefused(exc) from exc
+                raise
             if created is not None:
                 metrics.JOBS_CREATED.inc()
                 LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,

@@ -35,7 +35,10 @@ class OperatorSettings(BaseModel):
     allow_image_override: bool = False
     # The most a task may ask for in spec.resources (requests and limits), e.g.
     # {"cpu": "4", "memory": "8Gi"}; a task asking for more fails with InvalidSpec. Empty: no cap.
-    max_runner_resources: dict[str, str] = Field(default_factory=dict)
+    max_runner_resources: dict[str, str | int | float] = Field(default_factory=dict)
+    # With caps set, a task may set only the resources the caps list: `nvidia.com/gpu: 64` is
+    # refused unless the caps name nvidia.com/gpu. False lets unlisted resources through.
+    deny_unlisted_resources: bool = True
     # Let a task set its own nodeSelector, tolerations and imagePullSecrets (placement).
     allow_placement_override: bool = False
     # Upper bound of maxAttempts a task may ask for.
@@ -62,6 +65,31 @@ class OperatorSettings(BaseModel):
     retention_seconds: int = Field(default=30 * 24 * 3600, ge=0)
     # Prometheus metrics on this port (0: off).
     metrics_port: int = Field(default=9090, ge=0, le=65535)
+
+    @field_validator("max_runner_resources")
+    @classmethod
+    def _caps(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .manifests import quantity
+
+        for name, value in v.items():
+            try:
+                quantity(value)
+            except ValueError as exc:
+                raise ValueError(f"the cap of {name!r}: {exc}") from None
+        return v
+
+    @field_validator("runner_resources")
+    @classmethod
+    def _defaults(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .manifests import quantity_problems, requests_over_limits
+
+        unknown = set(v) - {"requests", "limits"}
+        if unknown:
+            raise ValueError(f"only requests and limits are allowed, not {', '.join(sorted(unknown))}")
+        problems = quantity_problems(v, "runner resources") or requests_over_limits(v)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
     @field_validator("max_attempts_ceiling")
     @classmethod

@@ -12,19 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lime_task import verdict as verdicts
+from lime_task.errors import InvalidArgumentsError
 from lime_task.events import message_id, routing_key
 from lime_task.resource import (
     ANNOTATION_CANCEL,
     DEFAULT_MAX_ATTEMPTS,
     FAILURE,
     FINAL_STATES,
-    MAX_ARGUMENTS_BYTES,
     PENDING,
     STARTED,
     SUCCESS,
 )
+from lime_task.validation import check_arguments
 
-from .manifests import job_name, resources_over, spec_hash
+from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
 
 WORKER_LOST = "WorkerLost"
@@ -33,7 +34,13 @@ CANCELLED = "Cancelled"
 RETRIES_EXHAUSTED = "RetriesExhausted"
 SPEC_CHANGED = "SpecChanged"
 INVALID_SPEC = "InvalidSpec"
+QUOTA_EXCEEDED = "QuotaExceeded"
+JOB_REFUSED = "JobRefused"
+POD_REFUSED = "PodRefused"
 HISTORY_MAX = 10
+NAME_MAX = 63  # a label value
+# A Job with no pod this long after it was made: ask why (the job controller's events).
+ADMISSION_GRACE_SECONDS = 3.0
 
 
 @dataclass
@@ -47,6 +54,10 @@ class Plan:
     need_fresh_pods: int | None = None
     # The status says this attempt's Job was made, the cache does not have it: check the API.
     verify_job: int | None = None
+    # This attempt's Job has no pod yet: read the job controller's events to learn why.
+    check_admission: int | None = None
+    # Nothing will change by itself that a watch would see: reconcile again after this long.
+    recheck_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class TimedOut:
 @dataclass(frozen=True)
 class Running:
     started: str | None  # None: still pending
+    waiting: tuple[str, str] | None = None  # why a pending pod waits, beyond the usual start-up
 
 
 Outcome = verdicts.Verdict | Lost | TimedOut | Running
@@ -112,7 +124,7 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
         return Lost(describe_lost(ended[0]))
     if running:
         started = next((p.running_since for p in running if p.running_since is not None), None)
-        return Running(started)
+        return Running(started, next((p.waiting for p in running if p.waiting), None))
     if job_gone:
         return Lost("the Job of this attempt was deleted before the task finished")
     if job is not None and job.finished:
@@ -134,22 +146,35 @@ def condition(previous: list[dict[str, Any]], status: str, reason: str, message:
 
 
 def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True,
-               resource_caps: dict[str, str] | None = None, allow_placement_override: bool = True) -> str | None:
-    """What is wrong with a spec the schema let through, or None."""
+               resource_caps: dict[str, Any] | None = None, allow_placement_override: bool = True,
+               runner_resources: dict[str, Any] | None = None, deny_unlisted_resources: bool = False) -> str | None:
+    """What is wrong with a spec the schema let through, or None.
+
+    Everything the API server would refuse in the Job is caught here first, so that the task
+    fails with a message that speaks of its own spec.
+    """
     if spec.get("image") and not allow_image_override:
         return "this cluster does not allow a task to choose its image (spec.image); ask the platform team"
     placement = [f for f in ("nodeSelector", "tolerations", "imagePullSecrets") if spec.get(f)]
     if placement and not allow_placement_override:
         return (f"this cluster does not allow a task to set {', '.join('spec.' + f for f in placement)}; "
                 f"ask the platform team")
-    over = resources_over(spec.get("resources") or {}, resource_caps or {})
+    asked = spec.get("resources") or {}
+    over = resources_over(asked, resource_caps or {}, deny_unlisted_resources)
     if over:
         return "spec.resources asks for more than this cluster allows: " + "; ".join(over)
-    import json
-
-    size = len(json.dumps([spec.get("args") or [], spec.get("kwargs") or {}], separators=(",", ":")).encode())
-    if size > MAX_ARGUMENTS_BYTES:
-        return f"arguments take {size} bytes as JSON, over the limit of {MAX_ARGUMENTS_BYTES}"
+    inverted = requests_over_limits(merge_resources(runner_resources or {}, asked))
+    if inverted:
+        return ("spec.resources, with the cluster's defaults for runners, has " + "; ".join(inverted)
+                + ": raise the limit in spec.resources.limits too")
+    args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return "spec.args must be an array and spec.kwargs an object"
+    try:
+        # The client's own checks: depth, numbers the API keeps exactly, size.
+        check_arguments(args, kwargs)
+    except InvalidArgumentsError as exc:
+        return f"spec.args/kwargs: {exc}"
     if spec.get("acksLate") and int(spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS) > ceiling:
         return f"maxAttempts {spec.get('maxAttempts')} is over this cluster's ceiling of {ceiling}"
     return None
@@ -157,8 +182,16 @@ def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = 
 
 def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
            max_attempts_ceiling: int, pods_fresh: bool = False, jobs_gone: frozenset[int] = frozenset(),
-           allow_image_override: bool = True, resource_caps: dict[str, str] | None = None,
-           allow_placement_override: bool = True) -> Plan:
+           allow_image_override: bool = True, resource_caps: dict[str, Any] | None = None,
+           allow_placement_override: bool = True, runner_resources: dict[str, Any] | None = None,
+           deny_unlisted_resources: bool = False, job_refused: tuple[int, str] | None = None,
+           admission: str | None = None) -> Plan:
+    """The plan for one task, from what exists now.
+
+    `job_refused`: the API server's answer (status, message) when creating this attempt's Job
+    failed. `admission`: the message of the job controller's last failure to create the
+    attempt's pod ("" when the reconciler looked and found none).
+    """
     st = task.status
     ts = now_iso(now)
     plan = Plan()
@@ -189,7 +222,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             cond = condition(st.get("conditions") or [], "False", reason, message, task.generation, ts)
         new["conditions"] = cond
         # The outbox: the completion event is owed until the broker confirms it.
-        new["event"] = {"messageId": message_id(task.name, state),
+        new["event"] = {"messageId": message_id(task.uid, state),
                         "routingKey": routing_key(str(task.spec.get("task")), state), "confirmed": False}
         plan.status = new
         plan.delete_jobs = sorted(j.name for j in jobs.values() if not j.deleting)
@@ -200,12 +233,18 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     if st.get("specHash") and st["specHash"] != current_hash:
         return final(FAILURE, SPEC_CHANGED, "the spec changed after the task was accepted; the spec is "
                      "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)
-    problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override, resource_caps,
-                         allow_placement_override)
-    if problem and attempt == 0:
-        return final(FAILURE, INVALID_SPEC, problem, error_type=INVALID_SPEC)
+    if attempt == 0:
+        problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override, resource_caps,
+                             allow_placement_override, runner_resources, deny_unlisted_resources)
+        if len(task.name) > NAME_MAX:
+            problem = (f"the name {task.name[:20]}... has {len(task.name)} characters; a LimeTask's name has at "
+                       f"most {NAME_MAX}, since it labels the task's Jobs and pods")
+        if problem:
+            return final(FAILURE, INVALID_SPEC, problem, error_type=INVALID_SPEC)
 
     def start(n: int, history: list[dict[str, Any]] | None = None) -> Plan:
+        if job_refused is not None:
+            return refused(n, *job_refused, history)
         new = dict(base)
         new.update(state=PENDING, attempts=n, jobName=job_name(task.name, n), specHash=current_hash)
         if history is not None:
@@ -214,6 +253,20 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         new["conditions"] = condition(st.get("conditions") or [], "Unknown", "Pending", msg, task.generation, ts)
         plan.status = new
         plan.create_attempt = n
+        return plan
+
+    def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
+        """The API server refused this attempt's Job: a bad spec fails, a quota or a
+        permission waits (the status keeps the attempt unstarted, so it is tried again)."""
+        text = f"the Kubernetes API refused the Job of attempt {n}: {message}"
+        if code in (400, 422):
+            return final(FAILURE, INVALID_SPEC, text, error_type=INVALID_SPEC, history=history)
+        new = dict(base)
+        new["state"] = st.get("state") or PENDING
+        reason = QUOTA_EXCEEDED if "exceeded quota" in message else JOB_REFUSED
+        new["conditions"] = condition(st.get("conditions") or [], "Unknown", reason, text, task.generation, ts)
+        plan.status = None if _same(new, st) else new
+        plan.recheck_after = 15.0
         return plan
 
     if attempt == 0:
@@ -246,8 +299,24 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
                              f"attempt {attempt} is running", task.generation, ts)
         else:
             new["state"] = PENDING
-            cond = condition(st.get("conditions") or [], "Unknown", "Pending",
-                             "waiting for the worker to start", task.generation, ts)
+            reason, message = "Pending", "waiting for the worker to start"
+            if outcome.waiting is not None:
+                reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
+            elif job is not None and not attempt_pods and _age(job.created, now) > ADMISSION_GRACE_SECONDS:
+                # The job controller has made no pod: it may have been refused (LimitRange,
+                # quota, admission). Only the controller's events say so.
+                if admission is None:
+                    plan.check_admission = attempt
+                    return plan
+                plan.recheck_after = 10.0
+                if admission:
+                    text = f"the pod of attempt {attempt} was refused: {admission}"
+                    if admission_is_permanent(admission):
+                        return final(FAILURE, INVALID_SPEC, text, error_type=INVALID_SPEC)
+                    reason = QUOTA_EXCEEDED if "exceeded quota" in admission else POD_REFUSED
+                    message = text
+            cond = condition(st.get("conditions") or [], "Unknown", reason.rstrip(".") or "Pending",
+                             message.rstrip(": "), task.generation, ts)
         new["conditions"] = cond
         if _same(new, st):
             return plan
@@ -286,6 +355,26 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     return final(FAILURE, RETRIES_EXHAUSTED,
                  f"the worker was lost in all {attempt} attempts; last: {outcome.message}",
                  error_type=WORKER_LOST, history=history)
+
+
+def admission_is_permanent(message: str) -> bool:
+    """Whether the job controller's failure to create a pod will never pass by itself.
+
+    A LimitRange or Pod Security refusal, or an invalid pod, stays; a full quota, or a
+    namespace whose service account is not made yet, passes.
+    """
+    text = message.lower()
+    if "exceeded quota" in text or "serviceaccount" in text or "service account" in text:
+        return False
+    return "is forbidden" in text or "is invalid" in text
+
+
+def _age(stamp: str, now: dt.datetime) -> float:
+    try:
+        made = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (now - made).total_seconds()
 
 
 def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
+from lime_task import safejson
 
 from .kube import ApiError, Kube
 
@@ -36,7 +37,9 @@ def scopes(namespaces: list[str] | None) -> list[tuple[str | None, list[str] | N
     return [(None, namespaces)]
 
 
-class ChildWatch:
+class ResourceWatch:
+    """One kind of object (LimeTasks, or the Jobs or Pods of tasks) in one scope, kept in a cache."""
+
     def __init__(self, kube: Kube, base: str, plural: str, label_selector: str, namespace: str | None,
                  patterns: list[str] | None, on_event: Handler, on_resync: Resync, server_timeout: int = 120) -> None:
         self.kube = kube
@@ -49,6 +52,9 @@ class ChildWatch:
         self.on_resync = on_resync
         self.server_timeout = server_timeout
         self.synced = asyncio.Event()
+        self.created = asyncio.get_running_loop().time()
+        self.failing_since: float | None = None
+        self.last_error = ""
 
     def _wanted(self, obj: dict[str, Any]) -> bool:
         if self.patterns is None:
@@ -79,6 +85,12 @@ class ChildWatch:
                 return str(page["metadata"]["resourceVersion"])
 
     async def run(self) -> None:
+        """List, then watch; on any failure back off, list again and go on. Never returns.
+
+        Whatever goes wrong (the API, the network, an object no one expected) is logged and
+        retried: a watch that stopped would leave the operator blind while it still looks
+        alive. `problem()` tells the health probe when one keeps failing.
+        """
         version: str | None = None
         delay = 0.5
         while True:
@@ -87,15 +99,32 @@ class ChildWatch:
                     version = await self._list()
                 version = await self._watch(version)
                 delay = 0.5
+                self.failing_since = None
             except asyncio.CancelledError:
                 raise
             except _Gone:
                 version = None
-            except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                LOG.warning("watching %s: %s; again in %.1fs", self.plural, exc or type(exc).__name__, delay)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                loop = asyncio.get_running_loop()
+                if self.failing_since is None:
+                    self.failing_since = loop.time()
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                expected = isinstance(exc, (ApiError, aiohttp.ClientError, asyncio.TimeoutError))
+                LOG.log(logging.WARNING if expected else logging.ERROR, "watching %s%s: %s; again in %.1fs",
+                        self.plural, f" in {self.namespace}" if self.namespace else "", self.last_error, delay,
+                        exc_info=not expected)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
                 version = None  # list again: events may have been missed
+
+    def problem(self, now: float, grace: float) -> str | None:
+        """Why this watch is unhealthy, or None: failing (or not yet listed) for over `grace` s."""
+        where = f"{self.plural}{' in ' + self.namespace if self.namespace else ''}"
+        if self.failing_since is not None and now - self.failing_since > grace:
+            return f"watching {where} has failed for {now - self.failing_since:.0f}s: {self.last_error}"
+        if not self.synced.is_set() and now - self.created > grace:
+            return f"{where} not listed yet after {now - self.created:.0f}s"
+        return None
 
     async def _watch(self, version: str) -> str:
         params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
@@ -111,7 +140,7 @@ class ChildWatch:
             async for line in resp.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = safejson.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:

@@ -4,9 +4,11 @@ The operator sets the environment:
   LIMETASK_TASK_ID, LIMETASK_TASK (dotted name), LIMETASK_APP, LIMETASK_ARGS (JSON array),
   LIMETASK_KWARGS (JSON object), LIMETASK_ATTEMPT, and LIMETASK_VERDICT_PATH (the
   container's terminationMessagePath, default /dev/termination-log).
-Optional: LIMETASK_APP_FACTORY (`module:callable` building the application object) and
-LIMETASK_IMPORTS (comma-separated modules to import; when set, task names are looked up
-only among the tasks those modules register, and no module is imported by name).
+Task modules: LIMETASK_IMPORTS (comma-separated), else the modules that installed packages
+declare as `limetask.tasks` entry points. A task name is looked up only among the tasks those
+modules register: a name never makes the runner import anything, and a runner with no task
+modules refuses every task. Optional: LIMETASK_APP_FACTORY (`module:callable` building the
+application object).
 
 Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot be written.
 """
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 
 from lime_task import verdict as verdicts
 from lime_task.eager import execute
+from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
 
 LOG = logging.getLogger("limetask.runner")
@@ -43,6 +46,14 @@ def run(env: Mapping[str, str]) -> verdicts.Verdict:
     except ValueError as exc:
         return verdicts.from_exception(exc, verdicts.INVALID_ARGUMENTS)
     imports = [m.strip() for m in env.get("LIMETASK_IMPORTS", "").split(",") if m.strip()]
+    if not imports:
+        imports = declared_task_modules()
+    if not imports:
+        return verdicts.failure(
+            verdicts.UNKNOWN_TASK, "UnknownTaskError",
+            f"task {task_name!r} refused: this runner has no task modules. List them in LIMETASK_IMPORTS "
+            f"(the chart's runner.env), or declare them as '{ENTRY_POINT_GROUP}' entry points of the "
+            f"solution package; a task name alone never imports anything")
     for module in imports:
         try:
             importlib.import_module(module)
@@ -56,7 +67,7 @@ def run(env: Mapping[str, str]) -> verdicts.Verdict:
             factory = load_app_factory(env["LIMETASK_APP_FACTORY"])
         except Exception as exc:  # noqa: BLE001
             return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
-    return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=not imports)
+    return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=False)
 
 
 def write_verdict(path: str, text: str) -> None:

@@ -209,10 +209,25 @@ def test_job_name_length_and_shape(length: int, attempt: int) -> None:
     made = job_name(name, attempt)
     assert len(made) <= JOB_NAME_MAX == 52
     assert DNS_LABEL.match(made), made
-    assert made.endswith(f"-{attempt}")
+    assert made.endswith(f"-{attempt}") or made.endswith(f"-a{attempt}")
     assert made == job_name(name, attempt)
     if len(f"{name}-{attempt}") <= JOB_NAME_MAX:
         assert made == f"{name}-{attempt}"
+    else:
+        assert made.endswith(f"-a{attempt}")
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 10])
+def test_a_short_name_never_takes_a_long_names_job(attempt: int) -> None:
+    """A task named like another task's shortened Job name gets a Job of its own (hostile input)."""
+    long = "t" + "x" * 60
+    shortened = job_name(long, attempt)
+    # The shortened form without its attempt suffix, as the name of a second task.
+    mimic = shortened.rsplit("-", 1)[0]
+    assert job_name(mimic, attempt) != shortened
+    for n in range(1, 11):
+        assert job_name(mimic, n) != shortened
+        assert job_name(shortened.rsplit("-a", 1)[0], n) != shortened
 
 
 def test_long_names_that_share_a_prefix_get_different_jobs() -> None:
@@ -319,8 +334,33 @@ def test_resources_over_the_caps() -> None:
     assert resources_over({"limits": {"cpu": "1500m", "memory": "4Gi"}}, caps) == []
     over = resources_over({"requests": {"cpu": "3"}, "limits": {"memory": "8Gi", "gpu": "9"}}, caps)
     assert over == ["requests.cpu=3 is over the cap of 2", "limits.memory=8Gi is over the cap of 4Gi"]
-    assert resources_over({"limits": {"cpu": "a lot"}}, caps) == ["limits.cpu='a lot' is not a quantity"]
+    assert resources_over({"limits": {"cpu": "a lot"}}, caps) == [
+        "spec.resources.limits.cpu: 'a lot' is not a quantity (e.g. 500m, 2, 1Gi)"]
     assert resources_over({"limits": {"memory": "64Gi"}}, {}) == []
+    # Resources the caps do not list: refused only when asked to (the operator's default is to).
+    assert resources_over({"limits": {"nvidia.com/gpu": 64}}, caps) == []
+    assert resources_over({"limits": {"nvidia.com/gpu": 64}}, caps, deny_unlisted=True) == [
+        "limits.nvidia.com/gpu is not a resource this cluster lets a task set (allowed: cpu, memory)"]
+    assert resources_over({"limits": {"nvidia.com/gpu": 64}}, {}, deny_unlisted=True) == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-1Gi", "nan", "lots", "1e400", "1Gi ", "", "0x10", True, None, "1mi"])
+def test_what_is_not_a_quantity(value: object) -> None:
+    from limetask_operator.manifests import quantity
+
+    if value == "1Gi ":
+        assert quantity(value) == 2**30  # surrounding blanks are tolerated, as by the API server's parser
+        return
+    with pytest.raises(ValueError):
+        quantity(value)
+
+
+@pytest.mark.parametrize("value, amount", [("500m", 0.5), ("2", 2), (2, 2), ("1Gi", 2**30), ("1e3", 1000),
+                                           ("+1k", 1000), (".5", 0.5), ("1.5M", 1.5e6), (0, 0)])
+def test_more_quantities(value: object, amount: float) -> None:
+    from limetask_operator.manifests import quantity
+
+    assert quantity(value) == pytest.approx(amount)
 
 
 def test_placement_overrides_only_when_allowed() -> None:

@@ -112,8 +112,37 @@ def test_non_tasks_are_refused(name: str, tmp_path: Path) -> None:
     verdict = runner.run(env(name, f"touch {marker}"))
     assert verdict.state == FAILURE
     assert verdict.error["reason"] == "UnknownTask"
-    assert "not a task" in verdict.error["message"]
+    assert "no task of that name is registered" in verdict.error["message"]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name, module", [("this.x", "this"), ("unittest.__main__.x", "unittest.__main__"),
+                                          ("antigravity.x", "antigravity")])
+def test_a_name_never_imports_its_module(name: str, module: str, tmp_path: Path) -> None:
+    """Hostile input: `this.x` printed the Zen of Python, `unittest.__main__.x` ran test discovery."""
+    verdict_path = tmp_path / "verdict"
+    code = (f"import runpy, sys; sys.argv = ['runner']; "
+            f"rc = __import__('limetask_runner.main', fromlist=['main']).main(); "
+            f"print('IMPORTED' if {module!r} in sys.modules else 'CLEAN'); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env(name), "LIMETASK_VERDICT_PATH": str(verdict_path)})
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == "CLEAN", proc.stdout
+    assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr
+    verdict = json.loads(verdict_path.read_text())
+    assert verdict["error"]["reason"] == "UnknownTask"
+
+
+def test_a_runner_without_task_modules_refuses_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "declared_task_modules", lambda: [])
+    verdict = runner.run(env("acme_solution.tasks.lime.add", 1, 2))
+    assert verdict.error["reason"] == "UnknownTask"
+    assert "LIMETASK_IMPORTS" in verdict.error["message"] and "entry points" in verdict.error["message"]
+
+
+def test_declared_task_modules_are_the_default() -> None:
+    # acme_solution declares acme_solution.tasks.lime as a `limetask.tasks` entry point.
+    assert runner.run(env("acme_solution.tasks.lime.add", 1, 2)) == v.Verdict(SUCCESS, result=3)
 
 
 def test_invalid_task_name_is_unknown_task() -> None:
@@ -165,7 +194,7 @@ def test_app_factory_plugin(plugin: str) -> None:
 
 
 def test_without_factory_the_default_application_is_used(plugin: str) -> None:
-    verdict = runner.run(env(f"{plugin}.describe_app", app="lime-crm"))
+    verdict = runner.run({**env(f"{plugin}.describe_app", app="lime-crm"), "LIMETASK_IMPORTS": plugin})
     assert verdict.result == {"type": "Application", "name": "lime-crm", "kind": None}
 
 
@@ -202,9 +231,10 @@ def test_imports_mode_never_imports_by_name(plugin: str, tmp_path: Path) -> None
     assert verdict.error["reason"] == "UnknownTask"
     assert "registered" in verdict.error["message"]
     assert other not in sys.modules
-    # The same name runs when imports are not restricted.
+    # Nor without LIMETASK_IMPORTS: then only the declared task modules are imported.
     del e["LIMETASK_IMPORTS"]
-    assert runner.run(e) == v.Verdict(SUCCESS, result=1)
+    assert runner.run(e).error["reason"] == "UnknownTask"
+    assert other not in sys.modules
 
 
 def test_imports_mode_refuses_os_system(plugin: str) -> None:
