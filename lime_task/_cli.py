@@ -2,19 +2,74 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
+import math
+import re
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
-from .errors import LimeTaskError
+from . import safejson
+from .errors import LimeTaskError, NotFoundError, WaitTimeoutError
+from .resource import MAX_ARGUMENT_DEPTH
 from .status import TaskStatus
 
+# An error is one line: a hostile value (40 KiB of ARGS, say) is cut, not echoed whole.
+MAX_ERROR_CHARS = 500
+# What --imports may name: dotted module names, never a path or a relative import.
+MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# Libraries whose errors mean "the cluster or the broker said no", never a bug here.
+EXTERNAL_MODULES = ("kubernetes", "urllib3", "yaml", "aio_pika", "aiormq", "pamqp")
+
+
+def _one_line(message: str) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+
+
+class _Group(TyperGroup):
+    """Usage errors as one `error:` line and a hint, with or without rich (no box, no usage block)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        def run() -> Any:
+            return super(_Group, self).main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+
+        if not standalone_mode:
+            return run()
+        try:
+            code = run()
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            # click's own exceptions (newer typer vendors click): matched by their shape.
+            exit_code = getattr(exc, "exit_code", None)
+            if not (hasattr(exc, "format_message") and isinstance(exit_code, int)):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                if exc.format_message():  # with rich, the help is printed already
+                    typer.echo(exc.format_message(), err=True)
+            else:
+                typer.secho(f"error: {_one_line(exc.format_message())}", fg=typer.colors.RED, err=True)
+                if ctx is not None:
+                    typer.echo(f"Try '{ctx.command_path} --help' for help.", err=True)
+            sys.exit(exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
-    name="limetask", no_args_is_help=True, add_completion=False,
+    name="limetask", no_args_is_help=True, add_completion=False, cls=_Group, pretty_exceptions_enable=False,
     help="Lime Task: background tasks that run as Kubernetes Jobs.",
 )
 
@@ -35,20 +90,43 @@ def _client(kubeconfig: str | None, namespace: str | None) -> Any:
     return TaskClient(kubeconfig=kubeconfig, namespace=namespace)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+def _positive_seconds(value: float | None) -> float | None:
+    """A zero, negative or NaN timeout is a mistake, not "give up at once" or "never"."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number of seconds above 0, got {value}")
+    return value
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {_one_line(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error from a library: the Kubernetes client's own text spans many lines."""
+    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+    if type(exc).__module__.startswith("kubernetes") and status is not None:
+        return f"{type(exc).__name__}: {status} {reason}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _external(exc: BaseException) -> bool:
+    """An error of the network, the cluster or the broker: reported in one line, never a traceback."""
+    return isinstance(exc, OSError) or any(c.__module__.split(".")[0] in EXTERNAL_MODULES for c in type(exc).__mro__)
 
 
 def _json_arg(text: str | None, what: str, kind: type) -> Any:
     if text is None:
         return kind()
     try:
-        value = json.loads(text)
+        value = safejson.loads(text)  # never RecursionError, however deep
     except ValueError as exc:
         _fail(f"{what} must be JSON: {exc}")
     if not isinstance(value, kind):
         _fail(f"{what} must be a JSON {'array' if kind is list else 'object'}, got {text!r}")
+    if safejson.depth(value, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+        _fail(f"{what} nests deeper than {MAX_ARGUMENT_DEPTH} levels: pass flatter data, or identifiers "
+              f"that the task looks up")
     return value
 
 
@@ -75,14 +153,26 @@ def _wait(client: Any, status: TaskStatus, timeout: float | None, output: Output
 
 
 def _guard(fn: Any) -> Any:
-    import functools
+    """Every error a user, the cluster or the broker can cause, as one line with its documented exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except WaitTimeoutError as exc:
+            _fail(_describe(exc), code=3)
+        except NotFoundError as exc:
+            _fail(_describe(exc), code=1)
         except LimeTaskError as exc:
-            _fail(f"{type(exc).__name__}: {exc}", code=1 if "NotFound" in type(exc).__name__ else 2)
+            _fail(_describe(exc))
+        except RecursionError:
+            _fail("the input nests too deeply")
+        except Exception as exc:
+            if not _external(exc):
+                raise
+            _fail(_describe(exc))
     return wrapper
 
 
@@ -94,7 +184,8 @@ def send(
     args: Annotated[str | None, typer.Argument(help="positional arguments as a JSON array")] = None,
     kwargs: Annotated[str | None, typer.Option("--kwargs", "-k", help="keyword arguments as a JSON object")] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until it finishes")] = False,
-    timeout: Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds")] = None,
+    timeout: Annotated[float | None, typer.Option(callback=_positive_seconds,
+                                                  help="with --wait: give up after this many seconds (exit 3)")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="do not require the task to be importable here")] = False,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
 ) -> None:
@@ -102,9 +193,9 @@ def send(
 
     Example: limetask send acme_solution.tasks.lime.get_lime_company my-app '[1001, ["name"]]' --wait
     """
+    positional, keywords = _json_arg(args, "ARGS", list), _json_arg(kwargs, "--kwargs", dict)
     client = _client(kubeconfig, namespace)
-    status = client.send(task, app_name, _json_arg(args, "ARGS", list), _json_arg(kwargs, "--kwargs", dict),
-                         check=not no_check)
+    status = client.send(task, app_name, positional, keywords, check=not no_check)
     if wait:
         status = _wait(client, status, timeout, output)
     _print(status, output)
@@ -128,22 +219,16 @@ def status(
 def wait(
     task_id: Annotated[str, typer.Argument(help="the task id")],
     app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
-    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds (exit 3)")] = None,
+    timeout: Annotated[float | None, typer.Option(callback=_positive_seconds,
+                                                  help="give up after this many seconds (exit 3)")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
 ) -> None:
     """Wait until a task finishes; exit 0 on SUCCESS, 1 on FAILURE, 3 on timeout.
 
     Example: limetask wait 6f1c... my-app --timeout 600
     """
-    from .errors import WaitTimeoutError
-
     client = _client(kubeconfig, namespace)
-    current = client.get_status(task_id, app_name)
-    try:
-        final = _wait(client, current, timeout, output)
-    except WaitTimeoutError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(3) from None
+    final = _wait(client, client.get_status(task_id, app_name), timeout, output)
     _print(final, output)
     raise typer.Exit(0 if final.status == "SUCCESS" else 1)
 
@@ -153,7 +238,7 @@ def wait(
 def list_(
     app_name: Annotated[str | None, typer.Option("--app", "-a", help="only this application's tasks")] = None,
     state: Annotated[str | None, typer.Option("--state", "-s", help="PENDING, STARTED, SUCCESS or FAILURE")] = None,
-    limit: Annotated[int | None, typer.Option(help="at most this many")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
 ) -> None:
     """List tasks. Example: limetask list --app my-app --state FAILURE"""
@@ -200,7 +285,45 @@ def run_local(
     raise typer.Exit(0 if result.status == "SUCCESS" else 1)
 
 
+class _OneLineFormatter(logging.Formatter):
+    """A library's log record as one `warning:` line: no traceback in the middle of a tail."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message = f"{message} ({_describe(record.exc_info[1])})"
+        return f"warning: {_one_line(message)}"
+
+
+@contextlib.contextmanager
+def _one_line_logs() -> Iterator[None]:
+    """Warnings (a lost connection, an event that is not JSON) on stderr, one line each.
+
+    aiormq also logs every failed connection attempt as an error; the CLI reports the failure
+    itself (and aio-pika warns about reconnections), so that one is kept quiet.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLineFormatter())
+    root, aiormq = logging.getLogger(), logging.getLogger("aiormq")
+    level = aiormq.level
+    root.addHandler(handler)
+    aiormq.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        aiormq.setLevel(level)
+
+
+def _check_amqp_name(name: str, what: str) -> None:
+    """AMQP names are at most 255 bytes; the client library would raise a bare ValueError."""
+    if len(name.encode()) > 255:
+        _fail(f"{what} {name[:40]!r}... is longer than 255 bytes")
+
+
 @app.command()
+@_guard
 def events(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
     pattern: Annotated[list[str] | None, typer.Option("--pattern", "-p", help="routing-key pattern; repeat for "
@@ -208,8 +331,9 @@ def events(
     broker: Annotated[str | None, typer.Option(envvar="LIMETASK_BROKER_URL", help="amqp:// URL of the broker",
                                                show_envvar=True)] = None,
     exchange: Annotated[str | None, typer.Option(help="exchange (default lime.APP)")] = None,
-    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
-    timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after this many events")] = None,
+    timeout: Annotated[float | None, typer.Option(callback=_positive_seconds,
+                                                  help="stop after this many seconds")] = None,
     output: OutputOpt = Output.text,
 ) -> None:
     """Tail the completion events of an application.
@@ -218,15 +342,26 @@ def events(
     """
     import asyncio
 
-    from .events import check_broker_url, consume, redact
+    from .events import check_broker_url, consume, exchange_name, redact
+    from .validation import check_app_name
 
     if not broker:
         _fail("no broker: pass --broker or set LIMETASK_BROKER_URL")
+    check_broker_url(broker)
+    check_app_name(app_name)
+    patterns = pattern or ["core.task.#"]
+    exchange = exchange or exchange_name(app_name)
+    if exchange.startswith("amq."):
+        _fail(f"exchange {exchange!r}: names starting with 'amq.' are reserved by RabbitMQ; "
+              f"the operator publishes to lime.APP unless configured otherwise")
+    _check_amqp_name(exchange, "exchange")
+    for p in patterns:
+        _check_amqp_name(p, "pattern")
     try:
-        check_broker_url(broker)  # type: ignore[arg-type]
-    except LimeTaskError as exc:
-        _fail(str(exc))
-    seen = 0
+        import aio_pika  # noqa: F401 - only to say which extra is missing
+    except ImportError:
+        _fail("the events consumer is not installed: pip install 'limetask[events]'")
+    url, seen = broker, 0
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -239,32 +374,35 @@ def events(
                 typer.echo(json.dumps(event))
             else:
                 detail = json.dumps(event.get("result")) if event.get("state") == "SUCCESS" else event.get("error")
-                typer.echo(f"{event.get('completed_at')}  {event.get('state'):7}  {event.get('task')}  "
+                typer.echo(f"{event.get('completed_at')}  {event.get('state')!s:7}  {event.get('task')}  "
                            f"{event.get('id')}  {detail}")
             if count and seen >= count:
                 stop.set()
 
-        consumer = asyncio.create_task(consume(broker, app_name, show, patterns=pattern or None,  # type: ignore[arg-type]
-                                               exchange=exchange, stop=stop, ready=ready))
+        consumer = asyncio.create_task(consume(url, app_name, show, patterns=patterns, exchange=exchange,
+                                               stop=stop, ready=ready))
         await asyncio.wait([consumer, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if consumer.done():
             consumer.result()
-        typer.echo(f"listening on {exchange or 'lime.' + app_name} at {redact(broker)}  "  # type: ignore[arg-type]
-                   f"({', '.join(pattern or ['core.task.#'])}); Ctrl-C to stop", err=True)
+        typer.echo(f"listening on {exchange} at {redact(url)}  ({', '.join(patterns)}); Ctrl-C to stop", err=True)
         try:
             await asyncio.wait_for(consumer, timeout)
         except asyncio.TimeoutError:
             pass
 
     try:
-        asyncio.run(main())
+        with _one_line_logs():
+            asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        _fail(f"cannot reach the broker at {redact(broker)}: {exc}")  # type: ignore[arg-type]
+    except Exception as exc:
+        if isinstance(exc, LimeTaskError) or not _external(exc):
+            raise
+        _fail(f"the broker at {redact(url)} (exchange {exchange!r}): {_describe(exc)}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_guard
 def operator(ctx: typer.Context) -> None:
     """Run the operator (same options as `python -m limetask_operator --help`).
 
@@ -277,7 +415,17 @@ def operator(ctx: typer.Context) -> None:
     raise typer.Exit(operator_main(list(ctx.args)))
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
 @app.command()
+@_guard
 def web(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
@@ -285,7 +433,7 @@ def web(
         "--imports", envvar="LIMETASK_IMPORTS", show_envvar=True,
         help="comma-separated modules whose @task functions may be started")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[str, typer.Option(callback=_log_level, help="uvicorn log level")] = "info",
 ) -> None:
     """Serve the HTTP endpoint: start, read and cancel tasks with per-application tokens.
 
@@ -300,15 +448,15 @@ def web(
         from .web import TokenStore, create_app
     except ImportError as exc:
         _fail(f"the web server is not installed ({exc.name}): pip install 'limetask[web]'")
-    try:
-        client = _client(kubeconfig, namespace)
-    except LimeTaskError as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
+    client = _client(kubeconfig, namespace)
     try:
         tokens = TokenStore.from_env()
     except ValueError as exc:
         _fail(str(exc))
     modules = [m.strip() for m in (imports or "").split(",") if m.strip()]
+    for module in modules:
+        if not MODULE_RE.fullmatch(module):
+            _fail(f"--imports: {module!r} is not a dotted module name")
     try:
         server = create_app(client=client, tokens=tokens, imports=modules)
     except ImportError as exc:
@@ -321,7 +469,11 @@ def web(
                     fg=typer.colors.YELLOW, err=True)
     typer.echo(f"serving namespace {client.namespace} on http://{host}:{port} "
                f"(applications: {', '.join(tokens.apps()) or 'none'})", err=True)
-    uvicorn.run(server, host=host, port=port, log_level=log_level)
+    try:
+        uvicorn.run(server, host=host, port=port, log_level=log_level)
+    except SystemExit as exc:
+        # uvicorn exits 3 when it cannot start, which here would read as "the wait timed out".
+        raise typer.Exit(2 if exc.code else 0) from None
 
 
 generate_app = typer.Typer(no_args_is_help=True, help="Add Lime Task files to a solution package.")
@@ -329,6 +481,7 @@ app.add_typer(generate_app, name="generate")
 
 
 @generate_app.command("tasks")
+@_guard
 def generate_tasks(
     package: Annotated[str | None, typer.Option(help="the package to add tasks to (default: the only one)")] = None,
     directory: Annotated[str, typer.Option("--directory", "-C", help="the package directory")] = ".",

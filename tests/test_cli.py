@@ -52,6 +52,24 @@ def sent_id(result: Result) -> str:
     return str(json.loads(result.stdout)["id"])
 
 
+def run_cli(*args: str, kubeconfig: Path | str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`limetask ARGS...` as a real process (what a user sees: no CliRunner catching exceptions)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMETASK_")}
+    env["LIMETASK_KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    """The documented exit code and one `error:` line (a usage hint may follow), never a traceback."""
+    detail = (proc.returncode, proc.stderr[:3000])
+    assert proc.returncode == code, detail
+    assert "Traceback" not in proc.stderr, detail
+    lines = proc.stderr.splitlines()
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), detail
+    assert fragment in lines[0], detail
+    assert proc.stdout == "", proc.stdout[:3000]
+
+
 # -- against the cluster -----------------------------------------------------------------------
 
 @pytest.mark.e2e
@@ -107,6 +125,17 @@ def test_wait_exit_codes(limetask: Run, tasks: TaskClient) -> None:
     assert waited.exit_code == 3, waited.output
     assert "still" in waited.stderr and time.monotonic() - began < 15
     tasks.cancel(slow.id, "my-app")
+
+
+@pytest.mark.e2e
+def test_send_wait_timeout_exits_3(cluster: Cluster, namespace: str, tasks: TaskClient) -> None:
+    began = time.monotonic()
+    proc = run_cli("send", f"{T}.sleep", "my-app", "[30]", "--wait", "--timeout", "1", "-o", "json",
+                   "--namespace", namespace, kubeconfig=cluster.kubeconfig)
+    assert_one_line_error(proc, 3, "WaitTimeoutError")
+    assert "still" in proc.stderr and time.monotonic() - began < 20
+    for status in tasks.list():
+        tasks.cancel(status.id, status.app)
 
 
 @pytest.mark.e2e
@@ -208,6 +237,39 @@ def test_events_while_a_task_runs(cluster: Cluster, tasks: TaskClient) -> None:
     assert event["routing_key"] == f"core.task.{T}.add.success.v1"
 
 
+@pytest.mark.broker
+def test_broker_refusals_are_one_line(broker_proxy: Any, dead_kubeconfig: Path) -> None:
+    """What RabbitMQ refuses (a channel closed, a login refused) is one line, as are reserved names."""
+    import asyncio
+
+    import aio_pika
+
+    direct = f"limetask-test-direct-{uuid.uuid4().hex[:8]}"
+
+    async def exchange(delete: bool) -> None:
+        connection = await aio_pika.connect(broker_url())
+        async with connection:
+            channel = await connection.channel()
+            if delete:
+                await channel.exchange_delete(direct)
+            else:
+                await channel.declare_exchange(direct, aio_pika.ExchangeType.DIRECT)
+
+    asyncio.run(exchange(delete=False))
+    try:
+        cases = [
+            (["--exchange", direct, "--broker", broker_url()], "PRECONDITION_FAILED"),
+            (["--exchange", "amq.direct", "--broker", broker_url()], "reserved"),
+            (["--broker", broker_url().replace("guest:guest", "guest:wrong")], "ACCESS_REFUSED"),
+        ]
+        for args, fragment in cases:
+            proc = run_cli("events", "my-app", "--timeout", "5", *args, kubeconfig=dead_kubeconfig)
+            assert_one_line_error(proc, 2, fragment)
+            assert "guest:guest@" not in proc.stderr and "guest:wrong@" not in proc.stderr
+    finally:
+        asyncio.run(exchange(delete=True))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -263,6 +325,19 @@ def test_web_serves_tasks(cluster: Cluster, namespace: str, tasks: TaskClient, t
 
 # -- no cluster needed -------------------------------------------------------------------------
 
+@pytest.fixture
+def dead_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig that points nowhere: nothing that uses it may reach a cluster."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "none",
+        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "u"}}],
+    }))
+    return kubeconfig
+
+
 COMMANDS = [["send"], ["status"], ["wait"], ["list"], ["cancel"], ["run-local"], ["events"], ["operator"],
             ["web"], ["generate", "tasks"]]
 
@@ -315,29 +390,46 @@ def test_run_local_runs_without_a_cluster() -> None:
     (["events", "my-app"], "no broker"),
     (["list", "--limit", "many"], "Invalid value for '--limit'"),
 ])
-def test_bad_input_is_a_clear_error(args: list[str], fragment: str, tmp_path: Path) -> None:
-    # A kubeconfig that points nowhere: nothing here may reach a cluster.
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "none",
-        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}],
-        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "u"}}],
-    }))
-    result = invoke(*args, env={"LIMETASK_KUBECONFIG": str(kubeconfig), "LIMETASK_BROKER_URL": ""})
+def test_bad_input_is_a_clear_error(args: list[str], fragment: str, dead_kubeconfig: Path) -> None:
+    result = invoke(*args, env={"LIMETASK_KUBECONFIG": str(dead_kubeconfig), "LIMETASK_BROKER_URL": ""})
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr, result.stderr
 
 
-def test_web_refuses_bad_configuration(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "none",
-        "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}],
-        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "u"}}],
-    }))
-    env = {"LIMETASK_KUBECONFIG": str(kubeconfig), "LIMETASK_WEB_TOKENS_FILE": str(tmp_path / "missing")}
+NO_BROKER = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens there
+DEEP_500, DEEP_5000 = "[" * 500 + "]" * 500, "[" * 5000 + "]" * 5000  # 5,000 is too deep for json.loads
+HOSTILE = {
+    "events bad app": (["events", "bad app", "--broker", NO_BROKER], "invalid application name"),
+    "events amq.direct": (["events", "my-app", "--exchange", "amq.direct", "--broker", NO_BROKER], "reserved"),
+    "events long pattern": (["events", "my-app", "-p", "x" * 300, "--broker", NO_BROKER], "longer than 255 bytes"),
+    "events count 0": (["events", "my-app", "--count", "0", "--broker", NO_BROKER], "'--count'"),
+    "events timeout nan": (["events", "my-app", "--timeout", "nan", "--broker", NO_BROKER], "'--timeout'"),
+    "events no broker": (["events", "my-app", "--broker", NO_BROKER, "--timeout", "5"], "Connect call failed"),
+    "send 500 deep": (["send", f"{T}.add", "my-app", DEEP_500], "deeper than 64 levels"),
+    "send 5000 deep": (["send", f"{T}.add", "my-app", DEEP_5000], "deeper than 64 levels"),
+    "send 5000 deep kwargs": (["send", f"{T}.add", "my-app", "[1]", "-k", f'{{"b": {DEEP_5000}}}'],
+                              "deeper than 64 levels"),
+    "run-local 500 deep": (["run-local", f"{T}.add", "my-app", DEEP_500], "deeper than 64 levels"),
+    "run-local 5000 deep": (["run-local", f"{T}.add", "my-app", DEEP_5000], "deeper than 64 levels"),
+    "send timeout -5": (["send", f"{T}.add", "my-app", "[1, 2]", "--wait", "--timeout", "-5"], "'--timeout'"),
+    "wait timeout 0": (["wait", "some-id", "my-app", "--timeout", "0"], "'--timeout'"),
+    "list limit -1": (["list", "--limit", "-1"], "'--limit'"),
+    "list limit 0": (["list", "--limit", "0"], "'--limit'"),
+    "list limit many": (["list", "--limit", "many"], "'--limit'"),
+    "unknown option": (["list", "--no-such-option"], "No such option"),
+    "status no cluster": (["status", "some-id", "my-app"], "unreachable"),
+    "web log level": (["web", "--log-level", "loud"], "'--log-level'"),
+    "web relative import": (["web", "--imports", "../etc"], "not a dotted module name"),
+}
+
+
+@pytest.mark.parametrize("args, fragment", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_input_is_one_line(args: list[str], fragment: str, dead_kubeconfig: Path) -> None:
+    assert_one_line_error(run_cli(*args, kubeconfig=dead_kubeconfig), 2, fragment)
+
+
+def test_web_refuses_bad_configuration(dead_kubeconfig: Path, tmp_path: Path) -> None:
+    env = {"LIMETASK_KUBECONFIG": str(dead_kubeconfig), "LIMETASK_WEB_TOKENS_FILE": str(tmp_path / "missing")}
     result = invoke("web", env=env)
     assert result.exit_code == 2 and "cannot read the tokens" in result.stderr
     result = invoke("web", env={**env, "LIMETASK_WEB_TOKENS_FILE": "", "LIMETASK_WEB_TOKENS": '{"bad app": "x"}'})
