@@ -7,8 +7,10 @@ shows each status change as it happens.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,12 +26,16 @@ def step(msg: str) -> None:
 
 def main() -> int:
     kubeconfig = localcluster.up()
-    kubectl = str(localcluster.kubectl_path())
+    # kubectl's discovery cache (~/.kube/cache) may predate the CRD: it would not know `lt`.
+    # The demo's kubectl calls share a cache of their own, made after the CRD is established.
+    cache = tempfile.mkdtemp(prefix="limetask-demo-kubectl-")
+    kubectl = [str(localcluster.kubectl_path()), f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}"]
     os.environ["LIMETASK_KUBECONFIG"] = str(kubeconfig)
     step("installing the LimeTask CRD")
-    subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", str(REPO / "crds")], check=True)
-    subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "wait", "--for=condition=Established",
+    subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Established",
                     "crd/limetasks.limetask.io", "--timeout=30s"], check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(cache, ignore_errors=True)
     step("starting the operator (log: .cluster/logs/demo-operator.log)")
     log = open(REPO / ".cluster" / "logs" / "demo-operator.log", "ab")
     operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", "default"],
@@ -61,7 +67,7 @@ def main() -> int:
         failed = send_task("acme_solution.tasks.lime.fail", app, "the CRM said no").wait(timeout=120, on_change=show)
 
         step("kubectl get limetasks")
-        subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "get", "lt", "-n", "default"], check=True)
+        subprocess.run([*kubectl, "get", "lt", "-n", "default"], check=True)
         ok = final.status == "SUCCESS" and failed.status == "FAILURE"
         print("\ndemo", "finished: one SUCCESS with its result, one FAILURE with its error" if ok else "FAILED")
         print(f"the control plane keeps running; `export KUBECONFIG={kubeconfig}` to look around, "

@@ -96,7 +96,7 @@ async def _start_after_login(shared: OperatorMemo) -> None:
 
 
 @kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
-def watches_probe(memo: Any, **_: Any) -> str:
+async def watches_probe(memo: Any, **_: Any) -> str:
     """The liveness and readiness probe (/healthz) fails while a watch keeps failing.
 
     An operator whose watches are dead processes nothing while looking alive; failing the

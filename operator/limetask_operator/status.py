@@ -302,7 +302,10 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             reason, message = "Pending", "waiting for the worker to start"
             if outcome.waiting is not None:
                 reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
-            elif job is not None and not attempt_pods and _age(job.created, now) > ADMISSION_GRACE_SECONDS:
+            elif job is not None and not attempt_pods and _age(job.created, now) <= ADMISSION_GRACE_SECONDS:
+                # No watch event will come if the pod is refused: look again after the grace.
+                plan.recheck_after = ADMISSION_GRACE_SECONDS - _age(job.created, now) + 0.5
+            elif job is not None and not attempt_pods:
                 # The job controller has made no pod: it may have been refused (LimitRange,
                 # quota, admission). Only the controller's events say so.
                 if admission is None:
