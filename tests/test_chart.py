@@ -471,6 +471,11 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"web": {"tokens": {"secret": "x"}}}, "at '/web/tokens': additional properties 'secret' not allowed"),
     ({"web": {"service": {"type": "ExternalName"}}}, "at '/web/service/type': value must be one of"),
     ({"web": {"image": {"digest": "latest"}}}, "at '/web/image/digest': 'latest' does not match pattern"),
+    ({"limits": {"maxRunnerResources": {"memory": "lots"}}}, "at '/limits/maxRunnerResources/memory': 'lots' does not"),
+    ({"limits": {"maxRunnerResources": {"cpu": "inf"}}}, "at '/limits/maxRunnerResources/cpu': 'inf' does not"),
+    ({"limits": {"maxRunnerResources": {"cpu": -1}}}, "at '/limits/maxRunnerResources/cpu': minimum: got -1"),
+    ({"runner": {"resources": {"limits": {"memory": "-1Gi"}}}}, "at '/runner/resources/limits/memory': '-1Gi'"),
+    ({"limits": {"denyUnlistedResources": "no"}}, "at '/limits/denyUnlistedResources': got string, want boolean"),
 ])
 def test_schema_rejects_invalid_values(chart: Any, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError) as schema_error:

@@ -66,11 +66,13 @@ class OperatorSettings(BaseModel):
     # Prometheus metrics on this port (0: off).
     metrics_port: int = Field(default=9090, ge=0, le=65535)
 
-    @field_validator("max_runner_resources")
+    @field_validator("max_runner_resources", mode="before")
     @classmethod
-    def _caps(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _caps(cls, v: Any) -> Any:
         from .manifests import quantity
 
+        if not isinstance(v, dict):
+            return v  # the type check says what is wrong
         for name, value in v.items():
             try:
                 quantity(value)

@@ -82,6 +82,7 @@ class ResourceWatch:
             if not token:
                 self.on_resync(items, self.namespace)
                 self.synced.set()
+                self.failing_since = None
                 return str(page["metadata"]["resourceVersion"])
 
     async def run(self) -> None:
@@ -137,6 +138,7 @@ class ResourceWatch:
                 raise _Gone()
             if resp.status >= 300:
                 raise ApiError(resp.status, (await resp.text())[:200], "WATCH", self._path())
+            self.failing_since = None
             async for line in resp.content:
                 if not line.strip():
                     continue

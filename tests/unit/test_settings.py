@@ -92,6 +92,15 @@ def test_bad_json_names_the_variable(key: str, raw: str) -> None:
     ("LIMETASK_MAX_ATTEMPTS_CEILING", "ten"),
     ("LIMETASK_JOB_TTL_SECONDS", "soon"),
     ("LIMETASK_WORKERS", "many"),
+    # Resource caps and defaults that are not quantities: refused at start-up, not per task.
+    ("LIMETASK_MAX_RUNNER_RESOURCES", '{"memory": "lots"}'),
+    ("LIMETASK_MAX_RUNNER_RESOURCES", '{"cpu": "inf"}'),
+    ("LIMETASK_MAX_RUNNER_RESOURCES", '{"memory": "-1Gi"}'),
+    ("LIMETASK_MAX_RUNNER_RESOURCES", '{"memory": true}'),
+    ("LIMETASK_RUNNER_RESOURCES", '{"limits": {"memory": "lots"}}'),
+    ("LIMETASK_RUNNER_RESOURCES", '{"requests": {"memory": "1Gi"}, "limits": {"memory": "1Mi"}}'),
+    ("LIMETASK_RUNNER_RESOURCES", '{"claims": []}'),
+    ("LIMETASK_DENY_UNLISTED_RESOURCES", "perhaps"),
 ])
 def test_bad_values_name_the_variable(key: str, raw: str) -> None:
     with pytest.raises(SettingsError) as info:

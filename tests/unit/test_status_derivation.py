@@ -675,3 +675,126 @@ def test_resource_caps_and_placement_are_checked_before_any_job() -> None:
     assert placed.status["error"]["reason"] == "InvalidSpec"  # type: ignore[attr-defined]
     assert "spec.nodeSelector" in placed.status["error"]["message"]  # type: ignore[attr-defined]
     assert plan({"nodeSelector": {"pool": "x"}}, allow_placement_override=True).create_attempt == 1  # type: ignore[attr-defined]
+
+
+# --- hostile input: what the API server would refuse ------------------------------------------
+
+def test_a_job_the_api_refuses_as_invalid_ends_the_task() -> None:
+    plan = run(task(), job_refused=(422, 'Job.batch "x" is invalid: spec.template.spec.tolerations[0]: bad'))
+    assert plan.create_attempt is None
+    assert plan.status is not None and plan.status["state"] == "FAILURE"
+    assert plan.status["error"]["reason"] == "InvalidSpec"
+    assert "refused the Job of attempt 1" in plan.status["error"]["message"]
+    assert "tolerations[0]" in plan.status["error"]["message"]
+
+
+@pytest.mark.parametrize("message, reason", [
+    ('jobs.batch "x" is forbidden: exceeded quota: q, requested: count/jobs.batch=1', "QuotaExceeded"),
+    ('jobs.batch is forbidden: User "system:serviceaccount:x:y" cannot create resource "jobs"', "JobRefused"),
+])
+def test_a_job_the_api_forbids_waits_visibly_and_is_retried(message: str, reason: str) -> None:
+    plan = run(task(), job_refused=(403, message))
+    assert plan.create_attempt is None and plan.recheck_after
+    assert plan.status is not None and plan.status["state"] == "PENDING"
+    assert "attempts" not in plan.status and "jobName" not in plan.status  # the attempt is not started
+    assert succeeded(plan.status)["reason"] == reason and message in succeeded(plan.status)["message"]
+    # Next time round the Job is tried again.
+    again = run(task(plan.status))
+    assert again.create_attempt == 1
+
+
+def test_a_job_without_a_pod_is_looked_at_after_a_grace() -> None:
+    young = JobView.from_body({**job_body(1), "metadata": {**job_body(1)["metadata"], "creationTimestamp": NOW_TS}})
+    plan = run(task(pending_status()), [young])
+    assert plan.check_admission is None and plan.recheck_after is not None and 0 < plan.recheck_after <= 4
+    old = JobView.from_body(job_body(1))
+    assert run(task(pending_status()), [old]).check_admission == 1
+
+
+def test_a_pod_a_limitrange_refuses_ends_the_task() -> None:
+    refusal = ('Error creating: pods "x-1-abcde" is forbidden: maximum memory usage per Container is 256Mi, '
+               'but limit is 512Mi')
+    plan = run(task(pending_status()), [JobView.from_body(job_body(1))], admission=refusal)
+    assert plan.status is not None and plan.status["state"] == "FAILURE"
+    assert plan.status["error"]["reason"] == "InvalidSpec" and "256Mi" in plan.status["error"]["message"]
+    assert plan.delete_jobs == [job_name(NAME, 1)]
+
+
+@pytest.mark.parametrize("refusal, reason", [
+    ('Error creating: pods "x" is forbidden: exceeded quota: q, requested: pods=1, used: pods=3, limited: pods=3',
+     "QuotaExceeded"),
+    ('Error creating: pods "x" is forbidden: error looking up service account ns/default: serviceaccount '
+     '"default" not found', "PodRefused"),
+    ("Error creating: Internal error occurred: etcdserver: request timed out", "PodRefused"),
+])
+def test_a_pod_refused_for_now_waits_visibly(refusal: str, reason: str) -> None:
+    plan = run(task(pending_status()), [JobView.from_body(job_body(1))], admission=refusal)
+    assert plan.status is not None and plan.status["state"] == "PENDING"
+    assert succeeded(plan.status)["reason"] == reason and refusal in succeeded(plan.status)["message"]
+    assert plan.recheck_after
+
+
+def test_no_refusal_found_is_still_pending_and_looked_at_again() -> None:
+    plan = run(task(pending_status()), [JobView.from_body(job_body(1))], admission="")
+    assert plan.status is None and plan.recheck_after
+
+
+def test_why_a_pending_pod_waits_is_shown() -> None:
+    body = pod_body(1, "Pending", {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}})
+    plan = run(task(pending_status()), [JobView.from_body(job_body(1))], [PodView.from_body(body)])
+    assert plan.status is not None and plan.status["state"] == "PENDING"
+    assert succeeded(plan.status)["reason"] == "ImagePullBackOff"
+    assert "Back-off pulling image" in succeeded(plan.status)["message"]
+
+
+def test_a_name_longer_than_a_label_fails() -> None:
+    body = task_body()
+    body["metadata"]["name"] = "n" * 64
+    plan = derive(TaskView.from_body(body), {}, {}, NOW, CEILING)
+    assert plan.status is not None and plan.status["error"]["reason"] == "InvalidSpec"
+    assert "at most 63" in plan.status["error"]["message"] and plan.create_attempt is None
+
+
+@pytest.mark.parametrize("args, words", [
+    ([[[[1]]]], None),
+    ([18446744073709551616], "64-bit"),
+    ([1e19], "2**63"),
+    (["x" * 40000], "over the limit"),
+])
+def test_arguments_the_client_would_refuse_fail_here_too(args: list[Any], words: str | None) -> None:
+    plan = run(task(args=args))
+    if words is None:
+        assert plan.create_attempt == 1
+    else:
+        assert plan.status is not None and plan.status["error"]["reason"] == "InvalidSpec"
+        assert words in plan.status["error"]["message"]
+
+
+def test_arguments_nested_too_deep_fail() -> None:
+    from lime_task import safejson
+
+    body = safejson.loads('{"spec": {"args": ' + "[" * 3000 + "1" + "]" * 3000 + "}}")
+    plan = run(task(args=body["spec"]["args"]))
+    assert plan.status is not None and plan.status["error"]["reason"] == "InvalidSpec"
+    assert "deeper than 64" in plan.status["error"]["message"]
+
+
+@pytest.mark.parametrize("resources, words", [
+    ({"requests": {"memory": "1Gi"}}, "requests.memory=1Gi is above limits.memory=512Mi"),
+    ({"limits": {"cpu": "inf"}}, "not a quantity"),
+    ({"limits": {"memory": "-1Gi"}}, "not a quantity"),
+    ({"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}, None),
+])
+def test_resources_checked_against_the_defaults(resources: dict[str, Any], words: str | None) -> None:
+    defaults = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+    plan = run(task(resources=resources), runner_resources=defaults)
+    if words is None:
+        assert plan.create_attempt == 1
+    else:
+        assert plan.status is not None and words in plan.status["error"]["message"], plan.status
+
+
+def test_event_message_id_is_the_uid_not_the_name() -> None:
+    plan = run(task(started_status()), [JobView.from_body(job_body(1, ("Complete", None, None), active=0))],
+               [ended_pod(0, SUCCESS_VERDICT)])
+    assert plan.status is not None and plan.status["event"]["messageId"] == "uid-1.SUCCESS"

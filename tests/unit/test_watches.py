@@ -1,0 +1,184 @@
+"""The operator's watches against a fake API: they survive anything and say when they are stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from limetask_operator.kube import ApiError
+from limetask_operator.watches import ResourceWatch
+
+
+class FakeResponse:
+    def __init__(self, status: int, lines: list[bytes]) -> None:
+        self.status = status
+        self.lines = lines
+
+    async def __aenter__(self) -> FakeResponse:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    async def text(self) -> str:
+        return b"".join(self.lines).decode()
+
+    @property
+    def content(self) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            for line in self.lines:
+                yield line
+            await asyncio.sleep(3600)  # a watch that stays open
+        return gen()
+
+
+class FakeKube:
+    """Lists come from `pages`; each watch from `streams` (one list of lines per watch)."""
+
+    server = "https://fake"
+
+    def __init__(self, pages: list[Any], streams: list[list[bytes]]) -> None:
+        self.pages = pages
+        self.streams = streams
+        self.lists = 0
+
+    async def request(self, method: str, path: str, params: dict[str, str] | None = None, **_: Any) -> Any:
+        self.lists += 1
+        page = self.pages.pop(0) if len(self.pages) > 1 else self.pages[0]
+        if isinstance(page, Exception):
+            raise page
+        return page
+
+    def session(self) -> FakeKube:
+        return self
+
+    def get(self, url: str, params: dict[str, str], timeout: Any) -> FakeResponse:
+        lines = self.streams.pop(0) if self.streams else []
+        return FakeResponse(200, lines)
+
+
+def listing(*names: str, rv: str = "10") -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": rv},
+            "items": [{"metadata": {"name": n, "namespace": "ns", "resourceVersion": rv}} for n in names]}
+
+
+def event(kind: str, name: str, rv: str, extra: str = "") -> bytes:
+    body = '{"type": "%s", "object": {"metadata": {"name": "%s", "namespace": "ns", "resourceVersion": "%s"}%s}}' % (
+        kind, name, rv, extra)
+    return body.encode() + b"\n"
+
+
+async def run_for(watch: ResourceWatch, seconds: float) -> None:
+    task = asyncio.create_task(watch.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def make(kube: FakeKube, seen: list[Any], resyncs: list[Any]) -> ResourceWatch:
+    return ResourceWatch(kube, "/apis/limetask.io/v1alpha1", "limetasks", "", "ns", None,  # type: ignore[arg-type]
+                         lambda kind, obj: seen.append((kind, obj["metadata"]["name"])),
+                         lambda items, ns: resyncs.append([i["metadata"]["name"] for i in items]))
+
+
+def test_a_deeply_nested_object_does_not_stop_the_watch() -> None:
+    deep = ', "spec": {"args": ' + "[" * 3000 + "]" * 3000 + "}"
+    kube = FakeKube([listing("a", "deep")], [[event("ADDED", "deep", "11", deep), event("ADDED", "b", "12")]])
+    seen: list[Any] = []
+    resyncs: list[Any] = []
+
+    async def main() -> None:
+        await run_for(make(kube, seen, resyncs), 0.2)
+
+    asyncio.run(main())
+    assert resyncs == [["a", "deep"]]
+    assert seen == [("ADDED", "deep"), ("ADDED", "b")]
+
+
+def test_an_unexpected_error_is_retried_and_reported_by_the_probe(caplog: pytest.LogCaptureFixture) -> None:
+    kube = FakeKube([RuntimeError("boom"), listing("a")], [[event("ADDED", "b", "11")]])
+    seen: list[Any] = []
+    resyncs: list[Any] = []
+
+    async def main() -> list[str | None]:
+        watch = make(kube, seen, resyncs)
+        task = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        failing = watch.problem(loop.time() + 120, grace=60)  # as if it had failed for two minutes
+        await asyncio.sleep(0.7)  # the back-off is 0.5 s
+        recovered = watch.problem(loop.time() + 120, grace=60)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return [failing, recovered]
+
+    failing, recovered = asyncio.run(main())
+    assert failing is not None and "RuntimeError: boom" in failing
+    assert recovered is None
+    assert resyncs == [["a"]] and seen == [("ADDED", "b")]
+    assert any("Traceback" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_a_watch_that_never_lists_is_reported() -> None:
+    kube = FakeKube([ApiError(403, "forbidden", "GET", "/x")], [])
+
+    async def main() -> str | None:
+        watch = make(kube, [], [])
+        task = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.05)
+        problem = watch.problem(asyncio.get_running_loop().time() + 61, grace=60)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return problem
+
+    problem = asyncio.run(main())
+    assert problem is not None and "403" in problem and "limetasks in ns" in problem
+
+
+def test_reconciler_health_reports_dead_watch_tasks() -> None:
+    from limetask_operator.reconciler import Reconciler
+    from limetask_operator.settings import OperatorSettings
+
+    async def main() -> list[str]:
+        rec = Reconciler(FakeKube([listing()], []), OperatorSettings())  # type: ignore[arg-type]
+
+        async def dies() -> None:
+            raise ValueError("a bug")
+
+        rec.watch_tasks = [asyncio.create_task(dies(), name="watch-limetasks-ns")]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return rec.health()
+
+    problems = asyncio.run(main())
+    assert problems and "watch-limetasks-ns stopped" in problems[0] and "a bug" in problems[0]
+
+
+def test_the_probe_fails_while_a_watch_is_unhealthy() -> None:
+    import kopf
+    from limetask_operator.handlers import OperatorMemo, watches_probe
+    from limetask_operator.settings import OperatorSettings
+
+    class Rec:
+        watches = [object(), object()]
+
+        def __init__(self, problems: list[str]) -> None:
+            self.problems = problems
+
+        def health(self) -> list[str]:
+            return self.problems
+
+    memo = OperatorMemo(settings=OperatorSettings(), namespaces=None)
+    assert asyncio.run(watches_probe(memo=memo)) == "starting"
+    memo.reconciler = Rec([])  # type: ignore[assignment]
+    assert asyncio.run(watches_probe(memo=memo)) == "2 watches ok"
+    memo.reconciler = Rec(["watching limetasks has failed for 90s: boom"])  # type: ignore[assignment]
+    with pytest.raises(kopf.PermanentError, match="boom"):
+        asyncio.run(watches_probe(memo=memo))
+
+
+def test_events_are_parsed_line_by_line() -> None:
+    assert json.loads(event("ADDED", "x", "1"))["object"]["metadata"]["name"] == "x"
