@@ -154,9 +154,18 @@ def test_cancel_then_cancel_again_is_a_conflict(http: TestClient) -> None:
     (json.dumps({"task": f"{T}.add", "args": ["x" * 40000]}).encode(), 413, "TooLarge", "over the limit of 32768"),
     (json.dumps({"task": f"{T}.add", "args": ["x" * MAX_BODY_BYTES]}).encode(), 413, "TooLarge",
      f"over {MAX_BODY_BYTES} bytes"),
+    # Hostile input: numbers the Kubernetes API would change, and nesting that breaks parsers.
+    (b'{"task": "acme_solution.tasks.lime.add", "args": [18446744073709551615, 0]}', 422, "InvalidArguments",
+     "64-bit"),
+    (b'{"task": "acme_solution.tasks.lime.add", "args": [9223372036854775808, 0]}', 422, "InvalidArguments",
+     "64-bit"),
+    (b'{"task": "acme_solution.tasks.lime.add", "args": [' + b"[" * 100 + b"]" * 100 + b", 0]}", 422,
+     "InvalidArguments", "deeper than 64"),
+    (b'{"task": "acme_solution.tasks.lime.add", "args": [' + b"[" * 5000 + b"]" * 5000 + b", 0]}", 400,
+     "InvalidRequest", "parsing the body"),
 ], ids=["truncated", "not-json", "empty", "array", "no-task", "task-not-string", "args-not-array",
         "kwargs-not-object", "extra-field", "wildcard-name", "nan", "undecorated", "unknown", "os.system",
-        "never-imports", "args-too-large", "body-too-large"])
+        "never-imports", "args-too-large", "body-too-large", "uint64", "2**63", "deep", "very-deep"])
 def test_bad_requests_are_4xx_and_create_nothing(http: TestClient, tasks: TaskClient, body: bytes, status: int,
                                                  code: str, fragment: str) -> None:
     response = http.post("/v1/apps/app-one/tasks", content=body,
