@@ -54,7 +54,10 @@ class Collector:
             self.ready.set()
 
     def ids(self) -> set[str]:
-        return {e["message_id"] for e in self.events}
+        """The task ids events arrived for, each checked to carry its incarnation's message id."""
+        for e in self.events:
+            assert e["message_id"] == f"{e['uid']}.{e['state']}", e
+        return {f"{e['id']}.{e['state']}" for e in self.events}
 
     def stop(self) -> None:
         if self.loop and self.stop_event:
@@ -85,12 +88,12 @@ def test_success_and_failure_events(tasks: TaskClient, app: str, collector: Coll
     by_id = {e["id"]: e for e in collector.events}
     s = by_id[ok.id]
     assert s["routing_key"] == f"core.task.{T}.add.success.v1"
-    assert s["message_id"] == f"{ok.id}.SUCCESS"
+    assert s["message_id"] == f"{s['uid']}.SUCCESS" and s["namespace"] == ok.namespace
     assert (s["state"], s["result"], s["task"], s["app"], s["attempts"]) == (SUCCESS, 42, f"{T}.add", app, 1)
     assert s["created_at"] and s["started_at"] and s["completed_at"] and "error" not in s
     f = by_id[bad.id]
     assert f["routing_key"] == f"core.task.{T}.fail.failure.v1"
-    assert f["message_id"] == f"{bad.id}.FAILURE"
+    assert f["message_id"] == f"{f['uid']}.FAILURE" and f["uid"] != s["uid"]
     assert f["state"] == FAILURE and "result" not in f
     assert f["error"] == {"type": "ValueError", "message": "the CRM said no", "reason": "TaskRaised"}
     for t in (ok, bad):
@@ -176,7 +179,8 @@ def test_no_broker_events_go_to_log_and_kubernetes_events(
         assert f"TaskSucceeded core.task.{T}.add.success.v1" in events, events
         log = alone.log_path.read_text()
         assert log.count("no broker configured") == 1
-        assert f"event core.task.{T}.add.success.v1 {s.id}.SUCCESS" in log
+        uid = cluster.run_kubectl("get", "lt", s.id, "-o", "jsonpath={.metadata.uid}", namespace=namespace).stdout
+        assert f"event core.task.{T}.add.success.v1 {uid}.SUCCESS" in log
     finally:
         alone.stop()
         running_operator.start()
@@ -227,3 +231,27 @@ def test_malformed_broker_url_is_a_clear_startup_error(cluster: Cluster, crd: No
     log = op.log_path.read_text()
     assert words in log and "invalid settings" in log
     assert ":pw@" not in log
+
+
+def test_a_forged_status_is_never_acted_on(tasks: TaskClient, app: str, collector: Collector, api_client: Any,
+                                           namespace: str) -> None:
+    """A status written by someone else (here a cluster admin's forged SUCCESS) neither stops the
+    running pod nor gets published: the operator derives the status again from the Job."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(api_client)
+    status = tasks.send(f"{T}.sleep", app, [6])
+    wait_until(lambda: tasks.get_status(status.id, app).status == "STARTED", timeout=60, message="STARTED")
+    uid = api.get_namespaced_custom_object("limetask.io", "v1alpha1", namespace, "limetasks", status.id)[
+        "metadata"]["uid"]
+    api.patch_namespaced_custom_object_status("limetask.io", "v1alpha1", namespace, "limetasks", status.id, {
+        "status": {"state": "SUCCESS", "result": "forged", "completedAt": "2020-01-01T00:00:00Z",
+                   "event": {"confirmed": False, "messageId": f"{uid}.SUCCESS"}}})
+    final = wait_until(lambda: (s := tasks.get_status(status.id, app)).result == "slept 6s" and s, timeout=60,
+                       message="the true result")
+    assert final.status == SUCCESS and final.attempts == 1
+    wait_until(lambda: collector.events, timeout=30, message="the completion event")
+    time.sleep(2)
+    assert [e.get("result") for e in collector.events] == ["slept 6s"]
+    warnings = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+    assert any(e.reason == "StatusOverwritten" and e.involved_object.name == status.id for e in warnings)

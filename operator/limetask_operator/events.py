@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from lime_task.events import event_body, exchange_name, message_id, redact, routing_key
 from lime_task.resource import FINAL_STATES
 
+from .caches import Caches
 from .kube import ApiError, Kube, task_path
 from .metrics import EVENTS
 from .model import TaskView
@@ -66,7 +67,9 @@ def delivery_record(event: Event, sink: str, attempts: int, confirmed: bool, now
 
 
 def owes_event(task: TaskView) -> bool:
-    return task.status.get("state") in FINAL_STATES and not (task.status.get("event") or {}).get("confirmed")
+    """Finished, its event not yet confirmed, and its status written by this operator."""
+    return (task.trusted and task.status.get("state") in FINAL_STATES
+            and not (task.status.get("event") or {}).get("confirmed"))
 
 
 class Sink(Protocol):
@@ -183,12 +186,11 @@ class LogSink:
 
 
 class EventDispatcher:
-    def __init__(self, kube: Kube, settings: OperatorSettings, tasks: dict[Key, TaskView],
-                 put_task: Any, workers: int = 8) -> None:
+    def __init__(self, kube: Kube, settings: OperatorSettings, caches: Caches, workers: int = 8) -> None:
         self.kube = kube
         self.settings = settings
-        self.tasks = tasks
-        self.put_task = put_task
+        self.caches = caches
+        self.tasks = caches.tasks
         url = settings.broker_url.get_secret_value() if settings.broker_url else None
         self.sink: Sink = BrokerSink(url, settings.broker_publish_timeout) if url else LogSink(kube)
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -294,6 +296,7 @@ class EventDispatcher:
             attempts = int((task.status.get("event") or {}).get("deliveryAttempts") or 0) + 1
             record = delivery_record(event, self.sink.name, attempts, confirmed, now, error, delay)
             status = {**task.status, "event": record}
+            self.caches.writing(task, status)
             try:
                 updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
                                                   task.with_status(status))
@@ -305,7 +308,7 @@ class EventDispatcher:
                 fresh = await self.kube.get(task_path(task.namespace, task.name))
                 if fresh is None:
                     return
-                self.put_task(fresh)
+                self.caches.put_task(fresh)
                 continue
-            self.put_task(updated)
+            self.caches.put_task(updated, written=True)
             return

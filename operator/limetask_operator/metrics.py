@@ -25,6 +25,8 @@ API_ERRORS = Counter("limetask_api_errors_total", "Kubernetes API calls that fai
 RECONCILES = Counter("limetask_reconciles_total", "Reconciles of one task", ["outcome"])
 JOBS_CREATED = Counter("limetask_jobs_created_total", "Jobs the operator created (one per attempt)")
 EVENTS = Counter("limetask_events_total", "Completion event deliveries", ["sink", "outcome"])
+STATUS_OVERWRITES = Counter("limetask_status_overwrites_total",
+                            "Task statuses found written by someone other than the operator")
 RETENTION_DELETES = Counter("limetask_retention_deleted_total", "Finished LimeTasks deleted by retention")
 
 

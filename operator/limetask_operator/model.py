@@ -22,6 +22,8 @@ class TaskView:
     annotations: dict[str, str]
     created: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # False when the status was written by someone other than this operator (see caches.py).
+    trusted: bool = True
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "TaskView":
@@ -50,7 +52,7 @@ class TaskView:
             status["error"] = {"reason": st["error"].get("reason", "")}
         return TaskView(namespace=self.namespace, name=self.name, uid=self.uid, generation=self.generation,
                         resource_version=self.resource_version, spec={}, status=status, annotations={},
-                        created=self.created, metadata=self.metadata)
+                        created=self.created, metadata=self.metadata, trusted=self.trusted)
 
     @property
     def settled(self) -> bool:

@@ -20,6 +20,7 @@ from lime_task.resource import GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, PLURAL, VERS
 
 from . import metrics
 from . import status as derivation
+from .caches import Caches, Key
 from .events import owes_event
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
@@ -27,14 +28,6 @@ from .model import JobView, PodView, TaskView
 from .settings import OperatorSettings
 
 LOG = logging.getLogger("limetask.operator")
-Key = tuple[str, str]  # (namespace, task name)
-
-
-def _rv(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
 
 
 def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
@@ -60,37 +53,6 @@ class JobRefused(Exception):
         self.error = error
 
 
-class Caches:
-    def __init__(self) -> None:
-        self.tasks: dict[Key, TaskView] = {}
-        self.jobs: dict[Key, dict[str, JobView]] = defaultdict(dict)
-        self.pods: dict[Key, dict[str, PodView]] = defaultdict(dict)
-
-    def put_task(self, body: dict[str, Any]) -> TaskView:
-        view = TaskView.from_body(body)
-        key = (view.namespace, view.name)
-        old = self.tasks.get(key)
-        # Our own status write already updated the cache: never go back to an older version.
-        if old is None or old.uid != view.uid or _rv(view.resource_version) >= _rv(old.resource_version):
-            self.tasks[key] = view.compact() if view.settled else view
-        return self.tasks[key]
-
-    def drop_task(self, key: Key) -> None:
-        self.tasks.pop(key, None)
-        self.jobs.pop(key, None)
-        self.pods.pop(key, None)
-
-    def jobs_of(self, key: Key) -> dict[int, JobView]:
-        return {j.attempt: j for j in self.jobs.get(key, {}).values() if j.attempt}
-
-    def pods_of(self, key: Key) -> dict[int, list[PodView]]:
-        out: dict[int, list[PodView]] = defaultdict(list)
-        for p in self.pods.get(key, {}).values():
-            if p.attempt:
-                out[p.attempt].append(p)
-        return dict(out)
-
-
 class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
         self.kube = kube
@@ -106,7 +68,8 @@ class Reconciler:
         self.watch_tasks: list[asyncio.Task[None]] = []
         from .events import EventDispatcher
 
-        self.events = EventDispatcher(kube, settings, self.caches.tasks, self.caches.put_task)
+        self.events = EventDispatcher(kube, settings, self.caches)
+        self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
 
     # -- feeding ------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
@@ -124,6 +87,7 @@ class Reconciler:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
             self.caches.drop_task(key)
+            self.overwritten.discard(key)
             return
         self.caches.put_task(body)
         self.enqueue(key)
@@ -174,6 +138,7 @@ class Reconciler:
                   for b in items}
         for key in [k for k in self.caches.tasks if k not in listed and (namespace is None or k[0] == namespace)]:
             self.caches.drop_task(key)
+            self.overwritten.discard(key)
         for body in items:
             self.task_event("ADDED", body)
 
@@ -292,6 +257,10 @@ class Reconciler:
         now = dt.datetime.now(dt.timezone.utc)
         jobs = self.caches.jobs_of(key)
         pods = self.caches.pods_of(key)
+        if not task.trusted:
+            task = await self._distrust(task, bool(jobs or pods))
+            if task is None:
+                return
         def decide(jobs: dict[int, JobView], pods: dict[int, list[PodView]], **kw: Any) -> derivation.Plan:
             return derivation.derive(task, jobs, pods, now, self.settings.max_attempts_ceiling,
                                      allow_image_override=self.settings.allow_image_override,
@@ -331,6 +300,50 @@ class Reconciler:
         if current is not None and owes_event(current):
             self.events.submit(key)
 
+    async def _distrust(self, task: TaskView, evidence: bool) -> TaskView | None:
+        """A task whose status someone else wrote: never act on what it says.
+
+        While its Job or pod still exists, the status is derived again from them, as if none
+        had been written, and the true one is written over it. Otherwise the task is left as
+        it is (nothing is deleted, nothing published) and the overwrite reported.
+        """
+        key = (task.namespace, task.name)
+        if evidence:
+            metrics.STATUS_OVERWRITES.inc()
+            LOG.warning("task %s/%s: its status was written by someone other than the operator; deriving it "
+                        "again from its Job and pods", *key)
+            await self._warn(task, "StatusOverwritten", "the status was written by someone other than the "
+                             "limetask operator; it was derived again from the task's Job and pods")
+            return dataclasses.replace(task, status={}, trusted=True)
+        if key not in self.overwritten:
+            self.overwritten.add(key)
+            metrics.STATUS_OVERWRITES.inc()
+            LOG.warning("task %s/%s: its status was written by someone other than the operator, and no Job or "
+                        "pod is left to derive it from: it is left as it is, and no event is published", *key)
+            await self._warn(task, "StatusOverwritten", "the status was written by someone other than the limetask "
+                             "operator and cannot be derived again: nothing is done with it, and no completion "
+                             "event is published for it")
+        return None
+
+    async def _warn(self, task: TaskView, reason: str, message: str) -> None:
+        """A Warning Event on the LimeTask (one per task, reason and incarnation)."""
+        import hashlib
+
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        digest = hashlib.sha256(f"{task.uid}.{reason}".encode()).hexdigest()[:10]
+        try:
+            await self.kube.create(f"/api/v1/namespaces/{task.namespace}/events", {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{task.name[:200]}.{digest}", "namespace": task.namespace},
+                "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LimeTask", "name": task.name,
+                                   "namespace": task.namespace, "uid": task.uid},
+                "reason": reason, "message": message[:1000], "type": "Warning",
+                "source": {"component": "limetask-operator"},
+                "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            })
+        except ApiError as exc:
+            LOG.warning("task %s/%s: could not post a %s event: %s", task.namespace, task.name, reason, exc)
+
     async def _pod_refusal(self, task: TaskView, attempt: int) -> str:
         """The job controller's last complaint about creating this attempt's pod, or ""."""
         found = await self.kube.request("GET", f"/api/v1/namespaces/{task.namespace}/events", params={
@@ -364,9 +377,11 @@ class Reconciler:
             # A PUT with the resourceVersion we derived from: a conflict means we were stale.
             # (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it
             # drops null values inside results.)
+            sent = without_empty_strings(plan.status)
+            self.caches.writing(task, sent)
             try:
                 updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
-                                                  task.with_status(without_empty_strings(plan.status)))
+                                                  task.with_status(sent))
             except ApiError as exc:
                 if exc.status == 404:
                     return
@@ -380,7 +395,7 @@ class Reconciler:
                     self.enqueue(key)
                     return
                 raise
-            self.caches.put_task(updated)
+            self.caches.put_task(updated, written=True)
             # The whole new status (the cache keeps only a compact copy of a settled task).
             view = TaskView.from_body(updated)
             if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":

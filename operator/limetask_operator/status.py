@@ -202,7 +202,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     base: dict[str, Any] = {k: v for k, v in st.items()}
     base["observedGeneration"] = task.generation
     current_hash = spec_hash(task.spec)
-    attempt = max([int(st.get("attempts") or 0), *jobs.keys()])
+    attempt = max([int(st.get("attempts") or 0), *jobs.keys(), *pods.keys()])
 
     def final(state: str, reason: str, message: str, result: Any = None, error_type: str | None = None,
               history: list[dict[str, Any]] | None = None) -> Plan:
