@@ -557,7 +557,7 @@ def test_namespace_list_gets_a_role_in_each_namespace(chart: Any) -> None:
 def test_cluster_mode_uses_a_cluster_role(chart: Any) -> None:
     objects = render(chart, MODES["cluster"])
     assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
-    role = one(objects, "ClusterRole")
+    role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
     assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"] == f"{RELEASE_NAMESPACE}-lt-limetask"
@@ -643,8 +643,7 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
             if resources & {"secrets", "configmaps"}:
                 assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
     # Exactly the rules the operator needs, and read-only ones at cluster level in namespace scope.
-    cluster_role = one(objects, "ClusterRole")
-    assert component(cluster_role) == "operator"
+    cluster_role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
     retention = MODES[mode].get("tasks", {}).get("retentionSeconds", 1) > 0
     watched_rules = WATCHED_NAMESPACE_RULES if retention else WITHOUT_RETENTION_RULES
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
@@ -653,6 +652,13 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
         assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **NAMESPACE_DISCOVERY_RULES}
         for role in of_component(objects, "Role", "operator"):
             assert rules_by_resource(role["rules"]) == watched_rules
+    # Users, through the default roles: everything but the status, which only the operator writes.
+    users = {r["metadata"]["name"]: r for r in of_component(objects, "ClusterRole", "users")}
+    assert users.keys() == {f"{RELEASE_NAMESPACE}-lt-limetask-edit", f"{RELEASE_NAMESPACE}-lt-limetask-view"}
+    for role in users.values():
+        for rule in role["rules"]:
+            writes = set(rule["verbs"]) & {"create", "update", "patch", "delete"}
+            assert not ("limetasks/status" in rule["resources"] and writes), role
     # The HTTP endpoint: one Role, in the release namespace, with exactly what its client uses.
     web_roles = of_component(objects, "Role", "web")
     if MODES[mode].get("web", {}).get("enabled"):
@@ -1234,6 +1240,22 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
     assert not can_i("get", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert not can_i("delete", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert can_i("list", "namespaces", ns=None) and not can_i("get", "secrets", ns=None)
+
+    # A person with the chart's "edit" role (as the default admin and edit roles aggregate it)
+    # may create and cancel LimeTasks, but never write their status: only the operator may.
+    edit = f"{namespace}-{fullname}-edit"[:58].rstrip("-") + "-edit"
+    cluster.run_kubectl("create", "serviceaccount", "someone", namespace=namespace)
+    cluster.run_kubectl("create", "rolebinding", "someone-edits", f"--clusterrole={edit}",
+                        f"--serviceaccount={namespace}:someone", namespace=namespace)
+
+    def someone_can(*args: str) -> bool:
+        answer = cluster.run_kubectl("auth", "can-i", *args, f"--as=system:serviceaccount:{namespace}:someone",
+                                     namespace=namespace, check=False)
+        return answer.stdout.strip() == "yes"
+
+    assert someone_can("create", "limetasks.limetask.io") and someone_can("patch", "limetasks.limetask.io")
+    assert not someone_can("update", "limetasks.limetask.io", "--subresource=status")
+    assert not someone_can("patch", "limetasks.limetask.io", "--subresource=status")
 
     args = tuple(container["args"])
     assert args[0] == f"--namespace={namespace}"
