@@ -32,6 +32,11 @@ def execute(
         return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
     try:
         result = task.fn(app, *clean_args, **clean_kwargs)
-    except Exception as exc:  # noqa: BLE001 - the task raised: that is its verdict
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - the task raised: its verdict
+        # sys.exit() and KeyboardInterrupt in a task are the task's own failure, with a
+        # verdict: never a lost worker, so never re-run under late acknowledgement.
+        if isinstance(exc, SystemExit):
+            return verdicts.failure(verdicts.TASK_RAISED, "SystemExit",
+                                    f"the task called sys.exit({exc.code!r}); a task ends by returning or raising")
         return verdicts.from_exception(exc)
     return verdicts.success(result)

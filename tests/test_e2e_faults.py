@@ -166,6 +166,17 @@ def test_task_that_raises_is_never_rerun(local: Cluster, tasks: TaskClient, reco
     assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]
 
 
+@pytest.mark.parametrize("kwargs", [[0], [None], {"interrupt": True}], ids=["exit-0", "exit-none", "interrupt"])
+def test_sys_exit_in_a_late_ack_task_is_its_own_failure(local: Cluster, tasks: TaskClient, recorder: JobRecorder,
+                                                         kwargs: Any) -> None:
+    args, kw = (kwargs, {}) if isinstance(kwargs, list) else ([], kwargs)
+    status = tasks.send(f"{T}.exits", "my-app", args, kw)
+    final = tasks.wait(status.id, "my-app", timeout=60)
+    assert final.status == FAILURE and final.error is not None and final.error.reason == "TaskRaised", final
+    assert final.attempts == 1
+    assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]
+
+
 def test_timeout(local: Cluster, tasks: TaskClient, recorder: JobRecorder) -> None:
     status = tasks.send(f"{T}.slow", "my-app", [60])  # @task(timeout=2)
     final = tasks.wait(status.id, "my-app", timeout=60)

@@ -307,3 +307,18 @@ def test_python_m_limetask_runner(tmp_path: Path) -> None:
     assert failed.returncode == 1, failed.stderr
     assert json.loads(path.read_text())["error"] == {"type": "ValueError", "message": "nope",
                                                      "reason": "TaskRaised"}
+
+
+@pytest.mark.parametrize("kwargs, words", [({"code": 0}, "sys.exit(0)"), ({"code": 3}, "sys.exit(3)"),
+                                           ({"code": None}, "sys.exit(None)"), ({"interrupt": True}, "")])
+def test_exit_and_interrupt_are_the_tasks_own_failure(kwargs: dict[str, object], words: str, tmp_path: Path) -> None:
+    """sys.exit() or KeyboardInterrupt in a task: a FAILURE verdict, exit 1, never a lost worker."""
+    verdict_path = tmp_path / "verdict"
+    proc = subprocess.run([sys.executable, "-m", "limetask_runner"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env("acme_solution.tasks.lime.exits", **kwargs),
+                               "LIMETASK_VERDICT_PATH": str(verdict_path)})
+    assert proc.returncode == 1, proc.stderr
+    verdict = json.loads(verdict_path.read_text())
+    assert verdict["state"] == FAILURE and verdict["error"]["reason"] == "TaskRaised"
+    assert verdict["error"]["type"] == ("KeyboardInterrupt" if kwargs.get("interrupt") else "SystemExit")
+    assert words in verdict["error"]["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -71,6 +72,14 @@ def not_json(app: Any) -> Any:
 def slow(app: Any, seconds: float = 60) -> str:
     time.sleep(seconds)
     return "done"
+
+
+@task(acks_late=True, max_attempts=3)
+def exits(app: Any, code: int | None = 0, interrupt: bool = False) -> None:
+    """Leaves the way a script would: sys.exit() (or KeyboardInterrupt) instead of returning."""
+    if interrupt:
+        raise KeyboardInterrupt
+    sys.exit(code)
 
 
 def undecorated(app: Any) -> str:
