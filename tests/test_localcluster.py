@@ -559,3 +559,116 @@ def test_environment_values_field_refs_and_expansion(batch: client.BatchV1Api, c
     assert report["argv"] == [
         "hello world", f"pod={pod.metadata.name}", f"ns={namespace}", "$(UNDEFINED_VAR)", "$(GREETING)",
     ]
+
+
+# -- what a container sees: its user, its folders, its environment ---------------------------
+
+RUNAS = 10001  # the operator's runner user
+RUNTIME_ENV = {"PATH", "HOME", "HOSTNAME", "LANG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"}
+
+SNOOP = """
+    import json, os, ssl, stat, subprocess, tempfile, urllib.request
+    state = os.environ["STATE_DIR"]
+    report = {"id": subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip(),
+              "groups": sorted(os.getgroups()), "cwd": os.getcwd(), "env": sorted(os.environ)}
+    here = os.stat(".")
+    report["cwd_owner"], report["cwd_mode"] = here.st_uid, stat.S_IMODE(here.st_mode)
+    denied = {}
+    for path in [state, *json.loads(os.environ["SECRETS"])]:
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+            else:
+                open(path, "rb").read()
+            denied[path] = "read"
+        except OSError as exc:
+            denied[path] = type(exc).__name__
+    report["denied"] = denied
+    etcd = {}
+    unverified = ssl._create_unverified_context()
+    for scheme in ("http", "https"):
+        url = f"{scheme}://127.0.0.1:{os.environ['ETCD_PORT']}/v3/kv/range"
+        request = urllib.request.Request(url, data=b'{"key": "Lw==", "range_end": "MA=="}')
+        try:
+            urllib.request.urlopen(request, timeout=5, context=unverified if scheme == "https" else None)
+            etcd[scheme] = "read"
+        except OSError as exc:
+            etcd[scheme] = type(exc).__name__
+    report["etcd"] = etcd
+    with tempfile.NamedTemporaryFile(dir="/tmp") as f:
+        report["tmp"] = os.listdir("/tmp") == [os.path.basename(f.name)]
+    open("/dev/termination-log", "w").write(json.dumps(report))
+"""
+
+
+def snoop(core: client.CoreV1Api, namespace: str, name: str, state: Path, **pod_spec: Any) -> dict[str, Any]:
+    """Run SNOOP in a pod and return its report: what the container could reach of the node."""
+    secrets = [state / "kubeconfig", state / "tokens.csv", state / "cluster.json", state / "pki" / "ca.key",
+               state / "nodeagent.kubeconfig", state / "controller-manager.kubeconfig"]
+    etcd_port = json.loads((state / "cluster.json").read_text())["etcd_port"]
+    env = [{"name": "STATE_DIR", "value": str(state)}, {"name": "ETCD_PORT", "value": str(etcd_port)},
+           {"name": "SECRETS", "value": json.dumps([str(s) for s in secrets])}]
+    make_pod(core, namespace, name, container(py(SNOOP), env=env, **pod_spec.pop("container", {})), **pod_spec)
+    ended = terminated(wait_pod_terminated(core, namespace, name, timeout=30))
+    assert ended.exit_code == 0, ended
+    report: dict[str, Any] = json.loads(ended.message)
+    return report
+
+
+def assert_sees_no_cluster_state(report: dict[str, Any], state: Path, uid: int) -> None:
+    allowed = {"PermissionError", "FileNotFoundError"}
+    assert all(outcome in allowed for outcome in report["denied"].values()), report["denied"]
+    assert all(outcome != "read" for outcome in report["etcd"].values()), report["etcd"]
+    assert report["id"] == str(uid)
+    cwd = Path(report["cwd"])
+    assert not cwd.is_relative_to(state), f"the container works in the cluster's state: {cwd}"
+    assert (report["cwd_owner"], report["cwd_mode"]) == (uid, 0o700), report
+    assert report["tmp"], "/tmp is not the container's own"
+    assert "KUBECONFIG" not in report["env"] and "LIMETASK_KUBECONFIG" not in report["env"], report["env"]
+    assert set(report["env"]) <= RUNTIME_ENV | {"STATE_DIR", "ETCD_PORT", "SECRETS"}, report["env"]
+
+
+def test_container_runs_as_pod_user_and_cannot_read_cluster_secrets(core: client.CoreV1Api, namespace: str,
+                                                                   local: Cluster) -> None:
+    """The runner's pod shape: user 10001 and fsGroup, /tmp an emptyDir. The cluster's admin
+    kubeconfig, tokens and keys, its state folder and etcd are out of reach."""
+    state = local.kubeconfig.parent
+    sc = {"runAsNonRoot": True, "runAsUser": RUNAS, "runAsGroup": RUNAS, "fsGroup": RUNAS}
+    report = snoop(core, namespace, "snoop", state, securityContext=sc,
+                   volumes=[{"name": "tmp", "emptyDir": {}}],
+                   container={"volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]})
+    assert_sees_no_cluster_state(report, state, RUNAS)
+    assert report["groups"] == [RUNAS]
+
+
+def test_container_user_comes_from_container_security_context(core: client.CoreV1Api, namespace: str,
+                                                              local: Cluster) -> None:
+    state = local.kubeconfig.parent
+    report = snoop(core, namespace, "own-user", state, securityContext={"runAsUser": 4242},
+                   container={"securityContext": {"runAsUser": 20002, "runAsGroup": 20003}})
+    assert_sees_no_cluster_state(report, state, 20002)
+    assert report["groups"] == [20003]
+
+
+def test_pod_naming_no_user_runs_as_nobody(core: client.CoreV1Api, namespace: str, local: Cluster) -> None:
+    """The image's user is unknown to the local node: never root, but nobody."""
+    state = local.kubeconfig.parent
+    report = snoop(core, namespace, "no-user", state)
+    assert_sees_no_cluster_state(report, state, 65534)
+
+
+def test_root_user_is_refused(core: client.CoreV1Api, namespace: str, local: Cluster) -> None:
+    make_pod(core, namespace, "root", container(["id", "-u"]), securityContext={"runAsUser": 0})
+    state = terminated(wait_pod_terminated(core, namespace, "root"))
+    assert (state.exit_code, state.reason) == (128, "StartError"), state
+    assert "root" in state.message
+
+
+def test_cluster_state_is_private(local: Cluster) -> None:
+    """Only the cluster's user may enter its state folder; the files holding secrets are 0600."""
+    state = local.kubeconfig.parent
+    assert state.stat().st_mode & 0o777 == 0o700
+    secret_files = [state / "kubeconfig", state / "tokens.csv", state / "cluster.json",
+                    *state.glob("*.kubeconfig"), *(state / "pki").glob("*.key")]
+    modes = {str(p.relative_to(state)): oct(p.stat().st_mode & 0o777) for p in secret_files}
+    assert set(modes.values()) == {"0o600"}, modes

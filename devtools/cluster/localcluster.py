@@ -10,7 +10,11 @@ etcd (Debian's etcd-server), kube-apiserver and kube-controller-manager (built f
 in place of a kubelet. The API server listens on loopback only, with TLS, token
 authentication and RBAC. Ports are chosen free at start, so several clones can each run one.
 
-State lives in `.cluster/` at the top of the repository (or `LIMETASK_CLUSTER_DIR`).
+State lives in `.cluster/` at the top of the repository (or `LIMETASK_CLUSTER_DIR`). It holds
+the admin token and every key, so only its owner may enter it (mode 0700, secrets 0600; fixed
+again each time `up` reuses it), etcd accepts only clients with a certificate of its own CA,
+and the node agent hides it from containers. The containers' private folders live outside
+it, in a folder of their own under /var/tmp that `down` removes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -34,6 +39,8 @@ REPO = HERE.parent.parent
 STATE = Path(os.environ.get("LIMETASK_CLUSTER_DIR") or REPO / ".cluster")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "nodeagent")
 NODE_NAME = "local-node"
+NODE_WORK_ROOT = Path("/var/tmp")  # not /tmp: every container gets a private /tmp
+NODE_WORK_PREFIX = "limetask-node-"
 
 
 def say(msg: str) -> None:
@@ -105,22 +112,49 @@ def openssl(*args: str) -> None:
 
 
 def make_pki(pki: Path) -> None:
-    pki.mkdir(parents=True, exist_ok=True)
+    pki.mkdir(mode=0o700, parents=True, exist_ok=True)
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=limetask-local-ca",
             "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
-    ext = pki / "apiserver.ext"
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-            "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"))
-    openssl("x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"), "-CAkey",
-            str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(ext),
-            "-out", str(pki / "apiserver.crt"))
+    sign(pki, "apiserver", "ca", ("-newkey", "rsa:2048"), "/CN=kube-apiserver",
+         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
+         "extendedKeyUsage=serverAuth\n")
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    # etcd trusts only certificates of its own CA: a process on this machine that reaches its
+    # port cannot read or write the cluster's data (its secrets, its RBAC) behind the API.
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+    openssl("req", "-x509", *ec, "-nodes", "-days", "3650", "-subj", "/CN=limetask-local-etcd-ca",
+            "-keyout", str(pki / "etcd-ca.key"), "-out", str(pki / "etcd-ca.crt"))
+    sign(pki, "etcd", "etcd-ca", ec, "/CN=etcd",
+         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    sign(pki, "apiserver-etcd-client", "etcd-ca", ec, "/CN=kube-apiserver-etcd-client",
+         "extendedKeyUsage=clientAuth\n")
+    for key in pki.glob("*.key"):
+        key.chmod(0o600)
+
+
+def sign(pki: Path, name: str, ca: str, newkey: tuple[str, ...], subject: str, extensions: str) -> None:
+    """A key and a certificate for `name`, signed by the CA `ca` (both in `pki`)."""
+    ext = pki / f"{name}.ext"
+    ext.write_text(extensions)
+    openssl("req", *newkey, "-nodes", "-subj", subject,
+            "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"))
+    openssl("x509", "-req", "-in", str(pki / f"{name}.csr"), "-CA", str(pki / f"{ca}.crt"),
+            "-CAkey", str(pki / f"{ca}.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(ext),
+            "-out", str(pki / f"{name}.crt"))
+
+
+def secure_state(state: Path) -> None:
+    """Only the cluster's user may enter its state folder; its secrets are 0600 besides."""
+    state.chmod(0o700)
+    for entry in state.iterdir():
+        if entry.is_symlink():
+            continue
+        entry.chmod(0o700 if entry.is_dir() else 0o600)
+    for entry in (state / "pki").glob("*"):
+        if entry.is_file() and not entry.is_symlink():
+            entry.chmod(0o600)
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, token: str, user: str) -> None:
@@ -139,7 +173,7 @@ def spawn(name: str, argv: list[str], state: Path, env: dict[str, str] | None = 
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env, umask=0o077)
     (state / "pids").mkdir(exist_ok=True)
     (state / "pids" / f"{name}.pid").write_text(str(proc.pid))
 
@@ -167,9 +201,14 @@ def tail_log(state: Path, component: str, lines: int = 15) -> str:
 
 def start_apiserver(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
     pki = state / "pki"
+    if cfg.get("etcd_tls"):
+        etcd = [f"--etcd-servers=https://127.0.0.1:{cfg['etcd_port']}", f"--etcd-cafile={pki / 'etcd-ca.crt'}",
+                f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
+                f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}"]
+    else:  # a cluster started before etcd required certificates
+        etcd = [f"--etcd-servers=http://127.0.0.1:{cfg['etcd_port']}"]
     spawn("kube-apiserver", [
-        str(bin_dir / "kube-apiserver"),
-        f"--etcd-servers=http://127.0.0.1:{cfg['etcd_port']}",
+        str(bin_dir / "kube-apiserver"), *etcd,
         "--bind-address=127.0.0.1", f"--secure-port={cfg['api_port']}", "--insecure-port=0",
         "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
         f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -206,16 +245,28 @@ def start_controller_manager(state: Path, bin_dir: Path) -> None:
     ], state)
 
 
-def start_nodeagent(state: Path) -> None:
+def start_nodeagent(state: Path, work_dir: Path) -> None:
     env = dict(os.environ)
     env.setdefault("LIMETASK_NODE_PYTHON", sys.executable)
     spawn("nodeagent", [sys.executable, str(HERE / "nodeagent.py"),
                         f"--kubeconfig={state / 'nodeagent.kubeconfig'}", f"--node-name={NODE_NAME}",
-                        f"--state-dir={state / 'node'}"], state, env=env)
+                        f"--state-dir={state / 'node'}", f"--work-dir={work_dir}", f"--hide={state}"],
+          state, env=env)
+
+
+def node_work_dir(state: Path) -> Path | None:
+    """The containers' folders of the cluster in `state`, if it made one."""
+    try:
+        path = Path(json.loads((state / "cluster.json").read_text())["node_dir"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    ok = path.parent == NODE_WORK_ROOT and path.name.startswith(NODE_WORK_PREFIX)
+    return path if ok else None
 
 
 def up(state: Path = STATE) -> Path:
     if healthy(state):
+        secure_state(state)
         say(f"already running; kubeconfig: {kubeconfig_path(state)}")
         return kubeconfig_path(state)
     if state.exists():
@@ -226,12 +277,17 @@ def up(state: Path = STATE) -> Path:
         raise ClusterError(f"missing {', '.join(missing)}: apt-get install -y etcd-server openssl (or run `make deps`)")
     bin_dir = binaries()
     started = time.monotonic()
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
     say("1/5 certificates and tokens")
     make_pki(state / "pki")
+    try:
+        work_dir = Path(tempfile.mkdtemp(prefix=NODE_WORK_PREFIX, dir=NODE_WORK_ROOT))
+    except OSError as exc:
+        raise ClusterError(f"cannot make the containers' folder in {NODE_WORK_ROOT}: {exc}") from exc
     cfg: dict[str, object] = {
         "etcd_port": free_port(), "etcd_peer_port": free_port(), "api_port": free_port(),
-        "token": secrets.token_hex(24),
+        "token": secrets.token_hex(24), "etcd_tls": True, "node_dir": str(work_dir),
     }
     cfg["server"] = f"https://127.0.0.1:{cfg['api_port']}"
     cm_token, agent_token = secrets.token_hex(24), secrets.token_hex(24)
@@ -247,14 +303,20 @@ def up(state: Path = STATE) -> Path:
                      "system:kube-controller-manager")
     write_kubeconfig(state / "nodeagent.kubeconfig", str(cfg["server"]), ca, agent_token, f"system:node:{NODE_NAME}")
     (state / "cluster.json").write_text(json.dumps(cfg))
+    secure_state(state)
 
     say(f"2/5 etcd on 127.0.0.1:{cfg['etcd_port']}")
-    peer = f"http://127.0.0.1:{cfg['etcd_peer_port']}"
+    pki = state / "pki"
+    peer = f"https://127.0.0.1:{cfg['etcd_peer_port']}"
     spawn("etcd", [
         "etcd", "--name=default", f"--data-dir={state / 'etcd'}",
-        f"--listen-client-urls=http://127.0.0.1:{cfg['etcd_port']}",
-        f"--advertise-client-urls=http://127.0.0.1:{cfg['etcd_port']}",
+        f"--listen-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
+        f"--advertise-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
+        f"--cert-file={pki / 'etcd.crt'}", f"--key-file={pki / 'etcd.key'}",
+        "--client-cert-auth", f"--trusted-ca-file={pki / 'etcd-ca.crt'}",
         f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+        f"--peer-cert-file={pki / 'etcd.crt'}", f"--peer-key-file={pki / 'etcd.key'}",
+        "--peer-client-cert-auth", f"--peer-trusted-ca-file={pki / 'etcd-ca.crt'}",
         f"--initial-cluster=default={peer}", "--quota-backend-bytes=4294967296",
         "--snapshot-count=50000", "--log-level=warn",
     ], state)
@@ -268,9 +330,10 @@ def up(state: Path = STATE) -> Path:
     say("4/5 kube-controller-manager (job, garbage collector, ttl-after-finished, namespace, service accounts)")
     start_controller_manager(state, bin_dir)
     say("5/5 local node agent")
-    start_nodeagent(state)
+    start_nodeagent(state, work_dir)
     wait_for("node Ready", lambda: node_ready(state), 60, state, "nodeagent")
     wait_for("default service account", lambda: default_sa(state), 60, state, "kube-controller-manager")
+    secure_state(state)
     say(f"ready in {time.monotonic() - started:.1f}s")
     say(f"kubeconfig: {kubeconfig_path(state)}   (export KUBECONFIG={kubeconfig_path(state)})")
     return kubeconfig_path(state)
@@ -339,6 +402,9 @@ def down(state: Path = STATE, quiet: bool = False) -> None:
         except (OSError, ValueError):
             pass
     kill_orphans(state)
+    work_dir = node_work_dir(state)
+    if work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
     if state.exists():
         shutil.rmtree(state, ignore_errors=True)
     if not quiet:

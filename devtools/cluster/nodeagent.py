@@ -12,12 +12,30 @@ period, and the agent then removes the pod object, as a kubelet does.
 The image is ignored. The interpreter: a command whose first word is `python`, `python3`
 or `python3.X` (bare or as a path) runs with `LIMETASK_NODE_PYTHON`, by default the
 interpreter that runs this agent (the project's virtual environment). Any other command
-runs as it is, found on the agent's PATH.
+is looked up on the container's PATH.
 
-The termination message file: as root, each container runs in its own mount namespace
-with a private file bind-mounted on its `terminationMessagePath` (as the kubelet mounts
-one). Without root, every environment variable whose value is that path is pointed at the
-private file instead.
+What a container sees (as root, which the cluster needs for this; see containerinit.py):
+  - its user: the container's securityContext runAsUser/runAsGroup, else the pod's; a pod
+    that names no user runs as nobody (65534:65534), since the image's user is unknown,
+    and a container never runs as root: runAsUser 0 or group 0 fails to start. The
+    supplementary groups are the group, fsGroup and supplementalGroups, never root's;
+  - its environment: the pod's, plus what a runtime adds (PATH, HOME, HOSTNAME, LANG as the
+    Python images set it, KUBERNETES_SERVICE_HOST/PORT); nothing of the agent's own;
+  - its files: a private working folder (owned by its user, mode 0700, also its HOME) and a
+    private /tmp, both outside the cluster's state folder, each emptyDir volume the pod
+    mounts as a private folder on its mountPath, and a private termination-message file
+    on its `terminationMessagePath`, all in a mount namespace of its own, where the
+    cluster's state folder (`--hide`) is an empty, unreadable folder.
+At start the agent checks that the runner's user (10001) can run the interpreter and
+import limetask_runner; folders on the way that other users cannot traverse (a home
+folder, a CI checkout) are replaced in the container by the folders the interpreter needs,
+read-only. When that still fails, pods that run the interpreter fail with a message
+naming the folders to open.
+
+Without root the agent can switch neither users nor mount namespaces: containers run as
+the agent's user, which owns the cluster's state; it says so loudly at start. Every
+environment variable whose value is the terminationMessagePath or a mount path is then
+pointed at the private file or folder instead.
 
 Faults for tests, requested through a pod annotation `devtools.limetask.io/fault`:
   `signal:SIGKILL` (or any signal name): the process is killed by that signal;
@@ -35,8 +53,10 @@ import datetime as dt
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -50,6 +70,23 @@ from kubernetes.client.rest import ApiException
 FAULT_ANNOTATION = "devtools.limetask.io/fault"
 PYTHON_NAMES = {"python", "python3"} | {f"python3.{n}" for n in range(6, 20)}
 LOG = logging.getLogger("nodeagent")
+INIT = Path(__file__).resolve().with_name("containerinit.py")
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RUNNER_UID = 10001  # the operator's runner user (operator/limetask_operator/settings.py)
+NOBODY = 65534  # the user of a pod that names none
+# Run by LIMETASK_NODE_PYTHON as root: the folders it reads to run limetask_runner.
+INTERPRETER_PATHS = """
+import json, os, sys
+import limetask_runner
+paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path,
+         os.path.dirname(os.path.realpath(sys.executable))]
+for module in list(sys.modules.values()):
+    if module.__name__.startswith("__editable__"):
+        paths += [str(p) for p in getattr(module, "MAPPING", {}).values()]
+    if getattr(module, "__file__", None):
+        paths.append(os.path.dirname(module.__file__))
+print(json.dumps(paths))
+"""
 
 
 def now() -> str:
@@ -105,37 +142,41 @@ class Container:
         self.reason: str | None = None  # forced reason: OOMKilled, ...
         self.message: str | None = None
         self.restart_count = 0
-        uid = pod["metadata"]["uid"]
-        meta = pod["metadata"]
-        self.dir = agent.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{uid}" / self.name
+        self.dir = agent.state_dir / "pods" / pod_folder_name(pod) / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "container.log"
         self.msg_path = self.dir / "termination-log"
+        self.error_path = self.dir / "start-error"
+        # Outside the cluster's state folder: the container's own folders.
+        self.work = agent.pod_work_dir(pod) / "containers" / self.name
+        self.tmp = agent.pod_work_dir(pod) / "tmp" / self.name
 
     # -- starting -------------------------------------------------------------------------
-    def command(self) -> list[str]:
+    def command(self, env: dict[str, str]) -> list[str]:
         argv = list(self.spec.get("command") or []) + list(self.spec.get("args") or [])
         if not argv:
             raise RuntimeError(
                 "the local node agent cannot read an image's entrypoint: set `command` in the container"
             )
-        env = self.environment()
         argv = [expand(a, env) for a in argv]
         if os.path.basename(argv[0]) in PYTHON_NAMES:
+            if self.agent.python_problem:
+                raise RuntimeError(self.agent.python_problem)
             argv[0] = self.agent.python
         elif "/" not in argv[0]:
-            found = shutil.which(argv[0])
+            found = shutil.which(argv[0], path=env.get("PATH", CONTAINER_PATH))
             if not found:
                 raise RuntimeError(f"executable file not found in $PATH: {argv[0]!r}")
             argv[0] = found
         return argv
 
     def environment(self) -> dict[str, str]:
+        """The pod's environment and what a runtime adds; never the agent's own."""
         pod = self.pod
         env: dict[str, str] = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/root"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PATH": CONTAINER_PATH,
+            "HOME": str(self.work),
+            "LANG": "C.UTF-8",
             "HOSTNAME": pod["metadata"]["name"],
             "KUBERNETES_SERVICE_HOST": self.agent.api_host,
             "KUBERNETES_SERVICE_PORT": str(self.agent.api_port),
@@ -153,35 +194,58 @@ class Container:
                     env[item["name"]] = value
         return env
 
+    def mounts(self, uid: int, gid: int) -> list[dict[str, Any]]:
+        """The private folders and file the container mounts, parents before children."""
+        volumes = {v["name"]: v for v in self.pod["spec"].get("volumes") or [] if "emptyDir" in v}
+        mounts = []
+        for m in self.spec.get("volumeMounts") or []:
+            if m.get("name") not in volumes:
+                continue  # other volume types are not emulated
+            source = self.agent.empty_dir(self.pod, m["name"])
+            sub = m.get("subPath") or ""
+            if sub:
+                if sub.startswith("/") or ".." in Path(sub).parts:
+                    raise RuntimeError(f"subPath {sub!r} must be a relative path without '..'")
+                volume, source = source, source / sub
+                if not os.path.lexists(source):
+                    self.agent.private_dir(source, uid, gid, 0o700)
+                # The volume is the container's to change: a symbolic link must not lead out of it.
+                if not os.path.realpath(source).startswith(os.path.realpath(volume) + "/"):
+                    raise RuntimeError(f"subPath {sub!r} leads out of volume {m['name']!r}")
+            mounts.append({"source": str(source), "target": m["mountPath"], "readonly": bool(m.get("readOnly"))})
+        if not any(os.path.normpath(m["target"]) == "/tmp" for m in mounts):
+            mounts.append({"source": str(self.tmp), "target": "/tmp", "readonly": False})
+        mounts.sort(key=lambda m: len(Path(m["target"]).parts))
+        target = self.spec.get("terminationMessagePath") or "/dev/termination-log"
+        return [*mounts, {"source": str(self.msg_path), "target": target, "readonly": False}]
+
     def start(self) -> None:
         env = self.environment()
-        argv = self.command()
-        target = self.spec.get("terminationMessagePath") or "/dev/termination-log"
+        argv = self.command(env)
+        uid, gid, groups = self.agent.identity(self.pod, self.spec)
         self.msg_path.write_bytes(b"")
+        self.error_path.write_bytes(b"")
+        self.agent.private_dir(self.work, uid, gid, 0o700)
+        self.agent.private_dir(self.tmp, uid, gid, 0o700)
+        mounts = self.mounts(uid, gid)
         workdir = self.spec.get("workingDir")
         if not workdir or not os.path.isdir(workdir):
-            workdir = str(self.dir)
-        if self.agent.use_mount_namespace:
-            try:
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-                if not os.path.exists(target):
-                    Path(target).touch()
-                argv = [
-                    "unshare", "--mount", "--propagation", "private", "--",
-                    "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"',
-                    "sh", str(self.msg_path), target, *argv,
-                ]
-            except OSError as exc:
-                LOG.warning("cannot prepare %s (%s); pointing environment at the file instead", target, exc)
-                env = {k: (str(self.msg_path) if v == target else v) for k, v in env.items()}
-        else:
-            env = {k: (str(self.msg_path) if v == target else v) for k, v in env.items()}
+            workdir = str(self.work)
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(
-                argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+            if self.agent.use_mount_namespace:
+                os.chown(self.msg_path, uid, gid)
+                self.proc = self.agent.spawn_container({
+                    "argv": argv, "env": env, "uid": uid, "gid": gid, "groups": groups, "cwd": workdir,
+                    "mounts": mounts, "error_file": str(self.error_path),
+                }, stdout=log, stderr=subprocess.STDOUT)
+            else:
+                env = {k: host_path(v, mounts) for k, v in env.items()}
+                env.setdefault("TMPDIR", str(self.tmp))
+                self.proc = subprocess.Popen(
+                    argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
         finally:
             log.close()
         (self.dir / "pid").write_text(str(self.proc.pid))
@@ -213,17 +277,24 @@ class Container:
         assert self.proc is not None
         rc = self.proc.wait()
         self.finished_at = now()
-        # `unshare` and `sh` exec the command, so this is the command's own status.
+        # containerinit.py execs the command, so this is the command's own status.
         if rc < 0:
             self.signal = -rc
             self.exit_code = 128 - rc
         else:
             self.exit_code = rc
         self.message = self.read_message()
+        try:
+            start_error = self.error_path.read_text(errors="replace").strip()
+        except OSError:
+            start_error = ""
+        if start_error:
+            self.reason, self.message = "StartError", start_error
 
     def read_message(self) -> str | None:
         try:
-            data = self.msg_path.read_bytes()[:4096]
+            with open(self.msg_path, "rb") as f:
+                data = f.read(4096)
         except OSError:
             data = b""
         if data:
@@ -265,6 +336,50 @@ class Container:
         if self.message:
             terminated["message"] = self.message
         return {**base, "ready": False, "state": {"terminated": terminated}}
+
+
+def pod_folder_name(pod: dict[str, Any]) -> str:
+    meta = pod["metadata"]
+    return f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+
+
+def host_path(value: str, mounts: list[dict[str, Any]]) -> str:
+    """Without a mount namespace: a value naming a mounted path names its private source."""
+    for m in mounts:
+        target, source = str(m["target"]).rstrip("/") or "/", str(m["source"])
+        if value == target or value.startswith(target + "/"):
+            return source + value[len(target):]
+    return value
+
+
+def closed_to_others(path: str) -> bool:
+    """Users other than its owner and group cannot enter this folder."""
+    try:
+        return not os.stat(path).st_mode & stat.S_IXOTH
+    except OSError:
+        return True
+
+
+def plan_exposure(paths: list[str], hidden: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """For each folder other users cannot traverse, the needed folders below it; and the
+    needed folders that no exposure can help (closed themselves, or hidden)."""
+    plan: dict[str, list[str]] = {}
+    stuck: list[str] = []
+    real = sorted({os.path.realpath(p) for p in paths if os.path.isabs(p) and os.path.isdir(p)})
+    for path in real:
+        if any(path == h or path.startswith(h.rstrip("/") + "/") for h in hidden):
+            stuck.append(path)
+            continue
+        parts = Path(path).parts
+        ancestors = [str(Path(*parts[:i])) for i in range(2, len(parts))]
+        blocked = next((a for a in ancestors if closed_to_others(a)), None)
+        if closed_to_others(path) or closed_to_others("/"):
+            stuck.append(path)
+        elif blocked:
+            kept = plan.setdefault(blocked, [])
+            if not any(path.startswith(k + "/") for k in kept):
+                kept.append(path)
+    return plan, stuck
 
 
 def expand(value: str, env: dict[str, str]) -> str:
@@ -333,6 +448,8 @@ class PodWorker:
         except Exception:  # noqa: BLE001 - one pod must never take the agent down
             LOG.exception("pod %s: unexpected error", self.key)
         finally:
+            if all(c.proc is None or c.proc.poll() is not None for c in self.containers):
+                self.agent.forget_pod_files(self.pod)
             self.agent.forget(self, finished=True)
 
     def watch_container(self, c: Container, restart: str) -> None:
@@ -457,11 +574,16 @@ class PodWorker:
 
 
 class NodeAgent:
-    def __init__(self, node_name: str, state_dir: Path, python: str) -> None:
+    def __init__(self, node_name: str, state_dir: Path, python: str, work_dir: Path,
+                 hide: list[Path]) -> None:
         self.node_name = node_name
         self.state_dir = state_dir
         self.python = python
-        self.use_mount_namespace = os.geteuid() == 0 and shutil.which("unshare") is not None
+        self.work_dir = work_dir
+        self.hide = [str(p.resolve()) for p in [*hide, state_dir]]
+        self.use_mount_namespace = os.geteuid() == 0
+        self.expose: dict[str, list[str]] = {}  # see plan_exposure
+        self.python_problem: str | None = None  # why pods cannot run the interpreter
         cfg = client.Configuration.get_default_copy()
         cfg.connection_pool_maxsize = 64
         self.api = client.CoreV1Api(client.ApiClient(cfg))
@@ -473,6 +595,132 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self.done: dict[str, float] = {}  # uid -> when its worker finished
         self.lock = threading.Lock()
+
+    # -- containers -----------------------------------------------------------------------
+    def identity(self, pod: dict[str, Any], spec: dict[str, Any]) -> tuple[int, int, list[int]]:
+        """User, group and supplementary groups of a container, as a runtime resolves them."""
+        pod_sc = pod["spec"].get("securityContext") or {}
+        sc = spec.get("securityContext") or {}
+        uid = sc.get("runAsUser") if sc.get("runAsUser") is not None else pod_sc.get("runAsUser")
+        gid = sc.get("runAsGroup") if sc.get("runAsGroup") is not None else pod_sc.get("runAsGroup")
+        if uid is None:
+            uid = NOBODY
+        if gid is None:
+            try:
+                gid = pwd.getpwuid(int(uid)).pw_gid
+            except KeyError:
+                gid = uid
+        extra = [pod_sc["fsGroup"]] if pod_sc.get("fsGroup") is not None else []
+        groups = list(dict.fromkeys(int(g) for g in [gid, *extra, *(pod_sc.get("supplementalGroups") or [])]))
+        if 0 in (int(uid), int(gid), *groups):
+            raise RuntimeError("the local node agent never runs a container as root or in group root "
+                               f"(runAsUser {uid}, runAsGroup {gid}, groups {groups})")
+        if not self.use_mount_namespace:
+            return os.getuid(), os.getgid(), os.getgroups()
+        return int(uid), int(gid), groups
+
+    def pod_work_dir(self, pod: dict[str, Any]) -> Path:
+        return self.work_dir / pod_folder_name(pod)
+
+    def private_dir(self, path: Path, uid: int, gid: int, mode: int) -> None:
+        """A folder only `uid` (and `gid` when the mode says so) may use; its parents only
+        let others through, so no container can list the pods of this node."""
+        for parent in reversed(path.relative_to(self.work_dir).parents):
+            folder = self.work_dir / parent
+            if not folder.is_dir():
+                folder.mkdir(exist_ok=True)
+                folder.chmod(0o711)
+        path.mkdir(exist_ok=True)
+        if self.use_mount_namespace:
+            os.lchown(path, uid, gid)
+        path.chmod(mode)
+
+    def empty_dir(self, pod: dict[str, Any], volume: str) -> Path:
+        """An emptyDir volume: one folder per pod, owned by the pod's user (and fsGroup)."""
+        path = self.pod_work_dir(pod) / "volumes" / volume
+        if not path.is_dir():
+            uid, gid, _ = self.identity(pod, {})
+            fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+            self.private_dir(path, uid, gid if fs_group is None else int(fs_group),
+                             0o770 if fs_group is None else 0o2770)
+        return path
+
+    def forget_pod_files(self, pod: dict[str, Any]) -> None:
+        shutil.rmtree(self.pod_work_dir(pod), ignore_errors=True)
+
+    def spawn_container(self, spec: dict[str, Any], stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
+        """containerinit.py with `spec` on a pipe (the environment may hold secrets)."""
+        spec = {**spec, "expose": self.expose, "hide": self.hide}
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(INIT), str(read_end)], env={}, cwd="/",
+                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True,
+                pass_fds=(read_end,),
+            )
+        finally:
+            os.close(read_end)
+        try:
+            with open(write_end, "wb") as pipe:
+                pipe.write(json.dumps(spec).encode())
+        except BrokenPipeError:
+            pass  # the process died first: its status says so
+        return proc
+
+    def check_python(self) -> None:
+        """Make sure the runner's user can run the interpreter, or say loudly why not.
+
+        The repository (and its .venv, and the interpreter that .venv points to) may sit in
+        a folder other users cannot enter, such as root's home or a CI checkout.
+        """
+        if not self.use_mount_namespace:
+            LOG.warning("*** not running as root: containers run as this agent's user (uid %d), which owns "
+                        "the cluster's state, and see its files; run the cluster as root to isolate them ***",
+                        os.getuid())
+            return
+        out = subprocess.run([self.python, "-c", INTERPRETER_PATHS], env={"PATH": CONTAINER_PATH}, cwd="/",
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            self.python_problem = (f"the node's Python {self.python} (LIMETASK_NODE_PYTHON) cannot import "
+                                   f"limetask_runner: {last_line(out.stderr)}")
+            LOG.error("*** %s ***", self.python_problem)
+            return
+        self.expose, stuck = plan_exposure(json.loads(out.stdout), self.hide)
+        problem = self.probe()
+        if problem:
+            if stuck:
+                folders = f"open these folders to other users (chmod o+rx): {', '.join(stuck)}"
+            else:
+                folders = f"make these folders traversable by other users (chmod o+x): {', '.join(self.expose)}"
+            self.python_problem = (
+                f"the node's Python {self.python} (LIMETASK_NODE_PYTHON) cannot run as uid {RUNNER_UID}, the "
+                f"runner's user: {problem}. To fix it, {folders if stuck or self.expose else 'check its files'}; "
+                f"or point LIMETASK_NODE_PYTHON at an interpreter every user can run")
+            LOG.error("*** %s ***", self.python_problem)
+        elif self.expose:
+            LOG.info("containers see, read-only, only what the interpreter needs below %s (other users "
+                     "cannot traverse those folders): %s", ", ".join(self.expose),
+                     ", ".join(p for paths in self.expose.values() for p in paths))
+
+    def probe(self) -> str | None:
+        """Why the runner's user cannot import limetask_runner in a container, or None."""
+        error = self.state_dir / "python-probe-error"
+        error.write_bytes(b"")
+        script = "import os, limetask_runner; print(os.getuid())"
+        proc = self.spawn_container({
+            "argv": [self.python, "-c", script], "env": {"PATH": CONTAINER_PATH, "LANG": "C.UTF-8", "HOME": "/"},
+            "uid": RUNNER_UID, "gid": RUNNER_UID, "groups": [RUNNER_UID], "cwd": "/", "mounts": [],
+            "error_file": str(error),
+        }, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode == 0 and out.decode().strip() == str(RUNNER_UID):
+            return None
+        start_error = error.read_text(errors="replace").strip()
+        return start_error or last_line(err.decode(errors="replace")) or f"exit status {proc.returncode}"
 
     # -- node -----------------------------------------------------------------------------
     def register(self) -> None:
@@ -709,11 +957,12 @@ class NodeAgent:
                 self.heartbeat()
 
     def run(self) -> None:
+        self.check_python()
         self.register()
         threading.Thread(target=self.housekeeping, name="housekeeping", daemon=True).start()
         api_client = self.api.api_client
-        LOG.info("node %s ready (mount namespaces: %s, python: %s)", self.node_name,
-                 self.use_mount_namespace, self.python)
+        LOG.info("node %s ready (containers isolated: %s, python: %s, container folders: %s)", self.node_name,
+                 self.use_mount_namespace, self.python, self.work_dir)
         while True:
             try:
                 listing = self.api.list_pod_for_all_namespaces(_preload_content=False)
@@ -738,16 +987,37 @@ class NodeAgent:
                 time.sleep(1)
 
 
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def prepare_work_dir(path: Path) -> Path:
+    """The folder of the containers' private folders: this agent's own, enterable by all."""
+    path.mkdir(parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise SystemExit(f"--work-dir {path} must be a folder owned by this agent's user")
+    path.chmod(0o711)
+    return path.resolve()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--node-name", default="local-node")
-    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--state-dir", required=True, type=Path, help="the agent's own files (logs, messages)")
+    parser.add_argument("--work-dir", required=True, type=Path,
+                        help="the containers' private folders: outside --state-dir and /tmp")
+    parser.add_argument("--hide", action="append", type=Path, default=[],
+                        help="a folder containers must not see (the cluster's state); repeatable")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config.load_kube_config(config_file=args.kubeconfig)
     python = os.environ.get("LIMETASK_NODE_PYTHON") or sys.executable
-    agent = NodeAgent(args.node_name, args.state_dir, python)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    args.state_dir.chmod(0o700)
+    agent = NodeAgent(args.node_name, args.state_dir, python, prepare_work_dir(args.work_dir), args.hide)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     agent.run()
 
