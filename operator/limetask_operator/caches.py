@@ -56,9 +56,11 @@ class Caches:
         """Remember a status this operator is about to write (before the write: the watch
         event of the write may arrive before the write's own answer)."""
         key = (task.namespace, task.name)
-        uid, seen = self.written.get(key, (task.uid, deque(maxlen=WRITES_REMEMBERED)))
+        uid, seen = self.written.get(key, ("", deque(maxlen=WRITES_REMEMBERED)))
         if uid != task.uid:
-            seen = deque(maxlen=WRITES_REMEMBERED)
+            # The first write of this process: what the task says now is what it found, and
+            # trusted (a restarted operator trusts what it finds).
+            seen = deque([status_digest(task.status)], maxlen=WRITES_REMEMBERED)
         seen.append(status_digest(status))
         self.written[key] = (task.uid, seen)
 

@@ -16,7 +16,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from lime_task.resource import GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, PLURAL, VERSION
+from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, PLURAL, VERSION
 
 from . import metrics
 from . import status as derivation
@@ -300,6 +300,46 @@ class Reconciler:
         if current is not None and owes_event(current):
             self.events.submit(key)
 
+    async def write_status(self, task: TaskView, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Write a task's status; the stored object, or None when it was not written.
+
+        A PUT with the resourceVersion the status was derived from: a conflict means the task
+        changed meanwhile, and it is read again and reconciled anew. A final status is the
+        exception: its verdict is already read (and its event may already be published), and
+        nothing that changes a task meanwhile (a cancel annotation, a label) can take it back,
+        so it is written again over the fresh object. The state published is the state stored.
+        (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it drops null
+        values inside results.)
+        """
+        key = (task.namespace, task.name)
+        sent = without_empty_strings(status)
+        for _ in range(5):
+            self.caches.writing(task, sent)
+            try:
+                updated: dict[str, Any] = await self.kube.request(
+                    "PUT", task_path(task.namespace, task.name, "status"), task.with_status(sent))
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                if exc.status != 409:
+                    raise
+                LOG.debug("task %s/%s: status write conflicted; reading it again", *key)
+                fresh = await self.kube.get(task_path(task.namespace, task.name))
+                if fresh is None:
+                    self.caches.drop_task(key)
+                    return None
+                view = self.caches.put_task(fresh)
+                if (sent.get("state") in FINAL_STATES and view.uid == task.uid and view.trusted
+                        and view.status.get("state") not in FINAL_STATES):
+                    task = dataclasses.replace(task, metadata=TaskView.from_body(fresh).metadata)
+                    continue
+                self.enqueue(key)
+                return None
+            self.caches.put_task(updated, written=True)
+            return updated
+        self.enqueue(key)
+        return None
+
     async def _distrust(self, task: TaskView, evidence: bool) -> TaskView | None:
         """A task whose status someone else wrote: never act on what it says.
 
@@ -354,7 +394,14 @@ class Reconciler:
         return str(items[-1].get("message") or "refused") if items else ""
 
     async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
-        key = (task.namespace, task.name)
+        """Carry out a plan, in the one order that is safe at any crash point:
+
+        1. create the attempt's Job (deterministic name: a re-run finds it, 409);
+        2. publish the completion event inline, while the broker answers (else the dispatcher
+           delivers it from the outbox once the status is stored);
+        3. write the status (a final one always lands: see write_status);
+        4. stop Jobs still running, and delete finished ones (only once the result is stored).
+        """
         if plan.create_attempt is not None:
             job = build_job(task, plan.create_attempt, self.settings)
             try:
@@ -374,28 +421,9 @@ class Reconciler:
             if confirmed is not None:
                 plan.status = {**plan.status, "event": confirmed}
         if plan.status is not None:
-            # A PUT with the resourceVersion we derived from: a conflict means we were stale.
-            # (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it
-            # drops null values inside results.)
-            sent = without_empty_strings(plan.status)
-            self.caches.writing(task, sent)
-            try:
-                updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
-                                                  task.with_status(sent))
-            except ApiError as exc:
-                if exc.status == 404:
-                    return
-                if exc.status == 409:
-                    LOG.debug("task %s/%s: status write conflicted; reading it again", key[0], key[1])
-                    fresh = await self.kube.get(task_path(task.namespace, task.name))
-                    if fresh is None:
-                        self.caches.drop_task(key)
-                        return
-                    self.caches.put_task(fresh)
-                    self.enqueue(key)
-                    return
-                raise
-            self.caches.put_task(updated, written=True)
+            updated = await self.write_status(task, plan.status)
+            if updated is None:
+                return
             # The whole new status (the cache keeps only a compact copy of a settled task).
             view = TaskView.from_body(updated)
             if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
@@ -406,6 +434,8 @@ class Reconciler:
                     metrics.observe_started(view)
                 LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
                          view.status.get("attempts"))
-        for name in plan.delete_jobs:
-            if self.settings.delete_finished_jobs:
+        for name in plan.stop_jobs:
+            await self.kube.delete(jobs_path(task.namespace, name))
+        if self.settings.delete_finished_jobs:
+            for name in plan.delete_jobs:
                 await self.kube.delete(jobs_path(task.namespace, name))

@@ -45,11 +45,14 @@ ADMISSION_GRACE_SECONDS = 3.0
 
 @dataclass
 class Plan:
-    """What the reconciler must do: at most one Job to create, a status, Jobs to delete."""
+    """What the reconciler must do: at most one Job to create, a status, Jobs to stop or delete."""
 
     status: dict[str, Any] | None = None
     create_attempt: int | None = None
+    # Jobs that have finished: deleted once the status is stored (unless the platform keeps them).
     delete_jobs: list[str] = field(default_factory=list)
+    # Jobs whose pod still runs although the task is over (cancelled, spec changed): always stopped.
+    stop_jobs: list[str] = field(default_factory=list)
     # The caches cannot tell: read the pods of this attempt from the API, then decide again.
     need_fresh_pods: int | None = None
     # The status says this attempt's Job was made, the cache does not have it: check the API.
@@ -195,8 +198,19 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     st = task.status
     ts = now_iso(now)
     plan = Plan()
+
+    def clean_up() -> None:
+        """A finished task's Jobs: stop what still runs, delete what has finished."""
+        for j in jobs.values():
+            if j.deleting:
+                continue
+            running = not j.finished and (not pods.get(j.attempt) or any(not p.ended for p in pods[j.attempt]))
+            (plan.stop_jobs if running else plan.delete_jobs).append(j.name)
+        plan.stop_jobs.sort()
+        plan.delete_jobs.sort()
+
     if st.get("state") in FINAL_STATES:
-        plan.delete_jobs = sorted(j.name for j in jobs.values() if not j.deleting)
+        clean_up()
         return plan
 
     base: dict[str, Any] = {k: v for k, v in st.items()}
@@ -225,11 +239,19 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         new["event"] = {"messageId": message_id(task.uid, state),
                         "routingKey": routing_key(str(task.spec.get("task")), state), "confirmed": False}
         plan.status = new
-        plan.delete_jobs = sorted(j.name for j in jobs.values() if not j.deleting)
+        clean_up()
         return plan
 
     if task.annotations.get(ANNOTATION_CANCEL, "").lower() in ("true", "yes", "1"):
-        return final(FAILURE, CANCELLED, "the task was cancelled", error_type=CANCELLED)
+        # A verdict already written wins: a task that has finished cannot be cancelled, even
+        # when its pod finished just before the cancel and its status does not say so yet.
+        current = attempt_outcome(jobs.get(attempt), pods.get(attempt, []), job_gone=attempt in jobs_gone) \
+            if attempt and (attempt in jobs or attempt in pods) else None
+        if current is None and attempt in jobs and jobs[attempt].finished and not pods_fresh:
+            plan.need_fresh_pods = attempt  # its verdict may be in a pod the cache has not seen
+            return plan
+        if not isinstance(current, verdicts.Verdict):
+            return final(FAILURE, CANCELLED, "the task was cancelled", error_type=CANCELLED)
     if st.get("specHash") and st["specHash"] != current_hash:
         return final(FAILURE, SPEC_CHANGED, "the spec changed after the task was accepted; the spec is "
                      "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)

@@ -473,7 +473,8 @@ def test_cancel_annotation(value: str) -> None:
     assert st is not None
     assert st["state"] == "FAILURE"
     assert st["error"] == {"type": "Cancelled", "message": "the task was cancelled", "reason": "Cancelled"}
-    assert plan.delete_jobs == [job_name(NAME, 1)]
+    # The running pod is stopped, whether or not finished Jobs are kept.
+    assert plan.stop_jobs == [job_name(NAME, 1)] and plan.delete_jobs == []
     assert plan.create_attempt is None
 
 
@@ -496,7 +497,7 @@ def test_spec_changed_after_it_was_accepted() -> None:
     assert st["state"] == "FAILURE"
     assert st["error"]["reason"] == "SpecChanged"
     assert plan.create_attempt is None
-    assert plan.delete_jobs == [job_name(NAME, 1)]
+    assert plan.stop_jobs == [job_name(NAME, 1)] and plan.delete_jobs == []
 
 
 # --- final, caches ----------------------------------------------------------------------------
@@ -717,7 +718,7 @@ def test_a_pod_a_limitrange_refuses_ends_the_task() -> None:
     plan = run(task(pending_status()), [JobView.from_body(job_body(1))], admission=refusal)
     assert plan.status is not None and plan.status["state"] == "FAILURE"
     assert plan.status["error"]["reason"] == "InvalidSpec" and "256Mi" in plan.status["error"]["message"]
-    assert plan.delete_jobs == [job_name(NAME, 1)]
+    assert plan.stop_jobs == [job_name(NAME, 1)]  # the job controller stops trying
 
 
 @pytest.mark.parametrize("refusal, reason", [
@@ -798,3 +799,37 @@ def test_event_message_id_is_the_uid_not_the_name() -> None:
     plan = run(task(started_status()), [JobView.from_body(job_body(1, ("Complete", None, None), active=0))],
                [ended_pod(0, SUCCESS_VERDICT)])
     assert plan.status is not None and plan.status["event"]["messageId"] == "uid-1.SUCCESS"
+
+
+
+# --- a verdict already written wins over a later cancel -----------------------------------------
+
+@pytest.mark.parametrize("verdict, state", [(SUCCESS_VERDICT, "SUCCESS"), (FAILURE_VERDICT, "FAILURE")])
+def test_a_verdict_wins_over_a_later_cancel(verdict: str, state: str) -> None:
+    plan = run(task(started_status(), annotations={ANNOTATION_CANCEL: "true"}),
+               [complete_job() if state == "SUCCESS" else failed_job()], [ended_pod(0 if state == "SUCCESS" else 1,
+                                                                                    verdict)])
+    assert plan.status is not None and plan.status["state"] == state
+    assert (plan.status.get("error") or {}).get("reason") != "Cancelled"
+
+
+def test_a_cancel_with_a_finished_job_but_no_pod_in_cache_reads_the_pods_first() -> None:
+    plan = run(task(started_status(), annotations={ANNOTATION_CANCEL: "true"}), [complete_job()], [])
+    assert plan.need_fresh_pods == 1 and plan.status is None
+    after = run(task(started_status(), annotations={ANNOTATION_CANCEL: "true"}), [complete_job()],
+                [ended_pod(0, SUCCESS_VERDICT)], pods_fresh=True)
+    assert after.status is not None and after.status["state"] == "SUCCESS"
+
+
+def test_a_lost_worker_is_still_cancelled() -> None:
+    plan = run(task(started_status(), annotations={ANNOTATION_CANCEL: "true"}), [failed_job()], [ended_pod(137, None)])
+    assert plan.status is not None and plan.status["error"]["reason"] == "Cancelled"
+
+
+def test_a_finished_job_is_kept_when_asked_and_a_running_one_is_stopped() -> None:
+    plan = run(task(started_status(2, acksLate=True), acksLate=True),
+               [complete_job(1), job(2)], [ended_pod(0, SUCCESS_VERDICT, attempt=1), running_pod(2)])
+    del plan
+    cancelled = run(task(started_status(2, acksLate=True), annotations={ANNOTATION_CANCEL: "true"}, acksLate=True),
+                    [failed_job(1), job(2)], [ended_pod(137, None, attempt=1), running_pod(2)])
+    assert cancelled.stop_jobs == [job_name(NAME, 2)] and cancelled.delete_jobs == [job_name(NAME, 1)]

@@ -1,0 +1,130 @@
+"""The reconciler's side effects, in order, against a fake API (no cluster needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from limetask_operator import status as derivation
+from limetask_operator.kube import ApiError
+from limetask_operator.model import TaskView
+from limetask_operator.reconciler import Reconciler
+from limetask_operator.settings import OperatorSettings
+
+BODY: dict[str, Any] = {
+    "apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask",
+    "metadata": {"name": "t1", "namespace": "ns", "uid": "uid-1", "resourceVersion": "5", "generation": 1},
+    "spec": {"task": "acme_solution.tasks.lime.add", "app": "my-app", "args": [1, 2]},
+    "status": {"state": "STARTED", "attempts": 1, "jobName": "t1-1"},
+}
+FINAL = {"state": "SUCCESS", "result": 3, "attempts": 1, "completedAt": "2024-01-01T00:00:00Z",
+         "event": {"messageId": "uid-1.SUCCESS", "routingKey": "core.task.x.success.v1", "confirmed": False}}
+
+
+class FakeKube:
+    """Answers PUTs of the status with a scripted list of results (ApiError or 'ok')."""
+
+    server = "https://fake"
+
+    def __init__(self, puts: list[Any], fresh: dict[str, Any] | None = None) -> None:
+        self.puts = puts
+        self.fresh = fresh
+        self.calls: list[tuple[str, str, Any]] = []
+
+    async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+        self.calls.append((method, path, copy.deepcopy(body)))
+        if method == "PUT":
+            outcome = self.puts.pop(0)
+            if isinstance(outcome, ApiError):
+                raise outcome
+            stored = copy.deepcopy(BODY)
+            stored["metadata"]["resourceVersion"] = str(10 + len(self.calls))
+            stored["status"] = body["status"]
+            return stored
+        raise AssertionError(f"unexpected {method} {path}")
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        self.calls.append(("GET", path, None))
+        return copy.deepcopy(self.fresh)
+
+    async def delete(self, path: str, propagation: str = "Background") -> None:
+        self.calls.append(("DELETE", path, None))
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(("POST", path, body))
+        return body
+
+
+def reconciler(kube: FakeKube, **settings: Any) -> Reconciler:
+    async def make() -> Reconciler:
+        return Reconciler(kube, OperatorSettings(**settings))  # type: ignore[arg-type]
+    return asyncio.run(make())
+
+
+def test_a_final_status_lands_even_when_the_task_changed_meanwhile() -> None:
+    """The verdict is read (and its event maybe published): a cancel annotation added meanwhile
+    must not lead to another state being stored than the one published."""
+    fresh = copy.deepcopy(BODY)
+    fresh["metadata"]["resourceVersion"] = "6"
+    fresh["metadata"]["annotations"] = {"limetask.io/cancel": "true"}
+    kube = FakeKube([ApiError(409, "conflict", "PUT", "/x"), "ok"], fresh=fresh)
+    rec = reconciler(kube)
+
+    async def main() -> None:
+        await rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL)))
+
+    asyncio.run(main())
+    puts = [c for c in kube.calls if c[0] == "PUT"]
+    assert len(puts) == 2
+    assert puts[1][2]["status"]["state"] == "SUCCESS" and puts[1][2]["status"]["result"] == 3
+    assert puts[1][2]["metadata"]["resourceVersion"] == "6"  # written over the fresh object
+    assert rec.caches.tasks[("ns", "t1")].status["state"] == "SUCCESS"
+
+
+def test_a_final_status_of_someone_else_is_not_overwritten() -> None:
+    fresh = copy.deepcopy(BODY)
+    fresh["metadata"]["resourceVersion"] = "6"
+    fresh["status"] = {**FINAL, "state": "FAILURE", "error": {"reason": "Cancelled"}}
+    kube = FakeKube([ApiError(409, "conflict", "PUT", "/x")], fresh=fresh)
+    rec = reconciler(kube)
+    asyncio.run(rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL))))
+    assert [c[0] for c in kube.calls] == ["PUT", "GET"]
+
+
+def test_a_conflict_on_a_running_status_is_read_again_not_forced() -> None:
+    fresh = copy.deepcopy(BODY)
+    fresh["metadata"]["resourceVersion"] = "6"
+    kube = FakeKube([ApiError(409, "conflict", "PUT", "/x")], fresh=fresh)
+    rec = reconciler(kube)
+
+    async def main() -> None:
+        await rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status={**BODY["status"], "state": "PENDING"}))
+
+    asyncio.run(main())
+    assert [c[0] for c in kube.calls] == ["PUT", "GET"]
+
+
+def test_keeping_finished_jobs_still_stops_running_ones() -> None:
+    kube = FakeKube(["ok"])
+    rec = reconciler(kube, delete_finished_jobs=False)
+    cancelled = {**FINAL, "state": "FAILURE", "error": {"reason": "Cancelled"}}
+    plan = derivation.Plan(status=cancelled, stop_jobs=["t1-2"], delete_jobs=["t1-1"])
+    asyncio.run(rec.carry_out(TaskView.from_body(BODY), plan))
+    deletes = [c[1] for c in kube.calls if c[0] == "DELETE"]
+    assert deletes == ["/apis/batch/v1/namespaces/ns/jobs/t1-2"]
+
+
+def test_finished_jobs_are_deleted_by_default_only_after_the_status_is_stored() -> None:
+    kube = FakeKube(["ok"])
+    rec = reconciler(kube)
+    asyncio.run(rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL), delete_jobs=["t1-1"])))
+    assert [c[0] for c in kube.calls] == ["PUT", "DELETE"]
+    kube = FakeKube([ApiError(500, "etcd is down", "PUT", "/x")])
+    rec = reconciler(kube)
+    try:
+        asyncio.run(rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL),
+                                                                               delete_jobs=["t1-1"])))
+    except ApiError:
+        pass
+    assert [c[0] for c in kube.calls] == ["PUT"]  # the Job, and its verdict, stay until the result is stored
