@@ -15,6 +15,9 @@ LABEL_APP = "limetask.io/app"
 LABEL_TASK_ID = "limetask.io/task-id"
 LABEL_ATTEMPT = "limetask.io/attempt"
 LABEL_TASK_NAME = "limetask.io/task"
+# The UID of the LimeTask a Job or pod belongs to: a task re-created under the same name is
+# another task, and never takes its predecessor's Jobs, pods or verdicts for its own.
+LABEL_TASK_UID = "limetask.io/task-uid"
 # `kubectl annotate lt ID limetask.io/cancel=true` asks the operator to cancel a task.
 ANNOTATION_CANCEL = "limetask.io/cancel"
 

@@ -88,12 +88,13 @@ class Caches:
         self.pods.pop(key, None)
         self.written.pop(key, None)
 
-    def jobs_of(self, key: Key) -> dict[int, JobView]:
-        return {j.attempt: j for j in self.jobs.get(key, {}).values() if j.attempt}
+    def jobs_of(self, key: Key, uid: str) -> dict[int, JobView]:
+        """The Jobs of the task `key` whose UID is `uid`: never a predecessor's of the same name."""
+        return {j.attempt: j for j in self.jobs.get(key, {}).values() if j.attempt and j.task_uid in (uid, "")}
 
-    def pods_of(self, key: Key) -> dict[int, list[PodView]]:
+    def pods_of(self, key: Key, uid: str) -> dict[int, list[PodView]]:
         out: dict[int, list[PodView]] = defaultdict(list)
         for p in self.pods.get(key, {}).values():
-            if p.attempt:
+            if p.attempt and p.task_uid in (uid, ""):
                 out[p.attempt].append(p)
         return dict(out)

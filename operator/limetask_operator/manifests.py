@@ -13,6 +13,7 @@ from lime_task.resource import (
     LABEL_APP,
     LABEL_ATTEMPT,
     LABEL_TASK_ID,
+    LABEL_TASK_UID,
     QUANTITY_RE,
 )
 
@@ -64,6 +65,7 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
         "app.kubernetes.io/managed-by": "limetask-operator",
         "app.kubernetes.io/name": "limetask-runner",
         LABEL_TASK_ID: task.name,
+        LABEL_TASK_UID: task.uid,
         LABEL_ATTEMPT: str(attempt),
         LABEL_APP: str(task.spec.get("app", "")),
     }

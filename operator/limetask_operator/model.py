@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID
+from lime_task.resource import LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID
 
 CONTAINER = "task"
 
@@ -84,6 +84,7 @@ class JobView:
     active: int = 0
     deleting: bool = False
     created: str = ""
+    task_uid: str = ""  # "" for Jobs made before the label existed
 
     @property
     def finished(self) -> bool:
@@ -106,7 +107,8 @@ class JobView:
         return cls(name=meta.get("name", ""), task_id=labels.get(LABEL_TASK_ID, ""),
                    attempt=_int(labels.get(LABEL_ATTEMPT)), complete=complete, failed=failed,
                    failed_reason=reason, failed_message=message, active=int(st.get("active") or 0),
-                   deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "")
+                   deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "",
+                   task_uid=labels.get(LABEL_TASK_UID, ""))
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class PodView:
     # Why a pod that has not started waits, when it is more than the usual start-up
     # (unschedulable, an image that cannot be pulled, ...): (reason, message).
     waiting: tuple[str, str] | None = None
+    task_uid: str = ""
 
     @property
     def ended(self) -> bool:
@@ -159,7 +162,7 @@ class PodView:
                    reason=st.get("reason"), message=st.get("message"), disruption=disruption,
                    running_since=running, terminated=terminated,
                    deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "",
-                   waiting=waiting)
+                   waiting=waiting, task_uid=labels.get(LABEL_TASK_UID, ""))
 
 
 def _int(value: Any) -> int:

@@ -16,7 +16,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, PLURAL, VERSION
+from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID, PLURAL, VERSION
 
 from . import metrics
 from . import status as derivation
@@ -43,6 +43,10 @@ def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
             return [clean(v) for v in value]
         return value
     return {k: (v if k == "result" else clean(v)) for k, v in status.items() if v != "" or k == "result"}
+
+
+class PredecessorsJob(Exception):
+    """The Job name of this attempt is taken by the Job of an earlier task of the same name."""
 
 
 class JobRefused(Exception):
@@ -255,8 +259,8 @@ class Reconciler:
         if task is None:
             return
         now = dt.datetime.now(dt.timezone.utc)
-        jobs = self.caches.jobs_of(key)
-        pods = self.caches.pods_of(key)
+        jobs = self.caches.jobs_of(key, task.uid)
+        pods = self.caches.pods_of(key, task.uid)
         if not task.trusted:
             task = await self._distrust(task, bool(jobs or pods))
             if task is None:
@@ -274,7 +278,7 @@ class Reconciler:
             body = await self.kube.get(jobs_path(task.namespace, job_name(task.name, plan.verify_job)))
             if body is not None:
                 self.job_event("ADDED", body)
-                jobs = self.caches.jobs_of(key)
+                jobs = self.caches.jobs_of(key, task.uid)
                 plan = decide(jobs, pods)
             else:
                 plan = decide(jobs, pods, jobs_gone=frozenset({plan.verify_job}))
@@ -283,12 +287,17 @@ class Reconciler:
                 "labelSelector": f"{LABEL_TASK_ID}={task.name},{LABEL_ATTEMPT}={plan.need_fresh_pods}"})
             for item in (fresh or {}).get("items", []):
                 self.pod_event("MODIFIED", item)
-            plan = decide(jobs, self.caches.pods_of(key), pods_fresh=True)
+            plan = decide(jobs, self.caches.pods_of(key, task.uid), pods_fresh=True)
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
         try:
             await self.carry_out(task, plan)
+        except PredecessorsJob as stale:
+            # Its Job is being deleted: try again soon, with nothing written meanwhile.
+            LOG.info("task %s/%s: %s", key[0], key[1], stale)
+            self.enqueue_later(key, 2.0)
+            return
         except JobRefused as refusal:
             # The API server will not take this attempt's Job as it is: decide again knowing that.
             LOG.warning("task %s/%s: %s", key[0], key[1], refusal.error)
@@ -299,6 +308,22 @@ class Reconciler:
         current = self.caches.tasks.get(key)
         if current is not None and owes_event(current):
             self.events.submit(key)
+
+    async def _claim_existing_job(self, task: TaskView, name: str) -> None:
+        """A Job of this name exists already (409). Ours, made before a restart: fine. An
+        earlier task's of the same name (deleted, its Job orphaned or not yet collected): that
+        one is deleted, with its pods, and this attempt waits for the name (PredecessorsJob)."""
+        existing = await self.kube.get(jobs_path(task.namespace, name))
+        if existing is None:
+            raise PredecessorsJob(f"Job {name} was just deleted; making it again")
+        meta = existing.get("metadata") or {}
+        owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
+        uid = (meta.get("labels") or {}).get(LABEL_TASK_UID)
+        if task.uid in owners or uid == task.uid:
+            return
+        if not meta.get("deletionTimestamp"):
+            await self.kube.delete(jobs_path(task.namespace, name), propagation="Foreground")
+        raise PredecessorsJob(f"Job {name} belongs to an earlier task of the same name; waiting for it to go")
 
     async def write_status(self, task: TaskView, status: dict[str, Any]) -> dict[str, Any] | None:
         """Write a task's status; the stored object, or None when it was not written.
@@ -412,7 +437,9 @@ class Reconciler:
                 if exc.status in (400, 403, 422):
                     raise JobRefused(exc) from exc
                 raise
-            if created is not None:
+            if created is None:
+                await self._claim_existing_job(task, job["metadata"]["name"])
+            else:
                 metrics.JOBS_CREATED.inc()
                 LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
                          job["metadata"]["name"], plan.create_attempt)

@@ -94,6 +94,7 @@ def test_job_essentials() -> None:
         "app.kubernetes.io/managed-by": "limetask-operator",
         "app.kubernetes.io/name": "limetask-runner",
         "limetask.io/task-id": "get-lime-company-5f1c2a9e",
+        "limetask.io/task-uid": "3b0e6f4e-2f7c-4b7e-9a53-0d6b5c1f8a21",
         "limetask.io/attempt": "1",
         "limetask.io/app": "acme-crm",
     }
