@@ -19,13 +19,6 @@ Key = tuple[str, str]  # (namespace, task name)
 WRITES_REMEMBERED = 4
 
 
-def _rv(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
-
-
 def status_digest(status: dict[str, Any]) -> str:
     """A digest of a status as the API server stores it.
 
@@ -51,6 +44,11 @@ class Caches:
         self.pods: dict[Key, dict[str, PodView]] = defaultdict(dict)
         # Per unsettled task: its UID and the digests of the last statuses this operator wrote.
         self.written: dict[Key, tuple[str, deque[str]]] = {}
+        # resourceVersions are opaque (never compared as numbers): per unsettled task, those the
+        # watch delivered lately, and the one of this operator's last write while the watch has
+        # not delivered it yet (events before it are older than what the cache holds).
+        self.watched: dict[Key, deque[str]] = {}
+        self.echo: dict[Key, str] = {}
 
     def writing(self, task: TaskView, status: dict[str, Any]) -> None:
         """Remember a status this operator is about to write (before the write: the watch
@@ -64,29 +62,53 @@ class Caches:
         seen.append(status_digest(status))
         self.written[key] = (task.uid, seen)
 
-    def put_task(self, body: dict[str, Any], written: bool = False) -> TaskView:
-        """Cache a LimeTask; `written`: the answer to this operator's own status write."""
+    def put_task(self, body: dict[str, Any], written: bool = False, listed: bool = False) -> TaskView:
+        """Cache a LimeTask from the watch, from a fresh listing or read (`listed`), or from the
+        answer to this operator's own status write (`written`)."""
         view = TaskView.from_body(body)
         key = (view.namespace, view.name)
+        old = self.tasks.get(key)
+        rv = view.resource_version
         if written:
             self.writing(view, view.status)
+            if rv in self.watched.get(key, ()):
+                return old or self._store(key, view)  # the watch was there first, maybe further
+            self.echo[key] = rv
+            return self._store(key, view)
+        mine = self.written.get(key)
+        if mine is not None and mine[0] == view.uid and status_digest(view.status) not in mine[1]:
+            view = dataclasses.replace(view, trusted=False)
+        if listed:
+            self.echo.pop(key, None)
         else:
-            mine = self.written.get(key)
-            if mine is not None and mine[0] == view.uid and status_digest(view.status) not in mine[1]:
-                view = dataclasses.replace(view, trusted=False)
-        old = self.tasks.get(key)
-        # Our own status write already updated the cache: never go back to an older version.
-        if old is None or old.uid != view.uid or _rv(view.resource_version) >= _rv(old.resource_version):
-            if view.settled and view.trusted:
-                self.written.pop(key, None)  # never written again: nothing left to compare
-            self.tasks[key] = view.compact() if view.settled else view
-        return self.tasks[key]
+            self.watched.setdefault(key, deque(maxlen=WRITES_REMEMBERED * 2)).append(rv)
+            pending = self.echo.get(key)
+            if pending is not None and old is not None and old.uid == view.uid:
+                if rv != pending:
+                    return old  # from before this operator's own write, which the cache holds
+                del self.echo[key]
+            else:
+                self.echo.pop(key, None)
+        return self._store(key, view)
+
+    def _store(self, key: Key, view: TaskView) -> TaskView:
+        if view.settled:
+            # Never written again: nothing left to compare or order.
+            if view.trusted:
+                self.written.pop(key, None)
+            self.watched.pop(key, None)
+            self.echo.pop(key, None)
+            view = view.compact()
+        self.tasks[key] = view
+        return view
 
     def drop_task(self, key: Key) -> None:
         self.tasks.pop(key, None)
         self.jobs.pop(key, None)
         self.pods.pop(key, None)
         self.written.pop(key, None)
+        self.watched.pop(key, None)
+        self.echo.pop(key, None)
 
     def jobs_of(self, key: Key, uid: str) -> dict[int, JobView]:
         """The Jobs of the task `key` whose UID is `uid`: never a predecessor's of the same name."""

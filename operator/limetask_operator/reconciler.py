@@ -110,7 +110,11 @@ class Reconciler:
             return
         key = (meta.get("namespace", ""), task_id)
         if event_type == "DELETED":
-            cache.get(key, {}).pop(meta.get("name", ""), None)
+            children = cache.get(key)
+            if children is not None:
+                children.pop(meta.get("name", ""), None)
+                if not children:
+                    del cache[key]  # no empty entry left behind per finished task
         else:
             cache[key][meta.get("name", "")] = make(body)
         if key in self.caches.tasks:
@@ -144,7 +148,9 @@ class Reconciler:
             self.caches.drop_task(key)
             self.overwritten.discard(key)
         for body in items:
-            self.task_event("ADDED", body)
+            meta = body.get("metadata") or {}
+            self.caches.put_task(body, listed=True)
+            self.enqueue((meta.get("namespace", ""), meta.get("name", "")))
 
     def start_watches(self, namespaces: list[str] | None) -> None:
         from .watches import ResourceWatch, scopes
@@ -353,7 +359,7 @@ class Reconciler:
                 if fresh is None:
                     self.caches.drop_task(key)
                     return None
-                view = self.caches.put_task(fresh)
+                view = self.caches.put_task(fresh, listed=True)
                 if (sent.get("state") in FINAL_STATES and view.uid == task.uid and view.trusted
                         and view.status.get("state") not in FINAL_STATES):
                     task = dataclasses.replace(task, metadata=TaskView.from_body(fresh).metadata)

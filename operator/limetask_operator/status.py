@@ -219,9 +219,9 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     attempt = max([int(st.get("attempts") or 0), *jobs.keys(), *pods.keys()])
 
     def final(state: str, reason: str, message: str, result: Any = None, error_type: str | None = None,
-              history: list[dict[str, Any]] | None = None) -> Plan:
+              history: list[dict[str, Any]] | None = None, completed_at: str | None = None) -> Plan:
         new = dict(base)
-        new.update(state=state, completedAt=ts, attempts=attempt)
+        new.update(state=state, completedAt=completed_at or ts, attempts=attempt)
         if history is not None:
             new["history"] = history[-HISTORY_MAX:]
         if state == SUCCESS:
@@ -349,18 +349,20 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         return plan
 
     history = list(st.get("history") or [])
+    # When the attempt ended: its pod's finish time, not the time this was noticed.
+    ended_at = max(((p.terminated or {}).get("finishedAt") or "" for p in attempt_pods), default="") or ts
     if isinstance(outcome, verdicts.Verdict):
         entry = {"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": outcome.state,
                  "reason": "Succeeded" if outcome.state == SUCCESS else outcome.error.get("reason", ""),
                  "message": "" if outcome.state == SUCCESS else outcome.error.get("message", ""),
-                 "finishedAt": ts}
+                 "finishedAt": ended_at}
         history.append(entry)
         base.setdefault("startedAt", ts)
         if outcome.state == SUCCESS:
-            return final(SUCCESS, "Succeeded", "", result=outcome.result, history=history)
+            return final(SUCCESS, "Succeeded", "", result=outcome.result, history=history, completed_at=ended_at)
         err = outcome.error
         return final(FAILURE, err.get("reason") or verdicts.TASK_RAISED, err.get("message", ""),
-                     error_type=err.get("type"), history=history)
+                     error_type=err.get("type"), history=history, completed_at=ended_at)
     if isinstance(outcome, TimedOut):
         limit = task.spec.get("timeoutSeconds")
         history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": FAILURE,

@@ -70,3 +70,42 @@ def test_untrusted_survives_compaction() -> None:
     caches.writing(found, {"state": "STARTED", "attempts": 1})
     view = caches.put_task(body("6", {"state": "SUCCESS", "event": {"confirmed": True}}))
     assert isinstance(view, TaskView) and not view.trusted and view.settled
+
+
+def test_resource_versions_are_never_compared_as_numbers() -> None:
+    """Opaque versions: "9" after "10" is not older because it is smaller (etcd's are not ours)."""
+    caches = Caches()
+    caches.put_task(body("b-10", {"state": "STARTED"}))
+    assert caches.put_task(body("a-9", {"state": "STARTED", "attempts": 2})).resource_version == "a-9"
+
+
+def test_watch_events_older_than_our_own_write_are_skipped() -> None:
+    caches = Caches()
+    found = caches.put_task(body("x1", {"state": "PENDING"}))
+    caches.writing(found, {"state": "STARTED"})
+    caches.put_task(body("x3", {"state": "STARTED"}), written=True)
+    # A watch event from before the write (x2) arrives late: the cache keeps the newer one.
+    assert caches.put_task(body("x2", {"state": "PENDING", "attempts": 1})).resource_version == "x3"
+    assert caches.put_task(body("x3", {"state": "STARTED"})).resource_version == "x3"  # the echo
+    assert caches.put_task(body("x4", {"state": "STARTED", "attempts": 1})).resource_version == "x4"
+
+
+def test_an_echo_that_came_first_is_not_waited_for() -> None:
+    caches = Caches()
+    found = caches.put_task(body("x1", {"state": "PENDING"}))
+    caches.writing(found, {"state": "STARTED"})
+    caches.put_task(body("x3", {"state": "STARTED"}))           # the watch delivered our write ...
+    caches.put_task(body("x4", {"state": "STARTED", "attempts": 1}))  # ... and something newer
+    caches.put_task(body("x3", {"state": "STARTED"}), written=True)   # then the write's answer came
+    assert caches.tasks[("ns", "t1")].resource_version == "x4"
+    assert caches.put_task(body("x5", {"state": "STARTED", "attempts": 2})).resource_version == "x5"
+
+
+def test_a_listing_is_taken_as_it_is() -> None:
+    caches = Caches()
+    found = caches.put_task(body("x1", {"state": "PENDING"}))
+    caches.writing(found, {"state": "STARTED"})
+    caches.put_task(body("x3", {"state": "STARTED"}), written=True)
+    # The watch broke before the echo; the relist is authoritative.
+    assert caches.put_task(body("x7", {"state": "STARTED"}), listed=True).resource_version == "x7"
+    assert caches.put_task(body("x8", {"state": "STARTED", "attempts": 1})).resource_version == "x8"

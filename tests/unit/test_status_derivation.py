@@ -240,7 +240,7 @@ def test_success_verdict() -> None:
     assert st["state"] == "SUCCESS"
     assert st["result"] == {"updated": 50}
     assert "error" not in st
-    assert st["completedAt"] == NOW_TS
+    assert st["completedAt"] == POD_FINISHED  # when the pod finished, not when it was noticed
     assert st["startedAt"] == POD_STARTED
     assert st["attempts"] == 1
     cond = succeeded(st)
@@ -248,7 +248,7 @@ def test_success_verdict() -> None:
     assert plan.delete_jobs == [job_name(NAME, 1)]
     assert plan.create_attempt is None
     assert st["history"] == [{"attempt": 1, "jobName": job_name(NAME, 1), "outcome": "SUCCESS",
-                              "reason": "Succeeded", "message": "", "finishedAt": NOW_TS}]
+                              "reason": "Succeeded", "message": "", "finishedAt": POD_FINISHED}]
 
 
 def test_success_with_null_result_stores_no_result() -> None:
