@@ -110,6 +110,16 @@ class Caches:
         self.watched.pop(key, None)
         self.echo.pop(key, None)
 
+    def forget_gone(self, key: Key) -> None:
+        """Drop the last states of a finished task's deleted Jobs and pods (see `gone`)."""
+        for cache in (self.jobs, self.pods):
+            children = cache.get(key)
+            if children:
+                for name in [n for n, child in children.items() if child.gone]:
+                    del children[name]
+                if not children:
+                    del cache[key]
+
     def jobs_of(self, key: Key, uid: str) -> dict[int, JobView]:
         """The Jobs of the task `key` whose UID is `uid`: never a predecessor's of the same name."""
         return {j.attempt: j for j in self.jobs.get(key, {}).values() if j.attempt and j.task_uid in (uid, "")}

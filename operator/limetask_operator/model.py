@@ -85,6 +85,7 @@ class JobView:
     deleting: bool = False
     created: str = ""
     task_uid: str = ""  # "" for Jobs made before the label existed
+    gone: bool = False  # deleted: its last state, kept until its task's final status is stored
 
     @property
     def finished(self) -> bool:
@@ -128,10 +129,15 @@ class PodView:
     # (unschedulable, an image that cannot be pulled, ...): (reason, message).
     waiting: tuple[str, str] | None = None
     task_uid: str = ""
+    gone: bool = False  # deleted: its last state, kept until its task's final status is stored
 
     @property
     def ended(self) -> bool:
         return self.terminated is not None or self.phase in ("Succeeded", "Failed")
+
+    @property
+    def finished(self) -> bool:
+        return self.ended
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "PodView":

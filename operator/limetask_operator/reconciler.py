@@ -112,9 +112,17 @@ class Reconciler:
         if event_type == "DELETED":
             children = cache.get(key)
             if children is not None:
-                children.pop(meta.get("name", ""), None)
-                if not children:
-                    del cache[key]  # no empty entry left behind per finished task
+                task = self.caches.tasks.get(key)
+                final = make(body)
+                if task is not None and task.status.get("state") not in FINAL_STATES and final.finished:
+                    # Gone is not lost: a Job or pod removed after it finished (TTL, garbage
+                    # collection, a user) keeps its last state, and its verdict, until the task's
+                    # final status is stored.
+                    children[meta.get("name", "")] = dataclasses.replace(final, deleting=True, gone=True)
+                else:
+                    children.pop(meta.get("name", ""), None)
+                    if not children:
+                        del cache[key]  # no empty entry left behind per finished task
         else:
             cache[key][meta.get("name", "")] = make(body)
         if key in self.caches.tasks:
@@ -297,6 +305,8 @@ class Reconciler:
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
+        if task.status.get("state") in FINAL_STATES:
+            self.caches.forget_gone(key)
         try:
             await self.carry_out(task, plan)
         except PredecessorsJob as stale:

@@ -128,3 +128,50 @@ def test_finished_jobs_are_deleted_by_default_only_after_the_status_is_stored() 
     except ApiError:
         pass
     assert [c[0] for c in kube.calls] == ["PUT"]  # the Job, and its verdict, stay until the result is stored
+
+
+def _child(kind: str, name: str, status: dict[str, Any], uid: str = "uid-1") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "9",
+                         "labels": {"limetask.io/task-id": "t1", "limetask.io/task-uid": uid,
+                                    "limetask.io/attempt": "1"}},
+            "status": status}
+
+
+POD_DONE = {"phase": "Succeeded", "containerStatuses": [{"name": "task", "state": {"terminated": {
+    "exitCode": 0, "finishedAt": "2024-01-01T00:00:09Z", "message": '{"state":"SUCCESS","result":3}'}}}]}
+JOB_DONE = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
+
+
+def test_a_finished_pod_and_job_deleted_before_the_verdict_was_stored_still_give_it() -> None:
+    """Gone is not lost: the last state of a deleted Job and pod (a TTL of 0, say) keeps the
+    verdict until the task's final status is stored; a deleted running pod is not kept."""
+    import datetime as dt
+
+    rec = reconciler(FakeKube([]))
+    rec.task_event("ADDED", copy.deepcopy(BODY))
+    rec.job_event("ADDED", _child("Job", "t1-1", JOB_DONE))
+    rec.pod_event("ADDED", _child("Pod", "t1-1-abc", POD_DONE))
+    rec.pod_event("DELETED", _child("Pod", "t1-1-abc", POD_DONE))
+    rec.job_event("DELETED", _child("Job", "t1-1", JOB_DONE))
+    key = ("ns", "t1")
+    task = rec.caches.tasks[key]
+    plan = derivation.derive(task, rec.caches.jobs_of(key, task.uid), rec.caches.pods_of(key, task.uid),
+                             dt.datetime.now(dt.timezone.utc), 10)
+    assert plan.status is not None and plan.status["state"] == "SUCCESS" and plan.status["result"] == 3
+    assert plan.delete_jobs == [] and plan.stop_jobs == []  # gone already
+    # Once the final status is stored, nothing of them is kept.
+    rec.task_event("MODIFIED", {**copy.deepcopy(BODY), "status": plan.status})
+    rec.caches.forget_gone(key)
+    assert key not in rec.caches.jobs and key not in rec.caches.pods
+    running = {"phase": "Running", "containerStatuses": [{"name": "task", "state": {"running": {}}}]}
+    rec.pod_event("ADDED", _child("Pod", "t1-1-def", running))
+    rec.pod_event("DELETED", _child("Pod", "t1-1-def", running))
+    assert key not in rec.caches.pods
+
+
+def test_children_of_an_earlier_task_of_the_same_name_are_not_taken() -> None:
+    rec = reconciler(FakeKube([]))
+    rec.task_event("ADDED", copy.deepcopy(BODY))
+    rec.pod_event("ADDED", _child("Pod", "t1-1-old", POD_DONE, uid="uid-0"))
+    rec.job_event("ADDED", _child("Job", "t1-1", JOB_DONE, uid="uid-0"))
+    assert rec.caches.jobs_of(("ns", "t1"), "uid-1") == {} and rec.caches.pods_of(("ns", "t1"), "uid-1") == {}
