@@ -134,7 +134,8 @@ NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
 BROKER_SETTINGS = {"LIMETASK_BROKER_URL", "LIMETASK_BROKER_EXCHANGE", "LIMETASK_BROKER_PUBLISH_TIMEOUT",
                    "LIMETASK_EVENT_RETRY_MAX_SECONDS"}
 # Settings the chart leaves alone: it hands the broker URL over in LIMETASK_BROKER_URL, from the Secret.
-NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE"}
+# Set per process where needed (tests running two operators on one host), never by the chart.
+NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE", "LIMETASK_LEADER_ELECTION_IDENTITY"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,7 +447,8 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
 
 @pytest.mark.parametrize("values, message", [
     ({"bogus": 1}, "additional properties 'bogus' not allowed"),
-    ({"operator": {"replicas": 2}}, "at '/operator': additional properties 'replicas' not allowed"),
+    ({"operator": {"replicaCount": 2}}, "at '/operator': additional properties 'replicaCount' not allowed"),
+    ({"operator": {"replicas": 0}}, "at '/operator/replicas': minimum: got 0, want 1"),
     ({"runner": {"image": {"repository": "r", "tag": "1", "pullPolicy": "Always"}}},
      "at '/runner/image': additional properties 'pullPolicy' not allowed"),
     ({"operator": {"workers": "many"}}, "at '/operator/workers': got string, want integer"),
@@ -530,8 +532,16 @@ def test_renders_and_lints(chart: Any, mode: str) -> None:
 
 def test_default_mode_watches_the_release_namespace(chart: Any) -> None:
     objects = render(chart)
-    assert [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in of_kind(objects, "Role")] == \
-        [(RELEASE_NAMESPACE, "lt-limetask")]
+    assert [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in of_component(objects, "Role", "operator")] \
+        == [(RELEASE_NAMESPACE, "lt-limetask")]
+    # Leader election: the Lease verbs alone, in the release namespace, on the operator's Lease.
+    leader = one(of_component(objects, "Role", "leader"), "Role")
+    assert leader["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert leader["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["lt-limetask"],
+         "verbs": ["get", "update"]}]
+    assert operator_env(objects)["LIMETASK_LEADER_ELECTION_LEASE"] == "lt-limetask"
     assert operator_container(objects)["args"][0] == f"--namespace={RELEASE_NAMESPACE}"
     assert one(objects, "CustomResourceDefinition")["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     assert one(objects, "ServiceAccount")["metadata"]["name"] == "lt-limetask"
@@ -543,8 +553,8 @@ def test_default_mode_watches_the_release_namespace(chart: Any) -> None:
 def test_namespace_list_gets_a_role_in_each_namespace(chart: Any) -> None:
     objects = render(chart, MODES["namespace-list"])
     namespaces = ["team-a", "team-b", "team-c"]
-    assert sorted(r["metadata"]["namespace"] for r in of_kind(objects, "Role")) == namespaces
-    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in of_component(objects, "Role", "operator")) == namespaces
+    bindings = of_component(objects, "RoleBinding", "operator")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == namespaces
     for b in bindings:
         assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lt-limetask"}
@@ -556,7 +566,7 @@ def test_namespace_list_gets_a_role_in_each_namespace(chart: Any) -> None:
 
 def test_cluster_mode_uses_a_cluster_role(chart: Any) -> None:
     objects = render(chart, MODES["cluster"])
-    assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
+    assert not of_component(objects, "Role", "operator") and not of_component(objects, "RoleBinding", "operator")
     role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
     assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}
     binding = one(objects, "ClusterRoleBinding")
@@ -667,8 +677,8 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
     else:
         assert web_roles == [] and of_component(objects, "ServiceAccount", "web") == []
     # Each binding names its own component's ServiceAccount (the operator's may be an existing one).
-    accounts = {"operator": "limetask-operator" if mode == "runner-settings" else "lt-limetask",
-                "web": "lt-limetask-web"}
+    operator_account = "limetask-operator" if mode == "runner-settings" else "lt-limetask"
+    accounts = {"operator": operator_account, "leader": operator_account, "web": "lt-limetask-web"}
     for sa in of_kind(objects, "ServiceAccount"):
         assert sa["metadata"]["name"] == accounts[component(sa)]
     for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
@@ -761,7 +771,10 @@ def test_operator_health_and_shutdown(chart: Any) -> None:
         assert pod["terminationGracePeriodSeconds"] == (30 if mode == "default" else 45)
         # kopf runs standalone: never two operators at once, not even during a rollout.
         assert deployment["spec"]["replicas"] == 1
-        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        # Leader election: a new pod waits for the Lease, so a rollout may start it first.
+        assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                                  "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        assert operator_env(objects)["LIMETASK_LEADER_ELECTION"] == "true"
         assert pod["automountServiceAccountToken"] is True
         assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

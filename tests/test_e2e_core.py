@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -50,3 +51,56 @@ def test_a_task_recreated_under_its_name_runs_afresh(tasks: TaskClient, api_clie
     wait_until(lambda: not [p for p in client.CoreV1Api(api_client).list_namespaced_pod(namespace).items
                             if (p.metadata.labels or {}).get("limetask.io/task-uid") == old_uid
                             and p.status.phase == "Running"], timeout=60, message="the old pod to stop")
+
+
+@pytest.mark.broker
+def test_two_replicas_one_leads_and_the_next_takes_over(cluster: Any, operator: Any, api_client: Any,
+                                                          namespace: str, tmp_path: Any) -> None:
+    """Two operators on the same scope while 100 tasks run, the leader killed midway: exactly one
+    Job per attempt, one event per task."""
+    import re
+    import uuid
+
+    from conftest import Operator
+    from test_e2e_events import Collector
+    from test_e2e_faults import JobRecorder
+
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    collector = Collector(app)
+    recorder = JobRecorder(api_client, namespace)
+    operator.stop()
+    replicas = []
+    try:
+        for name in ("replica-a", "replica-b"):
+            (tmp_path / name).mkdir()
+            args = tuple(a for a in operator.args if not a.startswith("--liveness"))
+            replica = Operator(cluster, tmp_path / name, args=args,
+                               extra_env={**operator.extra_env, "LIMETASK_LEADER_ELECTION_IDENTITY": name})
+            replica.start()
+            replicas.append(replica)
+            if name == "replica-a":
+                wait_until(lambda r=replica: "replica-a leads" in r.log_path.read_text(), timeout=60,
+                           message="replica-a to lead")
+        first, second = replicas
+        tasks = TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
+        sent = [tasks.send(f"{T}.noop", app) for _ in range(100)]
+        wait_until(lambda: sum(s.status == SUCCESS for s in tasks.list()) >= 30, timeout=120, message="30 done")
+        first.kill(9)
+        wait_until(lambda: "replica-b leads" in second.log_path.read_text(), timeout=60, message="replica-b to lead")
+        wait_until(lambda: sum(s.status == SUCCESS for s in tasks.list()) == 100, timeout=240, message="all done")
+        wait_until(lambda: len(collector.ids()) >= 100, timeout=120, message="100 events")
+        time.sleep(2)
+        assert collector.ids() == {f"{s.id}.SUCCESS" for s in sent}
+        assert len(collector.events) == 100, "one event per task (redeliveries are dropped by message id)"
+        per_task: dict[str, list[str]] = {}
+        for job, uids in recorder.uids.items():
+            assert len(uids) == 1, f"Job {job} was made {len(uids)} times"
+            per_task.setdefault(re.sub(r"-\d+$", "", job), []).append(job)
+        assert {t: len(j) for t, j in per_task.items()} == {s.id: 1 for s in sent}
+        assert "replica-b leads" not in first.log_path.read_text()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        recorder.stop()
+        collector.stop()
+        operator.start()

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from .kube import Kube
+from .leader import LeaderElector
 from .reconciler import Reconciler
 from .settings import OperatorSettings
 
@@ -31,6 +32,8 @@ class OperatorMemo:
     kube: Kube | None = None
     reconciler: Reconciler | None = None
     logged_in: asyncio.Event | None = None
+    elector: LeaderElector | None = None
+    election: asyncio.Task[None] | None = None
 
 
 def _memo(memo: Any) -> OperatorMemo:
@@ -88,11 +91,36 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 async def _start_after_login(shared: OperatorMemo) -> None:
     assert shared.logged_in is not None
     await shared.logged_in.wait()
-    assert shared.kube is not None
-    rec = Reconciler(shared.kube, shared.settings)
-    rec.start_watches(shared.namespaces)  # LimeTasks, Jobs and Pods: see watches.py
-    rec.start()
-    shared.reconciler = rec
+    kube = shared.kube
+    assert kube is not None
+
+    async def lead() -> None:
+        rec = Reconciler(kube, shared.settings)
+        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs and Pods: see watches.py
+        rec.start()
+        shared.reconciler = rec
+
+    async def step_down() -> None:
+        rec, shared.reconciler = shared.reconciler, None
+        if rec is not None:
+            await rec.stop()
+
+    if not shared.settings.leader_election:
+        await lead()
+        return
+    shared.elector = LeaderElector(kube, shared.settings.leader_election_namespace or _own_namespace(),
+                                   shared.settings.leader_election_lease, shared.settings.leader_election_identity)
+    LOG.info("leader election: %s campaigns for Lease %s/%s", shared.elector.identity, shared.elector.namespace,
+             shared.elector.name)
+    shared.election = asyncio.get_running_loop().create_task(shared.elector.run(lead, step_down), name="election")
+
+
+def _own_namespace() -> str:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return os.environ.get("POD_NAMESPACE") or "default"
 
 
 @kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
@@ -102,9 +130,10 @@ async def watches_probe(memo: Any, **_: Any) -> str:
     An operator whose watches are dead processes nothing while looking alive; failing the
     probe makes that visible, and lets Kubernetes restart it.
     """
-    rec = _memo(memo).reconciler
+    shared = _memo(memo)
+    rec = shared.reconciler
     if rec is None:
-        return "starting"
+        return "waiting for the lease" if shared.elector is not None else "starting"
     problems = rec.health()
     if problems:
         raise kopf.PermanentError("; ".join(problems))
@@ -125,12 +154,20 @@ async def cleanup(memo: Any, **_: Any) -> None:
     watchdog.daemon = True
     watchdog.start()
     shared = _memo(memo)
+    if shared.election is not None:
+        shared.election.cancel()
     rec, shared.reconciler = shared.reconciler, None
     if rec is not None:
         try:
             await asyncio.wait_for(rec.stop(), timeout=10)
         except asyncio.TimeoutError:
             LOG.warning("reconcile workers did not stop within 10 s; leaving them")
+    if shared.elector is not None:
+        # Only once this replica has stopped writing: the next one takes over at once.
+        try:
+            await asyncio.wait_for(shared.elector.release(), timeout=3)
+        except asyncio.TimeoutError:
+            LOG.warning("could not release the lease within 3 s; the next replica waits for it to expire")
     kube, shared.kube = shared.kube, None
     if kube is not None:
         await kube.close()

@@ -63,6 +63,13 @@ class OperatorSettings(BaseModel):
     # Finished LimeTasks (with their event delivered) are deleted this long after they
     # finished, like Lime's result expiry; 0 keeps them forever.
     retention_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    # Leader election on a Lease, so that several replicas can run: one leads, the others wait
+    # to take over. The Lease's namespace (default: the pod's own) and name.
+    leader_election: bool = False
+    leader_election_namespace: str | None = None
+    # Who this replica is in the Lease (default: the host name, i.e. the pod's name).
+    leader_election_identity: str | None = None
+    leader_election_lease: str = Field(default="limetask-operator", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
     # Prometheus metrics on this port (0: off).
     metrics_port: int = Field(default=9090, ge=0, le=65535)
 
