@@ -139,6 +139,47 @@ def test_broker_outage_then_all_events_arrive(tasks: TaskClient, app: str, colle
                    message=f"event of {s.id} confirmed")
 
 
+def outbox(cluster: Cluster, namespace: str) -> dict[str, int]:
+    """Delivery attempts recorded in status.event, per task UID."""
+    import json
+
+    listed = json.loads(cluster.run_kubectl("get", "lt", "-o", "json", namespace=namespace).stdout)
+    return {t["metadata"]["uid"]: int(((t.get("status") or {}).get("event") or {}).get("deliveryAttempts") or 0)
+            for t in listed["items"]}
+
+
+def test_event_retries_back_off_during_an_outage(tasks: TaskClient, app: str, broker_proxy: Any,
+                                                 running_operator: Operator, cluster: Cluster,
+                                                 namespace: str) -> None:
+    """With the broker down, an unconfirmed event is tried, and its outbox written, no more
+    often than the backoff says, although each outbox write comes back through the watch."""
+    retry_max = 2.0  # broker.retryMaxSeconds in the session's chart values
+    window = 10.0
+    broker_proxy.disable()
+    try:
+        sent = [tasks.send(f"{T}.add", app, [i, 0]) for i in range(20)]
+        for s in sent:
+            assert tasks.wait(s.id, app, timeout=120).status == SUCCESS
+        # From the third failure on, the delay is the longest (0.5, 1, then 2 s).
+        wait_until(lambda: len(a := outbox(cluster, namespace)) == len(sent) and min(a.values()) >= 3,
+                   timeout=60, message="three recorded failures per task")
+        log_start = running_operator.log_path.stat().st_size
+        before = outbox(cluster, namespace)
+        time.sleep(window)
+        after = outbox(cluster, namespace)
+        with running_operator.log_path.open("rb") as log:
+            log.seek(log_start)
+            lines = log.read().decode(errors="replace")
+    finally:
+        broker_proxy.enable()
+    publishes = sum(lines.count(f"event {uid}.SUCCESS not confirmed") for uid in before)
+    writes = sum(after[uid] - before[uid] for uid in before)
+    # One try per task every retry_max seconds, and one more at the window's edge.
+    bound = len(sent) * (int(window / retry_max) + 1)
+    assert len(sent) <= publishes <= bound, (publishes, bound)
+    assert len(sent) <= writes <= bound, (writes, bound)
+
+
 def test_event_survives_operator_kill(tasks: TaskClient, app: str, collector: Collector, broker_proxy: Any,
                                       running_operator: Operator, cluster: Cluster, namespace: str) -> None:
     broker_proxy.disable()

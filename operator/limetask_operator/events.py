@@ -66,6 +66,16 @@ def delivery_record(event: Event, sink: str, attempts: int, confirmed: bool, now
     return record
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """A task whose event failed `failures` times in a row; its next try is due at `due`
+    (event-loop time). Nothing publishes it before then, whoever submits it."""
+
+    uid: str
+    failures: int
+    due: float
+
+
 def owes_event(task: TaskView) -> bool:
     """Finished, its event not yet confirmed, and its status written by this operator."""
     return (task.trusted and task.status.get("state") in FINAL_STATES
@@ -195,7 +205,8 @@ class EventDispatcher:
         self.sink: Sink = BrokerSink(url, settings.broker_publish_timeout) if url else LogSink(kube)
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.pending: set[Key] = set()
-        self.failures: dict[Key, int] = {}
+        # Per task whose last try failed; dropped on success, or once it owes no event (or is gone).
+        self.backoff: dict[Key, Backoff] = {}
         self.n_workers = workers
         self.workers: list[asyncio.Task[None]] = []
         if url:
@@ -226,12 +237,13 @@ class EventDispatcher:
         """Publish a task's event before its final status is written, when the broker is up.
 
         On success the final status carries the confirmation, which saves a status write per
-        task. It is only tried while the broker answers (an open channel, no delivery failing)
-        and with a short timeout, so a broker in trouble never slows the reconcile workers: the
-        dispatcher then delivers the event after the status is written, as usual.
+        task. It is only tried while the broker answers (an open channel, and no task backing
+        off, this one included: its retry belongs to the dispatcher) and with a short timeout,
+        so a broker in trouble never slows the reconcile workers: the dispatcher then delivers
+        the event after the status is written, as usual.
         """
         sink = self.sink
-        if not isinstance(sink, BrokerSink) or sink.channel is None or sink.channel.is_closed or self.failures:
+        if not isinstance(sink, BrokerSink) or sink.channel is None or sink.channel.is_closed or self.backoff:
             return None
         view = dataclasses.replace(task, status=status)
         event = build_event(view, self.settings.broker_exchange)
@@ -244,9 +256,27 @@ class EventDispatcher:
         return delivery_record(event, sink.name, attempts=1, confirmed=True, now=dt.datetime.now(dt.timezone.utc))
 
     def submit(self, key: Key) -> None:
+        """Queue a task's event, unless its next try is not due yet: the retry scheduled at its
+        failure publishes it then. (Each failure writes the outbox, whose watch event makes the
+        reconciler submit the task again at once.)"""
+        waiting = self.backoff.get(key)
+        if waiting is not None:
+            task = self.tasks.get(key)
+            if task is not None and task.uid != waiting.uid:
+                del self.backoff[key]  # a new task of the same name
+            elif asyncio.get_running_loop().time() < waiting.due:
+                return
+        self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
         if key not in self.pending:
             self.pending.add(key)
             self.queue.put_nowait(key)
+
+    def _retry(self, key: Key, waiting: Backoff) -> None:
+        """The scheduled retry of one failure (a later failure or a success makes it moot)."""
+        if self.backoff.get(key) is waiting:
+            self._enqueue(key)
 
     async def _worker(self) -> None:
         while True:
@@ -265,23 +295,28 @@ class EventDispatcher:
     async def _deliver(self, key: Key) -> None:
         task = self.tasks.get(key)
         if task is None or not owes_event(task):
-            self.failures.pop(key, None)
+            self.backoff.pop(key, None)
             return
         event = build_event(task, self.settings.broker_exchange)
         try:
             await self.sink.send(event, task)
         except Exception as exc:  # noqa: BLE001 - any failure: record it, retry later
-            n = self.failures.get(key, 0) + 1
-            self.failures[key] = n
-            delay = min(0.5 * 2 ** (n - 1), self.settings.event_retry_max_seconds)
+            previous = self.backoff.get(key)
+            n = previous.failures + 1 if previous is not None and previous.uid == task.uid else 1
+            # The exponent is capped: past any sensible maximum, and 2 ** 1100 would overflow a float.
+            delay = min(0.5 * 2 ** min(n - 1, 30), self.settings.event_retry_max_seconds)
+            loop = asyncio.get_running_loop()
+            waiting = self.backoff[key] = Backoff(task.uid, n, loop.time() + delay)
             EVENTS.labels(self.sink.name, "failed").inc()
             reason = self._without_secrets(f"{type(exc).__name__}: {exc}")
             LOG.warning("event %s not confirmed (%s); try %d again in %.1fs", event.message_id, reason, n, delay)
-            await self._record(key, event, confirmed=False, error=reason[:500], delay=delay)
-            self.pending.discard(key)
-            asyncio.get_running_loop().call_later(delay, self.submit, key)
+            try:
+                await self._record(key, event, confirmed=False, error=reason[:500], delay=delay)
+            finally:
+                self.pending.discard(key)
+                loop.call_at(waiting.due, self._retry, key, waiting)
             return
-        self.failures.pop(key, None)
+        self.backoff.pop(key, None)
         EVENTS.labels(self.sink.name, "confirmed").inc()
         await self._record(key, event, confirmed=True)
 

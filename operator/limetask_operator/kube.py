@@ -30,18 +30,31 @@ class ApiError(Exception):
         self.message = message
 
 
+REQUEST_CONNECTIONS = 64
+
+
 class Kube:
+    """API requests and watches each have a connection pool of their own: a watch holds its
+    connection for minutes, and with three per namespace they would take a shared pool (60 of
+    64 connections with 20 namespaces, all of them from 22), leaving requests, even the
+    watches' own listings, waiting for ever."""
+
     def __init__(self, info: kopf.ConnectionInfo) -> None:
         self.info = info
         self.server = info.server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
 
     def use(self, info: kopf.ConnectionInfo) -> None:
+        """New credentials: both sessions are made again with them. (A watch still reading from
+        the old session is not woken by its closing: it resumes with them at its timeout.)"""
         self.info = info
         self.server = info.server.rstrip("/")
-        old, self._session = self._session, None
-        if old is not None and not old.closed:
-            asyncio.get_event_loop().create_task(old.close())
+        stale = (self._session, self._watch_session)
+        self._session = self._watch_session = None
+        for old in stale:
+            if old is not None and not old.closed:
+                asyncio.get_event_loop().create_task(old.close())
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.info.insecure:
@@ -54,28 +67,40 @@ class Kube:
             ctx.load_cert_chain(self.info.certificate_path, self.info.private_key_path)
         return ctx
 
+    def _new_session(self, connections: int) -> aiohttp.ClientSession:
+        headers = {"Accept": "application/json", "User-Agent": "limetask-operator"}
+        if self.info.token:
+            headers["Authorization"] = f"Bearer {self.info.token}"
+        auth = None
+        if self.info.username and self.info.password:
+            auth = aiohttp.BasicAuth(self.info.username, self.info.password)
+        return aiohttp.ClientSession(
+            headers=headers, auth=auth,
+            connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=connections),
+            timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            # A watch event is one line, and aiohttp refuses lines over twice this buffer:
+            # with the default (64 KiB) a Job or pod carrying 32 KiB of arguments leaves
+            # little headroom, and a refused line would make the watch relist forever.
+            read_bufsize=2**20,
+        )
+
     def session(self) -> aiohttp.ClientSession:
+        """For requests: at most REQUEST_CONNECTIONS at once."""
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json", "User-Agent": "limetask-operator"}
-            if self.info.token:
-                headers["Authorization"] = f"Bearer {self.info.token}"
-            auth = None
-            if self.info.username and self.info.password:
-                auth = aiohttp.BasicAuth(self.info.username, self.info.password)
-            self._session = aiohttp.ClientSession(
-                headers=headers, auth=auth,
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=64),
-                timeout=aiohttp.ClientTimeout(total=30, connect=5),
-                # A watch event is one line, and aiohttp refuses lines over twice this buffer:
-                # with the default (64 KiB) a Job or pod carrying 32 KiB of arguments leaves
-                # little headroom, and a refused line would make the watch relist forever.
-                read_bufsize=2**20,
-            )
+            self._session = self._new_session(REQUEST_CONNECTIONS)
         return self._session
 
+    def watch_session(self) -> aiohttp.ClientSession:
+        """For watches only, with no connection limit: there are as many as the operator runs
+        (three per watched namespace), each on one connection; each call sets its timeout."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = self._new_session(0)  # 0: no limit
+        return self._watch_session
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
 
     async def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Any:

@@ -133,7 +133,8 @@ class ResourceWatch:
         if self.selector:
             params["labelSelector"] = self.selector
         timeout = aiohttp.ClientTimeout(total=self.server_timeout + 30, sock_connect=5)
-        async with self.kube.session().get(self.kube.server + self._path(), params=params, timeout=timeout) as resp:
+        url = self.kube.server + self._path()
+        async with self.kube.watch_session().get(url, params=params, timeout=timeout) as resp:
             if resp.status == 410:
                 raise _Gone()
             if resp.status >= 300:

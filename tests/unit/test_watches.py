@@ -52,7 +52,7 @@ class FakeKube:
             raise page
         return page
 
-    def session(self) -> FakeKube:
+    def watch_session(self) -> FakeKube:
         return self
 
     def get(self, url: str, params: dict[str, str], timeout: Any) -> FakeResponse:
@@ -182,3 +182,97 @@ def test_the_probe_fails_while_a_watch_is_unhealthy() -> None:
 
 def test_events_are_parsed_line_by_line() -> None:
     assert json.loads(event("ADDED", "x", "1"))["object"]["metadata"]["name"] == "x"
+
+
+class HangingWatchServer:
+    """A local API server: lists are empty, watches stay open and send nothing; it notes the
+    credentials of every request and watch."""
+
+    def __init__(self) -> None:
+        self.open_watches = 0
+        self.tokens: list[tuple[str, str]] = []  # (what, Authorization)
+        self.runner: Any = None
+        self.url = ""
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if request.query.get("watch") != "true":
+            self.tokens.append(("request", request.headers.get("Authorization", "")))
+            return web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
+        self.tokens.append(("watch", request.headers.get("Authorization", "")))
+        response = web.StreamResponse()
+        await response.prepare(request)
+        self.open_watches += 1
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            self.open_watches -= 1
+        return response
+
+    async def __aenter__(self) -> HangingWatchServer:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.runner.cleanup()
+
+
+def test_watches_of_30_namespaces_leave_requests_their_connections() -> None:
+    """90 long-lived watches (three per namespace) must not take the connections of API requests."""
+    import kopf
+    from limetask_operator.kube import REQUEST_CONNECTIONS, Kube
+
+    async def main() -> None:
+        async with HangingWatchServer() as server:
+            kube = Kube(kopf.ConnectionInfo(server=server.url, insecure=True, token="first"))
+            watches = [ResourceWatch(kube, base, plural, "", f"ns-{i}", None, lambda kind, obj: None,
+                                     lambda items, ns: None)
+                       for i in range(30)
+                       for base, plural in (("/apis/limetask.io/v1alpha1", "limetasks"),
+                                            ("/apis/batch/v1", "jobs"), ("/api/v1", "pods"))]
+            assert len(watches) > REQUEST_CONNECTIONS
+            running = [asyncio.create_task(w.run()) for w in watches]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in watches)), timeout=10)
+                for _ in range(100):
+                    if server.open_watches == len(watches):
+                        break
+                    await asyncio.sleep(0.05)
+                assert server.open_watches == len(watches)
+                assert await asyncio.wait_for(kube.request("GET", "/version"), timeout=5) is not None
+                assert kube.session() is not kube.watch_session()
+                assert kube.session().connector is not kube.watch_session().connector
+
+                # New credentials: both pools are made again with them, the old ones closed.
+                old_sessions = (kube.session(), kube.watch_session())
+                kube.use(kopf.ConnectionInfo(server=server.url, insecure=True, token="second"))
+                await kube.request("GET", "/version")
+                late = ResourceWatch(kube, "/api/v1", "pods", "", "ns-late", None, lambda kind, obj: None,
+                                     lambda items, ns: None)
+                running.append(asyncio.create_task(late.run()))
+                await asyncio.wait_for(late.synced.wait(), timeout=5)
+                for _ in range(100):
+                    if ("watch", "Bearer second") in server.tokens:
+                        break
+                    await asyncio.sleep(0.05)
+                assert {("request", "Bearer second"), ("watch", "Bearer second")} <= set(server.tokens)
+                assert all(s.closed for s in old_sessions)
+            finally:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                sessions = (kube.session(), kube.watch_session())
+                await kube.close()
+            assert all(s.closed for s in sessions)
+
+    asyncio.run(main())

@@ -1,0 +1,217 @@
+"""The event dispatcher against a fake API and a broker that is down: retries follow the backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from limetask_operator.caches import Caches
+from limetask_operator.events import BrokerSink, Event, EventDispatcher
+from limetask_operator.model import TaskView
+from limetask_operator.settings import OperatorSettings
+
+KEY = ("ns", "t1")
+
+
+def finished_task(name: str = "t1", uid: str = "uid-1") -> dict[str, Any]:
+    return {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": "1"},
+            "spec": {"app": "acme", "task": "acme.add", "args": [1, 2]},
+            "status": {"state": "SUCCESS", "result": 3, "attempts": 1, "completedAt": "2024-01-01T00:00:00Z"}}
+
+
+class FailingSink:
+    """A broker that never confirms."""
+
+    name = "broker"
+
+    def __init__(self) -> None:
+        self.sends = 0
+
+    async def send(self, event: Event, task: TaskView) -> None:
+        self.sends += 1
+        raise ConnectionError("the broker is unreachable")
+
+    async def close(self) -> None:
+        return None
+
+
+class FlakySink(FailingSink):
+    """Fails `failures` times, then confirms."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def send(self, event: Event, task: TaskView) -> None:
+        self.sends += 1
+        if self.sends <= self.failures:
+            raise ConnectionError("the broker is unreachable")
+
+
+class EchoingKube:
+    """Accepts every status PUT; its watch echoes each write back to the dispatcher at once,
+    as the operator's LimeTask watch does (the reconciler then submits the task again)."""
+
+    def __init__(self, caches: Caches) -> None:
+        self.caches = caches
+        self.dispatcher: EventDispatcher | None = None
+        self.status_writes = 0
+        self.version = 1
+
+    async def request(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
+        assert method == "PUT" and path.endswith("/status"), (method, path)
+        self.status_writes += 1
+        self.version += 1
+        meta = body["metadata"]
+        stored = finished_task(meta["name"], meta["uid"])
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        stored["status"] = body["status"]
+        asyncio.get_running_loop().call_soon(self.echo, stored)
+        return stored
+
+    def echo(self, body: dict[str, Any]) -> None:
+        view = self.caches.put_task(body)
+        assert self.dispatcher is not None
+        if view.trusted and not view.settled:
+            self.dispatcher.submit((view.namespace, view.name))
+
+    async def get(self, path: str) -> None:
+        return None
+
+
+def dispatcher_with(sink: Any, max_delay: float = 60) -> tuple[EventDispatcher, EchoingKube, Caches]:
+    caches = Caches()
+    kube = EchoingKube(caches)
+    settings = OperatorSettings(event_retry_max_seconds=max_delay)
+    dispatcher = EventDispatcher(kube, settings, caches, workers=2)  # type: ignore[arg-type]
+    dispatcher.sink = sink
+    kube.dispatcher = dispatcher
+    caches.put_task(finished_task(), written=True)
+    return dispatcher, kube, caches
+
+
+def test_failed_publishes_and_their_status_writes_follow_the_backoff() -> None:
+    sink = FailingSink()
+
+    async def main() -> tuple[EventDispatcher, EchoingKube]:
+        dispatcher, kube, _ = dispatcher_with(sink)
+        dispatcher.start()
+        dispatcher.submit(KEY)
+        await asyncio.sleep(3.0)
+        await dispatcher.stop()
+        return dispatcher, kube
+
+    dispatcher, kube = asyncio.run(main())
+    # Tries at 0, 0.5, 1.5 and 3.5 s (base 0.5 s, doubling): three within 3 s, one spare.
+    assert 2 <= sink.sends <= 4, sink.sends
+    assert 2 <= kube.status_writes <= 4, kube.status_writes
+    assert kube.status_writes == sink.sends  # one outbox record per failed try
+
+
+def test_submit_before_the_next_try_is_due_does_not_publish() -> None:
+    sink = FailingSink()
+
+    async def main() -> int:
+        dispatcher, _, _ = dispatcher_with(sink)
+        dispatcher.start()
+        dispatcher.submit(KEY)
+        await asyncio.sleep(0.1)
+        for _ in range(50):
+            dispatcher.submit(KEY)
+            await asyncio.sleep(0.005)
+        sends = sink.sends
+        await dispatcher.stop()
+        return sends
+
+    assert asyncio.run(main()) == 1
+
+
+def test_the_retry_delay_is_capped_by_the_setting() -> None:
+    sink = FailingSink()
+
+    async def main() -> None:
+        dispatcher, _, _ = dispatcher_with(sink, max_delay=0.2)
+        dispatcher.start()
+        dispatcher.submit(KEY)
+        await asyncio.sleep(1.05)
+        await dispatcher.stop()
+
+    asyncio.run(main())
+    # 0 s, then every 0.2 s at most: about six tries in a second, never a storm.
+    assert 4 <= sink.sends <= 7, sink.sends
+
+
+def test_success_and_deleted_tasks_leave_no_backoff_behind() -> None:
+    async def main() -> None:
+        sink = FlakySink(failures=2)
+        dispatcher, kube, caches = dispatcher_with(sink)
+        dispatcher.start()
+        dispatcher.submit(KEY)
+        await asyncio.sleep(2.0)  # fails at 0 and 0.5 s, confirmed at 1.5 s
+        assert sink.sends == 3
+        assert caches.tasks[KEY].settled
+        assert dispatcher.backoff == {} and dispatcher.pending == set()
+
+        caches.put_task(finished_task("t2", "uid-2"), written=True)
+        sink.failures, sink.sends = 10**6, 0
+        dispatcher.submit(("ns", "t2"))
+        await asyncio.sleep(0.1)
+        assert set(dispatcher.backoff) == {("ns", "t2")}
+        caches.drop_task(("ns", "t2"))  # deleted while it waits for its next try
+        await asyncio.sleep(0.6)
+        assert dispatcher.backoff == {} and dispatcher.pending == set()
+        assert sink.sends == 1
+        await dispatcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_new_task_of_the_same_name_is_not_held_back_by_the_old_ones_backoff() -> None:
+    async def main() -> None:
+        sink = FailingSink()
+        dispatcher, _, caches = dispatcher_with(sink)
+        dispatcher.start()
+        dispatcher.submit(KEY)
+        await asyncio.sleep(0.1)
+        caches.drop_task(KEY)
+        caches.put_task(finished_task(uid="uid-again"), written=True)
+        dispatcher.submit(KEY)
+        await asyncio.sleep(0.1)
+        assert sink.sends == 2
+        await dispatcher.stop()
+
+    asyncio.run(main())
+
+
+class OpenChannel:
+    is_closed = False
+
+
+def test_inline_publishing_respects_a_task_backing_off() -> None:
+    async def main() -> None:
+        dispatcher, _, caches = dispatcher_with(FailingSink())
+        broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=1)
+        broker.channel = OpenChannel()
+        sent: list[str] = []
+
+        async def send(event: Event, task: TaskView) -> None:
+            sent.append(event.message_id)
+
+        broker.send = send  # type: ignore[method-assign]
+        task = caches.tasks[KEY]
+        dispatcher.sink = broker
+        assert await dispatcher.publish_inline(task, task.status) is not None  # the broker answers
+        assert sent == ["uid-1.SUCCESS"]
+
+        dispatcher.sink = FailingSink()
+        dispatcher.start()
+        dispatcher.submit(KEY)
+        await asyncio.sleep(0.1)
+        assert KEY in dispatcher.backoff
+        dispatcher.sink = broker  # the broker answers again, but this task's next try is not due
+        assert await dispatcher.publish_inline(caches.tasks[KEY], caches.tasks[KEY].status) is None
+        assert sent == ["uid-1.SUCCESS"]
+        await dispatcher.stop()
+
+    asyncio.run(main())
