@@ -104,3 +104,41 @@ def test_two_replicas_one_leads_and_the_next_takes_over(cluster: Any, operator: 
         recorder.stop()
         collector.stop()
         operator.start()
+
+
+def _running_pod(api_client: Any, namespace: str, task_id: str) -> Any:
+    core = client.CoreV1Api(api_client)
+
+    def find() -> Any:
+        for p in core.list_namespaced_pod(namespace, label_selector=f"limetask.io/task-id={task_id}").items:
+            if any(s.state.running for s in p.status.container_statuses or []):
+                return p
+        return None
+    return wait_until(find, timeout=60, message=f"the pod of {task_id} to run")
+
+
+@pytest.mark.parametrize("how", ["delete", "evict"])
+@pytest.mark.parametrize("acks_late", [False, True], ids=["early-ack", "late-ack"])
+def test_a_deleted_or_evicted_pod_is_a_lost_worker_not_a_second_run(tasks: TaskClient, api_client: Any,
+                                                                      namespace: str, how: str,
+                                                                      acks_late: bool) -> None:
+    """The job controller replaces a deleted or evicted pod; its replacement never makes the attempt
+    a SUCCESS: early ack ends WorkerLost after one attempt, late ack makes it the next attempt."""
+    from lime_task import TaskOptions
+
+    status = tasks.send(f"{T}.sleep", "my-app", [4], options=TaskOptions(acks_late=acks_late), check=False)
+    pod = _running_pod(api_client, namespace, status.id)
+    core = client.CoreV1Api(api_client)
+    if how == "delete":
+        core.delete_namespaced_pod(pod.metadata.name, namespace)
+    else:
+        core.create_namespaced_pod_eviction(pod.metadata.name, namespace, {
+            "apiVersion": "policy/v1beta1", "kind": "Eviction",
+            "metadata": {"name": pod.metadata.name, "namespace": namespace}})
+    final = tasks.wait(status.id, "my-app", timeout=90)
+    if acks_late:
+        assert final.status == SUCCESS and final.attempts == 2, final
+        assert final.history[0]["outcome"] == "WorkerLost"
+    else:
+        assert final.status == "FAILURE" and final.error is not None, final
+        assert final.error.reason == "WorkerLost" and final.attempts == 1, final

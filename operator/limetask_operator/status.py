@@ -38,6 +38,9 @@ QUOTA_EXCEEDED = "QuotaExceeded"
 JOB_REFUSED = "JobRefused"
 POD_REFUSED = "PodRefused"
 HISTORY_MAX = 10
+NOT_STARTED = "NotStarted"
+# How many attempts whose worker never started are run again, whatever the acknowledgement.
+MAX_NOT_STARTED_RERUNS = 3
 NAME_MAX = 63  # a label value
 # A Job with no pod this long after it was made: ask why (the job controller's events).
 ADMISSION_GRACE_SECONDS = 3.0
@@ -66,6 +69,9 @@ class Plan:
 @dataclass(frozen=True)
 class Lost:
     message: str
+    # Whether the task may have run: False when no container of the attempt ever started
+    # (evicted or refused before it started), which is safe to run again under any ack.
+    started: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,31 @@ def describe_lost(pod: PodView) -> str:
     return "the pod ended without a verdict"
 
 
+def _ever_started(pods: list[PodView]) -> bool:
+    """Whether a container of these pods ever ran (a container that could not start has a
+    zero start time)."""
+    return any(p.running_since is not None
+               or str((p.terminated or {}).get("startedAt") or "1970").startswith(("1970", "0001")) is False
+               for p in pods)
+
+
 def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = False) -> Outcome | None:
-    """The outcome of one attempt, or None when the caches cannot tell yet."""
+    """The outcome of one attempt, or None when the caches cannot tell yet.
+
+    One pod per attempt: when the job controller replaced a pod that was deleted or evicted
+    (it does so before Kubernetes 1.29's podReplacementPolicy), the first pod decides: its
+    verdict, or a lost worker. A replacement's own verdict never counts.
+    """
+    if len(pods) > 1:
+        first = min(pods, key=lambda p: (p.created, p.name))
+        if first.ended or first.deleting:
+            found = verdicts.parse((first.terminated or {}).get("message")) if first.ended else None
+            if found is not None:
+                return found
+            if not first.ended:
+                return Running(first.running_since)  # its end (and maybe a verdict) is still to come
+            return Lost(f"{describe_lost(first)}; the job controller started a replacement pod, which does "
+                        f"not count (one pod per attempt)", started=_ever_started([first]))
     ended = sorted((p for p in pods if p.ended), key=lambda p: (p.terminated or {}).get("finishedAt") or "")
     for pod in ended:
         found = verdicts.parse((pod.terminated or {}).get("message"))
@@ -124,7 +153,7 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
             return TimedOut(pod.message or "the attempt passed its deadline")
     running = [p for p in pods if not p.ended and not p.deleting]
     if ended and not running:
-        return Lost(describe_lost(ended[0]))
+        return Lost(describe_lost(ended[0]), started=_ever_started(ended))
     if running:
         started = next((p.running_since for p in running if p.running_since is not None), None)
         return Running(started, next((p.waiting for p in running if p.waiting), None))
@@ -275,6 +304,8 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         new["conditions"] = condition(st.get("conditions") or [], "Unknown", "Pending", msg, task.generation, ts)
         plan.status = new
         plan.create_attempt = n
+        # An earlier attempt's Job that still runs (a replacement pod) must not run the task too.
+        plan.stop_jobs = sorted(j.name for a, j in jobs.items() if a < n and not j.finished and not j.deleting)
         return plan
 
     def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
@@ -302,6 +333,11 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             return plan
         return start(attempt)
     outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
+    if (job is not None and not job.finished and not job.deleting
+            and (len(attempt_pods) > 1 or any((p.deleting or p.disruption) and not p.ended for p in attempt_pods))):
+        # A pod of this attempt was deleted or evicted: the job controller replaces it, and the
+        # replacement must not run the task again. Stop the Job now; the first pod decides.
+        plan.stop_jobs = [job.name]
     if outcome is None:
         if pods_fresh:
             outcome = Lost("the pod of this attempt was removed before its verdict was read")
@@ -371,8 +407,18 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
                      if limit else f"the task passed its deadline: {outcome.message}",
                      error_type=TIMED_OUT, history=history)
     # The worker was lost.
+    seen_running = st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt
+    if not outcome.started and not seen_running:
+        # Nothing of the task ran: safe to run again, even under early acknowledgement.
+        unstarted = sum(1 for h in history if h.get("outcome") == NOT_STARTED)
+        history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": NOT_STARTED,
+                        "reason": NOT_STARTED, "message": outcome.message, "finishedAt": ended_at})
+        if unstarted < MAX_NOT_STARTED_RERUNS:
+            return start(attempt + 1, history)
+        return final(FAILURE, WORKER_LOST, f"no worker of the last {unstarted + 1} attempts started; last: "
+                     f"{outcome.message}", error_type=WORKER_LOST, history=history)
     history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": WORKER_LOST,
-                    "reason": WORKER_LOST, "message": outcome.message, "finishedAt": ts})
+                    "reason": WORKER_LOST, "message": outcome.message, "finishedAt": ended_at})
     if not task.spec.get("acksLate"):
         return final(FAILURE, WORKER_LOST, f"{outcome.message} (early acknowledgement: not re-run)",
                      error_type=WORKER_LOST, history=history)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -364,7 +365,7 @@ def test_early_ack_lost_is_failure_worker_lost_with_history() -> None:
     assert plan.status is not None
     assert plan.status["history"] == [{
         "attempt": 1, "jobName": job_name(NAME, 1), "outcome": "WorkerLost", "reason": "WorkerLost",
-        "message": "the worker was killed by SIGKILL (exit code 137)", "finishedAt": NOW_TS}]
+        "message": "the worker was killed by SIGKILL (exit code 137)", "finishedAt": POD_FINISHED}]
 
 
 def test_late_ack_lost_at_attempt_1_of_3_starts_attempt_2() -> None:
@@ -833,3 +834,62 @@ def test_a_finished_job_is_kept_when_asked_and_a_running_one_is_stopped() -> Non
     cancelled = run(task(started_status(2, acksLate=True), annotations={ANNOTATION_CANCEL: "true"}, acksLate=True),
                     [failed_job(1), job(2)], [ended_pod(137, None, attempt=1), running_pod(2)])
     assert cancelled.stop_jobs == [job_name(NAME, 2)] and cancelled.delete_jobs == [job_name(NAME, 1)]
+
+
+# --- one pod per attempt; an attempt that never started ----------------------------------------
+
+def test_a_replacement_pods_verdict_never_counts() -> None:
+    import dataclasses as dc
+
+    first = dc.replace(ended_pod(143, None, reason="Error"), name="a", created="2024-05-01T10:00:40Z",
+                       deleting=True)
+    replacement = dc.replace(ended_pod(0, SUCCESS_VERDICT), name="b", created="2024-05-01T10:02:00Z")
+    plan = run(task(started_status()), [job()], [first, replacement])
+    assert plan.status is not None and plan.status["state"] == "FAILURE"
+    assert plan.status["error"]["reason"] == "WorkerLost" and "replacement" in plan.status["error"]["message"]
+
+
+def test_the_first_pods_verdict_counts_even_with_a_replacement() -> None:
+    import dataclasses as dc
+
+    first = dc.replace(ended_pod(0, SUCCESS_VERDICT), name="a", created="2024-05-01T10:00:40Z", deleting=True)
+    replacement = dc.replace(running_pod(), name="b", created="2024-05-01T10:02:00Z")
+    plan = run(task(started_status()), [job()], [first, replacement])
+    assert plan.status is not None and plan.status["state"] == "SUCCESS"
+
+
+def test_a_deleted_running_pod_stops_its_job_at_once() -> None:
+    plan = run(task(started_status()), [job()], [running_pod(deleting=True)])
+    assert plan.stop_jobs == [job_name(NAME, 1)]
+    assert plan.status is None or plan.status["state"] == "STARTED"  # the first pod's end decides
+
+
+def test_a_new_attempt_stops_an_earlier_attempts_job_that_still_runs() -> None:
+    import dataclasses as dc
+
+    spec: dict[str, Any] = {"acksLate": True, "maxAttempts": 3}
+    first = dc.replace(ended_pod(137, None), name="a", created="2024-05-01T10:00:40Z")
+    replacement = dc.replace(running_pod(), name="b", created="2024-05-01T10:02:00Z")
+    plan = run(task(started_status(**spec), **spec), [job()], [first, replacement])
+    assert plan.create_attempt == 2 and plan.stop_jobs == [job_name(NAME, 1)]
+
+
+def _evicted_before_start() -> PodView:
+    return PodView.from_body(pod_body(1, "Failed", None, reason="Evicted", message="The node was low on memory."))
+
+
+def test_an_attempt_whose_worker_never_started_runs_again_even_under_early_ack() -> None:
+    plan = run(task(pending_status()), [failed_job()], [_evicted_before_start()])
+    assert plan.create_attempt == 2
+    assert plan.status is not None and plan.status["history"][-1]["outcome"] == "NotStarted"
+
+
+def test_never_started_reruns_are_bounded() -> None:
+    history = [{"attempt": n, "jobName": job_name(NAME, n), "outcome": "NotStarted", "reason": "NotStarted",
+                "message": "evicted", "finishedAt": EARLIER_TS} for n in (1, 2, 3)]
+    status = {**pending_status(4), "history": history}
+    plan = derive(task(status), {4: failed_job(4)}, {4: [dataclasses.replace(_evicted_before_start(), attempt=4)]},
+                  NOW, CEILING)
+    assert plan.create_attempt is None
+    assert plan.status is not None and plan.status["error"]["reason"] == "WorkerLost"
+    assert "no worker of the last 4 attempts started" in plan.status["error"]["message"]
