@@ -48,14 +48,19 @@ def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
     shared = _memo(memo)
     if os.environ.get("LIMETASK_KUBECONFIG"):
         os.environ["KUBECONFIG"] = os.environ["LIMETASK_KUBECONFIG"]
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = _login(**kwargs)
     if info is not None:
         if shared.kube is None:
-            shared.kube = Kube(info)
+            shared.kube = Kube(info, login=lambda: _login(**kwargs))
         elif shared.kube.info != info:
             shared.kube.use(info)  # new credentials (a rotated token): every user of it sees them
         if shared.logged_in is not None:
             shared.logged_in.set()
+    return info
+
+
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     return info
 
 

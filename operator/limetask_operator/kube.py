@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -39,11 +40,32 @@ class Kube:
     64 connections with 20 namespaces, all of them from 22), leaving requests, even the
     watches' own listings, waiting for ever."""
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
+    def __init__(self, info: kopf.ConnectionInfo,
+                 login: Callable[[], kopf.ConnectionInfo | None] | None = None) -> None:
         self.info = info
         self.server = info.server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
+        # Logs in again (reads the credentials afresh): a 401 means they were rotated or expired.
+        self._login = login
+        self._last_login = 0.0
+
+    async def refresh_credentials(self) -> bool:
+        """Log in again after a 401 (at most every 5 s); True when the credentials changed."""
+        loop = asyncio.get_running_loop()
+        if self._login is None or loop.time() - self._last_login < 5:
+            return False
+        self._last_login = loop.time()
+        try:
+            info = await asyncio.to_thread(self._login)
+        except Exception as exc:  # noqa: BLE001 - logging in again is a best effort; the 401 stands
+            LOG.warning("logging in again after a 401 failed: %s", exc)
+            return False
+        if info is None or info == self.info:
+            return False
+        LOG.info("the API answered 401: logged in again with fresh credentials")
+        self.use(info)
+        return True
 
     def use(self, info: kopf.ConnectionInfo) -> None:
         """New credentials: both sessions are made again with them. (A watch still reading from
@@ -125,6 +147,8 @@ class Kube:
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 5)
                         continue
+                    if resp.status == 401 and attempt < 5 and await self.refresh_credentials():
+                        continue
                     raise ApiError(resp.status, message, method, path)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 API_ERRORS.labels(method, "connection").inc()
@@ -145,11 +169,17 @@ class Kube:
                 return None
             raise
 
-    async def delete(self, path: str, propagation: str = "Background") -> None:
+    async def delete(self, path: str, propagation: str = "Background", uid: str | None = None) -> None:
+        """Delete; nothing when it is gone already (404). With `uid`, only that incarnation:
+        an object re-created under the same name meanwhile is left alone (409)."""
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", path, {"kind": "DeleteOptions", "apiVersion": "v1",
-                                                "propagationPolicy": propagation})
+            await self.request("DELETE", path, options)
         except ApiError as exc:
+            if exc.status == 409 and uid:
+                return  # another incarnation: not ours to delete
             if exc.status != 404:
                 raise
 

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections import defaultdict
 from typing import Any
 
 from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID, PLURAL, VERSION
@@ -74,6 +73,7 @@ class Reconciler:
 
         self.events = EventDispatcher(kube, settings, self.caches)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
+        self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
 
     # -- feeding ------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
@@ -92,8 +92,9 @@ class Reconciler:
         if event_type == "DELETED":
             self.caches.drop_task(key)
             self.overwritten.discard(key)
+            self.deferred.discard(key)
             return
-        self.caches.put_task(body)
+        self.caches.put_task(body, listed=event_type == "LISTED")
         self.enqueue(key)
 
     def job_event(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -109,7 +110,7 @@ class Reconciler:
         if not task_id:
             return
         key = (meta.get("namespace", ""), task_id)
-        if event_type == "DELETED":
+        if event_type == "DELETED":  # (a LISTED one is as an ADDED one)
             children = cache.get(key)
             if children is not None:
                 task = self.caches.tasks.get(key)
@@ -128,37 +129,29 @@ class Reconciler:
         if key in self.caches.tasks:
             self.enqueue(key)
 
-    def resync(self, kind: str, items: list[dict[str, Any]], namespace: str | None = None) -> None:
-        """Replace the cache of Jobs or Pods (of one namespace, or all) with a fresh listing;
-        what vanished is reported too."""
+    def listed_children(self, kind: str, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
+        """A listing of Jobs or Pods (of one namespace, or all) ended; its items came as LISTED
+        events. Those it did not hold vanished while the watch was away: they go, except the
+        last states kept of finished ones (see `gone`)."""
         cache = self.caches.jobs if kind == "jobs" else self.caches.pods
-        make = JobView.from_body if kind == "jobs" else PodView.from_body
-        fresh: dict[Key, dict[str, Any]] = defaultdict(dict)
-        for body in items:
-            meta = body.get("metadata") or {}
-            task_id = (meta.get("labels") or {}).get(LABEL_TASK_ID)
-            if task_id:
-                fresh[(meta.get("namespace", ""), task_id)][meta.get("name", "")] = make(body)
-        stale = [k for k in cache if namespace is None or k[0] == namespace]
-        touched = set(stale) | set(fresh)
-        for k in stale:
-            del cache[k]
-        cache.update(fresh)
-        for key in touched:
-            if key in self.caches.tasks:
+        for key in [k for k in cache if namespace is None or k[0] == namespace]:
+            children = cache[key]
+            vanished = [n for n, child in children.items() if (key[0], n) not in seen and not child.gone]
+            for name in vanished:
+                del children[name]
+            if not children:
+                del cache[key]
+            if vanished and key in self.caches.tasks:
                 self.enqueue(key)
+        self._sync_done(namespace)
 
-    def resync_tasks(self, items: list[dict[str, Any]], namespace: str | None = None) -> None:
-        """A fresh listing of LimeTasks: what vanished while the watch was down goes too."""
-        listed = {((b.get("metadata") or {}).get("namespace", ""), (b.get("metadata") or {}).get("name", ""))
-                  for b in items}
-        for key in [k for k in self.caches.tasks if k not in listed and (namespace is None or k[0] == namespace)]:
+    def listed_tasks(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
+        """A listing of LimeTasks ended: what it did not hold was deleted while the watch was away."""
+        for key in [k for k in self.caches.tasks if k not in seen and (namespace is None or k[0] == namespace)]:
             self.caches.drop_task(key)
             self.overwritten.discard(key)
-        for body in items:
-            meta = body.get("metadata") or {}
-            self.caches.put_task(body, listed=True)
-            self.enqueue((meta.get("namespace", ""), meta.get("name", "")))
+            self.deferred.discard(key)
+        self._sync_done(namespace)
 
     def start_watches(self, namespaces: list[str] | None) -> None:
         from .watches import ResourceWatch, scopes
@@ -168,18 +161,25 @@ class Reconciler:
         for namespace, patterns in scopes(namespaces):
             self.watches += [
                 ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns,
-                              self.task_event, self.resync_tasks),
+                              self.task_event, self.listed_tasks),
                 ResourceWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
-                              lambda items, ns: self.resync("jobs", items, ns)),
+                              lambda seen, ns: self.listed_children("jobs", seen, ns)),
                 ResourceWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
-                              lambda items, ns: self.resync("pods", items, ns)),
+                              lambda seen, ns: self.listed_children("pods", seen, ns)),
             ]
         self.watch_tasks = [asyncio.create_task(w.run(), name=f"watch-{w.plural}-{w.namespace or 'all'}")
                             for w in self.watches]
 
-    async def _watches_synced(self) -> None:
-        for w in self.watches:
-            await w.synced.wait()
+    def _synced(self, namespace: str) -> bool:
+        """Whether the LimeTasks, Jobs and Pods of this namespace have been listed."""
+        return all(w.synced.is_set() for w in self.watches if w.namespace in (None, namespace))
+
+    def _sync_done(self, namespace: str | None) -> None:
+        """A listing ended: the tasks that waited for their namespace's listings may go."""
+        ready = [k for k in self.deferred if (namespace is None or k[0] == namespace) and self._synced(k[0])]
+        for key in ready:
+            self.deferred.discard(key)
+            self.enqueue(key)
 
     def health(self, grace: float = 60.0) -> list[str]:
         """What is wrong with the watches (for the health probe): empty when all is well."""
@@ -208,9 +208,6 @@ class Reconciler:
         await self.events.stop()
 
     async def _worker(self) -> None:
-        # Decide nothing before the first listing of Jobs and Pods: an empty cache would
-        # only cost needless API reads.
-        await self._watches_synced()
         while True:
             key = await self.queue.get()
             self.queued.discard(key)
@@ -263,7 +260,7 @@ class Reconciler:
                        if t.settled and str(t.status.get("completedAt") or "9") < stamp]
             for t in expired:
                 try:
-                    await self.kube.delete(task_path(t.namespace, t.name))
+                    await self.kube.delete(task_path(t.namespace, t.name), uid=t.uid)
                     metrics.RETENTION_DELETES.inc()
                 except ApiError as exc:
                     LOG.warning("retention: deleting %s/%s failed: %s", t.namespace, t.name, exc)
@@ -271,6 +268,12 @@ class Reconciler:
     async def reconcile(self, key: Key) -> None:
         task = self.caches.tasks.get(key)
         if task is None:
+            return
+        if not self._synced(key[0]):
+            # Decide nothing before the namespace's Jobs and Pods are listed (an empty cache
+            # would only cost needless API reads); a namespace whose listing fails (forbidden,
+            # say) holds back its own tasks, never the others'.
+            self.deferred.add(key)
             return
         now = dt.datetime.now(dt.timezone.utc)
         jobs = self.caches.jobs_of(key, task.uid)

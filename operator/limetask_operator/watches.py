@@ -1,11 +1,16 @@
 """Lean watches of LimeTasks and of their Jobs and Pods (those filtered by label on the server).
 
-kopf runs the operator (login, probes, signals, start-up and clean-up), but its watches cost
-too much here: every event goes through its whole cause-detection machinery, which took more
-CPU than the reconcile itself, it cannot filter by label on the server, and it kept each
-listing alive (tracemalloc: 27 MB for 5,000 LimeTasks). These watches list in pages, then
-watch from the listed resourceVersion with bounded timeouts; on a 410 or a broken stream they
-list again and report what vanished meanwhile, so the caches stay level-correct.
+kopf runs the operator (login, probes, signals, start-up and clean-up); these watches feed the
+reconciler's caches, with client-go's reflector semantics:
+- list in pages, each page handed to the cache as it comes (no whole listing is held), then
+  report what the listing did not contain, so that what vanished meanwhile goes too;
+- watch from the listed resourceVersion, with bookmarks and bounded timeouts;
+- after a connection error, a timeout, a 429 or a 5xx, watch again from the last
+  resourceVersion seen; list again only on 410 Gone (or an event that cannot be read), with
+  a back-off between listings;
+- a 401 asks for fresh credentials (a rotated token) first.
+Why not kopf's watches: every event goes through its cause-detection machinery, which cost
+more CPU than the reconcile itself (see the README's operator section for the figures).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from lime_task import safejson
 from .kube import ApiError, Kube
 
 LOG = logging.getLogger("limetask.operator.watch")
-Handler = Callable[[str, dict[str, Any]], None]
-Resync = Callable[[list[dict[str, Any]], "str | None"], None]
+Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED"/"MODIFIED"/"DELETED"/"LISTED", object)
+Listed = Callable[[set[tuple[str, str]], "str | None"], None]  # (what a listing held, its namespace)
 
 
 def scopes(namespaces: list[str] | None) -> list[tuple[str | None, list[str] | None]]:
@@ -41,7 +46,7 @@ class ResourceWatch:
     """One kind of object (LimeTasks, or the Jobs or Pods of tasks) in one scope, kept in a cache."""
 
     def __init__(self, kube: Kube, base: str, plural: str, label_selector: str, namespace: str | None,
-                 patterns: list[str] | None, on_event: Handler, on_resync: Resync, server_timeout: int = 120) -> None:
+                 patterns: list[str] | None, on_event: Handler, on_listed: Listed, server_timeout: int = 120) -> None:
         self.kube = kube
         self.base = base  # "/api/v1" or "/apis/batch/v1"
         self.plural = plural
@@ -49,12 +54,13 @@ class ResourceWatch:
         self.namespace = namespace  # None: every namespace (filtered by the patterns, if any)
         self.patterns = patterns
         self.on_event = on_event
-        self.on_resync = on_resync
+        self.on_listed = on_listed
         self.server_timeout = server_timeout
         self.synced = asyncio.Event()
         self.created = asyncio.get_running_loop().time()
         self.failing_since: float | None = None
         self.last_error = ""
+        self.version: str | None = None  # the last resourceVersion seen; None: list first
 
     def _wanted(self, obj: dict[str, Any]) -> bool:
         if self.patterns is None:
@@ -68,7 +74,8 @@ class ResourceWatch:
         return f"{self.base}/{self.plural}"
 
     async def _list(self) -> str:
-        items: list[dict[str, Any]] = []
+        """List in pages into the cache; then report what was there (names only)."""
+        seen: set[tuple[str, str]] = set()
         token = None
         while True:
             params = {"limit": "500"}
@@ -77,10 +84,15 @@ class ResourceWatch:
             if token:
                 params["continue"] = token
             page = await self.kube.request("GET", self._path(), params=params)
-            items += [i for i in page.get("items", []) if self._wanted(i)]
+            for item in page.get("items", []):
+                if self._wanted(item):
+                    meta = item.get("metadata") or {}
+                    seen.add((meta.get("namespace", ""), meta.get("name", "")))
+                    self.on_event("LISTED", item)
+            del page["items"]
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                self.on_resync(items, self.namespace)
+                self.on_listed(seen, self.namespace)
                 self.synced.set()
                 self.failing_since = None
                 return str(page["metadata"]["resourceVersion"])
@@ -92,19 +104,25 @@ class ResourceWatch:
         retried: a watch that stopped would leave the operator blind while it still looks
         alive. `problem()` tells the health probe when one keeps failing.
         """
-        version: str | None = None
-        delay = 0.5
+        self.version = None
+        delay = relist_delay = 0.5
         while True:
             try:
-                if version is None:
-                    version = await self._list()
-                version = await self._watch(version)
+                if self.version is None:
+                    self.version = await self._list()
+                await self._watch()
                 delay = 0.5
                 self.failing_since = None
             except asyncio.CancelledError:
                 raise
             except _Gone:
-                version = None
+                # Too old a resourceVersion: list again, but never in a tight loop.
+                LOG.info("watching %s%s: resourceVersion too old; listing again in %.1fs", self.plural,
+                         f" in {self.namespace}" if self.namespace else "", relist_delay)
+                self.version = None
+                await asyncio.sleep(relist_delay)
+                relist_delay = min(relist_delay * 2, 30)
+                continue
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 loop = asyncio.get_running_loop()
                 if self.failing_since is None:
@@ -114,9 +132,14 @@ class ResourceWatch:
                 LOG.log(logging.WARNING if expected else logging.ERROR, "watching %s%s: %s; again in %.1fs",
                         self.plural, f" in {self.namespace}" if self.namespace else "", self.last_error, delay,
                         exc_info=not expected)
+                if isinstance(exc, ApiError) and exc.status == 401:
+                    await self.kube.refresh_credentials()
+                if not expected or isinstance(exc, ValueError) or (isinstance(exc, ApiError) and exc.status == 404):
+                    self.version = None  # an event that cannot be read, or a resource that went: list again
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-                version = None  # list again: events may have been missed
+                continue
+            relist_delay = 0.5
 
     def problem(self, now: float, grace: float) -> str | None:
         """Why this watch is unhealthy, or None: failing (or not yet listed) for over `grace` s."""
@@ -127,8 +150,10 @@ class ResourceWatch:
             return f"{where} not listed yet after {now - self.created:.0f}s"
         return None
 
-    async def _watch(self, version: str) -> str:
-        params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
+    async def _watch(self) -> None:
+        """Watch from `self.version`, which follows every event (and bookmark) seen."""
+        assert self.version is not None
+        params = {"watch": "true", "resourceVersion": self.version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(self.server_timeout)}
         if self.selector:
             params["labelSelector"] = self.selector
@@ -149,11 +174,11 @@ class ResourceWatch:
                     if obj.get("code") == 410:
                         raise _Gone()
                     raise ApiError(int(obj.get("code") or 0), str(obj.get("message")), "WATCH", self._path())
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK" or not self._wanted(obj):
+                    self.version = str((obj.get("metadata") or {}).get("resourceVersion") or self.version)
                     continue
                 self.on_event(str(kind), obj)
-        return version
+                self.version = str((obj.get("metadata") or {}).get("resourceVersion") or self.version)
 
 
 class _Gone(Exception):

@@ -175,3 +175,29 @@ def test_children_of_an_earlier_task_of_the_same_name_are_not_taken() -> None:
     rec.pod_event("ADDED", _child("Pod", "t1-1-old", POD_DONE, uid="uid-0"))
     rec.job_event("ADDED", _child("Job", "t1-1", JOB_DONE, uid="uid-0"))
     assert rec.caches.jobs_of(("ns", "t1"), "uid-1") == {} and rec.caches.pods_of(("ns", "t1"), "uid-1") == {}
+
+
+def test_a_namespace_whose_listing_fails_holds_back_only_its_own_tasks() -> None:
+    class Watch:
+        def __init__(self, namespace: str, synced: bool) -> None:
+            self.namespace = namespace
+            self.synced = asyncio.Event()
+            if synced:
+                self.synced.set()
+
+    async def main() -> tuple[list[Any], set[Any]]:
+        kube = FakeKube(["ok", "ok"])
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = [Watch("good", True), Watch("bad", False)]
+        for ns in ("good", "bad"):
+            body = copy.deepcopy(BODY)
+            body["metadata"]["namespace"] = ns
+            body["status"] = {}
+            rec.task_event("ADDED", body)
+        await rec.reconcile(("bad", "t1"))
+        await rec.reconcile(("good", "t1"))
+        return kube.calls, rec.deferred
+
+    calls, deferred = asyncio.run(main())
+    assert [c[1] for c in calls if c[0] == "POST"] == ["/apis/batch/v1/namespaces/good/jobs"]
+    assert deferred == {("bad", "t1")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,11 +14,14 @@ from limetask_operator.watches import ResourceWatch
 
 
 class FakeResponse:
-    def __init__(self, status: int, lines: list[bytes]) -> None:
+    def __init__(self, status: int, lines: list[bytes], broken: Exception | None = None) -> None:
         self.status = status
         self.lines = lines
+        self.broken = broken
 
     async def __aenter__(self) -> FakeResponse:
+        if self.broken is not None:
+            raise self.broken
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -30,6 +34,8 @@ class FakeResponse:
     def content(self) -> AsyncIterator[bytes]:
         async def gen() -> AsyncIterator[bytes]:
             for line in self.lines:
+                if isinstance(line, Exception):
+                    raise line  # the connection breaks here
                 yield line
             await asyncio.sleep(3600)  # a watch that stays open
         return gen()
@@ -40,24 +46,35 @@ class FakeKube:
 
     server = "https://fake"
 
-    def __init__(self, pages: list[Any], streams: list[list[bytes]]) -> None:
+    def __init__(self, pages: list[Any], streams: list[Any]) -> None:
         self.pages = pages
-        self.streams = streams
+        self.streams = streams  # per watch: its lines, an HTTP status, or an exception
         self.lists = 0
+        self.watched_from: list[str] = []
+        self.logins = 0
 
     async def request(self, method: str, path: str, params: dict[str, str] | None = None, **_: Any) -> Any:
         self.lists += 1
         page = self.pages.pop(0) if len(self.pages) > 1 else self.pages[0]
         if isinstance(page, Exception):
             raise page
-        return page
+        return copy.deepcopy(page)
 
     def watch_session(self) -> FakeKube:
         return self
 
     def get(self, url: str, params: dict[str, str], timeout: Any) -> FakeResponse:
-        lines = self.streams.pop(0) if self.streams else []
-        return FakeResponse(200, lines)
+        self.watched_from.append(params["resourceVersion"])
+        stream = self.streams.pop(0) if self.streams else []
+        if isinstance(stream, int):
+            return FakeResponse(stream, [b"gone"])
+        if isinstance(stream, Exception):
+            return FakeResponse(200, [], broken=stream)
+        return FakeResponse(200, stream)
+
+    async def refresh_credentials(self) -> bool:
+        self.logins += 1
+        return True
 
 
 def listing(*names: str, rv: str = "10") -> dict[str, Any]:
@@ -80,8 +97,8 @@ async def run_for(watch: ResourceWatch, seconds: float) -> None:
 
 def make(kube: FakeKube, seen: list[Any], resyncs: list[Any]) -> ResourceWatch:
     return ResourceWatch(kube, "/apis/limetask.io/v1alpha1", "limetasks", "", "ns", None,  # type: ignore[arg-type]
-                         lambda kind, obj: seen.append((kind, obj["metadata"]["name"])),
-                         lambda items, ns: resyncs.append([i["metadata"]["name"] for i in items]))
+                         lambda kind, obj: kind == "LISTED" or seen.append((kind, obj["metadata"]["name"])),
+                         lambda names, ns: resyncs.append(sorted(n for _, n in names)))
 
 
 def test_a_deeply_nested_object_does_not_stop_the_watch() -> None:
@@ -276,3 +293,45 @@ def test_watches_of_30_namespaces_leave_requests_their_connections() -> None:
             assert all(s.closed for s in sessions)
 
     asyncio.run(main())
+
+
+def test_after_a_broken_connection_the_watch_resumes_from_the_last_version() -> None:
+    """client-go's reflector: no relist after a connection error, a timeout or a 5xx."""
+    import aiohttp
+
+    kube = FakeKube([listing("a", rv="10")], [
+        [event("ADDED", "b", "11"), event("MODIFIED", "b", "12"), aiohttp.ClientPayloadError("reset")],
+        aiohttp.ClientConnectionError("refused"),
+        [event("MODIFIED", "b", "13")],
+    ])
+    seen: list[Any] = []
+
+    async def main() -> None:
+        await run_for(make(kube, seen, []), 2.0)
+
+    asyncio.run(main())
+    assert kube.lists == 1, "a broken connection must not relist"
+    assert kube.watched_from == ["10", "12", "12"]
+    assert seen == [("ADDED", "b"), ("MODIFIED", "b"), ("MODIFIED", "b")]
+
+
+def test_gone_relists_with_a_back_off() -> None:
+    kube = FakeKube([listing("a", rv="10")], [410, 410, 410])
+    relists: list[Any] = []
+
+    async def main() -> None:
+        await run_for(make(kube, [], relists), 1.2)
+
+    asyncio.run(main())
+    # 0.5 s, then 1 s between listings: not a tight loop.
+    assert 2 <= len(relists) <= 3, relists
+
+
+def test_a_401_asks_for_fresh_credentials() -> None:
+    kube = FakeKube([listing("a", rv="10")], [401])
+
+    async def main() -> None:
+        await run_for(make(kube, [], []), 0.2)
+
+    asyncio.run(main())
+    assert kube.logins == 1
