@@ -92,9 +92,9 @@ class ResourceWatch:
             del page["items"]
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                self.on_listed(seen, self.namespace)
-                self.synced.set()
+                self.synced.set()  # first: on_listed may ask whether every listing is done
                 self.failing_since = None
+                self.on_listed(seen, self.namespace)
                 return str(page["metadata"]["resourceVersion"])
 
     async def run(self) -> None:

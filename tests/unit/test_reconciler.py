@@ -201,3 +201,40 @@ def test_a_namespace_whose_listing_fails_holds_back_only_its_own_tasks() -> None
     calls, deferred = asyncio.run(main())
     assert [c[1] for c in calls if c[0] == "POST"] == ["/apis/batch/v1/namespaces/good/jobs"]
     assert deferred == {("bad", "t1")}
+
+
+def test_tasks_held_back_go_once_the_last_listing_of_their_namespace_ends() -> None:
+    """Whatever order the three listings end in, the task that waited for them is reconciled."""
+    from limetask_operator.watches import ResourceWatch
+
+    class Kube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__(["ok"])
+
+        async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+            if method == "GET":
+                items = [copy.deepcopy(BODY)] if "limetasks" in path else []
+                return {"metadata": {"resourceVersion": "1"}, "items": items}
+            return await super().request(method, path, body, params)
+
+    async def main() -> list[Any]:
+        kube = Kube()
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = []
+        for plural in ("limetasks", "jobs", "pods"):
+            w = ResourceWatch(kube, "/x", plural, "", "ns", None,  # type: ignore[arg-type]
+                              rec.task_event if plural == "limetasks" else rec.job_event,
+                              rec.listed_tasks if plural == "limetasks" else
+                              (lambda seen, ns, p=plural: rec.listed_children(p, seen, ns)))
+            rec.watches.append(w)
+        for w in rec.watches:  # the tasks' listing first: the task waits for the other two
+            await w._list()
+            key = ("ns", "t1")
+            if key in rec.queued:
+                rec.queue.get_nowait()
+                rec.queued.discard(key)
+                await rec.reconcile(key)
+        return kube.calls
+
+    calls = asyncio.run(main())
+    assert any(c[0] == "PUT" for c in calls), "the task was never reconciled"
