@@ -142,3 +142,36 @@ def test_a_deleted_or_evicted_pod_is_a_lost_worker_not_a_second_run(tasks: TaskC
     else:
         assert final.status == "FAILURE" and final.error is not None, final
         assert final.error.reason == "WorkerLost" and final.attempts == 1, final
+
+
+def test_a_job_deleted_by_its_ttl_while_the_operator_was_stopped_still_gives_its_verdict(
+        cluster: Any, operator: Any, api_client: Any, namespace: str, tmp_path: Any) -> None:
+    """Gone is not lost: with the Job TTL at 0 and the operator stopped (SIGSTOP) while the pod
+    finishes, the Job and pod are deleted before the operator sees them end; their final state,
+    from the DELETED events it reads when it goes on, still gives SUCCESS, not WorkerLost."""
+    import signal
+
+    from conftest import Operator
+
+    operator.stop()
+    alone = Operator(cluster, tmp_path, args=("--namespace", namespace),
+                     extra_env={**operator.extra_env, "LIMETASK_JOB_TTL_SECONDS": "0",
+                                "LIMETASK_LEADER_ELECTION": "false"})
+    try:
+        alone.start()
+        tasks = TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
+        status = tasks.send(f"{T}.sleep", "my-app", [3])
+        wait_until(lambda: tasks.get_status(status.id, "my-app").status == "STARTED", timeout=60, message="STARTED")
+        assert alone.proc is not None
+        alone.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: not jobs(api_client, namespace), timeout=60, message="the TTL to delete the Job")
+            wait_until(lambda: not client.CoreV1Api(api_client).list_namespaced_pod(namespace).items, timeout=60,
+                       message="its pod to be deleted")
+        finally:
+            alone.proc.send_signal(signal.SIGCONT)
+        final = tasks.wait(status.id, "my-app", timeout=60)
+        assert final.status == SUCCESS and final.result == "slept 3s", final
+    finally:
+        alone.stop()
+        operator.start()
