@@ -18,7 +18,7 @@ from typing import Any
 from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID, PLURAL, VERSION
 
 from . import metrics
-from . import status as derivation
+from . import derivation
 from .caches import Caches, Key
 from .events import owes_event
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path

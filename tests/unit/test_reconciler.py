@@ -6,7 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
-from limetask_operator import status as derivation
+from limetask_operator import derivation
 from limetask_operator.kube import ApiError
 from limetask_operator.model import TaskView
 from limetask_operator.reconciler import Reconciler

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from limetask_operator.manifests import job_name, spec_hash
 from limetask_operator.model import JobView, PodView, TaskView
-from limetask_operator.status import Plan, derive
+from limetask_operator.derivation import Plan, derive
 
 from lime_task.resource import ANNOTATION_CANCEL
 
@@ -646,7 +646,7 @@ def test_image_override_refused_when_the_platform_does_not_allow_it() -> None:
     import datetime as _dt
 
     from limetask_operator.model import TaskView as _TV
-    from limetask_operator.status import derive as _derive
+    from limetask_operator.derivation import derive as _derive
 
     body = {"metadata": {"name": "t1", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1"},
             "spec": {"task": "pkg.mod.fn", "app": "my-app", "image": "evil.example/miner:latest"}}
@@ -662,7 +662,7 @@ def test_resource_caps_and_placement_are_checked_before_any_job() -> None:
     import datetime as _dt
 
     from limetask_operator.model import TaskView as _TV
-    from limetask_operator.status import derive as _derive
+    from limetask_operator.derivation import derive as _derive
 
     def plan(spec: dict[str, object], **kw: object) -> object:
         body = {"metadata": {"name": "t1", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1"},
