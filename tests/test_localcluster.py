@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, wait_until
+from conftest import REPO, Cluster, wait_until
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -672,3 +672,16 @@ def test_cluster_state_is_private(local: Cluster) -> None:
                     *state.glob("*.kubeconfig"), *(state / "pki").glob("*.key")]
     modes = {str(p.relative_to(state)): oct(p.stat().st_mode & 0o777) for p in secret_files}
     assert set(modes.values()) == {"0o600"}, modes
+
+
+def test_a_mount_over_the_repositorys_folder_leaves_the_code_visible(core: client.CoreV1Api, namespace: str,
+                                                                     local: Cluster) -> None:
+    """A checkout below /tmp (as CI may clone it) sits under every container's private /tmp: the
+    interpreter, the code and the termination message must still be there. An emptyDir mounted
+    over the repository's parent folder stands for that, wherever the repository is."""
+    parent = str(REPO.parent)
+    script = "import limetask_runner, os; open('/dev/termination-log', 'w').write('seen ' + str(os.getuid()))"
+    make_pod(core, namespace, "covered", container(py(script), volumeMounts=[{"name": "cover", "mountPath": parent}]),
+             securityContext={"runAsUser": RUNAS, "runAsGroup": RUNAS}, volumes=[{"name": "cover", "emptyDir": {}}])
+    state = terminated(wait_pod_terminated(core, namespace, "covered", timeout=60))
+    assert (state.exit_code, state.message) == (0, f"seen {RUNAS}"), state

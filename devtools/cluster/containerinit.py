@@ -83,15 +83,32 @@ def hide(path: str) -> None:
         mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=000,size=4k")
 
 
+def _under(path: str, folder: str) -> bool:
+    folder = folder.rstrip("/") or "/"
+    return path == folder or path.startswith(folder + "/") or folder == "/"
+
+
 def prepare(spec: dict[str, Any]) -> None:
     os.umask(0o022)
     check(LIBC.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mounts = spec.get("mounts", [])
+    # Every source is opened before anything is mounted: a mount (the private /tmp) may cover
+    # where a later source, or the repository with its interpreter, lives (a clone in /tmp).
+    sources = [os.open(m["source"], os.O_PATH) for m in mounts]
+    keep = [(p, os.open(p, os.O_PATH)) for p in spec.get("keep", []) if os.path.exists(p)]
     for blocked, needed in spec.get("expose", {}).items():
         expose(blocked, needed)
-    for m in spec.get("mounts", []):
-        mount_point(m["target"], m["source"])
-        bind(m["source"], m["target"], readonly=bool(m.get("readonly")))
+    for m, fd in zip(mounts, sources):
+        mount_point(m["target"], f"/proc/self/fd/{fd}")
+        bind(f"/proc/self/fd/{fd}", m["target"], readonly=bool(m.get("readonly")))
+        os.close(fd)
+    for path, fd in keep:
+        # What a mount covered but the container needs (the interpreter, the code): back, read-only.
+        if any(_under(path, m["target"]) for m in mounts):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            bind(f"/proc/self/fd/{fd}", path, readonly=True)
+        os.close(fd)
     for path in spec.get("hide", []):
         hide(path)
     uid, gid, groups = int(spec["uid"]), int(spec["gid"]), [int(g) for g in spec.get("groups", [])]

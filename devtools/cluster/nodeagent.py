@@ -71,6 +71,7 @@ FAULT_ANNOTATION = "devtools.limetask.io/fault"
 PYTHON_NAMES = {"python", "python3"} | {f"python3.{n}" for n in range(6, 20)}
 LOG = logging.getLogger("nodeagent")
 INIT = Path(__file__).resolve().with_name("containerinit.py")
+REPO = Path(__file__).resolve().parents[2]
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RUNNER_UID = 10001  # the operator's runner user (operator/limetask_operator/settings.py)
 NOBODY = 65534  # the user of a pod that names none
@@ -581,6 +582,9 @@ class NodeAgent:
         self.python = python
         self.work_dir = work_dir
         self.hide = [str(p.resolve()) for p in [*hide, state_dir]]
+        # What containers run must stay visible even where a container mount covers it (the
+        # repository with its .venv, cloned below /tmp, under the private /tmp): bound back.
+        self.keep = sorted({str(REPO), str(Path(python).absolute().parent.parent)})
         self.use_mount_namespace = os.geteuid() == 0
         self.expose: dict[str, list[str]] = {}  # see plan_exposure
         self.python_problem: str | None = None  # why pods cannot run the interpreter
@@ -650,7 +654,7 @@ class NodeAgent:
 
     def spawn_container(self, spec: dict[str, Any], stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
         """containerinit.py with `spec` on a pipe (the environment may hold secrets)."""
-        spec = {**spec, "expose": self.expose, "hide": self.hide}
+        spec = {**spec, "expose": self.expose, "hide": self.hide, "keep": self.keep}
         read_end, write_end = os.pipe()
         try:
             proc = subprocess.Popen(
