@@ -21,13 +21,13 @@ Task names contain dots, so bind with `#`: `core.task.#.failure.v1`,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import safejson
 from .errors import InvalidTaskError
 from .resource import FAILURE, SUCCESS
 from .validation import check_app_name
@@ -108,6 +108,15 @@ def check_broker_url(url: str) -> str:
     return url
 
 
+def check_exchange_name(name: str) -> str:
+    """A clear error for an exchange name RabbitMQ refuses or reserves."""
+    if not name or len(name.encode()) > 255:
+        raise InvalidTaskError(f"exchange name {name[:60]!r}: 1 to 255 bytes")
+    if name.startswith("amq."):
+        raise InvalidTaskError(f"exchange {name!r}: names starting with 'amq.' are RabbitMQ's own")
+    return name
+
+
 class Deduplicator:
     """Remembers the last `size` message ids, to drop redeliveries."""
 
@@ -143,6 +152,7 @@ async def consume(
 
     check_app_name(app)
     check_broker_url(url)
+    check_exchange_name(exchange or exchange_name(app))
     dedupe = Deduplicator()
     stop = stop or asyncio.Event()
     connection = await aio_pika.connect_robust(url, timeout=10)
@@ -160,7 +170,16 @@ async def consume(
                 await message.ack()
                 return
             try:
-                event = json.loads(message.body)
+                event = safejson.loads(message.body)
+                if not isinstance(event, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                # Not an event of ours (anyone may publish to the exchange): dropped, not requeued.
+                LOG.warning("dropped message %s on %s: its body is not a task event (%s)", message.message_id,
+                            message.routing_key, exc)
+                await message.ack()
+                return
+            try:
                 event["routing_key"] = message.routing_key
                 event["message_id"] = message.message_id
                 await handler(event)

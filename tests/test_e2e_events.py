@@ -296,3 +296,27 @@ def test_a_forged_status_is_never_acted_on(tasks: TaskClient, app: str, collecto
     assert [e.get("result") for e in collector.events] == ["slept 6s"]
     warnings = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
     assert any(e.reason == "StatusOverwritten" and e.involved_object.name == status.id for e in warnings)
+
+
+def test_a_consumer_drops_messages_that_are_not_events(tasks: TaskClient, app: str, collector: Collector) -> None:
+    """Anyone may publish to the exchange: a body that is not a task event is dropped (not
+    requeued for ever), and the consumer goes on."""
+    import aio_pika
+
+    async def publish() -> None:
+        connection = await aio_pika.connect(broker_url())
+        try:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(f"lime.{app}", aio_pika.ExchangeType.TOPIC, durable=True)
+            for body in (b"not json", b"[1, 2]", b"[" * 5000 + b"]" * 5000):
+                await exchange.publish(aio_pika.Message(body=body, message_id=uuid.uuid4().hex),
+                                       routing_key="core.task.x.success.v1")
+        finally:
+            await connection.close()
+
+    asyncio.run(publish())
+    status = tasks.send(f"{T}.add", app, [1, 1])
+    assert tasks.wait(status.id, app, timeout=60).status == SUCCESS
+    wait_until(lambda: collector.events, timeout=30, message="the task's event")
+    assert [e["id"] for e in collector.events] == [status.id]
+    assert collector.error is None

@@ -218,3 +218,12 @@ def test_non_dict_mappings_are_converted_or_rejected_clearly() -> None:
         assert "argument 1" in str(exc)
     else:
         assert args == [{"a": 1}]
+
+
+@pytest.mark.parametrize("name", ["amq.direct", "amq.topic", "", "x" * 256])
+def test_exchange_names_rabbitmq_refuses_are_clear_errors(name: str) -> None:
+    from lime_task.events import check_exchange_name
+
+    with pytest.raises(InvalidTaskError):
+        check_exchange_name(name)
+    assert check_exchange_name("lime.my-app") == "lime.my-app"
