@@ -595,8 +595,11 @@ SNOOP = """
         except OSError as exc:
             etcd[scheme] = type(exc).__name__
     report["etcd"] = etcd
+    # Only the file made here, and the repository's top folder when the checkout lives below /tmp
+    # (the node binds the code back there, read-only: see containerinit.py).
+    repo_top = os.environ["REPO"].split("/")[2] if os.environ["REPO"].startswith("/tmp/") else None
     with tempfile.NamedTemporaryFile(dir="/tmp") as f:
-        report["tmp"] = os.listdir("/tmp") == [os.path.basename(f.name)]
+        report["tmp"] = sorted(os.listdir("/tmp")) == sorted([os.path.basename(f.name), *filter(None, [repo_top])])
     open("/dev/termination-log", "w").write(json.dumps(report))
 """
 
@@ -607,6 +610,7 @@ def snoop(core: client.CoreV1Api, namespace: str, name: str, state: Path, **pod_
                state / "nodeagent.kubeconfig", state / "controller-manager.kubeconfig"]
     etcd_port = json.loads((state / "cluster.json").read_text())["etcd_port"]
     env = [{"name": "STATE_DIR", "value": str(state)}, {"name": "ETCD_PORT", "value": str(etcd_port)},
+           {"name": "REPO", "value": str(REPO)},
            {"name": "SECRETS", "value": json.dumps([str(s) for s in secrets])}]
     make_pod(core, namespace, name, container(py(SNOOP), env=env, **pod_spec.pop("container", {})), **pod_spec)
     ended = terminated(wait_pod_terminated(core, namespace, name, timeout=30))
@@ -625,7 +629,7 @@ def assert_sees_no_cluster_state(report: dict[str, Any], state: Path, uid: int) 
     assert (report["cwd_owner"], report["cwd_mode"]) == (uid, 0o700), report
     assert report["tmp"], "/tmp is not the container's own"
     assert "KUBECONFIG" not in report["env"] and "LIMETASK_KUBECONFIG" not in report["env"], report["env"]
-    assert set(report["env"]) <= RUNTIME_ENV | {"STATE_DIR", "ETCD_PORT", "SECRETS"}, report["env"]
+    assert set(report["env"]) <= RUNTIME_ENV | {"STATE_DIR", "ETCD_PORT", "SECRETS", "REPO"}, report["env"]
 
 
 def test_container_runs_as_pod_user_and_cannot_read_cluster_secrets(core: client.CoreV1Api, namespace: str,

@@ -99,7 +99,7 @@ def prepare(spec: dict[str, Any]) -> None:
     keep = [(p, os.open(p, os.O_PATH)) for p in spec.get("keep", []) if os.path.exists(p)]
     for blocked, needed in spec.get("expose", {}).items():
         expose(blocked, needed)
-    for m, fd in zip(mounts, sources):
+    for m, fd in zip(mounts, sources, strict=True):
         mount_point(m["target"], f"/proc/self/fd/{fd}")
         bind(f"/proc/self/fd/{fd}", m["target"], readonly=bool(m.get("readonly")))
         os.close(fd)

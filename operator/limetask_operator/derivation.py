@@ -116,12 +116,17 @@ def describe_lost(pod: PodView) -> str:
     return "the pod ended without a verdict"
 
 
-def _ever_started(pods: list[PodView]) -> bool:
-    """Whether a container of these pods ever ran (a container that could not start has a
-    zero start time)."""
-    return any(p.running_since is not None
-               or str((p.terminated or {}).get("startedAt") or "1970").startswith(("1970", "0001")) is False
-               for p in pods)
+def _may_have_run(pods: list[PodView]) -> bool:
+    """False only when the pods were evicted or refused by their node before any container
+    ran (a container that could not start has a zero start time): then nothing of the task ran.
+    A pod stopped for any other reason (a deadline, a deletion) counts as having run."""
+    for p in pods:
+        if p.running_since is not None or not str((p.terminated or {}).get("startedAt") or "1970").startswith(
+                ("1970", "0001")):
+            return True
+        if not (p.disruption or (p.reason and p.reason != "DeadlineExceeded")):
+            return True
+    return not pods
 
 
 def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = False) -> Outcome | None:
@@ -137,10 +142,10 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
             found = verdicts.parse((first.terminated or {}).get("message")) if first.ended else None
             if found is not None:
                 return found
-            if not first.ended:
+            if not first.ended and not first.gone:
                 return Running(first.running_since)  # its end (and maybe a verdict) is still to come
             return Lost(f"{describe_lost(first)}; the job controller started a replacement pod, which does "
-                        f"not count (one pod per attempt)", started=_ever_started([first]))
+                        f"not count (one pod per attempt)", started=_may_have_run([first]))
     ended = sorted((p for p in pods if p.ended), key=lambda p: (p.terminated or {}).get("finishedAt") or "")
     for pod in ended:
         found = verdicts.parse((pod.terminated or {}).get("message"))
@@ -153,7 +158,11 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
             return TimedOut(pod.message or "the attempt passed its deadline")
     running = [p for p in pods if not p.ended and not p.deleting]
     if ended and not running:
-        return Lost(describe_lost(ended[0]), started=_ever_started(ended))
+        return Lost(describe_lost(ended[0]), started=_may_have_run(ended))
+    deleted = [p for p in pods if p.gone and not p.ended]
+    if deleted and not running:
+        why = f": {deleted[0].disruption}" if deleted[0].disruption else ""
+        return Lost(f"the pod was deleted while the task ran{why}", started=_may_have_run(deleted))
     if running:
         started = next((p.running_since for p in running if p.running_since is not None), None)
         return Running(started, next((p.waiting for p in running if p.waiting), None))
@@ -333,7 +342,14 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             return plan
         return start(attempt)
     outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
-    if (job is not None and not job.finished and not job.deleting
+    limit = task.spec.get("timeoutSeconds")
+    made = job.created if job is not None else min((p.created for p in attempt_pods), default="")
+    past_deadline = bool(limit) and bool(made) and _age(made, now) >= float(limit)
+    if isinstance(outcome, Lost) and past_deadline:
+        # At its deadline the job controller deletes the pod, and may do so before the Job says
+        # DeadlineExceeded: a worker lost past the deadline timed out.
+        outcome = TimedOut(f"the attempt passed its deadline of {limit} seconds")
+    if (job is not None and not job.finished and not job.deleting and not past_deadline
             and (len(attempt_pods) > 1 or any((p.deleting or p.disruption) and not p.ended for p in attempt_pods))):
         # A pod of this attempt was deleted or evicted: the job controller replaces it, and the
         # replacement must not run the task again. Stop the Job now; the first pod decides.

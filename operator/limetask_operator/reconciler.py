@@ -17,8 +17,7 @@ from typing import Any
 
 from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID, PLURAL, VERSION
 
-from . import metrics
-from . import derivation
+from . import derivation, metrics
 from .caches import Caches, Key
 from .events import owes_event
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
@@ -115,10 +114,12 @@ class Reconciler:
             if children is not None:
                 task = self.caches.tasks.get(key)
                 final = make(body)
-                if task is not None and task.status.get("state") not in FINAL_STATES and final.finished:
+                if task is not None and task.status.get("state") not in FINAL_STATES and (
+                        final.finished or isinstance(final, PodView)):
                     # Gone is not lost: a Job or pod removed after it finished (TTL, garbage
                     # collection, a user) keeps its last state, and its verdict, until the task's
-                    # final status is stored.
+                    # final status is stored. So does a pod deleted while it ran: its attempt is
+                    # lost, whatever a replacement pod says.
                     children[meta.get("name", "")] = dataclasses.replace(final, deleting=True, gone=True)
                 else:
                     children.pop(meta.get("name", ""), None)

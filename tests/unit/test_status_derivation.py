@@ -8,9 +8,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from limetask_operator.derivation import Plan, derive
 from limetask_operator.manifests import job_name, spec_hash
 from limetask_operator.model import JobView, PodView, TaskView
-from limetask_operator.derivation import Plan, derive
 
 from lime_task.resource import ANNOTATION_CANCEL
 
@@ -645,8 +645,8 @@ def test_derive_does_not_mutate_its_inputs() -> None:
 def test_image_override_refused_when_the_platform_does_not_allow_it() -> None:
     import datetime as _dt
 
-    from limetask_operator.model import TaskView as _TV
     from limetask_operator.derivation import derive as _derive
+    from limetask_operator.model import TaskView as _TV
 
     body = {"metadata": {"name": "t1", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1"},
             "spec": {"task": "pkg.mod.fn", "app": "my-app", "image": "evil.example/miner:latest"}}
@@ -661,8 +661,8 @@ def test_image_override_refused_when_the_platform_does_not_allow_it() -> None:
 def test_resource_caps_and_placement_are_checked_before_any_job() -> None:
     import datetime as _dt
 
-    from limetask_operator.model import TaskView as _TV
     from limetask_operator.derivation import derive as _derive
+    from limetask_operator.model import TaskView as _TV
 
     def plan(spec: dict[str, object], **kw: object) -> object:
         body = {"metadata": {"name": "t1", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1"},
@@ -893,3 +893,27 @@ def test_never_started_reruns_are_bounded() -> None:
     assert plan.create_attempt is None
     assert plan.status is not None and plan.status["error"]["reason"] == "WorkerLost"
     assert "no worker of the last 4 attempts started" in plan.status["error"]["message"]
+
+
+def test_a_pod_deleted_while_it_ran_is_a_lost_worker_even_before_a_replacement() -> None:
+    gone = dataclasses.replace(running_pod(), deleting=True, gone=True)
+    plan = run(task(started_status()), [job()], [gone])
+    assert plan.status is not None and plan.status["error"]["reason"] == "WorkerLost"
+    assert "deleted while the task ran" in plan.status["error"]["message"]
+
+
+def test_a_pod_stopped_by_its_deadline_before_it_started_is_not_run_again() -> None:
+    """Not started, but stopped by the deadline (or a deletion), not evicted: it counts as run."""
+    pod = PodView.from_body(pod_body(1, "Failed", None))
+    spec: dict[str, Any] = {"timeoutSeconds": 2}
+    plan = run(task(pending_status(**spec), **spec), [job()], [pod])
+    assert plan.create_attempt is None
+
+
+def test_a_pod_deleted_at_its_deadline_timed_out_even_once_its_job_is_gone() -> None:
+    spec: dict[str, Any] = {"timeoutSeconds": 2, "acksLate": True, "maxAttempts": 3}
+    gone = dataclasses.replace(running_pod(), deleting=True, gone=True, created=EARLIER_TS)
+    past = run(task(started_status(**spec), **spec), [job()], [dataclasses.replace(running_pod(), deleting=True)])
+    assert past.stop_jobs == []  # the job controller is at work: its Job will say DeadlineExceeded
+    plan = run(task(started_status(**spec), **spec), [], [gone], jobs_gone=frozenset({1}))
+    assert plan.status is not None and plan.status["error"]["reason"] == "TimedOut" and plan.create_attempt is None
