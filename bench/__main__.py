@@ -1,6 +1,7 @@
 """`make bench`: what the operator costs, measured side by side on the local control plane.
 
-    python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--only overhead,burst,...]
+    python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
+                    [--only overhead,burst,submit,scale,ceiling,watchlayer]
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -12,6 +13,7 @@ import concurrent.futures as cf
 import datetime as dt
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -30,6 +32,10 @@ from kubernetes import client, config, watch  # noqa: E402
 
 NOOP = "acme_solution.tasks.lime.noop"
 THREADS = 16
+WATCH_MODES = ("ours", "ours-kopf", "kopf", "kopf-index")  # see bench/watchlayer.py
+WATCH_M = 1000  # modifications per watching process
+SETTLE_S = 6.0  # after a listing or the modifications: kopf's idle per-object workers exit after 5 s
+LIST_CAP_S = 30.0  # a listing not done by then is given up (kopf with an index takes minutes at 5,000)
 
 
 def say(msg: str) -> None:
@@ -41,6 +47,20 @@ def pct(values: list[float], p: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def proc_cpu(pid: int) -> float:
+    """User and system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_mb(pid: int, key: str = "VmRSS") -> float:
+    """A memory figure of /proc/PID/status in MB (VmRSS: now; VmHWM: the peak RSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def free_port() -> int:
@@ -91,6 +111,21 @@ class Bench:
         except client.ApiException:
             pass
 
+    def drop_namespace_surely(self, name: str, within: float = 90) -> None:
+        """drop_namespace, waiting out an API server that is away for a while (restarted by a test)."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                self.core.delete_namespace(name)
+                return
+            except client.ApiException:
+                return  # gone already, or going
+            except Exception as exc:  # noqa: BLE001 - the connection's errors: try again for a while
+                if time.monotonic() > deadline:
+                    say(f"could not delete namespace {name}: {exc}")
+                    return
+                time.sleep(3)
+
     def start_operator(self, **extra: str) -> None:
         env = dict(os.environ, LIMETASK_KUBECONFIG=str(self.kubeconfig), LIMETASK_METRICS_PORT=str(self.metrics_port),
                    PYTHONUNBUFFERED="1", **extra)
@@ -124,15 +159,11 @@ class Bench:
 
     def rss_mb(self) -> float:
         assert self.operator is not None
-        for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return proc_mb(self.operator.pid)
 
     def cpu_seconds(self) -> float:
         assert self.operator is not None
-        fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu(self.operator.pid)
 
     def task_body(self, name: str, task: str = NOOP, args: list[Any] | None = None) -> dict[str, Any]:
         return {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask",
@@ -171,7 +202,7 @@ class Bench:
     # -- 1. overhead --------------------------------------------------------------------------
     def overhead(self) -> None:
         n = self.args.n
-        say(f"1/5 overhead: {n} bare Jobs, then {n} LimeTasks with the same pod spec")
+        say(f"1/6 overhead: {n} bare Jobs, then {n} LimeTasks with the same pod spec")
         from limetask_operator.manifests import build_job
         from limetask_operator.model import TaskView
         from limetask_operator.settings import OperatorSettings
@@ -222,7 +253,7 @@ class Bench:
     # -- 2. reaction latency under a burst ------------------------------------------------------
     def burst(self) -> None:
         n = self.args.burst
-        say(f"2/5 reaction latency: a burst of {n} LimeTasks")
+        say(f"2/6 reaction latency: a burst of {n} LimeTasks")
         ns = self.namespace("burst")
         created: dict[str, float] = {}
         job_seen: dict[str, float] = {}
@@ -298,7 +329,7 @@ class Bench:
     # -- 3. submit cost ---------------------------------------------------------------------------
     def submit(self) -> None:
         n = 200
-        say(f"3/5 submit cost: {n} send_task calls against {n} bare creates (in a namespace not watched)")
+        say(f"3/6 submit cost: {n} send_task calls against {n} bare creates (in a namespace not watched)")
         from lime_task import TaskClient
 
         ns = f"submit-{uuid.uuid4().hex[:6]}"
@@ -327,7 +358,7 @@ class Bench:
     # -- 4. scale ---------------------------------------------------------------------------------
     def scale(self) -> None:
         sizes = [int(x) for x in self.args.scale.split(",") if x]
-        say(f"4/5 scale: operator memory and CPU with {', '.join(map(str, sizes))} LimeTasks present")
+        say(f"4/6 scale: operator memory and CPU with {', '.join(map(str, sizes))} LimeTasks present")
         ns = self.namespace("scale")
         present = 0
         out: dict[str, Any] = {}
@@ -384,7 +415,7 @@ class Bench:
     # -- 5. the API server's ceiling ------------------------------------------------------------------
     def ceiling(self) -> None:
         n = 1000
-        say(f"5/5 ceiling: the API server's create rate for {n} small ConfigMaps ({THREADS} threads)")
+        say(f"5/6 ceiling: the API server's create rate for {n} small ConfigMaps ({THREADS} threads)")
         ns = f"ceiling-{uuid.uuid4().hex[:6]}"
         self.core.create_namespace({"metadata": {"name": ns}})
         t0 = time.monotonic()
@@ -419,11 +450,144 @@ class Bench:
             self.results["ceiling"]["jobs_per_second_in_burst_with_pods_running"] = \
                 self.results["burst"]["jobs_per_second"]
 
+    # -- 6. the watching layer: the operator's own watches against kopf's --------------------------
+    def watchlayer(self) -> None:
+        sizes = [int(x) for x in self.args.watchlayer.split(",") if x]
+        say(f"6/6 watchlayer: one process per way of watching ({', '.join(WATCH_MODES)}), "
+            f"{', '.join(map(str, sizes))} LimeTasks present, then {WATCH_M} modifications")
+        # The bench's operator watches bench-* (a pattern, so every namespace, filtered as events
+        # come): it would receive these LimeTasks' events too, and compete for the CPU.
+        self.stop_operator()
+        load = [round(x, 2) for x in os.getloadavg()]  # the timings, not the CPU figures, suffer on a busy machine
+        ns = f"watchlayer-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": ns}})
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def finished(i: int) -> None:
+            # Finished, so that they just sit there even if an operator (a test's, say) watches
+            # every namespace: it would otherwise run them and change them under the watchers.
+            name = f"w-{i}"
+            self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
+                                                        self.task_body(name))
+            status = {"state": "SUCCESS", "result": "ok", "attempts": 1, "startedAt": now, "completedAt": now,
+                      "event": {"confirmed": True, "messageId": f"{name}.SUCCESS"}}
+            self.custom.patch_namespaced_custom_object_status(  # a merge patch: whatever wrote first
+                "limetask.io", "v1alpha1", ns, "limetasks", name, {"status": status})
+
+        out: dict[str, Any] = {}
+        try:
+            present = 0
+            for size in sizes:
+                say(f"   creating {size - present} finished LimeTasks")
+                self.parallel(finished, list(range(present, size)))
+                present = size
+                for mode in WATCH_MODES:
+                    fig = self.watch_process(mode, ns, size, min(WATCH_M, size))
+                    out.setdefault(mode, {})[str(size)] = fig
+                    say(f"   {size} {mode}: {fig}")
+        finally:
+            self.drop_namespace_surely(ns)
+        self.results["watchlayer"] = {"settle_s": SETTLE_S, "loadavg_at_start": load, "modes": out}
+
+    def watch_process(self, mode: str, ns: str, n: int, m: int) -> dict[str, Any]:
+        """One watching process (bench/watchlayer.py): its CPU and memory to list n LimeTasks and
+        to follow m modifications of them, and the cost of its /healthz (where kopf serves one)."""
+        port = free_port()
+        log = open(REPO / ".cluster" / "logs" / f"bench-watchlayer-{mode}.log", "ab")
+        touch = f"{mode}-{n}-{uuid.uuid4().hex[:6]}"
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "watchlayer.py"), mode, ns, str(n), str(m),
+                                 touch, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                env=dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1"))
+        lines: queue.Queue[dict[str, float] | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(b"{"):
+                    lines.put(json.loads(line))
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+
+        def wait_for(what: str, timeout: float, give_up: bool = False) -> float | None:
+            try:
+                msg = lines.get(timeout=timeout)
+            except queue.Empty:
+                if give_up:
+                    return None
+                raise RuntimeError(f"watchlayer {mode}: no {what!r} within {timeout:.0f}s; "
+                                   f"see .cluster/logs/bench-watchlayer-{mode}.log") from None
+            if msg is None or what not in msg:
+                raise RuntimeError(f"watchlayer {mode}: {msg!r} instead of {what!r}; "
+                                   f"see .cluster/logs/bench-watchlayer-{mode}.log")
+            return msg[what]
+
+        pid = proc.pid
+        fig: dict[str, Any] = {"modifications": m}
+        try:
+            wait_for("ready", 60)  # imported
+            fig["ready_rss_mb"] = round(proc_mb(pid), 1)  # imports only
+            c0, t0 = proc_cpu(pid), time.monotonic()
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            listed = wait_for("listed", LIST_CAP_S, give_up=True)
+            if listed is None:  # kopf with an index, at 5,000: minutes
+                fig.update(list_s=None, list_capped_s=LIST_CAP_S, list_cpu_s=round(proc_cpu(pid) - c0, 2),
+                           peak_rss_mb=round(proc_mb(pid, "VmHWM"), 1))
+                return fig
+            fig["list_s"] = round(listed - t0, 2)
+            time.sleep(SETTLE_S)
+            fig["list_cpu_s"] = round(proc_cpu(pid) - c0, 2)
+            fig["idle_rss_mb"] = round(proc_mb(pid), 1)
+            c0, t0 = proc_cpu(pid), time.monotonic()
+            time.sleep(3)
+            fig["idle_cpu_ms_per_s"] = round((proc_cpu(pid) - c0) / (time.monotonic() - t0) * 1000, 1)
+            patch = {"metadata": {"annotations": {"bench.limetask.io/touch": touch}}}
+            c0, t0 = proc_cpu(pid), time.monotonic()
+            self.parallel(lambda i: self.custom.patch_namespaced_custom_object(
+                "limetask.io", "v1alpha1", ns, "limetasks", f"w-{i}", patch), list(range(m)))
+            fig["modify_s"] = round((wait_for("modified", 120) or 0) - t0, 2)  # the patches' own time included
+            time.sleep(SETTLE_S)
+            fig["modify_cpu_s"] = round(proc_cpu(pid) - c0, 2)
+            fig["after_rss_mb"] = round(proc_mb(pid), 1)
+            fig["peak_rss_mb"] = round(proc_mb(pid, "VmHWM"), 1)
+            if mode != "ours":  # kopf serves /healthz (ours alone has no HTTP server)
+                fig.update(self.probe_cost(pid, port))
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            log.close()
+        return fig
+
+    def probe_cost(self, pid: int, port: int, k: int = 200) -> dict[str, float]:
+        """kopf's /healthz: the first request runs the probe handlers; kopf keeps their result
+        for 10 s, so the next k (back to back) show what serving a request costs."""
+        url = f"http://127.0.0.1:{port}/healthz"
+        t0 = time.perf_counter()
+        urllib.request.urlopen(url, timeout=10).read()
+        first = time.perf_counter() - t0
+        c0, t0 = proc_cpu(pid), time.perf_counter()
+        for _ in range(k):
+            urllib.request.urlopen(url, timeout=10).read()
+        wall, cpu = time.perf_counter() - t0, proc_cpu(pid) - c0
+        return {"probe_first_ms": round(first * 1000, 1), "probe_ms": round(wall / k * 1000, 2),
+                "probe_cpu_ms": round(cpu / k * 1000, 2)}
+
     def run(self) -> None:
         steps = {"overhead": self.overhead, "burst": self.burst, "submit": self.submit, "scale": self.scale,
-                 "ceiling": self.ceiling}
+                 "ceiling": self.ceiling, "watchlayer": self.watchlayer}
         only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
-        self.start_operator()
+        unknown = set(only) - set(steps)
+        if unknown:
+            raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from {', '.join(steps)}")
+        if any(name != "watchlayer" for name in only):  # watchlayer wants no operator running
+            self.start_operator()
         try:
             for name in steps:
                 if name in only:
@@ -457,6 +621,22 @@ def table(results: dict[str, Any]) -> str:
         c = results["ceiling"]
         rows.append(f"ceiling   API creates {c['creates_per_second']}/s; operator Jobs "
                     f"{c.get('operator_jobs_per_second', '-')}/s; fraction {c.get('fraction', '-')} (target >= 0.5)")
+    if "watchlayer" in results:
+        w = results["watchlayer"]
+        sizes = dict.fromkeys(size for by_size in w["modes"].values() for size in by_size)
+        for size in sizes:
+            for mode, by_size in w["modes"].items():
+                if size not in by_size:
+                    continue
+                v = by_size[size]
+                if v.get("list_s") is None:
+                    rows.append(f"watch     {mode:<10} {size:>5} LimeTasks: not listed within {v['list_capped_s']}s "
+                                f"({v['list_cpu_s']} CPU-s so far, peak {v['peak_rss_mb']} MB); given up")
+                    continue
+                probe = (f"; /healthz {v['probe_cpu_ms']} ms CPU" if "probe_cpu_ms" in v else "")
+                rows.append(f"watch     {mode:<10} {size:>5} LimeTasks: listed in {v['list_s']}s "
+                            f"{v['list_cpu_s']} CPU-s, idle {v['idle_rss_mb']} MB (peak {v['peak_rss_mb']}); "
+                            f"{v['modifications']} changes {v['modify_cpu_s']} CPU-s in {v['modify_s']}s{probe}")
     return "\n".join(rows)
 
 
@@ -467,7 +647,9 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=int(os.environ.get("BENCH_BURST", "500")))
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                        help="comma-separated: overhead,burst,submit,scale,ceiling")
+                        help="comma-separated: overhead,burst,submit,scale,ceiling,watchlayer")
+    parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
+                        help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--out", default="")
     args = parser.parse_args()
