@@ -344,7 +344,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
     limit = task.spec.get("timeoutSeconds")
     made = job.created if job is not None else min((p.created for p in attempt_pods), default="")
-    past_deadline = bool(limit) and bool(made) and _age(made, now) >= float(limit)
+    past_deadline = bool(limit) and bool(made) and _age(made, now) >= float(limit or 0)
     if isinstance(outcome, Lost) and past_deadline:
         # At its deadline the job controller deletes the pod, and may do so before the Job says
         # DeadlineExceeded: a worker lost past the deadline timed out.
