@@ -175,3 +175,14 @@ def test_a_job_deleted_by_its_ttl_while_the_operator_was_stopped_still_gives_its
     finally:
         alone.stop()
         operator.start()
+
+
+def test_the_operator_asks_the_api_server_what_it_offers(running_operator: Any, cluster: Any) -> None:
+    """A dry run tells which Job features the server has (Kubernetes 1.20 here: none of them);
+    nothing is created by asking."""
+    log = wait_until(lambda: "API server features" in (t := running_operator.log_path.read_text(errors="replace"))
+                     and t, timeout=30, message="the feature probe")
+    line = next(x for x in log.splitlines() if "API server features" in x)
+    if cluster.local:
+        assert "podReplacementPolicy no" in line, line
+    assert "limetask-feature-probe" not in cluster.run_kubectl("get", "jobs", "-A", "-o", "name").stdout

@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from .features import detect
 from .kube import Kube
 from .leader import LeaderElector
 from .reconciler import Reconciler
@@ -100,7 +101,10 @@ async def _start_after_login(shared: OperatorMemo) -> None:
     assert kube is not None
 
     async def lead() -> None:
-        rec = Reconciler(kube, shared.settings)
+        # Asked once per leadership: an upgraded API server is noticed at the next one.
+        plain = [n for n in shared.namespaces or [] if not any(c in n for c in "*?[!")]
+        features = await detect(kube, plain[0] if plain else "default")
+        rec = Reconciler(kube, shared.settings, features)
         rec.start_watches(shared.namespaces)  # LimeTasks, Jobs and Pods: see watches.py
         rec.start()
         shared.reconciler = rec

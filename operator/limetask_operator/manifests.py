@@ -17,6 +17,7 @@ from lime_task.resource import (
     QUANTITY_RE,
 )
 
+from .features import NONE, ServerFeatures
 from .model import CONTAINER, TaskView
 from .settings import OperatorSettings
 
@@ -71,7 +72,8 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
     }
 
 
-def build_job(task: TaskView, attempt: int, settings: OperatorSettings) -> dict[str, Any]:
+def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
+              features: ServerFeatures = NONE) -> dict[str, Any]:
     spec = task.spec
     image = spec.get("image") if settings.allow_image_override and spec.get("image") else settings.runner_image
     env = {
@@ -146,6 +148,10 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings) -> dict[
     }
     if spec.get("timeoutSeconds"):
         job_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+    if features.pod_replacement_policy:
+        # No replacement pod while a deleted or evicted one terminates; with backoffLimit 0
+        # its failure then ends the Job: one pod per attempt (the server detected it has this).
+        job_spec["podReplacementPolicy"] = "Failed"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -20,6 +20,7 @@ from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID
 from . import derivation, metrics
 from .caches import Caches, Key
 from .events import owes_event
+from .features import NONE, ServerFeatures
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
@@ -56,9 +57,10 @@ class JobRefused(Exception):
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+    def __init__(self, kube: Kube, settings: OperatorSettings, features: ServerFeatures = NONE) -> None:
         self.kube = kube
         self.settings = settings
+        self.features = features  # what the API server offers beyond 1.20 (features.py)
         self.caches = Caches()
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
@@ -448,7 +450,7 @@ class Reconciler:
         4. stop Jobs still running, and delete finished ones (only once the result is stored).
         """
         if plan.create_attempt is not None:
-            job = build_job(task, plan.create_attempt, self.settings)
+            job = build_job(task, plan.create_attempt, self.settings, self.features)
             try:
                 created = await self.kube.create(jobs_path(task.namespace), job)
             except ApiError as exc:
