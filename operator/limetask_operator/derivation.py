@@ -42,8 +42,9 @@ NOT_STARTED = "NotStarted"
 # How many attempts whose worker never started are run again, whatever the acknowledgement.
 MAX_NOT_STARTED_RERUNS = 3
 NAME_MAX = 63  # a label value
-# A Job with no pod this long after it was made: ask why (the job controller's events).
-ADMISSION_GRACE_SECONDS = 3.0
+# A Job with no pod this long after it was made: ask why (the job controller's events). Long
+# enough that a busy node or a burst of tasks, where pods come late, asks nothing.
+ADMISSION_GRACE_SECONDS = 10.0
 
 
 @dataclass

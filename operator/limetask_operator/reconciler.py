@@ -44,6 +44,9 @@ def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if k == "result" else clean(v)) for k, v in status.items() if v != "" or k == "result"}
 
 
+REFUSALS_FRESH_SECONDS = 5.0
+
+
 class PredecessorsJob(Exception):
     """The Job name of this attempt is taken by the Job of an earlier task of the same name."""
 
@@ -75,6 +78,7 @@ class Reconciler:
         self.events = EventDispatcher(kube, settings, self.caches)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
+        self._refusals: dict[str, tuple[float, dict[str, str]]] = {}  # namespace: (read at, Job: message)
 
     # -- feeding ------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
@@ -432,13 +436,22 @@ class Reconciler:
             LOG.warning("task %s/%s: could not post a %s event: %s", task.namespace, task.name, reason, exc)
 
     async def _pod_refusal(self, task: TaskView, attempt: int) -> str:
-        """The job controller's last complaint about creating this attempt's pod, or ""."""
-        found = await self.kube.request("GET", f"/api/v1/namespaces/{task.namespace}/events", params={
-            "fieldSelector": f"involvedObject.kind=Job,involvedObject.name={job_name(task.name, attempt)},"
-                             f"reason=FailedCreate", "limit": "20"})
-        items = (found or {}).get("items") or []
-        items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
-        return str(items[-1].get("message") or "refused") if items else ""
+        """The job controller's last complaint about creating this attempt's pod, or "".
+
+        One listing of a namespace's FailedCreate events serves every waiting task there for a
+        few seconds: with hundreds of Jobs waiting for pods, one request, not hundreds.
+        """
+        loop = asyncio.get_running_loop()
+        read_at, by_job = self._refusals.get(task.namespace, (-1e9, {}))
+        if loop.time() - read_at > REFUSALS_FRESH_SECONDS:
+            found = await self.kube.request("GET", f"/api/v1/namespaces/{task.namespace}/events", params={
+                "fieldSelector": "involvedObject.kind=Job,reason=FailedCreate", "limit": "500"})
+            items = (found or {}).get("items") or []
+            items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+            by_job = {str((e.get("involvedObject") or {}).get("name")): str(e.get("message") or "refused")
+                      for e in items}
+            self._refusals[task.namespace] = (loop.time(), by_job)
+        return by_job.get(job_name(task.name, attempt), "")
 
     async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
         """Carry out a plan, in the one order that is safe at any crash point:

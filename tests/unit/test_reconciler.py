@@ -238,3 +238,26 @@ def test_tasks_held_back_go_once_the_last_listing_of_their_namespace_ends() -> N
 
     calls = asyncio.run(main())
     assert any(c[0] == "PUT" for c in calls), "the task was never reconciled"
+
+
+def test_one_listing_of_refusals_serves_every_waiting_task_of_a_namespace() -> None:
+    """Hundreds of Jobs waiting for pods in a burst must not make hundreds of event listings."""
+    class Kube(FakeKube):
+        async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+            self.calls.append((method, path, params))
+            return {"items": [{"involvedObject": {"name": "t7-1"}, "message": "forbidden: LimitRange",
+                               "lastTimestamp": "2024-01-01T00:00:00Z"}]}
+
+    async def main() -> list[str]:
+        kube = Kube([])
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        answers = []
+        for n in range(10):
+            body = copy.deepcopy(BODY)
+            body["metadata"]["name"] = f"t{n}"
+            answers.append(await rec._pod_refusal(TaskView.from_body(body), 1))
+        assert len(kube.calls) == 1
+        return answers
+
+    answers = asyncio.run(main())
+    assert answers[7] == "forbidden: LimitRange" and answers[0] == "" and answers.count("") == 9
