@@ -343,7 +343,7 @@ class EventDispatcher:
                 fresh = await self.kube.get(task_path(task.namespace, task.name))
                 if fresh is None:
                     return
-                self.caches.put_task(fresh)
+                self.caches.put_task(fresh, listed=True)
                 continue
             self.caches.put_task(updated, written=True)
             return
