@@ -65,7 +65,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, fra
     assert proc.returncode == code, detail
     assert "Traceback" not in proc.stderr, detail
     lines = proc.stderr.splitlines()
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), detail
+    assert lines, detail
+    assert len(lines) <= 2, detail
+    assert lines[0].startswith("error: "), detail
     assert fragment in lines[0], detail
     assert proc.stdout == "", proc.stdout[:3000]
 

@@ -15,11 +15,14 @@ from typing import Any
 
 import kopf
 
+from lime_task.client import SA_NAMESPACE_FILE
+
 from .features import detect
 from .kube import Kube
 from .leader import LeaderElector
 from .reconciler import Reconciler
 from .settings import OperatorSettings
+from .watches import scopes
 
 LOG = logging.getLogger("limetask.operator")
 
@@ -102,8 +105,8 @@ async def _start_after_login(shared: OperatorMemo) -> None:
 
     async def lead() -> None:
         # Asked once per leadership: an upgraded API server is noticed at the next one.
-        plain = [n for n in shared.namespaces or [] if not any(c in n for c in "*?[!")]
-        features = await detect(kube, plain[0] if plain else "default")
+        # In a namespace it watches by name (where it may create Jobs), else in "default".
+        features = await detect(kube, next((ns for ns, _ in scopes(shared.namespaces) if ns), "default"))
         rec = Reconciler(kube, shared.settings, features)
         rec.start_watches(shared.namespaces)  # LimeTasks, Jobs and Pods: see watches.py
         rec.start()
@@ -126,8 +129,7 @@ async def _start_after_login(shared: OperatorMemo) -> None:
 
 def _own_namespace() -> str:
     try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8") as f:
-            return f.read().strip() or "default"
+        return SA_NAMESPACE_FILE.read_text(encoding="utf-8").strip() or "default"
     except OSError:
         return os.environ.get("POD_NAMESPACE") or "default"
 

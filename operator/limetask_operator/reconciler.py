@@ -1,10 +1,10 @@
-"""The reconcile loop: a de-duplicating work queue of tasks, a few workers, and caches.
+"""The reconcile loop: a de-duplicating work queue of tasks and a few workers.
 
-The operator's own watches (watches.py) feed the caches (LimeTasks, Jobs, Pods) and put task
-keys on the queue.
-A worker takes a key, derives the plan from what the caches hold now (status.derive), and
-carries it out: create the attempt's Job, write the status, delete finished Jobs. A key is
-never worked on by two workers at once; one that changes meanwhile is queued again.
+The operator's own watches (watches.py) feed the caches (caches.py: LimeTasks, Jobs, Pods) and
+put task keys on the queue. A worker takes a key, derives the plan from what the caches hold
+now (derivation.derive), and carries it out (carry_out: create the attempt's Job, publish,
+write the status, stop or delete Jobs). A key is never worked on by two workers at once; one
+that changes meanwhile is queued again.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class ResourceWatch:
                     meta = item.get("metadata") or {}
                     seen.add((meta.get("namespace", ""), meta.get("name", "")))
                     self.on_event("LISTED", item)
-            del page["items"]
+            page.pop("items", None)  # the page's objects are in the cache now: hold no copy
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 self.synced.set()  # first: on_listed may ask whether every listing is done
@@ -99,7 +99,8 @@ class ResourceWatch:
                 return str(page["metadata"]["resourceVersion"])
 
     async def run(self) -> None:
-        """List, then watch; on any failure back off, list again and go on. Never returns.
+        """List, then watch, and go on watching from the last resourceVersion seen; list again
+        only on 410 Gone or an event that cannot be read, always after a back-off. Never returns.
 
         Whatever goes wrong (the API, the network, an object no one expected) is logged and
         retried: a watch that stopped would leave the operator blind while it still looks
