@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv deps cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up clean
+.PHONY: help venv deps images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local control plane"
@@ -16,12 +16,17 @@ help:
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         benchmarks on the local control plane"
 
-# System packages the local control plane needs (Debian). Skipped when present.
+# System packages the local cluster needs (Debian): its real node's runtime (runc, the CNI
+# plugins), podman and debootstrap for the images, gcc for the static pause. Skipped when present.
 deps:
 	@missing=""; \
-	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
-	command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	test -x /usr/lib/cni/bridge || missing="$$missing containernetworking-plugins"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[deps] installing:$$missing"; \
@@ -39,7 +44,10 @@ $(STAMP): pyproject.toml examples/acme_solution/pyproject.toml | deps
 venv: $(STAMP)
 
 cluster-binaries: deps
-	@bash devtools/cluster/build-binaries.sh >/dev/null
+	@bash devtools/cluster/build-kubernetes.sh >/dev/null
+
+images: deps
+	@bash devtools/images/build-images.sh >/dev/null
 
 cluster-up: venv cluster-binaries
 	@$(CLUSTER) up

@@ -70,6 +70,14 @@ def api_client(cluster: Cluster) -> Any:
     return client.ApiClient(cfg)
 
 
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+# The images the local cluster builds and loads into its node (devtools/images): the runner
+# base, and the example solution's runner image, which tasks of these tests run in.
+RUNNER_IMAGE = localcluster.IMAGES["runner"]
+ACME_IMAGE = localcluster.IMAGES["acme-runner"]
+OPERATOR_IMAGE = localcluster.IMAGES["operator"]
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (with everything in it)."""
@@ -79,10 +87,14 @@ def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest)
     core = client.CoreV1Api(api_client)
     name = f"t-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
-    core.create_namespace({"metadata": {"name": name, "labels": {"limetask.io/test": "true"}}})
-    # Pods need the namespace's default service account (and, before 1.24, its token), which
-    # controllers create: wait until a dry-run pod is admitted.
-    probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "none"}]}}
+    # Task namespaces enforce the Pod Security Standard "restricted", as a platform team's would.
+    core.create_namespace({"metadata": {"name": name, "labels": {"limetask.io/test": "true", **RESTRICTED}}})
+    # Pods need the namespace's default service account, which a controller creates: wait
+    # until a dry-run pod is admitted.
+    probe = {"metadata": {"name": "probe"}, "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": "none", "securityContext": {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -263,6 +275,10 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
         "watch": {"scope": "cluster"},
         # Platform limits the end-to-end tests exercise (test_e2e_tasks: placement and caps).
         "limits": {"allowPlacementOverride": True, "maxRunnerResources": {"memory": "2Gi"}},
+        # Tasks run in the example solution's image, as a solution's would. Small requests, so
+        # that bursts of tasks fit on the one node of two cores.
+        "runner": {"image": dict(zip(("repository", "tag"), ACME_IMAGE.rsplit(":", 1), strict=True)),
+                   "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}}},
         "operator": {"metricsPort": 0, "healthPort": _free_port()},
         "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
     }

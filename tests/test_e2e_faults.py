@@ -1,9 +1,14 @@
-"""Acknowledgement, timeouts, cancellation and faults, end to end on the local control plane."""
+"""Acknowledgement, timeouts, cancellation and faults, end to end on the local cluster.
+
+Faults come through real means on the real node: the container's process is killed from
+the host, a task exceeds its memory limit, a pod is evicted through the Eviction API.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -25,7 +30,7 @@ T = "acme_solution.tasks.lime"
 @pytest.fixture
 def local(cluster: Cluster) -> Cluster:
     if not cluster.local:
-        pytest.skip("needs the local node agent (fault injection and local processes)")
+        pytest.skip("needs the local cluster (its node's containerd and processes on this machine)")
     return cluster
 
 
@@ -91,9 +96,24 @@ def running_pod(api_client: Any, namespace: str, task_id: str, attempt: int) -> 
     return wait_until(find, timeout=30, message=f"attempt {attempt} of {task_id} to run")
 
 
+def container_pid(pod: Any) -> int:
+    """The host PID of the pod's task container (the runner), through the node's containerd."""
+    statuses = pod.status.container_statuses or []
+    assert statuses and statuses[0].container_id, pod.status
+    return localcluster.container_pid(statuses[0].container_id)
+
+
 def fault(api_client: Any, namespace: str, pod: Any, kind: str) -> None:
-    client.CoreV1Api(api_client).patch_namespaced_pod(
-        pod.metadata.name, namespace, {"metadata": {"annotations": {"devtools.limetask.io/fault": kind}}})
+    """A fault through real means: a signal to the container's process from the host, or an
+    eviction through the Eviction API."""
+    if kind.startswith("signal:"):
+        os.kill(container_pid(pod), getattr(signal, kind.split(":", 1)[1]))
+    elif kind == "evict":
+        client.CoreV1Api(api_client).create_namespaced_pod_eviction(
+            pod.metadata.name, namespace,
+            {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod.metadata.name}})
+    else:
+        raise AssertionError(f"unknown fault {kind}")
 
 
 def gone(pid: int) -> bool:
@@ -104,9 +124,12 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
+def running_task_pid(api_client: Any, namespace: str, task_id: str, attempt: int = 1) -> int:
+    return container_pid(running_pod(api_client, namespace, task_id, attempt))
+
+
 @pytest.mark.parametrize("kind, words", [
     ("signal:SIGKILL", "SIGKILL"),
-    ("oom", "OOMKilled"),
     ("evict", "evicted"),
 ])
 def test_early_ack_worker_lost(local: Cluster, tasks: TaskClient, api_client: Any, namespace: str,
@@ -114,7 +137,7 @@ def test_early_ack_worker_lost(local: Cluster, tasks: TaskClient, api_client: An
     status = tasks.send(f"{T}.sleep", "my-app", [60])
     pod = running_pod(api_client, namespace, status.id, 1)
     fault(api_client, namespace, pod, kind)
-    final = tasks.wait(status.id, "my-app", timeout=60)
+    final = tasks.wait(status.id, "my-app", timeout=90)
     assert final.status == FAILURE
     assert final.error and final.error.reason == "WorkerLost", final.error
     assert words in final.error.message
@@ -123,10 +146,21 @@ def test_early_ack_worker_lost(local: Cluster, tasks: TaskClient, api_client: An
     assert all(len(uids) == 1 for uids in recorder.jobs_of(status.id).values())
 
 
-def test_late_ack_reruns_lost_worker(local: Cluster, tasks: TaskClient, tmp_path: Path,
-                                     recorder: JobRecorder) -> None:
+def test_a_task_over_its_memory_limit_is_oom_killed(local: Cluster, tasks: TaskClient,
+                                                      recorder: JobRecorder) -> None:
+    status = tasks.send(f"{T}.hog", "my-app", [256, 30],
+                        resources={"requests": {"memory": "32Mi"}, "limits": {"memory": "64Mi"}})
+    final = tasks.wait(status.id, "my-app", timeout=90)
+    assert final.status == FAILURE
+    assert final.error and final.error.reason == "WorkerLost", final.error
+    assert "OOMKilled" in final.error.message
+    assert final.attempts == 1
+    assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]
+
+
+def test_late_ack_reruns_lost_worker(local: Cluster, tasks: TaskClient, recorder: JobRecorder) -> None:
     # The task kills its own worker on the first attempt, then succeeds.
-    status = tasks.send(f"{T}.flaky", "my-app", [str(tmp_path / "count"), 1])
+    status = tasks.send(f"{T}.flaky", "my-app", [None, 1])
     final = tasks.wait(status.id, "my-app", timeout=90)
     assert final.status == SUCCESS, final
     assert final.result == "succeeded after 1 crash(es)"
@@ -187,27 +221,24 @@ def test_timeout(local: Cluster, tasks: TaskClient, recorder: JobRecorder) -> No
     assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]
 
 
-def test_timeout_is_not_rerun_with_late_ack(local: Cluster, tasks: TaskClient, tmp_path: Path,
+def test_timeout_is_not_rerun_with_late_ack(local: Cluster, tasks: TaskClient, api_client: Any, namespace: str,
                                             recorder: JobRecorder) -> None:
     from lime_task import TaskOptions
 
-    marker = tmp_path / "pid"
-    status = tasks.send(f"{T}.sleep", "my-app", [60, str(marker)],
-                        options=TaskOptions(acks_late=True, max_attempts=3, timeout=2), check=False)
+    status = tasks.send(f"{T}.sleep", "my-app", [60],
+                        options=TaskOptions(acks_late=True, max_attempts=3, timeout=8), check=False)
+    pid = running_task_pid(api_client, namespace, status.id)
     final = tasks.wait(status.id, "my-app", timeout=60)
     assert final.status == FAILURE and final.error and final.error.reason == "TimedOut"
     assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]
-    pid = int(marker.read_text())
     wait_until(lambda: gone(pid), timeout=30, message="the timed-out process to be gone")
 
 
-def test_cancel_running_task(local: Cluster, tasks: TaskClient, tmp_path: Path, api_client: Any,
-                             namespace: str) -> None:
-    marker = tmp_path / "pid"
-    status = tasks.send(f"{T}.sleep", "my-app", [120, str(marker)])
-    wait_until(lambda: tasks.get_status(status.id, "my-app").status == STARTED and marker.exists()
-               and marker.read_text(), timeout=30, message="the task to run")
-    pid = int(marker.read_text())
+def test_cancel_running_task(local: Cluster, tasks: TaskClient, api_client: Any, namespace: str) -> None:
+    status = tasks.send(f"{T}.sleep", "my-app", [120])
+    pid = running_task_pid(api_client, namespace, status.id)
+    wait_until(lambda: tasks.get_status(status.id, "my-app").status == STARTED, timeout=30,
+               message="the task to be STARTED")
     assert not gone(pid)
     tasks.cancel(status.id, "my-app")
     final = tasks.wait(status.id, "my-app", timeout=30)
@@ -242,12 +273,10 @@ def test_finished_task_cannot_be_cancelled(tasks: TaskClient) -> None:
 
 
 def test_delete_limetask_deletes_jobs_and_pods_even_without_operator(
-        local: Cluster, tasks: TaskClient, tmp_path: Path, api_client: Any, namespace: str,
+        local: Cluster, tasks: TaskClient, api_client: Any, namespace: str,
         running_operator: Operator) -> None:
-    marker = tmp_path / "pid"
-    status = tasks.send(f"{T}.sleep", "my-app", [120, str(marker)])
-    wait_until(lambda: marker.exists() and marker.read_text(), timeout=30, message="the task to run")
-    pid = int(marker.read_text())
+    status = tasks.send(f"{T}.sleep", "my-app", [120])
+    pid = running_task_pid(api_client, namespace, status.id)
     running_operator.stop()
     try:
         result = local.run_kubectl("delete", "lt", status.id, "--wait=true", "--timeout=30s",
@@ -262,7 +291,7 @@ def test_delete_limetask_deletes_jobs_and_pods_even_without_operator(
 
 
 def test_operator_killed_at_random_moments(local: Cluster, tasks: TaskClient, running_operator: Operator,
-                                           recorder: JobRecorder, tmp_path: Path) -> None:
+                                           recorder: JobRecorder) -> None:
     rng = random.Random(int(os.environ.get("LIMETASK_CHAOS_SEED", "1234")))
     expected: dict[str, Any] = {}
     for i in range(100):
@@ -277,7 +306,7 @@ def test_operator_killed_at_random_moments(local: Cluster, tasks: TaskClient, ru
             s = tasks.send(f"{T}.sleep", "my-app", [rng.choice([0.1, 0.5, 1.5])])
             expected[s.id] = (SUCCESS, None)
         else:
-            s = tasks.send(f"{T}.flaky", "my-app", [str(tmp_path / f"flaky-{i}"), 1])
+            s = tasks.send(f"{T}.flaky", "my-app", [None, 1])
             expected[s.id] = (SUCCESS, "succeeded after 1 crash(es)")
         if rng.random() < 0.06:
             running_operator.kill(9)

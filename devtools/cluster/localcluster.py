@@ -1,25 +1,44 @@
-"""A real Kubernetes control plane on this machine, without Docker.
+"""A real Kubernetes cluster on this machine, without Docker: one control plane, one real node.
 
     python devtools/cluster/localcluster.py up       # start (or reuse) it; prints the kubeconfig
     python devtools/cluster/localcluster.py down     # stop it and remove its state
     python devtools/cluster/localcluster.py status
+    python devtools/cluster/localcluster.py images   # build the project's images, load changed ones
     python devtools/cluster/localcluster.py restart-apiserver
 
-etcd (Debian's etcd-server), kube-apiserver and kube-controller-manager (built from Debian's
-`kubernetes` source package by build-binaries.sh), and the local node agent (nodeagent.py)
-in place of a kubelet. The API server listens on loopback only, with TLS, token
-authentication and RBAC. Ports are chosen free at start, so several clones can each run one.
+Control plane: etcd, kube-apiserver, kube-controller-manager and kube-scheduler of a current
+Kubernetes release, built from Go modules by build-kubernetes.sh (cached). The node: a real
+kubelet with containerd 2 (built with it), Debian's runc and the CNI bridge plugin. Images
+are the project's own Dockerfiles, built with podman from a local Debian base
+(devtools/images/build-images.sh) and imported into the node's containerd; there is no
+registry, so pods use the images by name with `imagePullPolicy: IfNotPresent` or `Never`.
+
+Network: the node's pods live on a bridge of the cluster's own (a free 10.244.N.0/24). The
+bridge's address, 10.244.N.1, is also the `kubernetes` Service's cluster IP, and the API
+server listens there on port 443, so pods reach it the standard way (in-cluster config)
+without kube-proxy. The API server listens on no other address; the kubelet, etcd and
+containerd listen on loopback or on sockets in the state folder.
+
+Security: TLS everywhere, token authentication, `Node,RBAC` authorization with the
+`NodeRestriction` admission plugin (the kubelet is `system:node:localhost` in `system:nodes`),
+the kubelet asks the API server before it serves anyone (webhook authorization), etcd takes
+only clients with a certificate of its own CA, and Pod Security admission is on (task
+namespaces label themselves `restricted`).
 
 State lives in `.cluster/` at the top of the repository (or `LIMETASK_CLUSTER_DIR`). It holds
-the admin token and every key, so only its owner may enter it (mode 0700, secrets 0600; fixed
-again each time `up` reuses it), etcd accepts only clients with a certificate of its own CA,
-and the node agent hides it from containers. The containers' private folders live outside
-it, in a folder of their own under /var/tmp that `down` removes.
+the admin token and every key, so only its owner may enter it (mode 0700, secrets 0600).
+The kubelet and containerd also use a few fixed host paths (`/var/lib/kubelet/device-plugins`,
+`/run/containerd`, `/var/run/netns`, `/var/lib/cni`); `down` cleans what this cluster made.
+Pods' cgroups live under a cgroup root of the cluster's own, so two clusters on one machine
+(two clones) keep apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
+import ipaddress
 import json
 import os
 import secrets
@@ -29,7 +48,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,10 +56,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 STATE = Path(os.environ.get("LIMETASK_CLUSTER_DIR") or REPO / ".cluster")
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "nodeagent")
-NODE_NAME = "local-node"
-NODE_WORK_ROOT = Path("/var/tmp")  # not /tmp: every container gets a private /tmp
-NODE_WORK_PREFIX = "limetask-node-"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
+NODE_NAME = "localhost"
+PAUSE_IMAGE = "localhost/limetask/pause:3.10"
+# The images the project builds (devtools/images/build-images.sh), by the names tests and the
+# demo use. A tag that never changes (`dev`), so pods take whatever was loaded last.
+IMAGES = {
+    "runner": "localhost/limetask/runner:dev",
+    "operator": "localhost/limetask/operator:dev",
+    "acme-runner": "localhost/limetask/acme-runner:dev",
+}
+CGROUP_FS = Path("/sys/fs/cgroup")
+NETNS_DIR = Path("/var/run/netns")
 
 
 def say(msg: str) -> None:
@@ -58,18 +85,22 @@ def free_port() -> int:
 
 
 def binaries() -> Path:
-    """The cached Kubernetes binaries, built on first use."""
+    """The cached Kubernetes, etcd and containerd binaries, built on first use."""
     try:
         out = subprocess.run(
-            ["bash", str(HERE / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
+            ["bash", str(HERE / "build-kubernetes.sh")], check=True, stdout=subprocess.PIPE, text=True
         ).stdout
     except subprocess.CalledProcessError as exc:
-        raise ClusterError("building the Kubernetes binaries failed (see above)") from exc
+        raise ClusterError("building Kubernetes failed (the step is named above)") from exc
     return Path(out.strip().splitlines()[-1])
 
 
 def kubeconfig_path(state: Path = STATE) -> Path:
     return state / "kubeconfig"
+
+
+def config(state: Path = STATE) -> dict[str, object]:
+    return json.loads((state / "cluster.json").read_text())  # type: ignore[no-any-return]
 
 
 def pid_of(name: str, state: Path = STATE) -> int | None:
@@ -83,16 +114,21 @@ def pid_of(name: str, state: Path = STATE) -> int | None:
         return None
     except PermissionError:
         pass
+    try:  # a zombie (an exited child not yet reaped) is not running
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return None
+    except (OSError, IndexError):
+        pass
     return pid
 
 
 def healthy(state: Path = STATE) -> bool:
-    """Every component runs and the API server answers /readyz."""
+    """Every component runs, the API server answers /readyz and the node is Ready."""
     if not all(pid_of(c, state) for c in COMPONENTS):
         return False
     try:
-        cfg = json.loads((state / "cluster.json").read_text())
-        return api_ready(cfg["server"], cfg["token"], state / "pki" / "ca.crt")
+        cfg = config(state)
+        return api_ready(str(cfg["server"]), str(cfg["token"]), state / "pki" / "ca.crt")
     except (OSError, KeyError, ValueError):
         return False
 
@@ -111,14 +147,17 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_pki(pki: Path) -> None:
+def make_pki(pki: Path, api_ip: str) -> None:
     pki.mkdir(mode=0o700, parents=True, exist_ok=True)
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=limetask-local-ca",
             "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
     sign(pki, "apiserver", "ca", ("-newkey", "rsa:2048"), "/CN=kube-apiserver",
-         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
+         f"subjectAltName=IP:{api_ip},IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
          "extendedKeyUsage=serverAuth\n")
+    # The API server's client certificate towards the kubelet (logs, exec, port-forward).
+    sign(pki, "apiserver-kubelet-client", "ca", ("-newkey", "rsa:2048"),
+         "/O=system:masters/CN=kube-apiserver-kubelet-client", "extendedKeyUsage=clientAuth\n")
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     # etcd trusts only certificates of its own CA: a process on this machine that reaches its
@@ -149,9 +188,9 @@ def secure_state(state: Path) -> None:
     """Only the cluster's user may enter its state folder; its secrets are 0600 besides."""
     state.chmod(0o700)
     for entry in state.iterdir():
-        if entry.is_symlink():
+        if entry.is_symlink() or not entry.is_file():
             continue
-        entry.chmod(0o700 if entry.is_dir() else 0o600)
+        entry.chmod(0o600)
     for entry in (state / "pki").glob("*"):
         if entry.is_file() and not entry.is_symlink():
             entry.chmod(0o600)
@@ -173,7 +212,7 @@ def spawn(name: str, argv: list[str], state: Path, env: dict[str, str] | None = 
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, umask=0o077)
+                                start_new_session=True, env=env, umask=0o022)
     (state / "pids").mkdir(exist_ok=True)
     (state / "pids" / f"{name}.pid").write_text(str(proc.pid))
 
@@ -199,117 +238,410 @@ def tail_log(state: Path, component: str, lines: int = 15) -> str:
         return "(no log)"
 
 
+# -- network ----------------------------------------------------------------------------------
+
+def used_networks() -> list[ipaddress.IPv4Network]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    nets = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            nets.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
+    routes = subprocess.run(["ip", "-4", "route", "show"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    for line in routes.splitlines():
+        first = line.split()[0] if line.split() else ""
+        if first and first != "default":
+            try:
+                nets.append(ipaddress.ip_network(first, strict=False))
+            except ValueError:
+                pass
+    return nets
+
+
+def pick_subnet() -> ipaddress.IPv4Network:
+    used = used_networks()
+    for n in range(1, 255):
+        net = ipaddress.ip_network(f"10.244.{n}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return net
+    raise ClusterError("no free 10.244.N.0/24 for the node's pod network")
+
+
+def make_bridge(name: str, gateway: str, prefix: int) -> None:
+    def ip(*args: str) -> None:
+        res = subprocess.run(["ip", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if res.returncode != 0:
+            raise ClusterError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    ip("link", "add", "name", name, "type", "bridge")
+    ip("addr", "add", f"{gateway}/{prefix}", "dev", name)
+    ip("link", "set", name, "up")
+
+
+def delete_bridge(name: str) -> None:
+    subprocess.run(["ip", "link", "delete", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# -- images -----------------------------------------------------------------------------------
+
+def pause_archive(pause_binary: Path, ref: str) -> bytes:
+    """A docker-archive tarball of the sandbox image: the static `pause` as its only file."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        data = pause_binary.read_bytes()
+        info = tarfile.TarInfo("pause")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    diff_id = hashlib.sha256(layer_bytes).hexdigest()
+    cfg = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+    }).encode()
+    cfg_name = f"{hashlib.sha256(cfg).hexdigest()}.json"
+    manifest = json.dumps([{"Config": cfg_name, "RepoTags": [ref], "Layers": [f"{diff_id}/layer.tar"]}]).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, payload in ((cfg_name, cfg), (f"{diff_id}/layer.tar", layer_bytes), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return out.getvalue()
+
+
+def ctr(state: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    bin_dir = Path(str(config(state)["bin_dir"]))
+    res = subprocess.run([str(bin_dir / "ctr"), "--address", str(state / "containerd" / "containerd.sock"),
+                          "--namespace", "k8s.io", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise ClusterError(f"ctr {' '.join(args)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def import_image(state: Path, tarball: Path, what: str) -> None:
+    started = time.monotonic()
+    ctr(state, "images", "import", "--platform", "linux/amd64", str(tarball))
+    say(f"  loaded {what} into the node's containerd in {time.monotonic() - started:.1f}s")
+
+
+def container_pid(container_id: str, state: Path = STATE) -> int:
+    """The host PID of a running container's first process (`containerd://ID` or `ID`)."""
+    wanted = container_id.split("://", 1)[-1]
+    for line in ctr(state, "tasks", "list", timeout=30).stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == wanted:
+            return int(parts[1])
+    raise ClusterError(f"no running container {wanted} on the node")
+
+
+def load_images(state: Path = STATE, build: bool = True) -> None:
+    """Build the project's images (cached: seconds when nothing changed) and import into the
+    node's containerd those whose archive changed since the last import."""
+    if build:
+        say("images: building the project's images (devtools/images/build-images.sh)")
+        try:
+            out = subprocess.run(["bash", str(REPO / "devtools" / "images" / "build-images.sh")], check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout
+        except subprocess.CalledProcessError as exc:
+            raise ClusterError("building the images failed (the step is named above)") from exc
+        out_dir = Path(out.strip().splitlines()[-1])
+    else:
+        out_dir = Path(str(config(state).get("images_dir", "")))
+    loaded_file = state / "images.json"
+    try:
+        loaded = json.loads(loaded_file.read_text())
+    except (OSError, ValueError):
+        loaded = {}
+    for key in IMAGES:
+        tarball = out_dir / f"{key}.tar"
+        if not tarball.exists():
+            raise ClusterError(f"no image archive {tarball}")
+        stat = tarball.stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        if loaded.get(key) == stamp:
+            continue
+        import_image(state, tarball, IMAGES[key])
+        loaded[key] = stamp
+        loaded_file.write_text(json.dumps(loaded))
+
+
+# -- components -------------------------------------------------------------------------------
+
 def start_apiserver(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
     pki = state / "pki"
-    if cfg.get("etcd_tls"):
-        etcd = [f"--etcd-servers=https://127.0.0.1:{cfg['etcd_port']}", f"--etcd-cafile={pki / 'etcd-ca.crt'}",
-                f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
-                f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}"]
-    else:  # a cluster started before etcd required certificates
-        etcd = [f"--etcd-servers=http://127.0.0.1:{cfg['etcd_port']}"]
     spawn("kube-apiserver", [
-        str(bin_dir / "kube-apiserver"), *etcd,
-        "--bind-address=127.0.0.1", f"--secure-port={cfg['api_port']}", "--insecure-port=0",
-        "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+        str(bin_dir / "kube-apiserver"),
+        f"--etcd-servers=https://127.0.0.1:{cfg['etcd_port']}", f"--etcd-cafile={pki / 'etcd-ca.crt'}",
+        f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
+        f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
+        f"--bind-address={cfg['api_ip']}", "--secure-port=443", f"--advertise-address={cfg['api_ip']}",
+        "--endpoint-reconciler-type=lease",
         f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=Hostname",
         f"--token-auth-file={state / 'tokens.csv'}", "--anonymous-auth=false",
-        "--authorization-mode=RBAC",
+        "--authorization-mode=Node,RBAC",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         "--api-audiences=https://kubernetes.default.svc.cluster.local",
-        "--service-cluster-ip-range=10.96.0.0/16",
+        f"--service-cluster-ip-range={cfg['service_range']}",
         "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,ResourceQuota,"
-        "DefaultTolerationSeconds",
-        "--feature-gates=TTLAfterFinished=true",
+        "DefaultTolerationSeconds,NodeRestriction,PodSecurity",
+        # A lost node's pods are evicted after 20 s rather than 5 minutes.
+        "--default-not-ready-toleration-seconds=20", "--default-unreachable-toleration-seconds=20",
         "--max-requests-inflight=800", "--max-mutating-requests-inflight=400",
-        "--watch-cache=true", "--event-ttl=15m",
-        "--profiling=false", "--v=1",
+        "--event-ttl=15m", "--profiling=false", "--v=1",
     ], state)
 
 
 def start_controller_manager(state: Path, bin_dir: Path) -> None:
     pki = state / "pki"
+    controllers = ("job-controller", "garbage-collector-controller", "ttl-after-finished-controller",
+                   "namespace-controller", "serviceaccount-token-controller", "serviceaccount-controller",
+                   "root-ca-certificate-publisher-controller", "node-lifecycle-controller",
+                   "taint-eviction-controller", "pod-garbage-collector-controller",
+                   "deployment-controller", "replicaset-controller", "disruption-controller")
     spawn("kube-controller-manager", [
         str(bin_dir / "kube-controller-manager"),
         f"--kubeconfig={state / 'controller-manager.kubeconfig'}",
-        "--controllers=job,garbagecollector,ttl-after-finished,namespace,serviceaccount-token,serviceaccount",
-        "--feature-gates=TTLAfterFinished=true",
+        f"--controllers={','.join(controllers)}",
         f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-        "--bind-address=127.0.0.1", "--secure-port=0", "--port=0",
+        "--bind-address=127.0.0.1", "--secure-port=0",
         "--leader-elect=false", "--use-service-account-credentials=false",
+        # A node is NotReady 20 s after its last heartbeat (the kubelet renews every 3 s).
+        "--node-monitor-period=2s", "--node-monitor-grace-period=20s",
         # The defaults (20 QPS, burst 30) make the job controller the bottleneck under bursts.
         "--kube-api-qps=300", "--kube-api-burst=600",
         "--concurrent-gc-syncs=20", "--v=1",
     ], state)
 
 
-def start_nodeagent(state: Path, work_dir: Path) -> None:
+def start_scheduler(state: Path, bin_dir: Path) -> None:
+    path = state / "scheduler.yaml"
+    path.write_text(json.dumps({
+        "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": str(state / "scheduler.kubeconfig"), "qps": 200, "burst": 400},
+        "leaderElection": {"leaderElect": False},
+    }))
+    spawn("kube-scheduler", [str(bin_dir / "kube-scheduler"), f"--config={path}", "--secure-port=0", "--v=1"],
+          state)
+
+
+def containerd_config(state: Path, cfg: dict[str, object]) -> Path:
+    root = state / "containerd"
+    text = f"""version = 3
+root = "{root / 'root'}"
+state = "{root / 'state'}"
+oom_score = 0
+[grpc]
+  address = "{root / 'containerd.sock'}"
+[ttrpc]
+  address = ""
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{root / 'opt'}"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+[plugins.'io.containerd.grpc.v1.cri']
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+[plugins.'io.containerd.cri.v1.runtime']
+  enable_selinux = false
+  disable_apparmor = true
+  # This machine has no CAP_SYS_RESOURCE: a sandbox asking for a lower OOM score would fail.
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "{shutil.which('runc') or '/usr/sbin/runc'}"
+        Root = "{root / 'runc'}"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["{cfg['cni_bin_dir']}"]
+    conf_dir = "{state / 'cni' / 'net.d'}"
+    max_conf_num = 1
+"""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "config.toml"
+    path.write_text(text)
+    net_d = state / "cni" / "net.d"
+    net_d.mkdir(parents=True, exist_ok=True)
+    subnet = ipaddress.ip_network(str(cfg["subnet"]))
+    (net_d / "10-limetask.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "limetask",
+        "plugins": [{
+            "type": "bridge", "bridge": cfg["bridge"], "isGateway": True, "ipMasq": False, "hairpinMode": True,
+            "ipam": {"type": "host-local", "dataDir": str(state / "cni" / "ipam"),
+                     "ranges": [[{"subnet": str(subnet), "gateway": str(cfg["api_ip"]),
+                                  "rangeStart": str(subnet.network_address + 16),
+                                  "rangeEnd": str(subnet.broadcast_address - 1)}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]},
+        }],
+    }, indent=2))
+    return path
+
+
+def start_containerd(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
+    path = containerd_config(state, cfg)
     env = dict(os.environ)
-    env.setdefault("LIMETASK_NODE_PYTHON", sys.executable)
-    spawn("nodeagent", [sys.executable, str(HERE / "nodeagent.py"),
-                        f"--kubeconfig={state / 'nodeagent.kubeconfig'}", f"--node-name={NODE_NAME}",
-                        f"--state-dir={state / 'node'}", f"--work-dir={work_dir}", f"--hide={state}"],
-          state, env=env)
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"  # its shim is found on PATH
+    spawn("containerd", [str(bin_dir / "containerd"), f"--config={path}"], state, env=env)
 
 
-def node_work_dir(state: Path) -> Path | None:
-    """The containers' folders of the cluster in `state`, if it made one."""
-    try:
-        path = Path(json.loads((state / "cluster.json").read_text())["node_dir"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
-    ok = path.parent == NODE_WORK_ROOT and path.name.startswith(NODE_WORK_PREFIX)
-    return path if ok else None
+def cgroup_root_dirs(name: str) -> list[Path]:
+    """The cluster's own cgroup root in each mounted hierarchy (v1 controllers, named, unified)."""
+    if not CGROUP_FS.is_dir():
+        return []
+    return [h / name for h in CGROUP_FS.iterdir() if h.is_dir() and not h.is_symlink()]
+
+
+def make_cgroup_root(name: str) -> None:
+    for path in cgroup_root_dirs(name):
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError:
+            continue
+        if path.parent.name.startswith("cpuset") or (path / "cpuset.cpus").exists():
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                src = path.parent / f
+                if src.exists() and not (path / f).read_text().strip():
+                    (path / f).write_text(src.read_text())
+
+
+def remove_cgroup_root(name: str) -> None:
+    """Kill what still runs in the cluster's cgroups, then remove them, deepest first."""
+    for path in cgroup_root_dirs(name):
+        if not path.exists():
+            continue
+        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
+            for procs in (sub / "cgroup.procs",):
+                try:
+                    for pid in procs.read_text().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except (ProcessLookupError, ValueError):
+                            pass
+                except OSError:
+                    pass
+        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
+            for _ in range(20):
+                try:
+                    sub.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def start_kubelet(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
+    sock = f"unix://{state / 'containerd' / 'containerd.sock'}"
+    kubelet_dir = state / "kubelet"
+    (kubelet_dir / "pki").mkdir(parents=True, exist_ok=True)
+    (state / "pod-logs").mkdir(exist_ok=True)
+    path = kubelet_dir / "config.yaml"
+    path.write_text(json.dumps({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+        "address": "127.0.0.1", "port": cfg["kubelet_port"], "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1", "healthzPort": cfg["kubelet_healthz_port"],
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                           "x509": {"clientCAFile": str(state / "pki" / "ca.crt")}},
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": sock, "imageServiceEndpoint": sock,
+        "cgroupDriver": "cgroupfs", "cgroupsPerQOS": True, "cgroupRoot": f"/{cfg['cgroup_root']}",
+        "enforceNodeAllocatable": ["pods"],
+        # This machine has hybrid cgroups (v1 controllers); Kubernetes 1.35+ refuses them unless told.
+        "failCgroupV1": False, "failSwapOn": False,
+        "maxOpenFiles": 20000, "oomScoreAdj": 0, "protectKernelDefaults": False,
+        "makeIPTablesUtilChains": False, "podLogsDir": str(state / "pod-logs"),
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "5%", "imagefs.available": "5%"},
+        # Never remove the loaded images: there is no registry to pull them again from.
+        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False, "maxPods": 110,
+        "nodeStatusUpdateFrequency": "4s", "nodeLeaseDurationSeconds": 12,
+        "syncFrequency": "10s", "fileCheckFrequency": "20s", "shutdownGracePeriod": "0s",
+        "resolvConf": "/etc/resolv.conf", "registerNode": True,
+    }, indent=2))
+    spawn("kubelet", [
+        str(bin_dir / "kubelet"), f"--config={path}", f"--kubeconfig={state / 'kubelet.kubeconfig'}",
+        f"--root-dir={kubelet_dir / 'root'}", f"--cert-dir={kubelet_dir / 'pki'}",
+        f"--hostname-override={NODE_NAME}", "--v=1",
+    ], state)
 
 
 def up(state: Path = STATE) -> Path:
     if healthy(state):
         secure_state(state)
+        load_images(state)
         say(f"already running; kubeconfig: {kubeconfig_path(state)}")
         return kubeconfig_path(state)
     if state.exists():
         say("a previous run is not healthy: cleaning it up")
         down(state, quiet=True)
-    missing = [c for c in ("etcd", "openssl") if not shutil.which(c)]
-    if missing:
-        raise ClusterError(f"missing {', '.join(missing)}: apt-get install -y etcd-server openssl (or run `make deps`)")
+    missing = [c for c in ("openssl", "ip", "runc", "podman") if not shutil.which(c)]
+    cni_bin = next((d for d in ("/usr/lib/cni", "/opt/cni/bin") if Path(d, "bridge").exists()), None)
+    if missing or not cni_bin:
+        raise ClusterError(f"missing {', '.join(missing) or 'the CNI plugins'}: run `make deps` "
+                           "(apt-get install -y openssl iproute2 runc podman containernetworking-plugins)")
+    if os.geteuid() != 0:
+        raise ClusterError("a real node (kubelet, containerd, a bridge) needs root")
     bin_dir = binaries()
     started = time.monotonic()
     state.mkdir(parents=True, mode=0o700)
     state.chmod(0o700)
-    say("1/5 certificates and tokens")
-    make_pki(state / "pki")
-    try:
-        work_dir = Path(tempfile.mkdtemp(prefix=NODE_WORK_PREFIX, dir=NODE_WORK_ROOT))
-    except OSError as exc:
-        raise ClusterError(f"cannot make the containers' folder in {NODE_WORK_ROOT}: {exc}") from exc
+    say("1/7 network, certificates and tokens")
+    ident = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:8]
+    subnet = pick_subnet()
+    api_ip = str(subnet.network_address + 1)
     cfg: dict[str, object] = {
-        "etcd_port": free_port(), "etcd_peer_port": free_port(), "api_port": free_port(),
-        "token": secrets.token_hex(24), "etcd_tls": True, "node_dir": str(work_dir),
+        "bin_dir": str(bin_dir), "cni_bin_dir": cni_bin,
+        "etcd_port": free_port(), "etcd_peer_port": free_port(),
+        "kubelet_port": free_port(), "kubelet_healthz_port": free_port(),
+        "token": secrets.token_hex(24), "subnet": str(subnet), "api_ip": api_ip,
+        # The first address of the Service range is the `kubernetes` Service's: the bridge's.
+        "service_range": str(ipaddress.ip_network(f"{subnet.network_address}/28")),
+        "bridge": f"lt-{ident}", "cgroup_root": f"limetask-{ident}",
     }
-    cfg["server"] = f"https://127.0.0.1:{cfg['api_port']}"
-    cm_token, agent_token = secrets.token_hex(24), secrets.token_hex(24)
+    cfg["server"] = f"https://{api_ip}:443"
+    (state / "cluster.json").write_text(json.dumps(cfg))
+    make_bridge(str(cfg["bridge"]), api_ip, subnet.prefixlen)
+    make_pki(state / "pki", api_ip)
+    tokens = {name: secrets.token_hex(24) for name in ("controller-manager", "scheduler", "kubelet")}
     (state / "tokens.csv").write_text(
         f'{cfg["token"]},limetask-admin,limetask-admin,"system:masters"\n'
-        f'{cm_token},system:kube-controller-manager,system:kube-controller-manager,"system:masters"\n'
-        f'{agent_token},system:node:{NODE_NAME},system:node:{NODE_NAME},"system:masters"\n'
+        f'{tokens["controller-manager"]},system:kube-controller-manager,system:kube-controller-manager,'
+        '"system:masters"\n'
+        f'{tokens["scheduler"]},system:kube-scheduler,system:kube-scheduler\n'
+        f'{tokens["kubelet"]},system:node:{NODE_NAME},system:node:{NODE_NAME},"system:nodes"\n'
     )
-    (state / "tokens.csv").chmod(0o600)
     ca = state / "pki" / "ca.crt"
-    write_kubeconfig(kubeconfig_path(state), str(cfg["server"]), ca, str(cfg["token"]), "limetask-admin")
-    write_kubeconfig(state / "controller-manager.kubeconfig", str(cfg["server"]), ca, cm_token,
+    server = str(cfg["server"])
+    write_kubeconfig(kubeconfig_path(state), server, ca, str(cfg["token"]), "limetask-admin")
+    write_kubeconfig(state / "controller-manager.kubeconfig", server, ca, tokens["controller-manager"],
                      "system:kube-controller-manager")
-    write_kubeconfig(state / "nodeagent.kubeconfig", str(cfg["server"]), ca, agent_token, f"system:node:{NODE_NAME}")
-    (state / "cluster.json").write_text(json.dumps(cfg))
+    write_kubeconfig(state / "scheduler.kubeconfig", server, ca, tokens["scheduler"], "system:kube-scheduler")
+    write_kubeconfig(state / "kubelet.kubeconfig", server, ca, tokens["kubelet"], f"system:node:{NODE_NAME}")
     secure_state(state)
 
-    say(f"2/5 etcd on 127.0.0.1:{cfg['etcd_port']}")
+    say(f"2/7 etcd on 127.0.0.1:{cfg['etcd_port']}")
     pki = state / "pki"
     peer = f"https://127.0.0.1:{cfg['etcd_peer_port']}"
     spawn("etcd", [
-        "etcd", "--name=default", f"--data-dir={state / 'etcd'}",
+        str(bin_dir / "etcd"), "--name=default", f"--data-dir={state / 'etcd'}",
         f"--listen-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
         f"--advertise-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
         f"--cert-file={pki / 'etcd.crt'}", f"--key-file={pki / 'etcd.key'}",
@@ -318,31 +650,46 @@ def up(state: Path = STATE) -> Path:
         f"--peer-cert-file={pki / 'etcd.crt'}", f"--peer-key-file={pki / 'etcd.key'}",
         "--peer-client-cert-auth", f"--peer-trusted-ca-file={pki / 'etcd-ca.crt'}",
         f"--initial-cluster=default={peer}", "--quota-backend-bytes=4294967296",
-        "--snapshot-count=50000", "--log-level=warn",
+        "--snapshot-count=50000", "--log-level=warn", "--listen-metrics-urls=",
     ], state)
     wait_for("etcd", lambda: port_open(int(cfg["etcd_port"])), 30, state, "etcd")  # type: ignore[arg-type]
 
-    say(f"3/5 kube-apiserver on {cfg['server']}")
+    say(f"3/7 kube-apiserver on {server}")
     start_apiserver(state, bin_dir, cfg)
-    wait_for("kube-apiserver /readyz", lambda: api_ready(str(cfg["server"]), str(cfg["token"]), ca), 90, state,
+    wait_for("kube-apiserver /readyz", lambda: api_ready(server, str(cfg["token"]), ca), 120, state,
              "kube-apiserver")
 
-    say("4/5 kube-controller-manager (job, garbage collector, ttl-after-finished, namespace, service accounts)")
+    say("4/7 kube-controller-manager and kube-scheduler")
     start_controller_manager(state, bin_dir)
-    say("5/5 local node agent")
-    start_nodeagent(state, work_dir)
-    wait_for("node Ready", lambda: node_ready(state), 60, state, "nodeagent")
+    start_scheduler(state, bin_dir)
+
+    say("5/7 containerd, runc and the CNI bridge")
+    start_containerd(state, bin_dir, cfg)
+    wait_for("containerd", lambda: ctr(state, "version", check=False, timeout=10).returncode == 0, 60, state,
+             "containerd")
+    pause = state / "pause.tar"
+    pause.write_bytes(pause_archive(bin_dir / "pause", PAUSE_IMAGE))
+    import_image(state, pause, PAUSE_IMAGE)
+    ctr(state, "images", "label", PAUSE_IMAGE, "io.cri-containerd.pinned=pinned", check=False)
+
+    say(f"6/7 kubelet (node '{NODE_NAME}')")
+    make_cgroup_root(str(cfg["cgroup_root"]))
+    start_kubelet(state, bin_dir, cfg)
+    wait_for("the node to be Ready", lambda: node_ready(state), 120, state, "kubelet")
     wait_for("default service account", lambda: default_sa(state), 60, state, "kube-controller-manager")
+
+    say("7/7 the project's images")
+    load_images(state)
     secure_state(state)
     say(f"ready in {time.monotonic() - started:.1f}s")
     say(f"kubeconfig: {kubeconfig_path(state)}   (export KUBECONFIG={kubeconfig_path(state)})")
     return kubeconfig_path(state)
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def kubectl_json(state: Path, *args: str) -> dict[str, object] | None:
@@ -359,11 +706,14 @@ def kubectl_path() -> Path:
 
 
 def node_ready(state: Path) -> bool:
+    """The node reports Ready and carries no taint (the not-ready taint goes once the node
+    lifecycle controller has seen it Ready)."""
     node = kubectl_json(state, "get", "node", NODE_NAME)
     if not node:
         return False
     conds = node.get("status", {}).get("conditions", [])  # type: ignore[attr-defined]
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    return ready and not node.get("spec", {}).get("taints")  # type: ignore[attr-defined]
 
 
 def default_sa(state: Path) -> bool:
@@ -392,19 +742,65 @@ def stop_pid(name: str, state: Path, grace: float = 10) -> None:
             pass
 
 
+def start_component(name: str, state: Path = STATE) -> None:
+    """Start one stopped component again (for tests of faults: a node lost and back)."""
+    cfg = config(state)
+    bin_dir = Path(str(cfg["bin_dir"]))
+    starters = {
+        "kubelet": lambda: start_kubelet(state, bin_dir, cfg),
+        "containerd": lambda: start_containerd(state, bin_dir, cfg),
+        "kube-apiserver": lambda: start_apiserver(state, bin_dir, cfg),
+        "kube-scheduler": lambda: start_scheduler(state, bin_dir),
+        "kube-controller-manager": lambda: start_controller_manager(state, bin_dir),
+    }
+    if pid_of(name, state):
+        return
+    starters[name]()
+
+
+def stop_component(name: str, state: Path = STATE, grace: float = 10) -> None:
+    stop_pid(name, state, grace)
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    found = []
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point.startswith(prefix) or point == prefix.rstrip("/"):
+                found.append(point)
+    except OSError:
+        pass
+    return sorted(found, key=len, reverse=True)
+
+
 def down(state: Path = STATE, quiet: bool = False) -> None:
+    try:
+        cfg = config(state)
+    except (OSError, ValueError):
+        cfg = {}
+    if cfg and pid_of("kubelet", state) and pid_of("kube-apiserver", state):
+        # Let the kubelet take its pods down (their network namespaces and addresses too).
+        subprocess.run([str(Path(str(cfg["bin_dir"])) / "kubectl"), f"--kubeconfig={kubeconfig_path(state)}",
+                        "delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0",
+                        "--wait=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=False)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            res = ctr(state, "containers", "list", "-q", check=False, timeout=10)
+            if res.returncode != 0 or not res.stdout.strip():
+                break
+            time.sleep(0.5)
     for name in reversed(COMPONENTS):
         stop_pid(name, state)
-    # Container processes the node agent started run in sessions of their own.
-    for pidfile in (state / "node").glob("pods/*/*/pid"):
-        try:
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-    kill_orphans(state)
-    work_dir = node_work_dir(state)
-    if work_dir:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    kill_orphans(state)  # containerd's shims name the state folder in their command line
+    if cfg.get("cgroup_root"):
+        remove_cgroup_root(str(cfg["cgroup_root"]))
+    for point in mounts_under(state):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if cfg.get("bridge"):
+        delete_bridge(str(cfg["bridge"]))
     if state.exists():
         shutil.rmtree(state, ignore_errors=True)
     if not quiet:
@@ -430,12 +826,13 @@ def kill_orphans(state: Path) -> None:
 
 def restart_apiserver(state: Path = STATE, pause: float = 0.0) -> None:
     """Stop and start the API server (for tests of clients that must ride it out)."""
-    cfg = json.loads((state / "cluster.json").read_text())
+    cfg = config(state)
     stop_pid("kube-apiserver", state)
     time.sleep(pause)
-    start_apiserver(state, binaries(), cfg)
-    wait_for("kube-apiserver /readyz", lambda: api_ready(cfg["server"], cfg["token"], state / "pki" / "ca.crt"),
-             90, state, "kube-apiserver")
+    start_apiserver(state, Path(str(cfg["bin_dir"])), cfg)
+    wait_for("kube-apiserver /readyz",
+             lambda: api_ready(str(cfg["server"]), str(cfg["token"]), state / "pki" / "ca.crt"),
+             120, state, "kube-apiserver")
 
 
 def status(state: Path = STATE) -> int:
@@ -451,13 +848,17 @@ def status(state: Path = STATE) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "restart-apiserver", "kubeconfig"])
+    parser.add_argument("command", choices=["up", "down", "status", "images", "restart-apiserver", "kubeconfig"])
     args = parser.parse_args()
     try:
         if args.command == "up":
             print(up())
         elif args.command == "down":
             down()
+        elif args.command == "images":
+            if not healthy():
+                raise ClusterError("the cluster is not running: `make cluster-up` first")
+            load_images()
         elif args.command == "restart-apiserver":
             restart_apiserver()
         elif args.command == "kubeconfig":

@@ -39,17 +39,33 @@ def sleep(app: Any, seconds: float = 30, marker: str | None = None) -> str:
 
 
 @task(acks_late=True, max_attempts=3)
-def flaky(app: Any, state_file: str, crash_times: int = 1) -> str:
-    """Kills its own worker the first `crash_times` attempts (a lost worker), then succeeds."""
-    count = 0
-    if os.path.exists(state_file):
-        with open(state_file) as f:
-            count = int(f.read() or 0)
-    with open(state_file, "w") as f:
-        f.write(str(count + 1))
+def flaky(app: Any, state_file: str | None = None, crash_times: int = 1) -> str:
+    """Kills its own worker the first `crash_times` attempts (a lost worker), then succeeds.
+
+    It counts earlier crashes in `state_file` when given (a file every attempt can reach),
+    else by the attempt number the runner passes (LIMETASK_ATTEMPT)."""
+    if state_file is None:
+        count = int(os.environ.get("LIMETASK_ATTEMPT", "1")) - 1
+    else:
+        count = 0
+        if os.path.exists(state_file):
+            with open(state_file) as f:
+                count = int(f.read() or 0)
+        with open(state_file, "w") as f:
+            f.write(str(count + 1))
     if count < crash_times:
         os.kill(os.getpid(), signal.SIGKILL)
     return f"succeeded after {count} crash(es)"
+
+
+@task
+def hog(app: Any, megabytes: int = 256, hold: float = 30) -> str:
+    """Takes `megabytes` of memory, a mebibyte at a time, and holds it (for memory limits)."""
+    chunks = []
+    for _ in range(megabytes):
+        chunks.append(bytearray(b"\x01") * (1024 * 1024))  # written, so really resident
+    time.sleep(hold)
+    return f"held {len(chunks)} MiB"
 
 
 @task
