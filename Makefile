@@ -64,7 +64,7 @@ broker-up:
 demo: venv cluster-up
 	@$(PY) examples/demo.py
 
-test: venv cluster-binaries broker-up
+test: venv cluster-up broker-up
 	@$(PY) -m pytest -q
 
 test-quick: venv

@@ -32,6 +32,12 @@ from kubernetes import client, config, watch  # noqa: E402
 
 NOOP = "acme_solution.tasks.lime.noop"
 THREADS = 16
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+# Tasks run in the example solution's image on the local node, with small requests so that a
+# burst fits on the node's two cores (bare Jobs get the same pod spec, built by the operator's code).
+os.environ.setdefault("LIMETASK_RUNNER_IMAGE", localcluster.IMAGES["acme-runner"])
+os.environ.setdefault("LIMETASK_RUNNER_RESOURCES", json.dumps({"requests": {"cpu": "10m", "memory": "32Mi"},
+                                                               "limits": {"memory": "512Mi"}}))
 WATCH_MODES = ("ours", "ours-kopf", "kopf", "kopf-index")  # see bench/watchlayer.py
 WATCH_M = 1000  # modifications per watching process
 SETTLE_S = 6.0  # after a listing or the modifications: kopf's idle per-object workers exit after 5 s
@@ -95,8 +101,11 @@ class Bench:
     # -- helpers ------------------------------------------------------------------------------
     def namespace(self, prefix: str) -> str:
         name = f"bench-{self.run_id}-{prefix}-{uuid.uuid4().hex[:6]}"
-        self.core.create_namespace({"metadata": {"name": name}})
-        probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "none"}]}}
+        self.core.create_namespace({"metadata": {"name": name, "labels": RESTRICTED}})
+        probe = {"metadata": {"name": "probe"}, "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "none", "securityContext": {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
         for _ in range(300):
             try:
                 self.core.create_namespaced_pod(name, probe, dry_run="All")

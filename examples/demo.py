@@ -1,4 +1,4 @@
-"""`make demo`: a real task end to end on the local control plane, then one FAILURE.
+"""`make demo`: a real task end to end on the local cluster (a real node), then one FAILURE.
 
 Installs the CRD, starts the operator, sends the acme solution's tasks with `send_task`, and
 shows each status change as it happens.
@@ -6,6 +6,7 @@ shows each status change as it happens.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devtools" / "cluster"))
 
 import localcluster  # noqa: E402
+
+NAMESPACE = "limetask-demo"
 
 
 def step(msg: str) -> None:
@@ -36,14 +39,20 @@ def main() -> int:
     subprocess.run([*kubectl, "wait", "--for=condition=Established",
                     "crd/limetasks.limetask.io", "--timeout=30s"], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(cache, ignore_errors=True)
-    step("starting the operator (log: .cluster/logs/demo-operator.log)")
+    step(f"a task namespace '{NAMESPACE}' that enforces Pod Security 'restricted'")
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {
+        f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}}}
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True)
+    step(f"starting the operator; tasks run in {localcluster.IMAGES['acme-runner']} on the node "
+         "(log: .cluster/logs/demo-operator.log)")
     log = open(REPO / ".cluster" / "logs" / "demo-operator.log", "ab")
-    operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", "default"],
-                                stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "LIMETASK_RUNNER_IMAGE": localcluster.IMAGES["acme-runner"]}
+    operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", NAMESPACE],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         from lime_task import Application, configure, get_status, send_task
 
-        configure(kubeconfig=kubeconfig, namespace="default")
+        configure(kubeconfig=kubeconfig, namespace=NAMESPACE)
         app = Application("my-app-name")
         started = time.monotonic()
 
@@ -67,7 +76,7 @@ def main() -> int:
         failed = send_task("acme_solution.tasks.lime.fail", app, "the CRM said no").wait(timeout=120, on_change=show)
 
         step("kubectl get limetasks")
-        subprocess.run([*kubectl, "get", "lt", "-n", "default"], check=True)
+        subprocess.run([*kubectl, "get", "lt", "-n", NAMESPACE], check=True)
         ok = final.status == "SUCCESS" and failed.status == "FAILURE"
         print("\ndemo", "finished: one SUCCESS with its result, one FAILURE with its error" if ok else "FAILED")
         print(f"the control plane keeps running; `export KUBECONFIG={kubeconfig}` to look around, "

@@ -21,12 +21,14 @@
 # when its image changed. So a second run with nothing changed takes seconds.
 #
 # Environment:
-#   LIMETASK_CACHE          cache root (default: ${XDG_CACHE_HOME:-~/.cache}/limetask)
-#   LIMETASK_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the bookworm one in this
-#                           machine's apt sources)
-#   LIMETASK_PODMAN_ROOT    if set, podman keeps its images in DIR/storage and DIR/run instead of
-#                           the machine's podman storage (then pass the same --root/--runroot to
-#                           podman run or podman images)
+#   LIMETASK_CACHE            cache root (default: ${XDG_CACHE_HOME:-~/.cache}/limetask)
+#   LIMETASK_DEBIAN_MIRROR    Debian mirror for debootstrap (default: the bookworm one in this
+#                             machine's apt sources)
+#   LIMETASK_BUILD_CA_BUNDLE  CA bundle pip trusts in RUN steps, mounted for the build only
+#                             (default: $PIP_CERT, else /etc/ssl/certs/ca-certificates.crt)
+#   LIMETASK_PODMAN_ROOT      if set, podman keeps its images in DIR/storage and DIR/run, not in
+#                             the machine's podman storage (then give podman run or podman images
+#                             the same --root/--runroot)
 #
 # Podman settings that work on hosts with hybrid (v1) cgroups and a tight RLIMIT ceiling: runc
 # (crun fails there), explicit ulimits (podman's defaults fail with setrlimit EPERM), and the host
@@ -58,7 +60,17 @@ if [ -n "${LIMETASK_PODMAN_ROOT:-}" ]; then
   PODMAN+=(--root "$LIMETASK_PODMAN_ROOT/storage" --runroot "$LIMETASK_PODMAN_ROOT/run")
 fi
 RUN_FLAGS=(--runtime runc --ulimit nofile=1024:4096 --ulimit nproc=1024:4096)
-BUILD_FLAGS=("${RUN_FLAGS[@]}" --network host --pull=never --layers)
+# No layer cache (this script's keys decide what to rebuild): podman 4.3's buildah cannot
+# RUN --mount=type=bind,from=STAGE when STAGE came from the cache ("couldn't find .../merged/
+# wheels on host to bind mount"), and may reuse a cached RUN that mounted an older STAGE.
+BUILD_FLAGS=("${RUN_FLAGS[@]}" --network host --pull=never --layers=false)
+# pip in RUN steps trusts the image's /etc/ssl/certs/ca-certificates.crt (Debian's pip does); a
+# host behind a TLS-inspecting proxy trusts more. RUN steps see the host's bundle in its place,
+# the images keep Debian's.
+CA_BUNDLE=${LIMETASK_BUILD_CA_BUNDLE:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
+if [ -f "$CA_BUNDLE" ]; then
+  BUILD_FLAGS+=(--volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
+fi
 
 step=""
 detail=""
@@ -166,7 +178,7 @@ debian_mirror() {
 }
 
 step=tools
-for t in podman git sha256sum; do
+for t in podman git sha256sum flock; do
   command -v "$t" >/dev/null || { log "no $t on PATH"; false; }
 done
 mkdir -p "$IMAGES/tmp" "$LOGS" "$OUT"
