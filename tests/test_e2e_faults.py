@@ -130,6 +130,9 @@ def running_task_pid(api_client: Any, namespace: str, task_id: str, attempt: int
 
 @pytest.mark.parametrize("kind, words", [
     ("signal:SIGKILL", "SIGKILL"),
+    # The runner is process 1 of its container, which ignores a signal it has no handler for:
+    # without the runner's own handler, SIGTERM (a deleted pod) would leave the task running.
+    ("signal:SIGTERM", "SIGTERM"),
     ("evict", "evicted"),
 ])
 def test_early_ack_worker_lost(local: Cluster, tasks: TaskClient, api_client: Any, namespace: str,

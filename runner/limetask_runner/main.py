@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -77,7 +78,28 @@ def write_verdict(path: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def die_on_sigterm() -> None:
+    """End at once on SIGTERM, with no verdict, as any process does by default.
+
+    In a container the runner is process 1, and the kernel ignores a signal that process 1 has
+    no handler for: SIGTERM, which the kubelet sends when the pod is deleted (a cancel, a
+    timeout, an eviction), would do nothing, and the task would run on until the grace period
+    ends in SIGKILL. This handler restores the default: the process ends with the status a
+    SIGTERM gives (128 + 15), before anything else runs, so neither the task nor the runner can
+    take the signal for a verdict of its own."""
+    def handler(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
+    die_on_sigterm()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = os.environ
