@@ -257,8 +257,8 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
 
     The chart is installed with real Helm; the operator then runs here as a process with the
     Deployment's own arguments and environment and its ServiceAccount's token, so every
-    end-to-end test also proves the chart's RBAC and settings. (The local node agent cannot
-    run the operator image, and no Deployment controller runs locally.)
+    end-to-end test also proves the chart's RBAC and settings, and tests can kill, pause and
+    restart it. (tests/test_e2e_incluster.py runs it as the Deployment's pod, from its image.)
     """
     import helm_python as helm
     from kubernetes import client
@@ -279,13 +279,18 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
         # that bursts of tasks fit on the one node of two cores.
         "runner": {"image": dict(zip(("repository", "tag"), ACME_IMAGE.rsplit(":", 1), strict=True)),
                    "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}}},
-        "operator": {"metricsPort": 0, "healthPort": _free_port()},
+        "operator": {"metricsPort": 0, "healthPort": _free_port(),
+                     "image": dict(zip(("repository", "tag"), OPERATOR_IMAGE.rsplit(":", 1), strict=True))},
         "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
     }
     with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=SESSION_NAMESPACE) as config:
         config.install(CHART, SESSION_RELEASE, values, namespace=SESSION_NAMESPACE, timeout=120)
         fullname = f"{SESSION_RELEASE}-limetask"
-        deployment = client.AppsV1Api(api_client).read_namespaced_deployment(fullname, SESSION_NAMESPACE)
+        # The operator runs here as a process instead of the Deployment's pod (tests kill and
+        # restart it): the Deployment is scaled to zero.
+        apps = client.AppsV1Api(api_client)
+        apps.patch_namespaced_deployment_scale(fullname, SESSION_NAMESPACE, {"spec": {"replicas": 0}})
+        deployment = apps.read_namespaced_deployment(fullname, SESSION_NAMESPACE)
         container = api_client.sanitize_for_serialization(deployment.spec.template.spec.containers[0])
         env: dict[str, str] = {}
         for item in container.get("env") or []:

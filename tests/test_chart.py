@@ -341,7 +341,7 @@ def test_chart_metadata(chart: Any) -> None:
     assert meta["name"] == "limetask"
     assert meta["version"] == "0.1.0"
     assert meta["appVersion"] == "0.1.0"
-    assert meta["kubeVersion"] == ">=1.20.0-0"
+    assert meta["kubeVersion"] == ">=1.35.0-0"
 
 
 def test_helpers_are_defined() -> None:

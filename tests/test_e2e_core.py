@@ -177,12 +177,19 @@ def test_a_job_deleted_by_its_ttl_while_the_operator_was_stopped_still_gives_its
         operator.start()
 
 
-def test_the_operator_asks_the_api_server_what_it_offers(running_operator: Any, cluster: Any) -> None:
-    """A dry run tells which Job features the server has (Kubernetes 1.20 here: none of them);
-    nothing is created by asking."""
+def test_the_operator_asks_the_api_server_what_it_offers(running_operator: Any, cluster: Any, tasks: Any,
+                                                         api_client: Any, namespace: str) -> None:
+    """A dry run tells which Job features the server has (the local cluster's 1.37 has them all),
+    nothing is created by asking, and the Jobs use what was found: one pod per attempt."""
+    from kubernetes import client
+
     log = wait_until(lambda: "API server features" in (t := running_operator.log_path.read_text(errors="replace"))
                      and t, timeout=30, message="the feature probe")
     line = next(x for x in log.splitlines() if "API server features" in x)
     if cluster.local:
-        assert "podReplacementPolicy no" in line, line
+        assert "podReplacementPolicy yes" in line, line
+        status = tasks.send("acme_solution.tasks.lime.add", "my-app", [1, 2])
+        assert tasks.wait(status.id, "my-app", timeout=60).result == 3
+        job = client.BatchV1Api(api_client).read_namespaced_job(f"{status.id}-1", namespace)
+        assert job.spec.pod_replacement_policy == "Failed"
     assert "limetask-feature-probe" not in cluster.run_kubectl("get", "jobs", "-A", "-o", "name").stdout

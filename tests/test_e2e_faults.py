@@ -107,13 +107,24 @@ def fault(api_client: Any, namespace: str, pod: Any, kind: str) -> None:
     """A fault through real means: a signal to the container's process from the host, or an
     eviction through the Eviction API."""
     if kind.startswith("signal:"):
-        os.kill(container_pid(pod), getattr(signal, kind.split(":", 1)[1]))
+        sig, pid = getattr(signal, kind.split(":", 1)[1]), container_pid(pod)
+        if sig == signal.SIGTERM:  # once the runner has its handler, its first act
+            wait_until(lambda: catches(pid, sig), timeout=10, message="the runner to catch SIGTERM")
+        os.kill(pid, sig)
     elif kind == "evict":
         client.CoreV1Api(api_client).create_namespaced_pod_eviction(
             pod.metadata.name, namespace,
             {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod.metadata.name}})
     else:
         raise AssertionError(f"unknown fault {kind}")
+
+
+def catches(pid: int, sig: int) -> bool:
+    """The process has a handler for `sig` (the SigCgt mask of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
 
 
 def gone(pid: int) -> bool:
@@ -349,3 +360,47 @@ def test_api_server_restart(local: Cluster, tasks: TaskClient, running_operator:
     for i, s in enumerate(after):
         assert tasks.wait(s.id, "my-app", timeout=120).result == 2 * i
     assert running_operator.alive(), "the operator died with the API server"
+
+
+def test_a_lost_node_reruns_a_late_ack_task(local: Cluster, tasks: TaskClient, api_client: Any, namespace: str,
+                                            recorder: JobRecorder) -> None:
+    """The kubelet stops (the node is lost): the node goes NotReady, the taint manager evicts
+    the task's pod, and a late-ack task runs again once the node is back."""
+    core = client.CoreV1Api(api_client)
+    status = tasks.send(f"{T}.sleep_first", "my-app", [300])
+    pod = running_pod(api_client, namespace, status.id, 1)
+    localcluster.stop_component("kubelet")
+    try:
+        def evicted() -> bool:
+            p = core.read_namespaced_pod(pod.metadata.name, namespace)
+            return p.metadata.deletion_timestamp is not None
+        wait_until(evicted, timeout=120, interval=1, message="the lost node's pod to be evicted")
+        node = core.read_node(localcluster.NODE_NAME)
+        assert any(c.type == "Ready" and c.status != "True" for c in node.status.conditions)
+    finally:
+        localcluster.start_component("kubelet")
+    final = tasks.wait(status.id, "my-app", timeout=180)
+    assert final.status == SUCCESS, final
+    assert final.result == "attempt 2 done"
+    assert [h["outcome"] for h in final.history] == ["WorkerLost", "SUCCESS"]
+    assert sorted(recorder.jobs_of(status.id)) == [f"{status.id}-1", f"{status.id}-2"]
+    wait_until(lambda: localcluster.node_ready(localcluster.STATE), timeout=120, message="the node to be back")
+
+
+def test_a_task_outlives_a_containerd_restart(local: Cluster, tasks: TaskClient, api_client: Any,
+                                             namespace: str, recorder: JobRecorder) -> None:
+    """containerd restarts under a running task: the container runs on (its shim outlives the
+    daemon), and the task ends as if nothing happened."""
+    status = tasks.send(f"{T}.sleep", "my-app", [8])
+    pid = running_task_pid(api_client, namespace, status.id)
+    localcluster.stop_component("containerd")
+    try:
+        assert not gone(pid), "the container died with containerd"
+        time.sleep(2)
+    finally:
+        localcluster.start_component("containerd")
+    final = tasks.wait(status.id, "my-app", timeout=120)
+    assert final.status == SUCCESS, final
+    assert final.result == "slept 8s"
+    assert final.attempts == 1
+    assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]

@@ -19,7 +19,6 @@ import importlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -28,6 +27,8 @@ from lime_task import verdict as verdicts
 from lime_task.eager import execute
 from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
+
+from .signals import die_on_sigterm
 
 LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
@@ -78,28 +79,8 @@ def write_verdict(path: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def die_on_sigterm() -> None:
-    """End at once on SIGTERM, with no verdict, as any process does by default.
-
-    In a container the runner is process 1, and the kernel ignores a signal that process 1 has
-    no handler for: SIGTERM, which the kubelet sends when the pod is deleted (a cancel, a
-    timeout, an eviction), would do nothing, and the task would run on until the grace period
-    ends in SIGKILL. This handler restores the default: the process ends with the status a
-    SIGTERM gives (128 + 15), before anything else runs, so neither the task nor the runner can
-    take the signal for a verdict of its own."""
-    def handler(signum: int, frame: object) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main() -> int:
-    die_on_sigterm()
+    die_on_sigterm()  # again, for callers of main() that did not start with `python -m`
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = os.environ

@@ -322,3 +322,30 @@ def test_exit_and_interrupt_are_the_tasks_own_failure(kwargs: dict[str, object],
     assert verdict["state"] == FAILURE and verdict["error"]["reason"] == "TaskRaised"
     assert verdict["error"]["type"] == ("KeyboardInterrupt" if kwargs.get("interrupt") else "SystemExit")
     assert words in verdict["error"]["message"]
+
+
+def test_sigterm_ends_the_runner_at_once_with_no_verdict(tmp_path: Path) -> None:
+    """In a container the runner is process 1, which the kernel spares from signals it has no
+    handler for: the runner's own handler ends it on SIGTERM (exit status 143, as the signal
+    would), from its very start and without writing a verdict."""
+    import signal
+    import time
+
+    path = tmp_path / "termination-log"
+    child_env = {k: v for k, v in os.environ.items() if k not in RUNNER_ENV}
+    child_env.update(env("acme_solution.tasks.lime.sleep", 60))
+    child_env["LIMETASK_VERDICT_PATH"] = str(path)
+    proc = subprocess.Popen([sys.executable, "-m", "limetask_runner"], env=child_env, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        assert proc.stderr is not None
+        while "attempt" not in proc.stderr.readline():  # the runner's first log line: the task runs
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        # A process that relied on the default action would end with -15 (killed by the signal);
+        # process 1 of a container would not end at all.
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert not path.exists()

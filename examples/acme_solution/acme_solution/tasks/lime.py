@@ -58,6 +58,16 @@ def flaky(app: Any, state_file: str | None = None, crash_times: int = 1) -> str:
     return f"succeeded after {count} crash(es)"
 
 
+@task(acks_late=True, max_attempts=3)
+def sleep_first(app: Any, seconds: float = 60) -> str:
+    """Sleeps on its first attempt only: a first attempt long enough for a fault to cut short,
+    and a quick re-run."""
+    attempt = int(os.environ.get("LIMETASK_ATTEMPT", "1"))
+    if attempt == 1:
+        time.sleep(seconds)
+    return f"attempt {attempt} done"
+
+
 @task
 def hog(app: Any, megabytes: int = 256, hold: float = 30) -> str:
     """Takes `megabytes` of memory, a mebibyte at a time, and holds it (for memory limits)."""
