@@ -1,7 +1,7 @@
 """`make bench`: what the operator costs, measured side by side on the local control plane.
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
-                    [--only overhead,burst,submit,scale,ceiling,watchlayer]
+                    [--only podstart,overhead,burst,submit,scale,ceiling,watchlayer]
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -588,8 +588,49 @@ class Bench:
         return {"probe_first_ms": round(first * 1000, 1), "probe_ms": round(wall / k * 1000, 2),
                 "probe_cpu_ms": round(cpu / k * 1000, 2)}
 
+    # -- 0. what the node costs: one pod at a time, create -> running -> terminated --------------
+    def podstart(self) -> None:
+        n = 20
+        say(f"0/6 pod start: {n} pods of the runner image, one at a time")
+        ns = self.namespace("podstart")
+        image = os.environ["LIMETASK_RUNNER_IMAGE"]
+        sc = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+        to_running: list[float] = []
+        to_done: list[float] = []
+        for i in range(n):
+            body = {"metadata": {"name": f"p-{i}"}, "spec": {
+                "restartPolicy": "Never", "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
+                                "command": ["python", "-c", "pass"], "securityContext": sc,
+                                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}]}}
+            t0 = time.monotonic()
+            self.core.create_namespaced_pod(ns, body)
+            running = None
+            while time.monotonic() - t0 < 120:
+                pod = self.core.read_namespaced_pod_status(f"p-{i}", ns)
+                states = [s.state for s in pod.status.container_statuses or []]
+                if running is None and states and (states[0].running or states[0].terminated):
+                    running = time.monotonic() - t0
+                if pod.status.phase in ("Succeeded", "Failed"):
+                    to_done.append(time.monotonic() - t0)
+                    break
+                time.sleep(0.02)
+            if running is not None:
+                to_running.append(running)
+        self.drop_namespace(ns)
+        self.results["podstart"] = {
+            "n": n, "image": image,
+            "create_to_started_ms": {"p50": round(pct(to_running, 50) * 1000, 1),
+                                     "p90": round(pct(to_running, 90) * 1000, 1)},
+            "create_to_succeeded_ms": {"p50": round(pct(to_done, 50) * 1000, 1),
+                                       "p90": round(pct(to_done, 90) * 1000, 1)},
+        }
+
     def run(self) -> None:
-        steps = {"overhead": self.overhead, "burst": self.burst, "submit": self.submit, "scale": self.scale,
+        steps = {"podstart": self.podstart, "overhead": self.overhead, "burst": self.burst, "submit": self.submit,
+                 "scale": self.scale,
                  "ceiling": self.ceiling, "watchlayer": self.watchlayer}
         only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
         unknown = set(only) - set(steps)
@@ -607,6 +648,11 @@ class Bench:
 
 def table(results: dict[str, Any]) -> str:
     rows = []
+    if "podstart" in results:
+        p = results["podstart"]
+        rows.append(f"pod start {p['n']} pods one by one: create->started p50 {p['create_to_started_ms']['p50']} ms "
+                    f"p90 {p['create_to_started_ms']['p90']} ms; create->Succeeded p50 "
+                    f"{p['create_to_succeeded_ms']['p50']} ms p90 {p['create_to_succeeded_ms']['p90']} ms")
     if "overhead" in results:
         o = results["overhead"]
         rows.append(f"overhead  {o['n']} no-op: bare Jobs {o['bare_jobs_s']}s, LimeTasks {o['limetasks_s']}s, "

@@ -188,8 +188,9 @@ def test_the_operator_asks_the_api_server_what_it_offers(running_operator: Any, 
     line = next(x for x in log.splitlines() if "API server features" in x)
     if cluster.local:
         assert "podReplacementPolicy yes" in line, line
-        status = tasks.send("acme_solution.tasks.lime.add", "my-app", [1, 2])
-        assert tasks.wait(status.id, "my-app", timeout=60).result == 3
-        job = client.BatchV1Api(api_client).read_namespaced_job(f"{status.id}-1", namespace)
+        status = tasks.send("acme_solution.tasks.lime.sleep", "my-app", [5])
+        job = wait_until(lambda: client.BatchV1Api(api_client).list_namespaced_job(
+            namespace, label_selector=f"limetask.io/task-id={status.id}").items, timeout=30, message="the Job")[0]
         assert job.spec.pod_replacement_policy == "Failed"
+        assert tasks.wait(status.id, "my-app", timeout=60).result == "slept 5s"
     assert "limetask-feature-probe" not in cluster.run_kubectl("get", "jobs", "-A", "-o", "name").stdout

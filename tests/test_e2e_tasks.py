@@ -263,3 +263,20 @@ def test_per_task_placement_and_resource_caps(cluster: Cluster, namespace: str, 
     final = tasks.wait("greedy", "my-app", timeout=60)
     assert final.status == FAILURE and final.error and final.error.reason == "InvalidSpec"
     assert "over the cap of 2Gi" in final.error.message and final.attempts == 0
+
+
+def test_the_api_server_refuses_spec_changes_and_takes_null_arguments(cluster: Cluster, namespace: str,
+                                                                       tasks: TaskClient) -> None:
+    """The CRD's validation rules make the spec immutable at the API, and never trip over JSON
+    null in the arguments (a rule comparing them would fail every status write of such a task)."""
+    status = tasks.send(f"{T}.sleep", "my-app", [0.1, None])
+    final = tasks.wait(status.id, "my-app", timeout=90)
+    assert final.status == SUCCESS and final.result == "slept 0.1s", final
+    for patch in ('{"spec":{"task":"acme_solution.tasks.lime.add"}}', '{"spec":{"app":"another-app"}}',
+                  '{"spec":{"timeoutSeconds":5}}', '{"spec":{"acksLate":true}}'):
+        result = cluster.run_kubectl("patch", "lt", status.id, "--type=merge", "-p", patch, namespace=namespace,
+                                     check=False)
+        assert result.returncode != 0, patch
+        assert "immutable once created" in result.stderr, result.stderr
+    again = tasks.get_status(status.id, "my-app")
+    assert (again.status, again.result) == (SUCCESS, "slept 0.1s")
