@@ -7,9 +7,11 @@ handlers share travels in kopf's memo (an `OperatorMemo`), made by main.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,9 @@ from .leader import LeaderElector
 from .reconciler import Reconciler
 from .settings import OperatorSettings
 from .watches import scopes
+
+# How long an unreachable API server is tolerated before /healthz fails.
+API_GRACE_SECONDS = 60.0
 
 LOG = logging.getLogger("limetask.operator")
 
@@ -64,8 +69,22 @@ def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        return dataclasses.replace(info, server=in_cluster_server(os.environ, info.server))
+    info = kopf.login_with_kubeconfig(**kwargs)
     return info
+
+
+def in_cluster_server(env: Mapping[str, str], default: str) -> str:
+    """The API server as a pod finds it, as client-go's in-cluster config does: from the
+    `kubernetes` Service's variables, which the kubelet sets in every container. kopf's own
+    login names `kubernetes.default.svc`, which needs cluster DNS that not every cluster (nor
+    every pod's DNS policy) has."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        return default
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 @kopf.on.startup()
@@ -144,7 +163,12 @@ async def watches_probe(memo: Any, **_: Any) -> str:
     shared = _memo(memo)
     rec = shared.reconciler
     if rec is None:
-        return "waiting for the lease" if shared.elector is not None else "starting"
+        if shared.elector is None:
+            return "starting"
+        problem = shared.elector.problem(asyncio.get_running_loop().time(), API_GRACE_SECONDS)
+        if problem:
+            raise kopf.PermanentError(problem)
+        return "waiting for the lease"
     problems = rec.health()
     if problems:
         raise kopf.PermanentError("; ".join(problems))

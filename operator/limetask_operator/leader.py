@@ -55,6 +55,16 @@ class LeaderElector:
         self.timing = timing or ElectionTiming()
         self.leading = asyncio.Event()
         self._observed: tuple[Any, float] | None = None  # (the lease's record, when it last changed here)
+        # Since when (loop time) the lease could not be read at all, and why: for the health probe.
+        self.failing_since: float | None = None
+        self.last_error = ""
+
+    def problem(self, now: float, grace: float) -> str | None:
+        """Why this replica is unhealthy, or None: it has not reached the lease for over `grace` s."""
+        if self.failing_since is not None and now - self.failing_since > grace:
+            return (f"the Lease {self.namespace}/{self.name} has been out of reach for "
+                    f"{now - self.failing_since:.0f}s: {self.last_error}")
+        return None
 
     async def run(self, lead: Callable[[], Awaitable[None]], step_down: Callable[[], Awaitable[None]]) -> None:
         """Campaign forever: lead while the lease is ours, step down when it is not."""
@@ -102,7 +112,14 @@ class LeaderElector:
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
                 "acquireTime": _micro(now), "renewTime": _micro(now), "leaseTransitions": 0}
         try:
-            lease = await self.kube.get(lease_path(self.namespace, self.name))
+            try:
+                lease = await self.kube.get(lease_path(self.namespace, self.name))
+            except ApiError as exc:
+                if exc.status == 0 or exc.status >= 500 or exc.status in (401, 403):
+                    self.failing_since = self.failing_since if self.failing_since is not None else loop.time()
+                    self.last_error = str(exc)
+                raise
+            self.failing_since = None
             if lease is None:
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                         "metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}

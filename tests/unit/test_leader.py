@@ -126,3 +126,34 @@ def test_two_candidates_for_a_free_lease_make_one_leader() -> None:
         return log
 
     assert len(asyncio.run(main())) == 1
+
+
+def test_a_replica_that_cannot_reach_the_lease_says_so() -> None:
+    """A standby (or a new pod) that cannot reach the API server is unhealthy after the grace
+    time, and healthy again once it reaches the lease: /healthz reports it instead of "waiting"."""
+    async def main() -> None:
+        leases = FakeLeases()
+        leases.down.add("b")
+        log: list[str] = []
+        elector, task = await campaign(leases, "b", log)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.2)
+        assert elector.problem(loop.time(), grace=10) is None  # within the grace time
+        problem = elector.problem(loop.time() + 11, grace=10)
+        assert problem and "ns/op" in problem and "connection failed" in problem
+        leases.down.clear()
+        await asyncio.sleep(0.2)
+        assert elector.problem(loop.time() + 11, grace=10) is None
+        task.cancel()
+    asyncio.run(main())
+
+
+def test_in_a_pod_the_api_server_comes_from_the_service_variables() -> None:
+    from limetask_operator.handlers import in_cluster_server
+
+    default = "https://kubernetes.default.svc"
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert in_cluster_server(env, default) == "https://10.96.0.1:443"
+    assert in_cluster_server({"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"},
+                             default) == "https://[fd00::1]:6443"
+    assert in_cluster_server({}, default) == default
