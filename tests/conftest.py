@@ -8,6 +8,7 @@ run never lands on a cluster by accident.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,6 +77,9 @@ RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("e
 RUNNER_IMAGE = localcluster.IMAGES["runner"]
 ACME_IMAGE = localcluster.IMAGES["acme-runner"]
 OPERATOR_IMAGE = localcluster.IMAGES["operator"]
+# Small requests, so that bursts of tasks fit on the one node of two cores.
+RUNNER_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}}
+RUNNER_RESOURCES_JSON = json.dumps(RUNNER_RESOURCES)
 
 
 @pytest.fixture
@@ -163,7 +167,9 @@ class Operator:
     def start(self) -> None:
         env = dict(os.environ)
         env.update({"LIMETASK_KUBECONFIG": str(self.cluster.kubeconfig), "PYTHONUNBUFFERED": "1",
-                    "LIMETASK_METRICS_PORT": "0"})
+                    "LIMETASK_METRICS_PORT": "0",
+                    # Tasks run in the example solution's image (as with the chart's values below).
+                    "LIMETASK_RUNNER_IMAGE": ACME_IMAGE, "LIMETASK_RUNNER_RESOURCES": RUNNER_RESOURCES_JSON})
         env.update(self.extra_env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "limetask_operator", *self.args],
@@ -275,19 +281,20 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
         "watch": {"scope": "cluster"},
         # Platform limits the end-to-end tests exercise (test_e2e_tasks: placement and caps).
         "limits": {"allowPlacementOverride": True, "maxRunnerResources": {"memory": "2Gi"}},
-        # Tasks run in the example solution's image, as a solution's would. Small requests, so
-        # that bursts of tasks fit on the one node of two cores.
+        # Tasks run in the example solution's image, as a solution's would.
         "runner": {"image": dict(zip(("repository", "tag"), ACME_IMAGE.rsplit(":", 1), strict=True)),
-                   "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}}},
+                   "resources": RUNNER_RESOURCES},
+        # The operator runs here as a process (tests kill and restart it), not as the Deployment's
+        # pod: a node selector no node matches keeps that pod from ever starting, and the
+        # Deployment is scaled to zero once installed.
         "operator": {"metricsPort": 0, "healthPort": _free_port(),
-                     "image": dict(zip(("repository", "tag"), OPERATOR_IMAGE.rsplit(":", 1), strict=True))},
+                     "image": dict(zip(("repository", "tag"), OPERATOR_IMAGE.rsplit(":", 1), strict=True)),
+                     "nodeSelector": {"limetask.io/no-such-node": "true"}},
         "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
     }
     with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=SESSION_NAMESPACE) as config:
         config.install(CHART, SESSION_RELEASE, values, namespace=SESSION_NAMESPACE, timeout=120)
         fullname = f"{SESSION_RELEASE}-limetask"
-        # The operator runs here as a process instead of the Deployment's pod (tests kill and
-        # restart it): the Deployment is scaled to zero.
         apps = client.AppsV1Api(api_client)
         apps.patch_namespaced_deployment_scale(fullname, SESSION_NAMESPACE, {"spec": {"replicas": 0}})
         deployment = apps.read_namespaced_deployment(fullname, SESSION_NAMESPACE)

@@ -24,7 +24,16 @@ from typing import Any
 import helm_python as helm  # noqa: E402
 import pytest
 import yaml
-from conftest import REPO, Cluster, Operator, kubeconfig_for_token, service_account_token, wait_until  # noqa: E402,E501
+from conftest import (  # noqa: E402
+    ACME_IMAGE,
+    REPO,
+    RUNNER_RESOURCES,
+    Cluster,
+    Operator,
+    kubeconfig_for_token,
+    service_account_token,
+    wait_until,
+)
 from limetask_operator.manifests import build_job  # noqa: E402
 from limetask_operator.model import TaskView  # noqa: E402
 from limetask_operator.settings import OperatorSettings  # noqa: E402
@@ -787,15 +796,18 @@ def test_operator_health_and_shutdown(chart: Any) -> None:
 
 
 def test_dockerfiles() -> None:
-    """Docker is not available here: check the Dockerfiles' essentials as text. The pins are the
-    versions this test suite runs with."""
+    """The Dockerfiles' essentials as text (they are built for real by devtools/images and run
+    on the local node: tests/test_e2e_incluster.py). The base is a build argument whose default
+    is the public Python image; the pins are the versions this test suite runs with."""
     from importlib.metadata import PackageNotFoundError, version
 
     for path, must_pin in ((REPO / "operator" / "Dockerfile", {"kopf", "aiohttp", "aio-pika", "pydantic"}),
                            (REPO / "runner" / "Dockerfile", {"pydantic", "kubernetes"})):
         text = path.read_text()
         froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-        assert froms and all(re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", f) for f in froms), (path, froms)
+        assert froms and all(f == "${BASE_IMAGE}" for f in froms), (path, froms)
+        base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
+        assert base and re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base.group(1)), (path, base)
         assert re.search(r"^USER 10001:10001$", text, re.MULTILINE), path
         assert "--only-binary=:all:" in text, path
         assert not re.search(r"apt-get|build-essential|gcc", text), path
@@ -1218,8 +1230,13 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
     from lime_task import SUCCESS, TaskClient
 
     port, metrics_port = free_ports(2)
+    # The operator runs here as a process, not as the Deployment's pod (whose node selector no
+    # node matches); tasks run in the example solution's image.
     values = {"crds": {"install": False}, "tasks": {"retentionSeconds": 0},
-              "operator": {"healthPort": port, "metricsPort": metrics_port, "verbose": True}}
+              "operator": {"healthPort": port, "metricsPort": metrics_port, "verbose": True,
+                           "nodeSelector": {"limetask.io/no-such-node": "true"}},
+              "runner": {"image": dict(zip(("repository", "tag"), ACME_IMAGE.rsplit(":", 1), strict=True)),
+                         "resources": RUNNER_RESOURCES}}
     helm_config.install(CHART, release, values, namespace=namespace, timeout=120)
     fullname = f"{release}-limetask"
     deployment = kubectl_json(cluster, "get", "deployment", fullname, namespace=namespace)

@@ -345,9 +345,10 @@ def test_demo_passes_with_a_discovery_cache_from_before_the_crd(
         groups["groups"] = [g for g in groups["groups"] if g["name"] != GROUP]
         (servers / "servergroups.json").write_text(json.dumps(groups))
         shutil.rmtree(servers / GROUP, ignore_errors=True)
-    stale = subprocess.run([str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}", "get", "lt"], env=env,
-                           capture_output=True, text=True)
-    assert stale.returncode != 0  # the trap is set
+    # kubectl of 1.20 failed here; kubectl of 1.37 (aggregated discovery) looks again when a
+    # resource is unknown to its cache. The demo must pass with the stale cache either way.
+    subprocess.run([str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}", "get", "lt"], env=env,
+                   capture_output=True, text=True)
     operator.stop()  # the demo runs an operator of its own
     try:
         demo = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py")], env=env, capture_output=True,
