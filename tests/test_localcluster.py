@@ -573,3 +573,46 @@ def test_cluster_state_is_private(local: Cluster) -> None:
                     *state.glob("*.kubeconfig"), *(state / "pki").glob("*.key")]
     modes = {str(p.relative_to(state)): oct(p.stat().st_mode & 0o777) for p in secret_files}
     assert set(modes.values()) == {"0o600"}, modes
+
+
+def test_a_second_cluster_runs_beside_the_first_and_leaves_nothing_behind(local: Cluster) -> None:
+    """Two clones may each run a cluster: the second gets a network, cgroup root and folders of
+    its own, runs a pod, and `down` removes all it made (processes, mounts, bridge, cgroups)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    first = localcluster.config(local.kubeconfig.parent)
+    parent = Path(tempfile.mkdtemp(prefix="limetask-second-", dir="/var/tmp"))
+    state = parent / "cluster"
+    cfg: dict[str, Any] = {}
+    try:
+        kubeconfig = localcluster.up(state)
+        cfg = localcluster.config(state)
+        assert (cfg["subnet"], cfg["bridge"], cfg["cgroup_root"]) != \
+            (first["subnet"], first["bridge"], first["cgroup_root"])
+        kcfg = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=kcfg)
+        core = client.CoreV1Api(client.ApiClient(kcfg))
+        core.create_namespace({"metadata": {"name": "second", "labels": RESTRICTED}})
+        wait_until(lambda: core.list_namespaced_service_account("second").items, timeout=60,
+                   message="the default service account")
+        make_pod(core, "second", "hello", container(py("print('hello from the second cluster')")))
+        pod = wait_pod_terminated(core, "second", "hello", timeout=90)
+        assert pod.status.phase == "Succeeded", pod.status
+        assert localcluster.healthy(local.kubeconfig.parent), "the first cluster suffered"
+    finally:
+        localcluster.down(state)
+        shutil.rmtree(parent, ignore_errors=True)
+    assert not state.exists()
+    assert localcluster.mounts_under(state) == []
+    assert subprocess.run(["ip", "link", "show", cfg["bridge"]], capture_output=True).returncode != 0
+    assert not [p for p in localcluster.cgroup_root_dirs(cfg["cgroup_root"]) if p.exists()]
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(state) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                leftovers.append(proc.name)
+        except OSError:
+            pass
+    assert leftovers == []

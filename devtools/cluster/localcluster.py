@@ -272,6 +272,7 @@ def make_bridge(name: str, gateway: str, prefix: int) -> None:
         res = subprocess.run(["ip", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if res.returncode != 0:
             raise ClusterError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    delete_bridge(name)  # a crashed run's, whose state folder is gone
     ip("link", "add", "name", name, "type", "bridge")
     ip("addr", "add", f"{gateway}/{prefix}", "dev", name)
     ip("link", "set", name, "up")
