@@ -1,4 +1,4 @@
-"""`make bench`: what the operator costs, measured side by side on the local control plane.
+"""`make bench`: what the operator costs, measured side by side on the local cluster (a real node).
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
                     [--only podstart,overhead,burst,submit,scale,ceiling,watchlayer]

@@ -79,7 +79,7 @@ def main() -> int:
         subprocess.run([*kubectl, "get", "lt", "-n", NAMESPACE], check=True)
         ok = final.status == "SUCCESS" and failed.status == "FAILURE"
         print("\ndemo", "finished: one SUCCESS with its result, one FAILURE with its error" if ok else "FAILED")
-        print(f"the control plane keeps running; `export KUBECONFIG={kubeconfig}` to look around, "
+        print(f"the cluster keeps running; `export KUBECONFIG={kubeconfig}` to look around, "
               f"`make cluster-down` to stop it")
         return 0 if ok else 1
     finally:

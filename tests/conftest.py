@@ -1,7 +1,7 @@
 """Shared fixtures: a ready Kubernetes cluster and a fresh namespace per test.
 
-The cluster is the local control plane (devtools/cluster), started once per session or
-reused when it already runs. Set `LIMETASK_KUBECONFIG` to run the same suite against any
+The cluster is the local one (devtools/cluster: a control plane and a real node), started
+once per session or reused when it already runs. Set `LIMETASK_KUBECONFIG` to run the same suite against any
 other cluster (kind, for example); the current kubeconfig is not used implicitly, so a test
 run never lands on a cluster by accident.
 """
@@ -31,7 +31,7 @@ import localcluster  # noqa: E402
 @dataclass
 class Cluster:
     kubeconfig: Path
-    local: bool  # the local control plane (node agent faults available)
+    local: bool  # the local cluster (its node's processes and containerd are on this machine)
     kubectl: Path
     # kubectl's discovery cache, dropped once the CRD is installed (or `lt` is unknown to it).
     cache_dir: Path = Path(tempfile.mkdtemp(prefix="limetask-kubectl-cache-"))
@@ -57,7 +57,7 @@ def cluster() -> Cluster:
     try:
         kubeconfig = localcluster.up()
     except localcluster.ClusterError as exc:
-        pytest.fail(f"the local control plane did not start: {exc}")
+        pytest.fail(f"the local cluster did not start: {exc}")
     return Cluster(kubeconfig, local=True, kubectl=localcluster.kubectl_path())
 
 

@@ -1,4 +1,4 @@
-"""The `limetask` command line against the local control plane: every command, exit codes, bad input.
+"""The `limetask` command line against the local cluster: every command, exit codes, bad input.
 
 Commands run in process (typer's CliRunner) with LIMETASK_KUBECONFIG and `--namespace` of the
 test; `events` and `web` run as real processes. Tests without the e2e mark need no cluster.

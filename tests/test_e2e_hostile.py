@@ -208,7 +208,7 @@ def test_a_pod_a_limitrange_forbids_ends_the_task(tasks: TaskClient, api_client:
 def test_a_full_quota_is_a_visible_wait(tasks: TaskClient, api_client: Any, namespace: str) -> None:
     core = client.CoreV1Api(api_client)
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})
-    # The local control plane runs no quota controller: give the quota the status it would.
+    # The local cluster runs no quota controller: give the quota the status it would.
     core.replace_namespaced_resource_quota_status("no-pods", namespace, {
         "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
         "status": {"hard": {"pods": "0"}, "used": {"pods": "0"}}})

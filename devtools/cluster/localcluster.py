@@ -123,7 +123,7 @@ def pid_of(name: str, state: Path = STATE) -> int | None:
 
 
 def healthy(state: Path = STATE) -> bool:
-    """Every component runs, the API server answers /readyz and the node is Ready."""
+    """Every component runs and the API server answers /readyz."""
     if not all(pid_of(c, state) for c in COMPONENTS):
         return False
     try:
