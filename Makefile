@@ -9,12 +9,13 @@ CLUSTER := $(PY) devtools/cluster/localcluster.py
 .PHONY: help venv deps images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up clean
 
 help:
-	@echo "make demo          set up and run a real task end to end on the local control plane"
+	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
 	@echo "make test          set up and run the whole test suite (end-to-end included)"
 	@echo "make test-quick    unit tests only (no cluster)"
-	@echo "make cluster-up    start the local control plane (prints its kubeconfig)"
+	@echo "make cluster-up    start the local cluster and load the images (prints its kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
-	@echo "make bench         benchmarks on the local control plane"
+	@echo "make bench         benchmarks on the local cluster"
+	@echo "make images        build the operator, runner and example images (podman)"
 
 # System packages the local cluster needs (Debian): its real node's runtime (runc, the CNI
 # plugins), podman and debootstrap for the images, gcc for the static pause. Skipped when present.

@@ -28,8 +28,6 @@ from lime_task.eager import execute
 from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
 
-from .signals import die_on_sigterm
-
 LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
 ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
@@ -80,7 +78,6 @@ def write_verdict(path: str, text: str) -> None:
 
 
 def main() -> int:
-    die_on_sigterm()  # again, for callers of main() that did not start with `python -m`
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = os.environ
