@@ -115,29 +115,13 @@ def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest)
         pass
 
 
-@pytest.fixture(scope="session")
-def container_shared_root() -> Iterator[Path]:
-    """Where tests and the local node's containers share files: containers run as other
-    users, with a private /tmp, so pytest's own folders (0700, in /tmp) are out of their
-    reach. Others may enter this folder but not list it."""
-    import shutil
-
-    root = Path(tempfile.mkdtemp(prefix="limetask-tests-", dir="/var/tmp"))
-    root.chmod(0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
-def tmp_path(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
-    """pytest's tmp_path; for a test of container processes on the local node (one that uses a
-    `local` fixture), a folder those containers can write too, under an unguessable name."""
-    if "local" not in request.fixturenames:
-        return tmp_path
-    shared = Path(tempfile.mkdtemp(prefix=f"{tmp_path.name}-",
-                                   dir=request.getfixturevalue("container_shared_root")))
-    shared.chmod(0o1777)
-    return shared
+def local(cluster: Cluster) -> Cluster:
+    """The local cluster: its node's containerd and container processes are on this machine,
+    and the project's images are loaded into it."""
+    if not cluster.local:
+        pytest.skip("needs the local cluster (its node's processes, containerd and images on this machine)")
+    return cluster
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.2,

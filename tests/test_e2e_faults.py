@@ -27,13 +27,6 @@ pytestmark = pytest.mark.e2e
 T = "acme_solution.tasks.lime"
 
 
-@pytest.fixture
-def local(cluster: Cluster) -> Cluster:
-    if not cluster.local:
-        pytest.skip("needs the local cluster (its node's containerd and processes on this machine)")
-    return cluster
-
-
 class JobRecorder:
     """Every Job ever created in a namespace, by name, with the uids it had (a watch)."""
 

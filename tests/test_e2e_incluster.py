@@ -30,13 +30,6 @@ POD_BROKER_USER = "limetask-pods:limetask-pods"
 
 
 @pytest.fixture
-def local(cluster: Cluster) -> Cluster:
-    if not cluster.local:
-        pytest.skip("needs the local cluster (its images are loaded into its node)")
-    return cluster
-
-
-@pytest.fixture
 def release(local: Cluster, api_client: Any, namespace: str, operator: Operator) -> Iterator[dict[str, str]]:
     """The chart installed with the operator image, watching the test's namespace. The session's
     operator process watches every namespace, so it steps aside meanwhile."""

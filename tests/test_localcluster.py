@@ -45,14 +45,6 @@ def batch(api_client: Any) -> client.BatchV1Api:
     return client.BatchV1Api(api_client)
 
 
-@pytest.fixture
-def local(cluster: Cluster) -> Cluster:
-    """The local cluster: its node's containerd and container processes are on this machine."""
-    if not cluster.local:
-        pytest.skip("needs the local cluster (its node's processes on this machine)")
-    return cluster
-
-
 def py(script: str) -> list[str]:
     return ["python", "-c", textwrap.dedent(script)]
 

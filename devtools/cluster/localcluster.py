@@ -336,19 +336,16 @@ def container_pid(container_id: str, state: Path = STATE) -> int:
     raise ClusterError(f"no running container {wanted} on the node")
 
 
-def load_images(state: Path = STATE, build: bool = True) -> None:
+def load_images(state: Path = STATE) -> None:
     """Build the project's images (cached: seconds when nothing changed) and import into the
     node's containerd those whose archive changed since the last import."""
-    if build:
-        say("images: building the project's images (devtools/images/build-images.sh)")
-        try:
-            out = subprocess.run(["bash", str(REPO / "devtools" / "images" / "build-images.sh")], check=True,
-                                 stdout=subprocess.PIPE, text=True).stdout
-        except subprocess.CalledProcessError as exc:
-            raise ClusterError("building the images failed (the step is named above)") from exc
-        out_dir = Path(out.strip().splitlines()[-1])
-    else:
-        out_dir = Path(str(config(state).get("images_dir", "")))
+    say("images: building the project's images (devtools/images/build-images.sh)")
+    try:
+        out = subprocess.run(["bash", str(REPO / "devtools" / "images" / "build-images.sh")], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+    except subprocess.CalledProcessError as exc:
+        raise ClusterError("building the images failed (the step is named above)") from exc
+    out_dir = Path(out.strip().splitlines()[-1])
     loaded_file = state / "images.json"
     try:
         loaded = json.loads(loaded_file.read_text())
@@ -528,17 +525,18 @@ def remove_cgroup_root(name: str) -> None:
     for path in cgroup_root_dirs(name):
         if not path.exists():
             continue
-        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
-            for procs in (sub / "cgroup.procs",):
+        deepest_first = sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]
+        for sub in deepest_first:
+            try:
+                pids = (sub / "cgroup.procs").read_text().split()
+            except OSError:
+                continue
+            for pid in pids:
                 try:
-                    for pid in procs.read_text().split():
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except (ProcessLookupError, ValueError):
-                            pass
-                except OSError:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
                     pass
-        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
+        for sub in deepest_first:
             for _ in range(20):
                 try:
                     sub.rmdir()
@@ -694,7 +692,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def kubectl_json(state: Path, *args: str) -> dict[str, object] | None:
-    kubectl = kubectl_path()
+    kubectl = Path(str(config(state)["bin_dir"])) / "kubectl"  # no build-script run per poll
     out = subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig_path(state)}", *args, "-o", "json"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if out.returncode != 0:
