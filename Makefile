@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv deps images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up clean
+.PHONY: help venv deps images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
@@ -62,10 +62,14 @@ cluster-status: venv
 broker-up:
 	@bash devtools/broker-up.sh
 
-demo: venv cluster-up
+# The archive's PostgreSQL (Debian's), for the tests, the demo and the bench.
+postgres-up:
+	@bash devtools/postgres-up.sh
+
+demo: venv cluster-up postgres-up
 	@$(PY) examples/demo.py
 
-test: venv cluster-up broker-up
+test: venv cluster-up broker-up postgres-up
 	@$(PY) -m pytest -q
 
 test-quick: venv
@@ -75,7 +79,7 @@ lint: venv
 	@$(PY) -m ruff check lime_task operator runner devtools tests examples
 	@$(PY) -m mypy
 
-bench: venv cluster-up
+bench: venv cluster-up postgres-up
 	@$(PY) -m bench
 
 clean: cluster-down

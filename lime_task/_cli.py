@@ -27,7 +27,8 @@ MAX_ERROR_CHARS = 500
 # What --imports may name: dotted module names, never a path or a relative import.
 MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # Libraries whose errors mean "the cluster or the broker said no", never a bug here.
-EXTERNAL_MODULES = ("kubernetes", "urllib3", "yaml", "aio_pika", "aiormq", "pamqp")
+EXTERNAL_MODULES = ("kubernetes", "urllib3", "yaml", "aio_pika", "aiormq", "pamqp", "psycopg", "psycopg_pool",
+                    "sqlalchemy", "alembic")
 
 
 def _one_line(message: str) -> str:
@@ -84,10 +85,15 @@ Kubeconfig = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, or json for scripts")]
 
 
-def _client(kubeconfig: str | None, namespace: str | None) -> Any:
+ResultsUrl = Annotated[str | None, typer.Option(
+    "--results-url", envvar="LIMETASK_RESULTS_URL", show_envvar=True,
+    help="the HTTP endpoint whose results API serves archived tasks")]
+
+
+def _client(kubeconfig: str | None, namespace: str | None, results_url: str | None = None) -> Any:
     from .client import TaskClient
 
-    return TaskClient(kubeconfig=kubeconfig, namespace=namespace)
+    return TaskClient(kubeconfig=kubeconfig, namespace=namespace, results_url=results_url)
 
 
 def _positive_seconds(value: float | None) -> float | None:
@@ -135,6 +141,8 @@ def _print(status: TaskStatus, output: Output) -> None:
         typer.echo(json.dumps(status.to_dict()))
         return
     line = f"{status.id}  {status.status:8}  {status.task}  app={status.app}  attempts={status.attempts}"
+    if status.archived:
+        line += "  (archived)"
     typer.echo(line)
     if status.result is not None:
         typer.echo(f"  result: {json.dumps(status.result)}")
@@ -209,9 +217,10 @@ def status(
     task_id: Annotated[str, typer.Argument(help="the task id")],
     app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+    results_url: ResultsUrl = None,
 ) -> None:
-    """Show a task's status. Example: limetask status 6f1c... my-app -o json"""
-    _print(_client(kubeconfig, namespace).get_status(task_id, app_name), output)
+    """Show a task's status, live or archived. Example: limetask status 6f1c... my-app -o json"""
+    _print(_client(kubeconfig, namespace, results_url).get_status(task_id, app_name), output)
 
 
 @app.command()
@@ -222,12 +231,13 @@ def wait(
     timeout: Annotated[float | None, typer.Option(callback=_positive_seconds,
                                                   help="give up after this many seconds (exit 3)")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+    results_url: ResultsUrl = None,
 ) -> None:
     """Wait until a task finishes; exit 0 on SUCCESS, 1 on FAILURE, 3 on timeout.
 
     Example: limetask wait 6f1c... my-app --timeout 600
     """
-    client = _client(kubeconfig, namespace)
+    client = _client(kubeconfig, namespace, results_url)
     final = _wait(client, client.get_status(task_id, app_name), timeout, output)
     _print(final, output)
     raise typer.Exit(0 if final.status == "SUCCESS" else 1)
@@ -240,15 +250,17 @@ def list_(
     state: Annotated[str | None, typer.Option("--state", "-s", help="PENDING, STARTED, SUCCESS or FAILURE")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most this many")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+    results_url: ResultsUrl = None,
 ) -> None:
-    """List tasks. Example: limetask list --app my-app --state FAILURE"""
-    items = _client(kubeconfig, namespace).list(app_name, state.upper() if state else None, limit)
+    """List tasks, live then archived (newest first). Example: limetask list --app my-app --state FAILURE"""
+    items = _client(kubeconfig, namespace, results_url).list(app_name, state.upper() if state else None, limit)
     if output is Output.json:
         typer.echo(json.dumps([s.to_dict() for s in items]))
         return
     typer.echo(f"{'ID':38} {'STATE':8} {'ATTEMPTS':8} {'APP':20} TASK")
     for s in items:
-        typer.echo(f"{s.id:38} {s.status:8} {s.attempts:<8} {s.app:20} {s.task}")
+        note = "  (archived)" if s.archived else ""
+        typer.echo(f"{s.id:38} {s.status:8} {s.attempts:<8} {s.app:20} {s.task}{note}")
 
 
 @app.command()
@@ -257,12 +269,13 @@ def cancel(
     task_id: Annotated[str, typer.Argument(help="the task id")],
     app_name: Annotated[str, typer.Argument(metavar="APP", help="application name")],
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+    results_url: ResultsUrl = None,
 ) -> None:
     """Cancel a pending or running task (it ends as FAILURE, reason Cancelled).
 
     Example: limetask cancel 6f1c... my-app
     """
-    _print(_client(kubeconfig, namespace).cancel(task_id, app_name), output)
+    _print(_client(kubeconfig, namespace, results_url).cancel(task_id, app_name), output)
 
 
 @app.command("run-local")
@@ -439,26 +452,33 @@ def web(
 
     Tokens (app → token) come from LIMETASK_WEB_TOKENS_FILE (a JSON object, app=token lines,
     or a directory with one file per app, such as a mounted Secret) or LIMETASK_WEB_TOKENS (JSON).
+    Kubernetes tokens work too (LIMETASK_WEB_KUBERNETES_AUTH=false turns them off). With
+    LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE, archived tasks are served too (the results API).
 
     Example: LIMETASK_WEB_TOKENS='{"my-app": "s3cret"}' limetask web --port 8000 --imports acme_solution.tasks.lime
     """
     try:
         import uvicorn
 
-        from .web import TokenStore, create_app
+        from .tokens import TokenStore
+        from .web import create_app
     except ImportError as exc:
         _fail(f"the web server is not installed ({exc.name}): pip install 'limetask[web]'")
-    client = _client(kubeconfig, namespace)
+    client = _client(kubeconfig, namespace, results_url="")  # the archive is read here, not through itself
     try:
         tokens = TokenStore.from_env()
     except ValueError as exc:
         _fail(str(exc))
+    from .archive import ArchiveReader, redact, url_from_env
+
+    archive_url = url_from_env()  # an invalid URL is one line (a LimeTaskError)
     modules = [m.strip() for m in (imports or "").split(",") if m.strip()]
     for module in modules:
         if not MODULE_RE.fullmatch(module):
             _fail(f"--imports: {module!r} is not a dotted module name")
     try:
-        server = create_app(client=client, tokens=tokens, imports=modules)
+        server = create_app(client=client, tokens=tokens, imports=modules,
+                            archive=ArchiveReader(archive_url) if archive_url else None)
     except ImportError as exc:
         _fail(f"--imports: {exc}")
     if not tokens.apps():
@@ -468,12 +488,60 @@ def web(
         typer.secho("warning: no --imports: only tasks registered by this process can be started",
                     fg=typer.colors.YELLOW, err=True)
     typer.echo(f"serving namespace {client.namespace} on http://{host}:{port} "
-               f"(applications: {', '.join(tokens.apps()) or 'none'})", err=True)
+               f"(applications: {', '.join(tokens.apps()) or 'none'}; archive: "
+               f"{redact(archive_url) if archive_url else 'none, live tasks only'})", err=True)
     try:
         uvicorn.run(server, host=host, port=port, log_level=log_level)
     except SystemExit as exc:
         # uvicorn exits 3 when it cannot start, which here would read as "the wait timed out".
         raise typer.Exit(2 if exc.code else 0) from None
+
+
+archive_app = typer.Typer(no_args_is_help=True, help="The archive of finished tasks (PostgreSQL).")
+app.add_typer(archive_app, name="archive")
+
+
+def _archive_url() -> str:
+    from .archive import url_from_env
+
+    url = url_from_env()
+    if url is None:
+        _fail("no archive configured: set LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE "
+              "(postgresql://user:password@host:port/database)")
+    return url
+
+
+@archive_app.command("migrate")
+@_guard
+def archive_migrate() -> None:
+    """Bring the archive's schema to this release's version (the operator does it at start too).
+
+    Example: LIMETASK_ARCHIVE_URL_FILE=/etc/limetask/archive-url limetask archive migrate
+    """
+    from .archive import migrate, redact
+
+    url = _archive_url()
+    typer.echo(f"migrating the archive at {redact(url)}", err=True)
+    typer.echo(f"schema at version {migrate(url)}")
+
+
+@archive_app.command("status")
+@_guard
+def archive_status(output: OutputOpt = Output.text) -> None:
+    """Show the archive's schema version, tasks, size and daily partitions.
+
+    Example: limetask archive status -o json
+    """
+    from .archive import describe
+
+    info = describe(_archive_url())
+    if output is Output.json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"schema version {info['version'] or 'none (run: limetask archive migrate)'}")
+    typer.echo(f"tasks {info['tasks']}  size {info['bytes'] / 2**20:.1f} MiB  partitions {len(info['partitions'])}")
+    if info["partitions"]:
+        typer.echo(f"oldest day {info['partitions'][0]}, newest {info['partitions'][-1]}")
 
 
 generate_app = typer.Typer(no_args_is_help=True, help="Add Lime Task files to a solution package.")

@@ -4,10 +4,15 @@ Works from inside a cluster (the pod's service account) and from outside (a kube
 `LIMETASK_KUBECONFIG`, else `KUBECONFIG` or `~/.kube/config`). The namespace comes from
 `LIMETASK_NAMESPACE`, else the pod's own namespace, else the kubeconfig context, else
 `default`.
+
+Finished tasks leave the cluster for the archive after a while; with `LIMETASK_RESULTS_URL`
+(the HTTP endpoint's results API, see lime_task.results) they are read from there, so that
+`get_status`, `wait`, `list` and `cancel` see live and archived tasks alike.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import threading
@@ -53,7 +58,11 @@ class TaskClient:
     """A connection to one namespace of one cluster. The module functions use a shared one."""
 
     def __init__(self, kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
-                 context: str | None = None) -> None:
+                 context: str | None = None, results_url: str | None = None,
+                 results_tokens: Mapping[str, str] | None = None) -> None:
+        """`results_url`, `results_tokens`: the HTTP endpoint's results API and the tokens of
+        applications there (default: LIMETASK_RESULTS_URL and LIMETASK_RESULTS_TOKENS[_FILE]);
+        "" turns archived reads off."""
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -78,6 +87,28 @@ class TaskClient:
         self.namespace: str = ns or "default"
         self.api_client = client.ApiClient(cfg)
         self.api = client.CustomObjectsApi(self.api_client)
+        from .results import ResultsClient
+
+        self.results: ResultsClient | None
+        if results_url == "":
+            self.results = None
+        elif results_url is not None:
+            self.results = ResultsClient(results_url, results_tokens, self._bearer_token,
+                                         os.environ.get("LIMETASK_RESULTS_CA_FILE") or None)
+        else:
+            self.results = ResultsClient.from_env(self._bearer_token)
+            if self.results is not None and results_tokens:
+                self.results.tokens = ResultsClient(self.results.url, results_tokens).tokens
+
+    def _bearer_token(self) -> str | None:
+        """This client's Kubernetes bearer token (None with client certificates)."""
+        try:
+            value = self.api_client.configuration.get_api_key_with_prefix("authorization")
+        except Exception:  # noqa: BLE001 - no token: the results API needs an application token then
+            return None
+        if not value:
+            return None
+        return str(value).removeprefix("Bearer ").strip() or None
 
     # -- low level ----------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -198,12 +229,31 @@ class TaskClient:
             raise ClusterError(f"creating the task failed: {exc.status} {_api_message(exc)}") from exc
         return TaskStatus.from_resource(created, self)
 
-    def get_status(self, task_id: str, app_name: str) -> TaskStatus:
-        return TaskStatus.from_resource(self._get_for_app(task_id, app_name), self)
+    def _archived(self, task_id: str, app_name: str) -> TaskStatus | None:
+        """The task from the archive (the results API), or None: not archived, or no archive."""
+        if self.results is None or not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
+            return None
+        found = self.results.get(app_name, task_id)
+        return TaskStatus.from_dict(found, self) if found is not None else None
 
-    def cancel(self, task_id: str, app_name: str) -> TaskStatus:
+    def get_status(self, task_id: str, app_name: str, archive: bool = True) -> TaskStatus:
+        """The task's status, live, or archived once it has left the cluster (`archive`)."""
+        try:
+            return TaskStatus.from_resource(self._get_for_app(task_id, app_name), self)
+        except NotFoundError:
+            found = self._archived(task_id, app_name) if archive else None
+            if found is None:
+                raise
+            return found
+
+    def cancel(self, task_id: str, app_name: str, archive: bool = True) -> TaskStatus:
         """Ask the operator to stop the task; it ends as FAILURE with reason `Cancelled`."""
-        body = self._get_for_app(task_id, app_name)
+        try:
+            body = self._get_for_app(task_id, app_name)
+        except NotFoundError:
+            if not archive or self._archived(task_id, app_name) is None:
+                raise
+            raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished (archived)") from None
         status = TaskStatus.from_resource(body, self)
         if status.is_completed():
             raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished ({status.status})")
@@ -212,13 +262,33 @@ class TaskClient:
                                 GROUP, VERSION, self.namespace, PLURAL, task_id, patch)
         return TaskStatus.from_resource(updated, self)
 
-    def list(self, app_name: str | None = None, state: str | None = None, limit: int | None = None) -> list[TaskStatus]:
-        """The tasks in the namespace, of one application if `app_name` is given.
+    def list(self, app_name: str | None = None, state: str | None = None, limit: int | None = None,
+             archive: bool = True) -> builtins.list[TaskStatus]:
+        """The tasks in the namespace, of one application if `app_name` is given: the live ones,
+        then (with the results API, `archive`) the archived ones, newest first.
 
         An application's tasks are those whose spec.app names it: the ones `send_task` made
         (labelled with the application) and those made some other way, e.g. with kubectl,
         without the label. The label is only a filter on the server; spec.app decides.
         """
+        items = self._list_live(app_name, state, limit)
+        if not archive or self.results is None or (limit and len(items) >= limit):
+            return items
+        seen = {s.id for s in items}
+        cursor: str | None = None
+        while True:
+            want = min(1000, limit - len(items)) if limit else 1000
+            page, cursor = self.results.list(app_name, state, want, cursor)
+            for found in page:
+                st = TaskStatus.from_dict(found, self)
+                if st.id not in seen:
+                    items.append(st)
+                    if limit and len(items) >= limit:
+                        return items
+            if not cursor:
+                return items
+
+    def _list_live(self, app_name: str | None, state: str | None, limit: int | None) -> builtins.list[TaskStatus]:
         if state is not None and state not in STATES:
             raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -250,7 +320,14 @@ class TaskClient:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
-        body = self._get_for_app(task_id, app_name)
+        try:
+            body = self._get_for_app(task_id, app_name)
+        except NotFoundError:
+            archived = self._archived(task_id, app_name)
+            if archived is None:
+                raise
+            yield archived  # finished, and archived: nothing to wait for
+            return
         current = TaskStatus.from_resource(body, self)
         yield current
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -269,7 +346,13 @@ class TaskClient:
                     obj = event["object"]
                     version = obj.get("metadata", {}).get("resourceVersion", version)
                     if event["type"] == "DELETED":
-                        raise NotFoundError(f"task {task_id!r} was deleted")
+                        # Archived and removed from the cluster (only a finished task is), or deleted.
+                        archived = self._archived(task_id, app_name)
+                        if archived is None or archived.id != current.id:
+                            raise NotFoundError(f"task {task_id!r} was deleted")
+                        w.stop()
+                        yield archived
+                        return
                     if event["type"] == "ERROR":
                         break
                     new = TaskStatus.from_resource(obj, self)
@@ -339,11 +422,14 @@ def default_client() -> TaskClient:
 
 
 def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
-              context: str | None = None) -> TaskClient:
-    """Point the module functions (`send_task`, `get_status`, ...) at a cluster and namespace."""
+              context: str | None = None, results_url: str | None = None,
+              results_tokens: Mapping[str, str] | None = None) -> TaskClient:
+    """Point the module functions (`send_task`, `get_status`, ...) at a cluster and namespace,
+    and at the results API that serves archived tasks (see `TaskClient`)."""
     global _default
     with _default_lock:
-        _default = TaskClient(kubeconfig=kubeconfig, namespace=namespace, context=context)
+        _default = TaskClient(kubeconfig=kubeconfig, namespace=namespace, context=context,
+                              results_url=results_url, results_tokens=results_tokens)
         return _default
 
 

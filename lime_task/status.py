@@ -49,6 +49,8 @@ class TaskStatus:
     event_confirmed: bool = False
     namespace: str = "default"
     history: tuple[dict[str, Any], ...] = ()
+    # Read from the archive: the task has finished and left the cluster (see lime_task.archive).
+    archived: bool = False
     _client: "TaskClient | None" = field(default=None, repr=False, compare=False)
 
     @property
@@ -86,10 +88,29 @@ class TaskStatus:
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
             "event_confirmed": self.event_confirmed,
             "namespace": self.namespace,
+            "history": [dict(h) for h in self.history],
+            "archived": self.archived,
         }
 
     @classmethod
-    def from_resource(cls, body: dict[str, Any], client: "TaskClient | None" = None) -> "TaskStatus":
+    def from_dict(cls, d: dict[str, Any], client: "TaskClient | None" = None) -> "TaskStatus":
+        """The inverse of `to_dict` (what the HTTP endpoint answers)."""
+        err = d.get("error")
+        return cls(
+            id=str(d.get("id") or ""), task=str(d.get("task") or ""), app=str(d.get("app") or ""),
+            status=str(d.get("status") or PENDING), result=d.get("result"),
+            error=TaskError(str(err.get("type", "")), str(err.get("message", "")), str(err.get("reason", "")))
+            if isinstance(err, dict) else None,
+            attempts=int(d.get("attempts") or 0), created_at=_time(d.get("created_at")),
+            started_at=_time(d.get("started_at")), completed_at=_time(d.get("completed_at")),
+            event_confirmed=bool(d.get("event_confirmed")), namespace=str(d.get("namespace") or "default"),
+            history=tuple(h for h in d.get("history") or () if isinstance(h, dict)),
+            archived=bool(d.get("archived")), _client=client,
+        )
+
+    @classmethod
+    def from_resource(cls, body: dict[str, Any], client: "TaskClient | None" = None,
+                      archived: bool = False) -> "TaskStatus":
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         st = body.get("status") or {}
@@ -110,5 +131,6 @@ class TaskStatus:
             event_confirmed=bool(event.get("confirmed")),
             namespace=meta.get("namespace", "default"),
             history=tuple(st.get("history") or ()),
+            archived=archived,
             _client=client,
         )

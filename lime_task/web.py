@@ -4,7 +4,11 @@
 
     POST /v1/apps/{app}/tasks              {"task": ..., "args": [...], "kwargs": {...}} -> 202
     GET  /v1/apps/{app}/tasks/{id}         -> 200, or 404 (missing, or another application's)
+    GET  /v1/apps/{app}/tasks?state=&limit=&cursor=  live tasks, then archived ones (paged)
     POST /v1/apps/{app}/tasks/{id}/cancel  -> 200, or 409 once it has finished
+    GET  /v1/apps/{app}/results/{id}       the results API: an archived task only
+    GET  /v1/apps/{app}/results?state=&limit=&cursor=  archived tasks, newest first (paged)
+    GET  /v1/results?app=&state=&limit=&cursor=  every application's (Kubernetes identities only)
     GET  /healthz                          -> 200, without a token
     GET  /openapi.json, /docs
 
@@ -13,6 +17,12 @@ named by LIMETASK_WEB_TOKENS_FILE (a mounted Secret: a JSON object, `app=token` 
 directory with one file per application; re-read when it changes), else LIMETASK_WEB_TOKENS
 (a JSON object). A token opens its own application only. A missing or wrong token, or a
 token of another application, is 401, the same answer whether or not the application exists.
+A Kubernetes token works too (lime_task.kubeauth): its identity may do over HTTP what it may
+do to LimeTasks in the endpoint's namespace (off with LIMETASK_WEB_KUBERNETES_AUTH=false).
+
+Finished tasks that the operator has moved to the archive (PostgreSQL) are read from it when
+the endpoint is given the archive (LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE): a task
+is found live or archived alike, with the same application scoping.
 
 Only tasks registered with `@task` in this process can be started (import their modules with
 `--imports` or LIMETASK_IMPORTS); a task name never makes this server import anything.
@@ -20,13 +30,13 @@ Only tasks registered with `@task` in this process can be started (import their 
 Errors are `{"code": ..., "detail": ...}`: 401 `Unauthorized`; 404 `NotFound`; 409
 `AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over 32 KiB);
 422 `InvalidRequest` (not JSON, wrong shape, invalid application or task name),
-`UnknownTask`, `InvalidArguments`, `InvalidTask`; 503 `ClusterUnavailable`. No other 5xx: an
+`UnknownTask`, `InvalidArguments`, `InvalidTask`; 503 `ClusterUnavailable`,
+`ArchiveUnavailable`. No other 5xx: an
 unexpected error is logged with an id and answered 400 `RequestFailed`.
 
 Needs the `web` extra (fastapi, uvicorn).
 """
 
-import hmac
 import importlib
 import json
 import logging
@@ -34,10 +44,9 @@ import os
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -45,6 +54,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .archive import ArchiveError, ArchiveReader, url_from_env
 from .errors import (
     ClusterError,
     InvalidArgumentsError,
@@ -54,14 +64,16 @@ from .errors import (
     TaskAlreadyFinishedError,
     UnknownTaskError,
 )
+from .kubeauth import KubernetesAuth
 from .registry import resolve_task
-from .resource import APP_NAME_RE, MAX_ARGUMENTS_BYTES, TASK_NAME_MAX, TASK_NAME_RE
-from .validation import check_app_name
+from .resource import APP_NAME_RE, MAX_ARGUMENTS_BYTES, STATES, TASK_NAME_MAX, TASK_NAME_RE
+from .tokens import TokenStore, parse_tokens, read_tokens  # noqa: F401 - the endpoint's token files
 
 LOG = logging.getLogger("limetask.web")
 
 TOKENS_FILE_ENV = "LIMETASK_WEB_TOKENS_FILE"
 TOKENS_ENV = "LIMETASK_WEB_TOKENS"
+KUBERNETES_AUTH_ENV = "LIMETASK_WEB_KUBERNETES_AUTH"
 IMPORTS_ENV = "LIMETASK_IMPORTS"
 # Arguments take at most 32 KiB as compact JSON; a body has room for names and indentation.
 MAX_BODY_BYTES = 64 * 1024
@@ -71,110 +83,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-# -- tokens ---------------------------------------------------------------------------------
-
-def parse_tokens(text: str, source: str = "tokens") -> dict[str, str]:
-    """Application → token from a JSON object or `app=token` lines (`#` starts a comment)."""
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        try:
-            data = json.loads(stripped)
-        except ValueError as exc:
-            raise ValueError(f"{source}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a JSON object of application → token")
-        pairs: Iterable[tuple[Any, Any]] = data.items()
-    else:
-        found: list[tuple[Any, Any]] = []
-        for number, line in enumerate(stripped.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            app, sep, token = line.partition("=")
-            if not sep:
-                raise ValueError(f"{source}, line {number}: expected app=token")
-            found.append((app.strip(), token.strip()))
-        pairs = found
-    return _checked(pairs, source)
-
-
-def _checked(pairs: Iterable[tuple[Any, Any]], source: str) -> dict[str, str]:
-    tokens: dict[str, str] = {}
-    for app, token in pairs:
-        try:
-            check_app_name(app)
-        except InvalidTaskError as exc:
-            raise ValueError(f"{source}: {exc}") from None
-        if not isinstance(token, str) or not token or any(c.isspace() for c in token):
-            raise ValueError(f"{source}: the token of {app!r} must be a non-empty string without spaces")
-        if app in tokens:
-            raise ValueError(f"{source}: {app!r} appears twice")
-        tokens[app] = token
-    return tokens
-
-
-def read_tokens(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Tokens from a file, or from a directory with one file per application (a Secret volume)."""
-    p = Path(path)
-    if p.is_dir():
-        # A Secret volume holds `..data` and timestamped directories next to the keys: skip dot names.
-        return _checked(((f.name, f.read_text().strip()) for f in sorted(p.iterdir())
-                         if not f.name.startswith(".") and f.is_file()), str(p))
-    return parse_tokens(p.read_text(), str(p))
-
-
-class TokenStore:
-    """The bearer token of each application, re-read when its file changes (a rotated Secret)."""
-
-    def __init__(self, tokens: Mapping[str, str] | None = None, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._tokens = _checked(dict(tokens or {}).items(), "tokens")
-        self._stamp: int | None = None
-        self._lock = threading.Lock()
-        if self.path is not None:
-            self._reload(initial=True)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "TokenStore":
-        """From LIMETASK_WEB_TOKENS_FILE, else LIMETASK_WEB_TOKENS (JSON), else no tokens at all."""
-        env = os.environ if env is None else env
-        if env.get(TOKENS_FILE_ENV):
-            return cls(path=env[TOKENS_FILE_ENV])
-        if env.get(TOKENS_ENV):
-            return cls(parse_tokens(env[TOKENS_ENV], TOKENS_ENV))
-        return cls()
-
-    def _reload(self, initial: bool = False) -> None:
-        assert self.path is not None
-        try:
-            stamp = self.path.stat().st_mtime_ns
-            if stamp == self._stamp:
-                return
-            tokens = read_tokens(self.path)
-        except (OSError, ValueError) as exc:
-            if initial:
-                raise ValueError(f"cannot read the tokens from {self.path}: {exc}") from exc
-            LOG.error("cannot re-read the tokens from %s, keeping the old ones: %s", self.path, exc)
-            return
-        self._tokens, self._stamp = tokens, stamp
-
-    def apps(self) -> list[str]:
-        with self._lock:
-            if self.path is not None:
-                self._reload()
-            return sorted(self._tokens)
-
-    def check(self, app: str, presented: str | None) -> bool:
-        """Whether `presented` is the token of `app`, compared in constant time."""
-        with self._lock:
-            if self.path is not None:
-                self._reload()
-            expected = self._tokens.get(app)
-        # Compare even without a token for the app, so that timing does not tell which apps exist.
-        ok = hmac.compare_digest((presented or "").encode(), (expected or "\0").encode())
-        return ok and expected is not None and presented is not None
 
 
 # -- the HTTP contract ----------------------------------------------------------------------
@@ -215,6 +123,15 @@ class TaskStatusBody(BaseModel):
     completed_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     event_confirmed: bool = Field(description="whether the broker has confirmed the completion event")
     namespace: str
+    history: list[dict[str, JsonValue]] = Field(default_factory=list, description="every attempt")
+    archived: bool = Field(default=False, description="read from the archive (the task has left the cluster)")
+
+
+class TaskPage(BaseModel):
+    """A page of tasks, and the cursor of the next one (null: the last page)."""
+
+    items: list[TaskStatusBody]
+    next: str | None = Field(default=None, description="pass as `cursor` for the next page")
 
 
 class ErrorBody(BaseModel):
@@ -246,6 +163,7 @@ def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | Non
 
 
 UNAUTHORIZED = "a valid bearer token of this application is required"
+ARCHIVE_DOWN = "the task archive cannot be reached; try again later"
 CLUSTER_DOWN = "the task service cannot reach its Kubernetes cluster; try again later"
 
 
@@ -267,11 +185,15 @@ AppInPath = Annotated[str, PathParam(min_length=1, max_length=63, pattern=APP_NA
                                      description="application name", examples=["my-app"])]
 
 
-def app_token_auth(tokens: "TokenStore | Mapping[str, str] | None" = None) -> Callable[..., str]:
+def app_token_auth(tokens: "TokenStore | Mapping[str, str] | None" = None,
+                   kubernetes: "Callable[[], KubernetesAuth | None] | None" = None,
+                   verb: str = "get") -> Callable[..., str]:
     """A FastAPI dependency: the `{app}` of the path, once its bearer token has been checked.
 
     `tokens`: a `TokenStore`, a mapping app → token, or None for the environment (read on
     first use). Use it in your own routers: `app: Annotated[str, Depends(app_token_auth())]`.
+    `kubernetes`: gives the `KubernetesAuth` that checks any other token for `verb` on
+    LimeTasks (None: application tokens only).
     """
     store: TokenStore | None = tokens if isinstance(tokens, TokenStore) else (
         TokenStore(tokens) if tokens is not None else None)
@@ -285,10 +207,14 @@ def app_token_auth(tokens: "TokenStore | Mapping[str, str] | None" = None) -> Ca
         if store is None:
             with lock:
                 store = store or TokenStore.from_env()
-        if not store.check(app, credentials.credentials if credentials else None):
-            # An HTTPException, so that the dependency works in any FastAPI application.
-            raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="limetask"'})
-        return app
+        presented = credentials.credentials if credentials else None
+        if store.check(app, presented):
+            return app
+        kube = kubernetes() if kubernetes is not None and presented and not store.holds(presented) else None
+        if kube is not None and presented and kube.allowed(presented, verb):
+            return app
+        # An HTTPException, so that the dependency works in any FastAPI application.
+        raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="limetask"'})
 
     return authorized_app
 
@@ -380,20 +306,30 @@ def _imports_from_env() -> list[str]:
 
 
 def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | None" = None,
-               imports: Iterable[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               imports: Iterable[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               archive: "ArchiveReader | str | None" = None, kubernetes_auth: bool | None = None) -> FastAPI:
     """The HTTP endpoint as a FastAPI application.
 
     `client`: a `TaskClient` (default: the shared one, configured from the environment on the
     first request). `tokens`: app → token, or a `TokenStore` (default: from the environment).
     `imports`: modules whose tasks may be started (default: LIMETASK_IMPORTS); tasks already
-    registered in this process can be started too.
+    registered in this process can be started too. `archive`: the archive's URL or an
+    `ArchiveReader` (default: LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE; none: live
+    tasks only). `kubernetes_auth`: whether Kubernetes tokens are accepted (default:
+    LIMETASK_WEB_KUBERNETES_AUTH, true unless "false").
     """
     for module in (_imports_from_env() if imports is None else imports):
         importlib.import_module(module)
     store = tokens if isinstance(tokens, TokenStore) else (
         TokenStore(tokens) if tokens is not None else TokenStore.from_env())
-    authorized_app = app_token_auth(store)
-    AuthorizedApp = Annotated[str, Depends(authorized_app)]
+    if archive is None:
+        url = url_from_env()
+        archive = ArchiveReader(url) if url else None
+    elif isinstance(archive, str):
+        archive = ArchiveReader(archive)
+    reader: ArchiveReader | None = archive
+    if kubernetes_auth is None:
+        kubernetes_auth = os.environ.get(KUBERNETES_AUTH_ENV, "true").strip().lower() not in ("false", "0", "no")
 
     def task_client() -> Any:
         if client is not None:
@@ -402,16 +338,43 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
 
         return default_client()
 
+    kube_auth: list[KubernetesAuth] = []
+    kube_lock = threading.Lock()
+
+    def kubernetes() -> KubernetesAuth | None:
+        if not kubernetes_auth:
+            return None
+        with kube_lock:
+            if not kube_auth:
+                c = task_client()
+                if not hasattr(c, "api_client"):
+                    return None
+                kube_auth.append(KubernetesAuth(c.api_client, c.namespace))
+            return kube_auth[0]
+
+    def authorized(verb: str) -> Any:
+        return Annotated[str, Depends(app_token_auth(store, kubernetes, verb))]
+
+    def live(method: str, *args: Any) -> Any:
+        """A call to the client that reads the cluster only (the archive is read here)."""
+        c = task_client()
+        fn = getattr(c, method)
+        return fn(*args, archive=False) if _takes_archive(fn) else fn(*args)
+
+    def namespace() -> str:
+        return str(getattr(task_client(), "namespace", "default"))
+
     app = FastAPI(
         title="Lime Task", version="v1",
-        description="Start, read and cancel an application's background tasks. "
-                    "Each application has its own bearer token.",
+        description="Start, read and cancel an application's background tasks, live or archived. "
+                    "Each application has its own bearer token; Kubernetes tokens work too.",
     )
     router = APIRouter(prefix="/v1/apps/{app}/tasks", tags=["tasks"], responses=COMMON_ERRORS)
 
     @router.post("", status_code=202, response_model=TaskStatusBody, summary="Start a task",
                  responses={**_doc(413, "request body or arguments too large")})
-    def start_task(app: AuthorizedApp, body: StartTask, request: Request, response: Response) -> dict[str, Any]:
+    def start_task(app: authorized("create"), body: StartTask, request: Request,  # type: ignore[valid-type]
+                   response: Response) -> dict[str, Any]:
         """Start a registered task for the application; returns its status (PENDING).
 
         The task runs as a Kubernetes Job; read its status at the URL in `Location`.
@@ -432,18 +395,87 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
 
     @router.get("/{task_id}", response_model=TaskStatusBody, summary="Read a task's status",
                 responses={**_doc(404, "no such task for this application")})
-    def read_task(app: AuthorizedApp, task_id: str) -> dict[str, Any]:
-        """The task's status; 404 when it does not exist or belongs to another application."""
-        return task_client().get_status(task_id, app).to_dict()  # type: ignore[no-any-return]
+    def read_task(app: authorized("get"), task_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
+        """The task's status, live or archived; 404 when it does not exist or belongs to another
+        application."""
+        try:
+            return live("get_status", task_id, app).to_dict()  # type: ignore[no-any-return]
+        except NotFoundError:
+            found = _archived(reader, namespace(), task_id, app)
+            if found is None:
+                raise
+            return found
+
+    @router.get("", response_model=TaskPage, summary="List the application's tasks",
+                responses={**_doc(404, "no such application")})
+    def list_tasks(app: authorized("list"), state: StateQuery = None,  # type: ignore[valid-type]
+                   limit: LimitQuery = 100, cursor: CursorQuery = None) -> dict[str, Any]:
+        """The application's live tasks, then its archived ones, newest first. Pass `next` as
+        `cursor` for the next page (which holds archived tasks only)."""
+        items: list[dict[str, Any]] = []
+        if cursor is None:
+            items = [s.to_dict() for s in live("list", app, state, limit)]
+        if reader is None or len(items) >= limit:
+            return {"items": items[:limit], "next": None}
+        seen = {i["id"] for i in items}
+        page = _archive_call(reader.list, namespace(), app, state, limit - len(items), cursor)
+        items += [d for d in (_archived_dict(b) for b in page.items) if d["id"] not in seen]
+        return {"items": items, "next": page.next}
 
     @router.post("/{task_id}/cancel", response_model=TaskStatusBody, summary="Cancel a task",
                  responses={**_doc(404, "no such task for this application"),
                             **_doc(409, "the task has already finished")})
-    def cancel_task(app: AuthorizedApp, task_id: str) -> dict[str, Any]:
+    def cancel_task(app: authorized("patch"), task_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
         """Stop a pending or running task: it ends as FAILURE, reason Cancelled."""
-        return task_client().cancel(task_id, app).to_dict()  # type: ignore[no-any-return]
+        try:
+            return live("cancel", task_id, app).to_dict()  # type: ignore[no-any-return]
+        except NotFoundError:
+            if _archived(reader, namespace(), task_id, app) is None:
+                raise
+            raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished (archived)") from None
 
     app.include_router(router)
+
+    results = APIRouter(prefix="/v1/apps/{app}/results", tags=["results"], responses={
+        **COMMON_ERRORS, **_doc(503, "the cluster or the archive cannot be reached")})
+
+    @results.get("/{task_id}", response_model=TaskStatusBody, summary="Read an archived task",
+                 responses={**_doc(404, "no such archived task for this application")})
+    def read_result(app: authorized("get"), task_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
+        """A finished task from the archive (the client asks here once a task has left the
+        cluster); 404 when it is not archived or belongs to another application."""
+        found = _archived(reader, namespace(), task_id, app)
+        if found is None:
+            raise NotFoundError(f"task {task_id!r} not found in the archive")
+        return found
+
+    @results.get("", response_model=TaskPage, summary="List the application's archived tasks")
+    def list_results(app: authorized("list"), state: StateQuery = None,  # type: ignore[valid-type]
+                     limit: LimitQuery = 100, cursor: CursorQuery = None) -> dict[str, Any]:
+        """The application's archived tasks, newest first; pass `next` as `cursor` for more."""
+        if reader is None:
+            return {"items": [], "next": None}
+        page = _archive_call(reader.list, namespace(), app, state, limit, cursor)
+        return {"items": [_archived_dict(b) for b in page.items], "next": page.next}
+
+    app.include_router(results)
+
+    bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+    @app.get("/v1/results", response_model=TaskPage, tags=["results"], responses=COMMON_ERRORS,
+             summary="List every application's archived tasks")
+    def list_all_results(credentials: bearer, app: AppQuery = None, state: StateQuery = None,
+                         limit: LimitQuery = 100, cursor: CursorQuery = None) -> dict[str, Any]:
+        """Archived tasks of every application in the namespace, for a Kubernetes identity that
+        may list LimeTasks there (an application's token opens its own application only)."""
+        kube = kubernetes()
+        if kube is None or credentials is None or store.holds(credentials.credentials) or not kube.allowed(
+                credentials.credentials, "list"):
+            raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="limetask"'})
+        if reader is None:
+            return {"items": [], "next": None}
+        page = _archive_call(reader.list, namespace(), app, state, limit, cursor)
+        return {"items": [_archived_dict(b) for b in page.items], "next": page.next}
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     def healthz() -> dict[str, str]:
@@ -454,6 +486,45 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     app.add_middleware(CatchAll)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app
+
+
+StateQuery = Annotated[Literal["PENDING", "STARTED", "SUCCESS", "FAILURE"] | None,
+                       Query(description="only tasks in this state")]
+LimitQuery = Annotated[int, Query(ge=1, le=1000, description="at most this many tasks")]
+CursorQuery = Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")]
+AppQuery = Annotated[str | None, Query(min_length=1, max_length=63, pattern=APP_NAME_RE.pattern,
+                                       description="only this application's tasks")]
+assert set(STATES) == {"PENDING", "STARTED", "SUCCESS", "FAILURE"}
+
+
+def _takes_archive(fn: Any) -> bool:
+    import inspect
+
+    try:
+        return "archive" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _archive_call(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ArchiveError as exc:
+        raise ApiError(503, "ArchiveUnavailable", f"{ARCHIVE_DOWN} ({exc})", {"Retry-After": "5"}) from None
+
+
+def _archived_dict(body: dict[str, Any]) -> dict[str, Any]:
+    from .status import TaskStatus
+
+    return TaskStatus.from_resource(body, archived=True).to_dict()
+
+
+def _archived(reader: "ArchiveReader | None", namespace: str, task_id: str, app: str) -> dict[str, Any] | None:
+    """An archived task of `app` as the API answers it, or None."""
+    if reader is None:
+        return None
+    body = _archive_call(reader.get, namespace, task_id, app)
+    return _archived_dict(body) if body is not None else None
 
 
 def _short_loc(loc: list[str], keep: int = 4) -> list[str]:

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
 from .model import JobView, PodView, TaskView
@@ -49,6 +50,8 @@ class Caches:
         # not delivered it yet (events before it are older than what the cache holds).
         self.watched: dict[Key, deque[str]] = {}
         self.echo: dict[Key, str] = {}
+        # Told of every settled task with its whole view, before it is compacted (the archive).
+        self.on_settled: Callable[[TaskView], None] | None = None
 
     def writing(self, task: TaskView, status: dict[str, Any]) -> None:
         """Remember a status this operator is about to write (before the write: the watch
@@ -93,6 +96,8 @@ class Caches:
 
     def _store(self, key: Key, view: TaskView) -> TaskView:
         if view.settled:
+            if self.on_settled is not None:
+                self.on_settled(view)
             # Never written again: nothing left to compare or order.
             if view.trusted:
                 self.written.pop(key, None)

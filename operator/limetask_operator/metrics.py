@@ -7,7 +7,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -28,6 +28,16 @@ EVENTS = Counter("limetask_events_total", "Completion event deliveries", ["sink"
 STATUS_OVERWRITES = Counter("limetask_status_overwrites_total",
                             "Task statuses found written by someone other than the operator")
 RETENTION_DELETES = Counter("limetask_retention_deleted_total", "Finished LimeTasks deleted by retention")
+ARCHIVE_UP = Gauge("limetask_archive_up", "1 while the archive takes writes, 0 while it cannot be written")
+ARCHIVE_PENDING = Gauge("limetask_archive_pending",
+                        "Finished tasks waiting in the cluster to be written to the archive")
+ARCHIVE_WRITTEN = Counter("limetask_archive_written_total", "Finished tasks written to the archive")
+ARCHIVE_FAILURES = Counter("limetask_archive_failures_total", "Archive writes that failed (retried)")
+ARCHIVE_DELETED = Counter("limetask_archive_deleted_total", "Archived LimeTasks deleted from the cluster")
+ARCHIVE_PARTITIONS_DROPPED = Counter("limetask_archive_partitions_dropped_total",
+                                     "Daily archive partitions dropped by retention")
+ARCHIVE_BATCH = Histogram("limetask_archive_batch_seconds", "Time to write one batch to the archive",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:

@@ -18,6 +18,7 @@ from typing import Any
 from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID, PLURAL, VERSION
 
 from . import derivation, metrics
+from .archive import Archiver
 from .caches import Caches, Key
 from .events import owes_event
 from .features import NONE, ServerFeatures
@@ -76,6 +77,11 @@ class Reconciler:
         from .events import EventDispatcher
 
         self.events = EventDispatcher(kube, settings, self.caches)
+        self.archiver: Archiver | None = None
+        if settings.archive_url is not None:
+            # History goes to the archive; LimeTasks stay in etcd only a short while (archive.py).
+            self.archiver = Archiver(kube, settings, settings.archive_url.get_secret_value())
+            self.caches.on_settled = self.archiver.settled
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
         self._refusals: dict[str, tuple[float, dict[str, str]]] = {}  # namespace: (read at, Job: message)
@@ -95,9 +101,7 @@ class Reconciler:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
-            self.caches.drop_task(key)
-            self.overwritten.discard(key)
-            self.deferred.discard(key)
+            self._forget(key)
             return
         self.caches.put_task(body, listed=event_type == "LISTED")
         self.enqueue(key)
@@ -155,10 +159,16 @@ class Reconciler:
     def listed_tasks(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
         """A listing of LimeTasks ended: what it did not hold was deleted while the watch was away."""
         for key in [k for k in self.caches.tasks if k not in seen and (namespace is None or k[0] == namespace)]:
-            self.caches.drop_task(key)
-            self.overwritten.discard(key)
-            self.deferred.discard(key)
+            self._forget(key)
         self._sync_done(namespace)
+
+    def _forget(self, key: Key) -> None:
+        """A LimeTask is gone."""
+        self.caches.drop_task(key)
+        self.overwritten.discard(key)
+        self.deferred.discard(key)
+        if self.archiver is not None:
+            self.archiver.forget(key)
 
     def start_watches(self, namespaces: list[str] | None) -> None:
         from .watches import ResourceWatch, scopes
@@ -202,7 +212,10 @@ class Reconciler:
         for i in range(self.settings.workers):
             self.workers.append(asyncio.create_task(self._worker(), name=f"reconcile-{i}"))
         self.events.start()
-        if self.settings.retention_seconds:
+        if self.archiver is not None:
+            # Archived tasks leave etcd after archive_keep_seconds; none leaves before it is archived.
+            self.archiver.start()
+        elif self.settings.retention_seconds:
             self.workers.append(asyncio.create_task(self._retention(), name="retention"))
         self.workers.append(asyncio.create_task(self._trim_memory(), name="trim-memory"))
 
@@ -213,6 +226,8 @@ class Reconciler:
         self.workers.clear()
         self.watch_tasks.clear()
         await self.events.stop()
+        if self.archiver is not None:
+            await self.archiver.stop()
 
     async def _worker(self) -> None:
         while True:

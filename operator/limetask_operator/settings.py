@@ -63,6 +63,17 @@ class OperatorSettings(BaseModel):
     # Finished LimeTasks (with their event delivered) are deleted this long after they
     # finished, like Lime's result expiry; 0 keeps them forever.
     retention_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    # The archive of finished tasks (PostgreSQL): postgresql://user:password@host:port/database,
+    # or a file holding it (a mounted Secret). Without either, finished tasks stay in etcd for
+    # retention_seconds. With it, a finished task whose event is confirmed is written to the
+    # archive, and its LimeTask deleted archive_keep_seconds after it completed.
+    archive_url: SecretStr | None = None
+    archive_url_file: str | None = None
+    archive_keep_seconds: int = Field(default=600, ge=0)
+    # Archived tasks are dropped, a whole day at a time, after this many days; 0 keeps them.
+    archive_retention_days: int = Field(default=30, ge=0, le=36500)
+    # Tasks written to the archive in one transaction at most.
+    archive_batch_size: int = Field(default=500, ge=1, le=10000)
     # Leader election on a Lease, so that several replicas can run: one leads, the others wait
     # to take over. The Lease's namespace (default: the pod's own) and name.
     leader_election: bool = False
@@ -108,7 +119,7 @@ class OperatorSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _broker(self) -> "OperatorSettings":
+    def _urls(self) -> "OperatorSettings":
         from lime_task.errors import InvalidTaskError
         from lime_task.events import check_broker_url
 
@@ -121,6 +132,19 @@ class OperatorSettings(BaseModel):
         if self.broker_url is not None:
             try:
                 check_broker_url(self.broker_url.get_secret_value())
+            except InvalidTaskError as exc:
+                raise ValueError(str(exc)) from None
+        if self.archive_url is None and self.archive_url_file:
+            try:
+                text = open(self.archive_url_file, encoding="utf-8").read().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read the archive URL file: {exc.strerror}") from None
+            self.archive_url = SecretStr(text) if text else None
+        if self.archive_url is not None:
+            from lime_task.archive import check_url
+
+            try:
+                check_url(self.archive_url.get_secret_value())
             except InvalidTaskError as exc:
                 raise ValueError(str(exc)) from None
         if "{app}" not in self.broker_exchange and not self.broker_exchange:
@@ -148,6 +172,6 @@ class OperatorSettings(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'LIMETASK_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'broker settings'}: "
+                f"{'LIMETASK_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'broker and archive settings'}: "
                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
             raise SettingsError(problems) from None

@@ -1,0 +1,1 @@
+"""Alembic migrations of the task archive (see lime_task.archive.migrate)."""
