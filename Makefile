@@ -73,7 +73,7 @@ test: venv cluster-up broker-up postgres-up
 	@$(PY) -m pytest -q
 
 test-quick: venv
-	@$(PY) -m pytest -q -m 'not e2e'
+	@$(PY) -m pytest -q -m 'not e2e and not archive'
 
 lint: venv
 	@$(PY) -m ruff check lime_task operator runner devtools tests examples

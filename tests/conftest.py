@@ -366,3 +366,54 @@ def tasks(cluster: Cluster, namespace: str, running_operator: Operator) -> Any:
     from lime_task import TaskClient
 
     return TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
+
+
+# -- the archive (PostgreSQL) -------------------------------------------------------------------
+
+ARCHIVE_HOST, ARCHIVE_PORT = "127.0.0.1", int(os.environ.get("LIMETASK_TEST_POSTGRES_PORT", "5432"))
+ARCHIVE_ADMIN_URL = f"postgresql://limetask:limetask@{ARCHIVE_HOST}:{ARCHIVE_PORT}/limetask"
+
+
+def archive_url(port: int = ARCHIVE_PORT, database: str = "limetask") -> str:
+    return f"postgresql://limetask:limetask@{ARCHIVE_HOST}:{port}/{database}"
+
+
+@pytest.fixture(scope="session")
+def archive_db() -> Iterator[str]:
+    """A database of its own for this test session on the real PostgreSQL (devtools/postgres-up.sh),
+    with the archive's schema; dropped at the end."""
+    import psycopg
+
+    name = f"limetask_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL does not answer on {ARCHIVE_HOST}:{ARCHIVE_PORT} ({exc}): run `make postgres-up`")
+    from lime_task.archive import migrate
+
+    url = archive_url(database=name)
+    migrate(url)
+    yield url
+    with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def archive_proxy(archive_db: str) -> Iterator[Any]:
+    """The real PostgreSQL through a proxy that tests can switch off (an outage)."""
+    from tcpproxy import TcpProxy
+
+    proxy = TcpProxy(ARCHIVE_PORT, ARCHIVE_HOST)
+    yield proxy
+    proxy.close()
+
+
+def archive_rows(url: str, namespace: str) -> list[tuple[Any, ...]]:
+    """(name, uid, state, app) of every archived row of a namespace."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        return [tuple(r) for r in conn.execute(
+            "SELECT name, uid::text, state, app FROM limetask_archive WHERE namespace = %s ORDER BY name",
+            (namespace,)).fetchall()]

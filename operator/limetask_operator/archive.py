@@ -75,6 +75,7 @@ class Archiver:
         self.due: list[tuple[float, Key, str]] = []
         self.archived: dict[Key, str] = {}
         self.wake = asyncio.Event()
+        self.opening = asyncio.Lock()
         self.tasks: list[asyncio.Task[None]] = []
         self.migrated = False
         self.up: bool | None = None
@@ -123,22 +124,36 @@ class Archiver:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
-        if self.pool is not None:
+        await self._drop_pool()
+
+    async def _drop_pool(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
             try:
-                await asyncio.wait_for(self.pool.close(), timeout=3)
+                await asyncio.wait_for(pool.close(timeout=1), timeout=3)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - it is being dropped anyway
                 pass
 
     async def _open(self) -> Any:
+        """The pool, opened (and the schema migrated) on first use; after a failure, a new one."""
+        async with self.opening:
+            return await self._open_locked()
+
+    async def _open_locked(self) -> Any:
         if not self.migrated:
             await self._migrate()
         if self.pool is None:
             from psycopg_pool import AsyncConnectionPool
 
-            self.pool = AsyncConnectionPool(
+            pool = AsyncConnectionPool(
                 self.url, min_size=1, max_size=2, open=False, timeout=10,
                 kwargs={"connect_timeout": 5, "application_name": "limetask-operator"})
-            await self.pool.open(wait=False)
+            try:
+                await pool.open(wait=True, timeout=10)
+            except BaseException:
+                await pool.close(timeout=1)
+                raise
+            self.pool = pool
         return self.pool
 
     async def _migrate(self) -> None:
@@ -184,6 +199,7 @@ class Archiver:
                 raise
             except Exception as exc:  # noqa: BLE001 - the archive is down: tasks wait in etcd
                 self._down(exc, delay)
+                await self._drop_pool()  # a fresh pool next time: no connection broken by the outage is reused
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -298,6 +314,7 @@ class Archiver:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again within the hour
+                await self._drop_pool()
                 LOG.warning("archive retention: %s: %s", type(exc).__name__, redact(str(exc).splitlines()[0]
                                                                                      if str(exc) else ""))
             await asyncio.sleep(3600)

@@ -60,7 +60,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/*
-Labels of every object of the operator (and of the CRD and the broker Secret).
+Labels of every object of the operator (and of the CRD and the broker and archive Secrets).
 */}}
 {{- define "limetask.labels" -}}
 {{- include "limetask.componentLabels" (list . "operator") }}
@@ -143,6 +143,32 @@ The broker Secret's name and key, when a broker is configured.
 {{- end }}
 
 {{/*
+The archive Secret's name and key, when the archive is configured.
+*/}}
+{{- define "limetask.archiveSecretName" -}}
+{{- if .Values.archive.existingSecret.name }}
+{{- .Values.archive.existingSecret.name }}
+{{- else if .Values.archive.url }}
+{{- printf "%s-archive" (include "limetask.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{- define "limetask.archiveSecretKey" -}}
+{{- if .Values.archive.existingSecret.name }}
+{{- .Values.archive.existingSecret.key }}
+{{- else }}
+{{- "url" }}
+{{- end }}
+{{- end }}
+
+{{/*
+A checksum of the archive settings: a new URL restarts the pods that read it at start.
+*/}}
+{{- define "limetask.archiveChecksum" -}}
+{{- printf "%s|%s|%s" .Values.archive.url .Values.archive.existingSecret.name .Values.archive.existingSecret.key | sha256sum }}
+{{- end }}
+
+{{/*
 The restricted security context of a container (Pod Security Standard "restricted"), running
 as the given user and group: (list $ 10001).
 */}}
@@ -172,6 +198,11 @@ with its tokens, and its image (by default the runner image, which holds the sol
 */}}
 {{- define "limetask.webFullname" -}}
 {{- printf "%s-web" (include "limetask.fullname" . | trunc 59 | trimSuffix "-") }}
+{{- end }}
+
+{{- /* Cluster-scoped: the binding of the endpoint's ServiceAccount to system:auth-delegator. */}}
+{{- define "limetask.webAuthName" -}}
+{{- printf "%s-web-auth" (include "limetask.clusterName" . | trunc 54 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "limetask.webTokensSecretName" -}}
