@@ -1,7 +1,7 @@
 """`make bench`: what the operator costs, measured side by side on the local cluster (a real node).
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
-                    [--only podstart,overhead,burst,submit,scale,ceiling,watchlayer]
+                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer]
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -211,7 +211,7 @@ class Bench:
     # -- 1. overhead --------------------------------------------------------------------------
     def overhead(self) -> None:
         n = self.args.n
-        say(f"1/6 overhead: {n} bare Jobs, then {n} LimeTasks with the same pod spec")
+        say(f"1/7 overhead: {n} bare Jobs, then {n} LimeTasks with the same pod spec")
         from limetask_operator.manifests import build_job
         from limetask_operator.model import TaskView
         from limetask_operator.settings import OperatorSettings
@@ -262,7 +262,7 @@ class Bench:
     # -- 2. reaction latency under a burst ------------------------------------------------------
     def burst(self) -> None:
         n = self.args.burst
-        say(f"2/6 reaction latency: a burst of {n} LimeTasks")
+        say(f"2/7 reaction latency: a burst of {n} LimeTasks")
         ns = self.namespace("burst")
         created: dict[str, float] = {}
         job_seen: dict[str, float] = {}
@@ -338,7 +338,7 @@ class Bench:
     # -- 3. submit cost ---------------------------------------------------------------------------
     def submit(self) -> None:
         n = 200
-        say(f"3/6 submit cost: {n} send_task calls against {n} bare creates (in a namespace not watched)")
+        say(f"3/7 submit cost: {n} send_task calls against {n} bare creates (in a namespace not watched)")
         from lime_task import TaskClient
 
         ns = f"submit-{uuid.uuid4().hex[:6]}"
@@ -367,7 +367,7 @@ class Bench:
     # -- 4. scale ---------------------------------------------------------------------------------
     def scale(self) -> None:
         sizes = [int(x) for x in self.args.scale.split(",") if x]
-        say(f"4/6 scale: operator memory and CPU with {', '.join(map(str, sizes))} LimeTasks present")
+        say(f"4/7 scale: operator memory and CPU with {', '.join(map(str, sizes))} LimeTasks present")
         ns = self.namespace("scale")
         present = 0
         out: dict[str, Any] = {}
@@ -424,7 +424,7 @@ class Bench:
     # -- 5. the API server's ceiling ------------------------------------------------------------------
     def ceiling(self) -> None:
         n = 1000
-        say(f"5/6 ceiling: the API server's create rate for {n} small ConfigMaps ({THREADS} threads)")
+        say(f"5/7 ceiling: the API server's create rate for {n} small ConfigMaps ({THREADS} threads)")
         ns = f"ceiling-{uuid.uuid4().hex[:6]}"
         self.core.create_namespace({"metadata": {"name": ns}})
         t0 = time.monotonic()
@@ -459,10 +459,17 @@ class Bench:
             self.results["ceiling"]["jobs_per_second_in_burst_with_pods_running"] = \
                 self.results["burst"]["jobs_per_second"]
 
-    # -- 6. the watching layer: the operator's own watches against kopf's --------------------------
+    # -- 6. history out of etcd: the archive -----------------------------------------------------
+    def archive(self) -> None:
+        say("6/7 archive: PostgreSQL history (bench/archive.py)")
+        from bench import archive
+
+        archive.run(self)
+
+    # -- 7. the watching layer: the operator's own watches against kopf's --------------------------
     def watchlayer(self) -> None:
         sizes = [int(x) for x in self.args.watchlayer.split(",") if x]
-        say(f"6/6 watchlayer: one process per way of watching ({', '.join(WATCH_MODES)}), "
+        say(f"7/7 watchlayer: one process per way of watching ({', '.join(WATCH_MODES)}), "
             f"{', '.join(map(str, sizes))} LimeTasks present, then {WATCH_M} modifications")
         # The bench's operator watches bench-* (a pattern, so every namespace, filtered as events
         # come): it would receive these LimeTasks' events too, and compete for the CPU.
@@ -591,7 +598,7 @@ class Bench:
     # -- 0. what the node costs: one pod at a time, create -> running -> terminated --------------
     def podstart(self) -> None:
         n = 20
-        say(f"0/6 pod start: {n} pods of the runner image, one at a time")
+        say(f"0/7 pod start: {n} pods of the runner image, one at a time")
         ns = self.namespace("podstart")
         image = os.environ["LIMETASK_RUNNER_IMAGE"]
         sc = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
@@ -631,7 +638,7 @@ class Bench:
     def run(self) -> None:
         steps = {"podstart": self.podstart, "overhead": self.overhead, "burst": self.burst, "submit": self.submit,
                  "scale": self.scale,
-                 "ceiling": self.ceiling, "watchlayer": self.watchlayer}
+                 "ceiling": self.ceiling, "archive": self.archive, "watchlayer": self.watchlayer}
         only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
         unknown = set(only) - set(steps)
         if unknown:
@@ -676,6 +683,21 @@ def table(results: dict[str, Any]) -> str:
         c = results["ceiling"]
         rows.append(f"ceiling   API creates {c['creates_per_second']}/s; operator Jobs "
                     f"{c.get('operator_jobs_per_second', '-')}/s; fraction {c.get('fraction', '-')} (target >= 0.5)")
+    if "archive" in results:
+        a = results["archive"]
+        side = a["operator_with_1000_in_cluster"]
+        rows.append(f"archive   1,000 in the cluster, 0 vs {a['size']['rows']:,} archived: resync "
+                    f"{' vs '.join(str(v['resync_s']) + 's' for v in side.values())}, idle "
+                    f"{' vs '.join(str(v['idle_rss_mb']) + ' MB' for v in side.values())} (RSS ratio {a['rss_ratio']}, "
+                    f"resync ratio {a['resync_ratio']}; target within 10%)")
+        g = a["get_status"]
+        rows.append(f"archive   get_status p50 live {g['live_ms_p50']} ms, archived {g['archived_ms_p50']} ms "
+                    f"(ratio {g['ratio_p50']}, target <= 2)")
+        o = a["operator_archive"]
+        rows.append(f"archive   write path {a['write']['rows_per_second']} tasks/s; the operator archived {o['tasks']} "
+                    f"found at start at {o['archived_per_second']}/s, deleted at {o['deleted_per_second']}/s; "
+                    f"conversion {a['conversion_jobs_per_second'] or '-'} Jobs/s; "
+                    f"{a['size']['mb_per_100k']} MB per 100,000 tasks")
     if "watchlayer" in results:
         w = results["watchlayer"]
         sizes = dict.fromkeys(size for by_size in w["modes"].values() for size in by_size)
@@ -702,7 +724,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=int(os.environ.get("BENCH_BURST", "500")))
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                        help="comma-separated: overhead,burst,submit,scale,ceiling,watchlayer")
+                        help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))

@@ -1,7 +1,10 @@
-"""`make demo`: a real task end to end on the local cluster (a real node), then one FAILURE.
+"""`make demo`: a real task end to end on the local cluster (a real node), then one FAILURE,
+then the same task read back from the archive once it has left the cluster.
 
-Installs the CRD, starts the operator, sends the acme solution's tasks with `send_task`, and
-shows each status change as it happens.
+Installs the CRD, starts the operator (with the local PostgreSQL as its archive, and a short
+time in the cluster for finished tasks), sends the acme solution's tasks with `send_task`, shows
+each status change as it happens, and reads the finished task through the HTTP endpoint's
+results API after the operator has archived it and deleted its LimeTask.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ sys.path.insert(0, str(REPO / "devtools" / "cluster"))
 import localcluster  # noqa: E402
 
 NAMESPACE = "limetask-demo"
+ARCHIVE = os.environ.get("LIMETASK_DEMO_ARCHIVE_URL", "postgresql://limetask:limetask@127.0.0.1:5432/limetask")
+KEEP_SECONDS = 5
 
 
 def step(msg: str) -> None:
@@ -46,7 +51,8 @@ def main() -> int:
     step(f"starting the operator; tasks run in {localcluster.IMAGES['acme-runner']} on the node "
          "(log: .cluster/logs/demo-operator.log)")
     log = open(REPO / ".cluster" / "logs" / "demo-operator.log", "ab")
-    env = {**os.environ, "LIMETASK_RUNNER_IMAGE": localcluster.IMAGES["acme-runner"]}
+    env = {**os.environ, "LIMETASK_RUNNER_IMAGE": localcluster.IMAGES["acme-runner"],
+           "LIMETASK_ARCHIVE_URL": ARCHIVE, "LIMETASK_ARCHIVE_KEEP_SECONDS": str(KEEP_SECONDS)}
     operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace", NAMESPACE],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -77,14 +83,56 @@ def main() -> int:
 
         step("kubectl get limetasks")
         subprocess.run([*kubectl, "get", "lt", "-n", NAMESPACE], check=True)
-        ok = final.status == "SUCCESS" and failed.status == "FAILURE"
-        print("\ndemo", "finished: one SUCCESS with its result, one FAILURE with its error" if ok else "FAILED")
+
+        step(f"history: the operator archives finished tasks in PostgreSQL and deletes their LimeTasks "
+             f"{KEEP_SECONDS}s after they finished; the HTTP endpoint's results API serves them")
+        archived = read_from_archive(kubeconfig, final.id, "my-app-name")
+        print(f"   get_status(id, 'my-app-name') -> {archived.status}, {archived.result!r}, "
+              f"archived={archived.archived}")
+        ok = final.status == "SUCCESS" and failed.status == "FAILURE" and archived.archived and (
+            archived.result == final.result)
+        print("\ndemo", "finished: one SUCCESS with its result, one FAILURE with its error, and the SUCCESS "
+              "read back from the archive" if ok else "FAILED")
         print(f"the cluster keeps running; `export KUBECONFIG={kubeconfig}` to look around, "
               f"`make cluster-down` to stop it")
         return 0 if ok else 1
     finally:
         operator.terminate()
         operator.wait(timeout=15)
+
+
+def read_from_archive(kubeconfig: Path, task_id: str, app: str):  # type: ignore[no-untyped-def]
+    """Serve the HTTP endpoint (with the archive) here, wait for the task to leave the cluster,
+    and read it as a solution would: the client asks the results API, with its Kubernetes token."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from lime_task import NotFoundError, TaskClient, configure, get_status
+    from lime_task.web import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = create_app(client=TaskClient(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url=""), tokens={},
+                     imports=[], archive=ARCHIVE)
+    server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    live = TaskClient(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url="")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            live.get_status(task_id, app)
+        except NotFoundError:
+            print(f"   the LimeTask {task_id} has left the cluster (kubectl get lt no longer shows it)")
+            break
+        time.sleep(0.5)
+    configure(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url=f"http://127.0.0.1:{port}")
+    try:
+        return get_status(task_id, app)
+    finally:
+        server.should_exit = True
 
 
 if __name__ == "__main__":
