@@ -279,7 +279,11 @@ def test_openapi_document() -> None:
     doc = http.get("/openapi.json").json()
     paths = doc["paths"]
     assert set(paths) == {"/v1/apps/{app}/tasks", "/v1/apps/{app}/tasks/{task_id}",
-                          "/v1/apps/{app}/tasks/{task_id}/cancel", "/healthz"}
+                          "/v1/apps/{app}/tasks/{task_id}/cancel", "/v1/apps/{app}/results",
+                          "/v1/apps/{app}/results/{task_id}", "/v1/results", "/healthz"}
+    assert paths["/v1/apps/{app}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
+        "$ref"].endswith("/TaskPage")
+    assert {"limit", "cursor", "state"} <= {p["name"] for p in paths["/v1/apps/{app}/tasks"]["get"]["parameters"]}
     start = paths["/v1/apps/{app}/tasks"]["post"]
     assert start["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/StartTask"
     assert start["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskStatusBody")
@@ -291,6 +295,7 @@ def test_openapi_document() -> None:
     assert schemas["StartTask"]["required"] == ["task"] and schemas["StartTask"]["additionalProperties"] is False
     assert schemas["TaskStatusBody"]["properties"]["status"]["enum"] == ["PENDING", "STARTED", "SUCCESS", "FAILURE"]
     assert set(schemas["ErrorBody"]["required"]) == {"code", "detail"}
+    assert "archived" in schemas["TaskStatusBody"]["properties"]
 
 
 def test_no_tokens_refuses_everything() -> None:

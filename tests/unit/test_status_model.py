@@ -93,9 +93,22 @@ def test_to_dict() -> None:
         "result": {"sum": 3}, "error": None, "attempts": 2,
         "created_at": "2024-05-01T10:00:00+00:00", "started_at": "2024-05-01T10:00:05+00:00",
         "completed_at": "2024-05-01T10:00:09+00:00", "event_confirmed": True, "namespace": "solutions",
+        "history": [{"attempt": 1, "outcome": "WorkerLost"}, {"attempt": 2, "outcome": "SUCCESS"}],
+        "archived": False,
     }
     import json
     json.dumps(d)  # plain JSON
+
+
+def test_from_dict_is_to_dict_read_back() -> None:
+    """What the HTTP endpoint answers (to_dict) reads back as the same status (the results API)."""
+    s = TaskStatus.from_resource(FULL)
+    assert TaskStatus.from_dict(s.to_dict()) == s
+    archived = TaskStatus.from_resource(FULL, archived=True)
+    assert TaskStatus.from_dict(archived.to_dict()).archived is True
+    failed = TaskStatus.from_dict({"id": "x", "status": "FAILURE", "error": {"type": "E", "message": "m",
+                                                                          "reason": "TaskRaised"}})
+    assert failed.error is not None and failed.error.reason == "TaskRaised" and failed.is_completed()
 
 
 def test_to_dict_failure() -> None:
