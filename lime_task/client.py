@@ -102,13 +102,16 @@ class TaskClient:
 
     def _bearer_token(self) -> str | None:
         """This client's Kubernetes bearer token (None with client certificates)."""
-        try:
-            value = self.api_client.configuration.get_api_key_with_prefix("authorization")
-        except Exception:  # noqa: BLE001 - no token: the results API needs an application token then
-            return None
-        if not value:
-            return None
-        return str(value).removeprefix("Bearer ").strip() or None
+        cfg = self.api_client.configuration
+        for identifier in ("BearerToken", "authorization"):  # the client's name for it, newer and older
+            try:
+                # (through the client, which refreshes a pod's rotated token first)
+                value = cfg.get_api_key_with_prefix(identifier)
+            except Exception:  # noqa: BLE001 - no token: the results API needs an application token then
+                value = None
+            if value:
+                return str(value).removeprefix("Bearer ").strip() or None
+        return None
 
     # -- low level ----------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

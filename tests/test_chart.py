@@ -62,6 +62,11 @@ MODES: dict[str, dict[str, Any]] = {
     "crd-not-kept": {"crds": {"keep": False}},
     "broker-existing-secret": {"broker": {"existingSecret": {"name": "rabbitmq", "key": "amqp-url"}}},
     "broker-from-values": {"broker": {"url": "amqp://lime:secret@rabbitmq:5672/%2F", "exchange": "events.{app}"}},
+    # The archive of finished tasks (PostgreSQL), its URL from an existing Secret ...
+    "archive-existing-secret": {"archive": {"existingSecret": {"name": "postgres-archive", "key": "dsn"}}},
+    # ... or from values (the chart makes the Secret), with every other archive value set.
+    "archive-from-values": {"archive": {"url": "postgresql://lime:secret@postgres:5432/limetask",
+                                        "keepInClusterSeconds": 120, "retentionDays": 7, "batchSize": 200}},
     "runner-settings": {
         "runner": {
             "image": {"repository": "registry.example.com/acme/runner", "tag": "2.3.4"},
@@ -135,6 +140,10 @@ WITHOUT_RETENTION_RULES = {**WATCHED_NAMESPACE_RULES, ("limetask.io", "limetasks
 # The HTTP endpoint's Role, in the release namespace only: what TaskClient does (send: create;
 # get_status: get; wait: list, watch; cancel: patch), and nothing more.
 WEB_RULES = {("limetask.io", "limetasks"): {"create", "get", "list", "watch", "patch"}}
+# The HTTP endpoint checks Kubernetes bearer tokens (TokenReview, SubjectAccessReview) with the
+# built-in ClusterRole for exactly that (web.kubernetesAuth, on by default).
+AUTH_DELEGATOR = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"}
+WEB_AUTH_BINDING = f"{RELEASE_NAMESPACE}-lt-limetask-web-auth"
 # And everywhere (kopf's discovery): read-only.
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
@@ -142,9 +151,11 @@ NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
 # Broker settings: the chart sets them only when a broker is configured.
 BROKER_SETTINGS = {"LIMETASK_BROKER_URL", "LIMETASK_BROKER_EXCHANGE", "LIMETASK_BROKER_PUBLISH_TIMEOUT",
                    "LIMETASK_EVENT_RETRY_MAX_SECONDS"}
-# Settings the chart leaves alone: it hands the broker URL over in LIMETASK_BROKER_URL, from the Secret.
+# Settings the chart leaves alone: it hands the broker and archive URLs over in LIMETASK_BROKER_URL
+# and LIMETASK_ARCHIVE_URL, from their Secrets.
 # Set per process where needed (tests running two operators on one host), never by the chart.
-NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE", "LIMETASK_LEADER_ELECTION_IDENTITY"}
+NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE", "LIMETASK_ARCHIVE_URL_FILE", "LIMETASK_LEADER_ELECTION_IDENTITY"}
+ARCHIVE_URL = MODES["archive-from-values"]["archive"]["url"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,6 +498,18 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"limits": {"maxRunnerResources": {"cpu": -1}}}, "at '/limits/maxRunnerResources/cpu': minimum: got -1"),
     ({"runner": {"resources": {"limits": {"memory": "-1Gi"}}}}, "at '/runner/resources/limits/memory': '-1Gi'"),
     ({"limits": {"denyUnlistedResources": "no"}}, "at '/limits/denyUnlistedResources': got string, want boolean"),
+    ({"archive": {"url": "mysql://lime@db/limetask"}}, "at '/archive/url': 'mysql://lime@db/limetask' does not match"),
+    ({"archive": {"url": "postgresql://"}}, "at '/archive/url': 'postgresql://' does not match pattern"),
+    ({"archive": {"keepInClusterSeconds": -1}}, "at '/archive/keepInClusterSeconds': minimum: got -1, want 0"),
+    ({"archive": {"keepInClusterSeconds": 1.5}}, "at '/archive/keepInClusterSeconds': got number, want integer"),
+    ({"archive": {"retentionDays": 36501}}, "at '/archive/retentionDays': maximum: got 36,501, want 36,500"),
+    ({"archive": {"retentionDays": -1}}, "at '/archive/retentionDays': minimum: got -1, want 0"),
+    ({"archive": {"batchSize": 0}}, "at '/archive/batchSize': minimum: got 0, want 1"),
+    ({"archive": {"batchSize": 10001}}, "at '/archive/batchSize': maximum: got 10,001, want 10,000"),
+    ({"archive": {"existingSecret": {"name": "Postgres"}}}, "at '/archive/existingSecret/name': 'Postgres' does not"),
+    ({"archive": {"existingSecret": {"key": ""}}}, "at '/archive/existingSecret/key': minLength: got 0, want 1"),
+    ({"archive": {"database": "x"}}, "at '/archive': additional properties 'database' not allowed"),
+    ({"web": {"kubernetesAuth": "no"}}, "at '/web/kubernetesAuth': got string, want boolean"),
 ])
 def test_schema_rejects_invalid_values(chart: Any, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError) as schema_error:
@@ -557,6 +580,7 @@ def test_default_mode_watches_the_release_namespace(chart: Any) -> None:
     assert not of_kind(objects, "Secret")
     env = {e["name"] for e in operator_container(objects)["env"]}
     assert not env & BROKER_SETTINGS, "no broker is configured by default"
+    assert "LIMETASK_ARCHIVE_URL" not in env, "no archive is configured by default"
 
 
 def test_namespace_list_gets_a_role_in_each_namespace(chart: Any) -> None:
@@ -618,6 +642,97 @@ def test_broker_from_values(chart: Any) -> None:
     assert other["spec"]["template"]["metadata"]["annotations"]["checksum/broker"] != before
 
 
+def archive_url_ref(container: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a container's LIMETASK_ARCHIVE_URL comes from (a secretKeyRef), or None."""
+    env = {e["name"]: e for e in container.get("env", [])}
+    if "LIMETASK_ARCHIVE_URL" not in env:
+        return None
+    assert "value" not in env["LIMETASK_ARCHIVE_URL"], "the archive URL comes from a Secret, never a value"
+    return env["LIMETASK_ARCHIVE_URL"]["valueFrom"]  # type: ignore[no-any-return]
+
+
+def test_archive_is_off_by_default(chart: Any) -> None:
+    objects = render(chart)
+    assert archive_url_ref(operator_container(objects)) is None
+    assert not of_kind(objects, "Secret")
+    # The other archive settings are always given, with the operator's own defaults.
+    env = operator_env(objects)
+    assert (env["LIMETASK_ARCHIVE_KEEP_SECONDS"], env["LIMETASK_ARCHIVE_RETENTION_DAYS"],
+            env["LIMETASK_ARCHIVE_BATCH_SIZE"]) == ("600", "30", "500")
+    settings, defaults = OperatorSettings.from_env(env), OperatorSettings()
+    assert settings.archive_url is None
+    assert (settings.archive_keep_seconds, settings.archive_retention_days, settings.archive_batch_size) == \
+        (defaults.archive_keep_seconds, defaults.archive_retention_days, defaults.archive_batch_size)
+    assert "No archive is configured" in notes(chart)
+
+
+def test_archive_from_an_existing_secret(chart: Any) -> None:
+    objects = render(chart, MODES["archive-existing-secret"])
+    assert not of_kind(objects, "Secret"), "the chart must not make a Secret when one is given"
+    assert archive_url_ref(operator_container(objects)) == {"secretKeyRef": {"name": "postgres-archive", "key": "dsn"}}
+    # The key defaults to "url".
+    default_key = render(chart, {"archive": {"existingSecret": {"name": "postgres-archive"}}})
+    assert archive_url_ref(operator_container(default_key)) == {"secretKeyRef": {"name": "postgres-archive",
+                                                                                 "key": "url"}}
+    assert "Secret postgres-archive" in notes(chart, MODES["archive-existing-secret"])
+
+
+def test_archive_from_values(chart: Any) -> None:
+    objects = render(chart, MODES["archive-from-values"])
+    secret = one(objects, "Secret")
+    assert secret["metadata"]["name"] == "lt-limetask-archive"
+    assert component(secret) == "operator"
+    assert secret["type"] == "Opaque" and secret["stringData"] == {"url": ARCHIVE_URL}
+    assert archive_url_ref(operator_container(objects)) == {"secretKeyRef": {"name": "lt-limetask-archive",
+                                                                             "key": "url"}}
+    # The values reach the operator's settings; with the Secret's URL (as the kubelet hands it
+    # over), they are valid settings with the archive on.
+    env = operator_env(objects)
+    settings = OperatorSettings.from_env({**env, "LIMETASK_ARCHIVE_URL": secret["stringData"]["url"]})
+    assert settings.archive_url is not None and settings.archive_url.get_secret_value() == ARCHIVE_URL
+    assert (settings.archive_keep_seconds, settings.archive_retention_days, settings.archive_batch_size) == \
+        (120, 7, 200)
+    # The URL is never in the Deployment itself; a new URL restarts the operator.
+    deployment = operator_deployment(objects)
+    assert "secret@postgres" not in json.dumps(deployment)
+    before = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/archive"]
+    other = operator_deployment(render(chart, {"archive": {"url": "postgresql://lime:other@postgres/limetask"}}))
+    assert other["spec"]["template"]["metadata"]["annotations"]["checksum/archive"] != before
+    assert before != operator_deployment(render(chart))["spec"]["template"]["metadata"]["annotations"][
+        "checksum/archive"]
+    text = notes(chart, MODES["archive-from-values"])
+    assert "archived to PostgreSQL (URL from Secret lt-limetask-archive)" in text and "120 s" in text
+    assert "secret@postgres" not in text
+
+
+def test_archive_zero_retention_days_keeps_archived_tasks(chart: Any) -> None:
+    objects = render(chart, {"archive": {"url": ARCHIVE_URL, "retentionDays": 0, "keepInClusterSeconds": 0}})
+    settings = OperatorSettings.from_env({**operator_env(objects), "LIMETASK_ARCHIVE_URL": ARCHIVE_URL})
+    assert (settings.archive_retention_days, settings.archive_keep_seconds) == (0, 0)
+    assert "the archive keeps them forever" in notes(chart, {"archive": {"url": ARCHIVE_URL, "retentionDays": 0}})
+
+
+def test_archive_url_and_existing_secret_exclude_each_other(chart: Any) -> None:
+    values = {"archive": {"url": ARCHIVE_URL, "existingSecret": {"name": "postgres-archive"}}}
+    chart.validate_schema(values)  # each value is valid alone: the template says what is wrong
+    with pytest.raises(helm.HelmRenderError, match="set either archive.url or archive.existingSecret.name, not both"):
+        render(chart, values)
+
+
+def test_archive_keeps_the_right_to_delete_tasks(chart: Any) -> None:
+    """Archived LimeTasks are deleted after keepInClusterSeconds, whatever tasks.retentionSeconds
+    says (it does not apply with the archive); without the archive, 0 takes the delete verb away."""
+    for mode in ("archive-existing-secret", "archive-from-values"):
+        values = {**MODES[mode], "tasks": {"retentionSeconds": 0}}
+        for role in of_component(render(chart, values), "Role", "operator"):
+            assert rules_by_resource(role["rules"]) == WATCHED_NAMESPACE_RULES, mode
+        cluster = render(chart, {**values, "watch": {"scope": "cluster"}})
+        role = one(of_component(cluster, "ClusterRole", "operator"), "ClusterRole")
+        assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}, mode
+    for role in of_component(render(chart, {"tasks": {"retentionSeconds": 0}}), "Role", "operator"):
+        assert rules_by_resource(role["rules"]) == WITHOUT_RETENTION_RULES
+
+
 def test_names_fit_in_63_characters(chart: Any) -> None:
     long_release = "a-release-name-that-is-as-long-as-helm-allows-it-1234"  # 53 characters
     assert len(long_release) == 53
@@ -663,7 +778,8 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
                 assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
     # Exactly the rules the operator needs, and read-only ones at cluster level in namespace scope.
     cluster_role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
-    retention = MODES[mode].get("tasks", {}).get("retentionSeconds", 1) > 0
+    # Retention (tasks.retentionSeconds), or the archive, deletes finished LimeTasks.
+    retention = MODES[mode].get("tasks", {}).get("retentionSeconds", 1) > 0 or "archive" in MODES[mode]
     watched_rules = WATCHED_NAMESPACE_RULES if retention else WITHOUT_RETENTION_RULES
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
         assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **watched_rules}
@@ -693,7 +809,11 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
     for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": accounts[component(binding)],
                                         "namespace": RELEASE_NAMESPACE}]
-        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
+        if binding["roleRef"] == AUTH_DELEGATOR:
+            # The one built-in role: the endpoint checks Kubernetes tokens (web.kubernetesAuth).
+            assert (binding["kind"], component(binding)) == ("ClusterRoleBinding", "web"), binding
+        else:
+            assert binding["roleRef"]["name"] == binding["metadata"]["name"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -757,7 +877,7 @@ def test_chart_values_reach_the_runner_pods(chart: Any) -> None:
 
 def test_every_operator_setting_is_a_chart_value(chart: Any) -> None:
     """A setting the chart cannot set is a setting nobody can set in a cluster."""
-    env = {e["name"] for mode in ("runner-settings", "broker-from-values")
+    env = {e["name"] for mode in ("runner-settings", "broker-from-values", "archive-from-values")
            for e in operator_container(render(chart, MODES[mode]))["env"]}
     chart_settings = {name for name in env if name.startswith("LIMETASK_")} - {"LIMETASK_EXTRA"}
     fields = {f"LIMETASK_{name.upper()}" for name in OperatorSettings.model_fields}
@@ -847,14 +967,15 @@ def test_web_is_off_by_default(chart: Any) -> None:
 def test_web_objects(chart: Any) -> None:
     name = "lt-limetask-web"
     assert web_objects(render(chart, MODES["web-token-values"])) == [
-        ("Deployment", name), ("Role", name), ("RoleBinding", name), ("Secret", "lt-limetask-web-tokens"),
-        ("Service", name), ("ServiceAccount", name)]
+        ("ClusterRoleBinding", WEB_AUTH_BINDING), ("Deployment", name), ("Role", name), ("RoleBinding", name),
+        ("Secret", "lt-limetask-web-tokens"), ("Service", name), ("ServiceAccount", name)]
     # An existing Secret: the chart makes none.
     assert web_objects(render(chart, MODES["web-existing-secret"])) == [
-        ("Deployment", name), ("Role", name), ("RoleBinding", name), ("Service", name), ("ServiceAccount", name)]
+        ("ClusterRoleBinding", WEB_AUTH_BINDING), ("Deployment", name), ("Role", name), ("RoleBinding", name),
+        ("Service", name), ("ServiceAccount", name)]
     objects = render(chart, MODES["web-token-values"])
     for o in objects:
-        if component(o) == "web":
+        if component(o) == "web" and o["kind"] != "ClusterRoleBinding":  # cluster-scoped: system:auth-delegator
             assert o["metadata"]["namespace"] == RELEASE_NAMESPACE, o["metadata"]
     # Its own ServiceAccount, not the operator's; only its pod mounts the token.
     sa = one(of_component(objects, "ServiceAccount", "web"), "ServiceAccount")
@@ -863,7 +984,7 @@ def test_web_objects(chart: Any) -> None:
     assert pod["serviceAccountName"] == name != operator_deployment(objects)["spec"]["template"]["spec"]["serviceAccountName"]  # noqa: E501
     assert pod["automountServiceAccountToken"] is True
     assert pod["enableServiceLinks"] is False
-    # Nothing cluster-wide, and the operator's objects are the same as without the endpoint.
+    # The operator's objects are the same as without the endpoint.
     without = [o for o in objects if component(o) != "web"]
     assert without == render(chart)
 
@@ -945,12 +1066,17 @@ def test_web_command_is_the_clis(chart: Any, mode: str) -> None:
 
 
 def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
-    from lime_task import web
+    from lime_task import archive, web
 
     env = {e["name"] for e in web_container(render(chart, MODES["web-token-values"]))["env"]}
     limetask = {n for n in env if n.startswith("LIMETASK_")}
     assert limetask == {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE"}
     assert 'os.environ.get("LIMETASK_NAMESPACE")' in (REPO / "lime_task" / "client.py").read_text()
+    # With the archive, and with Kubernetes tokens turned off.
+    values = {**MODES["archive-from-values"], "web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}}
+    env = {e["name"] for e in web_container(render(chart, values))["env"]}
+    assert {n for n in env if n.startswith("LIMETASK_")} == \
+        {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, web.KUBERNETES_AUTH_ENV}
 
 
 def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path) -> None:
@@ -972,6 +1098,52 @@ def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path
     assert all(store.check(app, token) for app, token in tokens.items())
     # The tokens stay out of the Deployment.
     assert "s3cret-token" not in json.dumps(web_deployment(render(chart, MODES["web-token-values"])))
+
+
+@pytest.mark.parametrize("mode", ["archive-existing-secret", "archive-from-values"])
+def test_web_reads_the_archive(chart: Any, mode: str) -> None:
+    """With the archive, the endpoint gets its URL from the operator's Secret and key, and
+    restarts with the operator when it changes."""
+    objects = render(chart, {**MODES[mode], **MODES["web-token-values"]})
+    operator_ref = archive_url_ref(operator_container(objects))
+    assert operator_ref is not None and archive_url_ref(web_container(objects)) == operator_ref
+    annotations = web_deployment(objects)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/archive"] == \
+        operator_deployment(objects)["spec"]["template"]["metadata"]["annotations"]["checksum/archive"]
+    assert "secret@postgres" not in json.dumps(web_deployment(objects))
+    # podAnnotations stay next to the checksum.
+    web = {**MODES["web-token-values"]["web"], "podAnnotations": {"example.com/team": "platform"}}
+    annotations = web_deployment(render(chart, {**MODES[mode], "web": web}))["spec"]["template"]["metadata"][
+        "annotations"]
+    assert annotations.keys() == {"checksum/archive", "example.com/team"}
+    # Without the archive: no URL, and no checksum.
+    objects = render(chart, MODES["web-token-values"])
+    assert archive_url_ref(web_container(objects)) is None
+    assert "annotations" not in web_deployment(objects)["spec"]["template"]["metadata"]
+
+
+def test_web_kubernetes_auth(chart: Any) -> None:
+    """On by default: the endpoint's ServiceAccount is bound to system:auth-delegator (TokenReview
+    and SubjectAccessReview); off, no binding, and the endpoint is told."""
+    from lime_task import web
+
+    objects = render(chart, MODES["web-token-values"])
+    binding = one(of_component(objects, "ClusterRoleBinding", "web"), "ClusterRoleBinding")
+    assert binding["metadata"]["name"] == WEB_AUTH_BINDING
+    assert "namespace" not in binding["metadata"]
+    assert binding["roleRef"] == AUTH_DELEGATOR
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lt-limetask-web",
+                                    "namespace": RELEASE_NAMESPACE}]
+    assert web.KUBERNETES_AUTH_ENV not in {e["name"] for e in web_container(objects)["env"]}
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["web"]["kubernetesAuth"] is True
+
+    off = render(chart, {"web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}})
+    assert of_kind(off, "ClusterRoleBinding") == of_component(off, "ClusterRoleBinding", "operator")
+    assert AUTH_DELEGATOR not in [b["roleRef"] for b in of_kind(off, "ClusterRoleBinding")]
+    env = {e["name"]: e.get("value") for e in web_container(off)["env"]}
+    assert env[web.KUBERNETES_AUTH_ENV] == "false"
+    # The operator never gets it, web or not.
+    assert not [b for b in of_kind(render(chart), "ClusterRoleBinding") if b["roleRef"] == AUTH_DELEGATOR]
 
 
 @pytest.mark.parametrize("web, message", [
@@ -1137,6 +1309,9 @@ def test_install_with_the_web_endpoint(cluster: Cluster, crd: None, api_client: 
     for kind in ("deployment", "service", "serviceaccount", "role", "rolebinding"):
         assert exists(cluster, kind, web, namespace), kind
     assert exists(cluster, "secret", f"{web}-tokens", namespace)
+    # web.kubernetesAuth (on by default): bound to the built-in system:auth-delegator.
+    auth = f"{namespace}-{release}-limetask"[:54].rstrip("-") + "-web-auth"
+    assert kubectl_json(cluster, "get", "clusterrolebinding", auth)["roleRef"] == AUTH_DELEGATOR
     assert rules_by_resource(kubectl_json(cluster, "get", "role", web, namespace=namespace)["rules"]) == WEB_RULES
     deployment = kubectl_json(cluster, "get", "deployment", web, namespace=namespace)
     pod = deployment["spec"]["template"]["spec"]
@@ -1153,6 +1328,9 @@ def test_install_with_the_web_endpoint(cluster: Cluster, crd: None, api_client: 
         return subprocess.run(argv, check=False, text=True, capture_output=True).stdout.strip() == "yes"
 
     allowed = [(verb, "limetasks.limetask.io") for verb in ("create", "get", "list", "watch", "patch")]
+    # Checking Kubernetes bearer tokens, and what their identities may do (web.kubernetesAuth).
+    allowed += [("create", "tokenreviews.authentication.k8s.io"),
+                ("create", "subjectaccessreviews.authorization.k8s.io")]
     denied = [("delete", "limetasks.limetask.io"), ("deletecollection", "limetasks.limetask.io"),
               ("update", "limetasks.limetask.io"),
               ("update", "limetasks.limetask.io", "--subresource=status"),
