@@ -3,8 +3,8 @@ on the local cluster's real node, with tasks running in the solution's runner im
 
 The session's other end-to-end tests run the operator as a process here (they kill it,
 restart it, run a second replica); this one proves the image, the chart's pod settings
-under Pod Security "restricted", the in-cluster credentials and the path from the pod to
-the broker.
+under Pod Security "restricted", the in-cluster credentials and the paths from the pod to
+the broker and to the archive (PostgreSQL: migrations, writes, deletes from its image).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import localcluster
 import pytest
-from conftest import ACME_IMAGE, CHART, OPERATOR_IMAGE, RESTRICTED, Cluster, Operator, wait_until
+from conftest import ACME_IMAGE, CHART, OPERATOR_IMAGE, RESTRICTED, Cluster, Operator, archive_rows, wait_until
 from kubernetes import client
 from test_e2e_events import Collector
 
@@ -30,7 +30,8 @@ POD_BROKER_USER = "limetask-pods:limetask-pods"
 
 
 @pytest.fixture
-def release(local: Cluster, api_client: Any, namespace: str, operator: Operator) -> Iterator[dict[str, str]]:
+def release(local: Cluster, api_client: Any, namespace: str, operator: Operator,
+            archive_db: str) -> Iterator[dict[str, str]]:
     """The chart installed with the operator image, watching the test's namespace. The session's
     operator process watches every namespace, so it steps aside meanwhile."""
     import helm_python as helm
@@ -49,6 +50,8 @@ def release(local: Cluster, api_client: Any, namespace: str, operator: Operator)
                    "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
         # The broker runs on this machine; pods reach it at the node's bridge address.
         "broker": {"url": f"amqp://{POD_BROKER_USER}@{api_ip}:5672/"},
+        # So does PostgreSQL (devtools/postgres-up.sh lets the pods' range in).
+        "archive": {"url": archive_db.replace("@127.0.0.1:", f"@{api_ip}:"), "keepInClusterSeconds": 1},
     }
     operator.stop()
     try:
@@ -82,7 +85,7 @@ def ready_pod(core: client.CoreV1Api, release: dict[str, str], not_named: str | 
 
 
 def test_the_chart_runs_the_operator_image_as_a_pod(local: Cluster, api_client: Any, namespace: str,
-                                                    release: dict[str, str]) -> None:
+                                                    release: dict[str, str], archive_db: str) -> None:
     core = client.CoreV1Api(api_client)
     pod = ready_pod(core, release)
     assert pod.spec.node_name == localcluster.NODE_NAME
@@ -100,6 +103,11 @@ def test_the_chart_runs_the_operator_image_as_a_pod(local: Cluster, api_client: 
         task_pod = core.list_namespaced_pod(namespace, label_selector=f"limetask.io/task-id={status.id}").items[0]
         assert task_pod.spec.containers[0].image == ACME_IMAGE
         wait_until(lambda: f"{status.id}.SUCCESS" in collector.ids(), timeout=60, message="the event from the pod")
+        # Then archived from the pod (its image migrates the schema and writes), and gone from etcd.
+        wait_until(lambda: [r[0] for r in archive_rows(archive_db, namespace)] == [status.id], timeout=60,
+                   message="the task in the archive")
+        wait_until(lambda: local.run_kubectl("get", "lt", status.id, namespace=namespace, check=False).returncode != 0,
+                   timeout=60, message="the archived task to leave the cluster")
 
         # The Deployment replaces a lost operator pod, and the new one carries on.
         core.delete_namespaced_pod(pod.metadata.name, release["namespace"], grace_period_seconds=0)
