@@ -18,6 +18,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from .resource import (
     STATES,
     VERSION,
 )
+from .results import ResultsClient, ResultsUnavailableError
 from .status import TaskStatus
 from .validation import check_app_name, check_arguments, check_task_name
 
@@ -87,8 +89,6 @@ class TaskClient:
         self.namespace: str = ns or "default"
         self.api_client = client.ApiClient(cfg)
         self.api = client.CustomObjectsApi(self.api_client)
-        from .results import ResultsClient
-
         self.results: ResultsClient | None
         if results_url == "":
             self.results = None
@@ -281,7 +281,15 @@ class TaskClient:
         cursor: str | None = None
         while True:
             want = min(1000, limit - len(items)) if limit else 1000
-            page, cursor = self.results.list(app_name, state, want, cursor)
+            try:
+                page, cursor = self.results.list(app_name, state, want, cursor)
+            except ResultsUnavailableError as exc:
+                if app_name or not exc.refused:
+                    raise
+                # Every application's archived tasks are listed for a Kubernetes identity only.
+                warnings.warn(f"archived tasks are not listed: {exc}; name the application to list its "
+                              f"archived tasks with its token", stacklevel=2)
+                return items
             for found in page:
                 st = TaskStatus.from_dict(found, self)
                 if st.id not in seen:

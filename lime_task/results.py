@@ -33,6 +33,10 @@ CA_FILE_ENV = "LIMETASK_RESULTS_CA_FILE"
 class ResultsUnavailableError(ClusterError):
     """The results API (or the archive behind it) cannot be reached or refused the request."""
 
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused  # a 401: the token was not accepted
+
 
 class ResultsClient:
     def __init__(self, url: str, tokens: TokenStore | Mapping[str, str] | None = None,
@@ -89,7 +93,8 @@ class ResultsClient:
         if resp.status == 401:
             raise ResultsUnavailableError(
                 f"the results API at {self.url} refused the token for {app or 'every application'}: set "
-                f"{TOKENS_FILE_ENV} (the application's token), or use a Kubernetes identity that may read LimeTasks")
+                f"{TOKENS_FILE_ENV} (the application's token), or use a Kubernetes identity that may read LimeTasks",
+                refused=True)
         if resp.status >= 300:
             detail = body.get("detail") if isinstance(body, dict) else None
             raise ResultsUnavailableError(f"the results API at {self.url} answered {resp.status}: "

@@ -411,14 +411,23 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     def list_tasks(app: authorized("list"), state: StateQuery = None,  # type: ignore[valid-type]
                    limit: LimitQuery = 100, cursor: CursorQuery = None) -> dict[str, Any]:
         """The application's live tasks, then its archived ones, newest first. Pass `next` as
-        `cursor` for the next page (which holds archived tasks only)."""
+        `cursor` for the next page."""
         items: list[dict[str, Any]] = []
-        if cursor is None:
-            items = [s.to_dict() for s in live("list", app, state, limit)]
+        seen: set[str] = set()
+        archive_cursor = cursor
+        if cursor is None or cursor.startswith(LIVE_CURSOR):
+            offset = _live_offset(cursor)
+            lives = live("list", app, state, offset + limit + 1)
+            items = [s.to_dict() for s in lives[offset:offset + limit]]
+            if len(lives) > offset + limit:
+                return {"items": items, "next": f"{LIVE_CURSOR}{offset + limit}"}
+            seen = {s.id for s in lives}
+            archive_cursor = None
         if reader is None or len(items) >= limit:
-            return {"items": items[:limit], "next": None}
-        seen = {i["id"] for i in items}
-        page = _archive_call(reader.list, namespace(), app, state, limit - len(items), cursor)
+            return {"items": items[:limit], "next": None if reader is None else ARCHIVE_START}
+        if archive_cursor == ARCHIVE_START:
+            archive_cursor = None
+        page = _archive_call(reader.list, namespace(), app, state, limit - len(items), archive_cursor)
         items += [d for d in (_archived_dict(b) for b in page.items) if d["id"] not in seen]
         return {"items": items, "next": page.next}
 
@@ -495,6 +504,21 @@ CursorQuery = Annotated[str | None, Query(max_length=200, description="the `next
 AppQuery = Annotated[str | None, Query(min_length=1, max_length=63, pattern=APP_NAME_RE.pattern,
                                        description="only this application's tasks")]
 assert set(STATES) == {"PENDING", "STARTED", "SUCCESS", "FAILURE"}
+
+
+# Cursors of GET /v1/apps/{app}/tasks: live tasks from an offset (the cluster lists them in a
+# stable order), the start of the archived ones, or the archive's own cursor.
+LIVE_CURSOR = "live."
+ARCHIVE_START = "archive"
+
+
+def _live_offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    text = cursor[len(LIVE_CURSOR):]
+    if not text.isdigit() or len(text) > 9:
+        raise InvalidTaskError(f"invalid cursor {cursor[:80]!r}")
+    return int(text)
 
 
 def _takes_archive(fn: Any) -> bool:

@@ -249,3 +249,32 @@ def test_rows_and_cursors() -> None:
     from lime_task.archive import encode_cursor
 
     assert decode_cursor(encode_cursor(when, v.uid)) == (when, v.uid)
+
+
+def test_the_cli_migrates_and_describes_the_archive(archive_db: str) -> None:
+    import json
+    import os
+
+    env = {**os.environ, "LIMETASK_ARCHIVE_URL": archive_db}
+    env.pop("LIMETASK_ARCHIVE_URL_FILE", None)
+    asyncio.run(write(archive_db, [finished("cli", namespace=f"ns-{uuid.uuid4().hex[:6]}")]))
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lime_task.cli", "archive", *args], capture_output=True,
+                              text=True, timeout=120, env={**env, **extra}, cwd=REPO)
+
+    migrated = cli("migrate")
+    assert migrated.returncode == 0 and f"schema at version {head_revision()}" in migrated.stdout
+    assert "limetask:limetask" not in migrated.stderr  # the password is redacted
+    status = cli("status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["version"] == head_revision() and info["tasks"] >= 1 and info["partitions"]
+    text = cli("status")
+    assert text.returncode == 0 and "schema version" in text.stdout and "partitions" in text.stdout
+    missing = cli("status", LIMETASK_ARCHIVE_URL="")
+    assert missing.returncode == 2 and "LIMETASK_ARCHIVE_URL" in missing.stderr and missing.stderr.count("\n") == 1
+    bad = cli("status", LIMETASK_ARCHIVE_URL="mysql://x@y/z")
+    assert bad.returncode == 2 and "postgresql://" in bad.stderr
+    down = cli("status", LIMETASK_ARCHIVE_URL=archive_url(port=1))
+    assert down.returncode == 2 and down.stderr.count("\n") == 1 and "limetask:limetask" not in down.stderr

@@ -186,6 +186,14 @@ def test_a_finished_task_leaves_the_cluster_and_reads_alike_from_the_archive(
     assert by_kubernetes.get_status(sent.id, APP).result == 3
     assert [s.id for s in by_kubernetes.list()] == [sent.id]  # every application's, for a Kubernetes identity
 
+    # Every application's archived tasks are listed for a Kubernetes identity only: a client with
+    # application tokens alone lists the live ones, and says why the archived are missing.
+    assert by_kubernetes.results is not None
+    by_kubernetes.results.kube_token = lambda: None
+    with pytest.warns(UserWarning, match="archived tasks are not listed"):
+        assert by_kubernetes.list() == []
+    assert [s.id for s in client.list(APP)] == [sent.id]  # with the application named, its token serves
+
     # Without the results API, an archived task is a missing one (nothing else can be said).
     with pytest.raises(NotFoundError):
         TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace, results_url="").get_status(sent.id, APP)
@@ -249,20 +257,29 @@ def test_the_http_endpoint_lists_live_then_archived_tasks(
         client.wait(s.id, APP, timeout=120)
     wait_until(lambda: not any(live_task_exists(cluster, namespace, s.id) for s in done), timeout=60,
                message="archived")
-    running = client.send(f"{T}.sleep", APP, [30])
+    running = [client.send(f"{T}.sleep", APP, [30]) for _ in range(2)]
     try:
         status, page = web.get(f"/v1/apps/{APP}/tasks?limit=2", web.tokens[APP])
-        assert status == 200 and page["items"][0]["id"] == running.id and not page["items"][0]["archived"]
-        assert len(page["items"]) == 2 and page["items"][1]["archived"] and page["next"]
-        seen = [i["id"] for i in page["items"]]
-        while page["next"]:
-            status, page = web.get(f"/v1/apps/{APP}/tasks?limit=2&cursor={page['next']}", web.tokens[APP])
-            seen += [i["id"] for i in page["items"]]
-        assert sorted(seen) == sorted([running.id, *(s.id for s in done)])
-        assert {s.id for s in client.list(APP)} == {running.id, *(s.id for s in done)}
-        assert [s.id for s in client.list(APP, limit=2)][0] == running.id
+        assert status == 200 and [i["archived"] for i in page["items"]] == [False, False] and page["next"]
+        # Page by page, one at a time: the live ones, then the archived ones, each exactly once.
+        seen, cursor, pages = [], None, 0
+        while True:
+            query = f"limit=1&cursor={cursor}" if cursor else "limit=1"
+            status, page = web.get(f"/v1/apps/{APP}/tasks?{query}", web.tokens[APP])
+            assert status == 200, page
+            seen += [(i["id"], i["archived"]) for i in page["items"]]
+            pages += 1
+            cursor = page["next"]
+            if not cursor:
+                break
+        assert sorted(i for i, _ in seen) == sorted([*(r.id for r in running), *(s.id for s in done)])
+        assert [a for _, a in seen] == [False, False, True, True, True]
+        assert web.get(f"/v1/apps/{APP}/tasks?cursor=live.x", web.tokens[APP])[0] == 422
+        assert {s.id for s in client.list(APP)} == {*(r.id for r in running), *(s.id for s in done)}
+        assert all(not s.archived for s in client.list(APP, limit=2))
     finally:
-        client.cancel(running.id, APP)
+        for r in running:
+            client.cancel(r.id, APP)
 
 
 def test_an_archive_outage_loses_nothing_and_writes_nothing_twice(

@@ -83,6 +83,7 @@ class Archiver:
         self.last_warning = -1e9
         self.known_days: set[dt.date] = set()
         self.written = 0
+        self.m = metrics.archive_metrics()
 
     # -- what the caches tell -------------------------------------------------------------
     def settled(self, task: TaskView) -> None:
@@ -102,7 +103,7 @@ class Archiver:
         if known is not None and known.row is not None:
             self.held -= 1
         self.pending[key] = Pending(task.uid, str(task.status.get("completedAt") or ""), row)
-        metrics.ARCHIVE_PENDING.set(len(self.pending))
+        self.m.pending.set(len(self.pending))
         self.wake.set()
 
     def forget(self, key: Key) -> None:
@@ -111,7 +112,7 @@ class Archiver:
         if known is not None and known.row is not None:
             self.held -= 1
         self.archived.pop(key, None)
-        metrics.ARCHIVE_PENDING.set(len(self.pending))
+        self.m.pending.set(len(self.pending))
 
     # -- running --------------------------------------------------------------------------
     def start(self) -> None:
@@ -186,7 +187,7 @@ class Archiver:
     async def _writer(self) -> None:
         delay = 0.5
         while True:
-            if not self.pending:
+            if not self.pending and self.up is True:
                 self.wake.clear()
                 await self.wake.wait()
                 await asyncio.sleep(0.05)  # let a burst gather into one batch
@@ -195,6 +196,8 @@ class Archiver:
                 rows = await self._rows(batch)
                 if rows:
                     await self._write(rows)
+                else:
+                    await self._open()  # at start and after an outage: whether the archive answers
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the archive is down: tasks wait in etcd
@@ -208,18 +211,18 @@ class Archiver:
 
     async def _rows(self, batch: list[tuple[Key, Pending]]) -> list[Row]:
         """The rows of a batch; those not held are read again from the API (gone: dropped)."""
-        rows = []
-        for key, item in batch:
-            if item.row is not None:
-                rows.append(item.row)
-                continue
+        rows = [item.row for _, item in batch if item.row is not None]
+
+        async def read(key: Key, item: Pending) -> None:
             body = await self.kube.get(task_path(*key))
             view = TaskView.from_body(body) if body is not None else None
             if view is None or view.uid != item.uid:
                 if self.pending.get(key) is item:
                     del self.pending[key]
-                continue
+                return
             rows.append(row_of(view.namespace, view.name, view.uid, view.created, view.spec, view.status))
+
+        await _gather_limited([read(k, i) for k, i in batch if i.row is None], 16)
         return rows
 
     async def _write(self, rows: list[Row]) -> None:
@@ -238,8 +241,8 @@ class Archiver:
                 async with conn.cursor() as cur:
                     await cur.executemany(INSERT, [r.values() for r in rows])
         self.known_days |= days
-        metrics.ARCHIVE_BATCH.observe(time.monotonic() - started)
-        metrics.ARCHIVE_WRITTEN.inc(len(rows))
+        self.m.batch.observe(time.monotonic() - started)
+        self.m.written.inc(len(rows))
         self.written += len(rows)
 
     def _recorded(self, batch: list[tuple[Key, Pending]]) -> None:
@@ -248,7 +251,7 @@ class Archiver:
             if self.up is False:
                 LOG.warning("the archive answers again; %d finished task(s) wait to be archived", len(self.pending))
             self.up, self.failures = True, 0
-            metrics.ARCHIVE_UP.set(1)
+            self.m.up.set(1)
         now_wall, now = time.time(), asyncio.get_running_loop().time()
         for key, item in batch:
             if self.pending.get(key) is not item:
@@ -260,15 +263,15 @@ class Archiver:
             due = now + max(0.0, (completed or now_wall) + self.settings.archive_keep_seconds - now_wall)
             self.archived[key] = item.uid
             heapq.heappush(self.due, (due, key, item.uid))
-        metrics.ARCHIVE_PENDING.set(len(self.pending))
+        self.m.pending.set(len(self.pending))
         self.wake.set()
 
     def _down(self, exc: BaseException, delay: float) -> None:
         self.failures += 1
         self.up = False
         self.migrated = self.migrated and not isinstance(exc, ArchiveDown)
-        metrics.ARCHIVE_UP.set(0)
-        metrics.ARCHIVE_FAILURES.inc()
+        self.m.up.set(0)
+        self.m.failures.inc()
         now = time.monotonic()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if now - self.last_warning >= WARN_EVERY_SECONDS or self.failures == 1:
@@ -298,7 +301,7 @@ class Archiver:
             LOG.warning("deleting the archived task %s/%s failed: %s; trying again in 10 s", *key, exc)
             heapq.heappush(self.due, (asyncio.get_running_loop().time() + 10, key, uid))
             return
-        metrics.ARCHIVE_DELETED.inc()
+        self.m.deleted.inc()
         if self.archived.get(key) == uid:
             del self.archived[key]
 
@@ -337,7 +340,7 @@ class Archiver:
         if expired:
             self.known_days -= {dt.datetime.strptime(PARTITION_RE.match(n).group(1), "%Y%m%d").date()  # type: ignore[union-attr]
                                 for n in expired}
-            metrics.ARCHIVE_PARTITIONS_DROPPED.inc(len(expired))
+            self.m.partitions_dropped.inc(len(expired))
             LOG.info("archive retention: dropped %d partition(s) older than %d days: %s", len(expired),
                      retention_days, ", ".join(expired))
         return expired

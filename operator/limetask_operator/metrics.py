@@ -28,16 +28,33 @@ EVENTS = Counter("limetask_events_total", "Completion event deliveries", ["sink"
 STATUS_OVERWRITES = Counter("limetask_status_overwrites_total",
                             "Task statuses found written by someone other than the operator")
 RETENTION_DELETES = Counter("limetask_retention_deleted_total", "Finished LimeTasks deleted by retention")
-ARCHIVE_UP = Gauge("limetask_archive_up", "1 while the archive takes writes, 0 while it cannot be written")
-ARCHIVE_PENDING = Gauge("limetask_archive_pending",
-                        "Finished tasks waiting in the cluster to be written to the archive")
-ARCHIVE_WRITTEN = Counter("limetask_archive_written_total", "Finished tasks written to the archive")
-ARCHIVE_FAILURES = Counter("limetask_archive_failures_total", "Archive writes that failed (retried)")
-ARCHIVE_DELETED = Counter("limetask_archive_deleted_total", "Archived LimeTasks deleted from the cluster")
-ARCHIVE_PARTITIONS_DROPPED = Counter("limetask_archive_partitions_dropped_total",
-                                     "Daily archive partitions dropped by retention")
-ARCHIVE_BATCH = Histogram("limetask_archive_batch_seconds", "Time to write one batch to the archive",
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+class ArchiveMetrics:
+    """The archive's metrics, registered only by an operator that has an archive (so that none
+    without one ever reports `limetask_archive_up 0`)."""
+
+    def __init__(self) -> None:
+        self.up = Gauge("limetask_archive_up", "1 while the archive takes writes, 0 while it cannot be written")
+        self.pending = Gauge("limetask_archive_pending",
+                             "Finished tasks waiting in the cluster to be written to the archive")
+        self.written = Counter("limetask_archive_written_total", "Finished tasks written to the archive")
+        self.failures = Counter("limetask_archive_failures_total", "Archive writes that failed (retried)")
+        self.deleted = Counter("limetask_archive_deleted_total", "Archived LimeTasks deleted from the cluster")
+        self.partitions_dropped = Counter("limetask_archive_partitions_dropped_total",
+                                          "Daily archive partitions dropped by retention")
+        self.batch = Histogram("limetask_archive_batch_seconds", "Time to write one batch to the archive",
+                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+_archive_metrics: ArchiveMetrics | None = None
+
+
+def archive_metrics() -> ArchiveMetrics:
+    global _archive_metrics
+    if _archive_metrics is None:
+        _archive_metrics = ArchiveMetrics()
+    return _archive_metrics
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:
