@@ -75,6 +75,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def answers(url: str, within: float = 30.0) -> bool:
+    """Whether a URL answers within `within` seconds (a server starting)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -144,13 +156,8 @@ class Bench:
         self.operator = subprocess.Popen([sys.executable, "-m", "limetask_operator", "--namespace",
                                           f"bench-{self.run_id}-*"],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the operator did not start; see .cluster/logs/bench-operator.log")
+        if not answers(f"http://127.0.0.1:{self.metrics_port}/metrics"):
+            raise RuntimeError("the operator did not start; see .cluster/logs/bench-operator.log")
 
     def stop_operator(self) -> None:
         if self.operator and self.operator.poll() is None:
@@ -178,6 +185,14 @@ class Bench:
         return {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask",
                 "metadata": {"name": name, "labels": {"limetask.io/app": "bench"}},
                 "spec": {"task": task, "app": "bench", "args": args or [], "kwargs": {}, "acksLate": False}}
+
+    def add_finished(self, ns: str, name: str, i: int, when: str) -> None:
+        """A LimeTask made as the operator leaves a finished one: SUCCESS, its event confirmed."""
+        body = self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
+                                                           self.task_body(name, args=[i]))
+        body["status"] = {"state": "SUCCESS", "result": "ok", "attempts": 1, "startedAt": when,
+                          "completedAt": when, "event": {"confirmed": True, "messageId": f"{name}.SUCCESS"}}
+        self.custom.replace_namespaced_custom_object_status("limetask.io", "v1alpha1", ns, "limetasks", name, body)
 
     def parallel(self, fn: Any, items: list[Any]) -> list[Any]:
         with cf.ThreadPoolExecutor(THREADS) as pool:
@@ -374,12 +389,7 @@ class Bench:
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         def add(i: int) -> None:
-            name = f"s-{i}"
-            body = self.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
-                                                               self.task_body(name, args=[i]))
-            body["status"] = {"state": "SUCCESS", "result": "ok", "attempts": 1, "startedAt": now,
-                              "completedAt": now, "event": {"confirmed": True, "messageId": f"{name}.SUCCESS"}}
-            self.custom.replace_namespaced_custom_object_status("limetask.io", "v1alpha1", ns, "limetasks", name, body)
+            self.add_finished(ns, f"s-{i}", i, now)
 
         for size in sizes:
             self.stop_operator()

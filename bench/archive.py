@@ -109,17 +109,8 @@ def run(bench: Any) -> None:
         ns = bench.namespace("archive")
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-        def add(i: int) -> None:
-            task = f"live-{i}"
-            body = bench.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
-                                                                bench.task_body(task, args=[i]))
-            body["status"] = {"state": "SUCCESS", "result": "ok", "attempts": 1, "startedAt": now,
-                              "completedAt": now, "event": {"confirmed": True, "messageId": f"{task}.SUCCESS"}}
-            bench.custom.replace_namespaced_custom_object_status("limetask.io", "v1alpha1", ns, "limetasks", task,
-                                                                 body)
-
         bench.stop_operator()
-        bench.parallel(add, list(range(1000)))
+        bench.parallel(lambda i: bench.add_finished(ns, f"live-{i}", i, now), list(range(1000)))
         side: dict[str, Any] = {}
         for label in ("0", str(ARCHIVED)):
             if label != "0":
@@ -159,16 +150,7 @@ def run(bench: Any) -> None:
         ns = bench.namespace("archive-rate")
         n = 2000
 
-        def add_finished(i: int) -> None:
-            task = f"f-{i}"
-            body = bench.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", ns, "limetasks",
-                                                                bench.task_body(task, args=[i]))
-            body["status"] = {"state": "SUCCESS", "result": "ok", "attempts": 1, "startedAt": now,
-                              "completedAt": now, "event": {"confirmed": True, "messageId": f"{task}.SUCCESS"}}
-            bench.custom.replace_namespaced_custom_object_status("limetask.io", "v1alpha1", ns, "limetasks", task,
-                                                                 body)
-
-        bench.parallel(add_finished, list(range(n)))
+        bench.parallel(lambda i: bench.add_finished(ns, f"f-{i}", i, now), list(range(n)))
         written0 = 0.0
         t0 = time.monotonic()
         bench.start_operator(LIMETASK_ARCHIVE_URL=url, LIMETASK_ARCHIVE_KEEP_SECONDS="0")
@@ -200,8 +182,6 @@ def run(bench: Any) -> None:
 
 def get_status_figures(bench: Any, ns: str, url: str, n: int = 300) -> dict[str, Any]:
     """get_status of a live task against an archived one, interleaved, through `limetask web`."""
-    import urllib.request
-
     from lime_task import TaskClient
 
     port = _main().free_port()
@@ -212,12 +192,8 @@ def get_status_figures(bench: Any, ns: str, url: str, n: int = 300) -> dict[str,
     web = subprocess.Popen([sys.executable, "-m", "lime_task.cli", "web", "--port", str(port), "-n", "bench-archive",
                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        if not _main().answers(f"http://127.0.0.1:{port}/healthz"):
+            raise RuntimeError("limetask web did not start")
         # The live one in the namespace the archived ones claim too (bench-archive): both paths
         # ask the cluster first, as a solution's get_status does.
         if not _exists(bench, "bench-archive"):

@@ -25,10 +25,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from . import safejson
 from .errors import ClusterError, InvalidTaskError
+from .events import redact as redact  # URLs without their password, for logs and messages
 
 TABLE = "limetask_archive"
 PARTITION_PREFIX = f"{TABLE}_p"  # + YYYYMMDD: the day (UTC) its tasks completed
@@ -56,18 +57,6 @@ def check_url(url: str) -> str:
     if not parts.path.strip("/"):
         raise InvalidTaskError(f"the archive URL names no database: {redact(url)!r}")
     return url
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = f"{quote(parts.username or '')}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def url_from_env(env: Mapping[str, str] | None = None) -> str | None:

@@ -322,7 +322,8 @@ def test_web_serves_tasks(cluster: Cluster, namespace: str, tasks: TaskClient, t
         proc.wait(timeout=15)
         log.close()
     text = (tmp_path / "web.log").read_text()
-    assert f"serving namespace {namespace} on http://127.0.0.1:{port} (applications: my-app)" in text
+    assert (f"serving namespace {namespace} on http://127.0.0.1:{port} (applications: my-app; archive: none, "
+            "live tasks only)") in text
 
 
 # -- no cluster needed -------------------------------------------------------------------------

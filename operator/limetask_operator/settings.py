@@ -120,33 +120,11 @@ class OperatorSettings(BaseModel):
 
     @model_validator(mode="after")
     def _urls(self) -> "OperatorSettings":
-        from lime_task.errors import InvalidTaskError
+        from lime_task.archive import check_url
         from lime_task.events import check_broker_url
 
-        if self.broker_url is None and self.broker_url_file:
-            try:
-                text = open(self.broker_url_file, encoding="utf-8").read().strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read the broker URL file: {exc.strerror}") from None
-            self.broker_url = SecretStr(text) if text else None
-        if self.broker_url is not None:
-            try:
-                check_broker_url(self.broker_url.get_secret_value())
-            except InvalidTaskError as exc:
-                raise ValueError(str(exc)) from None
-        if self.archive_url is None and self.archive_url_file:
-            try:
-                text = open(self.archive_url_file, encoding="utf-8").read().strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read the archive URL file: {exc.strerror}") from None
-            self.archive_url = SecretStr(text) if text else None
-        if self.archive_url is not None:
-            from lime_task.archive import check_url
-
-            try:
-                check_url(self.archive_url.get_secret_value())
-            except InvalidTaskError as exc:
-                raise ValueError(str(exc)) from None
+        self.broker_url = _secret_url(self.broker_url, self.broker_url_file, "broker", check_broker_url)
+        self.archive_url = _secret_url(self.archive_url, self.archive_url_file, "archive", check_url)
         if "{app}" not in self.broker_exchange and not self.broker_exchange:
             raise ValueError("broker_exchange must not be empty")
         return self
@@ -175,3 +153,21 @@ class OperatorSettings(BaseModel):
                 f"{'LIMETASK_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'broker and archive settings'}: "
                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
             raise SettingsError(problems) from None
+
+
+def _secret_url(url: SecretStr | None, path: str | None, what: str, check: Any) -> SecretStr | None:
+    """A URL with credentials: as given, else read from its file (a mounted Secret), then checked."""
+    from lime_task.errors import InvalidTaskError
+
+    if url is None and path:
+        try:
+            text = open(path, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the {what} URL file: {exc.strerror}") from None
+        url = SecretStr(text) if text else None
+    if url is not None:
+        try:
+            check(url.get_secret_value())
+        except InvalidTaskError as exc:
+            raise ValueError(str(exc)) from None
+    return url
