@@ -54,6 +54,7 @@ INSERT = (f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s']
 # this, a task is only remembered by name and read again from the API when its turn comes.
 MAX_HELD_ROWS = 2000
 WARN_EVERY_SECONDS = 60.0
+PROGRESS_EVERY_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Archiver:
         self.up: bool | None = None
         self.failures = 0
         self.last_warning = -1e9
+        self.last_progress = time.monotonic()
         self.known_days: set[dt.date] = set()
         self.written = 0
         self.m = metrics.archive_metrics()
@@ -264,6 +266,11 @@ class Archiver:
             self.archived[key] = item.uid
             heapq.heappush(self.due, (due, key, item.uid))
         self.m.pending.set(len(self.pending))
+        if self.pending and time.monotonic() - self.last_progress >= PROGRESS_EVERY_SECONDS:
+            # A long backlog (a first start over a large history, the end of an outage): progress.
+            self.last_progress = time.monotonic()
+            LOG.info("archive: %d task(s) written since start; %d finished task(s) wait", self.written,
+                     len(self.pending))
         self.wake.set()
 
     def _down(self, exc: BaseException, delay: float) -> None:
