@@ -193,14 +193,15 @@ REAL_SENDS = 8
 
 
 @pytest.mark.e2e
-def test_fuzz_never_a_server_error(tasks: TaskClient) -> None:
+def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     """Requests generated from the OpenAPI document, valid and invalid, with and without the
-    application's token: never a 5xx, and every answer matches the document.
+    application's token (or with a Kubernetes token that the API server refuses), live and
+    archived: never a 5xx, and every answer matches the document.
 
     Schemathesis's pytest integration (`from_fixture`) does not run on this pytest, so the test
     drives its Hypothesis strategies itself.
     """
-    app = create_app(client=tasks, tokens={FUZZ_APP: FUZZ_TOKEN}, imports=IMPORTS)
+    app = create_app(client=tasks, tokens={FUZZ_APP: FUZZ_TOKEN}, imports=IMPORTS, archive=archive_db)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     checks = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_schema_conformance,
               schemathesis.checks.content_type_conformance]
@@ -228,7 +229,8 @@ def test_fuzz_never_a_server_error(tasks: TaskClient) -> None:
 
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 4
+    # start, list, read and cancel tasks; the results API (read, list, list every application's); health
+    assert len(operations) == 8
     for operation in operations:
         scoped = "{app}" in operation.path
         fuzz(operation.as_strategy(positive, path_parameters={"app": FUZZ_APP} if scoped else None,
