@@ -696,7 +696,7 @@ def table(results: dict[str, Any]) -> str:
     if "archive" in results:
         a = results["archive"]
         side = a["operator_with_1000_in_cluster"]
-        rows.append(f"archive   1,000 in the cluster, 0 vs {a['size']['rows']:,} archived: resync "
+        rows.append(f"archive   1,000 in the cluster, 0 vs {a['archived']:,} more archived: resync "
                     f"{' vs '.join(str(v['resync_s']) + 's' for v in side.values())}, idle "
                     f"{' vs '.join(str(v['idle_rss_mb']) + ' MB' for v in side.values())} (RSS ratio {a['rss_ratio']}, "
                     f"resync ratio {a['resync_ratio']}; target within 10%)")

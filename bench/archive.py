@@ -105,12 +105,17 @@ def run(bench: Any) -> None:
     url = database(name)
     migrate(url)
     try:
-        say("archive: 1,000 finished tasks in the cluster, the operator with an empty archive")
+        say("archive: 1,000 finished tasks in the cluster; the operator with them alone archived, then with "
+            f"{ARCHIVED:,} more archived (two starts each)")
+        bench.stop_operator()
+        wait_namespaces_gone(bench)  # an earlier step's namespaces: their deletion would weigh on the first start
         ns = bench.namespace("archive")
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-        bench.stop_operator()
         bench.parallel(lambda i: bench.add_finished(ns, f"live-{i}", i, now), list(range(1000)))
+        # Kept a day in the cluster, the 1,000 stay. A first start archives them; every start
+        # after it writes them again (a no-op) while it lists, so each measured start does the same work.
+        measure_start(bench, url)
+        bench.stop_operator()
         side: dict[str, Any] = {}
         for label in ("0", str(ARCHIVED)):
             if label != "0":
@@ -118,23 +123,17 @@ def run(bench: Any) -> None:
                 out["write"] = write_archived(url, ARCHIVED)
                 out["size"] = size_of(url)
                 say(f"   {out['write']}; {out['size']}")
-            # Kept a day in the cluster: the 1,000 stay (each is archived again at start: a no-op write).
-            t0 = time.monotonic()
-            bench.start_operator(LIMETASK_ARCHIVE_URL=url, LIMETASK_ARCHIVE_KEEP_SECONDS="86400")
-            while True:
-                m = bench.metrics()
-                seen = sum(v for k, v in m.items() if k.startswith("limetask_tasks{"))
-                if seen >= 1000 and m.get("limetask_workqueue_depth", 1) == 0 and m.get(
-                        "limetask_archive_pending", 1) == 0 and m.get("limetask_archive_written_total", 0) >= 1000:
-                    break
-                time.sleep(0.2)
-            resync = time.monotonic() - t0
-            time.sleep(10)
-            side[label] = {"resync_s": round(resync, 2), "idle_rss_mb": round(bench.rss_mb(), 1)}
-            say(f"   {label} archived: {side[label]}")
-            if label == "0":
+            runs = []
+            for _ in range(2):
+                runs.append(measure_start(bench, url))
                 bench.stop_operator()
+            side[label] = {"resync_s": round(sum(r[0] for r in runs) / 2, 2),
+                           "idle_rss_mb": round(sum(r[1] for r in runs) / 2, 1),
+                           "runs": [{"resync_s": round(r[0], 2), "idle_rss_mb": round(r[1], 1)} for r in runs]}
+            say(f"   {label} more archived: {side[label]}")
+        bench.start_operator(LIMETASK_ARCHIVE_URL=url, LIMETASK_ARCHIVE_KEEP_SECONDS="86400")
         out["operator_with_1000_in_cluster"] = side
+        out["archived"] = ARCHIVED
         a, b = side["0"], side[str(ARCHIVED)]
         out["rss_ratio"] = round(b["idle_rss_mb"] / a["idle_rss_mb"], 3)
         out["resync_ratio"] = round(b["resync_s"] / a["resync_s"], 3)
@@ -178,6 +177,31 @@ def run(bench: Any) -> None:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     bench.results["archive"] = out
+
+
+def measure_start(bench: Any, url: str) -> tuple[float, float]:
+    """Start the operator with the archive: seconds until it has listed the 1,000 tasks, worked
+    its queue off and written them all (again), and its RSS (MB) 10 s later."""
+    t0 = time.monotonic()
+    bench.start_operator(LIMETASK_ARCHIVE_URL=url, LIMETASK_ARCHIVE_KEEP_SECONDS="86400")
+    while True:
+        m = bench.metrics()
+        seen = sum(v for k, v in m.items() if k.startswith("limetask_tasks{"))
+        if seen >= 1000 and m.get("limetask_workqueue_depth", 1) == 0 and m.get(
+                "limetask_archive_pending", 1) == 0 and m.get("limetask_archive_written_total", 0) >= 1000:
+            break
+        time.sleep(0.1)
+    resync = time.monotonic() - t0
+    time.sleep(10)
+    return resync, bench.rss_mb()
+
+
+def wait_namespaces_gone(bench: Any, within: float = 180) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not [n for n in bench.core.list_namespace().items if n.metadata.name.startswith(f"bench-{bench.run_id}-")]:
+            return
+        time.sleep(1)
 
 
 def get_status_figures(bench: Any, ns: str, url: str, n: int = 300) -> dict[str, Any]:
