@@ -195,15 +195,28 @@ def send(
     timeout: Annotated[float | None, typer.Option(callback=_positive_seconds,
                                                   help="with --wait: give up after this many seconds (exit 3)")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="do not require the task to be importable here")] = False,
+    countdown: Annotated[float | None, typer.Option(help="start no earlier than this many seconds from now")] = None,
+    eta: Annotated[str | None, typer.Option(help="start no earlier than this time (RFC 3339, e.g. "
+                                                 "2026-12-01T07:30:00Z)")] = None,
+    expires: Annotated[str | None, typer.Option(help="seconds from now, or an RFC 3339 time: a task not started "
+                                                     "by then ends as FAILURE, reason Expired")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
 ) -> None:
-    """Start a task.
+    """Start a task, now or later.
 
     Example: limetask send acme_solution.tasks.lime.get_lime_company my-app '[1001, ["name"]]' --wait
+    Later:   limetask send acme_solution.tasks.lime.add my-app '[1, 2]' --countdown 60 --expires 600
     """
     positional, keywords = _json_arg(args, "ARGS", list), _json_arg(kwargs, "--kwargs", dict)
+    expiry: float | str | None = expires
+    if expires is not None:
+        try:
+            expiry = float(expires)
+        except ValueError:
+            pass
     client = _client(kubeconfig, namespace)
-    status = client.send(task, app_name, positional, keywords, check=not no_check)
+    status = client.send(task, app_name, positional, keywords, check=not no_check, countdown=countdown, eta=eta,
+                         expires=expiry)
     if wait:
         status = _wait(client, status, timeout, output)
     _print(status, output)

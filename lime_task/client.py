@@ -46,7 +46,7 @@ from .resource import (
 )
 from .results import ResultsClient, ResultsUnavailableError
 from .status import TaskStatus
-from .validation import check_app_name, check_arguments, check_task_name
+from .validation import check_app_name, check_arguments, check_task_name, check_timing
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TASK_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -182,13 +182,20 @@ class TaskClient:
     # -- the API ------------------------------------------------------------------------
     def send(self, name: str, app: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
              *, task_id: str | None = None, options: TaskOptions | None = None, check: bool = True,
-             image: str | None = None, resources: Mapping[str, Any] | None = None) -> TaskStatus:
-        """Create a LimeTask. With `check`, the name must resolve to a registered task here."""
+             image: str | None = None, resources: Mapping[str, Any] | None = None, countdown: Any = None,
+             eta: Any = None, expires: Any = None) -> TaskStatus:
+        """Create a LimeTask. With `check`, the name must resolve to a registered task here.
+
+        `countdown` (seconds) or `eta` (an aware datetime): start no earlier than that; until
+        then the task waits with no Job and no pod. `expires` (seconds from now, or an aware
+        datetime): a task not started by then ends as FAILURE, reason `Expired`, and never runs.
+        """
         from kubernetes.client.exceptions import ApiException
 
         check_task_name(name)
         app_name = app_name_of(app)
         clean_args, clean_kwargs = check_arguments(args, kwargs or {})
+        timing = check_timing(countdown, eta, expires)
         if check:
             options = options or resolve_task(name).options
         options = options or TaskOptions()
@@ -207,6 +214,7 @@ class TaskClient:
             spec["image"] = image
         if resources:
             spec["resources"] = dict(resources)
+        spec.update(timing)
         body = {
             "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": task_id, "labels": {LABEL_APP: app_name}},
@@ -444,9 +452,15 @@ def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str |
         return _default
 
 
-def send_task(name: str, app: Any, /, *args: Any, **kwargs: Any) -> TaskStatus:
-    """Start the task `name` for `app` with JSON arguments; returns its PENDING status."""
-    return default_client().send(name, app, args, kwargs)
+def send_task(name: str, app: Any, /, *args: Any, countdown: Any = None, eta: Any = None, expires: Any = None,
+              **kwargs: Any) -> TaskStatus:
+    """Start the task `name` for `app` with JSON arguments; returns its PENDING status.
+
+    As Celery's: `countdown` (seconds) or `eta` (an aware datetime) delays the start, `expires`
+    (seconds or an aware datetime) is when a task that has not started is given up (FAILURE,
+    reason `Expired`). These three names are therefore not passed on as the task's arguments.
+    """
+    return default_client().send(name, app, args, kwargs, countdown=countdown, eta=eta, expires=expires)
 
 
 def get_status(task_id: str, app_name: str) -> TaskStatus:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .resource import FINAL_STATES, PENDING, SUCCESS
+from .validation import parse_time
 
 if TYPE_CHECKING:
     from .client import TaskClient
@@ -51,6 +52,9 @@ class TaskStatus:
     history: tuple[dict[str, Any], ...] = ()
     # Read from the archive: the task has finished and left the cluster (see lime_task.archive).
     archived: bool = False
+    # Delayed start and expiry (send_task's countdown/eta and expires), if any.
+    eta: dt.datetime | None = None
+    expires: dt.datetime | None = None
     _client: "TaskClient | None" = field(default=None, repr=False, compare=False)
 
     @property
@@ -90,6 +94,8 @@ class TaskStatus:
             "namespace": self.namespace,
             "history": [dict(h) for h in self.history],
             "archived": self.archived,
+            "eta": self.eta.isoformat() if self.eta else None,
+            "expires": self.expires.isoformat() if self.expires else None,
         }
 
     @classmethod
@@ -105,7 +111,8 @@ class TaskStatus:
             started_at=_time(d.get("started_at")), completed_at=_time(d.get("completed_at")),
             event_confirmed=bool(d.get("event_confirmed")), namespace=str(d.get("namespace") or "default"),
             history=tuple(h for h in d.get("history") or () if isinstance(h, dict)),
-            archived=bool(d.get("archived")), _client=client,
+            archived=bool(d.get("archived")), eta=_time(d.get("eta")), expires=_time(d.get("expires")),
+            _client=client,
         )
 
     @classmethod
@@ -132,5 +139,7 @@ class TaskStatus:
             namespace=meta.get("namespace", "default"),
             history=tuple(st.get("history") or ()),
             archived=archived,
+            eta=parse_time(spec.get("eta")),
+            expires=parse_time(spec.get("expires")),
             _client=client,
         )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 from .errors import InvalidArgumentsError, InvalidTaskError
 from .resource import (
@@ -100,3 +103,85 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[lis
     # A round trip turns tuples into lists (and other mappings into dicts), as the task sees them.
     decoded: list[Any] = json.loads(text)
     return decoded[0], decoded[1]
+
+
+# The furthest ahead a task may be delayed or set to expire: a typo (days for seconds, a year too
+# many) is refused rather than a task left waiting for decades.
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+def _moment(value: Any, what: str, now: "dt.datetime", seconds_ok: bool) -> "dt.datetime":
+    """A point in time: a timezone-aware datetime, an RFC 3339 string with its offset, or (where
+    `seconds_ok`) a number of seconds from now."""
+    import datetime as dt
+
+    if isinstance(value, bool):
+        raise InvalidTaskError(f"{what} must be a time or a number of seconds, not {value!r}")
+    if isinstance(value, (int, float)):
+        if not seconds_ok:
+            raise InvalidTaskError(f"{what} must be a datetime or an RFC 3339 time, not a number")
+        if not math.isfinite(value) or value < 0:
+            raise InvalidTaskError(f"{what} must be a number of seconds of at least 0, got {value!r}")
+        if value > MAX_DELAY_SECONDS:
+            raise InvalidTaskError(f"{what} of {value} seconds is over a year")
+        return now + dt.timedelta(seconds=float(value))
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidTaskError(f"{what} {value[:60]!r} is not an RFC 3339 time "
+                                   f"(e.g. 2026-12-01T07:30:00Z)") from None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidTaskError(f"{what} {value.isoformat()} has no time zone: give an aware datetime "
+                                   f"(datetime.now(timezone.utc) + ...) or a time with its offset")
+        if (value - now).total_seconds() > MAX_DELAY_SECONDS:
+            raise InvalidTaskError(f"{what} {value.isoformat()} is over a year ahead")
+        return value.astimezone(dt.timezone.utc)
+    raise InvalidTaskError(f"{what} must be a datetime, an RFC 3339 string"
+                           f"{' or a number of seconds' if seconds_ok else ''}, not {type(value).__name__}")
+
+
+def check_timing(countdown: Any = None, eta: Any = None, expires: Any = None,
+                 now: "dt.datetime | None" = None) -> dict[str, str]:
+    """The spec's `eta` and `expires` (RFC 3339, UTC) from Celery's countdown, eta and expires.
+
+    countdown: seconds from now; eta: an aware datetime or RFC 3339 time (not both); expires:
+    seconds from now or an aware datetime.
+    """
+    import datetime as dt
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if countdown is not None and eta is not None:
+        raise InvalidTaskError("give countdown or eta, not both")
+    out: dict[str, str] = {}
+    if countdown is not None:
+        out["eta"] = rfc3339(_moment(countdown, "countdown", now, seconds_ok=True))
+    elif eta is not None:
+        out["eta"] = rfc3339(_moment(eta, "eta", now, seconds_ok=False))
+    if expires is not None:
+        out["expires"] = rfc3339(_moment(expires, "expires", now, seconds_ok=True))
+    return out
+
+
+def rfc3339(when: "dt.datetime") -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: Any) -> "dt.datetime | None":
+    """An RFC 3339 time as the API server accepts it (`Z` or an offset, any number of fractional
+    digits, `t`/`z` in lower case), in UTC; None when it is not one."""
+    import datetime as dt
+    import re
+
+    if not isinstance(value, str):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)", value.strip())
+    if not m:
+        return None
+    frac = (m.group(3) or ".0")[:7]
+    zone = "+00:00" if m.group(4) in ("Z", "z") else m.group(4)
+    try:
+        return dt.datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}{frac}{zone}").astimezone(dt.timezone.utc)
+    except ValueError:
+        return None

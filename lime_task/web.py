@@ -51,7 +51,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .archive import ArchiveError, ArchiveReader, url_from_env
@@ -98,6 +98,12 @@ class StartTask(BaseModel):
                                description="dotted name of a function registered with @task")]
     args: list[JsonValue] = Field(default_factory=list, description="positional arguments after the application")
     kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments")
+    countdown: float | None = Field(default=None, ge=0, le=366 * 24 * 3600,
+                                    description="start no earlier than this many seconds from now")
+    eta: AwareDatetime | None = Field(default=None, description="start no earlier than this time (not with countdown)")
+    expires: Annotated[float, Field(ge=0, le=366 * 24 * 3600)] | AwareDatetime | None = Field(
+        default=None, description="seconds from now, or a time: a task not started by then ends as FAILURE, "
+                                  "reason Expired, and never runs")
 
 
 class TaskErrorBody(BaseModel):
@@ -125,6 +131,10 @@ class TaskStatusBody(BaseModel):
     namespace: str
     history: list[dict[str, JsonValue]] = Field(default_factory=list, description="every attempt")
     archived: bool = Field(default=False, description="read from the archive (the task has left the cluster)")
+    eta: str | None = Field(default=None, description="delayed start: not before this time",
+                            json_schema_extra={"format": "date-time"})
+    expires: str | None = Field(default=None, description="a task not started by then ends as FAILURE, Expired",
+                                json_schema_extra={"format": "date-time"})
 
 
 class TaskPage(BaseModel):
@@ -389,7 +399,8 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
                                             f"of {MAX_ARGUMENTS_BYTES}: pass identifiers and let the task "
                                             f"load the data")
         status = task_client().send(body.task, app, body.args, body.kwargs, check=False,
-                                    options=registered.options)
+                                    options=registered.options, countdown=body.countdown, eta=body.eta,
+                                    expires=body.expires)
         response.headers["Location"] = f"{request.scope.get('root_path', '')}/v1/apps/{app}/tasks/{status.id}"
         return status.to_dict()  # type: ignore[no-any-return]
 

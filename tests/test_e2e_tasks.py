@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from lime_task import (
 pytestmark = pytest.mark.e2e
 
 T = "acme_solution.tasks.lime"
+APP = "my-app"
 
 
 def limetasks(api_client: Any, namespace: str) -> list[dict[str, Any]]:
@@ -280,3 +282,54 @@ def test_the_api_server_refuses_spec_changes_and_takes_null_arguments(cluster: C
         assert "immutable once created" in result.stderr, result.stderr
     again = tasks.get_status(status.id, "my-app")
     assert (again.status, again.result) == (SUCCESS, "slept 0.1s")
+
+
+# -- delayed start and expiry -----------------------------------------------------------------
+
+def jobs_of(api_client: Any, namespace: str, task_id: str) -> list[Any]:
+    return client.BatchV1Api(api_client).list_namespaced_job(
+        namespace, label_selector=f"limetask.io/task-id={task_id}").items
+
+
+def test_countdown_delays_the_start_and_costs_no_pod_meanwhile(tasks: TaskClient, api_client: Any,
+                                                              namespace: str) -> None:
+    import datetime as dt
+
+    sent = tasks.send(f"{T}.add", APP, [2, 2], countdown=5)
+    assert sent.eta is not None and sent.status == "PENDING"
+    waiting = wait_until(lambda: (s := tasks.get_status(sent.id, APP)) and s.history == () and s, timeout=10,
+                         message="the waiting status")
+    time.sleep(2)
+    assert jobs_of(api_client, namespace, sent.id) == [], "a Job before the eta"
+    assert not client.CoreV1Api(api_client).list_namespaced_pod(
+        namespace, label_selector=f"limetask.io/task-id={sent.id}").items
+    raw = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetasks", sent.id)
+    assert raw["status"]["conditions"][0]["reason"] == "Scheduled", raw["status"]
+    assert waiting.status == "PENDING"
+    final = tasks.wait(sent.id, APP, timeout=120)
+    assert final.status == SUCCESS and final.result == 4
+    assert final.started_at is not None and final.started_at >= sent.eta - dt.timedelta(seconds=1)
+
+
+def test_a_task_that_expires_before_its_start_never_runs(tasks: TaskClient, api_client: Any, namespace: str,
+                                                         cluster: Cluster) -> None:
+    sent = tasks.send(f"{T}.add", APP, [1, 1], countdown=60, expires=2)
+    final = tasks.wait(sent.id, APP, timeout=30)
+    assert final.status == FAILURE and final.error is not None and final.error.reason == "Expired"
+    assert "never ran" in final.error.message and final.attempts == 0 and final.history == ()
+    assert jobs_of(api_client, namespace, sent.id) == []
+    # kubectl: the same fields on the resource; already expired, it never runs either.
+    manifest = {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask", "metadata": {"name": "expired-by-kubectl"},
+                "spec": {"task": f"{T}.add", "app": APP, "args": [1, 1], "expires": "2020-01-01T00:00:00Z"}}
+    cluster.run_kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(manifest))
+    by_kubectl = tasks.wait("expired-by-kubectl", APP, timeout=30)
+    assert by_kubectl.error is not None and by_kubectl.error.reason == "Expired"
+    assert jobs_of(api_client, namespace, "expired-by-kubectl") == []
+    # The times are immutable, like the rest of the spec.
+    patched = cluster.run_kubectl("patch", "lt", "expired-by-kubectl", "--type=merge", "-p",
+                                  '{"spec": {"expires": "2030-01-01T00:00:00Z"}}', namespace=namespace, check=False)
+    assert patched.returncode != 0 and "immutable" in patched.stderr
+    bad = dict(manifest, metadata={"name": "bad-eta"}, spec={**manifest["spec"], "eta": "tomorrow"})
+    refused = cluster.run_kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(bad), check=False)
+    assert refused.returncode != 0 and "eta" in refused.stderr

@@ -23,7 +23,7 @@ from lime_task.resource import (
     STARTED,
     SUCCESS,
 )
-from lime_task.validation import check_arguments
+from lime_task.validation import check_arguments, parse_time
 
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
@@ -37,6 +37,8 @@ INVALID_SPEC = "InvalidSpec"
 QUOTA_EXCEEDED = "QuotaExceeded"
 JOB_REFUSED = "JobRefused"
 POD_REFUSED = "PodRefused"
+EXPIRED = "Expired"
+SCHEDULED = "Scheduled"  # waiting for its eta: no Job, no pod
 HISTORY_MAX = 10
 NOT_STARTED = "NotStarted"
 # How many attempts whose worker never started are run again, whatever the acknowledgement.
@@ -332,7 +334,23 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         plan.recheck_after = 15.0
         return plan
 
+    eta, expires = _when(task.spec.get("eta")), _when(task.spec.get("expires"))
+    never_started = not st.get("startedAt") and not any(h.get("outcome") not in (NOT_STARTED, None)
+                                                         for h in st.get("history") or [])
     if attempt == 0:
+        if expires is not None and now >= expires:
+            return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} before it started; it never ran",
+                         error_type=EXPIRED)
+        if eta is not None and now < eta:
+            # Delayed start: no Job and no pod until the eta; a reconcile is due then (or at expiry).
+            new = dict(base)
+            new.update(state=PENDING, specHash=current_hash)
+            new["conditions"] = condition(st.get("conditions") or [], "Unknown", SCHEDULED,
+                                          f"waiting until {now_iso(eta)} to start (eta)", task.generation, ts)
+            plan.status = None if _same(new, st) else new
+            until = eta if expires is None else min(eta, expires)
+            plan.recheck_after = max((until - now).total_seconds(), 0.0) + 0.05
+            return plan
         return start(1)
 
     job = jobs.get(attempt)
@@ -365,6 +383,11 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     if isinstance(outcome, Running):
         if outcome.started is None and st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt:
             return plan  # a pod not (yet) in the cache never takes a started attempt back to PENDING
+        if outcome.started is None and expires is not None and never_started and st.get("state") != STARTED:
+            if now >= expires:
+                # Its worker has not started: stopped before it does, so the task never runs.
+                return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} before its worker "
+                             f"started; it was stopped and never ran", error_type=EXPIRED)
         new = dict(base)
         new.update(attempts=attempt, jobName=job_name(task.name, attempt), specHash=current_hash)
         if outcome.started is not None:
@@ -395,6 +418,9 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
                     message = text
             cond = condition(st.get("conditions") or [], "Unknown", reason.rstrip(".") or "Pending",
                              message.rstrip(": "), task.generation, ts)
+            if expires is not None and never_started:
+                left = max((expires - now).total_seconds(), 0.0) + 0.05
+                plan.recheck_after = left if plan.recheck_after is None else min(plan.recheck_after, left)
         new["conditions"] = cond
         if _same(new, st):
             return plan
@@ -457,6 +483,11 @@ def admission_is_permanent(message: str) -> bool:
     if "exceeded quota" in text or "serviceaccount" in text or "service account" in text:
         return False
     return "is forbidden" in text or "is invalid" in text
+
+
+def _when(value: Any) -> dt.datetime | None:
+    """A time of the spec (eta, expires: RFC 3339, which the schema checks), or None."""
+    return parse_time(value)
 
 
 def _age(stamp: str, now: dt.datetime) -> float:
