@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import verdict as verdicts
 from .application import load_app_factory
-from .errors import LimeTaskError
+from .errors import LimeTaskError, SoftTimeLimitExceeded
 from .registry import resolve_task
 from .validation import check_app_name, check_arguments
 
@@ -30,13 +33,40 @@ def execute(
         app = (app_factory or load_app_factory())(app_name)
     except Exception as exc:  # noqa: BLE001 - any failure of a plug-in is the task's failure
         return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
+    options = task.options
     try:
-        result = task.fn(app, *clean_args, **clean_kwargs)
+        with soft_time_limit(options.soft_time_limit):
+            result = task.fn(app, *clean_args, **clean_kwargs)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - the task raised: its verdict
         # sys.exit() and KeyboardInterrupt in a task are the task's own failure, with a
         # verdict: never a lost worker, so never re-run under late acknowledgement.
         if isinstance(exc, SystemExit):
             return verdicts.failure(verdicts.TASK_RAISED, "SystemExit",
                                     f"the task called sys.exit({exc.code!r}); a task ends by returning or raising")
-        return verdicts.from_exception(exc)
+        # An exception its autoretry_for names: the operator runs it again (its policy goes along).
+        retry = options.retry_policy() if options.autoretry_for and isinstance(exc, options.autoretry_for) else None
+        return verdicts.from_exception(exc, retry=retry)
     return verdicts.success(result)
+
+
+@contextlib.contextmanager
+def soft_time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in this thread after `seconds` (a real-time interval timer).
+
+    Only the main thread gets signals: elsewhere (a task run eagerly in a worker thread) the
+    soft limit is not applied.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded(f"the task passed its soft time limit of {seconds:g} seconds")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

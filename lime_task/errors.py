@@ -33,3 +33,8 @@ class ClusterError(LimeTaskError):
 
 class WaitTimeoutError(LimeTaskError, TimeoutError):
     """The task did not finish within the time given to `wait`."""
+
+
+class SoftTimeLimitExceeded(LimeTaskError):
+    """Raised inside a task when its `soft_time_limit` passes: catch it to clean up before the
+    hard `timeout` stops the task (Celery's and Lime's `SoftTimeLimitExceeded`)."""

@@ -21,13 +21,30 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+MAX_RETRIES_CEILING = 50
+DEFAULT_RETRY_DELAY = 180  # seconds between retries without a backoff (Celery's default_retry_delay)
+
+
 @dataclass(frozen=True)
 class TaskOptions:
-    """How a task runs: acknowledgement, attempts and time limit."""
+    """How a task runs: acknowledgement, attempts, time limits and its retry policy."""
 
     acks_late: bool = False
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout: int | None = None
+    # Celery's retry policy: an exception of these types runs the task again as a new attempt,
+    # after a delay, at most max_retries times; any other exception is never re-run.
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    max_retries: int = 3
+    # False: default_retry_delay between tries; True or a number n: exponential, n * 2**k seconds
+    # before retry k + 1 (True is 1), at most retry_backoff_max; retry_jitter picks a random
+    # delay up to that (as Celery does, to spread a thundering herd).
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    default_retry_delay: float = DEFAULT_RETRY_DELAY
+    # The task gets a SoftTimeLimitExceeded it can catch after this many seconds.
+    soft_time_limit: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.acks_late, bool):
@@ -41,6 +58,36 @@ class TaskOptions:
             not isinstance(self.timeout, int) or isinstance(self.timeout, bool) or self.timeout < 1
         ):
             raise InvalidTaskError(f"timeout must be a whole number of seconds >= 1, got {self.timeout!r}")
+        kinds = self.autoretry_for
+        if not isinstance(kinds, tuple) or not all(isinstance(k, type) and issubclass(k, BaseException)
+                                                   for k in kinds):
+            raise InvalidTaskError(f"autoretry_for must be a tuple of exception classes, got {kinds!r}")
+        if (not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool)
+                or not 0 <= self.max_retries <= MAX_RETRIES_CEILING):
+            raise InvalidTaskError(f"max_retries must be an integer from 0 to {MAX_RETRIES_CEILING}, "
+                                   f"got {self.max_retries!r}")
+        for name in ("retry_backoff_max", "default_retry_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 7 * 86400:
+                raise InvalidTaskError(f"{name} must be a number of seconds from 0 to a week, got {value!r}")
+        backoff = self.retry_backoff
+        if not isinstance(backoff, (bool, int, float)) or (not isinstance(backoff, bool)
+                                                           and not 0 < backoff <= 86400):
+            raise InvalidTaskError(f"retry_backoff must be True, False or a number of seconds, got {backoff!r}")
+        if not isinstance(self.retry_jitter, bool):
+            raise InvalidTaskError(f"retry_jitter must be True or False, got {self.retry_jitter!r}")
+        soft = self.soft_time_limit
+        if soft is not None and (isinstance(soft, bool) or not isinstance(soft, (int, float)) or not soft > 0):
+            raise InvalidTaskError(f"soft_time_limit must be a number of seconds above 0, got {soft!r}")
+        if soft is not None and self.timeout is not None and soft >= self.timeout:
+            raise InvalidTaskError(f"soft_time_limit ({soft}) must be below timeout ({self.timeout}): the soft "
+                                   f"limit warns the task before the hard one stops it")
+
+    def retry_policy(self) -> dict[str, Any]:
+        """The policy as the verdict carries it to the operator (which counts the retries)."""
+        backoff = 1.0 if self.retry_backoff is True else float(self.retry_backoff or 0)
+        return {"maxRetries": self.max_retries, "backoff": backoff, "backoffMax": float(self.retry_backoff_max),
+                "delay": float(self.default_retry_delay), "jitter": self.retry_jitter}
 
 
 class Task(Generic[P, R]):
@@ -69,20 +116,33 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 @overload
 def task(
     *, acks_late: bool = False, max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: int | None = None,
-    name: str | None = None,
+    name: str | None = None, autoretry_for: tuple[type[BaseException], ...] = (), max_retries: int = 3,
+    retry_backoff: bool | float = False, retry_backoff_max: float = 600, retry_jitter: bool = True,
+    default_retry_delay: float = DEFAULT_RETRY_DELAY, soft_time_limit: float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
     fn: Callable[..., Any] | None = None, /, *, acks_late: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: int | None = None, name: str | None = None,
+    autoretry_for: tuple[type[BaseException], ...] = (), max_retries: int = 3, retry_backoff: bool | float = False,
+    retry_backoff_max: float = 600, retry_jitter: bool = True, default_retry_delay: float = DEFAULT_RETRY_DELAY,
+    soft_time_limit: float | None = None,
 ) -> Any:
     """Register a function as a task. Its first argument is always the application.
 
     `acks_late=True` re-runs the task when its worker is lost, up to `max_attempts` times.
-    `timeout` (seconds) ends the task with FAILURE `TimedOut`.
+    `timeout` (seconds) ends the task with FAILURE `TimedOut`; `soft_time_limit` (seconds)
+    raises `SoftTimeLimitExceeded` in the task first, which it may catch to clean up.
+    `autoretry_for=(ConnectionError, ...)` runs the task again, as a new attempt, when it
+    raised one of these: at most `max_retries` times, `default_retry_delay` seconds apart, or
+    with `retry_backoff` exponentially (`retry_backoff_max`, `retry_jitter`), as Celery does.
     """
-    options = TaskOptions(acks_late=acks_late, max_attempts=max_attempts, timeout=timeout)
+    options = TaskOptions(acks_late=acks_late, max_attempts=max_attempts, timeout=timeout,
+                          autoretry_for=tuple(autoretry_for) if isinstance(autoretry_for, (list, tuple))
+                          else autoretry_for, max_retries=max_retries, retry_backoff=retry_backoff,
+                          retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
+                          default_retry_delay=default_retry_delay, soft_time_limit=soft_time_limit)
 
     def register(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):

@@ -55,6 +55,9 @@ class TaskStatus:
     # Delayed start and expiry (send_task's countdown/eta and expires), if any.
     eta: dt.datetime | None = None
     expires: dt.datetime | None = None
+    # Retries after exceptions the task's autoretry_for names, and when the next one starts.
+    retries: int = 0
+    retry_at: dt.datetime | None = None
     _client: "TaskClient | None" = field(default=None, repr=False, compare=False)
 
     @property
@@ -96,6 +99,8 @@ class TaskStatus:
             "archived": self.archived,
             "eta": self.eta.isoformat() if self.eta else None,
             "expires": self.expires.isoformat() if self.expires else None,
+            "retries": self.retries,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
         }
 
     @classmethod
@@ -112,6 +117,7 @@ class TaskStatus:
             event_confirmed=bool(d.get("event_confirmed")), namespace=str(d.get("namespace") or "default"),
             history=tuple(h for h in d.get("history") or () if isinstance(h, dict)),
             archived=bool(d.get("archived")), eta=_time(d.get("eta")), expires=_time(d.get("expires")),
+            retries=int(d.get("retries") or 0), retry_at=_time(d.get("retry_at")),
             _client=client,
         )
 
@@ -141,5 +147,7 @@ class TaskStatus:
             archived=archived,
             eta=parse_time(spec.get("eta")),
             expires=parse_time(spec.get("expires")),
+            retries=int(st.get("retries") or 0),
+            retry_at=parse_time(st.get("retryAt")),
             _client=client,
         )

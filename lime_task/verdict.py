@@ -28,6 +28,8 @@ class Verdict:
     state: str
     result: Any = None
     error: dict[str, str] = field(default_factory=dict)
+    # A FAILURE the task's autoretry_for names: the retry policy, for the operator to apply.
+    retry: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         body: dict[str, Any] = {"state": self.state}
@@ -35,7 +37,23 @@ class Verdict:
             body["result"] = self.result
         else:
             body["error"] = self.error
+            if self.retry is not None:
+                body["retry"] = self.retry
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def retry_policy(value: Any) -> dict[str, Any] | None:
+    """A verdict's retry policy, checked: bounded numbers only (a verdict is a pod's word)."""
+    if not isinstance(value, dict):
+        return None
+
+    def number(key: str, low: float, high: float, default: float) -> float:
+        v = value.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high else default
+
+    return {"maxRetries": int(number("maxRetries", 0, 50, 3)), "backoff": number("backoff", 0, 86400, 0),
+            "backoffMax": number("backoffMax", 0, 7 * 86400, 600), "delay": number("delay", 0, 7 * 86400, 180),
+            "jitter": value.get("jitter") is not False}
 
 
 def failure(reason: str, type_: str, message: str) -> Verdict:
@@ -54,8 +72,11 @@ def failure(reason: str, type_: str, message: str) -> Verdict:
     return verdict
 
 
-def from_exception(exc: BaseException, reason: str = TASK_RAISED) -> Verdict:
-    return failure(reason, type(exc).__name__, str(exc) or repr(exc))
+def from_exception(exc: BaseException, reason: str = TASK_RAISED, retry: dict[str, Any] | None = None) -> Verdict:
+    verdict = failure(reason, type(exc).__name__, str(exc) or repr(exc))
+    if retry is not None:
+        verdict = Verdict(FAILURE, error=verdict.error, retry=retry)
+    return verdict
 
 
 def success(result: Any) -> Verdict:
@@ -99,5 +120,5 @@ def parse(text: str | None) -> Verdict | None:
             "type": str(err.get("type") or "Error"),
             "message": str(err.get("message") or ""),
             "reason": str(err.get("reason") or TASK_RAISED),
-        })
+        }, retry=retry_policy(body.get("retry")))
     return None

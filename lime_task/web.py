@@ -135,6 +135,9 @@ class TaskStatusBody(BaseModel):
                             json_schema_extra={"format": "date-time"})
     expires: str | None = Field(default=None, description="a task not started by then ends as FAILURE, Expired",
                                 json_schema_extra={"format": "date-time"})
+    retries: int = Field(default=0, description="retries after exceptions the task's autoretry_for names")
+    retry_at: str | None = Field(default=None, description="when the next retry starts",
+                                 json_schema_extra={"format": "date-time"})
 
 
 class TaskPage(BaseModel):

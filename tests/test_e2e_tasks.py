@@ -333,3 +333,34 @@ def test_a_task_that_expires_before_its_start_never_runs(tasks: TaskClient, api_
     bad = dict(manifest, metadata={"name": "bad-eta"}, spec={**manifest["spec"], "eta": "tomorrow"})
     refused = cluster.run_kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(bad), check=False)
     assert refused.returncode != 0 and "eta" in refused.stderr
+
+
+# -- retry policies and the soft time limit ---------------------------------------------------
+
+def test_autoretry_ends_in_success_with_each_try_in_the_history(tasks: TaskClient) -> None:
+    sent = tasks.send(f"{T}.unreliable", APP, [2])  # fails twice, max_retries 2: the third try works
+    final = tasks.wait(sent.id, APP, timeout=180)
+    assert final.status == SUCCESS and final.result == "synced on attempt 3", final
+    assert final.attempts == 3 and final.retries == 2
+    assert [(h["attempt"], h["outcome"]) for h in final.history] == [(1, "Retry"), (2, "Retry"), (3, SUCCESS)]
+    assert "the CRM hung up on attempt 1" in final.history[0]["message"]
+
+
+def test_autoretry_ends_in_retries_exhausted(tasks: TaskClient) -> None:
+    sent = tasks.send(f"{T}.unreliable", APP, [5])
+    final = tasks.wait(sent.id, APP, timeout=180)
+    assert final.status == FAILURE and final.error is not None, final
+    assert final.error.reason == "RetriesExhausted" and final.error.type == "ConnectionError"
+    assert final.attempts == 3 and [h["outcome"] for h in final.history] == ["Retry", "Retry", "FAILURE"]
+
+
+def test_any_other_exception_is_still_never_re_run(tasks: TaskClient) -> None:
+    final = tasks.send(f"{T}.fail", APP, ["no"]).wait(timeout=120)
+    assert final.status == FAILURE and final.attempts == 1 and final.retries == 0
+
+
+def test_the_soft_time_limit_lets_the_task_clean_up(tasks: TaskClient) -> None:
+    final = tasks.send(f"{T}.soft_limited", APP, [30]).wait(timeout=60)
+    assert final.status == SUCCESS and final.result == "stopped at the soft time limit and cleaned up"
+    assert final.started_at is not None and final.completed_at is not None
+    assert (final.completed_at - final.started_at).total_seconds() < 15

@@ -39,6 +39,8 @@ JOB_REFUSED = "JobRefused"
 POD_REFUSED = "PodRefused"
 EXPIRED = "Expired"
 SCHEDULED = "Scheduled"  # waiting for its eta: no Job, no pod
+RETRY = "Retry"  # an attempt that raised one of its task's autoretry_for exceptions (history)
+RETRY_SCHEDULED = "RetryScheduled"
 HISTORY_MAX = 10
 NOT_STARTED = "NotStarted"
 # How many attempts whose worker never started are run again, whatever the acknowledgement.
@@ -262,6 +264,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     def final(state: str, reason: str, message: str, result: Any = None, error_type: str | None = None,
               history: list[dict[str, Any]] | None = None, completed_at: str | None = None) -> Plan:
         new = dict(base)
+        new.pop("retryAt", None)
         new.update(state=state, completedAt=completed_at or ts, attempts=attempt)
         if history is not None:
             new["history"] = history[-HISTORY_MAX:]
@@ -291,7 +294,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         if current is None and attempt in jobs and jobs[attempt].finished and not pods_fresh:
             plan.need_fresh_pods = attempt  # its verdict may be in a pod the cache has not seen
             return plan
-        if not isinstance(current, verdicts.Verdict):
+        if not isinstance(current, verdicts.Verdict) or _will_retry(current, st, attempt):
             return final(FAILURE, CANCELLED, "the task was cancelled", error_type=CANCELLED)
     if st.get("specHash") and st["specHash"] != current_hash:
         return final(FAILURE, SPEC_CHANGED, "the spec changed after the task was accepted; the spec is "
@@ -309,6 +312,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         if job_refused is not None:
             return refused(n, *job_refused, history)
         new = dict(base)
+        new.pop("retryAt", None)
         new.update(state=PENDING, attempts=n, jobName=job_name(task.name, n), specHash=current_hash)
         if history is not None:
             new["history"] = history[-HISTORY_MAX:]
@@ -337,6 +341,34 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     eta, expires = _when(task.spec.get("eta")), _when(task.spec.get("expires"))
     never_started = not st.get("startedAt") and not any(h.get("outcome") not in (NOT_STARTED, None)
                                                          for h in st.get("history") or [])
+    def retry(outcome: verdicts.Verdict, entry: dict[str, Any], history: list[dict[str, Any]],
+              ended_at: str) -> Plan:
+        """The attempt raised an exception its task's autoretry_for names: the next attempt after
+        the policy's delay (no Job or pod meanwhile), or FAILURE RetriesExhausted once max_retries
+        retries have run. Any other exception is never re-run."""
+        policy = outcome.retry or {}
+        err = outcome.error
+        done, most = int(st.get("retries") or 0), int(policy.get("maxRetries", 0))
+        if done >= most:
+            history.append({**entry, "reason": RETRIES_EXHAUSTED})
+            return final(FAILURE, RETRIES_EXHAUSTED,
+                         f"{err.get('message', '')} (it raised {err.get('type')}, which autoretry_for names, in "
+                         f"all {done + 1} tries; max_retries is {most})", error_type=err.get("type"),
+                         history=history, completed_at=ended_at)
+        delay = retry_delay(policy, done, f"{task.uid}.{attempt}")
+        retry_at = (parse_time(ended_at) or now) + dt.timedelta(seconds=delay)
+        history.append({**entry, "outcome": RETRY,
+                        "message": f"{err.get('message', '')} (retry {done + 1} of {most} at {now_iso(retry_at)})"})
+        new = dict(base)
+        new.update(state=PENDING, attempts=attempt, retries=done + 1, retryAt=now_iso(retry_at),
+                   history=history[-HISTORY_MAX:])
+        new["conditions"] = condition(st.get("conditions") or [], "Unknown", RETRY_SCHEDULED,
+                                      f"attempt {attempt} raised {err.get('type')}: {err.get('message', '')[:200]}; "
+                                      f"retry {done + 1} of {most} at {now_iso(retry_at)}", task.generation, ts)
+        plan.status = new
+        plan.recheck_after = max((retry_at - now).total_seconds(), 0.0) + 0.05
+        return plan
+
     if attempt == 0:
         if expires is not None and now >= expires:
             return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} before it started; it never ran",
@@ -353,6 +385,14 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             return plan
         return start(1)
 
+    if _retry_recorded(st, attempt):
+        # The attempt raised an exception its task retries: its Job and pod are not needed any
+        # more (they may be gone, after a long delay). At the retry's time, the next attempt.
+        retry_at = parse_time(st.get("retryAt"))
+        if retry_at is not None and now < retry_at:
+            plan.recheck_after = (retry_at - now).total_seconds() + 0.05
+            return plan
+        return start(attempt + 1, list(st.get("history") or []))
     job = jobs.get(attempt)
     attempt_pods = pods.get(attempt, [])
     if job is None and not attempt_pods and attempt not in jobs_gone:
@@ -435,8 +475,10 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
                  "reason": "Succeeded" if outcome.state == SUCCESS else outcome.error.get("reason", ""),
                  "message": "" if outcome.state == SUCCESS else outcome.error.get("message", ""),
                  "finishedAt": ended_at}
-        history.append(entry)
         base.setdefault("startedAt", ts)
+        if outcome.state == FAILURE and outcome.retry is not None:
+            return retry(outcome, entry, history, ended_at)
+        history.append(entry)
         if outcome.state == SUCCESS:
             return final(SUCCESS, "Succeeded", "", result=outcome.result, history=history, completed_at=ended_at)
         err = outcome.error
@@ -471,6 +513,33 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     return final(FAILURE, RETRIES_EXHAUSTED,
                  f"the worker was lost in all {attempt} attempts; last: {outcome.message}",
                  error_type=WORKER_LOST, history=history)
+
+
+def retry_delay(policy: dict[str, Any], done: int, seed: str) -> float:
+    """Seconds before retry `done + 1`: Celery's exponential backoff with full jitter, or its
+    fixed default_retry_delay. The jitter is drawn from `seed` (the task's UID and attempt), so
+    that deriving the plan again gives the same time."""
+    import hashlib
+
+    backoff = float(policy.get("backoff") or 0)
+    if backoff <= 0:
+        return float(policy.get("delay", 180))
+    delay = min(float(policy.get("backoffMax", 600)), backoff * 2 ** min(done, 30))
+    if policy.get("jitter", True):
+        delay *= int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return float(delay)
+
+
+def _retry_recorded(st: dict[str, Any], attempt: int) -> bool:
+    """Whether the status already holds the retry of this attempt (its time to run again)."""
+    return bool(st.get("retryAt")) and int(st.get("attempts") or 0) == attempt
+
+
+def _will_retry(outcome: verdicts.Verdict, st: dict[str, Any], attempt: int) -> bool:
+    """Whether this verdict is not the last word: it will be retried (a cancel then wins)."""
+    if outcome.state != FAILURE or outcome.retry is None:
+        return False
+    return _retry_recorded(st, attempt) or int(st.get("retries") or 0) < int(outcome.retry.get("maxRetries", 0))
 
 
 def admission_is_permanent(message: str) -> bool:

@@ -94,7 +94,7 @@ def test_to_dict() -> None:
         "created_at": "2024-05-01T10:00:00+00:00", "started_at": "2024-05-01T10:00:05+00:00",
         "completed_at": "2024-05-01T10:00:09+00:00", "event_confirmed": True, "namespace": "solutions",
         "history": [{"attempt": 1, "outcome": "WorkerLost"}, {"attempt": 2, "outcome": "SUCCESS"}],
-        "archived": False, "eta": None, "expires": None,
+        "archived": False, "eta": None, "expires": None, "retries": 0, "retry_at": None,
     }
     import json
     json.dumps(d)  # plain JSON

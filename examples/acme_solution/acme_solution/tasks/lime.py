@@ -124,3 +124,25 @@ def undecorated(app: Any) -> str:
 def noop(app: Any) -> str:
     """Does nothing: for measuring what the system itself costs."""
     return "ok"
+
+
+@task(autoretry_for=(ConnectionError,), max_retries=2, retry_backoff=1, retry_jitter=False)
+def unreliable(app: Any, failures: int = 1) -> str:
+    """The CRM hangs up on the first `failures` attempts (ConnectionError, which the task retries
+    with a backoff of 1, 2, ... seconds, twice at most), then answers."""
+    attempt = int(os.environ.get("LIMETASK_ATTEMPT", "1"))
+    if attempt <= failures:
+        raise ConnectionError(f"the CRM hung up on attempt {attempt}")
+    return f"synced on attempt {attempt}"
+
+
+@task(soft_time_limit=1, timeout=60)
+def soft_limited(app: Any, seconds: float = 30) -> str:
+    """Works past its soft time limit, is told so (SoftTimeLimitExceeded), and cleans up."""
+    from lime_task import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "stopped at the soft time limit and cleaned up"
+    return f"slept {seconds}s"
