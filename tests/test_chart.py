@@ -128,15 +128,18 @@ WEB_MODES = sorted(mode for mode in MODES if mode.startswith("web-"))
 # The rules the operator gets where it watches: (apiGroup, resource) -> verbs. The least that works.
 # Retention (on by default) deletes finished LimeTasks.
 WATCHED_NAMESPACE_RULES = {
-    ("limetask.io", "limetasks"): {"get", "list", "watch", "delete"},
+    # create: a schedule's runs; patch: Replace cancels a run; delete: retention, the archive and
+    # schedules' history limits.
+    ("limetask.io", "limetasks"): {"get", "list", "watch", "create", "patch", "delete"},
     ("limetask.io", "limetasks/status"): {"update"},
     ("limetask.io", "limetasks/finalizers"): {"update"},
+    ("limetask.io", "limetaskschedules"): {"get", "list", "watch"},
+    ("limetask.io", "limetaskschedules/status"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create", "list"},
     ("events.k8s.io", "events"): {"create"},
 }
-WITHOUT_RETENTION_RULES = {**WATCHED_NAMESPACE_RULES, ("limetask.io", "limetasks"): {"get", "list", "watch"}}
 # The HTTP endpoint's Role, in the release namespace only: what TaskClient does (send: create;
 # get_status: get; wait: list, watch; cancel: patch), and nothing more.
 WEB_RULES = {("limetask.io", "limetasks"): {"create", "get", "list", "watch", "patch"}}
@@ -154,7 +157,9 @@ BROKER_SETTINGS = {"LIMETASK_BROKER_URL", "LIMETASK_BROKER_EXCHANGE", "LIMETASK_
 # Settings the chart leaves alone: it hands the broker and archive URLs over in LIMETASK_BROKER_URL
 # and LIMETASK_ARCHIVE_URL, from their Secrets.
 # Set per process where needed (tests running two operators on one host), never by the chart.
-NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE", "LIMETASK_ARCHIVE_URL_FILE", "LIMETASK_LEADER_ELECTION_IDENTITY"}
+# LIMETASK_SCHEDULE_SECONDS: seconds-level schedules, for tests only.
+NOT_FROM_CHART = {"LIMETASK_BROKER_URL_FILE", "LIMETASK_ARCHIVE_URL_FILE", "LIMETASK_LEADER_ELECTION_IDENTITY",
+                  "LIMETASK_SCHEDULE_SECONDS"}
 ARCHIVE_URL = MODES["archive-from-values"]["archive"]["url"]
 
 
@@ -372,10 +377,13 @@ def test_helpers_are_defined() -> None:
 
 
 def test_crd_matches_the_repository_crd() -> None:
-    """The chart ships a copy of crds/; copy it again when the CRD changes."""
-    ours = yaml.safe_load((CHART / "files" / "limetask.io_limetasks.yaml").read_text())
-    theirs = yaml.safe_load((REPO / "crds" / "limetask.io_limetasks.yaml").read_text())
-    assert ours == theirs, "charts/limetask/files/limetask.io_limetasks.yaml differs from crds/: copy it over"
+    """The chart ships a copy of crds/; copy it again when a CRD changes."""
+    files = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    assert files == ["limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml"]
+    for name in files:
+        ours = yaml.safe_load((CHART / "files" / name).read_text())
+        theirs = yaml.safe_load((REPO / "crds" / name).read_text())
+        assert ours == theirs, f"charts/limetask/files/{name} differs from crds/: copy it over"
 
 
 def test_every_value_has_a_comment() -> None:
@@ -575,7 +583,8 @@ def test_default_mode_watches_the_release_namespace(chart: Any) -> None:
          "verbs": ["get", "update"]}]
     assert operator_env(objects)["LIMETASK_LEADER_ELECTION_LEASE"] == "lt-limetask"
     assert operator_container(objects)["args"][0] == f"--namespace={RELEASE_NAMESPACE}"
-    assert one(objects, "CustomResourceDefinition")["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert [c["metadata"]["annotations"] for c in of_kind(objects, "CustomResourceDefinition")] == [
+        {"helm.sh/resource-policy": "keep"}] * 2
     assert one(objects, "ServiceAccount")["metadata"]["name"] == "lt-limetask"
     assert not of_kind(objects, "Secret")
     env = {e["name"] for e in operator_container(objects)["env"]}
@@ -610,11 +619,11 @@ def test_cluster_mode_uses_a_cluster_role(chart: Any) -> None:
 
 def test_crd_install_and_keep(chart: Any) -> None:
     assert not of_kind(render(chart, MODES["no-crd"]), "CustomResourceDefinition")
-    crd = one(render(chart, MODES["crd-not-kept"]), "CustomResourceDefinition")
-    assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
-    repository_crd = yaml.safe_load((REPO / "crds" / "limetask.io_limetasks.yaml").read_text())
-    assert crd["spec"] == repository_crd["spec"]
-    assert crd["metadata"]["name"] == "limetasks.limetask.io"
+    crds = of_kind(render(chart, MODES["crd-not-kept"]), "CustomResourceDefinition")
+    assert [c["metadata"]["name"] for c in crds] == ["limetasks.limetask.io", "limetaskschedules.limetask.io"]
+    for crd, name in zip(crds, ("limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml"), strict=True):
+        assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+        assert crd["spec"] == yaml.safe_load((REPO / "crds" / name).read_text())["spec"]
 
 
 def test_broker_from_an_existing_secret(chart: Any) -> None:
@@ -721,7 +730,7 @@ def test_archive_url_and_existing_secret_exclude_each_other(chart: Any) -> None:
 
 def test_archive_keeps_the_right_to_delete_tasks(chart: Any) -> None:
     """Archived LimeTasks are deleted after keepInClusterSeconds, whatever tasks.retentionSeconds
-    says (it does not apply with the archive); without the archive, 0 takes the delete verb away."""
+    says (it does not apply with the archive); without it, schedules' history limits still delete."""
     for mode in ("archive-existing-secret", "archive-from-values"):
         values = {**MODES[mode], "tasks": {"retentionSeconds": 0}}
         for role in of_component(render(chart, values), "Role", "operator"):
@@ -730,7 +739,7 @@ def test_archive_keeps_the_right_to_delete_tasks(chart: Any) -> None:
         role = one(of_component(cluster, "ClusterRole", "operator"), "ClusterRole")
         assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}, mode
     for role in of_component(render(chart, {"tasks": {"retentionSeconds": 0}}), "Role", "operator"):
-        assert rules_by_resource(role["rules"]) == WITHOUT_RETENTION_RULES
+        assert rules_by_resource(role["rules"]) == WATCHED_NAMESPACE_RULES
 
 
 def test_names_fit_in_63_characters(chart: Any) -> None:
@@ -778,9 +787,7 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
                 assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
     # Exactly the rules the operator needs, and read-only ones at cluster level in namespace scope.
     cluster_role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
-    # Retention (tasks.retentionSeconds), or the archive, deletes finished LimeTasks.
-    retention = MODES[mode].get("tasks", {}).get("retentionSeconds", 1) > 0 or "archive" in MODES[mode]
-    watched_rules = WATCHED_NAMESPACE_RULES if retention else WITHOUT_RETENTION_RULES
+    watched_rules = WATCHED_NAMESPACE_RULES
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
         assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **watched_rules}
     else:

@@ -127,7 +127,8 @@ async def _start_after_login(shared: OperatorMemo) -> None:
         # In a namespace it watches by name (where it may create Jobs), else in "default".
         features = await detect(kube, next((ns for ns, _ in scopes(shared.namespaces) if ns), "default"))
         rec = Reconciler(kube, shared.settings, features)
-        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs and Pods: see watches.py
+        rec.schedules_installed = await schedules_installed(kube)
+        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods and LimeTaskSchedules: see watches.py
         rec.start()
         shared.reconciler = rec
 
@@ -144,6 +145,24 @@ async def _start_after_login(shared: OperatorMemo) -> None:
     LOG.info("leader election: %s campaigns for Lease %s/%s", shared.elector.identity, shared.elector.namespace,
              shared.elector.name)
     shared.election = asyncio.get_running_loop().create_task(shared.elector.run(lead, step_down), name="election")
+
+
+async def schedules_installed(kube: Kube) -> bool:
+    """Whether the API server serves LimeTaskSchedules (a cluster that has only the LimeTask CRD
+    runs tasks as before, without schedules, and says so)."""
+    from lime_task.resource import GROUP, SCHEDULE_PLURAL, VERSION
+
+    try:
+        found = await kube.get(f"/apis/{GROUP}/{VERSION}")
+    except Exception as exc:  # noqa: BLE001 - assume they are: the watch then says what is wrong
+        LOG.warning("cannot tell whether LimeTaskSchedules are installed: %s", exc)
+        return True
+    names = {r.get("name") for r in (found or {}).get("resources") or []}
+    if SCHEDULE_PLURAL not in names:
+        LOG.warning("the LimeTaskSchedule CRD (%s.%s) is not installed: schedules are off; install crds/ or "
+                    "the chart to use them", SCHEDULE_PLURAL, GROUP)
+        return False
+    return True
 
 
 def _own_namespace() -> str:

@@ -15,7 +15,16 @@ import datetime as dt
 import logging
 from typing import Any
 
-from lime_task.resource import FINAL_STATES, GROUP, LABEL_ATTEMPT, LABEL_TASK_ID, LABEL_TASK_UID, PLURAL, VERSION
+from lime_task.resource import (
+    FINAL_STATES,
+    GROUP,
+    LABEL_ATTEMPT,
+    LABEL_TASK_ID,
+    LABEL_TASK_UID,
+    PLURAL,
+    SCHEDULE_PLURAL,
+    VERSION,
+)
 
 from . import derivation, metrics
 from .archive import Archiver
@@ -82,6 +91,11 @@ class Reconciler:
             # History goes to the archive; LimeTasks stay in etcd only a short while (archive.py).
             self.archiver = Archiver(kube, settings, settings.archive_url.get_secret_value())
             self.caches.on_settled = self.archiver.settled
+        from .scheduler import Scheduler
+
+        # LimeTaskSchedules: one LimeTask per schedule and tick (scheduler.py).
+        self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced)
+        self.schedules_installed = True
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
         self._refusals: dict[str, tuple[float, dict[str, str]]] = {}  # namespace: (read at, Job: message)
@@ -100,6 +114,7 @@ class Reconciler:
     def task_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
+        self.scheduler.task_event(str(event_type), body)
         if event_type == "DELETED":
             self._forget(key)
             return
@@ -160,6 +175,7 @@ class Reconciler:
         """A listing of LimeTasks ended: what it did not hold was deleted while the watch was away."""
         for key in [k for k in self.caches.tasks if k not in seen and (namespace is None or k[0] == namespace)]:
             self._forget(key)
+        self.scheduler.listed_tasks(seen, namespace)
         self._sync_done(namespace)
 
     def _forget(self, key: Key) -> None:
@@ -184,6 +200,10 @@ class Reconciler:
                 ResourceWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
                               lambda seen, ns: self.listed_children("pods", seen, ns)),
             ]
+            if self.schedules_installed:
+                self.watches.append(ResourceWatch(
+                    self.kube, f"/apis/{GROUP}/{VERSION}", SCHEDULE_PLURAL, "", namespace, patterns,
+                    self.scheduler.schedule_event, self.scheduler.listed_schedules))
         self.watch_tasks = [asyncio.create_task(w.run(), name=f"watch-{w.plural}-{w.namespace or 'all'}")
                             for w in self.watches]
 
@@ -212,6 +232,7 @@ class Reconciler:
         for i in range(self.settings.workers):
             self.workers.append(asyncio.create_task(self._worker(), name=f"reconcile-{i}"))
         self.events.start()
+        self.scheduler.start()
         if self.archiver is not None:
             # Archived tasks leave etcd after archive_keep_seconds; none leaves before it is archived.
             self.archiver.start()
@@ -226,6 +247,7 @@ class Reconciler:
         self.workers.clear()
         self.watch_tasks.clear()
         await self.events.stop()
+        await self.scheduler.stop()
         if self.archiver is not None:
             await self.archiver.stop()
 

@@ -74,6 +74,8 @@ class OperatorSettings(BaseModel):
     archive_retention_days: int = Field(default=30, ge=0, le=36500)
     # Tasks written to the archive in one transaction at most.
     archive_batch_size: int = Field(default=500, ge=1, le=10000)
+    # Tests only: accept seconds-level schedules (`@every 3s`), so that tests need not wait minutes.
+    schedule_seconds: bool = False
     # Leader election on a Lease, so that several replicas can run: one leads, the others wait
     # to take over. The Lease's namespace (default: the pod's own) and name.
     leader_election: bool = False
