@@ -121,7 +121,7 @@ def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_
     last = parse_time(st.get("lastScheduleTime"))
     made = {r.tick for r in runs}
     tick = crontab.previous_tick(expression, tz, now)
-    due = tick is not None and tick >= created - dt.timedelta(seconds=1) and (last is None or tick > last) \
+    due = tick is not None and tick > created and (last is None or tick > last) \
         and int(tick.timestamp()) not in made
     if due and tick is not None:
         deadline = spec.get("startingDeadlineSeconds")
@@ -187,6 +187,9 @@ class Scheduler:
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
+        # The resourceVersion of this operator's last status write per schedule: its watch event
+        # (the echo) changes nothing to decide again, and must not start another round.
+        self.written: dict[Key, str] = {}
         self.worker: asyncio.Task[None] | None = None
 
     # -- what the watches tell ------------------------------------------------------------
@@ -195,12 +198,15 @@ class Scheduler:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
             self.schedules.pop(key, None)
+            self.written.pop(key, None)
             self._cancel_timer(key)
             return
+        echo = self.written.get(key) == meta.get("resourceVersion")
         self.schedules[key] = {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                                                  "generation", "creationTimestamp") if k in meta},
                                "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
-        self.enqueue(key)
+        if not echo:
+            self.enqueue(key)
 
     def listed_schedules(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
         for key in [k for k in self.schedules if k not in seen and (namespace is None or k[0] == namespace)]:
@@ -335,6 +341,7 @@ class Scheduler:
         """Our own write's answer: cached, not queued again (its watch event may be too)."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
+        self.written[key] = str(meta.get("resourceVersion"))
         if key in self.schedules:
             self.schedules[key]["status"] = dict(body.get("status") or {})
             self.schedules[key]["metadata"]["resourceVersion"] = meta.get("resourceVersion")
