@@ -510,6 +510,92 @@ def web(
         raise typer.Exit(2 if exc.code else 0) from None
 
 
+schedules_app = typer.Typer(no_args_is_help=True, help="Scheduled tasks: LimeTaskSchedules and their runs.")
+app.add_typer(schedules_app, name="schedules")
+AppsOpt = Annotated[list[str], typer.Option("--app", "-a", help="an application the solution serves (repeat)")]
+ModuleOpt = Annotated[str | None, typer.Option(
+    "--module", "-m", help="the module with register_scheduled_tasks() (default: the 'limetask.scheduled_tasks' "
+                           "entry points of installed packages)")]
+
+
+def _scheduled(module: str | None, apps: list[str]) -> tuple[list[dict[str, Any]], str]:
+    from .schedule import load_registered, schedule_resources
+
+    if not apps:
+        _fail("name the applications the solution serves: --app my-app (repeat for each)")
+    scheduled, source = load_registered(module)
+    return schedule_resources(scheduled, apps, source), source
+
+
+@schedules_app.command("render")
+@_guard
+def schedules_render(apps: AppsOpt = [], module: ModuleOpt = None,  # noqa: B006 - typer's list default
+                     namespace: Namespace = None) -> None:
+    """Print the LimeTaskSchedules of a solution's register_scheduled_tasks() as YAML, one per
+    application and scheduled task (for GitOps: commit it, or kubectl apply -f it).
+
+    Example: limetask schedules render -m acme_solution.scheduled_tasks -a app-one -a app-two > schedules.yaml
+    """
+    from .schedule import to_yaml
+
+    resources, _ = _scheduled(module, apps)
+    typer.echo(to_yaml(resources, namespace), nl=False)
+
+
+@schedules_app.command("apply")
+@_guard
+def schedules_apply(apps: AppsOpt = [], module: ModuleOpt = None,  # noqa: B006 - typer's list default
+                    prune: Annotated[bool, typer.Option(
+                        "--prune", help="delete this source's schedules of these applications that the code no "
+                                        "longer has")] = False,
+                    namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Create or update the LimeTaskSchedules of a solution's register_scheduled_tasks() in the cluster.
+
+    Example: limetask schedules apply -m acme_solution.scheduled_tasks -a app-one -a app-two --prune
+    """
+    from .schedule import apply_resources
+
+    resources, source = _scheduled(module, apps)
+    client = _client(kubeconfig, namespace)
+    for line in apply_resources(client, resources, source, apps if prune else None):
+        typer.echo(line)
+
+
+@schedules_app.command("list")
+@_guard
+def schedules_list(app_name: Annotated[str | None, typer.Option("--app", "-a", help="only this application's")] = None,
+                   namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
+    """List schedules, with their last tick and active runs. Example: limetask schedules list -a my-app"""
+    from .schedule import list_schedules
+
+    items = list_schedules(_client(kubeconfig, namespace), app_name)
+    if output is Output.json:
+        typer.echo(json.dumps(items))
+        return
+    typer.echo(f"{'NAME':40} {'SCHEDULE':16} {'TIMEZONE':18} {'ACTIVE':6} {'LAST SCHEDULE':22} TASK")
+    for s in items:
+        zone = s["time_zone"] or "UTC"
+        suspended = " (suspended)" if s["suspend"] else ""
+        typer.echo(f"{s['name']:40} {s['schedule']:16} {zone:18} {s['active']:<6} {s['last_schedule_time'] or '-':22} "
+                   f"{s['task']}{suspended}")
+
+
+@schedules_app.command("runs")
+@_guard
+def schedules_runs(name: Annotated[str, typer.Argument(help="the schedule's name")],
+                   namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
+    """List a schedule's runs in the cluster, newest first. Example: limetask schedules runs nightly-sync"""
+    from .schedule import schedule_runs
+
+    items = schedule_runs(_client(kubeconfig, namespace), name)
+    if output is Output.json:
+        typer.echo(json.dumps([s.to_dict() for s in items]))
+        return
+    typer.echo(f"{'ID':40} {'STATE':8} {'ATTEMPTS':8} CREATED")
+    for s in items:
+        typer.echo(f"{s.id:40} {s.status:8} {s.attempts:<8} {s.created_at.isoformat() if s.created_at else '-'}")
+
+
 archive_app = typer.Typer(no_args_is_help=True, help="The archive of finished tasks (PostgreSQL).")
 app.add_typer(archive_app, name="archive")
 

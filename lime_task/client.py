@@ -157,6 +157,13 @@ class TaskClient:
                 raise NotFoundError(f"{what}: not found ({_api_message(exc)})") from None
             raise ClusterError(f"{what} failed: {exc.status} {_api_message(exc)}") from exc
 
+    def _read_or_none(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`_read_checked`, with a 404 as None."""
+        try:
+            return self._read_checked(what, fn, *args, **kwargs)
+        except NotFoundError:
+            return None
+
     def _get(self, task_id: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 

@@ -18,8 +18,12 @@ from .validation import check_app_name, check_arguments
 def execute(
     task_name: str, app_name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     app_factory: Callable[[str], Any] | None = None, import_modules: bool = True,
+    session: Mapping[str, Any] | None = None,
 ) -> verdicts.Verdict:
-    """Run one task and return its verdict. Never raises for a task's own failure."""
+    """Run one task and return its verdict. Never raises for a task's own failure.
+
+    `session` (a scheduled task's: userName, language) becomes the application object's
+    `session`, a `lime_task.schedule.TaskSession`, where the object takes attributes."""
     try:
         check_app_name(app_name)
         task = resolve_task(task_name, import_modules=import_modules)
@@ -33,6 +37,13 @@ def execute(
         app = (app_factory or load_app_factory())(app_name)
     except Exception as exc:  # noqa: BLE001 - any failure of a plug-in is the task's failure
         return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
+    if session:
+        from .schedule import TaskSession
+
+        try:
+            app.session = TaskSession(user_name=session.get("userName"), language=session.get("language"))
+        except (AttributeError, TypeError):
+            pass  # an application object that takes no attributes: the session is not passed
     options = task.options
     try:
         with soft_time_limit(options.soft_time_limit):

@@ -188,3 +188,61 @@ def test_runs_are_listed_with_their_schedule(api_client: Any, namespace: str, ru
         "limetask.io", "v1alpha1", namespace, "limetaskschedules", name)
     # Its runs go with it (owner references), as a CronJob's Jobs do.
     wait_until(lambda: not runs(api_client, namespace, name), timeout=60, message="the runs to go")
+
+
+MODULE = '''
+from lime_task.schedule import CronTab, ScheduledTask, TaskSession
+
+def register_scheduled_tasks():
+    return [
+        ScheduledTask(task="acme_solution.tasks.lime.whoami", args=["nightly"], schedule="@every 3s",
+                      session=TaskSession(user_name="integration-user", language="sv"), name=None),
+        {adder}
+    ]
+'''
+ADDER = 'ScheduledTask(task="acme_solution.tasks.lime.add", args=[1, 2], schedule=CronTab(hour=3, minute=0)),'
+
+
+def test_a_solutions_scheduled_tasks_become_schedules_for_each_application(
+        cluster: Cluster, namespace: str, running_operator: Operator, api_client: Any, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    module = f"scheduled_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(MODULE.replace("{adder}", ADDER))
+    env = {**os.environ, "LIMETASK_KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(tmp_path),
+           "LIMETASK_SCHEDULE_SECONDS": "true"}
+
+    def cli(*args: str, code: int = 0) -> str:
+        done = subprocess.run([sys.executable, "-m", "lime_task.cli", "schedules", *args, "-n", namespace],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == code, done.stderr
+        return done.stdout
+
+    apps = ["-a", "app-one", "-a", "app-two"]
+    created = cli("apply", "-m", module, *apps)
+    assert created.count("created") == 4, created
+    assert cli("apply", "-m", module, *apps).count("unchanged") == 4
+    listed = json.loads(cli("list", "-a", "app-one", "-o", "json"))
+    assert sorted(s["task"] for s in listed) == ["acme_solution.tasks.lime.add", "acme_solution.tasks.lime.whoami"]
+    whoami = next(s["name"] for s in listed if s["task"].endswith("whoami"))
+    # Each run has the schedule's session: the task says whom it runs as.
+    wait_until(lambda: any(state(r) == SUCCESS for r in runs(api_client, namespace, whoami)), timeout=60,
+               message="a run of the session's schedule")
+    done = next(r for r in runs(api_client, namespace, whoami) if state(r) == SUCCESS)
+    assert done["status"]["result"] == "app-one as integration-user (sv): nightly"
+    shown = json.loads(cli("runs", whoami, "-o", "json"))
+    assert shown and all(r["app"] == "app-one" for r in shown)
+    # The code drops a scheduled task: --prune deletes its schedules, for both applications.
+    (tmp_path / f"{module}.py").write_text(MODULE.replace("{adder}", ""))
+    pruned = cli("apply", "-m", module, *apps, "--prune")
+    assert pruned.count("deleted") == 2 and pruned.count("unchanged") == 2, pruned
+    # The rendered YAML is what kubectl applies (GitOps).
+    rendered = cli("render", "-m", module, *apps)
+    applied = cluster.run_kubectl("apply", "-f", "-", namespace=namespace, input=rendered)
+    assert applied.stdout.count("limetaskschedule.limetask.io") == 2
+    assert cli("apply", "-m", module, "--prune", code=2) == ""  # no application named: one line, exit 2
+    for s in json.loads(cli("list", "-o", "json")):
+        client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+            "limetask.io", "v1alpha1", namespace, "limetaskschedules", s["name"], {"spec": {"suspend": True}})

@@ -90,6 +90,8 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         "PYTHONUNBUFFERED": "1",
         "TMPDIR": "/tmp",
     }
+    if isinstance(spec.get("session"), dict) and spec["session"]:
+        env["LIMETASK_SESSION"] = env_json(spec["session"])  # who a scheduled task runs as
     resources = merge_resources(settings.runner_resources, spec.get("resources") or {})
     container: dict[str, Any] = {
         "name": CONTAINER,

@@ -8,7 +8,8 @@ Task modules: LIMETASK_IMPORTS (comma-separated), else the modules that installe
 declare as `limetask.tasks` entry points. A task name is looked up only among the tasks those
 modules register: a name never makes the runner import anything, and a runner with no task
 modules refuses every task. Optional: LIMETASK_APP_FACTORY (`module:callable` building the
-application object).
+application object); LIMETASK_SESSION (a scheduled task's session, JSON: the application
+object's `session`, a lime_task.schedule.TaskSession).
 
 Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot be written.
 """
@@ -31,7 +32,7 @@ from lime_task.resource import SUCCESS
 LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
 ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
-       "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS")
+       "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS", "LIMETASK_SESSION")
 
 
 def run(env: Mapping[str, str]) -> verdicts.Verdict:
@@ -67,7 +68,14 @@ def run(env: Mapping[str, str]) -> verdicts.Verdict:
             factory = load_app_factory(env["LIMETASK_APP_FACTORY"])
         except Exception as exc:  # noqa: BLE001
             return verdicts.from_exception(exc, verdicts.APP_FACTORY_FAILED)
-    return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=False)
+    session = None
+    if env.get("LIMETASK_SESSION"):
+        try:
+            session = json.loads(env["LIMETASK_SESSION"])
+        except ValueError:
+            session = None
+    return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=False,
+                   session=session if isinstance(session, dict) else None)
 
 
 def write_verdict(path: str, text: str) -> None:

@@ -146,3 +146,11 @@ def soft_limited(app: Any, seconds: float = 30) -> str:
     except SoftTimeLimitExceeded:
         return "stopped at the soft time limit and cleaned up"
     return f"slept {seconds}s"
+
+
+@task
+def whoami(app: Any, note: str = "") -> str:
+    """Says which application and session (a scheduled task's TaskSession) it runs with."""
+    session = getattr(app, "session", None)
+    who = f"{session.user_name} ({session.language})" if session is not None else "no session"
+    return f"{app.name} as {who}{': ' + note if note else ''}"
