@@ -647,6 +647,53 @@ generate_app = typer.Typer(no_args_is_help=True, help="Add Lime Task files to a 
 app.add_typer(generate_app, name="generate")
 
 
+@generate_app.command("scheduled-tasks")
+@_guard
+def generate_scheduled_tasks(
+    package: Annotated[str | None, typer.Option(help="the package to add them to (default: the only one)")] = None,
+    directory: Annotated[str, typer.Option("--directory", "-C", help="the package directory")] = ".",
+    force: Annotated[bool, typer.Option("--force", help="overwrite files that exist")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would be written")] = False,
+) -> None:
+    """Add a scheduled tasks module (register_scheduled_tasks) and its test, and declare it in
+    pyproject.toml as a 'limetask.scheduled_tasks' entry point.
+
+    Example: cd my-solution && limetask generate scheduled-tasks
+    """
+    from .generate import (
+        KEPT,
+        UNCHANGED,
+        GenerateError,
+        find_project,
+        next_steps_scheduled,
+        plan_scheduled,
+        register_scheduled,
+        write,
+    )
+
+    try:
+        project = find_project(directory, package)
+        register_scheduled(project, dry_run=True)  # a pyproject.toml it cannot declare in: say so first
+        outcomes = write(plan_scheduled(project), force=force, dry_run=dry_run)
+        registered = register_scheduled(project, dry_run=dry_run)
+    except GenerateError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write: {exc}", code=1)
+    prefix = "would be " if dry_run else ""
+    for outcome in [*outcomes, *([registered] if registered else [])]:
+        note = "  (--force to overwrite)" if outcome.action == KEPT else ""
+        action = outcome.action if outcome.action in (KEPT, UNCHANGED) else prefix + outcome.action
+        typer.echo(f"{action:24} {outcome.path.relative_to(project.root)}{note}")
+    if registered is None:
+        typer.echo("no pyproject.toml: declare the module as a 'limetask.scheduled_tasks' entry point yourself, "
+                   "or pass --module to limetask schedules")
+    if dry_run:
+        typer.echo("dry run: nothing was written")
+    typer.echo("")
+    typer.echo(next_steps_scheduled(project))
+
+
 @generate_app.command("tasks")
 @_guard
 def generate_tasks(

@@ -168,6 +168,58 @@ def write(files: list[tuple[Path, str]], force: bool = False, dry_run: bool = Fa
     return outcomes
 
 
+ENTRY_POINTS = '[project.entry-points."limetask.scheduled_tasks"]'
+
+
+def plan_scheduled(project: Project) -> list[tuple[Path, str]]:
+    """The scheduled tasks module and its test (`limetask generate scheduled-tasks`)."""
+    values = {"package": project.package}
+    tasks_dir = project.package_dir / "tasks"
+    files = [(tasks_dir / name, f"tasks/{name}.tmpl") for name in ("scheduled_tasks.py", "test_scheduled_tasks.py")]
+    if not (tasks_dir / "__init__.py").exists():
+        files.insert(0, (tasks_dir / "__init__.py", "tasks/__init__.py.tmpl"))
+    return [(path, _render(_template(template), values)) for path, template in files]
+
+
+def register_scheduled(project: Project, dry_run: bool = False) -> Outcome | None:
+    """Declare the module as a `limetask.scheduled_tasks` entry point in pyproject.toml, so that
+    `limetask schedules apply` finds it; None when there is no pyproject.toml to declare it in."""
+    pyproject = project.root / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    text = pyproject.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GenerateError(f"{pyproject} is not valid TOML ({exc}): fix it, then run this again") from None
+    declared = data.get("project", {}).get("entry-points", {}).get("limetask.scheduled_tasks", {})
+    module = f"{project.package}.tasks.scheduled_tasks"
+    if module in declared.values():
+        return Outcome(pyproject, UNCHANGED)
+    if declared:
+        raise GenerateError(f"{pyproject} declares other limetask.scheduled_tasks entry points "
+                            f"({', '.join(declared.values())}): add {module} there yourself")
+    if ENTRY_POINTS in text:
+        raise GenerateError(f"{pyproject} has a {ENTRY_POINTS} section already: add {module} there yourself")
+    addition = ("\n" if text.endswith("\n") else "\n\n") + \
+        f"# `limetask schedules apply` finds register_scheduled_tasks() here.\n{ENTRY_POINTS}\n" + \
+        f'{project.package} = "{module}"\n'
+    if not dry_run:
+        pyproject.write_text(text + addition, encoding="utf-8")
+    return Outcome(pyproject, "updated (entry point)")
+
+
+def next_steps_scheduled(project: Project) -> str:
+    tests = (project.package_dir / "tasks" / "test_scheduled_tasks.py").relative_to(project.root)
+    return "\n".join([
+        "Next:",
+        f"  1. run the test:     python -m pytest {tests}",
+        "  2. reinstall the package (pip install -e .) so that its new entry point is seen",
+        "  3. see the schedules: limetask schedules render --app my-app",
+        "  4. apply them:        limetask schedules apply --app my-app --app other-app --prune",
+    ])
+
+
 def next_steps(project: Project) -> str:
     tests = (project.package_dir / "tasks" / "test_tasks.py").relative_to(project.root)
     name = f"{project.package}.tasks.tasks.refresh_company"

@@ -203,3 +203,51 @@ def test_templates_ship_with_the_package() -> None:
                for g in globs for p in (REPO / package.replace(".", "/")).glob(g)}
     templates = set((REPO / "lime_task" / "templates").rglob("*.tmpl"))
     assert templates and templates <= shipped
+
+
+# -- limetask generate scheduled-tasks ------------------------------------------------------------
+
+def generate_scheduled(root: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["generate", "scheduled-tasks", "--directory", str(root), *args])
+    return result.exit_code, result.output
+
+
+def test_scheduled_tasks_are_scaffolded_registered_and_tested(tmp_path: Path) -> None:
+    import tomllib
+
+    root = make_package(tmp_path / "proj")
+    assert generate(root)[0] == 0
+    code, out = generate_scheduled(root)
+    assert code == 0, out
+    assert said(out, "created", "my_solution/tasks/scheduled_tasks.py"), out
+    assert said(out, "created", "my_solution/tasks/test_scheduled_tasks.py"), out
+    assert said(out, "updated (entry point)", "pyproject.toml"), out
+    assert "limetask schedules apply --app my-app" in out
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert declared == {"limetask.scheduled_tasks": {"my_solution": "my_solution.tasks.scheduled_tasks"}}
+    module = (root / "my_solution/tasks/scheduled_tasks.py").read_text()
+    assert "def register_scheduled_tasks() -> list[ScheduledTask]:" in module
+    assert "CronTab(hour=7, minute=30, day_of_week=1)" in module
+    result = run_pytest(root, "my_solution/tasks/test_scheduled_tasks.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout, result.stdout
+    # Again: nothing written twice, the entry point not declared twice.
+    before = snapshot(root)
+    code, out = generate_scheduled(root)
+    assert code == 0 and said(out, "unchanged", "pyproject.toml")
+    assert said(out, "exists, kept", "my_solution/tasks/scheduled_tasks.py")
+    assert snapshot(root) == before
+
+
+def test_scheduled_tasks_leave_other_entry_points_to_their_owner(tmp_path: Path) -> None:
+    root = make_package(tmp_path / "proj")
+    with open(root / "pyproject.toml", "a") as f:
+        f.write('\n[project.entry-points."limetask.scheduled_tasks"]\nother = "other.module"\n')
+    before = (root / "pyproject.toml").read_text()
+    code, out = generate_scheduled(root)
+    assert code == 2 and "add my_solution.tasks.scheduled_tasks there yourself" in out
+    assert (root / "pyproject.toml").read_text() == before
+    assert not (root / "my_solution/tasks").exists()  # refused before anything was written
+    (root / "pyproject.toml").write_text("[project\nname=")
+    code, out = generate_scheduled(root)
+    assert code == 2 and "is not valid TOML" in out
