@@ -314,11 +314,16 @@ def list_schedules(client: Any, app: str | None = None) -> list[dict[str, Any]]:
     """The namespace's schedules (of one application, if given), in the API's plain form."""
     from .resource import SCHEDULE_PLURAL, VERSION
 
-    selector = f"{LABEL_APP}={check_app_name(app)}" if app else ""
-    listed = client._read_checked("list schedules", _schedules_api(client).list_namespaced_custom_object, GROUP,
-                                  VERSION, client.namespace, SCHEDULE_PLURAL, label_selector=selector)
+    # As with tasks, the label is only a filter on the server: kubectl-made schedules may not
+    # carry it, and spec.app decides.
+    selectors = [f"{LABEL_APP}={check_app_name(app)}", f"!{LABEL_APP}"] if app else [""]
+    items = []
+    for selector in selectors:
+        listed = client._read_checked("list schedules", _schedules_api(client).list_namespaced_custom_object, GROUP,
+                                      VERSION, client.namespace, SCHEDULE_PLURAL, label_selector=selector)
+        items += listed.get("items") or []
     out = []
-    for item in listed.get("items") or []:
+    for item in items:
         spec, st = item.get("spec") or {}, item.get("status") or {}
         if app and spec.get("app") != app:
             continue

@@ -140,6 +140,24 @@ class TaskStatusBody(BaseModel):
                                  json_schema_extra={"format": "date-time"})
 
 
+class ScheduleBody(BaseModel):
+    """A LimeTaskSchedule: a task run for the application on a cron schedule."""
+
+    name: str
+    task: str | None
+    app: str | None
+    schedule: str | None
+    time_zone: str | None = Field(description="IANA time zone; null: UTC")
+    concurrency_policy: str
+    suspend: bool
+    active: int = Field(description="runs not finished yet")
+    last_schedule_time: str | None
+    last_successful_time: str | None
+    skipped: int
+    last_skip_reason: str | None
+    problem: str | None = Field(description="what is wrong with the schedule, if anything")
+
+
 class TaskPage(BaseModel):
     """A page of tasks, and the cursor of the next one (null: the last page)."""
 
@@ -482,6 +500,28 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
         return {"items": [_archived_dict(b) for b in page.items], "next": page.next}
 
     app.include_router(results)
+
+    schedules = APIRouter(prefix="/v1/apps/{app}/schedules", tags=["schedules"], responses=COMMON_ERRORS)
+
+    @schedules.get("", response_model=list[ScheduleBody], summary="List the application's schedules")
+    def list_schedules(app: authorized("list")) -> list[dict[str, Any]]:  # type: ignore[valid-type]
+        """The application's LimeTaskSchedules: when each runs, its last tick and active runs."""
+        from .schedule import list_schedules as listed
+
+        return listed(task_client(), app)
+
+    @schedules.get("/{name}/runs", response_model=list[TaskStatusBody], summary="List a schedule's runs",
+                   responses={**_doc(404, "no such schedule for this application")})
+    def schedule_runs(app: authorized("list"), name: str) -> list[dict[str, Any]]:  # type: ignore[valid-type]
+        """The runs of one of the application's schedules in the cluster, newest first."""
+        from .schedule import list_schedules as listed
+        from .schedule import schedule_runs as runs
+
+        if name not in {s["name"] for s in listed(task_client(), app)}:
+            raise NotFoundError(f"schedule {name!r} not found")
+        return [s.to_dict() for s in runs(task_client(), name, app)]
+
+    app.include_router(schedules)
 
     bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 

@@ -141,8 +141,9 @@ WATCHED_NAMESPACE_RULES = {
     ("events.k8s.io", "events"): {"create"},
 }
 # The HTTP endpoint's Role, in the release namespace only: what TaskClient does (send: create;
-# get_status: get; wait: list, watch; cancel: patch), and nothing more.
-WEB_RULES = {("limetask.io", "limetasks"): {"create", "get", "list", "watch", "patch"}}
+# get_status: get; wait: list, watch; cancel: patch), the schedules it lists, and nothing more.
+WEB_RULES = {("limetask.io", "limetasks"): {"create", "get", "list", "watch", "patch"},
+             ("limetask.io", "limetaskschedules"): {"list"}}
 # The HTTP endpoint checks Kubernetes bearer tokens (TokenReview, SubjectAccessReview) with the
 # built-in ClusterRole for exactly that (web.kubernetesAuth, on by default).
 AUTH_DELEGATOR = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"}

@@ -246,3 +246,29 @@ def test_a_solutions_scheduled_tasks_become_schedules_for_each_application(
     for s in json.loads(cli("list", "-o", "json")):
         client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
             "limetask.io", "v1alpha1", namespace, "limetaskschedules", s["name"], {"spec": {"suspend": True}})
+
+
+def test_the_http_endpoint_shows_an_applications_schedules_and_runs(
+        cluster: Cluster, namespace: str, running_operator: Operator, api_client: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from lime_task import TaskClient
+    from lime_task.web import create_app
+
+    name = make_schedule(api_client, namespace, 3)
+    wait_until(lambda: runs(api_client, namespace, name), timeout=30, message="a run")
+    tokens = {APP: "t-" + uuid.uuid4().hex, "other-app": "t-" + uuid.uuid4().hex}
+    http = TestClient(create_app(client=TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace, results_url=""),
+                                 tokens=tokens, imports=[], archive=None))
+    mine = {"Authorization": f"Bearer {tokens[APP]}"}
+    listed = http.get(f"/v1/apps/{APP}/schedules", headers=mine)
+    assert listed.status_code == 200 and [s["name"] for s in listed.json()] == [name]
+    assert listed.json()[0]["schedule"] == "@every 3s" and listed.json()[0]["concurrency_policy"] == "Allow"
+    shown = http.get(f"/v1/apps/{APP}/schedules/{name}/runs", headers=mine)
+    assert shown.status_code == 200 and shown.json() and all(r["id"].startswith(name) for r in shown.json())
+    theirs = {"Authorization": f"Bearer {tokens['other-app']}"}
+    assert http.get("/v1/apps/other-app/schedules", headers=theirs).json() == []
+    assert http.get(f"/v1/apps/other-app/schedules/{name}/runs", headers=theirs).status_code == 404
+    assert http.get(f"/v1/apps/{APP}/schedules", headers=theirs).status_code == 401
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetaskschedules", name, {"spec": {"suspend": True}})

@@ -229,8 +229,9 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
 
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
     operations = [result.ok() for result in schema.get_all_operations()]
-    # start, list, read and cancel tasks; the results API (read, list, list every application's); health
-    assert len(operations) == 8
+    # start, list, read and cancel tasks; the results API (read, list, list every application's);
+    # schedules and their runs; health
+    assert len(operations) == 10
     for operation in operations:
         scoped = "{app}" in operation.path
         fuzz(operation.as_strategy(positive, path_parameters={"app": FUZZ_APP} if scoped else None,
@@ -282,7 +283,8 @@ def test_openapi_document() -> None:
     paths = doc["paths"]
     assert set(paths) == {"/v1/apps/{app}/tasks", "/v1/apps/{app}/tasks/{task_id}",
                           "/v1/apps/{app}/tasks/{task_id}/cancel", "/v1/apps/{app}/results",
-                          "/v1/apps/{app}/results/{task_id}", "/v1/results", "/healthz"}
+                          "/v1/apps/{app}/results/{task_id}", "/v1/results", "/v1/apps/{app}/schedules",
+                          "/v1/apps/{app}/schedules/{name}/runs", "/healthz"}
     assert paths["/v1/apps/{app}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
         "$ref"].endswith("/TaskPage")
     assert {"limit", "cursor", "state"} <= {p["name"] for p in paths["/v1/apps/{app}/tasks"]["get"]["parameters"]}
