@@ -165,3 +165,21 @@ def test_history_beyond_the_limits_is_deleted_oldest_first() -> None:
     assert sorted(r.name for r in d.delete or []) == sorted(
         [run(0).name, run(10).name, run(5).name])  # 3 successes and 1 failure are kept
     assert d.status is not None and d.status["lastSuccessfulTime"] == "2026-11-30T07:40:30Z"
+
+
+def test_an_operator_without_the_schedule_crd_runs_tasks_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from limetask_operator.handlers import schedules_installed
+
+    class Api:
+        def __init__(self, resources: list[str]) -> None:
+            self.resources = resources
+
+        async def get(self, path: str) -> dict[str, Any]:
+            assert path == "/apis/limetask.io/v1alpha1"
+            return {"resources": [{"name": r} for r in self.resources]}
+
+    assert asyncio.run(schedules_installed(Api(["limetasks", "limetaskschedules"]))) is True  # type: ignore[arg-type]
+    assert asyncio.run(schedules_installed(Api(["limetasks"]))) is False  # type: ignore[arg-type]
+    assert "schedules are off" in caplog.text
