@@ -317,7 +317,7 @@ def list_schedules(client: Any, app: str | None = None) -> list[dict[str, Any]]:
     # As with tasks, the label is only a filter on the server: kubectl-made schedules may not
     # carry it, and spec.app decides.
     selectors = [f"{LABEL_APP}={check_app_name(app)}", f"!{LABEL_APP}"] if app else [""]
-    items = []
+    items: list[dict[str, Any]] = []
     for selector in selectors:
         listed = client._read_checked("list schedules", _schedules_api(client).list_namespaced_custom_object, GROUP,
                                       VERSION, client.namespace, SCHEDULE_PLURAL, label_selector=selector)

@@ -1376,9 +1376,11 @@ def test_crd_is_kept_on_uninstall_only_when_asked(cluster: Cluster, namespace: s
     crd_name = f"limetasks.{group}"
     copied = tmp_path / "limetask"
     shutil.copytree(CHART, copied)
-    crd_file = copied / "files" / "limetask.io_limetasks.yaml"
-    crd_file.write_text(crd_file.read_text().replace("limetasks.limetask.io", crd_name)
-                        .replace("group: limetask.io", f"group: {group}"))
+    for name in ("limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml"):
+        crd_file = copied / "files" / name
+        crd_file.write_text(crd_file.read_text().replace("limetasks.limetask.io", crd_name)
+                            .replace("limetaskschedules.limetask.io", f"limetaskschedules.{group}")
+                            .replace("group: limetask.io", f"group: {group}"))
     try:
         helm_config.install(copied, release, {"crds": {"install": True, "keep": keep}}, namespace=namespace,
                             timeout=120)
@@ -1393,7 +1395,8 @@ def test_crd_is_kept_on_uninstall_only_when_asked(cluster: Cluster, namespace: s
         else:
             wait_until(lambda: not exists(cluster, "crd", crd_name), timeout=60, message="the CRD to be deleted")
     finally:
-        cluster.run_kubectl("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)
+        cluster.run_kubectl("delete", "crd", crd_name, f"limetaskschedules.{group}", "--ignore-not-found",
+                            "--wait=false", check=False)
 
 
 def free_ports(n: int) -> list[int]:
@@ -1439,13 +1442,18 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
 
     allowed = [("get", "limetasks.limetask.io"), ("list", "limetasks.limetask.io"), ("watch", "limetasks.limetask.io"),
                ("update", "limetasks.limetask.io", "--subresource=status"),
+               # schedules: runs are created, Replace cancels (patch), history limits delete
+               ("create", "limetasks.limetask.io"), ("patch", "limetasks.limetask.io"),
+               ("delete", "limetasks.limetask.io"), ("list", "limetaskschedules.limetask.io"),
+               ("watch", "limetaskschedules.limetask.io"),
+               ("update", "limetaskschedules.limetask.io", "--subresource=status"),
                ("create", "jobs.batch"), ("get", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"),
                ("delete", "jobs.batch"), ("list", "pods"), ("watch", "pods"), ("create", "events"), ("list", "events"),
                ("create", "events.events.k8s.io")]
     denied = [("create", "pods"), ("create", "pods", "--subresource=exec"), ("get", "pods"), ("delete", "pods"),
-              ("get", "secrets"), ("list", "secrets"), ("create", "limetasks.limetask.io"),
-              ("update", "limetasks.limetask.io"), ("patch", "limetasks.limetask.io"),
-              ("delete", "limetasks.limetask.io"), ("patch", "jobs.batch"), ("create", "deployments.apps"),
+              ("get", "secrets"), ("list", "secrets"), ("update", "limetasks.limetask.io"),
+              ("create", "limetaskschedules.limetask.io"), ("update", "limetaskschedules.limetask.io"),
+              ("delete", "limetaskschedules.limetask.io"), ("patch", "jobs.batch"), ("create", "deployments.apps"),
               ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts", "--subresource=token"),  # noqa: E501
               ("*", "*")]
     assert [a for a in allowed if not can_i(*a)] == []
@@ -1470,6 +1478,8 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
         return answer.stdout.strip() == "yes"
 
     assert someone_can("create", "limetasks.limetask.io") and someone_can("patch", "limetasks.limetask.io")
+    assert someone_can("create", "limetaskschedules.limetask.io")
+    assert not someone_can("update", "limetaskschedules.limetask.io", "--subresource=status")
     assert not someone_can("update", "limetasks.limetask.io", "--subresource=status")
     assert not someone_can("patch", "limetasks.limetask.io", "--subresource=status")
 

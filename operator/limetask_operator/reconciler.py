@@ -178,6 +178,12 @@ class Reconciler:
         self.scheduler.listed_tasks(seen, namespace)
         self._sync_done(namespace)
 
+    def _listed_schedules(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
+        """A listing of LimeTaskSchedules ended. Like every listing, it may be the namespace's last
+        one: the tasks that waited for it may go."""
+        self.scheduler.listed_schedules(seen, namespace)
+        self._sync_done(namespace)
+
     def _forget(self, key: Key) -> None:
         """A LimeTask is gone."""
         self.caches.drop_task(key)
@@ -187,12 +193,18 @@ class Reconciler:
             self.archiver.forget(key)
 
     def start_watches(self, namespaces: list[str] | None) -> None:
+        self.watches = self.make_watches(namespaces)
+        self.watch_tasks = [asyncio.create_task(w.run(), name=f"watch-{w.plural}-{w.namespace or 'all'}")
+                            for w in self.watches]
+
+    def make_watches(self, namespaces: list[str] | None) -> list[Any]:
+        """The watches of LimeTasks, Jobs, Pods and LimeTaskSchedules, for each scope."""
         from .watches import ResourceWatch, scopes
 
         selector = LABEL_TASK_ID
-        self.watches = []
+        watches: list[Any] = []
         for namespace, patterns in scopes(namespaces):
-            self.watches += [
+            watches += [
                 ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns,
                               self.task_event, self.listed_tasks),
                 ResourceWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
@@ -201,14 +213,13 @@ class Reconciler:
                               lambda seen, ns: self.listed_children("pods", seen, ns)),
             ]
             if self.schedules_installed:
-                self.watches.append(ResourceWatch(
+                watches.append(ResourceWatch(
                     self.kube, f"/apis/{GROUP}/{VERSION}", SCHEDULE_PLURAL, "", namespace, patterns,
-                    self.scheduler.schedule_event, self.scheduler.listed_schedules))
-        self.watch_tasks = [asyncio.create_task(w.run(), name=f"watch-{w.plural}-{w.namespace or 'all'}")
-                            for w in self.watches]
+                    self.scheduler.schedule_event, self._listed_schedules))
+        return watches
 
     def _synced(self, namespace: str) -> bool:
-        """Whether the LimeTasks, Jobs and Pods of this namespace have been listed."""
+        """Whether the LimeTasks, Jobs, Pods (and LimeTaskSchedules) of this namespace have been listed."""
         return all(w.synced.is_set() for w in self.watches if w.namespace in (None, namespace))
 
     def _sync_done(self, namespace: str | None) -> None:

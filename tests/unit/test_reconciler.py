@@ -240,6 +240,40 @@ def test_tasks_held_back_go_once_the_last_listing_of_their_namespace_ends() -> N
     assert any(c[0] == "PUT" for c in calls), "the task was never reconciled"
 
 
+def test_tasks_held_back_go_whichever_watch_of_the_operator_lists_last() -> None:
+    """The operator's own watches (make_watches: LimeTasks, Jobs, Pods, LimeTaskSchedules), with the
+    tasks' listing first and each other one last in turn: the held-back task is always released.
+    (The schedules' listing once did not release it: tasks stayed PENDING after a start.)"""
+    import itertools
+
+    class Kube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__(["ok"] * 10)
+
+        async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+            if method == "GET":
+                items = [copy.deepcopy(BODY)] if path.endswith("/limetasks") else []
+                return {"metadata": {"resourceVersion": "1"}, "items": items}
+            return await super().request(method, path, body, params)
+
+    async def run(order: tuple[int, ...]) -> list[Any]:
+        kube = Kube()
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = rec.make_watches(["ns"])
+        assert [w.plural for w in rec.watches] == ["limetasks", "jobs", "pods", "limetaskschedules"]
+        for i in (0, *order):
+            await rec.watches[i]._list()
+            while not rec.queue.empty():
+                key = rec.queue.get_nowait()
+                rec.queued.discard(key)
+                await rec.reconcile(key)
+        return kube.calls
+
+    for order in itertools.permutations((1, 2, 3)):
+        calls = asyncio.run(run(order))
+        assert any(c[0] == "PUT" for c in calls), f"the task was never reconciled (listings in order {order})"
+
+
 def test_one_listing_of_refusals_serves_every_waiting_task_of_a_namespace() -> None:
     """Hundreds of Jobs waiting for pods in a burst must not make hundreds of event listings."""
     class Kube(FakeKube):
