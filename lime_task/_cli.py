@@ -647,6 +647,17 @@ generate_app = typer.Typer(no_args_is_help=True, help="Add Lime Task files to a 
 app.add_typer(generate_app, name="generate")
 
 
+def _report(outcomes: list[Any], root: Any, dry_run: bool) -> None:
+    """What `generate` wrote, kept or would write, a line per file."""
+    from .generate import KEPT, UNCHANGED
+
+    prefix = "would be " if dry_run else ""
+    for outcome in outcomes:
+        note = "  (--force to overwrite)" if outcome.action == KEPT else ""
+        action = outcome.action if outcome.action in (KEPT, UNCHANGED) else prefix + outcome.action
+        typer.echo(f"{action:24} {outcome.path.relative_to(root)}{note}")
+
+
 @generate_app.command("scheduled-tasks")
 @_guard
 def generate_scheduled_tasks(
@@ -660,16 +671,7 @@ def generate_scheduled_tasks(
 
     Example: cd my-solution && limetask generate scheduled-tasks
     """
-    from .generate import (
-        KEPT,
-        UNCHANGED,
-        GenerateError,
-        find_project,
-        next_steps_scheduled,
-        plan_scheduled,
-        register_scheduled,
-        write,
-    )
+    from .generate import GenerateError, find_project, next_steps_scheduled, plan_scheduled, register_scheduled, write
 
     try:
         project = find_project(directory, package)
@@ -680,11 +682,7 @@ def generate_scheduled_tasks(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write: {exc}", code=1)
-    prefix = "would be " if dry_run else ""
-    for outcome in [*outcomes, *([registered] if registered else [])]:
-        note = "  (--force to overwrite)" if outcome.action == KEPT else ""
-        action = outcome.action if outcome.action in (KEPT, UNCHANGED) else prefix + outcome.action
-        typer.echo(f"{action:24} {outcome.path.relative_to(project.root)}{note}")
+    _report([*outcomes, *([registered] if registered else [])], project.root, dry_run)
     if registered is None:
         typer.echo("no pyproject.toml: declare the module as a 'limetask.scheduled_tasks' entry point yourself, "
                    "or pass --module to limetask schedules")
@@ -717,11 +715,7 @@ def generate_tasks(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write: {exc}", code=1)
-    prefix = "would be " if dry_run else ""
-    for outcome in outcomes:
-        note = "  (--force to overwrite)" if outcome.action == KEPT else ""
-        action = outcome.action if outcome.action in (KEPT, UNCHANGED) else prefix + outcome.action
-        typer.echo(f"{action:24} {outcome.path.relative_to(project.root)}{note}")
+    _report(outcomes, project.root, dry_run)
     written = [o for o in outcomes if o.action not in (KEPT, UNCHANGED)]
     if dry_run:
         typer.echo("dry run: nothing was written")

@@ -308,6 +308,25 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
     cluster.run_kubectl("delete", "namespace", SESSION_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
 
 
+def start_replicas(operator: Operator, tmp_path: Path, names: tuple[str, ...] = ("replica-a", "replica-b"),
+                   replicas: list[Operator] | None = None) -> list[Operator]:
+    """Replicas of the session operator (its arguments and environment, the chart's leader
+    election), each under its own identity, the first one leading. They are appended to
+    `replicas` as they start, so that the caller can stop them whatever happens."""
+    replicas = [] if replicas is None else replicas
+    for name in names:
+        (tmp_path / name).mkdir()
+        args = tuple(a for a in operator.args if not a.startswith("--liveness"))
+        replica = Operator(operator.cluster, tmp_path / name, args=args,
+                           extra_env={**operator.extra_env, "LIMETASK_LEADER_ELECTION_IDENTITY": name})
+        replica.start()
+        replicas.append(replica)
+        if name == names[0]:
+            wait_until(lambda r=replica, n=name: f"{n} leads" in r.log_path.read_text(), timeout=60,
+                       message=f"{name} to lead")
+    return replicas
+
+
 def service_account_token(api_client: Any, namespace: str, name: str) -> str:
     """A token of the ServiceAccount: from the TokenRequest API, else (Kubernetes < 1.24 without
     it) from the token Secret the controller makes."""

@@ -61,7 +61,7 @@ def test_two_replicas_one_leads_and_the_next_takes_over(cluster: Any, operator: 
     import re
     import uuid
 
-    from conftest import Operator
+    from conftest import Operator, start_replicas
     from test_e2e_events import Collector
     from test_e2e_faults import JobRecorder
 
@@ -69,18 +69,9 @@ def test_two_replicas_one_leads_and_the_next_takes_over(cluster: Any, operator: 
     collector = Collector(app)
     recorder = JobRecorder(api_client, namespace)
     operator.stop()
-    replicas = []
+    replicas: list[Operator] = []
     try:
-        for name in ("replica-a", "replica-b"):
-            (tmp_path / name).mkdir()
-            args = tuple(a for a in operator.args if not a.startswith("--liveness"))
-            replica = Operator(cluster, tmp_path / name, args=args,
-                               extra_env={**operator.extra_env, "LIMETASK_LEADER_ELECTION_IDENTITY": name})
-            replica.start()
-            replicas.append(replica)
-            if name == "replica-a":
-                wait_until(lambda r=replica: "replica-a leads" in r.log_path.read_text(), timeout=60,
-                           message="replica-a to lead")
+        start_replicas(operator, tmp_path, replicas=replicas)
         first, second = replicas
         tasks = TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
         sent = [tasks.send(f"{T}.noop", app) for _ in range(100)]

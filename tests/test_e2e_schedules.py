@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import Cluster, Operator, wait_until
+from conftest import Cluster, Operator, start_replicas, wait_until
 from kubernetes import client
 
 from lime_task import FAILURE, SUCCESS
@@ -139,18 +139,9 @@ def test_two_replicas_make_one_run_per_tick(cluster: Cluster, operator: Operator
     no tick but the one (at most) that fell in the takeover is left without one."""
     every = 3
     operator.stop()
-    replicas = []
+    replicas: list[Operator] = []
     try:
-        for replica_name in ("replica-a", "replica-b"):
-            (tmp_path / replica_name).mkdir()
-            args = tuple(a for a in operator.args if not a.startswith("--liveness"))
-            replica = Operator(cluster, tmp_path / replica_name, args=args,
-                               extra_env={**operator.extra_env, "LIMETASK_LEADER_ELECTION_IDENTITY": replica_name})
-            replica.start()
-            replicas.append(replica)
-            if replica_name == "replica-a":
-                wait_until(lambda r=replica: "replica-a leads" in r.log_path.read_text(), timeout=60,
-                           message="replica-a to lead")
+        start_replicas(operator, tmp_path, replicas=replicas)
         name = make_schedule(api_client, namespace, every)
         wait_until(lambda: len(runs(api_client, namespace, name)) >= 3, timeout=60, message="three runs")
         replicas[0].kill(9)
