@@ -425,7 +425,7 @@ class Reconciler:
                 LOG.debug("task %s/%s: status write conflicted; reading it again", *key)
                 fresh = await self.kube.get(task_path(task.namespace, task.name))
                 if fresh is None:
-                    self.caches.drop_task(key)
+                    self._forget(key)
                     return None
                 view = self.caches.put_task(fresh, listed=True)
                 if (sent.get("state") in FINAL_STATES and view.uid == task.uid and view.trusted
