@@ -57,3 +57,19 @@ QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_CEILING = 10
+
+# Queues (LimeTaskQueue, short name ltq; cluster-scoped): `@task(qos=...)` and
+# `send_task(..., qos=)` put a task in spec.queue; a task without one is in the default queue.
+QUEUE_KIND = "LimeTaskQueue"
+QUEUE_PLURAL = "limetaskqueues"
+DEFAULT_QUEUE = "default"
+# A queue's name is an object name and a label value: a DNS-1123 label.
+QUEUE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_QUEUE = "limetask.io/queue"
+# Order among waiting tasks: higher priority first (as Kubernetes' PriorityClasses), then FIFO.
+PRIORITY_MIN = -1000
+PRIORITY_MAX = 1000
+# A waiting task has a condition of this type (True while it waits for a slot).
+CONDITION_QUEUED = "Queued"
+# A queue with `admission: Kueue` hands its Jobs to Kueue: created suspended, with this label.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
