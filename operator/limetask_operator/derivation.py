@@ -16,6 +16,7 @@ from lime_task.errors import InvalidArgumentsError
 from lime_task.events import message_id, routing_key
 from lime_task.resource import (
     ANNOTATION_CANCEL,
+    CONDITION_QUEUED,
     DEFAULT_MAX_ATTEMPTS,
     FAILURE,
     FINAL_STATES,
@@ -27,6 +28,7 @@ from lime_task.validation import check_arguments, parse_time
 
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
+from .queues import Waiting
 
 WORKER_LOST = "WorkerLost"
 TIMED_OUT = "TimedOut"
@@ -69,6 +71,10 @@ class Plan:
     check_admission: int | None = None
     # Nothing will change by itself that a watch would see: reconcile again after this long.
     recheck_after: float | None = None
+    # The task waits in its queue (its status says so; no Job is made).
+    queued: bool = False
+    # The attempt's Job is made suspended, for Kueue to admit (the LocalQueue's name).
+    kueue_queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,14 +187,41 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
 
 
 def condition(previous: list[dict[str, Any]], status: str, reason: str, message: str, generation: int,
-              now: str) -> list[dict[str, Any]]:
-    old = next((c for c in previous if c.get("type") == "Succeeded"), None)
+              now: str, kind: str = "Succeeded") -> list[dict[str, Any]]:
+    """The conditions with the one of type `kind` set (Succeeded first; the others kept)."""
+    old = next((c for c in previous if c.get("type") == kind), None)
     changed = old is None or old.get("status") != status
-    return [{
-        "type": "Succeeded", "status": status, "reason": reason, "message": message,
+    new = {
+        "type": kind, "status": status, "reason": reason, "message": message,
         "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
         "observedGeneration": generation,
-    }]
+    }
+    others = [c for c in previous if c.get("type") != kind]
+    return [new, *others] if kind == "Succeeded" else [*others, new]
+
+
+def _queued_now(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == CONDITION_QUEUED
+                 and c.get("status") == "True"), None)
+
+
+def leave_queue(status: dict[str, Any], generation: int, now: dt.datetime) -> dict[str, Any]:
+    """A status that no longer waits in a queue: Queued is False (Admitted, or the final reason
+    of a task that ended while it waited), and the position goes."""
+    if _queued_now(status) is None:
+        return status
+    new = dict(status)
+    block = new.pop("queue", None) or {}
+    since = parse_time(block.get("since")) if isinstance(block, dict) else None
+    waited = f" after waiting {max(0, int((now - since).total_seconds()))}s" if since is not None else ""
+    if new.get("state") in FINAL_STATES:
+        reason = str((new.get("error") or {}).get("reason") or "Finished")
+        message = f"left queue {block.get('name', '')}{waited}: the task ended before it got a slot"
+    else:
+        reason, message = "Admitted", f"admitted to queue {block.get('name', '')}{waited}".replace("  ", " ")
+    new["conditions"] = condition(new.get("conditions") or [], "False", reason, message, generation,
+                                  now_iso(now), kind=CONDITION_QUEUED)
+    return new
 
 
 def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True,
@@ -231,13 +264,27 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
            allow_image_override: bool = True, resource_caps: dict[str, Any] | None = None,
            allow_placement_override: bool = True, runner_resources: dict[str, Any] | None = None,
            deny_unlisted_resources: bool = False, job_refused: tuple[int, str] | None = None,
-           admission: str | None = None) -> Plan:
+           admission: str | None = None, queued: Waiting | None = None) -> Plan:
     """The plan for one task, from what exists now.
 
     `job_refused`: the API server's answer (status, message) when creating this attempt's Job
     failed. `admission`: the message of the job controller's last failure to create the
-    attempt's pod ("" when the reconciler looked and found none).
+    attempt's pod ("" when the reconciler looked and found none). `queued`: the attempt to
+    start has no slot in its queue yet (queues.py): it waits, and its status says where.
     """
+    plan = _derive(task, jobs, pods, now, max_attempts_ceiling, pods_fresh, jobs_gone, allow_image_override,
+                   resource_caps, allow_placement_override, runner_resources, deny_unlisted_resources,
+                   job_refused, admission, queued)
+    if plan.status is not None and not plan.queued:
+        plan.status = leave_queue(plan.status, task.generation, now)
+    return plan
+
+
+def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
+            max_attempts_ceiling: int, pods_fresh: bool, jobs_gone: frozenset[int], allow_image_override: bool,
+            resource_caps: dict[str, Any] | None, allow_placement_override: bool,
+            runner_resources: dict[str, Any] | None, deny_unlisted_resources: bool,
+            job_refused: tuple[int, str] | None, admission: str | None, queued: Waiting | None) -> Plan:
     st = task.status
     ts = now_iso(now)
     plan = Plan()
@@ -311,6 +358,8 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     def start(n: int, history: list[dict[str, Any]] | None = None) -> Plan:
         if job_refused is not None:
             return refused(n, *job_refused, history)
+        if queued is not None:
+            return wait_in_queue(n, history, queued)
         new = dict(base)
         new.pop("retryAt", None)
         new.update(state=PENDING, attempts=n, jobName=job_name(task.name, n), specHash=current_hash)
@@ -322,6 +371,37 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         plan.create_attempt = n
         # An earlier attempt's Job that still runs (a replacement pod) must not run the task too.
         plan.stop_jobs = sorted(j.name for a, j in jobs.items() if a < n and not j.finished and not j.deleting)
+        return plan
+
+    def wait_in_queue(n: int, history: list[dict[str, Any]] | None, where: Waiting) -> Plan:
+        """No slot for attempt n yet: PENDING, with a Queued condition and the position (no Job,
+        no pod). The status names attempt n, so that the next reconcile asks for its slot again.
+        A position is rewritten only when the last one is older than the refresh period."""
+        new = dict(base)
+        new.pop("retryAt", None)
+        new.update(state=PENDING, attempts=n, jobName=job_name(task.name, n), specHash=current_hash)
+        if history is not None:
+            new["history"] = history[-HISTORY_MAX:]
+        block = {"name": where.queue, "position": where.position, "waiting": where.waiting, "since": where.since,
+                 "updatedAt": ts}
+        message = where.message
+        old_cond = _queued_now(st)
+        old_block = st.get("queue") if isinstance(st.get("queue"), dict) else None
+        if old_cond is not None and old_block is not None and old_cond.get("reason") == where.reason \
+                and old_block.get("name") == where.queue and int(st.get("attempts") or 0) == n:
+            written = parse_time(old_block.get("updatedAt"))
+            fresh = written is not None and (now - written).total_seconds() < where.refresh_seconds
+            if fresh or old_block.get("position") == where.position:
+                block, message = dict(old_block), str(old_cond.get("message") or message)
+        new["queue"] = block
+        conds = condition(st.get("conditions") or [], "Unknown", "Queued", message, task.generation, ts)
+        new["conditions"] = condition(conds, "True", where.reason, message, task.generation, ts, kind=CONDITION_QUEUED)
+        plan.status = None if _same(new, st) else new
+        plan.queued = True
+        # An earlier attempt's Job that still runs (a replacement pod) must not run the task too.
+        plan.stop_jobs = sorted(j.name for a, j in jobs.items() if a < n and not j.finished and not j.deleting)
+        if expires is not None and never_started:
+            plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
         return plan
 
     def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
@@ -395,6 +475,13 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
         return start(attempt + 1, list(st.get("history") or []))
     job = jobs.get(attempt)
     attempt_pods = pods.get(attempt, [])
+    if job is None and not attempt_pods and attempt not in jobs_gone and _queued_now(st) is not None \
+            and int(st.get("attempts") or 0) == attempt:
+        # Waiting in its queue: no Job was made for this attempt. Still waiting, or its turn.
+        if expires is not None and never_started and now >= expires:
+            return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} while it waited in its "
+                         f"queue; it never ran", error_type=EXPIRED)
+        return start(attempt, list(st["history"]) if st.get("history") else None)
     if job is None and not attempt_pods and attempt not in jobs_gone:
         if st.get("jobName") == job_name(task.name, attempt) and int(st.get("attempts") or 0) == attempt:
             plan.verify_job = attempt
@@ -440,6 +527,22 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
             reason, message = "Pending", "waiting for the worker to start"
             if outcome.waiting is not None:
                 reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
+            elif job is not None and job.suspended and not attempt_pods:
+                # Made suspended for Kueue: it waits for Kueue to admit (resume) it.
+                queue_block = st.get("queue") if isinstance(st.get("queue"), dict) else {}
+                text = f"waiting for Kueue to admit Job {job.name}"
+                new["queue"] = {"name": str(task.spec.get("queue") or "default"),
+                                "since": queue_block.get("since") or job.created or ts,
+                                "updatedAt": queue_block.get("updatedAt") or ts}
+                new["conditions"] = condition(condition(st.get("conditions") or [], "Unknown", "Queued", text,
+                                                        task.generation, ts),
+                                              "True", "Kueue", text, task.generation, ts, kind=CONDITION_QUEUED)
+                plan.queued = True
+                if expires is not None and never_started:
+                    plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
+                if not _same(new, st):
+                    plan.status = new
+                return plan
             elif job is not None and not attempt_pods and _age(job.created, now) <= ADMISSION_GRACE_SECONDS:
                 # No watch event will come if the pod is refused: look again after the grace.
                 plan.recheck_after = ADMISSION_GRACE_SECONDS - _age(job.created, now) + 0.5

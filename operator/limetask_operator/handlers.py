@@ -128,6 +128,7 @@ async def _start_after_login(shared: OperatorMemo) -> None:
         features = await detect(kube, next((ns for ns, _ in scopes(shared.namespaces) if ns), "default"))
         rec = Reconciler(kube, shared.settings, features)
         rec.schedules_installed = await schedules_installed(kube)
+        rec.admission.enabled = await queues_installed(kube)
         rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods and LimeTaskSchedules: see watches.py
         rec.start()
         shared.reconciler = rec
@@ -161,6 +162,24 @@ async def schedules_installed(kube: Kube) -> bool:
     if SCHEDULE_PLURAL not in names:
         LOG.warning("the LimeTaskSchedule CRD (%s.%s) is not installed: schedules are off; install crds/ or "
                     "the chart to use them", SCHEDULE_PLURAL, GROUP)
+        return False
+    return True
+
+
+async def queues_installed(kube: Kube) -> bool:
+    """Whether the API server serves LimeTaskQueues (without the CRD, queues have no limits:
+    every task starts at once, at the pace of the Job creation rate)."""
+    from lime_task.resource import GROUP, QUEUE_PLURAL, VERSION
+
+    try:
+        found = await kube.get(f"/apis/{GROUP}/{VERSION}")
+    except Exception as exc:  # noqa: BLE001 - assume they are: the watch then says what is wrong
+        LOG.warning("cannot tell whether LimeTaskQueues are installed: %s", exc)
+        return True
+    names = {r.get("name") for r in (found or {}).get("resources") or []}
+    if QUEUE_PLURAL not in names:
+        LOG.warning("the LimeTaskQueue CRD (%s.%s) is not installed: queues have no limits; install crds/ or "
+                    "the chart to use them", QUEUE_PLURAL, GROUP)
         return False
     return True
 

@@ -9,9 +9,12 @@ from typing import Any
 
 from lime_task.resource import (
     API_VERSION,
+    DEFAULT_QUEUE,
     KIND,
+    KUEUE_QUEUE_LABEL,
     LABEL_APP,
     LABEL_ATTEMPT,
+    LABEL_QUEUE,
     LABEL_TASK_ID,
     LABEL_TASK_UID,
     QUANTITY_RE,
@@ -52,7 +55,7 @@ def env_json(value: Any) -> str:
 
 
 HASHED_SPEC_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "image",
-                      "resources", "nodeSelector", "tolerations", "imagePullSecrets")
+                      "resources", "nodeSelector", "tolerations", "imagePullSecrets", "queue", "priority")
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -69,11 +72,14 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
         LABEL_TASK_UID: task.uid,
         LABEL_ATTEMPT: str(attempt),
         LABEL_APP: str(task.spec.get("app", "")),
+        LABEL_QUEUE: str(task.spec.get("queue") or DEFAULT_QUEUE),
     }
 
 
 def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
-              features: ServerFeatures = NONE) -> dict[str, Any]:
+              features: ServerFeatures = NONE, kueue_queue: str | None = None) -> dict[str, Any]:
+    """The Job of one attempt. With `kueue_queue`, it is made suspended with Kueue's queue label,
+    and Kueue admits (resumes) it."""
     spec = task.spec
     image = spec.get("image") if settings.allow_image_override and spec.get("image") else settings.runner_image
     env = {
@@ -154,13 +160,17 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         # No replacement pod while a deleted or evicted one terminates; with backoffLimit 0
         # its failure then ends the Job: one pod per attempt (the server detected it has this).
         job_spec["podReplacementPolicy"] = "Failed"
+    job_labels = labels(task, attempt)
+    if kueue_queue:
+        job_spec["suspend"] = True
+        job_labels[KUEUE_QUEUE_LABEL] = kueue_queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name(task.name, attempt),
             "namespace": task.namespace,
-            "labels": labels(task, attempt),
+            "labels": job_labels,
             "ownerReferences": [{
                 "apiVersion": API_VERSION, "kind": KIND, "name": task.name, "uid": task.uid,
                 "controller": True, "blockOwnerDeletion": True,

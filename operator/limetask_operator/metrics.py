@@ -29,6 +29,28 @@ STATUS_OVERWRITES = Counter("limetask_status_overwrites_total",
                             "Task statuses found written by someone other than the operator")
 RETENTION_DELETES = Counter("limetask_retention_deleted_total", "Finished LimeTasks deleted by retention")
 
+QUEUE_ADMITTED = Counter("limetask_queue_admitted_total", "Attempts given a slot in their queue", ["queue"])
+QUEUE_WAIT = Histogram(
+    "limetask_queue_wait_seconds", "Time an attempt waited in its queue for a slot",
+    ["queue"], buckets=(0, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600))
+QUEUE_WAITING = Gauge("limetask_queue_waiting", "Tasks waiting in the queue for a slot (its depth)", ["queue"])
+QUEUE_RUNNING = Gauge("limetask_queue_running", "Tasks of the queue holding a slot", ["queue"])
+QUEUE_OLDEST = Gauge("limetask_queue_oldest_wait_seconds", "How long the queue's longest-waiting task has waited",
+                     ["queue"])
+_queues_seen: set[str] = set()
+
+
+def set_queue(name: str, waiting: int, running: int, oldest_wait: float) -> None:
+    _queues_seen.add(name)
+    QUEUE_WAITING.labels(name).set(waiting)
+    QUEUE_RUNNING.labels(name).set(running)
+    QUEUE_OLDEST.labels(name).set(oldest_wait)
+
+
+def queue_names() -> set[str]:
+    """The queues reported so far (a queue gone is reported as empty, not left at its last value)."""
+    return set(_queues_seen)
+
 
 class ArchiveMetrics:
     """The archive's metrics, registered only by an operator that has an archive (so that none

@@ -86,6 +86,7 @@ class JobView:
     created: str = ""
     task_uid: str = ""  # "" for Jobs made before the label existed
     gone: bool = False  # deleted: its last state, kept until its task's final status is stored
+    suspended: bool = False  # made suspended for Kueue, which has not admitted it yet
 
     @property
     def finished(self) -> bool:
@@ -109,7 +110,8 @@ class JobView:
                    attempt=_int(labels.get(LABEL_ATTEMPT)), complete=complete, failed=failed,
                    failed_reason=reason, failed_message=message, active=int(st.get("active") or 0),
                    deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "",
-                   task_uid=labels.get(LABEL_TASK_UID, ""))
+                   task_uid=labels.get(LABEL_TASK_UID, ""),
+                   suspended=bool((body.get("spec") or {}).get("suspend")))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from lime_task.resource import (
     LABEL_TASK_ID,
     LABEL_TASK_UID,
     PLURAL,
+    QUEUE_PLURAL,
     SCHEDULE_PLURAL,
     VERSION,
 )
@@ -34,6 +35,7 @@ from .features import NONE, ServerFeatures
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
+from .queues import Admission, Waiting, queue_name
 from .settings import OperatorSettings
 
 LOG = logging.getLogger("limetask.operator")
@@ -96,6 +98,11 @@ class Reconciler:
         # LimeTaskSchedules: one LimeTask per schedule and tick (scheduler.py).
         self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced)
         self.schedules_installed = True
+        # Queues (queues.py): an attempt's Job is made only once its task has a slot.
+        self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._all_synced,
+                                   rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
+                                   refresh_seconds=settings.queue_position_refresh_seconds)
+        self.deferred_admission: set[Key] = set()  # tasks waiting for every listing before a slot
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
         self._refusals: dict[str, tuple[float, dict[str, str]]] = {}  # namespace: (read at, Job: message)
@@ -117,9 +124,12 @@ class Reconciler:
         self.scheduler.task_event(str(event_type), body)
         if event_type == "DELETED":
             self._forget(key)
+            self.admission.poke()
             return
-        self.caches.put_task(body, listed=event_type == "LISTED")
+        view = self.caches.put_task(body, listed=event_type == "LISTED")
         self.enqueue(key)
+        if view.status.get("state") in FINAL_STATES:
+            self.admission.poke()
 
     def job_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         self._child_event(self.caches.jobs, JobView.from_body, event_type, body)
@@ -154,6 +164,7 @@ class Reconciler:
             cache[key][meta.get("name", "")] = make(body)
         if key in self.caches.tasks:
             self.enqueue(key)
+            self.admission.poke()  # a slot may have been freed
 
     def listed_children(self, kind: str, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
         """A listing of Jobs or Pods (of one namespace, or all) ended; its items came as LISTED
@@ -189,6 +200,8 @@ class Reconciler:
         self.caches.drop_task(key)
         self.overwritten.discard(key)
         self.deferred.discard(key)
+        self.deferred_admission.discard(key)
+        self.admission.leave(key)
         if self.archiver is not None:
             self.archiver.forget(key)
 
@@ -216,7 +229,18 @@ class Reconciler:
                 watches.append(ResourceWatch(
                     self.kube, f"/apis/{GROUP}/{VERSION}", SCHEDULE_PLURAL, "", namespace, patterns,
                     self.scheduler.schedule_event, self._listed_schedules))
+        if self.admission.enabled:
+            # LimeTaskQueues are cluster-scoped: one watch, which every namespace waits for.
+            watches.append(ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", QUEUE_PLURAL, "", None, None,
+                                         self.admission.queue_event, self._listed_queues))
         return watches
+
+    def _listed_queues(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
+        self.admission.listed_queues(seen, namespace)
+        self._sync_done(None)
+
+    def _all_synced(self) -> bool:
+        return bool(self.watches) and all(w.synced.is_set() for w in self.watches)
 
     def _synced(self, namespace: str) -> bool:
         """Whether the LimeTasks, Jobs, Pods (and LimeTaskSchedules) of this namespace have been listed."""
@@ -228,6 +252,11 @@ class Reconciler:
         for key in ready:
             self.deferred.discard(key)
             self.enqueue(key)
+        if self._all_synced():
+            # Every listing is done: what runs in every namespace is counted.
+            for key in list(self.deferred_admission):
+                self.enqueue(key)
+            self.deferred_admission.clear()
 
     def health(self, grace: float = 60.0) -> list[str]:
         """What is wrong with the watches (for the health probe): empty when all is well."""
@@ -244,6 +273,7 @@ class Reconciler:
             self.workers.append(asyncio.create_task(self._worker(), name=f"reconcile-{i}"))
         self.events.start()
         self.scheduler.start()
+        self.admission.start()
         if self.archiver is not None:
             # Archived tasks leave etcd after archive_keep_seconds; none leaves before it is archived.
             self.archiver.start()
@@ -259,6 +289,7 @@ class Reconciler:
         self.watch_tasks.clear()
         await self.events.stop()
         await self.scheduler.stop()
+        await self.admission.stop()
         if self.archiver is not None:
             await self.archiver.stop()
 
@@ -362,6 +393,23 @@ class Reconciler:
             plan = decide(jobs, self.caches.pods_of(key, task.uid), pods_fresh=True)
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
+        if plan.create_attempt is not None:
+            if self.admission.queue(queue_name(task)).max_running is not None and not self._all_synced():
+                # A queue limited over every namespace gives no slot before every namespace is
+                # listed (what runs is counted from the listings). Other queues count only their
+                # namespace's, listed already.
+                self.deferred_admission.add(key)
+                return
+            ticket = self.admission.admit(task, plan.create_attempt)
+            if isinstance(ticket, Waiting):
+                plan = decide(jobs, pods, queued=ticket)
+            elif ticket.delay > 0:
+                self.enqueue_later(key, ticket.delay)  # its Job's token is due then; nothing to write now
+                return
+            else:
+                plan.kueue_queue = ticket.kueue_queue
+        elif not plan.queued:
+            self.admission.leave(key)
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
         if task.status.get("state") in FINAL_STATES:
             self.caches.forget_gone(key)
@@ -375,6 +423,7 @@ class Reconciler:
         except JobRefused as refusal:
             # The API server will not take this attempt's Job as it is: decide again knowing that.
             LOG.warning("task %s/%s: %s", key[0], key[1], refusal.error)
+            self.admission.release(key)
             plan = decide(jobs, pods, job_refused=(refusal.error.status, refusal.error.message))
             await self.carry_out(task, plan)
         if plan.recheck_after is not None:
@@ -511,7 +560,7 @@ class Reconciler:
         4. stop Jobs still running, and delete finished ones (only once the result is stored).
         """
         if plan.create_attempt is not None:
-            job = build_job(task, plan.create_attempt, self.settings, self.features)
+            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue)
             try:
                 created = await self.kube.create(jobs_path(task.namespace), job)
             except ApiError as exc:

@@ -74,6 +74,15 @@ class OperatorSettings(BaseModel):
     archive_retention_days: int = Field(default=30, ge=0, le=36500)
     # Tasks written to the archive in one transaction at most.
     archive_batch_size: int = Field(default=500, ge=1, le=10000)
+    # Jobs created per second at most, over every queue (a token bucket of job_creates_burst):
+    # a burst of tasks becomes pods at this pace, keeping the API server's churn within what
+    # Kubernetes' scalability SLOs are measured at. 0: no limit.
+    job_creates_per_second: float = Field(default=20, ge=0, le=10000)
+    job_creates_burst: int = Field(default=20, ge=1, le=10000)
+    # A waiting task's position in its status is rewritten at most this often: positions move
+    # with every start, and rewriting thousands of statuses each time would be churn of its own
+    # (status.queue.updatedAt says when the position was computed).
+    queue_position_refresh_seconds: int = Field(default=30, ge=1, le=3600)
     # Tests only: accept seconds-level schedules (`@every 3s`), so that tests need not wait minutes.
     schedule_seconds: bool = False
     # Leader election on a Lease, so that several replicas can run: one leads, the others wait

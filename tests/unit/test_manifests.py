@@ -97,6 +97,7 @@ def test_job_essentials() -> None:
         "limetask.io/task-uid": "3b0e6f4e-2f7c-4b7e-9a53-0d6b5c1f8a21",
         "limetask.io/attempt": "1",
         "limetask.io/app": "acme-crm",
+        "limetask.io/queue": "default",
     }
     assert meta["labels"] == expected_labels
     assert spec["template"]["metadata"]["labels"] == expected_labels

@@ -260,7 +260,8 @@ def test_tasks_held_back_go_whichever_watch_of_the_operator_lists_last() -> None
         kube = Kube()
         rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
         rec.watches = rec.make_watches(["ns"])
-        assert [w.plural for w in rec.watches] == ["limetasks", "jobs", "pods", "limetaskschedules"]
+        assert [w.plural for w in rec.watches] == ["limetasks", "jobs", "pods", "limetaskschedules",
+                                                   "limetaskqueues"]
         for i in (0, *order):
             await rec.watches[i]._list()
             while not rec.queue.empty():
@@ -269,7 +270,7 @@ def test_tasks_held_back_go_whichever_watch_of_the_operator_lists_last() -> None
                 await rec.reconcile(key)
         return kube.calls
 
-    for order in itertools.permutations((1, 2, 3)):
+    for order in itertools.permutations((1, 2, 3, 4)):
         calls = asyncio.run(run(order))
         assert any(c[0] == "PUT" for c in calls), f"the task was never reconciled (listings in order {order})"
 

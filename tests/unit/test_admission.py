@@ -1,0 +1,262 @@
+"""Queues in the operator (queues.py): limits, order, fair share, ageing and the Job-creation rate,
+against the caches alone (no cluster)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from limetask_operator.caches import Caches
+from limetask_operator.model import JobView, PodView
+from limetask_operator.queues import (
+    QUEUE_NOT_FOUND,
+    QUEUE_PAUSED,
+    WAITING,
+    Admission,
+    Admitted,
+    TokenBucket,
+    Waiting,
+    holds_slot,
+)
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_003_600.0) -> None:  # 09:00, an hour after the tasks below
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body(name: str, app: str = "a", ns: str = "ns", queue: str | None = "q", priority: int | None = None,
+         created: str = "2027-01-15T08:00:00Z") -> dict[str, Any]:
+    spec: dict[str, Any] = {"task": "pkg.tasks.t", "app": app}
+    if queue:
+        spec["queue"] = queue
+    if priority is not None:
+        spec["priority"] = priority
+    return {"metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "resourceVersion": "1",
+                         "creationTimestamp": created},
+            "spec": spec, "status": {}}
+
+
+def queue(name: str = "q", **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": "1"}, "spec": spec}
+
+
+class Harness:
+    """An Admission over real caches; what it hands out is recorded."""
+
+    def __init__(self, rate: float = 0, burst: int = 20, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.caches = Caches()
+        self.enqueued: list[tuple[str, str]] = []
+        self.later: list[tuple[tuple[str, str], float]] = []
+        self.adm = Admission(None, self.caches, self.enqueued.append,  # type: ignore[arg-type]
+                             lambda k, d: self.later.append((k, d)), rate=rate, burst=burst, clock=self.clock)
+
+    def task(self, b: dict[str, Any]) -> Any:
+        return self.caches.put_task(b, listed=True)
+
+    def ask(self, b: dict[str, Any], attempt: int = 1) -> Admitted | Waiting:
+        return self.adm.admit(self.task(b), attempt)
+
+    def start_job(self, name: str, ns: str = "ns", attempt: int = 1) -> None:
+        self.caches.jobs[(ns, name)][f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
+                                                                    task_uid=f"uid-{name}")
+
+    def finish_job(self, name: str, ns: str = "ns", attempt: int = 1) -> None:
+        self.caches.jobs[(ns, name)][f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
+                                                                    complete=True, task_uid=f"uid-{name}")
+
+
+def test_a_queue_limit_holds_and_a_finished_task_frees_its_slot() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=2))
+    assert isinstance(h.ask(body("t1")), Admitted)
+    assert isinstance(h.ask(body("t2")), Admitted)
+    third = h.ask(body("t3"))
+    assert isinstance(third, Waiting) and third.reason == WAITING and third.queue == "q"
+    assert "position 1 of 1" in third.message and "maxRunning 2" in third.message
+    # The grants count until their Jobs appear; then the Jobs count.
+    h.start_job("t1")
+    h.start_job("t2")
+    assert h.adm.dispatch() == 0
+    assert h.adm.count_running().queue["q"] == 2 and h.adm.grants == {}
+    h.finish_job("t1")
+    assert h.adm.dispatch() == 1 and h.enqueued == [("ns", "t3")]
+    assert isinstance(h.adm.admit(h.caches.tasks[("ns", "t3")], 1), Admitted)
+
+
+def test_a_stuck_or_ending_attempt_holds_no_slot() -> None:
+    caches = Caches()
+    task = caches.put_task(body("t1"), listed=True)
+    running = {"j": JobView("j", "t1", 1, task_uid="uid-t1")}
+    assert holds_slot(task, running, {})
+    assert not holds_slot(task, {"j": JobView("j", "t1", 1, deleting=True, task_uid="uid-t1")}, {})
+    assert not holds_slot(task, {"j": JobView("j", "t1", 1, failed=True, task_uid="uid-t1")}, {})
+    ended = {"p": PodView("p", "t1", 1, phase="Failed", task_uid="uid-t1")}
+    assert not holds_slot(task, running, ended)  # the pod ended; the Job does not say so yet
+    final = caches.put_task({**body("t1"), "status": {"state": "FAILURE"}}, listed=True)
+    assert not holds_slot(final, running, {})  # cancelled: its Job is being stopped
+    other = {"j": JobView("j", "t1", 1, task_uid="uid-earlier")}
+    assert not holds_slot(task, other, {})  # an earlier task of the same name
+
+
+def test_limits_per_namespace_and_per_application_do_not_block_the_others() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=10, maxRunningPerApp=1, maxRunningPerNamespace=2))
+    assert isinstance(h.ask(body("a1", app="a")), Admitted)
+    assert isinstance(h.ask(body("a2", app="a")), Waiting)  # a runs 1 of its 1
+    for n in ("b1", "c1"):
+        h.ask(body(n, app=n[0]))  # waiting behind a2 (no jumping the line) ...
+    assert h.adm.dispatch() == 1  # ... but a2 at its limit does not block b1; c1 then meets ns's 2
+    assert h.enqueued == [("ns", "b1")]
+    assert isinstance(h.ask(body("x1", app="x", ns="other")), Waiting)  # others wait in the queue
+    assert h.adm.dispatch() == 1 and h.enqueued[-1] == ("other", "x1")
+
+
+def test_priority_first_then_first_in_first_out() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=0))  # paused while the line forms
+    names = [("low-old", 0, "08:00:00"), ("high", 5, "08:00:03"), ("low-new", 0, "08:00:02"), ("mid", 1, "08:00:04")]
+    for name, prio, at in names:
+        w = h.ask(body(name, priority=prio, created=f"2027-01-15T{at}Z"))
+        assert isinstance(w, Waiting) and w.reason == QUEUE_PAUSED
+    order = [e.key[1] for e in h.adm.order("q", now=h.clock.now)]
+    # All were made before now; a point of priority is worth agingSeconds (60) of waiting.
+    assert order == ["high", "mid", "low-old", "low-new"]
+    h.adm.queue_event("MODIFIED", queue(maxRunning=1))
+    assert h.adm.dispatch() == 1 and h.enqueued[-1] == ("ns", "high")
+
+
+def test_ageing_lets_an_old_task_pass_newer_ones_of_higher_priority() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=0, agingSeconds=10))
+    h.ask(body("patient", priority=0, created="2027-01-15T08:00:00Z"))
+    h.ask(body("urgent", priority=3, created="2027-01-15T08:00:20Z"))
+    h.ask(body("newest", priority=3, created="2027-01-15T08:00:50Z"))
+    # At 08:00:50: patient aged 5 points (50 s), urgent 3 + 3, newest 3 + 0.
+    for at in (1_800_000_050.0, 1_800_003_600.0, 1_800_090_000.0):  # the order is the same at any time
+        assert [e.key[1] for e in h.adm.order("q", now=at)] == ["urgent", "patient", "newest"]
+
+
+def test_ageing_between_applications_reaches_the_top_class_and_fair_share_decides_there() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=0, agingSeconds=60))
+    h.ask(body("patient", app="a", priority=0, created="2027-01-15T08:00:00Z"))  # an hour: 60 points
+    h.ask(body("urgent", app="b", priority=3, created="2027-01-15T08:59:00Z"))
+    h.ask(body("flood-old", app="c", priority=3, created="2027-01-15T08:10:00Z"))
+    h.start_job("c-running", ns="ns")
+    h.caches.put_task(body("c-running", app="c"), listed=True)
+    # All three at the top class (3): c runs one already; of a and b, the older head goes first.
+    assert [e.key[1] for e in h.adm.order("q")] == ["patient", "urgent", "flood-old"]
+    fresh = Harness()
+    fresh.adm.queue_event("ADDED", queue(maxRunning=0, agingSeconds=60))
+    fresh.ask(body("patient", app="a", priority=0, created="2027-01-15T08:58:30Z"))  # 1.5 min: 1 point
+    fresh.ask(body("urgent", app="b", priority=3, created="2027-01-15T08:59:00Z"))
+    assert [e.key[1] for e in fresh.adm.order("q")] == ["urgent", "patient"]
+
+
+def test_a_queue_that_does_not_exist_holds_its_tasks_until_it_is_made() -> None:
+    h = Harness()
+    w = h.ask(body("t1", queue="nightly"))
+    assert isinstance(w, Waiting) and w.reason == QUEUE_NOT_FOUND and "kubectl get ltq" in w.message
+    assert h.adm.dispatch() == 0
+    h.adm.queue_event("ADDED", queue("nightly", maxRunning=1))
+    assert h.enqueued == [("ns", "t1")]  # its status is to say why it waits now
+    assert h.adm.dispatch() == 1
+    # The default queue needs no LimeTaskQueue: it is unlimited until one is made.
+    assert isinstance(h.ask(body("t2", queue=None)), Admitted)
+
+
+def test_without_the_crd_every_queue_is_unlimited() -> None:
+    h = Harness()
+    h.adm.enabled = False
+    assert isinstance(h.ask(body("t1", queue="nightly")), Admitted)
+
+
+def test_a_grant_is_given_up_when_its_job_never_comes() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=1))
+    assert isinstance(h.ask(body("t1")), Admitted)
+    assert h.adm.count_running().queue["q"] == 1
+    h.clock.now += 61
+    assert h.adm.count_running().queue["q"] == 0 and h.enqueued == [("ns", "t1")]
+
+
+def test_a_refused_job_releases_its_slot() -> None:
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=1))
+    h.ask(body("t1"))
+    h.ask(body("t2"))
+    h.adm.release(("ns", "t1"))
+    assert h.adm.dispatch() == 1 and h.enqueued == [("ns", "t2")]
+
+
+def test_the_job_creation_rate_paces_admissions_without_writing_anything() -> None:
+    h = Harness(rate=10, burst=2)
+    first = [h.ask(body(f"t{i}", queue=None)) for i in range(3)]
+    assert [type(a).__name__ for a in first] == ["Admitted"] * 3
+    assert [a.delay for a in first if isinstance(a, Admitted)] == [0, 0, pytest.approx(0.1)]
+    # Past a second ahead, no token is reserved: the task waits in line (its status says so).
+    rest = [h.ask(body(f"u{i}", queue=None)) for i in range(12)]
+    assert sum(isinstance(a, Admitted) for a in rest) == 9 and isinstance(rest[-1], Waiting)
+    assert h.adm.dispatch() == 0
+    h.clock.now += 1.0
+    assert h.adm.dispatch() == 3  # ten tokens a second, a second ahead at most
+
+
+def test_token_bucket() -> None:
+    clock = Clock(0.0)
+    bucket = TokenBucket(2, 1, clock)
+    assert bucket.reserve(1.0) == 0
+    assert bucket.reserve(1.0) == pytest.approx(0.5)
+    assert bucket.reserve(1.0) == pytest.approx(1.0)
+    assert bucket.reserve(1.0) is None
+    clock.now = 10
+    assert bucket.reserve(0) == 0 and bucket.reserve(0) is None
+    assert TokenBucket(0, 1, clock).reserve(0) == 0  # 0: no limit
+
+
+def test_fair_share_and_the_limit_in_a_flood_from_one_application() -> None:
+    """2,000 tasks, 80 % from one application, a limit of 20: never more than 20 run, and while
+    all three have work waiting, each starts about a third of the tasks."""
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=20))
+    rng = random.Random(7)
+    apps = ["flood"] * 1600 + ["b"] * 200 + ["c"] * 200
+    rng.shuffle(apps)
+    pending = {f"t{i}": app for i, app in enumerate(apps)}
+    running: dict[str, float] = {}
+    for name, app in pending.items():
+        if isinstance(h.ask(body(name, app=app)), Admitted):
+            h.start_job(name)
+            running[name] = h.clock.now + rng.uniform(0.5, 1.5)
+    starts: Counter[str] = Counter()
+    most = 0
+    while h.adm.entries or running:
+        h.enqueued.clear()
+        h.adm.dispatch()
+        waiting_apps = {e.app for e in h.adm.entries.values()}
+        for key in h.enqueued:
+            name = key[1]
+            assert isinstance(h.adm.admit(h.caches.tasks[key], 1), Admitted)
+            h.start_job(name)
+            running[name] = h.clock.now + rng.uniform(0.5, 1.5)
+            if len(waiting_apps) == 3:
+                starts[pending[name]] += 1
+        most = max(most, h.adm.count_running().queue["q"])
+        h.clock.now += 0.1
+        for name, end in list(running.items()):
+            if end <= h.clock.now:
+                h.finish_job(name)
+                del h.caches.jobs[("ns", name)]  # the operator deletes a finished task's Job
+                del running[name]
+    assert most == 20
+    total = sum(starts.values())
+    assert total > 300
+    for app in ("flood", "b", "c"):
+        assert abs(starts[app] / total - 1 / 3) < 0.05, starts

@@ -1,0 +1,135 @@
+"""What a task's status says while it waits in its queue, and when it leaves it (derivation.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from limetask_operator.derivation import derive
+from limetask_operator.manifests import build_job
+from limetask_operator.model import JobView
+from limetask_operator.queues import QUEUE_NOT_FOUND, WAITING, Waiting
+from limetask_operator.settings import OperatorSettings
+
+from tests.unit.test_status_derivation import CEILING, NOW, job, job_body, running_pod, task
+
+SINCE = "2024-05-01T10:00:00Z"
+
+
+def waiting(position: int = 3, reason: str = WAITING, total: int = 9) -> Waiting:
+    return Waiting("background", reason, f"waiting in queue background: position {position} of {total}",
+                   position, total, SINCE, refresh_seconds=30)
+
+
+def queued_of(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Queued"), None)
+
+
+def test_a_task_without_a_slot_waits_pending_with_its_position_and_no_job() -> None:
+    p = derive(task(), {}, {}, NOW, CEILING, queued=waiting())
+    assert p.create_attempt is None and p.queued and p.status is not None
+    st = p.status
+    assert st["state"] == "PENDING" and st["attempts"] == 1
+    assert st["queue"] == {"name": "background", "position": 3, "waiting": 9, "since": SINCE,
+                           "updatedAt": "2024-05-01T10:05:00Z"}
+    cond = queued_of(st)
+    assert cond is not None and cond["status"] == "True" and cond["reason"] == WAITING
+    assert "position 3 of 9" in cond["message"]
+    succeeded = st["conditions"][0]
+    assert succeeded["type"] == "Succeeded" and succeeded["status"] == "Unknown" and succeeded["reason"] == "Queued"
+    # Asked again: the attempt is still the one to start.
+    again = derive(task(status=st), {}, {}, NOW, CEILING)
+    assert again.create_attempt == 1
+
+
+def test_a_moved_position_is_rewritten_only_after_the_refresh_period() -> None:
+    st = derive(task(), {}, {}, NOW, CEILING, queued=waiting(3)).status
+    soon = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(2))
+    assert soon.status is None and soon.queued  # nothing written
+    later = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(2))
+    assert later.status is not None and later.status["queue"]["position"] == 2
+    same = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(3, total=4))
+    assert same.status is None  # the position did not move: nothing to write
+    # A new reason is written at once.
+    missing = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=1), CEILING,
+                     queued=waiting(1, reason=QUEUE_NOT_FOUND))
+    assert missing.status is not None and queued_of(missing.status)["reason"] == QUEUE_NOT_FOUND  # type: ignore[index]
+
+
+def test_admission_creates_the_job_and_says_how_long_the_task_waited() -> None:
+    st = derive(task(), {}, {}, NOW, CEILING, queued=waiting()).status
+    later = NOW + dt.timedelta(seconds=40)
+    p = derive(task(status=st), {}, {}, later, CEILING)
+    assert p.create_attempt == 1 and p.status is not None and "queue" not in p.status
+    cond = queued_of(p.status)
+    assert cond is not None and cond["status"] == "False" and cond["reason"] == "Admitted"
+    assert "after waiting 340s" in cond["message"]  # since 10:00:00, admitted 10:05:40
+    # The Queued condition stays (False) while it runs and when it ends.
+    running = derive(task(status=p.status), {1: job(1)}, {1: [running_pod()]}, later, CEILING)
+    assert running.status is not None and running.status["state"] == "STARTED"
+    assert queued_of(running.status)["reason"] == "Admitted"  # type: ignore[index]
+
+
+def test_a_task_cancelled_or_expired_while_it_waits_ends_and_leaves_the_queue() -> None:
+    st = derive(task(), {}, {}, NOW, CEILING, queued=waiting()).status
+    cancelled = derive(task(status=st, annotations={"limetask.io/cancel": "true"}), {}, {}, NOW, CEILING)
+    assert cancelled.status is not None and cancelled.status["state"] == "FAILURE"
+    assert cancelled.status["error"]["reason"] == "Cancelled" and cancelled.create_attempt is None
+    cond = queued_of(cancelled.status)
+    assert cond is not None and cond["status"] == "False" and cond["reason"] == "Cancelled"
+    expiring = "2024-05-01T10:06:00Z"
+    st = derive(task(expires=expiring), {}, {}, NOW, CEILING, queued=waiting()).status
+    p = derive(task(status=st, expires=expiring), {}, {}, NOW, CEILING, queued=waiting())
+    assert p.status is None and 59 < (p.recheck_after or 0) < 61  # a reconcile is due at expiry
+    expired = derive(task(status=st, expires=expiring), {}, {}, NOW + dt.timedelta(seconds=61), CEILING)
+    assert expired.status is not None and expired.status["error"]["reason"] == "Expired"
+    assert "while it waited in its queue" in expired.status["error"]["message"]
+    assert expired.create_attempt is None
+
+
+def test_a_late_ack_retry_waits_in_line_with_its_history() -> None:
+    lost = {"phase": "Failed", "reason": "Evicted", "message": "node pressure",
+            "containerStatuses": [{"name": "task", "state": {"terminated": {
+                "exitCode": 137, "reason": "Error", "startedAt": "2024-05-01T10:01:00Z",
+                "finishedAt": "2024-05-01T10:02:00Z"}}}]}
+    from limetask_operator.model import PodView  # noqa: PLC0415
+
+    from tests.unit.test_status_derivation import pod_body  # noqa: PLC0415
+
+    pod = PodView.from_body({**pod_body(1), "status": lost})
+    st = {"state": "STARTED", "attempts": 1, "jobName": "x", "startedAt": "2024-05-01T10:01:00Z"}
+    failed_job = JobView.from_body(job_body(1, condition=("Failed", "BackoffLimitExceeded", "x"), active=0))
+    p = derive(task(status=st, acksLate=True, maxAttempts=3), {1: failed_job}, {1: [pod]}, NOW, CEILING,
+               queued=waiting())
+    assert p.create_attempt is None and p.status is not None
+    assert p.status["attempts"] == 2 and p.status["history"][-1]["outcome"] == "WorkerLost"
+    # Its Job gone meanwhile, the task asks for attempt 2's slot again, history kept once.
+    again = derive(task(status=p.status, acksLate=True, maxAttempts=3), {}, {}, NOW, CEILING)
+    assert again.create_attempt == 2 and len(again.status["history"]) == 1  # type: ignore[index]
+
+
+def test_a_job_suspended_for_kueue_is_queued_until_kueue_admits_it() -> None:
+    suspended = JobView.from_body({**job_body(1, active=0), "spec": {"suspend": True}})
+    assert suspended.suspended
+    p = derive(task(status={"state": "PENDING", "attempts": 1, "jobName": "x"}), {1: suspended}, {}, NOW, CEILING)
+    assert p.status is not None and p.queued and p.check_admission is None
+    cond = queued_of(p.status)
+    assert cond is not None and cond["status"] == "True" and cond["reason"] == "Kueue"
+    resumed = derive(task(status=p.status), {1: job(1)}, {1: [running_pod()]}, NOW, CEILING)
+    assert resumed.status is not None and queued_of(resumed.status)["status"] == "False"  # type: ignore[index]
+
+
+def test_the_job_of_a_kueue_queue_is_made_suspended_with_its_label() -> None:
+    settings = OperatorSettings(runner_image="runner:1")
+    t = task(queue="gpu")
+    plain = build_job(t, 1, settings)
+    assert "suspend" not in plain["spec"] and plain["metadata"]["labels"]["limetask.io/queue"] == "gpu"
+    handed = build_job(t, 1, settings, kueue_queue="team-a")
+    assert handed["spec"]["suspend"] is True
+    assert handed["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+
+
+def test_queue_and_priority_are_part_of_the_immutable_spec() -> None:
+    st = derive(task(queue="a"), {}, {}, NOW, CEILING, queued=waiting()).status
+    changed = derive(task(status=st, queue="b"), {}, {}, NOW, CEILING)
+    assert changed.status is not None and changed.status["error"]["reason"] == "SpecChanged"
