@@ -15,7 +15,8 @@ Order among the waiting tasks of a queue:
   up to the highest priority waiting, so that no task waits forever behind newer ones of
   higher priority;
 - then fair share: of the applications whose next task has the highest aged priority, the one
-  with the fewest running tasks starts next (no application takes every slot by sending more);
+  with the fewest running tasks starts next, and of those the one that started fewest lately
+  (a count that halves every minute), so that no application takes every slot by sending more;
 - then first in, first out.
 Within one application the order is static: aged priority is `priority + (now - since) /
 agingSeconds`, so `priority - since / agingSeconds` orders its tasks at any time, and a heap
@@ -69,6 +70,7 @@ GRANT_TTL = 60.0  # a grant whose Job has not appeared in this long is given up 
 MIN_PASS_INTERVAL = 0.05
 QUEUE_STATUS_PERIOD = 5.0  # a LimeTaskQueue's status is written at most this often
 POSITION_WRITES_PER_SECOND = 10.0  # rewrites of waiting tasks' positions, at most
+USAGE_HALF_LIFE = 60.0  # fair share: an application's recent starts count half after this long
 
 
 def queue_path(name: str = "", sub: str = "") -> str:
@@ -278,6 +280,8 @@ class Admission:
         self._queue_status: dict[str, tuple[int, int, str]] = {}
         self._queue_status_at: dict[str, float] = {}
         self._writing: set[str] = set()
+        # Fair share: recent starts per (queue, namespace, app), decaying: (count, when).
+        self._usage: dict[tuple[str, str, str], tuple[float, float]] = {}
 
     # -- queues -------------------------------------------------------------------------
     def queue(self, name: str) -> QueueSpec:
@@ -329,6 +333,7 @@ class Admission:
                                          now + delay, now, kueue)
                 metrics.QUEUE_ADMITTED.labels(q.name).inc()
                 metrics.QUEUE_WAIT.labels(q.name).observe(0.0)
+                self._started((q.name, task.namespace, str(task.spec.get("app", ""))), now)
                 return Admitted(delay, kueue)
         if entry is None:
             entry = self._add_entry(key, task, attempt, q, now)
@@ -418,6 +423,16 @@ class Admission:
             message = f"waiting in queue {q.name}: position {position} of {total} ({q.limits_text()})"
         return Waiting(q.name, reason, message, position, total, entry.since_text, self.refresh_seconds)
 
+    def usage(self, key: tuple[str, str, str], now: float) -> float:
+        """An application's recent starts in a queue, halving every USAGE_HALF_LIFE seconds."""
+        count, at = self._usage.get(key, (0.0, now))
+        return count * 0.5 ** (max(0.0, now - at) / USAGE_HALF_LIFE)
+
+    def _started(self, key: tuple[str, str, str], now: float) -> None:
+        self._usage[key] = (self.usage(key, now) + 1.0, now)
+        if len(self._usage) > 10000:  # forget applications that have not started anything lately
+            self._usage = {k: v for k, v in self._usage.items() if self.usage(k, now) > 0.01}
+
     # -- counting -----------------------------------------------------------------------
     def count_running(self) -> Running:
         """What holds a slot now: from the caches (the cluster), plus grants not yet seen as Jobs."""
@@ -503,6 +518,7 @@ class Admission:
                 self.grants[entry.key] = Grant(entry.uid, entry.attempt, q.name, entry.namespace, entry.app,
                                                now + delay, now, kueue)
                 run.add(q.name, entry.namespace, entry.app)
+                self._started((q.name, entry.namespace, entry.app), now)
                 metrics.QUEUE_ADMITTED.labels(q.name).inc()
                 metrics.QUEUE_WAIT.labels(q.name).observe(max(0.0, now - entry.since))
                 admitted += 1
@@ -537,7 +553,8 @@ class Admission:
                 heads.append(head)
         top = max((h.priority for h in heads), default=0)
         for head in heads:
-            rank = (-aged(head, q, now, top), run.app[(q.name, head.namespace, head.app)], head.since, head.key)
+            app = (q.name, head.namespace, head.app)
+            rank = (-aged(head, q, now, top), run.app[app], round(self.usage(app, now), 6), head.since, head.key)
             if best is None or rank < best:
                 best, found = rank, head
         return found
@@ -550,6 +567,7 @@ class Admission:
         heaps = {k: list(h) for k, h in self.heaps.get(name, {}).items()}
         counted = running if running is not None else self.count_running()
         run = Counter({k: v for k, v in counted.app.items() if k[0] == name})
+        usage = {k: self.usage(k, now) for k in self._usage if k[0] == name}
         out: list[Entry] = []
         while True:
             best: tuple[Any, ...] | None = None
@@ -557,7 +575,8 @@ class Admission:
             heads = {app_key: head for app_key, heap in heaps.items() if (head := self._head(heap)) is not None}
             top = max((h.priority for h in heads.values()), default=0)
             for app_key, head in heads.items():
-                rank = (-aged(head, q, now, top), run[(name, head.namespace, head.app)], head.since, head.key)
+                app = (name, head.namespace, head.app)
+                rank = (-aged(head, q, now, top), run[app], round(usage.get(app, 0.0), 6), head.since, head.key)
                 if best is None or rank < best:
                     best, pick = rank, app_key
             if pick is None:
@@ -565,6 +584,7 @@ class Admission:
             entry = heapq.heappop(heaps[pick])[3]
             out.append(entry)
             run[(name, entry.namespace, entry.app)] += 1
+            usage[(name, entry.namespace, entry.app)] = usage.get((name, entry.namespace, entry.app), 0.0) + 1
 
     def refresh_positions(self) -> None:
         """Compute every waiting task's position; the statuses of those whose position moved are

@@ -160,6 +160,34 @@ def test_ageing_between_applications_reaches_the_top_class_and_fair_share_decide
     assert [e.key[1] for e in fresh.adm.order("q")] == ["urgent", "patient"]
 
 
+def test_fair_share_with_a_small_limit_takes_turns_between_applications() -> None:
+    """Two slots, three applications, the flood's tasks oldest: the first six starts are two
+    of each (fewest running, then fewest started lately), not the flood's first."""
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=0))
+    for i in range(8):
+        h.ask(body(f"f{i}", app="flood", created=f"2027-01-15T08:00:0{i}Z"))
+    for app in ("b", "c"):
+        for i in range(2):
+            h.ask(body(f"{app}{i}", app=app, created=f"2027-01-15T08:00:1{i}Z"))
+    h.adm.queue_event("MODIFIED", queue(maxRunning=2))
+    started: list[str] = []
+    running: list[str] = []
+    while len(started) < 6:
+        h.enqueued.clear()
+        h.adm.dispatch()
+        for key in h.enqueued:
+            h.start_job(key[1])
+            started.append(key[1])
+            running.append(key[1])
+        h.adm.count_running()  # a pass sees the Jobs (their grants go)
+        h.clock.now += 1
+        done = running.pop(0)  # the oldest run ends; the operator deletes its Job
+        del h.caches.jobs[("ns", done)]
+    first = started[:6]
+    assert Counter(n[0] for n in first) == {"f": 2, "b": 2, "c": 2}, started
+
+
 def test_a_queue_that_does_not_exist_holds_its_tasks_until_it_is_made() -> None:
     h = Harness()
     w = h.ask(body("t1", queue="nightly"))
