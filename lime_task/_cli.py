@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import logging
@@ -19,8 +20,9 @@ from typer.core import TyperGroup
 
 from . import safejson
 from .errors import LimeTaskError, NotFoundError, WaitTimeoutError
-from .resource import MAX_ARGUMENT_DEPTH
+from .resource import DEFAULT_QUEUE, MAX_ARGUMENT_DEPTH
 from .status import TaskStatus
+from .validation import parse_time
 
 # An error is one line: a hostile value (40 KiB of ARGS, say) is cut, not echoed whole.
 MAX_ERROR_CHARS = 500
@@ -141,13 +143,54 @@ def _print(status: TaskStatus, output: Output) -> None:
         typer.echo(json.dumps(status.to_dict()))
         return
     line = f"{status.id}  {status.status:8}  {status.task}  app={status.app}  attempts={status.attempts}"
+    if status.queue != DEFAULT_QUEUE or status.priority:
+        line += f"  queue={status.queue}" + (f"  priority={status.priority}" if status.priority else "")
     if status.archived:
         line += "  (archived)"
     typer.echo(line)
+    if status.queued:
+        place = f"position {status.queue_position} of {_dash(status.queue_waiting)}, " \
+            if status.queue_position is not None else ""
+        why = f" ({_why_queued(status)})" if _why_queued(status) else ""
+        typer.echo(f"  queued: {place}waited {_age(status.queued_since)}{why}")
     if status.result is not None:
         typer.echo(f"  result: {json.dumps(status.result)}")
     if status.error is not None:
         typer.echo(f"  error:  {status.error}")
+
+
+def _age(since: Any, now: dt.datetime | None = None) -> str:
+    """How long ago, as kubectl says it (45s, 5m3s, 2h5m, 3d4h); "-" for no time."""
+    if since is None:
+        return "-"
+    seconds = max(0, int(((now or dt.datetime.now(dt.timezone.utc)) - since).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60}s" if seconds < 600 else f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _why_queued(s: TaskStatus) -> str:
+    """Why a task waits, unless it merely waits its turn: the reason and its message."""
+    if not s.queued or s.queue_reason == "Waiting":
+        return ""
+    return f"{s.queue_reason}: {_one_line(s.queue_message)[:160]}" if s.queue_message else str(s.queue_reason)
+
+
+def _queued_note(s: TaskStatus) -> str:
+    """Where a waiting task stands in its queue ("" when it does not wait)."""
+    if not s.queued:
+        return ""
+    place = f", position {s.queue_position} of {_dash(s.queue_waiting)}" if s.queue_position is not None else ""
+    why = f"; {_why_queued(s)}" if _why_queued(s) else ""
+    return f" (queue {s.queue}{place}{why})"
 
 
 def _wait(client: Any, status: TaskStatus, timeout: float | None, output: Output) -> TaskStatus:
@@ -155,7 +198,7 @@ def _wait(client: Any, status: TaskStatus, timeout: float | None, output: Output
 
     def progress(s: TaskStatus) -> None:
         if output is Output.text:
-            typer.echo(f"  {time.monotonic() - started:7.1f}s  {s.status}", err=True)
+            typer.echo(f"  {time.monotonic() - started:7.1f}s  {s.status}{_queued_note(s)}", err=True)
 
     return client.wait(status.id, status.app, timeout=timeout, on_change=progress)  # type: ignore[no-any-return]
 
@@ -200,12 +243,17 @@ def send(
                                                  "2026-12-01T07:30:00Z)")] = None,
     expires: Annotated[str | None, typer.Option(help="seconds from now, or an RFC 3339 time: a task not started "
                                                      "by then ends as FAILURE, reason Expired")] = None,
+    qos: Annotated[str | None, typer.Option(metavar="QUEUE", help="the queue to wait in for a slot (default: the "
+                                                                   "task's @task(qos=), else 'default')")] = None,
+    priority: Annotated[int | None, typer.Option(help="order among the tasks waiting in the queue, higher first "
+                                                      "(-1000 to 1000; default: the task's, else 0)")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
 ) -> None:
     """Start a task, now or later.
 
     Example: limetask send acme_solution.tasks.lime.get_lime_company my-app '[1001, ["name"]]' --wait
     Later:   limetask send acme_solution.tasks.lime.add my-app '[1, 2]' --countdown 60 --expires 600
+    Queued:  limetask send acme_solution.tasks.lime.add my-app '[1, 2]' --qos background --priority -10
     """
     positional, keywords = _json_arg(args, "ARGS", list), _json_arg(kwargs, "--kwargs", dict)
     expiry: float | str | None = expires
@@ -216,7 +264,7 @@ def send(
             pass
     client = _client(kubeconfig, namespace)
     status = client.send(task, app_name, positional, keywords, check=not no_check, countdown=countdown, eta=eta,
-                         expires=expiry)
+                         expires=expiry, qos=qos, priority=priority)
     if wait:
         status = _wait(client, status, timeout, output)
     _print(status, output)
@@ -262,11 +310,23 @@ def list_(
     app_name: Annotated[str | None, typer.Option("--app", "-a", help="only this application's tasks")] = None,
     state: Annotated[str | None, typer.Option("--state", "-s", help="PENDING, STARTED, SUCCESS or FAILURE")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most this many")] = None,
+    queued: Annotated[bool, typer.Option("--queued", help="only the tasks waiting in a queue for a slot, by queue "
+                                                          "and position")] = False,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="only this queue's tasks ('default': those "
+                                                                    "that name none)")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
     results_url: ResultsUrl = None,
 ) -> None:
-    """List tasks, live then archived (newest first). Example: limetask list --app my-app --state FAILURE"""
-    items = _client(kubeconfig, namespace, results_url).list(app_name, state.upper() if state else None, limit)
+    """List tasks, live then archived (newest first).
+
+    Example: limetask list --app my-app --state FAILURE
+    Waiting: limetask list --queued --queue background
+    """
+    items = _client(kubeconfig, namespace, results_url).list(app_name, state.upper() if state else None, limit,
+                                                             queued=queued, queue=queue)
+    if queued:
+        _print_queued(items, output)
+        return
     if output is Output.json:
         typer.echo(json.dumps([s.to_dict() for s in items]))
         return
@@ -274,6 +334,64 @@ def list_(
     for s in items:
         note = "  (archived)" if s.archived else ""
         typer.echo(f"{s.id:38} {s.status:8} {s.attempts:<8} {s.app:20} {s.task}{note}")
+
+
+def _print_queued(items: list[TaskStatus], output: Output) -> None:
+    """Waiting tasks by queue, then place in it (the next to start first)."""
+    def place(s: TaskStatus) -> tuple[Any, ...]:
+        since = s.queued_since.timestamp() if s.queued_since else math.inf
+        return (s.queue, s.queue_position is None, s.queue_position or 0, since, s.id)
+
+    items = sorted(items, key=place)
+    if output is Output.json:
+        typer.echo(json.dumps([s.to_dict() for s in items]))
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    typer.echo(f"{'QUEUE':20} {'POSITION':8} {'WAITING':7} {'PRIORITY':8} {'WAITED':7} {'ID':38} {'APP':20} TASK")
+    for s in items:
+        why = f"  ({_why_queued(s)})" if _why_queued(s) else ""
+        typer.echo(f"{s.queue:20} {_dash(s.queue_position):8} {_dash(s.queue_waiting):7} {s.priority:<8} "
+                   f"{_age(s.queued_since, now):7} {s.id:38} {s.app:20} {s.task}{why}")
+
+
+@app.command()
+@_guard
+def queues(kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
+    """List the cluster's queues (LimeTaskQueues): their limits, and how many of their tasks run and wait.
+
+    Example: limetask queues
+    """
+    items = [_queue_row(item) for item in _client(kubeconfig, None).list_queues()]
+    if output is Output.json:
+        typer.echo(json.dumps(items))
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    typer.echo(f"{'NAME':24} {'MAX RUNNING':11} {'PER NAMESPACE':13} {'PER APP':7} {'RUNNING':7} {'WAITING':7} "
+               f"{'ADMISSION':9} OLDEST WAITING")
+    for q in items:
+        oldest = _age(parse_time(q["oldest_waiting_since"]), now) if q["oldest_waiting_since"] else "-"
+        typer.echo(f"{q['name']:24} {_dash(q['max_running']):11} {_dash(q['max_running_per_namespace']):13} "
+                   f"{_dash(q['max_running_per_app']):7} {_dash(q['running']):7} {_dash(q['waiting']):7} "
+                   f"{_dash(q['admission']):9} {oldest}")
+
+
+def _queue_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A LimeTaskQueue in the plain form of `limetask queues -o json` (None: absent)."""
+    spec, st = item.get("spec") or {}, item.get("status") or {}
+
+    def number(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    return {"name": str((item.get("metadata") or {}).get("name", "")),
+            "max_running": number(spec.get("maxRunning")),
+            "max_running_per_namespace": number(spec.get("maxRunningPerNamespace")),
+            "max_running_per_app": number(spec.get("maxRunningPerApp")),
+            "admission": text(spec.get("admission")),
+            "running": number(st.get("running")), "waiting": number(st.get("waiting")),
+            "oldest_waiting_since": text(st.get("oldestWaitingSince"))}
 
 
 @app.command()

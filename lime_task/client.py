@@ -39,14 +39,23 @@ from .resource import (
     GROUP,
     KIND,
     LABEL_APP,
+    LABEL_QUEUE,
     MAX_ATTEMPTS_CEILING,
     PLURAL,
+    QUEUE_PLURAL,
     STATES,
     VERSION,
 )
 from .results import ResultsClient, ResultsUnavailableError
 from .status import TaskStatus
-from .validation import check_app_name, check_arguments, check_task_name, check_timing
+from .validation import (
+    check_app_name,
+    check_arguments,
+    check_priority,
+    check_queue,
+    check_task_name,
+    check_timing,
+)
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TASK_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -190,12 +199,15 @@ class TaskClient:
     def send(self, name: str, app: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
              *, task_id: str | None = None, options: TaskOptions | None = None, check: bool = True,
              image: str | None = None, resources: Mapping[str, Any] | None = None, countdown: Any = None,
-             eta: Any = None, expires: Any = None) -> TaskStatus:
+             eta: Any = None, expires: Any = None, qos: str | None = None, priority: int | None = None
+             ) -> TaskStatus:
         """Create a LimeTask. With `check`, the name must resolve to a registered task here.
 
         `countdown` (seconds) or `eta` (an aware datetime): start no earlier than that; until
         then the task waits with no Job and no pod. `expires` (seconds from now, or an aware
         datetime): a task not started by then ends as FAILURE, reason `Expired`, and never runs.
+        `qos` (a queue's name) and `priority` override the task's own (`@task(qos=, priority=)`):
+        while its queue has no free slot, the task stays PENDING with a `Queued` condition.
         """
         from kubernetes.client.exceptions import ApiException
 
@@ -203,9 +215,14 @@ class TaskClient:
         app_name = app_name_of(app)
         clean_args, clean_kwargs = check_arguments(args, kwargs or {})
         timing = check_timing(countdown, eta, expires)
+        check_queue(qos)
+        if priority is not None:
+            check_priority(priority)
         if check:
             options = options or resolve_task(name).options
         options = options or TaskOptions()
+        queue = qos if qos is not None else options.qos
+        rank = priority if priority is not None else options.priority
         task_id = task_id or str(uuid.uuid4())
         if not TASK_ID_RE.match(task_id) or len(task_id) > 63:
             raise InvalidTaskError(f"invalid task id {task_id!r}: lower-case letters, digits and '-'")
@@ -222,9 +239,16 @@ class TaskClient:
         if resources:
             spec["resources"] = dict(resources)
         spec.update(timing)
+        labels = {LABEL_APP: app_name}
+        # No queue named: the default queue, and the LimeTask says nothing (as Kubernetes' own defaults).
+        if queue is not None:
+            spec["queue"] = queue
+            labels[LABEL_QUEUE] = queue  # for `kubectl get lt -l limetask.io/queue=NAME`; spec.queue decides
+        if rank:
+            spec["priority"] = rank
         body = {
             "apiVersion": API_VERSION, "kind": KIND,
-            "metadata": {"name": task_id, "labels": {LABEL_APP: app_name}},
+            "metadata": {"name": task_id, "labels": labels},
             "spec": spec,
         }
         try:
@@ -281,16 +305,21 @@ class TaskClient:
         return TaskStatus.from_resource(updated, self)
 
     def list(self, app_name: str | None = None, state: str | None = None, limit: int | None = None,
-             archive: bool = True) -> builtins.list[TaskStatus]:
+             archive: bool = True, *, queued: bool = False, queue: str | None = None) -> builtins.list[TaskStatus]:
         """The tasks in the namespace, of one application if `app_name` is given: the live ones,
         then (with the results API, `archive`) the archived ones, newest first.
 
         An application's tasks are those whose spec.app names it: the ones `send_task` made
         (labelled with the application) and those made some other way, e.g. with kubectl,
         without the label. The label is only a filter on the server; spec.app decides.
+
+        `queued`: only the tasks waiting in a queue for a slot (PENDING, with a `Queued`
+        condition that is True). Those are never archived, so only live tasks are listed.
+        `queue`: only the tasks of that queue ("default": those that name none).
         """
-        items = self._list_live(app_name, state, limit)
-        if not archive or self.results is None or (limit and len(items) >= limit):
+        check_queue(queue)
+        items = self._list_live(app_name, state, limit, queued=queued, queue=queue)
+        if queued or not archive or self.results is None or (limit and len(items) >= limit):
             return items
         seen = {s.id for s in items}
         cursor: str | None = None
@@ -307,6 +336,8 @@ class TaskClient:
                 return items
             for found in page:
                 st = TaskStatus.from_dict(found, self)
+                if queue is not None and st.queue != queue:
+                    continue
                 if st.id not in seen:
                     items.append(st)
                     if limit and len(items) >= limit:
@@ -314,7 +345,8 @@ class TaskClient:
             if not cursor:
                 return items
 
-    def _list_live(self, app_name: str | None, state: str | None, limit: int | None) -> builtins.list[TaskStatus]:
+    def _list_live(self, app_name: str | None, state: str | None, limit: int | None, *, queued: bool = False,
+                   queue: str | None = None) -> builtins.list[TaskStatus]:
         if state is not None and state not in STATES:
             raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -333,6 +365,8 @@ class TaskClient:
                         continue
                     if state and st.status != state:
                         continue
+                    if (queued and not st.queued) or (queue is not None and st.queue != queue):
+                        continue
                     items.append(st)
                     if limit and len(items) >= limit:
                         return items
@@ -340,6 +374,33 @@ class TaskClient:
                 if not token:
                     break
         return items
+
+    def list_queues(self) -> builtins.list[dict[str, Any]]:
+        """The cluster's LimeTaskQueues as the API gives them (cluster-scoped), by name.
+
+        A `ClusterError` that says what to do when queues are not installed (404) or this
+        identity may not list them (403).
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            try:
+                page = self._read("list queues", self.api.list_cluster_custom_object, GROUP, VERSION, QUEUE_PLURAL,
+                                  limit=500, **({"_continue": token} if token else {}))
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise ClusterError(f"queues are not installed in this cluster (no {QUEUE_PLURAL}.{GROUP} "
+                                       f"resource): install the CRDs from crds/ or the Helm chart") from None
+                if exc.status == 403:
+                    raise ClusterError(f"not allowed to list {QUEUE_PLURAL}.{GROUP} (cluster-scoped): a "
+                                       f"ClusterRole with list on them is needed ({_api_message(exc)})") from None
+                raise ClusterError(f"listing queues failed: {exc.status} {_api_message(exc)}") from exc
+            items += [item for item in page.get("items") or [] if isinstance(item, dict)]
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return sorted(items, key=lambda item: str((item.get("metadata") or {}).get("name", "")))
 
     def watch(self, task_id: str, app_name: str, timeout: float | None = None) -> Iterator[TaskStatus]:
         """Every new status of one task until it finishes (first the current one)."""
@@ -460,14 +521,17 @@ def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str |
 
 
 def send_task(name: str, app: Any, /, *args: Any, countdown: Any = None, eta: Any = None, expires: Any = None,
-              **kwargs: Any) -> TaskStatus:
+              qos: str | None = None, priority: int | None = None, **kwargs: Any) -> TaskStatus:
     """Start the task `name` for `app` with JSON arguments; returns its PENDING status.
 
     As Celery's: `countdown` (seconds) or `eta` (an aware datetime) delays the start, `expires`
     (seconds or an aware datetime) is when a task that has not started is given up (FAILURE,
-    reason `Expired`). These three names are therefore not passed on as the task's arguments.
+    reason `Expired`). As Lime's: `qos` (a queue's name) and `priority` (-1000 to 1000, higher
+    first) override the task's own `@task(qos=, priority=)`. These five names are therefore not
+    passed on as the task's arguments.
     """
-    return default_client().send(name, app, args, kwargs, countdown=countdown, eta=eta, expires=expires)
+    return default_client().send(name, app, args, kwargs, countdown=countdown, eta=eta, expires=expires, qos=qos,
+                                 priority=priority)
 
 
 def get_status(task_id: str, app_name: str) -> TaskStatus:
@@ -480,5 +544,7 @@ def cancel_task(task_id: str, app_name: str) -> TaskStatus:
     return default_client().cancel(task_id, app_name)
 
 
-def list_tasks(app_name: str | None = None, state: str | None = None, limit: int | None = None) -> list[TaskStatus]:
-    return default_client().list(app_name, state, limit)
+def list_tasks(app_name: str | None = None, state: str | None = None, limit: int | None = None, *,
+               queued: bool = False, queue: str | None = None) -> list[TaskStatus]:
+    """The tasks in the namespace (see `TaskClient.list`); `queued=True`: those waiting in a queue."""
+    return default_client().list(app_name, state, limit, queued=queued, queue=queue)

@@ -15,7 +15,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .errors import InvalidTaskError, UnknownTaskError
 from .resource import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_CEILING
-from .validation import check_task_name
+from .validation import check_priority, check_queue, check_task_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,7 +27,7 @@ DEFAULT_RETRY_DELAY = 180  # seconds between retries without a backoff (Celery's
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """How a task runs: acknowledgement, attempts, time limits and its retry policy."""
+    """How a task runs: acknowledgement, attempts, time limits, its retry policy and its queue."""
 
     acks_late: bool = False
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -45,6 +45,10 @@ class TaskOptions:
     default_retry_delay: float = DEFAULT_RETRY_DELAY
     # The task gets a SoftTimeLimitExceeded it can catch after this many seconds.
     soft_time_limit: float | None = None
+    # The queue (Lime's quality of service, e.g. "asap" or "background") that limits how many such
+    # tasks run at once; None is the default queue. Among waiting tasks, higher priority starts first.
+    qos: str | None = None
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.acks_late, bool):
@@ -82,6 +86,8 @@ class TaskOptions:
         if soft is not None and self.timeout is not None and soft >= self.timeout:
             raise InvalidTaskError(f"soft_time_limit ({soft}) must be below timeout ({self.timeout}): the soft "
                                    f"limit warns the task before the hard one stops it")
+        check_queue(self.qos)
+        check_priority(self.priority)
 
     def retry_policy(self) -> dict[str, Any]:
         """The policy as the verdict carries it to the operator (which counts the retries)."""
@@ -119,6 +125,7 @@ def task(
     name: str | None = None, autoretry_for: tuple[type[BaseException], ...] = (), max_retries: int = 3,
     retry_backoff: bool | float = False, retry_backoff_max: float = 600, retry_jitter: bool = True,
     default_retry_delay: float = DEFAULT_RETRY_DELAY, soft_time_limit: float | None = None,
+    qos: str | None = None, priority: int = 0,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -127,7 +134,7 @@ def task(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: int | None = None, name: str | None = None,
     autoretry_for: tuple[type[BaseException], ...] = (), max_retries: int = 3, retry_backoff: bool | float = False,
     retry_backoff_max: float = 600, retry_jitter: bool = True, default_retry_delay: float = DEFAULT_RETRY_DELAY,
-    soft_time_limit: float | None = None,
+    soft_time_limit: float | None = None, qos: str | None = None, priority: int = 0,
 ) -> Any:
     """Register a function as a task. Its first argument is always the application.
 
@@ -137,12 +144,16 @@ def task(
     `autoretry_for=(ConnectionError, ...)` runs the task again, as a new attempt, when it
     raised one of these: at most `max_retries` times, `default_retry_delay` seconds apart, or
     with `retry_backoff` exponentially (`retry_backoff_max`, `retry_jitter`), as Celery does.
+    `qos="background"` puts the task in that queue (a LimeTaskQueue, which limits how many of
+    its tasks run at once; None: the queue "default"); `priority` (-1000 to 1000, default 0)
+    orders the tasks waiting there, higher first. `send_task(..., qos=, priority=)` overrides both.
     """
     options = TaskOptions(acks_late=acks_late, max_attempts=max_attempts, timeout=timeout,
                           autoretry_for=tuple(autoretry_for) if isinstance(autoretry_for, (list, tuple))
                           else autoretry_for, max_retries=max_retries, retry_backoff=retry_backoff,
                           retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
-                          default_retry_delay=default_retry_delay, soft_time_limit=soft_time_limit)
+                          default_retry_delay=default_retry_delay, soft_time_limit=soft_time_limit,
+                          qos=qos, priority=priority)
 
     def register(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .resource import FINAL_STATES, PENDING, SUCCESS
+from .resource import CONDITION_QUEUED, DEFAULT_QUEUE, FINAL_STATES, PENDING, PRIORITY_MIN, SUCCESS
 from .validation import parse_time
 
 if TYPE_CHECKING:
@@ -31,6 +31,26 @@ def _time(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _count(value: Any, least: int) -> int | None:
+    """A whole number of at least `least`, or None (absent, or not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        return None
+    return value
+
+
+def _queued_condition(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The `Queued` condition of a task that waits in its queue for a slot, or None.
+
+    Only a PENDING task waits: a True condition beside another state is stale, not a wait.
+    """
+    if (status.get("state") or PENDING) != PENDING:
+        return None
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, dict) and condition.get("type") == CONDITION_QUEUED:
+            return condition if condition.get("status") == "True" else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,11 +78,29 @@ class TaskStatus:
     # Retries after exceptions the task's autoretry_for names, and when the next one starts.
     retries: int = 0
     retry_at: dt.datetime | None = None
+    # Its queue (spec.queue; "default" when it names none) and its priority there. While the task
+    # waits in the queue for a slot (PENDING, with a Queued condition that is True): why
+    # (queue_reason: Waiting, QueueNotFound, QueuePaused or Kueue; queue_message says more), its
+    # place (1 is next), how many wait in that queue, since when this attempt waits, and when the
+    # operator counted. All None once the task has its slot.
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    queue_reason: str | None = None
+    queue_message: str | None = None
+    queue_position: int | None = None
+    queue_waiting: int | None = None
+    queued_since: dt.datetime | None = None
+    queue_updated_at: dt.datetime | None = None
     _client: "TaskClient | None" = field(default=None, repr=False, compare=False)
 
     @property
     def state(self) -> str:
         return self.status
+
+    @property
+    def queued(self) -> bool:
+        """Whether the task waits in its queue for a slot (it is PENDING meanwhile)."""
+        return self.queue_reason is not None
 
     def is_completed(self) -> bool:
         return self.status in FINAL_STATES
@@ -101,12 +139,22 @@ class TaskStatus:
             "expires": self.expires.isoformat() if self.expires else None,
             "retries": self.retries,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "queue": {
+                "name": self.queue, "priority": self.priority, "queued": self.queued,
+                "reason": self.queue_reason, "message": self.queue_message,
+                "position": self.queue_position, "waiting": self.queue_waiting,
+                "since": self.queued_since.isoformat() if self.queued_since else None,
+                "updated_at": self.queue_updated_at.isoformat() if self.queue_updated_at else None,
+            },
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], client: "TaskClient | None" = None) -> "TaskStatus":
         """The inverse of `to_dict` (what the HTTP endpoint answers)."""
         err = d.get("error")
+        # Answers of an endpoint older than queues have no block: the default queue, not waiting.
+        block = d.get("queue")
+        q: dict[str, Any] = block if isinstance(block, dict) else {}
         return cls(
             id=str(d.get("id") or ""), task=str(d.get("task") or ""), app=str(d.get("app") or ""),
             status=str(d.get("status") or PENDING), result=d.get("result"),
@@ -118,6 +166,11 @@ class TaskStatus:
             history=tuple(h for h in d.get("history") or () if isinstance(h, dict)),
             archived=bool(d.get("archived")), eta=_time(d.get("eta")), expires=_time(d.get("expires")),
             retries=int(d.get("retries") or 0), retry_at=_time(d.get("retry_at")),
+            queue=str(q.get("name") or DEFAULT_QUEUE), priority=_count(q.get("priority"), PRIORITY_MIN) or 0,
+            queue_reason=str(q["reason"]) if q.get("reason") else None,
+            queue_message=str(q["message"]) if q.get("message") else None,
+            queue_position=_count(q.get("position"), 1), queue_waiting=_count(q.get("waiting"), 0),
+            queued_since=_time(q.get("since")), queue_updated_at=_time(q.get("updated_at")),
             _client=client,
         )
 
@@ -129,6 +182,10 @@ class TaskStatus:
         st = body.get("status") or {}
         err = st.get("error")
         event = st.get("event") or {}
+        queued = _queued_condition(st)
+        block = st.get("queue")
+        place: dict[str, Any] = block if queued is not None and isinstance(block, dict) else {}
+        queue = spec.get("queue")
         return cls(
             id=meta.get("name", ""),
             task=spec.get("task", ""),
@@ -149,5 +206,11 @@ class TaskStatus:
             expires=parse_time(spec.get("expires")),
             retries=int(st.get("retries") or 0),
             retry_at=parse_time(st.get("retryAt")),
+            queue=queue if isinstance(queue, str) and queue else DEFAULT_QUEUE,
+            priority=_count(spec.get("priority"), PRIORITY_MIN) or 0,
+            queue_reason=str(queued.get("reason") or "Waiting") if queued is not None else None,
+            queue_message=str(queued["message"]) if queued is not None and queued.get("message") else None,
+            queue_position=_count(place.get("position"), 1), queue_waiting=_count(place.get("waiting"), 0),
+            queued_since=parse_time(place.get("since")), queue_updated_at=parse_time(place.get("updatedAt")),
             _client=client,
         )

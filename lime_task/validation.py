@@ -16,6 +16,9 @@ from .resource import (
     MAX_ARGUMENT_DEPTH,
     MAX_ARGUMENT_NUMBER,
     MAX_ARGUMENTS_BYTES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_NAME_RE,
     TASK_NAME_MAX,
     TASK_NAME_RE,
 )
@@ -41,6 +44,31 @@ def check_app_name(name: object) -> str:
             f"or '.', starting and ending with a letter or digit"
         )
     return name
+
+
+def check_queue(qos: object) -> str | None:
+    """A queue's name (`qos`), or None for the default queue. A queue is a cluster-scoped object
+    whose name is also a label value: a DNS-1123 label."""
+    if qos is None:
+        return None
+    if not isinstance(qos, str):
+        raise InvalidTaskError(f"qos must be a queue name (a string) or None, not {type(qos).__name__}")
+    if not QUEUE_NAME_RE.fullmatch(qos):
+        shown = f"{qos[:70]!r}..." if len(qos) > 70 else repr(qos)
+        raise InvalidTaskError(f"qos must be a queue name: lower-case letters, digits and '-', starting and "
+                               f"ending with a letter or digit, at most 63 characters, got {shown}")
+    return qos
+
+
+def check_priority(priority: object) -> int:
+    """A task's priority in its queue: higher starts first (as Kubernetes' PriorityClasses)."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidTaskError(f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, "
+                               f"not {type(priority).__name__}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidTaskError(f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX} "
+                               f"(higher starts first), got {priority}")
+    return priority
 
 
 def _check_json_value(value: Any, path: str) -> None:

@@ -3,8 +3,10 @@
     LIMETASK_WEB_TOKENS_FILE=/etc/limetask/tokens limetask web --imports my_package.tasks.tasks
 
     POST /v1/apps/{app}/tasks              {"task": ..., "args": [...], "kwargs": {...}} -> 202
+                                           (and countdown, eta, expires, qos, priority)
     GET  /v1/apps/{app}/tasks/{id}         -> 200, or 404 (missing, or another application's)
-    GET  /v1/apps/{app}/tasks?state=&limit=&cursor=  live tasks, then archived ones (paged)
+    GET  /v1/apps/{app}/tasks?state=&queue=&queued=&limit=&cursor=  live tasks, then archived
+                                           ones (paged); queued=true: those waiting in a queue
     POST /v1/apps/{app}/tasks/{id}/cancel  -> 200, or 409 once it has finished
     GET  /v1/apps/{app}/results/{id}       the results API: an archived task only
     GET  /v1/apps/{app}/results?state=&limit=&cursor=  archived tasks, newest first (paged)
@@ -29,7 +31,7 @@ Only tasks registered with `@task` in this process can be started (import their 
 
 Errors are `{"code": ..., "detail": ...}`: 401 `Unauthorized`; 404 `NotFound`; 409
 `AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over 32 KiB);
-422 `InvalidRequest` (not JSON, wrong shape, invalid application or task name),
+422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name or priority),
 `UnknownTask`, `InvalidArguments`, `InvalidTask`; 503 `ClusterUnavailable`,
 `ArchiveUnavailable`. No other 5xx: an
 unexpected error is logged with an id and answered 400 `RequestFailed`.
@@ -51,7 +53,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .archive import ArchiveError, ArchiveReader, url_from_env
@@ -66,8 +68,18 @@ from .errors import (
 )
 from .kubeauth import KubernetesAuth
 from .registry import resolve_task
-from .resource import APP_NAME_RE, MAX_ARGUMENTS_BYTES, STATES, TASK_NAME_MAX, TASK_NAME_RE
+from .resource import (
+    APP_NAME_RE,
+    MAX_ARGUMENTS_BYTES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_NAME_RE,
+    STATES,
+    TASK_NAME_MAX,
+    TASK_NAME_RE,
+)
 from .tokens import TokenStore, parse_tokens, read_tokens  # noqa: F401 - the endpoint's token files
+from .validation import check_priority, check_queue
 
 LOG = logging.getLogger("limetask.web")
 
@@ -104,6 +116,24 @@ class StartTask(BaseModel):
     expires: Annotated[float, Field(ge=0, le=366 * 24 * 3600)] | AwareDatetime | None = Field(
         default=None, description="seconds from now, or a time: a task not started by then ends as FAILURE, "
                                   "reason Expired, and never runs")
+    qos: str | None = Field(default=None, min_length=1, max_length=63, pattern=QUEUE_NAME_RE.pattern,
+                            description="the queue to wait in for a slot (default: the task's own @task(qos=), "
+                                        "else the queue 'default')", examples=["asap"])
+    priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+                                 description="order among the tasks waiting in the queue, higher first "
+                                             "(default: the task's own @task(priority=), else 0)")
+
+    # The client's own checks, before pydantic's: the same clear message as send_task's, and no
+    # "5" or true taken for a priority.
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _queue_name(cls, value: Any) -> Any:
+        return check_queue(value)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> Any:
+        return None if value is None else check_priority(value)
 
 
 class TaskErrorBody(BaseModel):
@@ -112,6 +142,23 @@ class TaskErrorBody(BaseModel):
     type: str = Field(description="the exception type")
     message: str
     reason: str = Field(description="CamelCase: TaskRaised, WorkerLost, TimedOut, Cancelled, ...")
+
+
+class QueueBody(BaseModel):
+    """The task's queue and, while it waits there for a slot, its place."""
+
+    name: str = Field(description="the queue (a LimeTaskQueue); 'default' when the task names none")
+    priority: int = Field(description="order among waiting tasks, higher first")
+    queued: bool = Field(description="whether the task waits in the queue for a slot (it is PENDING meanwhile)")
+    reason: str | None = Field(default=None, description="while queued: Waiting, QueueNotFound, QueuePaused "
+                                                         "or Kueue")
+    message: str | None = Field(default=None, description="while queued: why, in words")
+    position: int | None = Field(default=None, description="while queued: 1 is the next to start")
+    waiting: int | None = Field(default=None, description="while queued: how many tasks wait in the queue")
+    since: str | None = Field(default=None, description="while queued: when this attempt began to wait",
+                              json_schema_extra={"format": "date-time"})
+    updated_at: str | None = Field(default=None, description="while queued: when the position was counted",
+                                   json_schema_extra={"format": "date-time"})
 
 
 class TaskStatusBody(BaseModel):
@@ -138,6 +185,7 @@ class TaskStatusBody(BaseModel):
     retries: int = Field(default=0, description="retries after exceptions the task's autoretry_for names")
     retry_at: str | None = Field(default=None, description="when the next retry starts",
                                  json_schema_extra={"format": "date-time"})
+    queue: QueueBody = Field(description="its queue and, while it waits there, its place")
 
 
 class ScheduleBody(BaseModel):
@@ -386,11 +434,11 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     def authorized(verb: str) -> Any:
         return Annotated[str, Depends(app_token_auth(store, kubernetes, verb))]
 
-    def live(method: str, *args: Any) -> Any:
+    def live(method: str, *args: Any, **kwargs: Any) -> Any:
         """A call to the client that reads the cluster only (the archive is read here)."""
         c = task_client()
         fn = getattr(c, method)
-        return fn(*args, archive=False) if _takes_archive(fn) else fn(*args)
+        return fn(*args, archive=False, **kwargs) if _takes_archive(fn) else fn(*args, **kwargs)
 
     def namespace() -> str:
         return str(getattr(task_client(), "namespace", "default"))
@@ -421,7 +469,7 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
                                             f"load the data")
         status = task_client().send(body.task, app, body.args, body.kwargs, check=False,
                                     options=registered.options, countdown=body.countdown, eta=body.eta,
-                                    expires=body.expires)
+                                    expires=body.expires, qos=body.qos, priority=body.priority)
         response.headers["Location"] = f"{request.scope.get('root_path', '')}/v1/apps/{app}/tasks/{status.id}"
         return status.to_dict()  # type: ignore[no-any-return]
 
@@ -441,26 +489,35 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     @router.get("", response_model=TaskPage, summary="List the application's tasks",
                 responses={**_doc(404, "no such application")})
     def list_tasks(app: authorized("list"), state: StateQuery = None,  # type: ignore[valid-type]
-                   limit: LimitQuery = 100, cursor: CursorQuery = None) -> dict[str, Any]:
+                   queue: QueueQuery = None, queued: QueuedQuery = False, limit: LimitQuery = 100,
+                   cursor: CursorQuery = None) -> dict[str, Any]:
         """The application's live tasks, then its archived ones, newest first. Pass `next` as
-        `cursor` for the next page."""
+        `cursor` for the next page.
+
+        `queue`: only that queue's tasks (a page of archived ones may then hold fewer than
+        `limit`). `queued=true`: only the tasks waiting in a queue for a slot, which are live.
+        """
         items: list[dict[str, Any]] = []
         seen: set[str] = set()
         archive_cursor = cursor
         if cursor is None or cursor.startswith(LIVE_CURSOR):
             offset = _live_offset(cursor)
-            lives = live("list", app, state, offset + limit + 1)
+            filters = {"queued": queued, "queue": queue} if queued or queue else {}
+            lives = live("list", app, state, offset + limit + 1, **filters)
             items = [s.to_dict() for s in lives[offset:offset + limit]]
             if len(lives) > offset + limit:
                 return {"items": items, "next": f"{LIVE_CURSOR}{offset + limit}"}
             seen = {s.id for s in lives}
             archive_cursor = None
+        if queued:  # waiting tasks are never archived
+            return {"items": items, "next": None}
         if reader is None or len(items) >= limit:
             return {"items": items[:limit], "next": None if reader is None else ARCHIVE_START}
         if archive_cursor == ARCHIVE_START:
             archive_cursor = None
         page = _archive_call(reader.list, namespace(), app, state, limit - len(items), archive_cursor)
-        items += [d for d in (_archived_dict(b) for b in page.items) if d["id"] not in seen]
+        items += [d for d in (_archived_dict(b) for b in page.items)
+                  if d["id"] not in seen and (queue is None or d["queue"]["name"] == queue)]
         return {"items": items, "next": page.next}
 
     @router.post("/{task_id}/cancel", response_model=TaskStatusBody, summary="Cancel a task",
@@ -554,6 +611,10 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
 StateQuery = Annotated[Literal["PENDING", "STARTED", "SUCCESS", "FAILURE"] | None,
                        Query(description="only tasks in this state")]
 LimitQuery = Annotated[int, Query(ge=1, le=1000, description="at most this many tasks")]
+QueueQuery = Annotated[str | None, Query(min_length=1, max_length=63, pattern=QUEUE_NAME_RE.pattern,
+                                         description="only this queue's tasks ('default': those that name none)")]
+QueuedQuery = Annotated[bool, Query(description="only the tasks waiting in a queue for a slot (PENDING, with a "
+                                                "Queued condition); these are live, never archived")]
 CursorQuery = Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")]
 AppQuery = Annotated[str | None, Query(min_length=1, max_length=63, pattern=APP_NAME_RE.pattern,
                                        description="only this application's tasks")]
@@ -640,7 +701,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         # Deeply nested input makes long locations: keep the answer small.
-        errors = [{"loc": _short_loc([str(part) for part in e.get("loc", ())]), "msg": str(e.get("msg", ""))[:200],
+        # (our own checks' messages, without pydantic's "Value error, " before them)
+        errors = [{"loc": _short_loc([str(part) for part in e.get("loc", ())]),
+                   "msg": str(e.get("msg", "")).removeprefix("Value error, ")[:200],
                    "type": str(e.get("type", ""))} for e in exc.errors()[:20]]
         summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
         return _error(422, "InvalidRequest", f"invalid request: {summary}", errors=errors)

@@ -6,6 +6,7 @@ test; `events` and `web` run as real processes. Tests without the e2e mark need 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import select
@@ -25,8 +26,10 @@ from click.testing import Result
 from conftest import Cluster, broker_url, wait_until
 from typer.testing import CliRunner
 
+import lime_task._cli
 from lime_task import FAILURE, SUCCESS, TaskClient
-from lime_task._cli import app
+from lime_task._cli import _age, app
+from tests.unit.fake_api import FakeCustomObjects, api_error, fake_client, live_task
 
 T = "acme_solution.tasks.lime"
 CLI = [sys.executable, "-m", "lime_task.cli"]
@@ -342,7 +345,7 @@ def dead_kubeconfig(tmp_path: Path) -> Path:
 
 
 COMMANDS = [["send"], ["status"], ["wait"], ["list"], ["cancel"], ["run-local"], ["events"], ["operator"],
-            ["web"], ["generate", "tasks"]]
+            ["web"], ["generate", "tasks"], ["queues"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
@@ -355,7 +358,8 @@ def test_help_shows_an_example(command: list[str]) -> None:
 def test_top_level_help_lists_every_command() -> None:
     result = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for name in ["send", "status", "wait", "list", "cancel", "run-local", "events", "operator", "web", "generate"]:
+    for name in ["send", "status", "wait", "list", "cancel", "run-local", "events", "operator", "web", "generate",
+                 "queues"]:
         assert f" {name} " in result.stdout, name
     assert invoke("generate", "--help").exit_code == 0
 
@@ -419,6 +423,12 @@ HOSTILE = {
     "list limit -1": (["list", "--limit", "-1"], "'--limit'"),
     "list limit 0": (["list", "--limit", "0"], "'--limit'"),
     "list limit many": (["list", "--limit", "many"], "'--limit'"),
+    "list bad queue": (["list", "--queued", "--queue", "Fast Lane"], "qos must be a queue name"),
+    "send bad qos": (["send", f"{T}.add", "my-app", "[1, 2]", "--qos", "Fast Lane"],
+                     "qos must be a queue name: lower-case letters, digits and '-'"),
+    "send priority too high": (["send", f"{T}.add", "my-app", "[1, 2]", "--priority", "1001"],
+                               "priority must be a whole number from -1000 to 1000"),
+    "send priority not a number": (["send", f"{T}.add", "my-app", "[1, 2]", "--priority", "high"], "'--priority'"),
     "unknown option": (["list", "--no-such-option"], "No such option"),
     "status no cluster": (["status", "some-id", "my-app"], "unreachable"),
     "web log level": (["web", "--log-level", "loud"], "'--log-level'"),
@@ -439,3 +449,143 @@ def test_web_refuses_bad_configuration(dead_kubeconfig: Path, tmp_path: Path) ->
     assert result.exit_code == 2 and "invalid application name" in result.stderr
     result = invoke("web", "--imports", "no_such_module_here", env={**env, "LIMETASK_WEB_TOKENS_FILE": ""})
     assert result.exit_code == 2 and "no_such_module_here" in result.stderr
+
+
+# -- queues, against a fake API (no cluster) ---------------------------------------------------
+
+@pytest.fixture
+def fake_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjects:
+    """The commands' client talks to this fake instead of a cluster."""
+    api = FakeCustomObjects()
+    client = fake_client(tmp_path, api)
+    monkeypatch.setattr(lime_task._cli, "_client", lambda *args, **kwargs: client)
+    return api
+
+
+def ago(seconds: float) -> str:
+    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_send_with_a_queue_and_priority(fake_api: FakeCustomObjects) -> None:
+    result = invoke("send", f"{T}.add", "my-app", "[1, 2]", "--qos", "asap", "--priority", "-5")
+    assert result.exit_code == 0, result.output
+    spec = fake_api.created[0]["spec"]
+    assert (spec["queue"], spec["priority"], spec["args"]) == ("asap", -5, [1, 2])
+    assert result.stdout.split()[1:] == ["PENDING", f"{T}.add", "app=my-app", "attempts=0", "queue=asap",
+                                         "priority=-5"]
+    plain = invoke("send", f"{T}.add", "my-app", "[1, 2]", "-o", "json")
+    assert "queue" not in fake_api.created[1]["spec"] and "priority" not in fake_api.created[1]["spec"]
+    assert json.loads(plain.stdout)["queue"]["name"] == "default"
+
+
+def test_status_of_a_waiting_task_says_where_it_stands(fake_api: FakeCustomObjects) -> None:
+    fake_api.tasks = [live_task("t-1", queue="asap", waiting={"position": 3, "waiting": 7, "since": ago(65.2)}),
+                      live_task("t-2", queue="nightly", waiting={"since": ago(5.2)}, reason="QueuePaused",
+                                message="queue nightly has maxRunning 0")]
+    waiting = invoke("list", "--queued", "-o", "json")
+    assert [t["id"] for t in json.loads(waiting.stdout)] == ["t-1", "t-2"]
+    first = invoke("status", "t-1", "my-app")
+    assert first.exit_code == 0, first.output
+    lines = first.stdout.splitlines()
+    assert lines[0].endswith("queue=asap")
+    assert lines[1] in ("  queued: position 3 of 7, waited 1m5s", "  queued: position 3 of 7, waited 1m6s")
+
+
+def waiting_tasks() -> list[dict[str, Any]]:
+    """In the order the API lists them (by name), not the order they start in."""
+    return [
+        live_task("t-a", queue="background", waiting={"position": 2, "waiting": 2, "since": ago(3600 * 3 + 120.2)}),
+        live_task("t-b", queue="asap", priority=5, app="other-app", waiting={"position": 2, "waiting": 2,
+                                                                             "since": ago(30.2)}),
+        live_task("t-c", queue="nightly", waiting={"since": ago(125.2)}, reason="QueueNotFound",
+                  message="no LimeTaskQueue named nightly:\ncreate it"),
+        live_task("t-d", queue="asap", waiting={"position": 1, "waiting": 2, "since": ago(90.2)}),
+        live_task("t-e", queue="background", waiting={"position": 1, "waiting": 2, "since": ago(86400 * 2.2)}),
+        live_task("t-f", queue="asap", state="STARTED", admitted=True),
+        live_task("t-g", state="SUCCESS"),
+    ]
+
+
+def test_list_queued_by_queue_and_position(fake_api: FakeCustomObjects) -> None:
+    fake_api.tasks = waiting_tasks()
+    result = invoke("list", "--queued")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["QUEUE", "POSITION", "WAITING", "PRIORITY", "WAITED", "ID", "APP", "TASK"]
+    cells = [row.split()[:7] for row in rows]
+    assert cells == [
+        ["asap", "1", "2", "0", cells[0][4], "t-d", "my-app"],
+        ["asap", "2", "2", "5", cells[1][4], "t-b", "other-app"],
+        ["background", "1", "2", "0", "2d4h", "t-e", "my-app"],
+        ["background", "2", "2", "0", "3h2m", "t-a", "my-app"],
+        ["nightly", "-", "-", "0", cells[4][4], "t-c", "my-app"],
+    ]
+    assert cells[0][4] in ("1m30s", "1m31s") and cells[1][4] in ("30s", "31s") and cells[4][4] in ("2m5s", "2m6s")
+    # Why a task waits, when it is not merely its turn: on its own line of the table, in one line.
+    assert rows[4].endswith(f"{T}.add  (QueueNotFound: no LimeTaskQueue named nightly: create it)")
+    assert all("(" not in row for row in rows[:4])
+
+
+def test_list_queued_filters_by_queue_and_application(fake_api: FakeCustomObjects) -> None:
+    fake_api.tasks = waiting_tasks()
+    asap = invoke("list", "--queued", "--queue", "asap", "-o", "json")
+    assert [t["id"] for t in json.loads(asap.stdout)] == ["t-d", "t-b"]
+    mine = invoke("list", "--queued", "--app", "my-app", "-o", "json")
+    assert [t["id"] for t in json.loads(mine.stdout)] == ["t-d", "t-e", "t-a", "t-c"]
+    assert json.loads(mine.stdout)[0]["queue"] == {
+        "name": "asap", "priority": 0, "queued": True, "reason": "Waiting", "message": None, "position": 1,
+        "waiting": 2, "since": json.loads(mine.stdout)[0]["queue"]["since"], "updated_at": None}
+    every = invoke("list", "--queue", "asap", "-o", "json")  # not only the waiting ones
+    assert [t["id"] for t in json.loads(every.stdout)] == ["t-b", "t-d", "t-f"]
+    empty = invoke("list", "--queued", "--queue", "default")
+    assert empty.exit_code == 0 and empty.stdout.splitlines()[1:] == []
+
+
+def test_queues_lists_limits_and_counts(fake_api: FakeCustomObjects) -> None:
+    fake_api.queues = [
+        {"metadata": {"name": "background"}, "spec": {"maxRunning": 2, "maxRunningPerNamespace": 2,
+                                                      "maxRunningPerApp": 1, "admission": "Operator"},
+         "status": {"running": 2, "waiting": 3, "oldestWaitingSince": ago(3720.2)}},
+        {"metadata": {"name": "asap"}, "spec": {"admission": "Kueue"}, "status": {"running": 0, "waiting": 0}},
+        {"metadata": {"name": "new"}},
+    ]
+    result = invoke("queues")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["NAME", "MAX", "RUNNING", "PER", "NAMESPACE", "PER", "APP", "RUNNING", "WAITING",
+                              "ADMISSION", "OLDEST", "WAITING"]
+    assert [row.split() for row in rows] == [
+        ["asap", "-", "-", "-", "0", "0", "Kueue", "-"],
+        ["background", "2", "2", "1", "2", "3", "Operator", "1h2m"],
+        ["new", "-", "-", "-", "-", "-", "-", "-"],
+    ]
+    as_json = json.loads(invoke("queues", "-o", "json").stdout)
+    assert as_json[1] == {"name": "background", "max_running": 2, "max_running_per_namespace": 2,
+                          "max_running_per_app": 1, "admission": "Operator", "running": 2, "waiting": 3,
+                          "oldest_waiting_since": fake_api.queues[0]["status"]["oldestWaitingSince"]}
+    assert as_json[2] == {"name": "new", "max_running": None, "max_running_per_namespace": None,
+                          "max_running_per_app": None, "admission": None, "running": None, "waiting": None,
+                          "oldest_waiting_since": None}
+
+
+@pytest.mark.parametrize("status, fragment", [
+    (404, "queues are not installed in this cluster (no limetaskqueues.limetask.io resource): install the CRDs"),
+    (403, "not allowed to list limetaskqueues.limetask.io (cluster-scoped)"),
+])
+def test_queues_without_the_crd_or_the_right_is_one_line(fake_api: FakeCustomObjects, status: int,
+                                                         fragment: str) -> None:
+    fake_api.queues_error = api_error(status, "the server could not find the requested resource")
+    result = invoke("queues")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ClusterError: ") and fragment in lines[0], lines
+
+
+@pytest.mark.parametrize("seconds, shown", [(0, "0s"), (59, "59s"), (60, "1m0s"), (125, "2m5s"), (599, "9m59s"),
+                                            (600, "10m"), (3599, "59m"), (3600, "1h0m"), (3720, "1h2m"),
+                                            (86399, "23h59m"), (86400 * 3 + 3600 * 4 + 5, "3d4h"), (-5, "0s")])
+def test_ages_as_kubectl_shows_them(seconds: int, shown: str) -> None:
+    now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    assert _age(now - dt.timedelta(seconds=seconds), now) == shown
+    assert _age(None, now) == "-"

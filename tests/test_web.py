@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 
 from lime_task import TaskClient, registered_tasks
 from lime_task.web import MAX_BODY_BYTES, TokenStore, create_app, parse_tokens, read_tokens
+from tests.unit.fake_api import FakeCustomObjects, fake_client, live_task
 
 T = "acme_solution.tasks.lime"
 TOKENS = {"app-one": "token-one", "app-two": "token-two"}
@@ -300,6 +301,15 @@ def test_openapi_document() -> None:
     assert schemas["TaskStatusBody"]["properties"]["status"]["enum"] == ["PENDING", "STARTED", "SUCCESS", "FAILURE"]
     assert set(schemas["ErrorBody"]["required"]) == {"code", "detail"}
     assert "archived" in schemas["TaskStatusBody"]["properties"]
+    # Queues: what to start in, the list's filters, and a task's place.
+    assert {"queue", "queued"} <= {p["name"] for p in paths["/v1/apps/{app}/tasks"]["get"]["parameters"]}
+    qos, priority = schemas["StartTask"]["properties"]["qos"], schemas["StartTask"]["properties"]["priority"]
+    assert qos["anyOf"][0]["pattern"] == "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+    assert (priority["anyOf"][0]["minimum"], priority["anyOf"][0]["maximum"]) == (-1000, 1000)
+    assert schemas["TaskStatusBody"]["properties"]["queue"]["$ref"].endswith("/QueueBody")
+    assert "queue" in schemas["TaskStatusBody"]["required"]
+    assert set(schemas["QueueBody"]["properties"]) == {"name", "priority", "queued", "reason", "message", "position",
+                                                       "waiting", "since", "updated_at"}
 
 
 def test_no_tokens_refuses_everything() -> None:
@@ -352,3 +362,116 @@ def test_token_checks_and_rotation(tmp_path: Path) -> None:
     path.write_text("{broken")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
     assert store.check("app-one", "new")
+
+
+# -- queues, against a fake API (no cluster) ---------------------------------------------------
+
+@pytest.fixture
+def fake_api() -> FakeCustomObjects:
+    return FakeCustomObjects()
+
+
+@pytest.fixture
+def fake_http(fake_api: FakeCustomObjects, tmp_path: Path) -> TestClient:
+    return TestClient(create_app(client=fake_client(tmp_path, fake_api), tokens=TOKENS, imports=IMPORTS))
+
+
+def test_post_with_a_queue_and_priority(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    response = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                              json={"task": f"{T}.add", "args": [1, 2], "qos": "asap", "priority": -7})
+    assert response.status_code == 202, response.text
+    spec = fake_api.created[0]["spec"]
+    assert (spec["queue"], spec["priority"], spec["app"]) == ("asap", -7, "app-one")
+    assert response.json()["queue"] == {"name": "asap", "priority": -7, "queued": False, "reason": None,
+                                        "message": None, "position": None, "waiting": None, "since": None,
+                                        "updated_at": None}
+    plain = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                           json={"task": f"{T}.add", "args": [1, 2], "qos": None, "priority": None})
+    assert plain.status_code == 202, plain.text
+    assert "queue" not in fake_api.created[1]["spec"] and "priority" not in fake_api.created[1]["spec"]
+    assert plain.json()["queue"]["name"] == "default"
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"qos": "Fast Lane"}, "body.qos: qos must be a queue name: lower-case letters, digits and '-'"),
+    ({"qos": ""}, "got ''"),
+    ({"qos": 5}, "body.qos: qos must be a queue name (a string) or None, not int"),
+    ({"qos": "x" * 64}, "at most 63"),
+    ({"priority": 1001}, "body.priority: priority must be a whole number from -1000 to 1000"),
+    ({"priority": "5"}, "not str"),
+    ({"priority": True}, "not bool"),
+    ({"priority": 2.0}, "not float"),
+])
+def test_post_with_a_bad_queue_or_priority_is_422_and_creates_nothing(
+        fake_http: TestClient, fake_api: FakeCustomObjects, fields: dict[str, Any], words: str) -> None:
+    response = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                              json={"task": f"{T}.add", "args": [1, 2], **fields})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "InvalidRequest"
+    assert words in response.json()["detail"], response.json()
+    assert fake_api.created == []
+
+
+def test_list_filters_by_queue_and_waiting(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    since = "2026-05-01T10:00:00Z"
+    fake_api.tasks = [
+        live_task("t-a", app="app-one", queue="asap", waiting={"name": "asap", "position": 1, "waiting": 2,
+                                                               "since": since}),
+        live_task("t-b", app="app-one", queue="asap", state="STARTED", admitted=True),
+        live_task("t-c", app="app-one", waiting={"name": "default", "position": 1, "waiting": 1, "since": since}),
+        live_task("t-d", app="app-two", queue="asap", waiting={"name": "asap", "position": 2, "waiting": 2,
+                                                               "since": since}),
+    ]
+
+    def ids(query: str) -> list[str]:
+        response = fake_http.get(f"/v1/apps/app-one/tasks{query}", headers=bearer("app-one"))
+        assert response.status_code == 200, response.text
+        return [t["id"] for t in response.json()["items"]]
+
+    assert ids("") == ["t-a", "t-b", "t-c"]
+    assert ids("?queued=true") == ["t-a", "t-c"]
+    assert ids("?queue=asap") == ["t-a", "t-b"]
+    assert ids("?queued=true&queue=asap") == ["t-a"]
+    assert ids("?queue=default") == ["t-c"]
+    page = fake_http.get("/v1/apps/app-one/tasks?queued=true&limit=1", headers=bearer("app-one")).json()
+    assert [t["id"] for t in page["items"]] == ["t-a"] and page["next"] == "live.1"
+    assert ids(f"?queued=true&limit=1&cursor={page['next']}") == ["t-c"]
+    first = fake_http.get("/v1/apps/app-one/tasks?queued=true", headers=bearer("app-one")).json()["items"][0]
+    assert first["status"] == "PENDING" and first["queue"] == {
+        "name": "asap", "priority": 0, "queued": True, "reason": "Waiting", "message": None, "position": 1,
+        "waiting": 2, "since": "2026-05-01T10:00:00+00:00", "updated_at": None}
+    for bad in ("?queue=Fast%20Lane", "?queue=", "?queued=maybe"):
+        response = fake_http.get(f"/v1/apps/app-one/tasks{bad}", headers=bearer("app-one"))
+        assert response.status_code == 422 and response.json()["code"] == "InvalidRequest", (bad, response.text)
+
+
+def test_the_queue_filter_applies_to_archived_tasks_and_queued_reads_no_archive(
+        fake_api: FakeCustomObjects, tmp_path: Path) -> None:
+    from lime_task.archive import Page
+
+    class Archive:
+        """Archived tasks of app-one: one of the queue asap, one of the default queue."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def list(self, namespace: str, app: str | None, state: str | None, limit: int, cursor: str | None) -> Page:
+            self.calls += 1
+            return Page([live_task("z-asap", app="app-one", queue="asap", state="SUCCESS"),
+                         live_task("z-default", app="app-one", state="SUCCESS")], None)
+
+    archive = Archive()
+    http = TestClient(create_app(client=fake_client(tmp_path, fake_api), tokens=TOKENS, imports=IMPORTS,
+                                 archive=archive))  # type: ignore[arg-type]
+    fake_api.tasks = [live_task("t-a", app="app-one", queue="asap", waiting={"position": 1, "waiting": 1})]
+
+    def ids(query: str) -> list[str]:
+        response = http.get(f"/v1/apps/app-one/tasks{query}", headers=bearer("app-one"))
+        assert response.status_code == 200, response.text
+        return [t["id"] for t in response.json()["items"]]
+
+    assert ids("") == ["t-a", "z-asap", "z-default"]
+    assert ids("?queue=asap") == ["t-a", "z-asap"]
+    calls = archive.calls
+    assert ids("?queued=true") == ["t-a"]
+    assert archive.calls == calls  # waiting tasks are never archived

@@ -529,7 +529,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                 reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
             elif job is not None and job.suspended and not attempt_pods:
                 # Made suspended for Kueue: it waits for Kueue to admit (resume) it.
-                queue_block = st.get("queue") if isinstance(st.get("queue"), dict) else {}
+                queue_block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
                 text = f"waiting for Kueue to admit Job {job.name}"
                 new["queue"] = {"name": str(task.spec.get("queue") or "default"),
                                 "since": queue_block.get("since") or job.created or ts,

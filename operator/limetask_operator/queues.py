@@ -363,7 +363,7 @@ class Admission:
         """When this attempt began to wait: kept in its status across restarts, else its
         creation (or its eta) for a first attempt, else now."""
         st = task.status
-        block = st.get("queue") if isinstance(st.get("queue"), dict) else {}
+        block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
         queued = any(c.get("type") == CONDITION_QUEUED and c.get("status") == "True"
                      for c in st.get("conditions") or [])
         if queued and int(st.get("attempts") or 0) == attempt:
@@ -426,7 +426,7 @@ class Admission:
     def usage(self, key: tuple[str, str, str], now: float) -> float:
         """An application's recent starts in a queue, halving every USAGE_HALF_LIFE seconds."""
         count, at = self._usage.get(key, (0.0, now))
-        return count * 0.5 ** (max(0.0, now - at) / USAGE_HALF_LIFE)
+        return float(count * 0.5 ** (max(0.0, now - at) / USAGE_HALF_LIFE))
 
     def _started(self, key: tuple[str, str, str], now: float) -> None:
         self._usage[key] = (self.usage(key, now) + 1.0, now)

@@ -95,6 +95,8 @@ def test_to_dict() -> None:
         "completed_at": "2024-05-01T10:00:09+00:00", "event_confirmed": True, "namespace": "solutions",
         "history": [{"attempt": 1, "outcome": "WorkerLost"}, {"attempt": 2, "outcome": "SUCCESS"}],
         "archived": False, "eta": None, "expires": None, "retries": 0, "retry_at": None,
+        "queue": {"name": "default", "priority": 0, "queued": False, "reason": None, "message": None,
+                  "position": None, "waiting": None, "since": None, "updated_at": None},
     }
     import json
     json.dumps(d)  # plain JSON
