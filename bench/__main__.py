@@ -1,7 +1,7 @@
 """`make bench`: what the operator costs, measured side by side on the local cluster (a real node).
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
-                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer]
+                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues]
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -148,8 +148,10 @@ class Bench:
                 time.sleep(3)
 
     def start_operator(self, **extra: str) -> None:
+        # No Job-creation pacing (LIMETASK_JOB_CREATES_PER_SECOND, 20 by default): the scenarios
+        # measure how fast the operator itself goes; the queues scenario measures its limits.
         env = dict(os.environ, LIMETASK_KUBECONFIG=str(self.kubeconfig), LIMETASK_METRICS_PORT=str(self.metrics_port),
-                   PYTHONUNBUFFERED="1", **extra)
+                   PYTHONUNBUFFERED="1", LIMETASK_JOB_CREATES_PER_SECOND="0", **extra)
         if self.args.broker:
             env["LIMETASK_BROKER_URL"] = self.args.broker
         log = open(REPO / ".cluster" / "logs" / "bench-operator.log", "ab")
@@ -476,6 +478,12 @@ class Bench:
 
         archive.run(self)
 
+    # -- 8. queues: a limit and fair share ---------------------------------------------------------
+    def queues(self) -> None:
+        from bench import queues
+
+        queues.run(self)
+
     # -- 7. the watching layer: the operator's own watches against kopf's --------------------------
     def watchlayer(self) -> None:
         sizes = [int(x) for x in self.args.watchlayer.split(",") if x]
@@ -648,7 +656,8 @@ class Bench:
     def run(self) -> None:
         steps = {"podstart": self.podstart, "overhead": self.overhead, "burst": self.burst, "submit": self.submit,
                  "scale": self.scale,
-                 "ceiling": self.ceiling, "archive": self.archive, "watchlayer": self.watchlayer}
+                 "ceiling": self.ceiling, "archive": self.archive, "watchlayer": self.watchlayer,
+                 "queues": self.queues}
         only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
         unknown = set(only) - set(steps)
         if unknown:
@@ -724,6 +733,10 @@ def table(results: dict[str, Any]) -> str:
                 rows.append(f"watch     {mode:<10} {size:>5} LimeTasks: listed in {v['list_s']}s "
                             f"{v['list_cpu_s']} CPU-s, idle {v['idle_rss_mb']} MB (peak {v['peak_rss_mb']}); "
                             f"{v['modifications']} changes {v['modify_cpu_s']} CPU-s in {v['modify_s']}s{probe}")
+    if "queues" in results:
+        from bench import queues
+
+        rows.extend(queues.row(results))
     return "\n".join(rows)
 
 
@@ -734,7 +747,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=int(os.environ.get("BENCH_BURST", "500")))
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                        help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer")
+                        help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
