@@ -182,6 +182,10 @@ def schedule_resource(scheduled: ScheduledTask, app: Any, source: str = "") -> d
             spec["maxAttempts"] = options.max_attempts
         if options.timeout:
             spec["timeoutSeconds"] = options.timeout
+        if options.qos:
+            spec["queue"] = options.qos
+        if options.priority:
+            spec["priority"] = options.priority
     labels = {LABEL_APP: app_name, LABEL_MANAGED_BY: MANAGED_BY}
     if source:
         labels[LABEL_SOURCE] = _slug(source, 63)

@@ -54,7 +54,8 @@ LOG = logging.getLogger("limetask.operator.schedules")
 Key = tuple[str, str]
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 # Fields of a schedule's spec a run takes over as they are.
-RUN_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "session")
+RUN_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "session", "queue",
+              "priority")
 
 
 def schedule_path(namespace: str, name: str = "", sub: str = "") -> str:
