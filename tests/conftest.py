@@ -275,6 +275,8 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
                      "image": dict(zip(("repository", "tag"), OPERATOR_IMAGE.rsplit(":", 1), strict=True)),
                      "nodeSelector": {"limetask.io/no-such-node": "true"}},
         "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
+        # Waiting tasks' positions are rewritten within seconds (tests read them), not 30 s.
+        "queueing": {"positionRefreshSeconds": 2},
     }
     with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=SESSION_NAMESPACE) as config:
         config.install(CHART, SESSION_RELEASE, values, namespace=SESSION_NAMESPACE, timeout=120)

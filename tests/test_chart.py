@@ -38,6 +38,17 @@ from limetask_operator.manifests import build_job  # noqa: E402
 from limetask_operator.model import TaskView  # noqa: E402
 from limetask_operator.settings import OperatorSettings  # noqa: E402
 
+from lime_task.resource import (
+    CONDITION_QUEUED,
+    GROUP,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_KIND,
+    QUEUE_NAME_RE,
+    QUEUE_PLURAL,
+    VERSION,
+)
+
 CHART = REPO / "charts" / "limetask"
 RELEASE = "lt"
 RELEASE_NAMESPACE = "lime-system"
@@ -59,6 +70,17 @@ MODES: dict[str, dict[str, Any]] = {
     "namespace-list": {"watch": {"scope": "namespaces", "namespaces": ["team-a", "team-b", "team-c"]}},
     "cluster": {"watch": {"scope": "cluster"}},
     "no-crd": {"crds": {"install": False}},
+    # Queues the chart creates (at once: the CRDs are installed another way), and the pace of Job
+    # creation.
+    "queues": {
+        "crds": {"install": False},
+        "queues": {"default": {"maxRunning": 50, "maxRunningPerApp": 10},
+                   "reports": {"maxRunning": 4, "maxRunningPerNamespace": 1, "agingSeconds": 120},
+                   "paused": {"maxRunning": 0},
+                   "gpu": {"admission": "Kueue", "kueueQueueName": "gpu-jobs"},
+                   "plain": {}},
+        "queueing": {"jobCreatesPerSecond": 2.5, "jobCreatesBurst": 5, "positionRefreshSeconds": 10},
+    },
     "crd-not-kept": {"crds": {"keep": False}},
     "broker-existing-secret": {"broker": {"existingSecret": {"name": "rabbitmq", "key": "amqp-url"}}},
     "broker-from-values": {"broker": {"url": "amqp://lime:secret@rabbitmq:5672/%2F", "exchange": "events.{app}"}},
@@ -151,6 +173,14 @@ WEB_AUTH_BINDING = f"{RELEASE_NAMESPACE}-lt-limetask-web-auth"
 # And everywhere (kopf's discovery): read-only.
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
+# LimeTaskQueues are cluster-scoped: the operator reads them and writes their status through its
+# ClusterRole in either scope (a namespace's Role could not grant them), and never changes them.
+QUEUE_RULES = {("limetask.io", "limetaskqueues"): {"get", "list", "watch"},
+               ("limetask.io", "limetaskqueues/status"): {"update"}}
+# What the operator's ClusterRole holds in either scope.
+CLUSTER_RULES = {**DISCOVERY_RULES, **QUEUE_RULES}
+# Objects without a namespace.
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "LimeTaskQueue"}
 
 # Broker settings: the chart sets them only when a broker is configured.
 BROKER_SETTINGS = {"LIMETASK_BROKER_URL", "LIMETASK_BROKER_EXCHANGE", "LIMETASK_BROKER_PUBLISH_TIMEOUT",
@@ -377,13 +407,17 @@ def test_helpers_are_defined() -> None:
         assert f'define "{name}"' in helpers, name
 
 
+CRD_FILES = ["limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml", "limetask.io_limetaskqueues.yaml"]
+CRD_NAMES = ["limetasks.limetask.io", "limetaskschedules.limetask.io", "limetaskqueues.limetask.io"]
+
+
 def test_crd_matches_the_repository_crd() -> None:
-    """The chart ships a copy of crds/; copy it again when a CRD changes."""
-    files = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
-    assert files == ["limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml"]
-    for name in files:
-        ours = yaml.safe_load((CHART / "files" / name).read_text())
-        theirs = yaml.safe_load((REPO / "crds" / name).read_text())
+    """The chart ships a copy of crds/, byte for byte; copy it again when a CRD changes."""
+    assert sorted(p.name for p in (REPO / "crds").glob("*.yaml")) == sorted(CRD_FILES)
+    assert sorted(p.name for p in (CHART / "files").glob("*.yaml")) == sorted(CRD_FILES)
+    for name in CRD_FILES:
+        ours = (CHART / "files" / name).read_bytes()
+        theirs = (REPO / "crds" / name).read_bytes()
         assert ours == theirs, f"charts/limetask/files/{name} differs from crds/: copy it over"
 
 
@@ -519,6 +553,24 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"archive": {"existingSecret": {"key": ""}}}, "at '/archive/existingSecret/key': minLength: got 0, want 1"),
     ({"archive": {"database": "x"}}, "at '/archive': additional properties 'database' not allowed"),
     ({"web": {"kubernetesAuth": "no"}}, "at '/web/kubernetesAuth': got string, want boolean"),
+    ({"queues": {"Reports": {}}}, "invalid propertyName 'Reports'"),
+    ({"queues": {"reports.eu": {}}}, "invalid propertyName 'reports.eu'"),
+    ({"queues": {"q" * 64: {}}}, "invalid propertyName"),
+    ({"queues": {"reports": {"maxRunning": -1}}}, "at '/queues/reports/maxRunning': minimum: got -1, want 0"),
+    ({"queues": {"reports": {"maxRunning": 1.5}}}, "at '/queues/reports/maxRunning': got number, want integer"),
+    ({"queues": {"reports": {"maxRunningPerApp": 0}}}, "at '/queues/reports/maxRunningPerApp': minimum: got 0, want 1"),
+    ({"queues": {"reports": {"agingSeconds": 86401}}}, "at '/queues/reports/agingSeconds': maximum: got 86,401"),
+    ({"queues": {"reports": {"maxRuning": 4}}}, "at '/queues/reports': additional properties 'maxRuning' not allowed"),
+    ({"queues": {"reports": {"admission": "Volcano"}}}, "at '/queues/reports/admission': value must be one of"),
+    ({"queues": {"reports": {"kueueQueueName": "lq"}}}, "at '/queues/reports': missing property 'admission'"),
+    ({"queues": {"reports": {"admission": "Operator", "kueueQueueName": "lq"}}},
+     "at '/queues/reports/admission': value must be 'Kueue'"),
+    ({"queues": {"reports": 4}}, "at '/queues/reports': got number, want object"),
+    ({"queues": []}, "at '/queues': got array, want object"),
+    ({"queueing": {"jobCreatesPerSecond": -1}}, "at '/queueing/jobCreatesPerSecond': minimum: got -1, want 0"),
+    ({"queueing": {"jobCreatesBurst": 0}}, "at '/queueing/jobCreatesBurst': minimum: got 0, want 1"),
+    ({"queueing": {"positionRefreshSeconds": 0}}, "at '/queueing/positionRefreshSeconds': minimum: got 0, want 1"),
+    ({"queueing": {"maxRunning": 5}}, "at '/queueing': additional properties 'maxRunning' not allowed"),
 ])
 def test_schema_rejects_invalid_values(chart: Any, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError) as schema_error:
@@ -560,7 +612,7 @@ def test_renders_and_lints(chart: Any, mode: str) -> None:
     for o in objects:
         assert o.get("apiVersion") and o.get("kind") and o["metadata"].get("name"), o
         assert o["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+        if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"].get("namespace"), f"{o['kind']}/{o['metadata']['name']} has no namespace"
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
@@ -585,7 +637,7 @@ def test_default_mode_watches_the_release_namespace(chart: Any) -> None:
     assert operator_env(objects)["LIMETASK_LEADER_ELECTION_LEASE"] == "lt-limetask"
     assert operator_container(objects)["args"][0] == f"--namespace={RELEASE_NAMESPACE}"
     assert [c["metadata"]["annotations"] for c in of_kind(objects, "CustomResourceDefinition")] == [
-        {"helm.sh/resource-policy": "keep"}] * 2
+        {"helm.sh/resource-policy": "keep"}] * 3
     assert one(objects, "ServiceAccount")["metadata"]["name"] == "lt-limetask"
     assert not of_kind(objects, "Secret")
     env = {e["name"] for e in operator_container(objects)["env"]}
@@ -611,7 +663,7 @@ def test_cluster_mode_uses_a_cluster_role(chart: Any) -> None:
     objects = render(chart, MODES["cluster"])
     assert not of_component(objects, "Role", "operator") and not of_component(objects, "RoleBinding", "operator")
     role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
-    assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}
+    assert rules_by_resource(role["rules"]) == {**CLUSTER_RULES, **WATCHED_NAMESPACE_RULES}
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"] == f"{RELEASE_NAMESPACE}-lt-limetask"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lt-limetask", "namespace": RELEASE_NAMESPACE}]
@@ -621,10 +673,153 @@ def test_cluster_mode_uses_a_cluster_role(chart: Any) -> None:
 def test_crd_install_and_keep(chart: Any) -> None:
     assert not of_kind(render(chart, MODES["no-crd"]), "CustomResourceDefinition")
     crds = of_kind(render(chart, MODES["crd-not-kept"]), "CustomResourceDefinition")
-    assert [c["metadata"]["name"] for c in crds] == ["limetasks.limetask.io", "limetaskschedules.limetask.io"]
-    for crd, name in zip(crds, ("limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml"), strict=True):
+    assert [c["metadata"]["name"] for c in crds] == CRD_NAMES
+    for crd, name in zip(crds, CRD_FILES, strict=True):
         assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
         assert crd["spec"] == yaml.safe_load((REPO / "crds" / name).read_text())["spec"]
+
+
+# --------------------------------------------------------------------------------------------
+# The CRDs themselves (crds/, which the chart copies)
+# --------------------------------------------------------------------------------------------
+
+def crd_doc(name: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO / "crds" / name).read_text())  # type: ignore[no-any-return]
+
+
+def crd_schema(name: str) -> dict[str, Any]:
+    versions = crd_doc(name)["spec"]["versions"]
+    assert len(versions) == 1
+    return versions[0]["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+def _structural_problems(node: dict[str, Any], path: str) -> list[str]:
+    """What keeps a schema from being structural (every node typed, or explicitly any JSON or
+    int-or-string), and fields without a description under spec and status."""
+    problems = []
+    if not (node.get("type") or node.get("x-kubernetes-preserve-unknown-fields")
+            or node.get("x-kubernetes-int-or-string")):
+        problems.append(f"{path}: no type")
+    if node.get("type") == "object" and "properties" in node and "additionalProperties" in node:
+        problems.append(f"{path}: both properties and additionalProperties")
+    for key, child in (node.get("properties") or {}).items():
+        problems += _structural_problems(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        problems += _structural_problems(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        problems += _structural_problems(node["additionalProperties"], f"{path}.*")
+    return problems
+
+
+def _schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    """The schema node a printer column's jsonPath reads (.a.b, .a[?(...)].b), or None."""
+    node: dict[str, Any] | None = schema
+    for part in re.findall(r"\.([A-Za-z]+)(\[[^\]]*\])?", json_path):
+        name, index = part
+        node = ((node or {}).get("properties") or {}).get(name)
+        if node is not None and index:
+            node = node.get("items")
+    return node
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_crd_is_structural_and_its_columns_exist(name: str) -> None:
+    doc = crd_doc(name)
+    schema = crd_schema(name)
+    assert _structural_problems(schema, "") == []
+    assert set(schema["properties"]["metadata"]["properties"]) == {"name"}, "metadata may only restrict the name"
+    assert doc["spec"]["names"]["categories"] == ["lime"]
+    assert doc["spec"]["group"] == GROUP and doc["spec"]["versions"][0]["name"] == VERSION
+    assert doc["spec"]["versions"][0]["subresources"] == {"status": {}}
+    for column in doc["spec"]["versions"][0]["additionalPrinterColumns"]:
+        if column["jsonPath"] == ".metadata.creationTimestamp":
+            continue
+        node = _schema_at(schema, column["jsonPath"])
+        assert node is not None, f"{name}: column {column['name']} reads {column['jsonPath']}, which is not declared"
+        assert node.get("type") == {"date": "string"}.get(column["type"], column["type"]), column
+
+
+def test_limetask_spec_is_immutable_field_by_field() -> None:
+    """Every field but args and kwargs (a rule cannot compare JSON holding null) keeps its value,
+    and no optional field may appear or disappear: queue and priority as much as the others."""
+    spec = crd_schema("limetask.io_limetasks.yaml")["properties"]["spec"]
+    rule = spec["x-kubernetes-validations"][0]["rule"]
+    for field, node in spec["properties"].items():
+        if field in ("args", "kwargs"):
+            continue
+        assert {"rule": "self == oldSelf",
+                "message": f"spec.{field} is immutable once created; create a new LimeTask instead"} in \
+            node["x-kubernetes-validations"], field
+        if field not in spec["required"]:
+            assert f"has(self.{field}) == has(oldSelf.{field})" in rule, field
+    assert {"queue", "priority"} <= set(spec["properties"])
+
+
+def test_limetask_crd_has_the_queue_fields() -> None:
+    doc = crd_doc("limetask.io_limetasks.yaml")
+    schema = crd_schema("limetask.io_limetasks.yaml")
+    spec, status = schema["properties"]["spec"]["properties"], schema["properties"]["status"]["properties"]
+    # The names lime_task.resource fixes, and the same bounds the client checks.
+    assert spec["queue"]["type"] == "string" and spec["queue"]["pattern"] == QUEUE_NAME_RE.pattern
+    assert spec["queue"]["maxLength"] == 63 and "default" not in spec["queue"]
+    assert (spec["priority"]["type"], spec["priority"]["minimum"], spec["priority"]["maximum"]) == \
+        ("integer", PRIORITY_MIN, PRIORITY_MAX)
+    assert "default" not in spec["priority"], "existing LimeTasks must not change: absent means 0"
+    assert "qos" in spec["queue"]["description"]
+    queue = status["queue"]
+    assert {k: v["type"] for k, v in queue["properties"].items()} == {
+        "name": "string", "position": "integer", "waiting": "integer", "since": "string", "updatedAt": "string"}
+    assert queue["properties"]["since"]["format"] == queue["properties"]["updatedAt"]["format"] == "date-time"
+    conditions = status["conditions"]["description"]
+    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "Kueue", "Admitted"):
+        assert word in conditions, word
+    columns = {c["name"]: c for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert columns["Queue"] == {"name": "Queue", "type": "string", "jsonPath": ".spec.queue", "priority": 1}
+    # The columns of `kubectl get lt` stay as they were.
+    assert [n for n, c in columns.items() if not c.get("priority")] == ["Task", "App", "State", "Attempts", "Age"]
+
+
+def test_queue_crd() -> None:
+    doc = crd_doc("limetask.io_limetaskqueues.yaml")
+    assert doc["metadata"]["name"] == f"{QUEUE_PLURAL}.{GROUP}"
+    spec = doc["spec"]
+    assert spec["scope"] == "Cluster"
+    assert spec["names"] == {"kind": QUEUE_KIND, "listKind": f"{QUEUE_KIND}List", "plural": QUEUE_PLURAL,
+                             "singular": "limetaskqueue", "shortNames": ["ltq"], "categories": ["lime"]}
+    version = spec["versions"][0]
+    assert (version["served"], version["storage"]) == (True, True)
+    columns = version["additionalPrinterColumns"]
+    assert [(c["name"], c["type"], c["jsonPath"], c.get("priority", 0)) for c in columns] == [
+        ("Max Running", "integer", ".spec.maxRunning", 0),
+        ("Per App", "integer", ".spec.maxRunningPerApp", 1),
+        ("Running", "integer", ".status.running", 0),
+        ("Waiting", "integer", ".status.waiting", 0),
+        ("Admission", "string", ".spec.admission", 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0)]
+    schema = version["schema"]["openAPIV3Schema"]
+    # A queue's name is what tasks give in spec.queue: a DNS label.
+    name = schema["properties"]["metadata"]["properties"]["name"]
+    assert (name["pattern"], name["maxLength"]) == (QUEUE_NAME_RE.pattern, 63)
+    assert "required" not in schema, "a queue without a spec is a queue without limits"
+    queue = schema["properties"]["spec"]
+    assert "required" not in queue
+    bounds = {field: (node["type"], node.get("minimum"), node.get("maximum"), node.get("default"))
+              for field, node in queue["properties"].items() if node["type"] == "integer"}
+    assert bounds == {"maxRunning": ("integer", 0, None, None), "maxRunningPerNamespace": ("integer", 1, None, None),
+                      "maxRunningPerApp": ("integer", 1, None, None), "agingSeconds": ("integer", 1, 86400, 60)}
+    admission = queue["properties"]["admission"]
+    assert (admission["enum"], admission["default"]) == (["Operator", "Kueue"], "Operator")
+    assert queue["properties"]["kueueQueueName"]["pattern"] == QUEUE_NAME_RE.pattern
+    assert queue["x-kubernetes-validations"] == [
+        {"rule": "!has(self.kueueQueueName) || (has(self.admission) && self.admission == 'Kueue')",
+         "message": "kueueQueueName applies only with admission Kueue"}]
+    status = schema["properties"]["status"]["properties"]
+    assert {k: (v["type"], v.get("format")) for k, v in status.items()} == {
+        "running": ("integer", None), "waiting": ("integer", None), "oldestWaitingSince": ("string", "date-time"),
+        "observedGeneration": ("integer", None), "updatedAt": ("string", "date-time")}
+    # A description on every field (metadata may hold nothing but restrictions of the name).
+    missing = [p for p, node in _walk_schema(schema) if p not in ("", ".metadata") and "description" not in node]
+    assert missing == [], missing
 
 
 def test_broker_from_an_existing_secret(chart: Any) -> None:
@@ -738,7 +933,7 @@ def test_archive_keeps_the_right_to_delete_tasks(chart: Any) -> None:
             assert rules_by_resource(role["rules"]) == WATCHED_NAMESPACE_RULES, mode
         cluster = render(chart, {**values, "watch": {"scope": "cluster"}})
         role = one(of_component(cluster, "ClusterRole", "operator"), "ClusterRole")
-        assert rules_by_resource(role["rules"]) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}, mode
+        assert rules_by_resource(role["rules"]) == {**CLUSTER_RULES, **WATCHED_NAMESPACE_RULES}, mode
     for role in of_component(render(chart, {"tasks": {"retentionSeconds": 0}}), "Role", "operator"):
         assert rules_by_resource(role["rules"]) == WATCHED_NAMESPACE_RULES
 
@@ -764,6 +959,92 @@ def test_notes_say_how_to_start_a_first_task(chart: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Queues (queues, queueing)
+# --------------------------------------------------------------------------------------------
+
+def queues_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in of_kind(objects, QUEUE_KIND)}
+
+
+def test_no_queues_by_default(chart: Any) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["queues"] == {}
+    assert queues_of(render(chart)) == {} and queues_of(render(chart, MODES["no-crd"])) == {}
+    assert "queues" not in notes(chart).lower()
+
+
+def test_queues_are_ordinary_objects_of_the_release(chart: Any) -> None:
+    """Each key of `queues` is a LimeTaskQueue with that spec: not a hook, so that an upgrade
+    changes it in place and a queue taken out of the values is deleted."""
+    objects = render(chart, MODES["queues"])
+    queues = queues_of(objects)
+    assert queues.keys() == MODES["queues"]["queues"].keys()
+    for name, queue in queues.items():
+        assert queue["apiVersion"] == f"{GROUP}/{VERSION}"
+        assert "namespace" not in queue["metadata"], "LimeTaskQueues are cluster-scoped"
+        assert "annotations" not in queue["metadata"], "no helm.sh/hook"
+        assert queue["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert queue["spec"] == MODES["queues"]["queues"][name], name
+        assert QUEUE_NAME_RE.match(name)
+    # Whole numbers stay integers (the CRD's fields are integers), 0 included.
+    assert [type(v) for v in queues["reports"]["spec"].values()] == [int, int, int]
+    assert queues["paused"]["spec"] == {"maxRunning": 0}
+    assert queues["plain"]["spec"] == {}
+    assert "Queues: default, gpu, paused, plain, reports (kubectl get ltq)." in notes(chart, MODES["queues"])
+    assert "WARNING" not in notes(chart, MODES["queues"])
+
+
+def test_queues_wait_for_the_crd_they_come_with(chart: Any) -> None:
+    """Helm maps every object of a release before it creates any, so it cannot create a
+    LimeTaskQueue in the install that creates its CRD: with crds.install, queues are rendered only
+    once the API server serves them (here, offline, it does not), and NOTES say to upgrade."""
+    values = {"queues": MODES["queues"]["queues"]}
+    objects = render(chart, values)
+    assert queues_of(objects) == {}
+    assert [c["metadata"]["name"] for c in of_kind(objects, "CustomResourceDefinition")] == CRD_NAMES
+    text = notes(chart, values)
+    assert "WARNING: queues default, gpu, paused, plain, reports were not created" in text
+    assert "Run the same helm upgrade once more" in text
+    assert "the default queue has no limit" in text
+    assert "the default queue" not in notes(chart, {"queues": {"reports": {"maxRunning": 1}}})
+    template = (CHART / "templates" / "queues.yaml").read_text()
+    assert 'APIVersions.Has "limetask.io/v1alpha1/LimeTaskQueue"' in template
+    assert "helm.sh/hook" not in template.replace("helm.sh/hook annotations", "")
+
+
+def test_queueing_values_reach_the_operator(chart: Any) -> None:
+    env = operator_env(render(chart))
+    assert (env["LIMETASK_JOB_CREATES_PER_SECOND"], env["LIMETASK_JOB_CREATES_BURST"],
+            env["LIMETASK_QUEUE_POSITION_REFRESH_SECONDS"]) == ("20", "20", "30")
+    settings, defaults = OperatorSettings.from_env(env), OperatorSettings()
+    names = ("job_creates_per_second", "job_creates_burst", "queue_position_refresh_seconds")
+    assert [getattr(settings, n) for n in names] == [getattr(defaults, n) for n in names] == [20, 20, 30]
+    env = operator_env(render(chart, MODES["queues"]))
+    assert (env["LIMETASK_JOB_CREATES_PER_SECOND"], env["LIMETASK_JOB_CREATES_BURST"],
+            env["LIMETASK_QUEUE_POSITION_REFRESH_SECONDS"]) == ("2.5", "5", "10")
+    settings = OperatorSettings.from_env(env)
+    assert [getattr(settings, n) for n in names] == [2.5, 5, 10]
+    # 0: no limit on the pace of Job creation.
+    unlimited = operator_env(render(chart, {"queueing": {"jobCreatesPerSecond": 0}}))
+    assert unlimited["LIMETASK_JOB_CREATES_PER_SECOND"] == "0"
+    assert OperatorSettings.from_env(unlimited).job_creates_per_second == 0
+
+
+@pytest.mark.parametrize("mode", ["default", "namespace-list", "cluster", "queues"])
+def test_operator_reads_queues_cluster_wide_in_either_scope(chart: Any, mode: str) -> None:
+    objects = render(chart, MODES[mode])
+    cluster_role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
+    rules = rules_by_resource(cluster_role["rules"])
+    assert {k: rules[k] for k in QUEUE_RULES} == QUEUE_RULES
+    for role in of_kind(objects, "Role"):
+        assert not [k for k in rules_by_resource(role["rules"]) if k[1].startswith("limetaskqueues")], role
+    # Nobody else: not the endpoint, not the default user roles.
+    for role in of_kind(objects, "ClusterRole"):
+        if role is not cluster_role:
+            assert "limetaskqueues" not in json.dumps(role["rules"]), role["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------------------------
 # RBAC
 # --------------------------------------------------------------------------------------------
 
@@ -786,13 +1067,14 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
                                     "serviceaccounts/token", "nodes/proxy"}, (where, rule)
             if resources & {"secrets", "configmaps"}:
                 assert rule.get("resourceNames"), f"{where}: secrets without resourceNames: {rule}"
-    # Exactly the rules the operator needs, and read-only ones at cluster level in namespace scope.
+    # Exactly the rules the operator needs; at cluster level in namespace scope, read-only ones
+    # and the queues' status (LimeTaskQueues are cluster-scoped).
     cluster_role = one(of_component(objects, "ClusterRole", "operator"), "ClusterRole")
     watched_rules = WATCHED_NAMESPACE_RULES
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
-        assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **watched_rules}
+        assert rules_by_resource(cluster_role["rules"]) == {**CLUSTER_RULES, **watched_rules}
     else:
-        assert rules_by_resource(cluster_role["rules"]) == {**DISCOVERY_RULES, **NAMESPACE_DISCOVERY_RULES}
+        assert rules_by_resource(cluster_role["rules"]) == {**CLUSTER_RULES, **NAMESPACE_DISCOVERY_RULES}
         for role in of_component(objects, "Role", "operator"):
             assert rules_by_resource(role["rules"]) == watched_rules
     # Users, through the default roles: everything but the status, which only the operator writes.
@@ -802,6 +1084,9 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
         for rule in role["rules"]:
             writes = set(rule["verbs"]) & {"create", "update", "patch", "delete"}
             assert not ("limetasks/status" in rule["resources"] and writes), role
+            # Cluster-scoped queues are the platform team's; roles granted in a namespace cannot
+            # grant them anyway.
+            assert not {r for r in rule["resources"] if r.startswith("limetaskqueues")}, role
     # The HTTP endpoint: one Role, in the release namespace, with exactly what its client uses.
     web_roles = of_component(objects, "Role", "web")
     if MODES[mode].get("web", {}).get("enabled"):
@@ -1288,7 +1573,7 @@ def test_install_and_uninstall(cluster: Cluster, crd: None, namespace: str, helm
     else:
         assert not exists(cluster, "role", fullname, namespace)
         rules = kubectl_json(cluster, "get", "clusterrole", cluster_name)["rules"]
-        assert rules_by_resource(rules) == {**DISCOVERY_RULES, **WATCHED_NAMESPACE_RULES}
+        assert rules_by_resource(rules) == {**CLUSTER_RULES, **WATCHED_NAMESPACE_RULES}
     deployment = kubectl_json(cluster, "get", "deployment", fullname, namespace=namespace)
     assert restricted_violations(deployment["spec"]["template"]["spec"]) == []
     assert [r["name"] for r in helm_config.list()] == [release]
@@ -1376,10 +1661,11 @@ def test_crd_is_kept_on_uninstall_only_when_asked(cluster: Cluster, namespace: s
     crd_name = f"limetasks.{group}"
     copied = tmp_path / "limetask"
     shutil.copytree(CHART, copied)
-    for name in ("limetask.io_limetasks.yaml", "limetask.io_limetaskschedules.yaml"):
+    for name in CRD_FILES:
         crd_file = copied / "files" / name
         crd_file.write_text(crd_file.read_text().replace("limetasks.limetask.io", crd_name)
                             .replace("limetaskschedules.limetask.io", f"limetaskschedules.{group}")
+                            .replace("limetaskqueues.limetask.io", f"limetaskqueues.{group}")
                             .replace("group: limetask.io", f"group: {group}"))
     try:
         helm_config.install(copied, release, {"crds": {"install": True, "keep": keep}}, namespace=namespace,
@@ -1395,8 +1681,8 @@ def test_crd_is_kept_on_uninstall_only_when_asked(cluster: Cluster, namespace: s
         else:
             wait_until(lambda: not exists(cluster, "crd", crd_name), timeout=60, message="the CRD to be deleted")
     finally:
-        cluster.run_kubectl("delete", "crd", crd_name, f"limetaskschedules.{group}", "--ignore-not-found",
-                            "--wait=false", check=False)
+        cluster.run_kubectl("delete", "crd", crd_name, f"limetaskschedules.{group}", f"limetaskqueues.{group}",
+                            "--ignore-not-found", "--wait=false", check=False)
 
 
 def free_ports(n: int) -> list[int]:
@@ -1464,6 +1750,12 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
     assert not can_i("get", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert not can_i("delete", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert can_i("list", "namespaces", ns=None) and not can_i("get", "secrets", ns=None)
+    # LimeTaskQueues (cluster-scoped): read, and their status written, never changed.
+    for verb in ("get", "list", "watch"):
+        assert can_i(verb, "limetaskqueues.limetask.io", ns=None), verb
+    assert can_i("update", "limetaskqueues.limetask.io", "--subresource=status", ns=None)
+    for verb in ("create", "update", "patch", "delete"):
+        assert not can_i(verb, "limetaskqueues.limetask.io", ns=None), verb
 
     # A person with the chart's "edit" role (as the default admin and edit roles aggregate it)
     # may create and cancel LimeTasks, but never write their status: only the operator may.

@@ -475,9 +475,9 @@ class Admission:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            timeout: float | None = None
-            if self.entries:
-                timeout = max(0.05, min(self.bucket.next_due() or 1.0, 1.0))
+            # With tasks waiting, a pass at least every second (tokens come due, grants expire);
+            # without, every few seconds for the queues' metrics and statuses.
+            timeout = max(0.05, min(self.bucket.next_due() or 1.0, 1.0)) if self.entries else QUEUE_STATUS_PERIOD
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
