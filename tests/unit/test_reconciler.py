@@ -296,3 +296,44 @@ def test_one_listing_of_refusals_serves_every_waiting_task_of_a_namespace() -> N
 
     answers = asyncio.run(main())
     assert answers[7] == "forbidden: LimitRange" and answers[0] == "" and answers.count("") == 9
+
+
+def test_a_task_past_its_queues_limit_gets_a_queued_status_and_no_job() -> None:
+    """Through the reconciler: the first task of a queue of one gets its Job; the second is
+    written PENDING with a Queued condition, and no Job is made for it; until every listing is
+    done, a queue limited over every namespace gives no slot at all."""
+    class Watch:
+        def __init__(self, namespace: str, synced: bool) -> None:
+            self.namespace = namespace
+            self.synced = asyncio.Event()
+            if synced:
+                self.synced.set()
+
+    async def main() -> tuple[list[Any], Any, set[Any]]:
+        kube = FakeKube(["ok"] * 4)
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.admission.queue_event("ADDED", {"metadata": {"name": "q"}, "spec": {"maxRunning": 1}})
+        rec.watches = [Watch("ns", True), Watch("other", False)]  # another namespace not listed yet
+        for name in ("t1", "t2"):
+            body = copy.deepcopy(BODY)
+            body["metadata"]["name"] = name
+            body["spec"]["queue"] = "q"
+            body["status"] = {}
+            rec.task_event("ADDED", body)
+        await rec.reconcile(("ns", "t1"))
+        deferred = set(rec.deferred_admission)
+        rec.watches = [Watch("ns", True), Watch("other", True)]
+        rec.deferred_admission.clear()
+        await rec.reconcile(("ns", "t1"))
+        await rec.reconcile(("ns", "t2"))
+        return kube.calls, deferred, set(rec.admission.entries)
+
+    calls, deferred, waiting = asyncio.run(main())
+    assert deferred == {("ns", "t1")}
+    posts = [c for c in calls if c[0] == "POST"]
+    assert [c[2]["metadata"]["name"] for c in posts] == ["t1-1"]
+    puts = [c[2]["status"] for c in calls if c[0] == "PUT"]
+    second = puts[-1]
+    assert second["state"] == "PENDING" and second["queue"]["name"] == "q"
+    assert any(c["type"] == "Queued" and c["status"] == "True" for c in second["conditions"])
+    assert waiting == {("ns", "t2")}
