@@ -148,40 +148,36 @@ async def _start_after_login(shared: OperatorMemo) -> None:
     shared.election = asyncio.get_running_loop().create_task(shared.elector.run(lead, step_down), name="election")
 
 
-async def schedules_installed(kube: Kube) -> bool:
-    """Whether the API server serves LimeTaskSchedules (a cluster that has only the LimeTask CRD
-    runs tasks as before, without schedules, and says so)."""
-    from lime_task.resource import GROUP, SCHEDULE_PLURAL, VERSION
+async def served(kube: Kube, plural: str, kind: str, without: str) -> bool:
+    """Whether the API server serves this kind of the limetask.io group. A cluster with an older
+    set of CRDs runs tasks as before, without that kind, and the log says so (`without`)."""
+    from lime_task.resource import GROUP, VERSION
 
     try:
         found = await kube.get(f"/apis/{GROUP}/{VERSION}")
-    except Exception as exc:  # noqa: BLE001 - assume they are: the watch then says what is wrong
-        LOG.warning("cannot tell whether LimeTaskSchedules are installed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - assume it is: the watch then says what is wrong
+        LOG.warning("cannot tell whether %ss are installed: %s", kind, exc)
         return True
     names = {r.get("name") for r in (found or {}).get("resources") or []}
-    if SCHEDULE_PLURAL not in names:
-        LOG.warning("the LimeTaskSchedule CRD (%s.%s) is not installed: schedules are off; install crds/ or "
-                    "the chart to use them", SCHEDULE_PLURAL, GROUP)
+    if plural not in names:
+        LOG.warning("the %s CRD (%s.%s) is not installed: %s; install crds/ or the chart to use them",
+                    kind, plural, GROUP, without)
         return False
     return True
+
+
+async def schedules_installed(kube: Kube) -> bool:
+    from lime_task.resource import SCHEDULE_KIND, SCHEDULE_PLURAL
+
+    return await served(kube, SCHEDULE_PLURAL, SCHEDULE_KIND, "schedules are off")
 
 
 async def queues_installed(kube: Kube) -> bool:
-    """Whether the API server serves LimeTaskQueues (without the CRD, queues have no limits:
-    every task starts at once, at the pace of the Job creation rate)."""
-    from lime_task.resource import GROUP, QUEUE_PLURAL, VERSION
+    """Without the CRD, queues have no limits: every task starts at once, at the pace of the Job
+    creation rate."""
+    from lime_task.resource import QUEUE_KIND, QUEUE_PLURAL
 
-    try:
-        found = await kube.get(f"/apis/{GROUP}/{VERSION}")
-    except Exception as exc:  # noqa: BLE001 - assume they are: the watch then says what is wrong
-        LOG.warning("cannot tell whether LimeTaskQueues are installed: %s", exc)
-        return True
-    names = {r.get("name") for r in (found or {}).get("resources") or []}
-    if QUEUE_PLURAL not in names:
-        LOG.warning("the LimeTaskQueue CRD (%s.%s) is not installed: queues have no limits; install crds/ or "
-                    "the chart to use them", QUEUE_PLURAL, GROUP)
-        return False
-    return True
+    return await served(kube, QUEUE_PLURAL, QUEUE_KIND, "queues have no limits")
 
 
 def _own_namespace() -> str:

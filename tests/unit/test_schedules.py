@@ -182,4 +182,8 @@ def test_an_operator_without_the_schedule_crd_runs_tasks_and_says_so(caplog: pyt
 
     assert asyncio.run(schedules_installed(Api(["limetasks", "limetaskschedules"]))) is True  # type: ignore[arg-type]
     assert asyncio.run(schedules_installed(Api(["limetasks"]))) is False  # type: ignore[arg-type]
+    from limetask_operator.handlers import queues_installed
+
+    assert asyncio.run(queues_installed(Api(["limetasks", "limetaskqueues"]))) is True  # type: ignore[arg-type]
+    assert asyncio.run(queues_installed(Api(["limetasks", "limetaskschedules"]))) is False  # type: ignore[arg-type]
     assert "schedules are off" in caplog.text
