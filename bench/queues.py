@@ -3,7 +3,8 @@
 2,000 no-op tasks (BENCH_QUEUE_N) from three applications, one of which sends 80 % of them,
 interleaved, into a LimeTaskQueue with `maxRunning: 20`, then the same into one with no limit.
 For each, from watches of the namespace (never from the operator's word):
-- the most pods alive at once (a pod holds its slot from its creation until it ends);
+- the most pods running at once (a pod holds its slot from its creation until its container
+  terminates);
 - each application's share of the starts made while all three had work waiting, against its
   fair share (a third);
 - p50 and p99 wait: from send_task returning to the task's pod appearing;
@@ -70,7 +71,9 @@ def one_arm(bench: Any, arm: str, spec: dict[str, Any], pct: Any) -> dict[str, A
                     version = obj["metadata"]["resourceVersion"]
                     name = obj["metadata"]["name"]
                     tid = (obj["metadata"].get("labels") or {}).get("limetask.io/task-id", "")
-                    ended = ((obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+                    st = obj.get("status") or {}
+                    ended = (st.get("phase") in ("Succeeded", "Failed")
+                             or any("terminated" in (c.get("state") or {}) for c in st.get("containerStatuses") or [])
                              or obj["metadata"].get("deletionTimestamp") or ev["type"] == "DELETED")
                     with lock:
                         first_pod.setdefault(tid, time.monotonic())
