@@ -806,7 +806,8 @@ def test_queue_crd() -> None:
     bounds = {field: (node["type"], node.get("minimum"), node.get("maximum"), node.get("default"))
               for field, node in queue["properties"].items() if node["type"] == "integer"}
     assert bounds == {"maxRunning": ("integer", 0, None, None), "maxRunningPerNamespace": ("integer", 1, None, None),
-                      "maxRunningPerApp": ("integer", 1, None, None), "agingSeconds": ("integer", 1, 86400, 60)}
+                      "maxRunningPerApp": ("integer", 1, None, None), "agingSeconds": ("integer", 1, 86400, 60),
+                      "startTimeoutSeconds": ("integer", 1, 86400, None)}
     admission = queue["properties"]["admission"]
     assert (admission["enum"], admission["default"]) == (["Operator", "Kueue"], "Operator")
     assert queue["properties"]["kueueQueueName"]["pattern"] == QUEUE_NAME_RE.pattern

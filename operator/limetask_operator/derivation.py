@@ -264,17 +264,21 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
            allow_image_override: bool = True, resource_caps: dict[str, Any] | None = None,
            allow_placement_override: bool = True, runner_resources: dict[str, Any] | None = None,
            deny_unlisted_resources: bool = False, job_refused: tuple[int, str] | None = None,
-           admission: str | None = None, queued: Waiting | None = None) -> Plan:
+           admission: str | None = None, queued: Waiting | None = None,
+           start_timeout: float | None = None) -> Plan:
     """The plan for one task, from what exists now.
 
     `job_refused`: the API server's answer (status, message) when creating this attempt's Job
     failed. `admission`: the message of the job controller's last failure to create the
     attempt's pod ("" when the reconciler looked and found none). `queued`: the attempt to
     start has no slot in its queue yet (queues.py): it waits, and its status says where.
+    `start_timeout`: the queue's startTimeoutSeconds: an attempt whose worker has not started
+    this long after its Job was made gives its slot back (a NotStarted attempt: it waits in
+    line again).
     """
     plan = _derive(task, jobs, pods, now, max_attempts_ceiling, pods_fresh, jobs_gone, allow_image_override,
                    resource_caps, allow_placement_override, runner_resources, deny_unlisted_resources,
-                   job_refused, admission, queued)
+                   job_refused, admission, queued, start_timeout)
     if plan.status is not None and not plan.queued:
         plan.status = leave_queue(plan.status, task.generation, now)
     return plan
@@ -284,7 +288,8 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             max_attempts_ceiling: int, pods_fresh: bool, jobs_gone: frozenset[int], allow_image_override: bool,
             resource_caps: dict[str, Any] | None, allow_placement_override: bool,
             runner_resources: dict[str, Any] | None, deny_unlisted_resources: bool,
-            job_refused: tuple[int, str] | None, admission: str | None, queued: Waiting | None) -> Plan:
+            job_refused: tuple[int, str] | None, admission: str | None, queued: Waiting | None,
+            start_timeout: float | None) -> Plan:
     st = task.status
     ts = now_iso(now)
     plan = Plan()
@@ -507,6 +512,14 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             plan.need_fresh_pods = attempt
             return plan
 
+    if (isinstance(outcome, Running) and outcome.started is None and start_timeout is not None and job is not None
+            and not job.suspended and not job.deleting and st.get("state") != STARTED
+            and _age(job.created, now) >= start_timeout):
+        # Stuck before its worker started (an image that cannot be pulled, a pod that cannot be
+        # scheduled): the slot goes back, and the task waits in line again (nothing of it ran).
+        why = f": {outcome.waiting[0]}: {outcome.waiting[1]}" if outcome.waiting else ""
+        outcome = Lost(f"the worker had not started {int(start_timeout)}s after its Job was made (the queue's "
+                       f"startTimeoutSeconds){why}".rstrip(": "), started=False)
     if isinstance(outcome, Running):
         if outcome.started is None and st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt:
             return plan  # a pod not (yet) in the cache never takes a started attempt back to PENDING
@@ -561,6 +574,9 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                     message = text
             cond = condition(st.get("conditions") or [], "Unknown", reason.rstrip(".") or "Pending",
                              message.rstrip(": "), task.generation, ts)
+            if start_timeout is not None and job is not None and job.created:
+                left = max(start_timeout - _age(job.created, now), 0.0) + 0.5  # the start timeout is due then
+                plan.recheck_after = left if plan.recheck_after is None else min(plan.recheck_after, left)
             if expires is not None and never_started:
                 left = max((expires - now).total_seconds(), 0.0) + 0.05
                 plan.recheck_after = left if plan.recheck_after is None else min(plan.recheck_after, left)

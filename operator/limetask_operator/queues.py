@@ -95,6 +95,7 @@ class QueueSpec:
     per_namespace: int | None = None
     per_app: int | None = None
     aging_seconds: float = 60.0
+    start_timeout: float | None = None  # startTimeoutSeconds: a worker not started by then gives its slot back
     admission: str = OPERATOR
     kueue_queue: str = ""
     exists: bool = True
@@ -110,6 +111,9 @@ class QueueSpec:
             per_namespace=_limit(spec, "maxRunningPerNamespace", 1), per_app=_limit(spec, "maxRunningPerApp", 1),
             aging_seconds=float(aging) if isinstance(aging, (int, float)) and not isinstance(aging, bool)
             and aging >= 1 else 60.0,
+            # Kueue's own waitForPodsReady is the start timeout of the Jobs it admits.
+            start_timeout=(float(_limit(spec, "startTimeoutSeconds", 1) or 0) or None)
+            if spec.get("admission") != KUEUE else None,
             admission=KUEUE if spec.get("admission") == KUEUE else OPERATOR,
             kueue_queue=str(spec.get("kueueQueueName") or meta.get("name", "")),
             metadata={k: meta[k] for k in ("name", "resourceVersion", "uid") if k in meta},

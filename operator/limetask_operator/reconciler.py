@@ -374,7 +374,8 @@ class Reconciler:
                                      resource_caps=self.settings.max_runner_resources,
                                      allow_placement_override=self.settings.allow_placement_override,
                                      runner_resources=self.settings.runner_resources,
-                                     deny_unlisted_resources=self.settings.deny_unlisted_resources, **kw)
+                                     deny_unlisted_resources=self.settings.deny_unlisted_resources,
+                                     start_timeout=self.admission.queue(queue_name(task)).start_timeout, **kw)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:

@@ -133,3 +133,44 @@ def test_queue_and_priority_are_part_of_the_immutable_spec() -> None:
     st = derive(task(queue="a"), {}, {}, NOW, CEILING, queued=waiting()).status
     changed = derive(task(status=st, queue="b"), {}, {}, NOW, CEILING)
     assert changed.status is not None and changed.status["error"]["reason"] == "SpecChanged"
+
+
+def test_a_worker_that_never_starts_gives_its_slot_back_after_the_queues_start_timeout() -> None:
+    from limetask_operator.model import PodView
+
+    from tests.unit.test_status_derivation import pod_body
+
+    stuck = PodView.from_body(pod_body(1, "Pending", {"waiting": {"reason": "ImagePullBackOff",
+                                                                  "message": "Back-off pulling image"}}))
+    st = {"state": "PENDING", "attempts": 1, "jobName": "x"}
+    # The Job was made 270 s ago: within a start timeout of 300 s it waits, and a reconcile is due.
+    waiting = derive(task(status=st), {1: job(1)}, {1: [stuck]}, NOW, CEILING, start_timeout=300)
+    assert waiting.create_attempt is None and waiting.stop_jobs == []
+    assert waiting.recheck_after is not None and 30 <= waiting.recheck_after <= 31
+    # Past it: attempt 1 stopped, attempt 2 asks for a slot again (nothing of the task ran).
+    p = derive(task(status=st), {1: job(1)}, {1: [stuck]}, NOW, CEILING, start_timeout=200)
+    assert p.create_attempt == 2 and p.stop_jobs == [job(1).name]
+    entry = p.status["history"][-1]  # type: ignore[index]
+    assert entry["outcome"] == "NotStarted" and "startTimeoutSeconds" in entry["message"]
+    assert "ImagePullBackOff" in entry["message"]
+    # Without a start timeout, it waits as before; a worker that runs is never stopped by it.
+    assert derive(task(status=st), {1: job(1)}, {1: [stuck]}, NOW, CEILING).create_attempt is None
+    started = {"state": "STARTED", "attempts": 1, "jobName": "x", "startedAt": "2024-05-01T10:00:42Z"}
+    assert derive(task(status=started), {1: job(1)}, {1: [running_pod()]}, NOW, CEILING,
+                  start_timeout=1).stop_jobs == []
+    # Stuck again and again: after three re-runs, FAILURE WorkerLost.
+    history = [{"attempt": n, "outcome": "NotStarted"} for n in (1, 2, 3)]
+    last = {"state": "PENDING", "attempts": 4, "jobName": "x", "history": history}
+    stuck4 = PodView.from_body(pod_body(4, "Pending", {"waiting": {"reason": "ImagePullBackOff"}}))
+    final = derive(task(status=last), {4: job(4)}, {4: [stuck4]}, NOW, CEILING, start_timeout=200)
+    assert final.status is not None and final.status["state"] == "FAILURE"
+    assert final.status["error"]["reason"] == "WorkerLost" and final.stop_jobs == [job(4).name]
+
+
+def test_a_kueue_queue_has_no_start_timeout_of_its_own() -> None:
+    from limetask_operator.queues import QueueSpec
+
+    plain = QueueSpec.from_body({"metadata": {"name": "q"}, "spec": {"startTimeoutSeconds": 60}})
+    handed = QueueSpec.from_body({"metadata": {"name": "q"}, "spec": {"startTimeoutSeconds": 60,
+                                                                     "admission": "Kueue"}})
+    assert plain.start_timeout == 60 and handed.start_timeout is None
