@@ -270,3 +270,24 @@ def test_the_limit_holds_when_the_second_replica_takes_over(cluster: Cluster, op
         for replica in replicas:
             replica.stop()
         operator.start()
+
+
+def test_a_stuck_worker_gives_its_slot_back_after_the_start_timeout(api_client: Any, namespace: str,
+                                                                    tasks: TaskClient, pods: PodWatch,
+                                                                    queues: Any) -> None:
+    """A pod that can never be scheduled (a node selector no node has; the session operator
+    allows task placement) holds the only slot for startTimeoutSeconds at most: the task behind
+    it runs, and the stuck one waits in line again, then fails WorkerLost, never having run."""
+    q = queues(maxRunning=1, startTimeoutSeconds=5)
+    stuck = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LimeTask", "metadata": {"name": "stuck"},
+             "spec": {"task": f"{T}.add", "app": "my-app", "args": [1, 1], "queue": q,
+                      "nodeSelector": {"limetask.io/no-such-node": "true"}}}
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(GROUP, VERSION, namespace, "limetasks", stuck)
+    wait_until(lambda: len(pods.order) == 1, timeout=30, message="the stuck task's pod")
+    behind = tasks.send(f"{T}.add", "my-app", [2, 3], qos=q)
+    assert all_final(tasks, [behind.id], timeout=60)[behind.id].result == 5
+    final = all_final(tasks, ["stuck"], timeout=120)["stuck"]
+    assert final.status == FAILURE and final.error.reason == "WorkerLost" and final.attempts == 4
+    assert all(h["outcome"] == "NotStarted" for h in final.history)
+    assert "startTimeoutSeconds" in final.history[0]["message"]
+    assert pods.most == 1
