@@ -238,11 +238,16 @@ def aged(entry: Entry, q: QueueSpec, now: float, top: int) -> int:
 
 
 def holds_slot(task: TaskView, jobs: dict[str, JobView], pods: dict[str, Any]) -> bool:
-    """Whether a task holds a slot: unfinished, with a Job that has not finished, is not being
-    deleted, and whose pods have not all ended. Stuck work never holds one past its end: a
-    cancelled, timed-out or lost attempt's Job is finished or being deleted."""
+    """Whether a task holds a slot: unfinished, with a pod that has not ended and is not being
+    deleted (the pod is what runs: also one whose Job went first), or a Job that has not
+    finished, is not being deleted, and whose pods have not all ended (its pod is yet to come).
+    Stuck work never holds one past its end: a cancelled, timed-out or lost attempt's Job is
+    finished or being deleted, and its pod follows."""
     if task.status.get("state") in FINAL_STATES:
         return False
+    for pod in pods.values():
+        if pod.task_uid in (task.uid, "") and not (pod.ended or pod.deleting or pod.gone):
+            return True
     for job in jobs.values():
         if job.task_uid not in (task.uid, "") or job.finished or job.deleting or job.gone:
             continue
@@ -442,11 +447,11 @@ class Admission:
         """What holds a slot now: from the caches (the cluster), plus grants not yet seen as Jobs."""
         run = Running()
         now = self.clock()
-        for key, children in self.caches.jobs.items():
+        for key in {*self.caches.jobs, *self.caches.pods}:
             task = self.caches.tasks.get(key)
-            if task is None or not children:
+            if task is None:
                 continue
-            if holds_slot(task, children, self.caches.pods.get(key) or {}):
+            if holds_slot(task, self.caches.jobs.get(key) or {}, self.caches.pods.get(key) or {}):
                 run.add(queue_name(task), task.namespace, str(task.spec.get("app", "")))
         for key, grant in list(self.grants.items()):
             made = any(j.attempt >= grant.attempt and j.task_uid in (grant.uid, "")

@@ -103,6 +103,9 @@ def test_a_stuck_or_ending_attempt_holds_no_slot() -> None:
     assert not holds_slot(final, running, {})  # cancelled: its Job is being stopped
     other = {"j": JobView("j", "t1", 1, task_uid="uid-earlier")}
     assert not holds_slot(task, other, {})  # an earlier task of the same name
+    alive = {"p": PodView("p", "t1", 1, phase="Pending", task_uid="uid-t1")}
+    assert holds_slot(task, {}, alive)  # its Job went first (stopped): the pod still holds the slot
+    assert not holds_slot(task, {}, {"p": PodView("p", "t1", 1, deleting=True, task_uid="uid-t1")})
 
 
 def test_limits_per_namespace_and_per_application_do_not_block_the_others() -> None:
