@@ -75,8 +75,8 @@ class OperatorSettings(BaseModel):
     # Tasks written to the archive in one transaction at most.
     archive_batch_size: int = Field(default=500, ge=1, le=10000)
     # Jobs created per second at most, over every queue (a token bucket of job_creates_burst):
-    # a burst of tasks becomes pods at this pace, keeping the API server's churn within what
-    # Kubernetes' scalability SLOs are measured at. 0: no limit.
+    # a burst of tasks becomes pods at this pace, a bounded churn for the API server rather than
+    # thousands of objects at once. 0: no limit.
     job_creates_per_second: float = Field(default=20, ge=0, le=10000)
     job_creates_burst: int = Field(default=20, ge=1, le=10000)
     # A waiting task's position in its status is rewritten at most this often: positions move
