@@ -278,6 +278,7 @@ class Admission:
         self.enabled = True  # False: the LimeTaskQueue CRD is not installed (every queue unlimited)
         self.queues: dict[str, QueueSpec] = {}
         self.entries: dict[Key, Entry] = {}
+        self.waiting: Counter[str] = Counter()  # entries per queue
         # queue -> (namespace, app) -> heap of (-static score, since, sequence, entry)
         self.heaps: dict[str, dict[tuple[str, str], list[tuple[float, float, int, Entry]]]] = {}
         self.grants: dict[Key, Grant] = {}
@@ -352,7 +353,7 @@ class Admission:
     def _may_start_now(self, q: QueueSpec, task: TaskView) -> bool:
         if not q.exists or q.max_running == 0:
             return False
-        if q.name in self.heaps and any(self._head(h) is not None for h in self.heaps[q.name].values()):
+        if self.waiting[q.name]:
             return False  # others wait already: no one jumps the line
         if q.admission == KUEUE or (q.max_running is None and q.per_namespace is None and q.per_app is None):
             return True
@@ -392,6 +393,7 @@ class Admission:
                       priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
                       self._since(task, attempt, now))
         self.entries[key] = entry
+        self.waiting[entry.queue] += 1
         self._push(entry, q)
         return entry
 
@@ -409,8 +411,12 @@ class Admission:
 
     def _drop_entry(self, key: Key) -> None:
         # Its heap item goes lazily (_head skips what is no longer an entry).
-        if self.entries.pop(key, None) is not None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
             self.positions.pop(key, None)
+            self.waiting[entry.queue] -= 1
+            if self.waiting[entry.queue] <= 0:
+                del self.waiting[entry.queue]
 
     def _head(self, heap: list[tuple[float, float, int, Entry]]) -> Entry | None:
         while heap and self.entries.get(heap[0][3].key) is not heap[0][3]:
@@ -419,7 +425,7 @@ class Admission:
 
     def _waiting(self, entry: Entry) -> Waiting:
         q = self.queue(entry.queue)
-        in_queue = sum(1 for e in self.entries.values() if e.queue == entry.queue)
+        in_queue = self.waiting[entry.queue]
         position, total = self.positions.get(entry.key, (in_queue, in_queue))
         if not q.exists:
             reason = QUEUE_NOT_FOUND
