@@ -350,6 +350,27 @@ class Admission:
             self.poke()
         return self._waiting(entry)
 
+    def seed(self) -> int:
+        """Put every task whose status says it waits in line, before any is admitted: after a
+        start, a task reconciled early must not take a slot ahead of older ones not reconciled
+        yet. How many were put in line."""
+        now = self.clock()
+        added = 0
+        for key, task in self.caches.tasks.items():
+            st = task.status
+            if key in self.entries or st.get("state") in FINAL_STATES or not task.trusted:
+                continue
+            if not any(c.get("type") == CONDITION_QUEUED and c.get("status") == "True"
+                       and c.get("reason") != KUEUE_WAITING for c in st.get("conditions") or []):
+                continue
+            attempt = int(st.get("attempts") or 0)
+            if attempt >= 1:
+                self._add_entry(key, task, attempt, self.queue(queue_name(task)), now)
+                added += 1
+        if added:
+            self.poke()
+        return added
+
     def _may_start_now(self, q: QueueSpec, task: TaskView) -> bool:
         if not q.exists or q.max_running == 0:
             return False

@@ -103,6 +103,7 @@ class Reconciler:
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
                                    refresh_seconds=settings.queue_position_refresh_seconds)
         self.deferred_admission: set[Key] = set()  # tasks waiting for every listing before a slot
+        self._seeded = False  # the waiting tasks found at start put in line (Admission.seed)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
         self._refusals: dict[str, tuple[float, dict[str, str]]] = {}  # namespace: (read at, Job: message)
@@ -253,7 +254,11 @@ class Reconciler:
             self.deferred.discard(key)
             self.enqueue(key)
         if self._all_synced():
-            # Every listing is done: what runs in every namespace is counted.
+            # Every listing is done: what runs in every namespace is counted, and the tasks that
+            # waited in line before a start are in line again, in their order, before any is admitted.
+            if not self._seeded:
+                self._seeded = True
+                self.admission.seed()
             for key in list(self.deferred_admission):
                 self.enqueue(key)
             self.deferred_admission.clear()

@@ -191,6 +191,25 @@ def test_fair_share_with_a_small_limit_takes_turns_between_applications() -> Non
     assert Counter(n[0] for n in first) == {"f": 2, "b": 2, "c": 2}, started
 
 
+def test_after_a_start_the_tasks_found_waiting_keep_their_place() -> None:
+    """A restarted operator puts every task whose status says it waits back in line, in its
+    order, before reconciling any: the first one reconciled takes no slot ahead of older ones."""
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=1))
+    for name, since in (("old", "2027-01-15T08:00:00Z"), ("new", "2027-01-15T08:30:00Z")):
+        b = body(name)
+        b["status"] = {"state": "PENDING", "attempts": 1,
+                       "queue": {"name": "q", "position": 1, "since": since},
+                       "conditions": [{"type": "Queued", "status": "True", "reason": "Waiting"}]}
+        h.task(b)
+    h.task({**body("done"), "status": {"state": "SUCCESS", "conditions": [
+        {"type": "Queued", "status": "True", "reason": "Waiting"}]}})
+    assert h.adm.seed() == 2
+    # "new" is reconciled first: it waits; the dispatcher starts "old".
+    assert isinstance(h.adm.admit(h.caches.tasks[("ns", "new")], 1), Waiting)
+    assert h.adm.dispatch() == 1 and h.enqueued == [("ns", "old")]
+
+
 def test_a_queue_that_does_not_exist_holds_its_tasks_until_it_is_made() -> None:
     h = Harness()
     w = h.ask(body("t1", queue="nightly"))
