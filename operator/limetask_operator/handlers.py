@@ -129,7 +129,7 @@ async def _start_after_login(shared: OperatorMemo) -> None:
         rec = Reconciler(kube, shared.settings, features)
         rec.schedules_installed = await schedules_installed(kube)
         rec.admission.enabled = await queues_installed(kube)
-        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods and LimeTaskSchedules: see watches.py
+        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods, LimeTaskSchedules, LimeTaskQueues: watches.py
         rec.start()
         shared.reconciler = rec
 

@@ -212,7 +212,8 @@ class Reconciler:
                             for w in self.watches]
 
     def make_watches(self, namespaces: list[str] | None) -> list[Any]:
-        """The watches of LimeTasks, Jobs, Pods and LimeTaskSchedules, for each scope."""
+        """The watches of LimeTasks, Jobs, Pods and LimeTaskSchedules, for each scope, and the one
+        cluster-wide watch of LimeTaskQueues."""
         from .watches import ResourceWatch, scopes
 
         selector = LABEL_TASK_ID
@@ -244,7 +245,8 @@ class Reconciler:
         return bool(self.watches) and all(w.synced.is_set() for w in self.watches)
 
     def _synced(self, namespace: str) -> bool:
-        """Whether the LimeTasks, Jobs, Pods (and LimeTaskSchedules) of this namespace have been listed."""
+        """Whether the LimeTasks, Jobs, Pods (and LimeTaskSchedules) of this namespace, and the
+        LimeTaskQueues, have been listed."""
         return all(w.synced.is_set() for w in self.watches if w.namespace in (None, namespace))
 
     def _sync_done(self, namespace: str | None) -> None:

@@ -241,7 +241,7 @@ def test_tasks_held_back_go_once_the_last_listing_of_their_namespace_ends() -> N
 
 
 def test_tasks_held_back_go_whichever_watch_of_the_operator_lists_last() -> None:
-    """The operator's own watches (make_watches: LimeTasks, Jobs, Pods, LimeTaskSchedules), with the
+    """The operator's own watches (make_watches: LimeTasks, Jobs, Pods, LimeTaskSchedules, LimeTaskQueues), with the
     tasks' listing first and each other one last in turn: the held-back task is always released.
     (The schedules' listing once did not release it: tasks stayed PENDING after a start.)"""
     import itertools
