@@ -61,48 +61,41 @@ def one_arm(bench: Any, arm: str, spec: dict[str, Any], pct: Any) -> dict[str, A
     lock = threading.Lock()
     stop = threading.Event()
 
-    def pods() -> None:
+    def follow(list_fn: Any, args: tuple[Any, ...], on_event: Any) -> None:
+        """Watch until stopped, from the last resourceVersion seen (again from a listing on errors)."""
         version = None
         while not stop.is_set():
             w = watch.Watch()
             try:
                 kw = {"resource_version": version} if version else {}
-                for ev in w.stream(bench.core.list_namespaced_pod, ns, timeout_seconds=5, **kw):
+                for ev in w.stream(list_fn, *args, timeout_seconds=5, **kw):
                     obj = ev["raw_object"]
                     version = obj["metadata"]["resourceVersion"]
-                    name = obj["metadata"]["name"]
-                    tid = (obj["metadata"].get("labels") or {}).get("limetask.io/task-id", "")
-                    st = obj.get("status") or {}
-                    ended = (st.get("phase") in ("Succeeded", "Failed")
-                             or any("terminated" in (c.get("state") or {}) for c in st.get("containerStatuses") or [])
-                             or obj["metadata"].get("deletionTimestamp") or ev["type"] == "DELETED")
-                    with lock:
-                        first_pod.setdefault(tid, time.monotonic())
-                        (alive.discard if ended else alive.add)(name)
-                        most[0] = max(most[0], len(alive))
+                    on_event(ev["type"], obj)
                     if stop.is_set():
                         w.stop()
             except client.ApiException:
                 version = None
 
-    def tasks() -> None:
-        version = None
-        while not stop.is_set():
-            w = watch.Watch()
-            try:
-                kw = {"resource_version": version} if version else {}
-                for ev in w.stream(bench.custom.list_namespaced_custom_object, GROUP, VERSION, ns, "limetasks",
-                                   timeout_seconds=5, **kw):
-                    obj = ev["raw_object"]
-                    version = obj["metadata"]["resourceVersion"]
-                    if (obj.get("status") or {}).get("state") in ("SUCCESS", "FAILURE"):
-                        final.setdefault(obj["metadata"]["name"], time.monotonic())
-                    if stop.is_set():
-                        w.stop()
-            except client.ApiException:
-                version = None
+    def on_pod(kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        tid = (obj["metadata"].get("labels") or {}).get("limetask.io/task-id", "")
+        st = obj.get("status") or {}
+        ended = (st.get("phase") in ("Succeeded", "Failed")
+                 or any("terminated" in (c.get("state") or {}) for c in st.get("containerStatuses") or [])
+                 or obj["metadata"].get("deletionTimestamp") or kind == "DELETED")
+        with lock:
+            first_pod.setdefault(tid, time.monotonic())
+            (alive.discard if ended else alive.add)(name)
+            most[0] = max(most[0], len(alive))
 
-    watchers = [threading.Thread(target=f, daemon=True) for f in (pods, tasks)]
+    def on_task(kind: str, obj: dict[str, Any]) -> None:
+        if (obj.get("status") or {}).get("state") in ("SUCCESS", "FAILURE"):
+            final.setdefault(obj["metadata"]["name"], time.monotonic())
+
+    watchers = [threading.Thread(target=follow, args=a, daemon=True) for a in (
+        (bench.core.list_namespaced_pod, (ns,), on_pod),
+        (bench.custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "limetasks"), on_task))]
     for t in watchers:
         t.start()
     time.sleep(1)

@@ -28,7 +28,7 @@ from lime_task.validation import check_arguments, parse_time
 
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
-from .queues import Waiting
+from .queues import Waiting, queued_now
 
 WORKER_LOST = "WorkerLost"
 TIMED_OUT = "TimedOut"
@@ -200,25 +200,21 @@ def condition(previous: list[dict[str, Any]], status: str, reason: str, message:
     return [new, *others] if kind == "Succeeded" else [*others, new]
 
 
-def _queued_now(status: dict[str, Any]) -> dict[str, Any] | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == CONDITION_QUEUED
-                 and c.get("status") == "True"), None)
-
-
 def leave_queue(status: dict[str, Any], generation: int, now: dt.datetime) -> dict[str, Any]:
     """A status that no longer waits in a queue: Queued is False (Admitted, or the final reason
     of a task that ended while it waited), and the position goes."""
-    if _queued_now(status) is None:
+    if queued_now(status) is None:
         return status
     new = dict(status)
     block = new.pop("queue", None) or {}
     since = parse_time(block.get("since")) if isinstance(block, dict) else None
     waited = f" after waiting {max(0, int((now - since).total_seconds()))}s" if since is not None else ""
+    name = f"queue {block['name']}" if block.get("name") else "its queue"
     if new.get("state") in FINAL_STATES:
         reason = str((new.get("error") or {}).get("reason") or "Finished")
-        message = f"left queue {block.get('name', '')}{waited}: the task ended before it got a slot"
+        message = f"left {name}{waited}: the task ended before it got a slot"
     else:
-        reason, message = "Admitted", f"admitted to queue {block.get('name', '')}{waited}".replace("  ", " ")
+        reason, message = "Admitted", f"admitted to {name}{waited}"
     new["conditions"] = condition(new.get("conditions") or [], "False", reason, message, generation,
                                   now_iso(now), kind=CONDITION_QUEUED)
     return new
@@ -390,7 +386,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         block = {"name": where.queue, "position": where.position, "waiting": where.waiting, "since": where.since,
                  "updatedAt": ts}
         message = where.message
-        old_cond = _queued_now(st)
+        old_cond = queued_now(st)
         old_block = st.get("queue") if isinstance(st.get("queue"), dict) else None
         if old_cond is not None and old_block is not None and old_cond.get("reason") == where.reason \
                 and old_block.get("name") == where.queue and int(st.get("attempts") or 0) == n:
@@ -480,7 +476,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         return start(attempt + 1, list(st.get("history") or []))
     job = jobs.get(attempt)
     attempt_pods = pods.get(attempt, [])
-    if job is None and not attempt_pods and attempt not in jobs_gone and _queued_now(st) is not None \
+    if job is None and not attempt_pods and attempt not in jobs_gone and queued_now(st) is not None \
             and int(st.get("attempts") or 0) == attempt:
         # Waiting in its queue: no Job was made for this attempt. Still waiting, or its turn.
         if expires is not None and never_started and now >= expires:

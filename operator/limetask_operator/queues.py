@@ -81,6 +81,17 @@ def queue_name(task: TaskView) -> str:
     return str(task.spec.get("queue") or DEFAULT_QUEUE)
 
 
+def queued_now(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's Queued condition while it is True (the task waits in line), else None."""
+    return next((c for c in status.get("conditions") or [] if c.get("type") == CONDITION_QUEUED
+                 and c.get("status") == "True"), None)
+
+
+def stamp(epoch: float) -> str:
+    """Unix seconds as the API's RFC 3339 time (UTC)."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _limit(spec: dict[str, Any], name: str, low: int) -> int | None:
     value = spec.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -170,7 +181,7 @@ class Entry:
 
     @property
     def since_text(self) -> str:
-        return dt.datetime.fromtimestamp(self.since, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return stamp(self.since)
 
 
 class TokenBucket:
@@ -235,6 +246,12 @@ def aged(entry: Entry, q: QueueSpec, now: float, top: int) -> int:
     class, where fair share and then age decide; ageing never puts an application ahead of
     another of the same class."""
     return min(entry.priority + int(max(0.0, now - entry.since) // q.aging_seconds), max(top, entry.priority))
+
+
+def rank(entry: Entry, q: QueueSpec, now: float, top: int, running: int, usage: float) -> tuple[Any, ...]:
+    """The order of applications' next tasks (lowest first): aged priority, then the application
+    running fewest, then the one that started fewest lately, then the oldest."""
+    return (-aged(entry, q, now, top), running, round(usage, 6), entry.since, entry.key)
 
 
 def holds_slot(task: TaskView, jobs: dict[str, JobView], pods: dict[str, Any]) -> bool:
@@ -338,17 +355,23 @@ class Admission:
         if entry is None and self._may_start_now(q, task):
             delay = self.bucket.reserve(HORIZON)
             if delay is not None:
-                kueue = q.kueue_queue if q.exists and q.admission == KUEUE else None
-                self.grants[key] = Grant(task.uid, attempt, q.name, task.namespace, str(task.spec.get("app", "")),
-                                         now + delay, now, kueue)
-                metrics.QUEUE_ADMITTED.labels(q.name).inc()
-                metrics.QUEUE_WAIT.labels(q.name).observe(0.0)
-                self._started((q.name, task.namespace, str(task.spec.get("app", ""))), now)
-                return Admitted(delay, kueue)
+                grant = self._grant(key, task.uid, attempt, q, task.namespace, str(task.spec.get("app", "")),
+                                    now, delay, waited=0.0)
+                return Admitted(delay, grant.kueue_queue)
         if entry is None:
             entry = self._add_entry(key, task, attempt, q, now)
             self.poke()
         return self._waiting(entry)
+
+    def _grant(self, key: Key, uid: str, attempt: int, q: QueueSpec, namespace: str, app: str, now: float,
+               delay: float, waited: float) -> Grant:
+        """Give a slot (its Job's token due after `delay`), and count it for fair share and metrics."""
+        kueue = q.kueue_queue if q.exists and q.admission == KUEUE else None
+        grant = self.grants[key] = Grant(uid, attempt, q.name, namespace, app, now + delay, now, kueue)
+        self._started((q.name, namespace, app), now)
+        metrics.QUEUE_ADMITTED.labels(q.name).inc()
+        metrics.QUEUE_WAIT.labels(q.name).observe(waited)
+        return grant
 
     def seed(self) -> int:
         """Put every task whose status says it waits in line, before any is admitted: after a
@@ -360,8 +383,8 @@ class Admission:
             st = task.status
             if key in self.entries or st.get("state") in FINAL_STATES or not task.trusted:
                 continue
-            if not any(c.get("type") == CONDITION_QUEUED and c.get("status") == "True"
-                       and c.get("reason") != KUEUE_WAITING for c in st.get("conditions") or []):
+            waits = queued_now(st)
+            if waits is None or waits.get("reason") == KUEUE_WAITING:
                 continue
             attempt = int(st.get("attempts") or 0)
             if attempt >= 1:
@@ -395,9 +418,7 @@ class Admission:
         creation (or its eta) for a first attempt, else now."""
         st = task.status
         block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
-        queued = any(c.get("type") == CONDITION_QUEUED and c.get("status") == "True"
-                     for c in st.get("conditions") or [])
-        if queued and int(st.get("attempts") or 0) == attempt:
+        if queued_now(st) is not None and int(st.get("attempts") or 0) == attempt:
             stamp = parse_time(block.get("since"))
             if stamp is not None:
                 return stamp.timestamp()
@@ -550,13 +571,9 @@ class Admission:
                 if delay is None:
                     return admitted  # no token within the horizon: the next pass goes on
                 self._drop_entry(entry.key)
-                kueue = q.kueue_queue if q.admission == KUEUE else None
-                self.grants[entry.key] = Grant(entry.uid, entry.attempt, q.name, entry.namespace, entry.app,
-                                               now + delay, now, kueue)
+                self._grant(entry.key, entry.uid, entry.attempt, q, entry.namespace, entry.app, now, delay,
+                            waited=max(0.0, now - entry.since))
                 run.add(q.name, entry.namespace, entry.app)
-                self._started((q.name, entry.namespace, entry.app), now)
-                metrics.QUEUE_ADMITTED.labels(q.name).inc()
-                metrics.QUEUE_WAIT.labels(q.name).observe(max(0.0, now - entry.since))
                 admitted += 1
                 if delay > 0:
                     self.enqueue_later(entry.key, delay)
@@ -590,9 +607,9 @@ class Admission:
         top = max((h.priority for h in heads), default=0)
         for head in heads:
             app = (q.name, head.namespace, head.app)
-            rank = (-aged(head, q, now, top), run.app[app], round(self.usage(app, now), 6), head.since, head.key)
-            if best is None or rank < best:
-                best, found = rank, head
+            ranked = rank(head, q, now, top, run.app[app], self.usage(app, now))
+            if best is None or ranked < best:
+                best, found = ranked, head
         return found
 
     def order(self, name: str, now: float | None = None, running: Running | None = None) -> list[Entry]:
@@ -612,9 +629,9 @@ class Admission:
             top = max((h.priority for h in heads.values()), default=0)
             for app_key, head in heads.items():
                 app = (name, head.namespace, head.app)
-                rank = (-aged(head, q, now, top), run[app], round(usage.get(app, 0.0), 6), head.since, head.key)
-                if best is None or rank < best:
-                    best, pick = rank, app_key
+                ranked = rank(head, q, now, top, run[app], usage.get(app, 0.0))
+                if best is None or ranked < best:
+                    best, pick = ranked, app_key
             if pick is None:
                 return out
             entry = heapq.heappop(heaps[pick])[3]
@@ -635,7 +652,8 @@ class Admission:
             line = self.order(name, now, run) if name in self.heaps else []
             for i, entry in enumerate(line, 1):
                 self.positions[entry.key] = (i, len(line))
-                block = (self.caches.tasks.get(entry.key) or _EMPTY).status.get("queue") or {}
+                task = self.caches.tasks.get(entry.key)
+                block = (task.status.get("queue") if task is not None else None) or {}
                 if isinstance(block, dict) and block.get("position") != i:
                     updated = parse_time(block.get("updatedAt"))
                     if updated is None or now - updated.timestamp() >= self.refresh_seconds:
@@ -650,8 +668,7 @@ class Admission:
             self.enqueue(key)
 
     def _write_queue_status(self, q: QueueSpec, running: int, waiting: int, oldest: float | None, now: float) -> None:
-        since = "" if oldest is None else dt.datetime.fromtimestamp(oldest, dt.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        since = "" if oldest is None else stamp(oldest)
         state = (running, waiting, since)
         if self._queue_status.get(q.name) == state or q.name in self._writing:
             return
@@ -661,9 +678,7 @@ class Admission:
         self._queue_status_at[q.name] = now
 
         async def write() -> None:
-            status: dict[str, Any] = {"running": running, "waiting": waiting,
-                                      "updatedAt": dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime(
-                                          "%Y-%m-%dT%H:%M:%SZ")}
+            status: dict[str, Any] = {"running": running, "waiting": waiting, "updatedAt": stamp(now)}
             if since:
                 status["oldestWaitingSince"] = since
             body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LimeTaskQueue", "metadata": q.metadata,
@@ -678,7 +693,3 @@ class Admission:
                 self._writing.discard(q.name)
 
         asyncio.get_running_loop().create_task(write(), name=f"queue-status-{q.name}")
-
-
-_EMPTY = TaskView(namespace="", name="", uid="", generation=0, resource_version="", spec={}, status={},
-                  annotations={})

@@ -56,6 +56,16 @@ class FakeKube:
         return body
 
 
+class Watch:
+    """A watch as the reconciler asks it: its namespace, and whether its listing is done."""
+
+    def __init__(self, namespace: str, synced: bool) -> None:
+        self.namespace = namespace
+        self.synced = asyncio.Event()
+        if synced:
+            self.synced.set()
+
+
 def reconciler(kube: FakeKube, **settings: Any) -> Reconciler:
     async def make() -> Reconciler:
         return Reconciler(kube, OperatorSettings(**settings))  # type: ignore[arg-type]
@@ -178,13 +188,6 @@ def test_children_of_an_earlier_task_of_the_same_name_are_not_taken() -> None:
 
 
 def test_a_namespace_whose_listing_fails_holds_back_only_its_own_tasks() -> None:
-    class Watch:
-        def __init__(self, namespace: str, synced: bool) -> None:
-            self.namespace = namespace
-            self.synced = asyncio.Event()
-            if synced:
-                self.synced.set()
-
     async def main() -> tuple[list[Any], set[Any]]:
         kube = FakeKube(["ok", "ok"])
         rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
@@ -302,13 +305,6 @@ def test_a_task_past_its_queues_limit_gets_a_queued_status_and_no_job() -> None:
     """Through the reconciler: the first task of a queue of one gets its Job; the second is
     written PENDING with a Queued condition, and no Job is made for it; until every listing is
     done, a queue limited over every namespace gives no slot at all."""
-    class Watch:
-        def __init__(self, namespace: str, synced: bool) -> None:
-            self.namespace = namespace
-            self.synced = asyncio.Event()
-            if synced:
-                self.synced.set()
-
     async def main() -> tuple[list[Any], Any, set[Any]]:
         kube = FakeKube(["ok"] * 4)
         rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
