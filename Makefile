@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv deps images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up postgres-up clean
+.PHONY: help venv deps browser images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
@@ -44,6 +44,14 @@ $(STAMP): pyproject.toml examples/acme_solution/pyproject.toml | deps
 
 venv: $(STAMP)
 
+# Debian's Chromium and its driver, for the dashboard's browser tests. Skipped when present.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "[browser] installing: chromium chromium-driver"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 cluster-binaries: deps
 	@bash devtools/cluster/build-kubernetes.sh >/dev/null
 
@@ -69,7 +77,7 @@ postgres-up:
 demo: venv cluster-up postgres-up
 	@$(PY) examples/demo.py
 
-test: venv cluster-up broker-up postgres-up
+test: venv browser cluster-up broker-up postgres-up
 	@$(PY) -m pytest -q
 
 test-quick: venv

@@ -18,11 +18,12 @@ to the newest version, safely from several processes at once.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -256,6 +257,101 @@ class ArchiveReader:
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1][6], str(rows[-1][2])) if more and rows else None
         return Page([body_of(*r[:6]) for r in rows], nxt)
+
+
+    # -- the dashboard: filters, counts and chart figures, computed in the database ---------
+
+    @staticmethod
+    def _where(namespace: str, apps: Sequence[str] | None, task: str | None, state: str | None,
+               reason: str | None, since: dt.datetime | None, until: dt.datetime | None,
+               exclude: Sequence[str]) -> tuple[builtins.list[str], builtins.list[Any]]:
+        # (builtins.list: in the class's scope, `list` names the method ArchiveReader.list.)
+        where: list[str] = ["namespace = %s"]
+        params: list[Any] = [namespace]
+        if apps is not None:
+            where.append("app = ANY(%s)")
+            params.append(list(apps))
+        if task:
+            # A prefix: a package's tasks. LIKE's own wildcards in the name are taken literally.
+            where.append("task LIKE %s ESCAPE '\\'")
+            params.append(task.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if state:
+            where.append("state = %s")
+            params.append(state)
+        if reason:
+            where.append("reason = %s")
+            params.append(reason)
+        if since is not None:
+            where.append("completed_at >= %s")
+            params.append(since)
+        if until is not None:
+            where.append("completed_at < %s")
+            params.append(until)
+        if exclude:
+            # Tasks still in the cluster (archived but not yet deleted) are counted there.
+            where.append("NOT (name = ANY(%s))")
+            params.append(list(exclude))
+        return where, params
+
+    def search(self, namespace: str, *, apps: Sequence[str] | None = None, task: str | None = None,
+               state: str | None = None, reason: str | None = None, since: dt.datetime | None = None,
+               until: dt.datetime | None = None, exclude: Sequence[str] = (), limit: int = 50,
+               cursor: str | None = None) -> Page:
+        """Archived tasks matching the dashboard's filters, newest first, paged by cursor."""
+        where, params = self._where(namespace, apps, task, state, reason, since, until, exclude)
+        if cursor:
+            when, uid = decode_cursor(cursor)
+            where.append("(completed_at, uid) < (%s, %s)")
+            params += [when, uid]
+        rows = self._fetch(f"{SELECT} WHERE {' AND '.join(where)} ORDER BY completed_at DESC, uid DESC LIMIT %s",
+                           (*params, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1][6], str(rows[-1][2])) if more and rows else None
+        return Page([body_of(*r[:6]) for r in rows], nxt)
+
+    def count_states(self, namespace: str, *, apps: Sequence[str] | None = None, task: str | None = None,
+                     reason: str | None = None, since: dt.datetime | None = None,
+                     until: dt.datetime | None = None, exclude: Sequence[str] = ()) -> dict[str, int]:
+        """How many archived tasks match, by state."""
+        where, params = self._where(namespace, apps, task, None, reason, since, until, exclude)
+        rows = self._fetch(f"SELECT state, count(*) FROM {TABLE} WHERE {' AND '.join(where)} GROUP BY state",
+                           tuple(params))
+        return {str(state): int(n) for state, n in rows}
+
+    def chart_figures(self, namespace: str, *, apps: Sequence[str] | None, since: dt.datetime,
+                      until: dt.datetime, step: int, exclude: Sequence[str] = (),
+                      live: Sequence[tuple[str, float]] = (), top: int = 15) -> dict[str, Any]:
+        """Figures of the archived tasks in a window, by bucket of `step` seconds: sent, started
+        and finished (by state); failures by reason; and run-time percentiles per task name,
+        over the archived runs and the `live` ones (task, seconds) together."""
+        where, params = self._where(namespace, apps, None, None, None, since, None, exclude)
+        base = " AND ".join(where)
+        bucket = "floor(extract(epoch FROM ({col} - %s)) / %s)::int"
+        counts = self._fetch(
+            f"SELECT kind, b, reason, count(*) FROM ("
+            f" SELECT 'sent' AS kind, {bucket.format(col='created_at')} AS b, '' AS reason FROM {TABLE}"
+            f"  WHERE {base} AND created_at >= %s AND created_at < %s"
+            f" UNION ALL SELECT 'started', {bucket.format(col='started_at')}, '' FROM {TABLE}"
+            f"  WHERE {base} AND started_at >= %s AND started_at < %s"
+            f" UNION ALL SELECT state, {bucket.format(col='completed_at')}, reason FROM {TABLE}"
+            f"  WHERE {base} AND completed_at < %s"
+            f") x GROUP BY kind, b, reason",
+            (since, step, *params, since, until, since, step, *params, since, until, since, step, *params, until))
+        tasks = [t for t, _ in live]
+        seconds = [float(d) for _, d in live]
+        percentiles = self._fetch(
+            f"SELECT task, count(*), percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY d), max(d) FROM ("
+            f" SELECT task, greatest(0, extract(epoch FROM (completed_at - started_at)))::float8 AS d FROM {TABLE}"
+            f"  WHERE {base} AND completed_at < %s AND started_at IS NOT NULL"
+            f" UNION ALL SELECT * FROM unnest(%s::text[], %s::float8[])"
+            f") x GROUP BY task ORDER BY count(*) DESC, task LIMIT %s",
+            (*params, until, tasks, seconds, top))
+        return {
+            "counts": [(str(k), int(b), str(r), int(n)) for k, b, r, n in counts],
+            "runtimes": [{"task": t, "count": int(n), "p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]),
+                          "max": float(m)} for t, n, p, m in percentiles],
+        }
 
 
 # -- migrations -----------------------------------------------------------------------------

@@ -130,6 +130,19 @@ class TokenStore:
             found |= hmac.compare_digest(presented.encode(), token.encode())
         return found
 
+    def owner(self, presented: str) -> str | None:
+        """The application (or, for platform tokens, the name) whose token `presented` is, or
+        None; every token is compared, in constant time."""
+        with self._lock:
+            if self.path is not None:
+                self._reload()
+            tokens = list(self._tokens.items())
+        found = None
+        for app, token in tokens:
+            if hmac.compare_digest(presented.encode(), token.encode()):
+                found = app
+        return found
+
     def check(self, app: str, presented: str | None) -> bool:
         """Whether `presented` is the token of `app`, compared in constant time."""
         with self._lock:

@@ -11,6 +11,9 @@
     GET  /v1/apps/{app}/results/{id}       the results API: an archived task only
     GET  /v1/apps/{app}/results?state=&limit=&cursor=  archived tasks, newest first (paged)
     GET  /v1/results?app=&state=&limit=&cursor=  every application's (Kubernetes identities only)
+    GET  /dashboard/                       a read-only web dashboard (lime_task.dashboard): the
+                                           list, live; a task whole; charts; cancel
+    GET  /v1/dashboard/...                 its API (tasks, stream, charts; see dashboard.routes)
     GET  /healthz                          -> 200, without a token
     GET  /openapi.json, /docs
 
@@ -57,6 +60,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, fie
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .archive import ArchiveError, ArchiveReader, url_from_env
+from .dashboard.routes import PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV
+from .dashboard.routes import install as install_dashboard
 from .errors import (
     ClusterError,
     InvalidArgumentsError,
@@ -386,7 +391,9 @@ def _imports_from_env() -> list[str]:
 
 def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | None" = None,
                imports: Iterable[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               archive: "ArchiveReader | str | None" = None, kubernetes_auth: bool | None = None) -> FastAPI:
+               archive: "ArchiveReader | str | None" = None, kubernetes_auth: bool | None = None,
+               platform_tokens: "TokenStore | Mapping[str, str] | None" = None, dashboard_watch: Any = None
+               ) -> FastAPI:
     """The HTTP endpoint as a FastAPI application.
 
     `client`: a `TaskClient` (default: the shared one, configured from the environment on the
@@ -395,12 +402,18 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     registered in this process can be started too. `archive`: the archive's URL or an
     `ArchiveReader` (default: LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE; none: live
     tasks only). `kubernetes_auth`: whether Kubernetes tokens are accepted (default:
-    LIMETASK_WEB_KUBERNETES_AUTH, true unless "false").
+    LIMETASK_WEB_KUBERNETES_AUTH, true unless "false"). `platform_tokens`: name → token of the
+    dashboard's every-application view (default: LIMETASK_WEB_PLATFORM_TOKENS_FILE or
+    LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the dashboard's `TaskWatch` (default: one
+    made on first use from the client).
     """
     for module in (_imports_from_env() if imports is None else imports):
         importlib.import_module(module)
     store = tokens if isinstance(tokens, TokenStore) else (
         TokenStore(tokens) if tokens is not None else TokenStore.from_env())
+    platform = platform_tokens if isinstance(platform_tokens, TokenStore) else (
+        TokenStore(platform_tokens) if platform_tokens is not None else TokenStore.from_env(
+            file_var=PLATFORM_TOKENS_FILE_ENV, var=PLATFORM_TOKENS_ENV))
     if archive is None:
         url = url_from_env()
         archive = ArchiveReader(url) if url else None
@@ -597,6 +610,9 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
         page = _archive_call(reader.list, namespace(), app, state, limit, cursor)
         return {"items": [_archived_dict(b) for b in page.items], "next": page.next}
 
+    install_dashboard(app, store=store, platform=platform, kubernetes=kubernetes, task_client=task_client,
+                      reader=reader, namespace=namespace, watch=dashboard_watch)
+
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     def healthz() -> dict[str, str]:
         """Whether the server answers (it does not ask the cluster)."""
@@ -710,7 +726,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {400: "InvalidRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed"}
+        codes = {400: "InvalidRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                 405: "MethodNotAllowed", 422: "InvalidRequest"}
         code = codes.get(exc.status_code, "HTTPError")
         return _error(exc.status_code, code, str(exc.detail), exc.headers)
 

@@ -137,6 +137,7 @@ MODES: dict[str, dict[str, Any]] = {
             "imports": ["acme_solution.tasks.lime", "acme_solution.tasks.reports"],
             "port": 8081,
             "tokens": {"existingSecret": "acme-web-tokens"},
+            "platformTokensSecret": "acme-platform-tokens",
             "service": {"type": "LoadBalancer", "port": 443},
             "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
             "nodeSelector": {"pool": "web"},
@@ -1392,6 +1393,27 @@ def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path
     assert all(store.check(app, token) for app, token in tokens.items())
     # The tokens stay out of the Deployment.
     assert "s3cret-token" not in json.dumps(web_deployment(render(chart, MODES["web-token-values"])))
+
+
+def test_the_dashboards_platform_tokens_are_mounted_where_the_endpoint_reads_them(chart: Any) -> None:
+    """web.platformTokensSecret: mounted read-only as a directory named by the variable the
+    dashboard reads; without it, neither the variable nor the volume."""
+    from lime_task.dashboard.routes import PLATFORM_TOKENS_FILE_ENV
+
+    objects = render(chart, MODES["web-existing-secret"])
+    container = web_container(objects)
+    pod = web_deployment(objects)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["platform-tokens"] == {"name": "platform-tokens", "mountPath": env[PLATFORM_TOKENS_FILE_ENV],
+                                         "readOnly": True}
+    assert volumes["platform-tokens"]["secret"] == {"secretName": "acme-platform-tokens", "defaultMode": 0o440}
+    plain = render(chart, MODES["web-token-values"])
+    assert PLATFORM_TOKENS_FILE_ENV not in {e["name"] for e in web_container(plain)["env"]}
+    assert "platform-tokens" not in {v["name"] for v in web_deployment(plain)["spec"]["template"]["spec"]["volumes"]}
+    text = notes(chart, MODES["web-existing-secret"])
+    assert "/dashboard/" in text and "acme-platform-tokens" in text
 
 
 @pytest.mark.parametrize("mode", ["archive-existing-secret", "archive-from-values"])
