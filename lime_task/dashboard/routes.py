@@ -89,10 +89,11 @@ def _seconds(when: dt.datetime | None) -> float | None:
 
 
 def _filters(app: str | None, task: str | None, state: str | None, reason: str | None, window: int | None,
-             since: dt.datetime | None, until: dt.datetime | None, id: str | None = None) -> Filters:
+             since: dt.datetime | None, until: dt.datetime | None, id: str | None = None,
+             now: float | None = None) -> Filters:
     if window is not None and since is not None:
         raise HTTPException(422, "give window or since, not both")
-    start = time.time() - window if window is not None else _seconds(since)
+    start = (time.time() if now is None else now) - window if window is not None else _seconds(since)
     end = _seconds(until)
     if start is not None and end is not None and end <= start:
         raise HTTPException(422, "until must be after since")
@@ -267,11 +268,14 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                until: TimeFilter = None) -> dict[str, Any]:
         """Per bucket of the window: tasks sent, started, succeeded and failed, failures by
         reason; run-time percentiles per task name; queues now; the schedules' next runs."""
-        filters = _filters(app, None, None, None, window if window or since else CHART_WINDOW_DEFAULT, since, until)
+        # One `now` for both ends: a window is then exactly its buckets (not one more, a moment wide).
         now = time.time()
+        filters = _filters(app, None, None, None, window if window or since else CHART_WINDOW_DEFAULT, since, until,
+                           now=now)
         start = filters.since if filters.since is not None else now - CHART_WINDOW_DEFAULT
         end = filters.until if filters.until is not None else now
         step = model.pick_step(start, end)
+        start = start // step * step  # bars on whole minutes, hours, days (UTC)
         size = model.bucket_count(start, end, step)
         rows = model.visible(live().rows(), scope, Filters(app=app))
         throughput, reasons = model.Series(size), model.Series(size)
