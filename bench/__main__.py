@@ -1,7 +1,7 @@
 """`make bench`: what the operator costs, measured side by side on the local cluster (a real node).
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
-                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues]
+                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard]
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -484,6 +484,12 @@ class Bench:
 
         queues.run(self)
 
+    # -- 9. the dashboard at thousands of tasks (bench/dashboard.py) ------------------------------
+    def dashboard(self) -> None:
+        from bench import dashboard
+
+        dashboard.run(self)
+
     # -- 7. the watching layer: the operator's own watches against kopf's --------------------------
     def watchlayer(self) -> None:
         sizes = [int(x) for x in self.args.watchlayer.split(",") if x]
@@ -657,7 +663,7 @@ class Bench:
         steps = {"podstart": self.podstart, "overhead": self.overhead, "burst": self.burst, "submit": self.submit,
                  "scale": self.scale,
                  "ceiling": self.ceiling, "archive": self.archive, "watchlayer": self.watchlayer,
-                 "queues": self.queues}
+                 "queues": self.queues, "dashboard": self.dashboard}
         only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
         unknown = set(only) - set(steps)
         if unknown:
@@ -737,6 +743,10 @@ def table(results: dict[str, Any]) -> str:
         from bench import queues
 
         rows.extend(queues.row(results))
+    if "dashboard" in results:
+        from bench import dashboard
+
+        rows.extend(dashboard.row(results))
     return "\n".join(rows)
 
 
@@ -747,7 +757,8 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=int(os.environ.get("BENCH_BURST", "500")))
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                        help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues")
+                        help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,"
+                             "dashboard")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
