@@ -33,9 +33,12 @@ STREAMS, CHANGES = 20, 100
 NAMES = ["acme_solution.tasks.lime.add", "acme_solution.tasks.lime.sync_deals", "acme_solution.tasks.reports.nightly"]
 
 
+def stamp(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def status_of(i: int, now: dt.datetime) -> dict[str, Any]:
     created = now - dt.timedelta(seconds=i * 7)
-    stamp = (lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ"))
     state = ("SUCCESS", "SUCCESS", "SUCCESS", "FAILURE", "STARTED", "PENDING")[i % 6]
     st: dict[str, Any] = {"state": state, "attempts": 1}
     if state != "PENDING":
@@ -62,10 +65,10 @@ def write_archived(url: str, namespace: str, n: int, batch: int = 1000) -> float
     def row(i: int) -> Any:
         done = now - dt.timedelta(seconds=60 + (i * 86400 * 30) // max(n, 1))
         st = status_of(i % 4 if i % 4 != 3 else 3, done)  # SUCCESS or FAILURE
-        st["completedAt"] = done.strftime("%Y-%m-%dT%H:%M:%SZ")
-        st["startedAt"] = (done - dt.timedelta(seconds=1 + i % 40)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return row_of(namespace, f"a-{i}", str(uuid.uuid4()), (done - dt.timedelta(seconds=50)).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"), {"task": NAMES[i % 3], "app": APPS[i % 10], "args": [i], "kwargs": {}}, st)
+        st["completedAt"] = stamp(done)
+        st["startedAt"] = stamp(done - dt.timedelta(seconds=1 + i % 40))
+        spec = {"task": NAMES[i % 3], "app": APPS[i % 10], "args": [i], "kwargs": {}}
+        return row_of(namespace, f"a-{i}", str(uuid.uuid4()), stamp(done - dt.timedelta(seconds=50)), spec, st)
 
     async def go() -> float:
         a = Archiver(None, OperatorSettings(), url)  # type: ignore[arg-type]
