@@ -10,6 +10,7 @@ import datetime as dt
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ from lime_task.archive import (
     TABLE,
     ArchiveError,
     ArchiveReader,
+    Page,
     body_of,
     current_revision,
     decode_cursor,
@@ -36,21 +38,29 @@ pytestmark = pytest.mark.archive
 
 
 def finished(name: str, app: str = "app-a", namespace: str = "ns", completed: str = "2026-11-30T10:00:00Z",
-             result: Any = "done", uid: str | None = None, state: str = "SUCCESS") -> Any:
+             result: Any = "done", uid: str | None = None, state: str = "SUCCESS", task: str = "acme.tasks.x",
+             reason: str = "TaskRaised", created: str | None = "2026-11-30T09:59:58Z",
+             started: str | None = "2026-11-30T09:59:59Z") -> Any:
+    """A finished task's LimeTask (as the operator sees it). `created`/`started` None: not set."""
     from limetask_operator.model import TaskView
 
-    status: dict[str, Any] = {"state": state, "attempts": 1, "startedAt": "2026-11-30T09:59:59Z",
+    status: dict[str, Any] = {"state": state, "attempts": 1, "startedAt": started,
                               "completedAt": completed, "event": {"confirmed": True},
                               "conditions": [{"type": "Succeeded", "status": "True"}],
                               "history": [{"attempt": 1, "outcome": state}]}
+    if started is None:
+        del status["startedAt"]
     if state == "SUCCESS":
         status["result"] = result
     else:
-        status["error"] = {"type": "ValueError", "message": "no", "reason": "TaskRaised"}
+        status["error"] = {"type": "ValueError", "message": "no", "reason": reason}
+    meta: dict[str, Any] = {"namespace": namespace, "name": name, "uid": uid or str(uuid.uuid4()),
+                            "creationTimestamp": created, "resourceVersion": "1"}
+    if created is None:
+        del meta["creationTimestamp"]
     return TaskView.from_body({
-        "metadata": {"namespace": namespace, "name": name, "uid": uid or str(uuid.uuid4()),
-                     "creationTimestamp": "2026-11-30T09:59:58Z", "resourceVersion": "1"},
-        "spec": {"task": "acme.tasks.x", "app": app, "args": [1, {"a": None}], "kwargs": {}},
+        "metadata": meta,
+        "spec": {"task": task, "app": app, "args": [1, {"a": None}], "kwargs": {}},
         "status": status})
 
 
@@ -278,3 +288,304 @@ def test_the_cli_migrates_and_describes_the_archive(archive_db: str) -> None:
     assert bad.returncode == 2 and "postgresql://" in bad.stderr
     down = cli("status", LIMETASK_ARCHIVE_URL=archive_url(port=1))
     assert down.returncode == 2 and down.stderr.count("\n") == 1 and "limetask:limetask" not in down.stderr
+
+
+# -- the dashboard's reads: search, count_states, chart_figures ------------------------------
+
+WINDOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)  # `since` of the dashboard tests
+
+
+def at(seconds: float, base: dt.datetime = WINDOW) -> str:
+    """The time `seconds` after `base`, as a LimeTask's status writes it."""
+    return (base + dt.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def own_namespace() -> str:
+    return f"ns-{uuid.uuid4().hex}"
+
+
+def names(page: Page) -> list[str]:
+    return [b["metadata"]["name"] for b in page.items]
+
+
+@pytest.fixture
+def reader(archive_db: str) -> Iterator[ArchiveReader]:
+    r = ArchiveReader(archive_db)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def test_search_filters_by_app_task_prefix_state_reason_and_time(archive_db: str, reader: ArchiveReader) -> None:
+    ns, other = own_namespace(), own_namespace()
+    hour = 3600
+    views = [
+        finished("a1", app="app-a", namespace=ns, task="acme.tasks.a_b", completed=at(1 * hour)),
+        finished("a2", app="app-a", namespace=ns, task="acme.tasks.axb", completed=at(2 * hour),
+                 state="FAILURE", reason="Timeout"),
+        finished("b1", app="app-b", namespace=ns, task="acme.tasks.a_b", completed=at(3 * hour),
+                 state="FAILURE", reason="TaskRaised"),
+        finished("c1", app="app-c", namespace=ns, task="other.job", completed=at(4 * hour)),
+        finished("p1", app="app-a", namespace=ns, task="acme.tasks.5%x", completed=at(5 * hour)),
+        finished("p2", app="app-a", namespace=ns, task="acme.tasks.5yz", completed=at(6 * hour)),
+        finished("s1", app="app-a", namespace=ns, task="acme\\tasks.q", completed=at(7 * hour)),
+        finished("s2", app="app-a", namespace=ns, task="acmextasks.q", completed=at(8 * hour)),
+        finished("a1", app="app-a", namespace=other, task="acme.tasks.a_b", completed=at(1 * hour)),
+    ]
+    asyncio.run(write(archive_db, views))
+
+    def found(**filters: Any) -> list[str]:
+        page = reader.search(ns, limit=1000, **filters)
+        assert page.next is None
+        return names(page)
+
+    newest_first = ["s2", "s1", "p2", "p1", "c1", "b1", "a2", "a1"]
+    assert found() == newest_first  # apps=None: every application's
+    assert found(apps=None) == newest_first
+    assert found(apps=[]) == []  # no application: nothing
+    assert found(apps=["app-a"]) == ["s2", "s1", "p2", "p1", "a2", "a1"]
+    assert found(apps=["app-b", "app-c"]) == ["c1", "b1"]
+    assert found(apps=["app-missing"]) == []
+    assert reader.search(own_namespace(), limit=1000).items == []  # another namespace's rows are not seen
+
+    # A prefix of the task's name; LIKE's wildcards (_ %) and its escape (\) are taken literally.
+    assert found(task="acme.tasks.a") == ["b1", "a2", "a1"]
+    assert found(task="acme.tasks.a_") == ["b1", "a1"]  # not acme.tasks.axb
+    assert found(task="acme.tasks.a_b") == ["b1", "a1"]
+    assert found(task="acme.tasks.5%") == ["p1"]  # not acme.tasks.5yz
+    assert found(task="acme\\") == ["s1"]  # not acmextasks.q
+    assert found(task="acme.tasks.b") == []
+    assert found(task="tasks") == []  # a prefix, not a substring
+    assert found(task="") == newest_first  # no prefix: every task
+
+    assert found(state="FAILURE") == ["b1", "a2"]
+    assert found(state="SUCCESS") == ["s2", "s1", "p2", "p1", "c1", "a1"]
+    assert found(reason="Timeout") == ["a2"]
+    assert found(reason="TaskRaised") == ["b1"]
+    assert found(state="FAILURE", apps=["app-a"]) == ["a2"]
+
+    # since: completed at or after; until: completed before.
+    assert found(since=WINDOW + dt.timedelta(hours=2)) == ["s2", "s1", "p2", "p1", "c1", "b1", "a2"]
+    assert found(until=WINDOW + dt.timedelta(hours=2)) == ["a1"]
+    assert found(since=WINDOW + dt.timedelta(hours=2), until=WINDOW + dt.timedelta(hours=4)) == ["b1", "a2"]
+    assert found(since=WINDOW + dt.timedelta(hours=2, seconds=1), until=WINDOW + dt.timedelta(hours=3)) == []
+
+    # exclude: names left out (tasks still in the cluster are counted there).
+    assert found(exclude=["a1", "b1", "missing"]) == ["s2", "s1", "p2", "p1", "c1", "a2"]
+    assert found(apps=["app-a"], task="acme.tasks.a", exclude=["a1"]) == ["a2"]
+
+    body = reader.search(ns, apps=["app-b"]).items[0]  # the whole archived task, as `list` gives it
+    assert body["spec"]["task"] == "acme.tasks.a_b" and body["status"]["error"]["reason"] == "TaskRaised"
+    assert body["metadata"]["namespace"] == ns
+
+
+def test_search_pages_newest_first_without_duplicates_or_gaps(archive_db: str, reader: ArchiveReader) -> None:
+    ns = own_namespace()
+    views = []
+    for i in range(30):
+        # Every third completes at the same instant as others: the uid orders those.
+        seconds = (i // 3) * 60 if i % 2 else i * 60 + 0.25
+        views.append(finished(f"t{i:02}", namespace=ns, app="app-a" if i % 4 else "app-b",
+                              state="FAILURE" if i % 5 == 0 else "SUCCESS", completed=at(seconds)))
+    asyncio.run(write(archive_db, views))
+    rows = [(v.status["completedAt"], v.uid, v) for v in views]
+    assert len({r[0] for r in rows}) < len(rows)  # some completion times are shared
+
+    def expected(keep: Any) -> list[str]:
+        chosen = [r for r in rows if keep(r[2])]
+        # Newest first, then by uid (descending); the times above all have the same format.
+        chosen.sort(key=lambda r: (dt.datetime.fromisoformat(r[0].replace("Z", "+00:00")), r[1]), reverse=True)
+        return [r[2].name for r in chosen]
+
+    def pages(limit: int, **filters: Any) -> list[list[str]]:
+        out, cursor = [], None
+        while True:
+            page = reader.search(ns, limit=limit, cursor=cursor, **filters)
+            out.append(names(page))
+            cursor = page.next
+            if cursor is None:
+                return out
+            assert len(out) < 100, "the cursor does not advance"
+
+    every = pages(7)
+    assert [len(p) for p in every] == [7, 7, 7, 7, 2]
+    flat = [n for p in every for n in p]
+    assert flat == expected(lambda v: True) and len(set(flat)) == 30
+
+    exact = pages(10)  # the last page is full: no empty page after it
+    assert [len(p) for p in exact] == [10, 10, 10]
+    assert [n for p in exact for n in p] == expected(lambda v: True)
+
+    # The filters hold on every page.
+    app_a = pages(4, apps=["app-a"], exclude=["t01"])
+    assert sum(len(p) for p in app_a) >= 2 * 4 and len(app_a) >= 3
+    assert [n for p in app_a for n in p] == expected(lambda v: v.spec["app"] == "app-a" and v.name != "t01")
+    failures = pages(2, state="FAILURE")
+    assert len(failures) == 3
+    assert [n for p in failures for n in p] == expected(lambda v: v.status["state"] == "FAILURE")
+
+    with pytest.raises(InvalidTaskError):
+        reader.search(ns, cursor="not-a-cursor")
+
+
+def test_count_states_counts_what_search_finds_by_state(archive_db: str, reader: ArchiveReader) -> None:
+    ns = own_namespace()
+    hour = 3600
+    views = [
+        finished("a1", app="app-a", namespace=ns, task="acme.tasks.a_b", completed=at(1 * hour)),
+        finished("a2", app="app-a", namespace=ns, task="acme.tasks.a_b", completed=at(2 * hour)),
+        finished("a3", app="app-a", namespace=ns, task="acme.tasks.axb", completed=at(3 * hour),
+                 state="FAILURE", reason="Timeout"),
+        finished("b1", app="app-b", namespace=ns, task="acme.tasks.a_b", completed=at(4 * hour),
+                 state="FAILURE", reason="TaskRaised"),
+        finished("b2", app="app-b", namespace=ns, task="other.job", completed=at(5 * hour), state="CANCELLED"),
+        finished("a1", app="app-a", namespace=own_namespace(), completed=at(1 * hour)),
+    ]
+    asyncio.run(write(archive_db, views))
+
+    assert reader.count_states(ns, apps=["app-a"]) == {"SUCCESS": 2, "FAILURE": 1}
+    assert reader.count_states(ns) == {"SUCCESS": 2, "FAILURE": 2, "CANCELLED": 1}  # apps=None: every one
+    assert reader.count_states(ns, apps=None) == {"SUCCESS": 2, "FAILURE": 2, "CANCELLED": 1}
+    assert reader.count_states(ns, apps=[]) == {}
+    assert reader.count_states(ns, apps=["app-b"]) == {"FAILURE": 1, "CANCELLED": 1}
+    assert reader.count_states(own_namespace()) == {}
+    assert reader.count_states(ns, task="acme.tasks.a_") == {"SUCCESS": 2, "FAILURE": 1}  # not axb
+    assert reader.count_states(ns, task="acme.tasks.a") == {"SUCCESS": 2, "FAILURE": 2}
+    assert reader.count_states(ns, reason="Timeout") == {"FAILURE": 1}
+    assert reader.count_states(ns, since=WINDOW + dt.timedelta(hours=2),
+                               until=WINDOW + dt.timedelta(hours=4)) == {"SUCCESS": 1, "FAILURE": 1}
+    assert reader.count_states(ns, exclude=["a1", "b2"]) == {"SUCCESS": 1, "FAILURE": 2}
+    assert reader.count_states(ns, apps=["app-a", "app-b"], task="acme.tasks.a_b", exclude=["a2"]) == {
+        "SUCCESS": 1, "FAILURE": 1}
+    # The same as search finds, counted.
+    items = reader.search(ns, apps=["app-a", "app-b"], task="acme.tasks", limit=1000).items
+    by_state: dict[str, int] = {}
+    for b in items:
+        by_state[b["status"]["state"]] = by_state.get(b["status"]["state"], 0) + 1
+    assert reader.count_states(ns, apps=["app-a", "app-b"], task="acme.tasks") == by_state
+
+
+def test_chart_figures_count_sent_started_and_finished_per_bucket(archive_db: str, reader: ArchiveReader) -> None:
+    ns = own_namespace()
+    until = WINDOW + dt.timedelta(minutes=10)
+    views = [
+        # sent in bucket 0 (59.5 s: floor, not round), started 1, succeeded 2
+        finished("r1", namespace=ns, created=at(59.5), started=at(60), completed=at(130)),
+        # sent 1, started 1, failed 3 (Timeout)
+        finished("r2", namespace=ns, created=at(65), started=at(90), completed=at(200), state="FAILURE",
+                 reason="Timeout"),
+        # sent before the window (not counted), started 0, failed 4 (TaskRaised)
+        finished("r3", namespace=ns, created=at(-30), started=at(5), completed=at(250), state="FAILURE",
+                 reason="TaskRaised"),
+        # failed 4 (TaskRaised) too, sent and started 3
+        finished("r3b", namespace=ns, created=at(180), started=at(181), completed=at(299.999), state="FAILURE",
+                 reason="TaskRaised"),
+        # completed at `since` (inclusive): sent and started before, succeeded 0
+        finished("r4", namespace=ns, created=at(-100), started=at(-50), completed=at(0)),
+        # wholly before the window: not counted
+        finished("r5", namespace=ns, created=at(-300), started=at(-200), completed=at(-0.5)),
+        # completed at `until` (exclusive): not counted as finished. Sent and started in the
+        # window, it counts there, as the dashboard's live tasks do (model.live_throughput).
+        finished("r6", namespace=ns, created=at(500), started=at(530), completed=at(600)),
+        # wholly after the window: not counted
+        finished("r7", namespace=ns, created=at(600), started=at(610), completed=at(700)),
+        # no creation or start time: only its end counts
+        finished("r8", namespace=ns, created=None, started=None, completed=at(420)),
+        # another application's, a name left out, another namespace's: not counted
+        finished("x1", namespace=ns, app="app-b", created=at(10), started=at(10), completed=at(20)),
+        finished("x2", namespace=ns, created=at(10), started=at(10), completed=at(20)),
+        finished("r1", namespace=own_namespace(), created=at(10), started=at(10), completed=at(20)),
+    ]
+    asyncio.run(write(archive_db, views))
+
+    figures = reader.chart_figures(ns, apps=["app-a"], since=WINDOW, until=until, step=60, exclude=["x2"])
+    assert sorted(figures["counts"]) == sorted([
+        ("sent", 0, "", 1),  # r1
+        ("sent", 1, "", 1),  # r2
+        ("sent", 3, "", 1),  # r3b
+        ("sent", 8, "", 1),  # r6
+        ("started", 0, "", 1),  # r3
+        ("started", 1, "", 2),  # r1, r2
+        ("started", 3, "", 1),  # r3b
+        ("started", 8, "", 1),  # r6
+        ("SUCCESS", 0, "", 1),  # r4
+        ("SUCCESS", 2, "", 1),  # r1
+        ("SUCCESS", 7, "", 1),  # r8
+        ("FAILURE", 3, "Timeout", 1),  # r2
+        ("FAILURE", 4, "TaskRaised", 2),  # r3, r3b
+    ])
+    kinds = {k for k, _, _, _ in figures["counts"]}
+    assert kinds == {"sent", "started", "SUCCESS", "FAILURE"}
+    assert all(isinstance(b, int) and isinstance(n, int) for _, b, _, n in figures["counts"])
+
+    # Every application (None), nothing left out: x1 and x2 are counted too (bucket 0).
+    every = reader.chart_figures(ns, apps=None, since=WINDOW, until=until, step=60)
+    assert sorted(every["counts"]) == sorted(
+        [c for c in figures["counts"] if c[1] != 0]
+        + [("sent", 0, "", 3), ("started", 0, "", 3), ("SUCCESS", 0, "", 3)])
+    # No application: nothing.
+    assert reader.chart_figures(ns, apps=[], since=WINDOW, until=until, step=60) == {"counts": [], "runtimes": []}
+
+    # Buckets of another size, from another start.
+    wide = reader.chart_figures(ns, apps=["app-a"], since=WINDOW + dt.timedelta(seconds=60), until=until,
+                                step=300, exclude=["x2"])
+    assert sorted(wide["counts"]) == sorted([
+        ("sent", 0, "", 2),  # r2 (65), r3b (180); r1 was sent before this start
+        ("sent", 1, "", 1),  # r6 (500)
+        ("started", 0, "", 3),  # r1 (60: inclusive), r2, r3b
+        ("started", 1, "", 1),  # r6
+        ("SUCCESS", 0, "", 1),  # r1 (130); r4 completed before this start
+        ("SUCCESS", 1, "", 1),  # r8 (420)
+        ("FAILURE", 0, "Timeout", 1),
+        ("FAILURE", 0, "TaskRaised", 2),
+    ])
+
+
+def test_chart_figures_runtime_percentiles_of_archived_and_live_runs(archive_db: str,
+                                                                     reader: ArchiveReader) -> None:
+    ns = own_namespace()
+    until = WINDOW + dt.timedelta(hours=1)
+    t, u = "acme.tasks.t", "acme.tasks.u"
+
+    def run(name: str, task: str, start: float, seconds: float, **more: Any) -> Any:
+        return finished(name, namespace=ns, task=task, created=at(start - 1), started=at(start),
+                        completed=at(start + seconds), **more)
+
+    views = [
+        run("t1", t, 100, 1), run("t2", t, 200, 2), run("t3", t, 300, 3, state="FAILURE"),
+        run("u1", u, 100, 10), run("u2", u, 200, 20),
+        run("u-before", u, -1000, 500),  # completed before `since`
+        run("u-after", u, 3500, 500),  # completed after `until`
+        run("u-other-app", u, 100, 900, app="app-b"),
+        run("u-left-out", u, 100, 900),
+        finished("u-never-started", namespace=ns, task=u, created=at(10), started=None, completed=at(20)),
+        finished("u1", namespace=own_namespace(), task=u, started=at(100), completed=at(1000)),  # elsewhere
+    ]
+    asyncio.run(write(archive_db, views))
+
+    figures = reader.chart_figures(ns, apps=["app-a"], since=WINDOW, until=until, step=60, exclude=["u-left-out"],
+                                   live=[(t, 4.0), ("acme.tasks.v", 5.0), ("acme.tasks.b", 0.5)])
+    runtimes = figures["runtimes"]
+    assert [r["task"] for r in runtimes] == [t, u, "acme.tasks.b", "acme.tasks.v"]  # by count, then name
+    assert runtimes[0] == {"task": t, "count": 4, "p50": pytest.approx(2.5), "p90": pytest.approx(3.7),
+                           "p99": pytest.approx(3.97), "max": pytest.approx(4.0)}
+    assert runtimes[1] == {"task": u, "count": 2, "p50": pytest.approx(15.0), "p90": pytest.approx(19.0),
+                           "p99": pytest.approx(19.9), "max": pytest.approx(20.0)}
+    assert runtimes[2] == {"task": "acme.tasks.b", "count": 1, "p50": 0.5, "p90": 0.5, "p99": 0.5, "max": 0.5}
+    assert runtimes[3]["count"] == 1 and runtimes[3]["max"] == pytest.approx(5.0)
+    assert all(isinstance(r["p50"], float) and isinstance(r["count"], int) for r in runtimes)
+
+    top = reader.chart_figures(ns, apps=["app-a"], since=WINDOW, until=until, step=60, exclude=["u-left-out"],
+                               live=[(t, 4.0), ("acme.tasks.v", 5.0), ("acme.tasks.b", 0.5)], top=2)
+    assert [r["task"] for r in top["runtimes"]] == [t, u]
+
+    archived_only = reader.chart_figures(ns, apps=["app-a"], since=WINDOW, until=until, step=60)["runtimes"]
+    # u-left-out is counted now; equal counts: by name.
+    assert [(r["task"], r["count"]) for r in archived_only] == [(t, 3), (u, 3)]
+    assert archived_only[0]["p50"] == pytest.approx(2.0) and archived_only[1]["max"] == pytest.approx(900.0)
+
+    live_only = reader.chart_figures(ns, apps=[], since=WINDOW, until=until, step=60, live=[(t, 4.0), (t, 6.0)])
+    # apps=[]: the caller asks the archive for none; the live runs it passes are still summed.
+    assert live_only["runtimes"] == [{"task": t, "count": 2, "p50": 5.0, "p90": pytest.approx(5.8),
+                                      "p99": pytest.approx(5.98), "max": 6.0}]

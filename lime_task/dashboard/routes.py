@@ -181,12 +181,9 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         return counts  # type: ignore[no-any-return]
 
     def counts_of(scope: Scope, filters: Filters, rows: list[dict[str, Any]], fresh: bool = True) -> dict[str, int]:
+        # Counts by state ignore the state filter: the page shows every state's count.
         live_counts = model.count_states(model.visible(rows, scope, filters.without_state()))
-        if filters.state is not None and filters.state not in FINAL_STATES:
-            archived: dict[str, int] = {}
-        else:
-            archived = archived_counts(scope, filters, finished_live(scope, rows), fresh)
-        return model.add_counts(live_counts, archived)
+        return model.add_counts(live_counts, archived_counts(scope, filters, finished_live(scope, rows), fresh))
 
     api = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 
