@@ -116,12 +116,20 @@ def add_counts(*parts: Mapping[str, int]) -> dict[str, int]:
 # -- charts ---------------------------------------------------------------------------------
 
 def pick_step(since: float, until: float) -> int:
-    """Seconds per bar: the smallest step that keeps the window within MAX_BUCKETS bars."""
-    span = max(1.0, until - since)
+    """Seconds per bar: the smallest step that keeps the window within MAX_BUCKETS bars, once
+    its start is put on a whole step (see `axis`)."""
     for step in STEPS:
-        if span / step <= MAX_BUCKETS:
+        if bucket_count(since // step * step, until, step) <= MAX_BUCKETS:
             return step
     return STEPS[-1]
+
+
+def axis(since: float, until: float) -> tuple[float, int, int]:
+    """The time axis of a window: its start on a whole step (minutes, hours, days; UTC), the
+    step, and how many bars."""
+    step = pick_step(since, until)
+    start = since // step * step
+    return start, step, bucket_count(start, until, step)
 
 
 def bucket_count(since: float, until: float, step: int) -> int:

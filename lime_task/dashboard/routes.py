@@ -271,9 +271,7 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                            now=now)
         start = filters.since if filters.since is not None else now - CHART_WINDOW_DEFAULT
         end = filters.until if filters.until is not None else now
-        step = model.pick_step(start, end)
-        start = start // step * step  # bars on whole minutes, hours, days (UTC)
-        size = model.bucket_count(start, end, step)
+        start, step, size = model.axis(start, end)
         rows = model.visible(live().rows(), scope, Filters(app=app))
         throughput, reasons = model.Series(size), model.Series(size)
         model.live_throughput(rows, start, end, step, throughput, reasons)

@@ -179,6 +179,9 @@ class TaskWatch:
         except ValueError:
             LOG.warning("dashboard: an event that is not JSON was skipped")
             return version
+        if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+            LOG.warning("dashboard: an event that is not an object was skipped")
+            return version
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             if obj.get("code") != 410:
