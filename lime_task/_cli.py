@@ -585,6 +585,8 @@ def web(
     or a directory with one file per app, such as a mounted Secret) or LIMETASK_WEB_TOKENS (JSON).
     Kubernetes tokens work too (LIMETASK_WEB_KUBERNETES_AUTH=false turns them off). With
     LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE, archived tasks are served too (the results API).
+    The read-only dashboard is at /dashboard/; platform tokens, which see every application's
+    tasks there, come from LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS.
 
     Example: LIMETASK_WEB_TOKENS='{"my-app": "s3cret"}' limetask web --port 8000 --imports acme_solution.tasks.lime
     """
@@ -596,8 +598,11 @@ def web(
     except ImportError as exc:
         _fail(f"the web server is not installed ({exc.name}): pip install 'limetask[web]'")
     client = _client(kubeconfig, namespace, results_url="")  # the archive is read here, not through itself
+    from .dashboard.routes import PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV
+
     try:
         tokens = TokenStore.from_env()
+        platform = TokenStore.from_env(file_var=PLATFORM_TOKENS_FILE_ENV, var=PLATFORM_TOKENS_ENV)
     except ValueError as exc:
         _fail(str(exc))
     from .archive import ArchiveReader, redact, url_from_env
@@ -608,7 +613,7 @@ def web(
         if not MODULE_RE.fullmatch(module):
             _fail(f"--imports: {module!r} is not a dotted module name")
     try:
-        server = create_app(client=client, tokens=tokens, imports=modules,
+        server = create_app(client=client, tokens=tokens, imports=modules, platform_tokens=platform,
                             archive=ArchiveReader(archive_url) if archive_url else None)
     except ImportError as exc:
         _fail(f"--imports: {exc}")
@@ -620,7 +625,8 @@ def web(
                     fg=typer.colors.YELLOW, err=True)
     typer.echo(f"serving namespace {client.namespace} on http://{host}:{port} "
                f"(applications: {', '.join(tokens.apps()) or 'none'}; archive: "
-               f"{redact(archive_url) if archive_url else 'none, live tasks only'})", err=True)
+               f"{redact(archive_url) if archive_url else 'none, live tasks only'}); "
+               f"dashboard: http://{host}:{port}/dashboard/ (platform tokens: {len(platform.apps())})", err=True)
     try:
         uvicorn.run(server, host=host, port=port, log_level=log_level)
     except SystemExit as exc:

@@ -282,7 +282,7 @@ class ArchiveReader:
             where.append("reason = %s")
             params.append(reason)
         if since is not None:
-            where.append("completed_at > %s")
+            where.append("completed_at >= %s")
             params.append(since)
         if until is not None:
             where.append("completed_at < %s")

@@ -449,6 +449,12 @@ def test_web_refuses_bad_configuration(dead_kubeconfig: Path, tmp_path: Path) ->
     assert result.exit_code == 2 and "invalid application name" in result.stderr
     result = invoke("web", "--imports", "no_such_module_here", env={**env, "LIMETASK_WEB_TOKENS_FILE": ""})
     assert result.exit_code == 2 and "no_such_module_here" in result.stderr
+    # The dashboard's platform tokens: a bad file is one line, not a traceback.
+    result = invoke("web", env={**env, "LIMETASK_WEB_TOKENS_FILE": "",
+                                "LIMETASK_WEB_PLATFORM_TOKENS_FILE": str(tmp_path / "missing-platform")})
+    assert result.exit_code == 2 and "cannot read the tokens" in result.stderr and "missing-platform" in result.stderr
+    result = invoke("web", env={**env, "LIMETASK_WEB_TOKENS_FILE": "", "LIMETASK_WEB_PLATFORM_TOKENS": "ops=two words"})
+    assert result.exit_code == 2 and "LIMETASK_WEB_PLATFORM_TOKENS" in result.stderr
 
 
 # -- queues, against a fake API (no cluster) ---------------------------------------------------
