@@ -188,7 +188,7 @@ def test_bad_application_names_are_422(http: TestClient) -> None:
 
 # -- fuzzing -----------------------------------------------------------------------------------
 
-FUZZ_APP, FUZZ_TOKEN = "fuzz-app", "fuzz-token"
+FUZZ_APP, FUZZ_TOKEN, FUZZ_PLATFORM_TOKEN = "fuzz-app", "fuzz-token", "fuzz-platform-token"
 # Valid task names turn fuzzed arguments into real LimeTasks; a few are enough to cover that path.
 REAL_SENDS = 8
 
@@ -202,12 +202,14 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     Schemathesis's pytest integration (`from_fixture`) does not run on this pytest, so the test
     drives its Hypothesis strategies itself.
     """
-    app = create_app(client=tasks, tokens={FUZZ_APP: FUZZ_TOKEN}, imports=IMPORTS, archive=archive_db)
+    app = create_app(client=tasks, tokens={FUZZ_APP: FUZZ_TOKEN}, imports=IMPORTS, archive=archive_db,
+                     platform_tokens={"fuzz-ops": FUZZ_PLATFORM_TOKEN})
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     checks = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_schema_conformance,
               schemathesis.checks.content_type_conformance]
     sent = {"real": 0, "calls": 0, "authorized": 0}
     authorized = {"Authorization": f"Bearer {FUZZ_TOKEN}"}
+    platform = {"Authorization": f"Bearer {FUZZ_PLATFORM_TOKEN}"}
 
     def fuzz(strategy: Any, max_examples: int) -> None:
         @given(case=strategy)
@@ -231,12 +233,16 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
     operations = [result.ok() for result in schema.get_all_operations()]
     # start, list, read and cancel tasks; the results API (read, list, list every application's);
-    # schedules and their runs; health
-    assert len(operations) == 10
+    # schedules and their runs; health; the dashboard's who-am-I, list, task, cancel, charts, stream
+    assert len(operations) == 16
     for operation in operations:
+        if operation.path == "/v1/dashboard/stream":
+            continue  # it never ends; the browser tests read it (tests/test_e2e_dashboard.py)
         scoped = "{app}" in operation.path
+        # The dashboard's every-application operations get the platform token.
+        headers = platform if operation.path.startswith("/v1/dashboard") and not scoped else authorized
         fuzz(operation.as_strategy(positive, path_parameters={"app": FUZZ_APP} if scoped else None,
-                                   headers=authorized), 40)
+                                   headers=headers), 40)
         if operation.method == "post" and operation.path.endswith("/tasks"):  # the only one with a body
             fuzz(operation.as_strategy(negative, path_parameters={"app": FUZZ_APP}, headers=authorized), 40)
         fuzz(operation.as_strategy(positive), 10)
@@ -285,7 +291,10 @@ def test_openapi_document() -> None:
     assert set(paths) == {"/v1/apps/{app}/tasks", "/v1/apps/{app}/tasks/{task_id}",
                           "/v1/apps/{app}/tasks/{task_id}/cancel", "/v1/apps/{app}/results",
                           "/v1/apps/{app}/results/{task_id}", "/v1/results", "/v1/apps/{app}/schedules",
-                          "/v1/apps/{app}/schedules/{name}/runs", "/healthz"}
+                          "/v1/apps/{app}/schedules/{name}/runs", "/healthz", "/v1/dashboard/me",
+                          "/v1/dashboard/tasks", "/v1/dashboard/tasks/{app}/{task_id}",
+                          "/v1/dashboard/tasks/{app}/{task_id}/cancel", "/v1/dashboard/charts",
+                          "/v1/dashboard/stream"}
     assert paths["/v1/apps/{app}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
         "$ref"].endswith("/TaskPage")
     assert {"limit", "cursor", "state"} <= {p["name"] for p in paths["/v1/apps/{app}/tasks"]["get"]["parameters"]}
