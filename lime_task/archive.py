@@ -239,25 +239,7 @@ class ArchiveReader:
     def list(self, namespace: str, app: str | None = None, state: str | None = None, limit: int = 100,
              cursor: str | None = None) -> Page:
         """Archived tasks of the namespace (of one application), newest first."""
-        where: list[str] = ["namespace = %s"]
-        params: list[Any] = [namespace]
-        if app is not None:
-            where.append("app = %s")
-            params.append(app)
-        if state is not None:
-            where.append("state = %s")
-            params.append(state)
-        if cursor:
-            when, uid = decode_cursor(cursor)
-            where.append("(completed_at, uid) < (%s, %s)")
-            params += [when, uid]
-        rows = self._fetch(f"{SELECT} WHERE {' AND '.join(where)} ORDER BY completed_at DESC, uid DESC LIMIT %s",
-                           (*params, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor(rows[-1][6], str(rows[-1][2])) if more and rows else None
-        return Page([body_of(*r[:6]) for r in rows], nxt)
-
+        return self.search(namespace, apps=None if app is None else [app], state=state, limit=limit, cursor=cursor)
 
     # -- the dashboard: filters, counts and chart figures, computed in the database ---------
 

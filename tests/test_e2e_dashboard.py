@@ -98,15 +98,11 @@ def screenshot(driver: Any, name: str, tmp_path: Path) -> Path:
 
 
 def until(driver: Any, predicate: Callable[[], Any], timeout: float = 60, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {message or predicate}; last: {last!r}; "
-                         f"page: {driver.find_element('tag name', 'body').text[:2000]!r}")
+    """`wait_until`, failing with what the page shows."""
+    try:
+        return wait_until(predicate, timeout=timeout, message=message or str(predicate))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; page: {driver.find_element('tag name', 'body').text[:2000]!r}") from None
 
 
 def sign_in(driver: Any, web: Web, token: str, hash: str = "#/tasks") -> None:
