@@ -306,8 +306,22 @@
     if (!page.items.length) {
       body.append(el("tr", {}, el("td", { colspan: 10, class: "empty", text: "No tasks match." })));
     }
+    rememberApps(page.items);
     renderCounts(page.counts, page.total);
     renderPager();
+  }
+
+  // The application filter suggests the applications seen so far (a token for every application
+  // does not list them: the page learns them from the tasks it shows).
+  function rememberApps(items) {
+    const list = $("apps");
+    const known = new Set([...list.options].map((o) => o.value));
+    for (const row of items) {
+      if (!known.has(row.app)) {
+        known.add(row.app);
+        list.append(el("option", { value: row.app }));
+      }
+    }
   }
 
   function renderPager() {
