@@ -128,6 +128,12 @@
     $("signout").hidden = true;
     $("nav").hidden = true;
     $("who").textContent = "";
+    // Nothing seen with one token stays on the page for the next.
+    for (const id of ["apps", "tasks-body", "counts", "task-body", "table-throughput", "table-runtimes",
+                      "table-reasons", "table-queues", "table-schedules"]) $(id).replaceChildren();
+    for (const chart of Object.values(state.charts)) chart.destroy();
+    state.charts = {};
+    state.rows = new Map();
     connection("");
     show("signin");
     $("signin-error").textContent = message || "";
