@@ -322,6 +322,15 @@ def test_a_token_for_one_application_never_sees_anothers_tasks_nor_their_counts(
     # The platform token sees both applications.
     sign_in(browser, web, web.platform)
     until(browser, lambda: {mine, *theirs, late} <= set(rows(browser)), 20, "every application's tasks")
+    # Signing out leaves nothing of what the platform token saw for the next token in the tab.
+    browser.find_element("id", "signout").click()
+    until(browser, lambda: browser.find_element("id", "token").is_displayed(), 10, "signed out")
+    field = browser.find_element("id", "token")
+    field.send_keys(web.tokens[A])
+    browser.find_element("css selector", "#signin-form button[type=submit]").click()
+    until(browser, lambda: mine in rows(browser), 20, "A's list after the platform's")
+    suggested = browser.execute_script("return [...document.querySelectorAll('#apps option')].map(o => o.value)")
+    assert B not in suggested and B not in browser.page_source
 
 
 def test_cancel_is_there_only_for_a_token_that_may_cancel(
