@@ -98,9 +98,17 @@ def screenshot(driver: Any, name: str, tmp_path: Path) -> Path:
 
 
 def until(driver: Any, predicate: Callable[[], Any], timeout: float = 60, message: str = "") -> Any:
-    """`wait_until`, failing with what the page shows."""
+    """`wait_until`, failing with what the page shows; an element not there yet is a no."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def probe() -> Any:
+        try:
+            return predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+
     try:
-        return wait_until(predicate, timeout=timeout, message=message or str(predicate))
+        return wait_until(probe, timeout=timeout, message=message or str(predicate))
     except AssertionError as exc:
         raise AssertionError(f"{exc}; page: {driver.find_element('tag name', 'body').text[:2000]!r}") from None
 
@@ -108,7 +116,7 @@ def until(driver: Any, predicate: Callable[[], Any], timeout: float = 60, messag
 def sign_in(driver: Any, web: Web, token: str, hash: str = "#/tasks") -> None:
     driver.get(f"{web.url}/dashboard/{hash}")
     driver.execute_script("sessionStorage.clear()")
-    driver.get(f"{web.url}/dashboard/{hash}")
+    driver.refresh()  # a new page, without a token (get() of the same address would not reload)
     field = until(driver, lambda: driver.find_element("id", "token").is_displayed() and
                   driver.find_element("id", "token"), 20, "the sign-in form")
     field.send_keys(token)
@@ -214,7 +222,9 @@ def test_filters_narrow_the_list_on_the_server_over_live_and_archived_tasks(
     assert counts(browser) == {"ALL": 5, "PENDING": 0, "STARTED": 0, SUCCESS: 4, FAILURE: 1}
 
     # State: by the form, then by the count buttons.
-    browser.find_element("css selector", "#f-state option[value=FAILURE]").click()
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "f-state")).select_by_value(FAILURE)
     browser.find_element("css selector", "#filters button[type=submit]").click()
     until(browser, lambda: rows(browser) == {bad: FAILURE}, 20, "failures only")
     browser.find_element("css selector", "#counts button[data-state=SUCCESS]").click()
@@ -385,8 +395,11 @@ def test_charts_draw_throughput_run_times_reasons_queues_and_schedules(
         for task_id in done:
             tasks.wait(task_id, A, timeout=120)
         waiting = [tasks.send(f"{T}.sleep", A, [120], qos=queue).id for _ in range(3)]
-        wait_until(lambda: sum(tasks.get_status(i, A).queued for i in waiting) == 2, timeout=120,
-                   message="two tasks waiting in the queue")
+        def waiting_and_running() -> tuple[int, int]:
+            found = [tasks.get_status(i, A) for i in waiting]
+            return sum(s.queued for s in found), sum(s.status == "STARTED" for s in found)
+
+        wait_until(lambda: waiting_and_running() == (2, 1), timeout=120, message="two waiting, one running")
         sign_in(browser, web, web.tokens[A], "#/charts")
         until(browser, lambda: queue in browser.find_element("id", "table-queues").text, 30, "the queue")
         row = [r for r in browser.find_element("id", "table-queues").text.splitlines() if r.startswith(queue)][0]
