@@ -92,6 +92,7 @@ def screenshot(driver: Any, name: str, tmp_path: Path) -> Path:
     folder = Path(os.environ.get("LIMETASK_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"dashboard-{name}.png"
+    driver.execute_script("window.scrollTo(0, 0)")
     assert driver.save_screenshot(str(path))
     assert path.stat().st_size > 10_000, "an empty screenshot"
     return path

@@ -55,7 +55,8 @@
 
   function seconds(s) {
     if (s === null || s === undefined || !isFinite(s)) return "";
-    if (s < 1) return (s * 1000).toFixed(0) + " ms";
+    // Kubernetes keeps times to the second: a shorter run reads as under a second, not "0 ms".
+    if (s < 1) return "< 1 s";
     if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
     if (s < 3600) return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
     return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
