@@ -118,8 +118,8 @@ class Stream:
                     row = json.loads(line[5:])["row"]
                     if row.get("attempts", 0) >= 100:
                         self.seen.setdefault(f"{row['id']}:{row['attempts']}", time.monotonic())
-        except (OSError, ValueError, http.client.HTTPException):
-            return
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return  # closed (http.client drops its file object on shutdown)
 
     def close(self) -> None:
         try:

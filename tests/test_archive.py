@@ -589,3 +589,36 @@ def test_chart_figures_runtime_percentiles_of_archived_and_live_runs(archive_db:
     # apps=[]: the caller asks the archive for none; the live runs it passes are still summed.
     assert live_only["runtimes"] == [{"task": t, "count": 2, "p50": 5.0, "p90": pytest.approx(5.8),
                                       "p99": pytest.approx(5.98), "max": 6.0}]
+
+
+def test_the_dashboards_index_is_made_by_the_upgrade_from_the_first_schema() -> None:
+    """0001 -> 0002 on a database with tasks: the every-application index on each partition, and
+    the newest page of a namespace read through it."""
+    name = f"limetask_test_up_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = archive_url(database=name)
+    try:
+        assert migrate(url, "0001") == "0001"
+        asyncio.run(write(url, [finished(f"t-{i}", completed=f"2026-11-{10 + i % 3}T10:00:00Z") for i in range(30)]))
+        assert migrate(url) == head_revision() == "0002"
+        with psycopg.connect(url, autocommit=True) as conn:
+            indexed = {r[0] for r in conn.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "JOIN pg_class x ON x.oid = i.indexrelid WHERE x.relname LIKE %s OR x.relname LIKE %s",
+                ("limetask_archive_by_time%", "%namespace_completed_at%")).fetchall()}
+            assert {"limetask_archive"} | {partition_name(dt.date(2026, 11, d)) for d in (10, 11, 12)} <= indexed
+            conn.execute("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute(
+                f"EXPLAIN SELECT uid FROM {TABLE} WHERE namespace = 'ns' ORDER BY completed_at DESC, uid DESC "
+                "LIMIT 10").fetchall())
+            assert "Index" in plan and "Sort" not in plan.split("->")[1], plan
+        reader = ArchiveReader(url)
+        try:
+            newest = [b["metadata"]["name"] for b in reader.search("ns", limit=3).items]
+            assert len(newest) == 3 and all(int(n[2:]) % 3 == 2 for n in newest), newest  # the 12th's
+        finally:
+            reader.close()
+    finally:
+        with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

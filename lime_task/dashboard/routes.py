@@ -160,24 +160,38 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         return [r["id"] for r in rows if r["state"] in FINAL_STATES and scope.allows(r["app"])]
 
     archive_counts: dict[tuple[Any, ...], tuple[float, dict[str, int]]] = {}
+    counting: dict[tuple[Any, ...], threading.Lock] = {}
+    counting_lock = threading.Lock()
 
     def archived_counts(scope: Scope, filters: Filters, exclude: list[str], fresh: bool = True) -> dict[str, int]:
+        """How many archived tasks match, by state. `fresh=False` takes an answer up to 10 s old;
+        pages asking the same at once share one query."""
         if reader is None or filters.id is not None:
             return {}
         apps = apps_of(scope, filters)
         if apps == []:
             return {}
-        key = (tuple(apps) if apps is not None else None, filters.task, filters.reason, filters.since,
-               filters.until, len(exclude))
-        cached = archive_counts.get(key)
-        if cached is not None and not fresh and time.monotonic() - cached[0] < ARCHIVE_COUNTS_TTL:
-            return cached[1]
-        counts = _archive_call(lambda: reader.count_states(
-            namespace(), apps=apps, task=filters.task, reason=filters.reason, since=_stamp(filters.since),
-            until=_stamp(filters.until), exclude=exclude))
-        if len(archive_counts) > 256:
-            archive_counts.clear()
-        archive_counts[key] = (time.monotonic(), counts)
+        # Windows that end now start a little later at each request: those within the same 10 s
+        # share their counts.
+        since = None if filters.since is None else int(filters.since // ARCHIVE_COUNTS_TTL)
+        key = (tuple(apps) if apps is not None else None, filters.task, filters.reason, since, filters.until,
+               len(exclude))
+        started = time.monotonic()
+        with counting_lock:
+            lock = counting.setdefault(key, threading.Lock())
+        with lock:
+            cached = archive_counts.get(key)
+            if cached is not None and (cached[0] >= started or (
+                    not fresh and time.monotonic() - cached[0] < ARCHIVE_COUNTS_TTL)):
+                return cached[1]
+            counts = _archive_call(lambda: reader.count_states(
+                namespace(), apps=apps, task=filters.task, reason=filters.reason, since=_stamp(filters.since),
+                until=_stamp(filters.until), exclude=exclude))
+            with counting_lock:
+                if len(archive_counts) > 256:
+                    archive_counts.clear()
+                    counting.clear()
+                archive_counts[key] = (time.monotonic(), counts)
         return counts  # type: ignore[no-any-return]
 
     def counts_of(scope: Scope, filters: Filters, rows: list[dict[str, Any]], fresh: bool = True) -> dict[str, int]:
@@ -201,7 +215,8 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         filters = _filters(app, task, state, reason, window, since, until)
         rows = live().rows()
         matching = model.visible(rows, scope, filters)
-        counts = counts_of(scope, filters, rows)
+        # The first page counts afresh; the next ones, with the same filters, may reuse it.
+        counts = counts_of(scope, filters, rows, fresh=cursor is None)
         total = counts.get(state, 0) if state else sum(counts.values())
         items: list[dict[str, Any]] = []
         archive_cursor = cursor
@@ -349,7 +364,10 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                         dirty = True
                 elif not kind and not dirty:
                     yield ": keep-alive\n\n"
-                if dirty and time.monotonic() - last_counts >= COUNTS_EVERY_SECONDS and filters.id is None:
+                # Counts wait for a quiet moment (nothing queued for this page), or 10 s at most:
+                # changes are never held back behind a count.
+                quiet = sub.queue.empty() or time.monotonic() - last_counts >= ARCHIVE_COUNTS_TTL
+                if dirty and quiet and time.monotonic() - last_counts >= COUNTS_EVERY_SECONDS and filters.id is None:
                     rows = source.rows()
                     try:
                         counts = await run_in_threadpool(counts_of, scope, filters, rows, False)
