@@ -93,7 +93,8 @@ def get(url: str, token: str) -> tuple[float, Any]:
 
 def timed(url: str, token: str, n: int, pct: Any) -> dict[str, float]:
     spent = [get(url, token)[0] for _ in range(n)]
-    return {"p50_ms": round(pct(spent, 50) * 1000, 1), "p99_ms": round(pct(spent, 99) * 1000, 1)}
+    return {"p50_ms": round(pct(spent, 50) * 1000, 1), "p99_ms": round(pct(spent, 99) * 1000, 1),
+            "slowest_call": spent.index(max(spent)) + 1}
 
 
 class Stream:

@@ -205,9 +205,11 @@ class ArchiveReader:
 
         self.url = check_url(url)
         self.timeout = timeout
+        # No prepared statements: the dashboard's queries take arrays of names whose size varies,
+        # and a generic plan of `name = ANY($1)` cannot hash them (custom plans do).
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
                                    kwargs={"connect_timeout": max(1, int(timeout)), "autocommit": True,
-                                           "application_name": "limetask-web"})
+                                           "prepare_threshold": None, "application_name": "limetask-web"})
         self.pool.open(wait=False)
 
     def close(self) -> None:
