@@ -108,7 +108,7 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
             task_client: Callable[[], Any], reader: Any, namespace: Callable[[], str],
             watch: TaskWatch | None = None) -> None:
     """Adds the dashboard's page and API to the endpoint."""
-    from ..web import ApiError, _archive_call, _archived_dict
+    from ..web import COMMON_ERRORS, ApiError, _archive_call, _archived_dict, _doc
 
     watches: list[TaskWatch] = [watch] if watch is not None else []
     watch_lock = threading.Lock()
@@ -199,7 +199,10 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         live_counts = model.count_states(model.visible(rows, scope, filters.without_state()))
         return model.add_counts(live_counts, archived_counts(scope, filters, finished_live(scope, rows), fresh))
 
-    api = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
+    api = APIRouter(prefix="/v1/dashboard", tags=["dashboard"], responses={
+        **COMMON_ERRORS, **_doc(403, "this token may look but not cancel"),
+        **_doc(404, "no such task for this token"), **_doc(409, "the task has already finished"),
+        **_doc(503, "the cluster or the archive cannot be reached")})
 
     @api.get("/me", summary="Who the token is and what it may see")
     def me(scope: Viewer) -> dict[str, Any]:
