@@ -245,6 +245,10 @@ def test_filters_narrow_the_list_on_the_server_over_live_and_archived_tasks(
     until(browser, lambda: "No tasks match." in browser.find_element("id", "tasks-body").text, 20, "none in 24 h")
     browser.get(f"{web.url}/dashboard/#/tasks?window=all")
     until(browser, lambda: len(rows(browser)) == 6, 20, "all six, live and archived")
+    # The counts by state span live and archived tasks whatever state the list shows.
+    browser.get(f"{web.url}/dashboard/#/tasks?state=PENDING&window=all")
+    until(browser, lambda: "No tasks match." in browser.find_element("id", "tasks-body").text, 20, "none pending")
+    assert counts(browser) == {"ALL": 6, "PENDING": 0, "STARTED": 0, SUCCESS: 4, FAILURE: 2}
     screenshot(browser, "list", tmp_path)
 
 
