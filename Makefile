@@ -16,6 +16,7 @@ help:
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         benchmarks on the local cluster"
 	@echo "make images        build the operator, runner and example images (podman)"
+	@echo "make browser       install Debian's Chromium and chromedriver (the dashboard's browser tests)"
 
 # System packages the local cluster needs (Debian): its real node's runtime (runc, the CNI
 # plugins), podman and debootstrap for the images, gcc for the static pause. Skipped when present.
