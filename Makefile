@@ -47,7 +47,7 @@ venv: $(STAMP)
 
 # Debian's Chromium and its driver, for the dashboard's browser tests. Skipped when present.
 browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  echo "[browser] installing: chromium chromium-driver"; \
 	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \

@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.archive]
 
 T = "acme_solution.tasks.lime"
 A, B = "app-alpha", "app-beta"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @dataclass
@@ -69,19 +68,20 @@ def browser() -> Iterator[Any]:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
         pytest.fail("Chromium and chromedriver are missing: `make browser` installs Debian's chromium and "
                     "chromium-driver")
     profile = tempfile.mkdtemp(prefix="limetask-chromium-")
     options = Options()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1440,1000", "--force-device-scale-factor=1",
                  "--lang=en-GB", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
