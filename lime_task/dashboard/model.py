@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..resource import FAILURE, STATES
@@ -87,7 +87,7 @@ class Filters:
                 and (self.id is None or row["id"] == self.id))
 
     def without_state(self) -> "Filters":
-        return Filters(self.app, self.task, None, self.reason, self.since, self.until, self.id)
+        return replace(self, state=None)
 
 
 def visible(rows: Iterable[Mapping[str, Any]], scope: Scope, filters: Filters) -> list[Mapping[str, Any]]:

@@ -108,7 +108,8 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
             task_client: Callable[[], Any], reader: Any, namespace: Callable[[], str],
             watch: TaskWatch | None = None) -> None:
     """Adds the dashboard's page and API to the endpoint."""
-    from ..web import COMMON_ERRORS, ApiError, _archive_call, _archived_dict, _doc
+    from ..status import TaskStatus
+    from ..web import COMMON_ERRORS, ApiError, _archive_call, _archived, _doc
 
     watches: list[TaskWatch] = [watch] if watch is not None else []
     watch_lock = threading.Lock()
@@ -194,10 +195,18 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                 archive_counts[key] = (time.monotonic(), counts)
         return counts  # type: ignore[no-any-return]
 
-    def counts_of(scope: Scope, filters: Filters, rows: list[dict[str, Any]], fresh: bool = True) -> dict[str, int]:
-        # Counts by state ignore the state filter: the page shows every state's count.
+    def counts_of(scope: Scope, filters: Filters, rows: list[dict[str, Any]], fresh: bool = True,
+                  exclude: list[str] | None = None) -> dict[str, int]:
+        """Counts by state; they ignore the state filter: the page shows every state's count."""
         live_counts = model.count_states(model.visible(rows, scope, filters.without_state()))
-        return model.add_counts(live_counts, archived_counts(scope, filters, finished_live(scope, rows), fresh))
+        if exclude is None:
+            exclude = finished_live(scope, rows)
+        return model.add_counts(live_counts, archived_counts(scope, filters, exclude, fresh))
+
+    def own(scope: Scope, app: str, task_id: str) -> None:
+        """Another application's task is 404, exactly like a missing one."""
+        if not scope.allows(app) or not APP_NAME_RE.match(app):
+            raise NotFoundError(f"task {task_id!r} not found")
 
     api = APIRouter(prefix="/v1/dashboard", tags=["dashboard"], responses={
         **COMMON_ERRORS, **_doc(403, "this token may look but not cancel"),
@@ -218,8 +227,9 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         filters = _filters(app, task, state, reason, window, since, until)
         rows = live().rows()
         matching = model.visible(rows, scope, filters)
+        exclude = finished_live(scope, rows)  # archived, but counted and listed as live
         # The first page counts afresh; the next ones, with the same filters, may reuse it.
-        counts = counts_of(scope, filters, rows, fresh=cursor is None)
+        counts = counts_of(scope, filters, rows, fresh=cursor is None, exclude=exclude)
         total = counts.get(state, 0) if state else sum(counts.values())
         items: list[dict[str, Any]] = []
         archive_cursor = cursor
@@ -240,8 +250,8 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
             return {"items": items, "next": "archive" if more else None, "counts": counts, "total": total}
         page = _archive_call(lambda: reader.search(
             namespace(), apps=apps, task=filters.task, state=filters.state, reason=filters.reason,
-            since=_stamp(filters.since), until=_stamp(filters.until), exclude=finished_live(scope, rows),
-            limit=limit - len(items), cursor=None if archive_cursor in (None, "archive") else archive_cursor))
+            since=_stamp(filters.since), until=_stamp(filters.until), exclude=exclude, limit=limit - len(items),
+            cursor=None if archive_cursor in (None, "archive") else archive_cursor))
         items += [model.summary_of(body, archived=True) for body in page.items]
         return {"items": items, "next": page.next, "counts": counts, "total": total}
 
@@ -249,8 +259,7 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
     def detail(scope: Viewer, app: str, task_id: str) -> dict[str, Any]:
         """Arguments, result or error, every attempt and the completion event of a live or
         archived task. Another application's task is 404, exactly like a missing one."""
-        if not scope.allows(app) or not APP_NAME_RE.match(app):
-            raise NotFoundError(f"task {task_id!r} not found")
+        own(scope, app, task_id)
         body: dict[str, Any] | None = None
         try:
             body, archived = task_client()._get_for_app(task_id, app), False
@@ -266,16 +275,15 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
     def cancel(scope: Viewer, app: str, task_id: str) -> dict[str, Any]:
         """Only a token that may cancel the application's tasks: its own token, or a Kubernetes
         identity that may patch LimeTasks. A platform token is 403."""
-        if not scope.allows(app) or not APP_NAME_RE.match(app):
-            raise NotFoundError(f"task {task_id!r} not found")
+        own(scope, app, task_id)
         if not scope.may_cancel:
             raise HTTPException(403, "this token may look at tasks but not cancel them")
         try:
             status = task_client().cancel(task_id, app, archive=False)
         except NotFoundError:
-            if reader is not None and _archive_call(lambda: reader.get(namespace(), task_id, app)) is not None:
-                raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished (archived)") from None
-            raise
+            if _archived(reader, namespace(), task_id, app) is None:
+                raise
+            raise TaskAlreadyFinishedError(f"task {task_id!r} has already finished (archived)") from None
         return {"id": status.id, "status": status.status}
 
     @api.get("/charts", summary="The figures behind the charts")
@@ -387,11 +395,8 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
 
     def detail_of(body: dict[str, Any], archived: bool, scope: Scope) -> dict[str, Any]:
         summary = model.summary_of(body, archived=archived)
-        full = _archived_dict(body) if archived else None
         spec, st = body.get("spec") or {}, body.get("status") or {}
-        from ..status import TaskStatus
-
-        status = full if full is not None else TaskStatus.from_resource(body).to_dict()
+        status = TaskStatus.from_resource(body, archived=archived).to_dict()
         answer: dict[str, Any] = model.clean({
             **summary,
             "args": spec.get("args", []), "kwargs": spec.get("kwargs", {}),

@@ -69,7 +69,6 @@ class TaskWatch:
         self._thread: threading.Thread | None = None
         self.healthy = False
         self.error: str | None = None
-        self.version = 0  # bumped on every change: a cheap "did anything change" for pages
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -146,7 +145,6 @@ class TaskWatch:
                 break
         with self._lock:
             self._rows = rows
-            self.version += 1
         self._ready.set()
         self._publish("reset", None)
         return version
@@ -195,7 +193,6 @@ class TaskWatch:
         if kind == "DELETED":
             with self._lock:
                 row = self._rows.pop(str(name), None)
-                self.version += 1
             if row is not None:
                 self._publish("deleted", row)
             return version
@@ -203,7 +200,6 @@ class TaskWatch:
         if row is not None:
             with self._lock:
                 self._rows[row["id"]] = row
-                self.version += 1
             self._publish("task", row)
         return version
 
