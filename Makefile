@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv deps browser images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up postgres-up clean
+.PHONY: help venv lock deps browser images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
 	@echo "make test          set up and run the whole test suite (end-to-end included)"
 	@echo "make test-quick    unit tests only (no cluster)"
+	@echo "make lock          resolve the Python dependencies again (requirements/; PACKAGES=... for some)"
 	@echo "make cluster-up    start the local cluster and load the images (prints its kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         benchmarks on the local cluster"
@@ -36,14 +37,26 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml examples/acme_solution/pyproject.toml | deps
-	@echo "[venv] creating $(VENV) and installing the project with its extras"
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[operator,events,cli,web,dev]' -e examples/acme_solution
+# The venv holds exactly the lock (requirements/lock.txt, see `make lock`): every package at its
+# locked version and hash, installed with --no-deps, so pip resolves nothing. The venv's own pip
+# (the Python's ensurepip) installs it; setuptools and wheel come from the lock, and build the
+# editable installs without build isolation (which would fetch the newest setuptools). The venv is
+# made afresh whenever the lock or a pyproject.toml changes, so nothing of an older lock stays.
+$(STAMP): requirements/lock.txt pyproject.toml examples/acme_solution/pyproject.toml | deps
+	@echo "[venv] making $(VENV) from the lock (requirements/lock.txt)"
+	@rm -rf $(VENV)
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --only-binary=:all: --require-hashes --no-deps -r requirements/lock.txt
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . -e examples/acme_solution
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; echo "[venv] the lock is incomplete: make lock" >&2; exit 1; }
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Resolve the Python dependencies again (devtools/lock.sh): every package to its newest allowed
+# release, or only PACKAGES="cronsim kopf". Then `make test` runs against the new set.
+lock: venv
+	@bash devtools/lock.sh $(PACKAGES)
 
 # Debian's Chromium and its driver, for the dashboard's browser tests. Skipped when present.
 browser:

@@ -64,7 +64,7 @@ def test_generates_files_whose_test_passes(tmp_path: Path) -> None:
     assert "@task\ndef refresh_company(app: Any," in tasks_py
     dockerfile = (root / "Dockerfile.tasks").read_text()
     assert "FROM ${RUNNER_IMAGE}" in dockerfile and "ARG RUNNER_IMAGE=ghcr.io/limetask/runner:0.1.0" in dockerfile
-    assert "RUN pip install /tmp/my-solution" in dockerfile
+    assert "RUN pip install -c /usr/local/share/limetask/requirements/constraints.txt /tmp/my-solution" in dockerfile
     assert "ENV LIMETASK_IMPORTS=my_solution.tasks.tasks\n" in dockerfile
     endpoints = (root / "my_solution/tasks/endpoints.py").read_text()
     assert "send_task(registered.name, app" in endpoints and "APIRouter" in endpoints

@@ -46,7 +46,7 @@ VENV=/usr/local/python
 BASE_PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 KEY_LABEL=limetask.context-key
 # What the runner and operator Dockerfiles copy from the repository root.
-PROJECT_PATHS=(pyproject.toml README.md lime_task operator/limetask_operator runner/limetask_runner)
+PROJECT_PATHS=(pyproject.toml README.md requirements lime_task operator/limetask_operator runner/limetask_runner)
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${LIMETASK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/limetask}
