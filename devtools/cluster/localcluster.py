@@ -25,7 +25,9 @@ the kubelet asks the API server before it serves anyone (webhook authorization),
 only clients with a certificate of its own CA, and Pod Security admission is on (task
 namespaces label themselves `restricted`).
 
-State lives in `.cluster/` at the top of the repository (or `LIMETASK_CLUSTER_DIR`). It holds
+State lives in `.cluster/` at the top of the repository (or `LIMETASK_CLUSTER_DIR`; with
+`LIMETASK_REUSE_IMAGES=1`, `up` of a running cluster keeps the images it has loaded, so that
+another work tree can share it without loading its own images). It holds
 the admin token and every key, so only its owner may enter it (mode 0700, secrets 0600).
 The kubelet and containerd also use a few fixed host paths (`/var/lib/kubelet/device-plugins`,
 `/run/containerd`, `/var/run/netns`, `/var/lib/cni`); `down` cleans what this cluster made.
@@ -585,7 +587,11 @@ def start_kubelet(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
 def up(state: Path = STATE) -> Path:
     if healthy(state):
         secure_state(state)
-        load_images(state)
+        if os.environ.get("LIMETASK_REUSE_IMAGES") and (state / "images.json").exists():
+            # Several work trees sharing one cluster (LIMETASK_CLUSTER_DIR): keep the images it has.
+            say("keeping the images already loaded (LIMETASK_REUSE_IMAGES)")
+        else:
+            load_images(state)
         say(f"already running; kubeconfig: {kubeconfig_path(state)}")
         return kubeconfig_path(state)
     if state.exists():
