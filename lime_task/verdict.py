@@ -56,8 +56,8 @@ def retry_policy(value: Any) -> dict[str, Any] | None:
             "jitter": value.get("jitter") is not False}
 
 
-def failure(reason: str, type_: str, message: str) -> Verdict:
-    """A FAILURE verdict whose JSON always fits in the termination message.
+def failure(reason: str, type_: str, message: str, retry: dict[str, Any] | None = None) -> Verdict:
+    """A FAILURE verdict whose JSON, retry policy included, always fits in the termination message.
 
     Long messages are cut (an error message is for people; a result is never cut). The cut
     is measured in encoded bytes, since escapes and UTF-8 can make one character several.
@@ -65,18 +65,15 @@ def failure(reason: str, type_: str, message: str) -> Verdict:
     type_ = type_[:200]
     if len(message) > MESSAGE_LIMIT:
         message = message[: MESSAGE_LIMIT - 15] + "... (truncated)"
-    verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+    verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason}, retry=retry)
     while len(verdict.to_json().encode()) > MAX_VERDICT_BYTES:
         message = message[: len(message) // 2] + "... (truncated)"
-        verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+        verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason}, retry=retry)
     return verdict
 
 
 def from_exception(exc: BaseException, reason: str = TASK_RAISED, retry: dict[str, Any] | None = None) -> Verdict:
-    verdict = failure(reason, type(exc).__name__, str(exc) or repr(exc))
-    if retry is not None:
-        verdict = Verdict(FAILURE, error=verdict.error, retry=retry)
-    return verdict
+    return failure(reason, type(exc).__name__, str(exc) or repr(exc), retry)
 
 
 def success(result: Any) -> Verdict:

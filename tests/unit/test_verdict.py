@@ -201,3 +201,16 @@ def test_parse_tolerates_whitespace_and_extra_fields() -> None:
 def test_to_json_refuses_nan_instead_of_writing_invalid_json() -> None:
     with pytest.raises(ValueError):
         v.Verdict(SUCCESS, result=float("nan")).to_json()
+
+
+def test_a_retryable_failure_fits_the_termination_message_with_its_retry_policy() -> None:
+    """The policy goes into the size check: a message that only just fits alone must be cut."""
+    text = ("\x01" * 580 + "e" * 444)[: v.MESSAGE_LIMIT]
+    policy = v.retry_policy({"maxRetries": 50, "backoff": 86400, "backoffMax": 604800, "delay": 604800})
+    alone = v.from_exception(ConnectionError(text))
+    assert size(alone) > MAX_VERDICT_BYTES - len(json.dumps({"retry": policy}))  # the case in point
+    made = v.from_exception(ConnectionError(text), retry=policy)
+    assert size(made) <= MAX_VERDICT_BYTES
+    back = v.parse(made.to_json())
+    assert back is not None and back.retry == policy and back.error["type"] == "ConnectionError"
+    assert back.error["message"].endswith("... (truncated)")
