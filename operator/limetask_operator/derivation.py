@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from lime_task import verdict as verdicts
 from lime_task.errors import InvalidArgumentsError
@@ -26,11 +26,11 @@ from lime_task.resource import (
 )
 from lime_task.validation import check_arguments, parse_time
 
+from .budgets import NOT_STARTED, RETRY, WORKER_LOST, Tally, and_list
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
 from .queues import Waiting, queued_now
 
-WORKER_LOST = "WorkerLost"
 TIMED_OUT = "TimedOut"
 CANCELLED = "Cancelled"
 RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -41,10 +41,8 @@ JOB_REFUSED = "JobRefused"
 POD_REFUSED = "PodRefused"
 EXPIRED = "Expired"
 SCHEDULED = "Scheduled"  # waiting for its eta: no Job, no pod
-RETRY = "Retry"  # an attempt that raised one of its task's autoretry_for exceptions (history)
 RETRY_SCHEDULED = "RetryScheduled"
 HISTORY_MAX = 10
-NOT_STARTED = "NotStarted"
 # How many attempts whose worker never started are run again, whatever the acknowledgement.
 MAX_NOT_STARTED_RERUNS = 3
 NAME_MAX = 63  # a label value
@@ -420,6 +418,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         return plan
 
     eta, expires = _when(task.spec.get("eta")), _when(task.spec.get("expires"))
+    tally = Tally.of(st)  # the attempts that ended in each way that runs the task again
     never_started = not st.get("startedAt") and not any(h.get("outcome") not in (NOT_STARTED, None)
                                                          for h in st.get("history") or [])
     def retry(outcome: verdicts.Verdict, entry: dict[str, Any], history: list[dict[str, Any]],
@@ -429,20 +428,20 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         retries have run. Any other exception is never re-run."""
         policy = outcome.retry or {}
         err = outcome.error
-        done, most = int(st.get("retries") or 0), int(policy.get("maxRetries", 0))
+        done, most = tally.retries, int(policy.get("maxRetries", 0))
         if done >= most:
             history.append({**entry, "reason": RETRIES_EXHAUSTED})
             return final(FAILURE, RETRIES_EXHAUSTED,
                          f"{err.get('message', '')} (it raised {err.get('type')}, which autoretry_for names, in "
-                         f"all {done + 1} tries; max_retries is {most})", error_type=err.get("type"),
-                         history=history, completed_at=ended_at)
+                         f"{_n_of(done + 1, attempt)}; max_retries is {most}{_others(tally, 'retries')})",
+                         error_type=err.get("type"), history=history, completed_at=ended_at)
         delay = retry_delay(policy, done, f"{task.uid}.{attempt}")
         retry_at = (parse_time(ended_at) or now) + dt.timedelta(seconds=delay)
         history.append({**entry, "outcome": RETRY,
                         "message": f"{err.get('message', '')} (retry {done + 1} of {most} at {now_iso(retry_at)})"})
         new = dict(base)
-        new.update(state=PENDING, attempts=attempt, retries=done + 1, retryAt=now_iso(retry_at),
-                   history=history[-HISTORY_MAX:])
+        new.update(Tally(tally.lost, done + 1, tally.not_started).counters())
+        new.update(state=PENDING, attempts=attempt, retryAt=now_iso(retry_at), history=history[-HISTORY_MAX:])
         new["conditions"] = condition(st.get("conditions") or [], "Unknown", RETRY_SCHEDULED,
                                       f"attempt {attempt} raised {err.get('type')}: {err.get('message', '')[:200]}; "
                                       f"retry {done + 1} of {most} at {now_iso(retry_at)}", task.generation, ts)
@@ -610,24 +609,42 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
     seen_running = st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt
     if not outcome.started and not seen_running:
         # Nothing of the task ran: safe to run again, even under early acknowledgement.
-        unstarted = sum(1 for h in history if h.get("outcome") == NOT_STARTED)
         history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": NOT_STARTED,
                         "reason": NOT_STARTED, "message": outcome.message, "finishedAt": ended_at})
-        if unstarted < MAX_NOT_STARTED_RERUNS:
+        counts = Tally(tally.lost, tally.retries, tally.not_started + 1)
+        base.update(counts.counters())
+        if tally.not_started < MAX_NOT_STARTED_RERUNS:
             return start(attempt + 1, history)
-        return final(FAILURE, WORKER_LOST, f"no worker of the last {unstarted + 1} attempts started; last: "
-                     f"{outcome.message}", error_type=WORKER_LOST, history=history)
+        return final(FAILURE, WORKER_LOST, f"no worker started in {_n_of(counts.not_started, attempt)} (an "
+                     f"attempt whose worker never started runs again at most {MAX_NOT_STARTED_RERUNS} times"
+                     f"{_others(counts, 'not_started')}); last: {outcome.message}",
+                     error_type=WORKER_LOST, history=history)
     history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": WORKER_LOST,
                     "reason": WORKER_LOST, "message": outcome.message, "finishedAt": ended_at})
+    counts = Tally(tally.lost + 1, tally.retries, tally.not_started)
+    base.update(counts.counters())
     if not task.spec.get("acksLate"):
-        return final(FAILURE, WORKER_LOST, f"{outcome.message} (early acknowledgement: not re-run)",
+        which = f"; it was attempt {attempt}{_others(counts, 'lost')}" if attempt > 1 else ""
+        return final(FAILURE, WORKER_LOST, f"{outcome.message} (early acknowledgement: not re-run{which})",
                      error_type=WORKER_LOST, history=history)
     limit = min(int(task.spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS), max_attempts_ceiling)
-    if attempt < limit:
+    if counts.lost < limit:
         return start(attempt + 1, history)
     return final(FAILURE, RETRIES_EXHAUSTED,
-                 f"the worker was lost in all {attempt} attempts; last: {outcome.message}",
+                 f"the worker was lost in {_n_of(counts.lost, attempt)} (maxAttempts is {limit})"
+                 f"{_others(counts, 'lost')}; last: {outcome.message}",
                  error_type=WORKER_LOST, history=history)
+
+
+def _n_of(n: int, attempts: int) -> str:
+    """"all 3 attempts", or "2 of 5 attempts"."""
+    return f"all {n} attempts" if n >= attempts else f"{n} of {attempts} attempts"
+
+
+def _others(tally: Tally, kind: Literal["lost", "retries", "not_started"]) -> str:
+    """What became of the other attempts, for a message ("" when they all ended this way)."""
+    others = tally.others(kind)
+    return f"; of the other attempts, {and_list(others)}" if others else ""
 
 
 def retry_delay(policy: dict[str, Any], done: int, seed: str) -> float:
