@@ -512,6 +512,11 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             and _age(job.created, now) >= start_timeout):
         # Stuck before its worker started (an image that cannot be pulled, a pod that cannot be
         # scheduled): the slot goes back, and the task waits in line again (nothing of it ran).
+        # Only on the pods as the API has them now: a container that started just before the
+        # timeout may not be in the cache yet, and stopping it would run the task twice.
+        if not pods_fresh:
+            plan.need_fresh_pods = attempt
+            return plan
         why = f": {outcome.waiting[0]}: {outcome.waiting[1]}" if outcome.waiting else ""
         outcome = Lost(f"the worker had not started {int(start_timeout)}s after its Job was made (the queue's "
                        f"startTimeoutSeconds){why}".rstrip(": "), started=False)
