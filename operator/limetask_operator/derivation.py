@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lime_task import verdict as verdicts
-from lime_task.errors import InvalidArgumentsError
+from lime_task.errors import InvalidArgumentsError, InvalidTaskError
 from lime_task.events import message_id, routing_key
 from lime_task.resource import (
     ANNOTATION_CANCEL,
@@ -24,7 +24,7 @@ from lime_task.resource import (
     STARTED,
     SUCCESS,
 )
-from lime_task.validation import check_arguments, parse_time
+from lime_task.validation import check_arguments, parse_time, spec_time, timing_problem
 
 from .budgets import NOT_STARTED, RETRY, WORKER_LOST, Tally, and_list
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
@@ -49,6 +49,9 @@ NAME_MAX = 63  # a label value
 # A Job with no pod this long after it was made: ask why (the job controller's events). Long
 # enough that a busy node or a burst of tasks, where pods come late, asks nothing.
 ADMISSION_GRACE_SECONDS = 10.0
+# How far a client's clock may run ahead of the API server's: an eta the client took for "a year
+# from now" is not refused for the minutes its clock was ahead.
+CLOCK_SKEW_SECONDS = 3600.0
 
 
 @dataclass
@@ -220,11 +223,15 @@ def leave_queue(status: dict[str, Any], generation: int, now: dt.datetime) -> di
 
 def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True,
                resource_caps: dict[str, Any] | None = None, allow_placement_override: bool = True,
-               runner_resources: dict[str, Any] | None = None, deny_unlisted_resources: bool = False) -> str | None:
+               runner_resources: dict[str, Any] | None = None, deny_unlisted_resources: bool = False,
+               created: dt.datetime | None = None) -> str | None:
     """What is wrong with a spec the schema let through, or None.
 
     Everything the API server would refuse in the Job is caught here first, so that the task
-    fails with a message that speaks of its own spec.
+    fails with a message that speaks of its own spec. So is a time (eta, expires) that the
+    client would refuse, or that the CRD's rules cannot read (its status could never be
+    written: no Job is made whose result would be lost). `created`: the task's creation, which
+    the client's rule for times counts from.
     """
     if spec.get("image") and not allow_image_override:
         return "this cluster does not allow a task to choose its image (spec.image); ask the platform team"
@@ -250,7 +257,21 @@ def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = 
         return f"spec.args/kwargs: {exc}"
     if spec.get("acksLate") and int(spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS) > ceiling:
         return f"maxAttempts {spec.get('maxAttempts')} is over this cluster's ceiling of {ceiling}"
-    return None
+    return _times_problem(spec, created)
+
+
+def _times_problem(spec: dict[str, Any], created: dt.datetime | None) -> str | None:
+    """The client's rule for eta and expires, counted from the task's creation."""
+    try:
+        eta = spec_time(spec["eta"], "eta") if spec.get("eta") is not None else None
+        expires = spec_time(spec["expires"], "expires") if spec.get("expires") is not None else None
+    except InvalidTaskError as exc:
+        return str(exc)
+    if created is None or (eta is None and expires is None):
+        return None
+    problem = timing_problem(eta, expires, created, slack=CLOCK_SKEW_SECONDS, sent_words="after the task was created",
+                             expires_after_sent=False)
+    return f"spec.{problem}" if problem else None
 
 
 def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
@@ -347,7 +368,8 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                      "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)
     if attempt == 0:
         problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override, resource_caps,
-                             allow_placement_override, runner_resources, deny_unlisted_resources)
+                             allow_placement_override, runner_resources, deny_unlisted_resources,
+                             created=parse_time(task.created) or now)
         if len(task.name) > NAME_MAX:
             problem = (f"the name {task.name[:20]}... has {len(task.name)} characters; a LimeTask's name has at "
                        f"most {NAME_MAX}, since it labels the task's Jobs and pods")
