@@ -23,7 +23,7 @@ from .resource import (
     TASK_NAME_RE,
     TIME_RE,
 )
-from .safejson import depth
+from .safejson import depth, lone_surrogate
 
 
 def check_task_name(name: object) -> str:
@@ -72,8 +72,20 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def _check_text(text: str, path: str) -> None:
+    """Refuse a lone surrogate rather than let the API server change it (to U+FFFD)."""
+    found = lone_surrogate(text, path)
+    if found:
+        raise InvalidArgumentsError(f"{found}, which is no Unicode character: the Kubernetes API would store "
+                                    f"U+FFFD in its place, and the task would not get what was sent. Pass valid "
+                                    f"text (bytes as base64)")
+
+
 def _check_json_value(value: Any, path: str) -> None:
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, int):
         if not -MAX_ARGUMENT_NUMBER <= value < MAX_ARGUMENT_NUMBER:
@@ -91,6 +103,8 @@ def _check_json_value(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgumentsError(f"{path} has a key {key!r} that is not a string")
+            if lone_surrogate(key, "") is not None:
+                _check_text(key, f"{path} has a key {key!r} that")
             _check_json_value(item, f"{path}[{key!r}]")
         return
     if isinstance(value, (list, tuple)):
@@ -122,6 +136,8 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[lis
         _check_json_value(value, f"argument {i + 1}")
     for key, value in kwargs.items():
         _check_json_value(value, f"keyword argument {key!r}")
+    for key in kwargs:
+        _check_text(key, "a keyword argument's name")
     text = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), default=_plain)
     size = len(text.encode())
     if size > MAX_ARGUMENTS_BYTES:
