@@ -568,7 +568,8 @@ class Reconciler:
         4. stop Jobs still running, and delete finished ones (only once the result is stored).
         """
         if plan.create_attempt is not None:
-            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue)
+            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue,
+                            created_at=dt.datetime.now(dt.timezone.utc))
             try:
                 created = await self.kube.create(jobs_path(task.namespace), job)
             except ApiError as exc:
