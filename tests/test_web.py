@@ -499,8 +499,8 @@ def test_the_queue_filter_applies_to_archived_tasks_and_queued_reads_no_archive(
 ])
 def test_post_with_bad_times_is_422_with_the_clients_words_and_creates_nothing(
         fake_http: TestClient, fake_api: FakeCustomObjects, body: str, words: str) -> None:
-    response = fake_http.post("/v1/apps/app-one/tasks", headers={**bearer("app-one"), "Content-Type": "application/json"},
-                              content=f'{{"task": "{T}.add", "args": [1, 2], {body}}}')
+    response = fake_http.post("/v1/apps/app-one/tasks", content=f'{{"task": "{T}.add", "args": [1, 2], {body}}}',
+                              headers={**bearer("app-one"), "Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert words in response.json()["detail"], response.json()
     assert "refused the task" not in response.json()["detail"]
@@ -525,8 +525,8 @@ def test_post_with_good_times_sends_them_as_the_client_does(fake_http: TestClien
 ])
 def test_post_with_lone_surrogates_is_refused_not_changed(
         fake_http: TestClient, fake_api: FakeCustomObjects, arguments: str, words: str) -> None:
-    response = fake_http.post("/v1/apps/app-one/tasks", headers={**bearer("app-one"), "Content-Type": "application/json"},
-                              content=f'{{"task": "{T}.add", {arguments}}}')
+    response = fake_http.post("/v1/apps/app-one/tasks", content=f'{{"task": "{T}.add", {arguments}}}',
+                              headers={**bearer("app-one"), "Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "InvalidArguments"
     assert words in response.json()["detail"], response.json()

@@ -40,6 +40,7 @@ QUOTA_EXCEEDED = "QuotaExceeded"
 JOB_REFUSED = "JobRefused"
 POD_REFUSED = "PodRefused"
 EXPIRED = "Expired"
+PREEMPTED = "Preempted"  # Kueue evicted a Job whose task had started, under early acknowledgement
 SCHEDULED = "Scheduled"  # waiting for its eta: no Job, no pod
 RETRY_SCHEDULED = "RetryScheduled"
 HISTORY_MAX = 10
@@ -133,12 +134,31 @@ def _may_have_run(pods: list[PodView]) -> bool:
     ran (a container that could not start has a zero start time): then nothing of the task ran.
     A pod stopped for any other reason (a deadline, a deletion) counts as having run."""
     for p in pods:
-        if p.running_since is not None or not str((p.terminated or {}).get("startedAt") or "1970").startswith(
-                ("1970", "0001")):
+        if _container_ran([p]):
             return True
         if not (p.disruption or (p.reason and p.reason != "DeadlineExceeded")):
             return True
     return not pods
+
+
+def admitted_before(job: JobView | None, pods: list[PodView]) -> tuple[list[PodView], list[PodView]]:
+    """The attempt's pods split in those of an earlier admission of its Job, which Kueue evicted
+    (a suspended Job runs none of its own; a resumed one's run from its resumption on), and the
+    rest. A Job never suspended, or suspended only before it first ran, has no earlier ones."""
+    if job is None or not (job.suspended or job.suspend_changed):
+        return [], list(pods)
+    if job.suspended:
+        return list(pods), []
+    since = parse_time(job.suspend_changed)
+    earlier = [p for p in pods if since is not None and (made := parse_time(p.created)) is not None and made < since]
+    return earlier, [p for p in pods if p not in earlier]
+
+
+def _container_ran(pods: list[PodView]) -> bool:
+    """Whether any of these pods' task container ever started."""
+    return any(p.running_since is not None
+               or not str((p.terminated or {}).get("startedAt") or "1970").startswith(("1970", "0001"))
+               for p in pods)
 
 
 def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = False) -> Outcome | None:
@@ -314,7 +334,9 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         for j in jobs.values():
             if j.deleting:
                 continue
-            running = not j.finished and (not pods.get(j.attempt) or any(not p.ended for p in pods[j.attempt]))
+            # A suspended Job is stopped too: Kueue would resume it, and it would run the task again.
+            running = not j.finished and (j.suspended or not pods.get(j.attempt)
+                                          or any(not p.ended for p in pods[j.attempt]))
             (plan.stop_jobs if running else plan.delete_jobs).append(j.name)
         plan.stop_jobs.sort()
         plan.delete_jobs.sort()
@@ -425,6 +447,24 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
         return plan
 
+    def wait_for_kueue(job: JobView, text: str, since: str) -> Plan:
+        """The attempt's Job is suspended for Kueue to admit (resume): PENDING, Queued with reason
+        Kueue. No Job is made or stopped: Kueue resumes this one."""
+        new = dict(base)
+        new.update(state=PENDING, attempts=attempt, jobName=job_name(task.name, attempt), specHash=current_hash)
+        queue_block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
+        new["queue"] = {"name": str(task.spec.get("queue") or "default"),
+                        "since": queue_block.get("since") or since or ts,
+                        "updatedAt": queue_block.get("updatedAt") or ts}
+        new["conditions"] = condition(condition(st.get("conditions") or [], "Unknown", "Queued", text,
+                                                task.generation, ts),
+                                      "True", "Kueue", text, task.generation, ts, kind=CONDITION_QUEUED)
+        plan.queued = True
+        if expires is not None and never_started:
+            plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
+        plan.status = None if _same(new, st) else new
+        return plan
+
     def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
         """The API server refused this attempt's Job: a bad spec fails, a quota or a
         permission waits (the status keeps the attempt unstarted, so it is tried again)."""
@@ -509,9 +549,31 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             plan.verify_job = attempt
             return plan
         return start(attempt)
+    evicted, admitted_now = admitted_before(job, attempt_pods)
+    if job is not None and evicted and not any(verdicts.parse((p.terminated or {}).get("message")) for p in evicted):
+        # Kueue evicted the Job after it started (preempted, or its pods not ready in time): it
+        # suspended the Job, and the job controller deleted the pod. Not a lost worker: the same
+        # Job waits in Kueue's queue and runs when resumed; its earlier pods do not count.
+        ran = _container_ran(evicted) or (st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt)
+        what = (f"Job {job.name} was suspended after {'its worker started' if ran else 'it was admitted'} (Kueue "
+                f"preempted or evicted it), and its pod deleted")
+        if ran and not task.spec.get("acksLate"):
+            history = [*(st.get("history") or []), {
+                "attempt": attempt, "jobName": job.name, "outcome": PREEMPTED, "reason": PREEMPTED,
+                "message": what, "finishedAt": job.suspend_changed or ts}]
+            return final(FAILURE, PREEMPTED, f"{what}; early acknowledgement: not re-run, since Kueue would run the "
+                         f"whole task again (with acks_late=True it waits to be admitted again)",
+                         error_type=PREEMPTED, history=history)
+        if job.suspended:
+            if expires is not None and never_started and now >= expires:
+                return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} while it waited for Kueue "
+                             f"to admit it again; it never ran", error_type=EXPIRED)
+            return wait_for_kueue(job, f"{what}; it waits in Kueue's queue to be admitted again",
+                                  since=job.suspend_changed)
+        attempt_pods = admitted_now
     outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
     limit = task.spec.get("timeoutSeconds")
-    made = job.created if job is not None else min((p.created for p in attempt_pods), default="")
+    made = (job.started or job.created) if job is not None else min((p.created for p in attempt_pods), default="")
     past_deadline = bool(limit) and bool(made) and _age(made, now) >= float(limit or 0)
     if isinstance(outcome, Lost) and past_deadline:
         # At its deadline the job controller deletes the pod, and may do so before the Job says
@@ -564,20 +626,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                 reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
             elif job is not None and job.suspended and not attempt_pods:
                 # Made suspended for Kueue: it waits for Kueue to admit (resume) it.
-                queue_block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
-                text = f"waiting for Kueue to admit Job {job.name}"
-                new["queue"] = {"name": str(task.spec.get("queue") or "default"),
-                                "since": queue_block.get("since") or job.created or ts,
-                                "updatedAt": queue_block.get("updatedAt") or ts}
-                new["conditions"] = condition(condition(st.get("conditions") or [], "Unknown", "Queued", text,
-                                                        task.generation, ts),
-                                              "True", "Kueue", text, task.generation, ts, kind=CONDITION_QUEUED)
-                plan.queued = True
-                if expires is not None and never_started:
-                    plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
-                if not _same(new, st):
-                    plan.status = new
-                return plan
+                return wait_for_kueue(job, f"waiting for Kueue to admit Job {job.name}", since=job.created)
             elif job is not None and not attempt_pods and _age(job.created, now) <= ADMISSION_GRACE_SECONDS:
                 # No watch event will come if the pod is refused: look again after the grace.
                 plan.recheck_after = ADMISSION_GRACE_SECONDS - _age(job.created, now) + 0.5

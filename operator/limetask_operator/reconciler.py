@@ -66,7 +66,7 @@ STATUS_REFUSED_MAX_SECONDS = 900.0
 
 def refused_write_delay(refusals: int) -> float:
     """How long to wait after the `refusals`-th refused status write of a task in a row."""
-    return min(STATUS_REFUSED_FIRST_SECONDS * 2 ** min(refusals - 1, 30), STATUS_REFUSED_MAX_SECONDS)
+    return min(STATUS_REFUSED_FIRST_SECONDS * 2.0 ** min(max(refusals - 1, 0), 30), STATUS_REFUSED_MAX_SECONDS)
 
 
 class PredecessorsJob(Exception):

@@ -160,7 +160,8 @@ def test_retries_end_in_retries_exhausted_with_every_try_in_the_history() -> Non
     p = derive(task_view(status), {3: failed_job(3)}, {3: [ended_pod(1, retry_verdict(), attempt=3)]}, NOW, CEILING)
     assert p.status is not None and p.status["state"] == "FAILURE"
     assert p.status["error"]["reason"] == "RetriesExhausted" and p.status["error"]["type"] == "ConnectionError"
-    assert [h["attempt"] for h in p.status["history"]] == [1, 2, 3] and "in all 3 attempts" in p.status["error"]["message"]
+    assert [h["attempt"] for h in p.status["history"]] == [1, 2, 3]
+    assert "in all 3 attempts" in p.status["error"]["message"]
 
 
 def test_any_other_exception_is_never_re_run() -> None:
