@@ -531,3 +531,20 @@ def test_post_with_lone_surrogates_is_refused_not_changed(
     assert response.json()["code"] == "InvalidArguments"
     assert words in response.json()["detail"], response.json()
     assert fake_api.created == []
+
+
+def test_a_refusal_by_the_cluster_names_the_field_not_a_generated_id(
+        fake_http: TestClient, fake_api: FakeCustomObjects, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the API server refuses that the client's own checks let through (a CRD rule of a newer
+    release, say) is said in the API server's words, without the name the client made up."""
+    from tests.unit.fake_api import api_error
+
+    def refuse(group: str, version: str, namespace: str, plural: str, body: dict[str, Any], **_: Any) -> Any:
+        name = body["metadata"]["name"]
+        raise api_error(422, f'LimeTask.limetask.io "{name}" is invalid: spec.eta: Invalid value: "x": bad time')
+
+    monkeypatch.setattr(fake_api, "create_namespaced_custom_object", refuse)
+    response = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                              json={"task": f"{T}.add", "args": [1, 2]})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == 'the cluster refused the task: spec.eta: Invalid value: "x": bad time'
