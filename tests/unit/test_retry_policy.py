@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from limetask_operator.derivation import RETRY, RETRY_SCHEDULED, derive, retry_delay
+from limetask_operator.budgets import RETRY
+from limetask_operator.derivation import RETRY_SCHEDULED, derive, retry_delay
 
 from lime_task import SoftTimeLimitExceeded, task
 from lime_task import verdict as verdicts
