@@ -262,7 +262,9 @@ class TaskClient:
                     return TaskStatus.from_resource(existing, self)
                 raise InvalidTaskError(f"a different task with id {task_id!r} already exists") from exc
             if exc.status in (400, 422):
-                raise InvalidTaskError(f"the cluster refused the task: {_api_message(exc)}") from exc
+                # The API server's words, without the object's name (made up here, unless given).
+                why = _api_message(exc).replace(f'{KIND}.{GROUP} "{task_id}" is invalid: ', "")
+                raise InvalidTaskError(f"the cluster refused the task: {why}") from exc
             if exc.status == 404:
                 raise ClusterError(
                     f"the LimeTask resource is not installed in this cluster (or namespace "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,12 +19,14 @@ from .validation import check_app_name, check_arguments
 def execute(
     task_name: str, app_name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     app_factory: Callable[[str], Any] | None = None, import_modules: bool = True,
-    session: Mapping[str, Any] | None = None,
+    session: Mapping[str, Any] | None = None, started_at: float | None = None,
 ) -> verdicts.Verdict:
     """Run one task and return its verdict. Never raises for a task's own failure.
 
     `session` (a scheduled task's: userName, language) becomes the application object's
-    `session`, a `lime_task.schedule.TaskSession`, where the object takes attributes."""
+    `session`, a `lime_task.schedule.TaskSession`, where the object takes attributes.
+    `started_at` (epoch seconds): when the attempt's hard timeout began to count (the runner's
+    Job); the soft time limit counts from then too. None: from the call."""
     try:
         check_app_name(app_name)
         task = resolve_task(task_name, import_modules=import_modules)
@@ -46,7 +49,7 @@ def execute(
             pass  # an application object that takes no attributes: the session is not passed
     options = task.options
     try:
-        with soft_time_limit(options.soft_time_limit):
+        with soft_time_limit(options.soft_time_limit, since=started_at):
             result = task.fn(app, *clean_args, **clean_kwargs)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - the task raised: its verdict
         # sys.exit() and KeyboardInterrupt in a task are the task's own failure, with a
@@ -61,8 +64,10 @@ def execute(
 
 
 @contextlib.contextmanager
-def soft_time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise SoftTimeLimitExceeded in this thread after `seconds` (a real-time interval timer).
+def soft_time_limit(seconds: float | None, since: float | None = None) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in this thread `seconds` after `since` (epoch seconds; None:
+    now), with a real-time interval timer. A limit already past raises at once, before the body
+    runs: the time went to what came before the call (scheduling, an image pull, imports).
 
     Only the main thread gets signals: elsewhere (a task run eagerly in a worker thread) the
     soft limit is not applied.
@@ -70,12 +75,18 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
+    waited = 0.0 if since is None else time.time() - since
+    left = seconds - waited
+    if left <= 0:
+        raise SoftTimeLimitExceeded(
+            f"the task passed its soft time limit of {seconds:g} seconds before the task was called: its attempt "
+            f"started {waited:.0f} seconds ago (scheduling, image pull, imports)")
 
     def expired(signum: int, frame: Any) -> None:
         raise SoftTimeLimitExceeded(f"the task passed its soft time limit of {seconds:g} seconds")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    signal.setitimer(signal.ITIMER_REAL, left)
     try:
         yield
     finally:

@@ -55,6 +55,13 @@ MAX_VERDICT_BYTES = 4096
 QUANTITY_PATTERN = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
 QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
+# A time of the spec (eta, expires) as the API server's validation rules (CEL, Go's RFC 3339)
+# can read it: a four-digit year, upper-case T and Z, an offset within 23:59, at most nine
+# fractional digits. The `date-time` format alone also takes `t`, `z` and `+25:00`, which every
+# later rule then fails on, refusing each status write. The CRD uses the same pattern.
+TIME_RE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                     r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
+
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_CEILING = 10
 

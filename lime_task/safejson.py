@@ -142,3 +142,37 @@ def _loads_deep(text: str) -> Any:
     if kinds or not have_root:
         raise ValueError("invalid JSON: the document ends early")
     return root
+
+
+def lone_surrogate(value: Any, path: str) -> str | None:
+    """Where `value` holds a lone UTF-16 surrogate (U+D800 to U+DFFF), in words, or None.
+
+    Such a code point is no Unicode character: UTF-8 cannot carry it, and the Kubernetes API
+    turns its JSON escape into U+FFFD. Python lets it into a str (`json.loads` of its escape,
+    `errors="surrogateescape"`), so it is looked for and refused rather than changed. No recursion: a value
+    may be as deep as its size allows.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            found = _surrogate_in(item)
+            if found is not None:
+                return f"{where} has a lone surrogate \\u{ord(item[found]):04x} at character {found + 1}"
+        elif isinstance(item, Mapping):
+            for key, sub in reversed(list(item.items())):
+                if isinstance(key, str) and _surrogate_in(key) is not None:
+                    return f"{where} has a key {key!r} with a lone surrogate"
+                stack.append((sub, f"{where}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in reversed(list(enumerate(item))))
+    return None
+
+
+def _surrogate_in(text: str) -> int | None:
+    """The index of the first lone surrogate in `text`, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None

@@ -21,8 +21,9 @@ from .resource import (
     QUEUE_NAME_RE,
     TASK_NAME_MAX,
     TASK_NAME_RE,
+    TIME_RE,
 )
-from .safejson import depth
+from .safejson import depth, lone_surrogate
 
 
 def check_task_name(name: object) -> str:
@@ -71,8 +72,20 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def _check_text(text: str, path: str) -> None:
+    """Refuse a lone surrogate rather than let the API server change it (to U+FFFD)."""
+    found = lone_surrogate(text, path)
+    if found:
+        raise InvalidArgumentsError(f"{found}, which is no Unicode character: the Kubernetes API would store "
+                                    f"U+FFFD in its place, and the task would not get what was sent. Pass valid "
+                                    f"text (bytes as base64)")
+
+
 def _check_json_value(value: Any, path: str) -> None:
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, int):
         if not -MAX_ARGUMENT_NUMBER <= value < MAX_ARGUMENT_NUMBER:
@@ -90,6 +103,8 @@ def _check_json_value(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgumentsError(f"{path} has a key {key!r} that is not a string")
+            if lone_surrogate(key, "") is not None:
+                _check_text(key, f"{path} has a key {key!r} that")
             _check_json_value(item, f"{path}[{key!r}]")
         return
     if isinstance(value, (list, tuple)):
@@ -121,6 +136,8 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[lis
         _check_json_value(value, f"argument {i + 1}")
     for key, value in kwargs.items():
         _check_json_value(value, f"keyword argument {key!r}")
+    for key in kwargs:
+        _check_text(key, "a keyword argument's name")
     text = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), default=_plain)
     size = len(text.encode())
     if size > MAX_ARGUMENTS_BYTES:
@@ -136,6 +153,8 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[lis
 # The furthest ahead a task may be delayed or set to expire: a typo (days for seconds, a year too
 # many) is refused rather than a task left waiting for decades.
 MAX_DELAY_SECONDS = 366 * 24 * 3600
+# The earliest time a task may name: an earlier one is a mistake (year 1 for "now"), not a start.
+EARLIEST_YEAR = 1970
 
 
 def _moment(value: Any, what: str, now: "dt.datetime", seconds_ok: bool) -> "dt.datetime":
@@ -148,7 +167,9 @@ def _moment(value: Any, what: str, now: "dt.datetime", seconds_ok: bool) -> "dt.
     if isinstance(value, (int, float)):
         if not seconds_ok:
             raise InvalidTaskError(f"{what} must be a datetime or an RFC 3339 time, not a number")
-        if not math.isfinite(value) or value < 0:
+        if not math.isfinite(value):
+            raise InvalidTaskError(f"{what} must be a finite number of seconds, got {value!r}")
+        if value < 0:
             raise InvalidTaskError(f"{what} must be a number of seconds of at least 0, got {value!r}")
         if value > MAX_DELAY_SECONDS:
             raise InvalidTaskError(f"{what} of {value} seconds is over a year")
@@ -163,11 +184,53 @@ def _moment(value: Any, what: str, now: "dt.datetime", seconds_ok: bool) -> "dt.
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidTaskError(f"{what} {value.isoformat()} has no time zone: give an aware datetime "
                                    f"(datetime.now(timezone.utc) + ...) or a time with its offset")
-        if (value - now).total_seconds() > MAX_DELAY_SECONDS:
-            raise InvalidTaskError(f"{what} {value.isoformat()} is over a year ahead")
-        return value.astimezone(dt.timezone.utc)
+        try:
+            return value.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise InvalidTaskError(f"{what} {value.isoformat()} is out of range") from None
     raise InvalidTaskError(f"{what} must be a datetime, an RFC 3339 string"
                            f"{' or a number of seconds' if seconds_ok else ''}, not {type(value).__name__}")
+
+
+def timing_problem(eta: "dt.datetime | None", expires: "dt.datetime | None", sent: "dt.datetime",
+                   slack: float = 0.0, sent_words: str = "from now", expires_after_sent: bool = True) -> str | None:
+    """What is wrong with a task's start (`eta`) and expiry, or None: the one rule of the client,
+    the command line, the HTTP endpoint and the operator.
+
+    Neither before 1970 nor more than a year after `sent` (for the operator: the task's creation,
+    with `slack` for a client's clock ahead of the API server's); `expires` after the start (the
+    eta, else `sent`), since a task that expires before it may start can only end Expired. The
+    operator, which cannot know when the client sent it, compares `expires` with the eta alone
+    (`expires_after_sent=False`): one that passed on the way ends Expired.
+    """
+    for what, when in (("eta", eta), ("expires", expires)):
+        if when is None:
+            continue
+        if when.year < EARLIEST_YEAR:
+            return f"{what} {_short(when)} is before {EARLIEST_YEAR}: give the time the task may start, or none"
+        if (when - sent).total_seconds() > MAX_DELAY_SECONDS + slack:
+            return (f"{what} {_short(when)} is over a year {sent_words} (at most "
+                    f"{MAX_DELAY_SECONDS // 86400} days)")
+    start = eta if eta is not None else sent if expires_after_sent else None
+    if expires is not None and start is not None and expires <= start:
+        return (f"expires {_short(expires)} is not after the task's start ({_short(start)}): it could only "
+                f"end Expired, without running")
+    return None
+
+
+def spec_time(value: Any, field: str) -> "dt.datetime":
+    """A time of a LimeTask's spec, as the API server's rules read it (TIME_RE), in UTC;
+    `InvalidTaskError` for anything else."""
+    readable = isinstance(value, str) and TIME_RE.fullmatch(value) is not None
+    if readable and int(value[:4]) < EARLIEST_YEAR:
+        raise InvalidTaskError(f"spec.{field} {value} is before {EARLIEST_YEAR}: give the time the task may start, "
+                               f"or none")
+    parsed = parse_time(value) if readable else None
+    if parsed is None:
+        shown = f"{value[:60]!r}" if isinstance(value, str) else repr(value)[:60]
+        raise InvalidTaskError(f"spec.{field} {shown} is not an RFC 3339 time the API server's rules can read "
+                               f"(e.g. 2026-12-01T07:30:00Z: upper-case T and Z, an offset within 23:59)")
+    return parsed
 
 
 def check_timing(countdown: Any = None, eta: Any = None, expires: Any = None,
@@ -175,25 +238,41 @@ def check_timing(countdown: Any = None, eta: Any = None, expires: Any = None,
     """The spec's `eta` and `expires` (RFC 3339, UTC) from Celery's countdown, eta and expires.
 
     countdown: seconds from now; eta: an aware datetime or RFC 3339 time (not both); expires:
-    seconds from now or an aware datetime.
+    seconds from now or an aware datetime. Refused (InvalidTaskError) as `timing_problem` says.
     """
     import datetime as dt
 
     now = now or dt.datetime.now(dt.timezone.utc)
     if countdown is not None and eta is not None:
         raise InvalidTaskError("give countdown or eta, not both")
-    out: dict[str, str] = {}
+    start = None
     if countdown is not None:
-        out["eta"] = rfc3339(_moment(countdown, "countdown", now, seconds_ok=True))
+        start = _moment(countdown, "countdown", now, seconds_ok=True)
     elif eta is not None:
-        out["eta"] = rfc3339(_moment(eta, "eta", now, seconds_ok=False))
-    if expires is not None:
-        out["expires"] = rfc3339(_moment(expires, "expires", now, seconds_ok=True))
+        start = _moment(eta, "eta", now, seconds_ok=False)
+    until = _moment(expires, "expires", now, seconds_ok=True) if expires is not None else None
+    problem = timing_problem(start, until, now)
+    if problem is not None:
+        raise InvalidTaskError(problem)
+    out: dict[str, str] = {}
+    if start is not None:
+        out["eta"] = rfc3339(start)
+    if until is not None:
+        out["expires"] = rfc3339(until)
     return out
 
 
 def rfc3339(when: "dt.datetime") -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC, microseconds, `Z`, a four-digit year: what the API server's rules can read (TIME_RE)."""
+    import datetime as dt
+
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _short(when: "dt.datetime") -> str:
+    import datetime as dt
+
+    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(value: Any) -> "dt.datetime | None":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .resource import FAILURE, MAX_VERDICT_BYTES, SUCCESS
+from .safejson import lone_surrogate
 
 # Reasons (CamelCase, as in Kubernetes conditions).
 TASK_RAISED = "TaskRaised"
@@ -56,27 +57,24 @@ def retry_policy(value: Any) -> dict[str, Any] | None:
             "jitter": value.get("jitter") is not False}
 
 
-def failure(reason: str, type_: str, message: str) -> Verdict:
-    """A FAILURE verdict whose JSON always fits in the termination message.
+def failure(reason: str, type_: str, message: str, retry: dict[str, Any] | None = None) -> Verdict:
+    """A FAILURE verdict whose JSON, retry policy included, always fits in the termination message.
 
     Long messages are cut (an error message is for people; a result is never cut). The cut
     is measured in encoded bytes, since escapes and UTF-8 can make one character several.
     """
-    type_ = type_[:200]
+    type_, message = _legible(type_[:200]), _legible(message)
     if len(message) > MESSAGE_LIMIT:
         message = message[: MESSAGE_LIMIT - 15] + "... (truncated)"
-    verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+    verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason}, retry=retry)
     while len(verdict.to_json().encode()) > MAX_VERDICT_BYTES:
         message = message[: len(message) // 2] + "... (truncated)"
-        verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason})
+        verdict = Verdict(FAILURE, error={"type": type_, "message": message, "reason": reason}, retry=retry)
     return verdict
 
 
 def from_exception(exc: BaseException, reason: str = TASK_RAISED, retry: dict[str, Any] | None = None) -> Verdict:
-    verdict = failure(reason, type(exc).__name__, str(exc) or repr(exc))
-    if retry is not None:
-        verdict = Verdict(FAILURE, error=verdict.error, retry=retry)
-    return verdict
+    return failure(reason, type(exc).__name__, str(exc) or repr(exc), retry)
 
 
 def success(result: Any) -> Verdict:
@@ -88,13 +86,24 @@ def success(result: Any) -> Verdict:
         return failure(RESULT_NOT_JSON, "TypeError",
                        f"the task returned a {type(result).__name__}, which is not JSON ({exc}): "
                        f"return a short JSON summary such as a string or a small dict")
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        found = lone_surrogate(result, "the result") or "the result has a lone surrogate"
+        return failure(RESULT_NOT_JSON, "UnicodeEncodeError",
+                       f"{found}, which is no Unicode character: UTF-8, and so the termination message, cannot "
+                       f"carry it. Return valid text (bytes as base64)")
     if size > MAX_VERDICT_BYTES:
         return failure(RESULT_TOO_LARGE, "ResultTooLarge",
                        f"the result takes {size} bytes as JSON; at most {MAX_VERDICT_BYTES - 30} fit. "
                        f"Return a short summary (for example 'updated 50 deals') and keep the data "
                        f"where the task stored it")
     return Verdict(SUCCESS, result=json.loads(text)["result"])
+
+
+def _legible(text: str) -> str:
+    """Text for people, with any lone surrogate (which UTF-8 cannot carry) shown as its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _reject_constant(name: str) -> Any:

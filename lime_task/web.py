@@ -56,7 +56,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .archive import ArchiveError, ArchiveReader, url_from_env
@@ -84,7 +84,7 @@ from .resource import (
     TASK_NAME_RE,
 )
 from .tokens import TokenStore, parse_tokens, read_tokens  # noqa: F401 - the endpoint's token files
-from .validation import check_priority, check_queue
+from .validation import MAX_DELAY_SECONDS, check_priority, check_queue, check_timing
 
 LOG = logging.getLogger("limetask.web")
 
@@ -115,10 +115,10 @@ class StartTask(BaseModel):
                                description="dotted name of a function registered with @task")]
     args: list[JsonValue] = Field(default_factory=list, description="positional arguments after the application")
     kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments")
-    countdown: float | None = Field(default=None, ge=0, le=366 * 24 * 3600,
+    countdown: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS,
                                     description="start no earlier than this many seconds from now")
     eta: AwareDatetime | None = Field(default=None, description="start no earlier than this time (not with countdown)")
-    expires: Annotated[float, Field(ge=0, le=366 * 24 * 3600)] | AwareDatetime | None = Field(
+    expires: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | AwareDatetime | None = Field(
         default=None, description="seconds from now, or a time: a task not started by then ends as FAILURE, "
                                   "reason Expired, and never runs")
     qos: str | None = Field(default=None, min_length=1, max_length=63, pattern=QUEUE_NAME_RE.pattern,
@@ -139,6 +139,16 @@ class StartTask(BaseModel):
     @classmethod
     def _priority(cls, value: Any) -> Any:
         return None if value is None else check_priority(value)
+
+    # Times by send_task's own rule: a string is a time, never seconds ("3600" is refused as
+    # send_task refuses it), NaN is not a number of seconds, nothing before 1970 or over a year
+    # ahead. (How the three go together, send_task checks too.)
+    @field_validator("countdown", "eta", "expires", mode="before")
+    @classmethod
+    def _time(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            check_timing(**{str(info.field_name): value})
+        return value
 
 
 class TaskErrorBody(BaseModel):

@@ -595,3 +595,15 @@ def test_ages_as_kubectl_shows_them(seconds: int, shown: str) -> None:
     now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
     assert _age(now - dt.timedelta(seconds=seconds), now) == shown
     assert _age(None, now) == "-"
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--countdown", "60", "--expires", "2"], "is not after the task's start"),
+    (["--countdown", "nan"], "countdown must be a finite number of seconds"),
+    (["--eta", "0001-01-01T00:00:00Z"], "eta 0001-01-01T00:00:00Z is before 1970"),
+])
+def test_send_refuses_times_by_the_clients_rule_and_creates_nothing(
+        fake_api: FakeCustomObjects, options: list[str], words: str) -> None:
+    result = invoke("send", f"{T}.add", "my-app", "[1, 2]", *options)
+    assert result.exit_code != 0 and words in result.stderr, result.output
+    assert fake_api.created == []

@@ -357,3 +357,48 @@ def test_demo_passes_with_a_discovery_cache_from_before_the_crd(
         operator.start()
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     assert "one SUCCESS with its result, one FAILURE with its error" in demo.stdout
+
+
+# -- times the API server takes on create but its own rules cannot read ------------------------
+
+@pytest.mark.parametrize("times", [
+    {"eta": "2026-12-07t18:00:00z"}, {"eta": "2026-12-07T18:20:00+25:00"}, {"eta": "2026-12-07T18:20:00z"},
+    {"expires": "2027-01-01t00:00:00z"},
+])
+def test_the_crd_refuses_times_its_rules_cannot_read(cluster: Cluster, namespace: str, crd: None,
+                                                     times: dict[str, str]) -> None:
+    """Once created, every status write of such a task failed the immutability rule (422), while
+    its Job ran: its result was lost. The API server now refuses it at create."""
+    name = f"eta-{uuid.uuid4().hex[:6]}"
+    made = cluster.run_kubectl("apply", "-f", "-", namespace=namespace, check=False, input=json.dumps({
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "LimeTask", "metadata": {"name": name},
+        "spec": {"task": f"{T}.add", "app": "app-b", "args": [2, 2], **times}}))
+    assert made.returncode != 0 and "should match" in made.stderr, made
+    field = next(iter(times))
+    assert f"spec.{field}" in made.stderr
+    assert cluster.run_kubectl("get", "lt", name, namespace=namespace, check=False).returncode != 0
+
+
+def test_an_eta_years_ahead_from_kubectl_fails_at_once_without_a_job(
+        tasks: TaskClient, cluster: Cluster, namespace: str) -> None:
+    """The client and the HTTP endpoint refuse an eta more than a year ahead; so does the operator,
+    for a task made with kubectl, rather than let it wait for ever."""
+    cluster.run_kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps({
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "LimeTask", "metadata": {"name": "eta-9999"},
+        "spec": {"task": f"{T}.add", "app": "app-b", "args": [2, 2], "eta": "9999-12-31T23:59:59Z"}}))
+    final = final_of(tasks, "eta-9999", "app-b", timeout=30)
+    assert final.status == FAILURE and final.error is not None and final.error.reason == "InvalidSpec"
+    assert "eta 9999-12-31T23:59:59Z is over a year after the task was created" in final.error.message
+    jobs = cluster.run_kubectl("get", "jobs", "-l", "limetask.io/task-id=eta-9999", "-o", "name",
+                               namespace=namespace)
+    assert jobs.stdout.strip() == ""
+
+
+def test_an_absurd_eta_is_refused_by_the_client_with_its_own_words(tasks: TaskClient) -> None:
+    import datetime as dt
+
+    with pytest.raises(InvalidTaskError) as refused:
+        tasks.send(f"{T}.add", "app-b", [1, 2], eta=dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc))
+    assert str(refused.value).startswith("eta 0001-01-01T00:00:00Z is before 1970")
+    assert "cluster" not in str(refused.value)
+    assert tasks.list(app_name="app-b") == []

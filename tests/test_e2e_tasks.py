@@ -314,17 +314,17 @@ def test_countdown_delays_the_start_and_costs_no_pod_meanwhile(tasks: TaskClient
 
 def test_a_task_that_expires_before_its_start_never_runs(tasks: TaskClient, api_client: Any, namespace: str,
                                                          cluster: Cluster) -> None:
-    sent = tasks.send(f"{T}.add", APP, [1, 1], countdown=60, expires=2)
-    final = tasks.wait(sent.id, APP, timeout=30)
-    assert final.status == FAILURE and final.error is not None and final.error.reason == "Expired"
-    assert "never ran" in final.error.message and final.attempts == 0 and final.history == ()
-    assert jobs_of(api_client, namespace, sent.id) == []
-    # kubectl: the same fields on the resource; already expired, it never runs either.
+    # The client refuses an expiry before the start: such a task could only end Expired.
+    with pytest.raises(InvalidTaskError, match="is not after the task's start"):
+        tasks.send(f"{T}.add", APP, [1, 1], countdown=60, expires=2)
+    assert tasks.list(app_name=APP) == []
+    # kubectl: the same fields on the resource; already expired, it never runs.
     manifest = {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTask", "metadata": {"name": "expired-by-kubectl"},
                 "spec": {"task": f"{T}.add", "app": APP, "args": [1, 1], "expires": "2020-01-01T00:00:00Z"}}
     cluster.run_kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(manifest))
     by_kubectl = tasks.wait("expired-by-kubectl", APP, timeout=30)
     assert by_kubectl.error is not None and by_kubectl.error.reason == "Expired"
+    assert "never ran" in by_kubectl.error.message and by_kubectl.attempts == 0 and by_kubectl.history == ()
     assert jobs_of(api_client, namespace, "expired-by-kubectl") == []
     # The times are immutable, like the rest of the spec.
     patched = cluster.run_kubectl("patch", "lt", "expired-by-kubectl", "--type=merge", "-p",

@@ -484,3 +484,67 @@ def test_the_queue_filter_applies_to_archived_tasks_and_queued_reads_no_archive(
     calls = archive.calls
     assert ids("?queued=true") == ["t-a"]
     assert archive.calls == calls  # waiting tasks are never archived
+
+
+@pytest.mark.parametrize("body, words", [
+    ('"expires": "3600"', "body.expires: expires '3600' is not an RFC 3339 time"),
+    ('"countdown": NaN', "body.countdown: countdown must be a finite number of seconds, got nan"),
+    ('"countdown": Infinity', "countdown must be a finite number of seconds, got inf"),
+    ('"countdown": "60"', "countdown '60' is not an RFC 3339 time"),
+    ('"eta": "0001-01-01T00:00:00Z"', "body.eta: eta 0001-01-01T00:00:00Z is before 1970"),
+    ('"eta": "2026-11-30T10:00:00"', "has no time zone"),
+    ('"countdown": 3600, "expires": 60', "is not after the task's start"),
+    ('"expires": 0', "is not after the task's start"),
+    ('"countdown": 40000000', "countdown of 40000000 seconds is over a year"),
+])
+def test_post_with_bad_times_is_422_with_the_clients_words_and_creates_nothing(
+        fake_http: TestClient, fake_api: FakeCustomObjects, body: str, words: str) -> None:
+    response = fake_http.post("/v1/apps/app-one/tasks", content=f'{{"task": "{T}.add", "args": [1, 2], {body}}}',
+                              headers={**bearer("app-one"), "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert words in response.json()["detail"], response.json()
+    assert "refused the task" not in response.json()["detail"]
+    assert fake_api.created == []
+
+
+def test_post_with_good_times_sends_them_as_the_client_does(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    response = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                              json={"task": f"{T}.add", "args": [1, 2], "countdown": 60, "expires": 3600})
+    assert response.status_code == 202, response.text
+    spec = fake_api.created[0]["spec"]
+    assert spec["eta"] < spec["expires"] and spec["eta"].endswith("Z")
+    response = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                              json={"task": f"{T}.add", "args": [1, 2], "expires": "2999-01-01T00:00:00+01:00"})
+    assert response.status_code == 422 and "over a year from now" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("arguments, words", [
+    ('"args": ["lone\\ud800", "x"]', "argument 1 has a lone surrogate \\ud800 at character 5"),
+    ('"args": [1, ["\\udfff"]]', "argument 2[0] has a lone surrogate \\udfff at character 1"),
+    ('"kwargs": {"k": {"\\ud83d": 1}}', "keyword argument 'k' has a key '\\ud83d' that has a lone surrogate"),
+])
+def test_post_with_lone_surrogates_is_refused_not_changed(
+        fake_http: TestClient, fake_api: FakeCustomObjects, arguments: str, words: str) -> None:
+    response = fake_http.post("/v1/apps/app-one/tasks", content=f'{{"task": "{T}.add", {arguments}}}',
+                              headers={**bearer("app-one"), "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "InvalidArguments"
+    assert words in response.json()["detail"], response.json()
+    assert fake_api.created == []
+
+
+def test_a_refusal_by_the_cluster_names_the_field_not_a_generated_id(
+        fake_http: TestClient, fake_api: FakeCustomObjects, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the API server refuses that the client's own checks let through (a CRD rule of a newer
+    release, say) is said in the API server's words, without the name the client made up."""
+    from tests.unit.fake_api import api_error
+
+    def refuse(group: str, version: str, namespace: str, plural: str, body: dict[str, Any], **_: Any) -> Any:
+        name = body["metadata"]["name"]
+        raise api_error(422, f'LimeTask.limetask.io "{name}" is invalid: spec.eta: Invalid value: "x": bad time')
+
+    monkeypatch.setattr(fake_api, "create_namespaced_custom_object", refuse)
+    response = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
+                              json={"task": f"{T}.add", "args": [1, 2]})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == 'the cluster refused the task: spec.eta: Invalid value: "x": bad time'

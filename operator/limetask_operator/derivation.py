@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from lime_task import verdict as verdicts
-from lime_task.errors import InvalidArgumentsError
+from lime_task.errors import InvalidArgumentsError, InvalidTaskError
 from lime_task.events import message_id, routing_key
 from lime_task.resource import (
     ANNOTATION_CANCEL,
@@ -24,13 +24,13 @@ from lime_task.resource import (
     STARTED,
     SUCCESS,
 )
-from lime_task.validation import check_arguments, parse_time
+from lime_task.validation import check_arguments, parse_time, spec_time, timing_problem
 
+from .budgets import NOT_STARTED, RETRY, WORKER_LOST, Tally, and_list
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
 from .queues import Waiting, queued_now
 
-WORKER_LOST = "WorkerLost"
 TIMED_OUT = "TimedOut"
 CANCELLED = "Cancelled"
 RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -40,17 +40,19 @@ QUOTA_EXCEEDED = "QuotaExceeded"
 JOB_REFUSED = "JobRefused"
 POD_REFUSED = "PodRefused"
 EXPIRED = "Expired"
+PREEMPTED = "Preempted"  # Kueue evicted a Job whose task had started, under early acknowledgement
 SCHEDULED = "Scheduled"  # waiting for its eta: no Job, no pod
-RETRY = "Retry"  # an attempt that raised one of its task's autoretry_for exceptions (history)
 RETRY_SCHEDULED = "RetryScheduled"
 HISTORY_MAX = 10
-NOT_STARTED = "NotStarted"
 # How many attempts whose worker never started are run again, whatever the acknowledgement.
 MAX_NOT_STARTED_RERUNS = 3
 NAME_MAX = 63  # a label value
 # A Job with no pod this long after it was made: ask why (the job controller's events). Long
 # enough that a busy node or a burst of tasks, where pods come late, asks nothing.
 ADMISSION_GRACE_SECONDS = 10.0
+# How far a client's clock may run ahead of the API server's: an eta the client took for "a year
+# from now" is not refused for the minutes its clock was ahead.
+CLOCK_SKEW_SECONDS = 3600.0
 
 
 @dataclass
@@ -132,12 +134,31 @@ def _may_have_run(pods: list[PodView]) -> bool:
     ran (a container that could not start has a zero start time): then nothing of the task ran.
     A pod stopped for any other reason (a deadline, a deletion) counts as having run."""
     for p in pods:
-        if p.running_since is not None or not str((p.terminated or {}).get("startedAt") or "1970").startswith(
-                ("1970", "0001")):
+        if _container_ran([p]):
             return True
         if not (p.disruption or (p.reason and p.reason != "DeadlineExceeded")):
             return True
     return not pods
+
+
+def admitted_before(job: JobView | None, pods: list[PodView]) -> tuple[list[PodView], list[PodView]]:
+    """The attempt's pods split in those of an earlier admission of its Job, which Kueue evicted
+    (a suspended Job runs none of its own; a resumed one's run from its resumption on), and the
+    rest. A Job never suspended, or suspended only before it first ran, has no earlier ones."""
+    if job is None or not (job.suspended or job.suspend_changed):
+        return [], list(pods)
+    if job.suspended:
+        return list(pods), []
+    since = parse_time(job.suspend_changed)
+    earlier = [p for p in pods if since is not None and (made := parse_time(p.created)) is not None and made < since]
+    return earlier, [p for p in pods if p not in earlier]
+
+
+def _container_ran(pods: list[PodView]) -> bool:
+    """Whether any of these pods' task container ever started."""
+    return any(p.running_since is not None
+               or not str((p.terminated or {}).get("startedAt") or "1970").startswith(("1970", "0001"))
+               for p in pods)
 
 
 def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = False) -> Outcome | None:
@@ -222,11 +243,15 @@ def leave_queue(status: dict[str, Any], generation: int, now: dt.datetime) -> di
 
 def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = True,
                resource_caps: dict[str, Any] | None = None, allow_placement_override: bool = True,
-               runner_resources: dict[str, Any] | None = None, deny_unlisted_resources: bool = False) -> str | None:
+               runner_resources: dict[str, Any] | None = None, deny_unlisted_resources: bool = False,
+               created: dt.datetime | None = None) -> str | None:
     """What is wrong with a spec the schema let through, or None.
 
     Everything the API server would refuse in the Job is caught here first, so that the task
-    fails with a message that speaks of its own spec.
+    fails with a message that speaks of its own spec. So is a time (eta, expires) that the
+    client would refuse, or that the CRD's rules cannot read (its status could never be
+    written: no Job is made whose result would be lost). `created`: the task's creation, which
+    the client's rule for times counts from.
     """
     if spec.get("image") and not allow_image_override:
         return "this cluster does not allow a task to choose its image (spec.image); ask the platform team"
@@ -252,7 +277,21 @@ def check_spec(spec: dict[str, Any], ceiling: int, allow_image_override: bool = 
         return f"spec.args/kwargs: {exc}"
     if spec.get("acksLate") and int(spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS) > ceiling:
         return f"maxAttempts {spec.get('maxAttempts')} is over this cluster's ceiling of {ceiling}"
-    return None
+    return _times_problem(spec, created)
+
+
+def _times_problem(spec: dict[str, Any], created: dt.datetime | None) -> str | None:
+    """The client's rule for eta and expires, counted from the task's creation."""
+    try:
+        eta = spec_time(spec["eta"], "eta") if spec.get("eta") is not None else None
+        expires = spec_time(spec["expires"], "expires") if spec.get("expires") is not None else None
+    except InvalidTaskError as exc:
+        return str(exc)
+    if created is None or (eta is None and expires is None):
+        return None
+    problem = timing_problem(eta, expires, created, slack=CLOCK_SKEW_SECONDS, sent_words="after the task was created",
+                             expires_after_sent=False)
+    return f"spec.{problem}" if problem else None
 
 
 def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
@@ -295,7 +334,9 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         for j in jobs.values():
             if j.deleting:
                 continue
-            running = not j.finished and (not pods.get(j.attempt) or any(not p.ended for p in pods[j.attempt]))
+            # A suspended Job is stopped too: Kueue would resume it, and it would run the task again.
+            running = not j.finished and (j.suspended or not pods.get(j.attempt)
+                                          or any(not p.ended for p in pods[j.attempt]))
             (plan.stop_jobs if running else plan.delete_jobs).append(j.name)
         plan.stop_jobs.sort()
         plan.delete_jobs.sort()
@@ -349,7 +390,8 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                      "immutable: create a new LimeTask instead", error_type=SPEC_CHANGED)
     if attempt == 0:
         problem = check_spec(task.spec, max_attempts_ceiling, allow_image_override, resource_caps,
-                             allow_placement_override, runner_resources, deny_unlisted_resources)
+                             allow_placement_override, runner_resources, deny_unlisted_resources,
+                             created=parse_time(task.created) or now)
         if len(task.name) > NAME_MAX:
             problem = (f"the name {task.name[:20]}... has {len(task.name)} characters; a LimeTask's name has at "
                        f"most {NAME_MAX}, since it labels the task's Jobs and pods")
@@ -405,6 +447,24 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
         return plan
 
+    def wait_for_kueue(job: JobView, text: str, since: str) -> Plan:
+        """The attempt's Job is suspended for Kueue to admit (resume): PENDING, Queued with reason
+        Kueue. No Job is made or stopped: Kueue resumes this one."""
+        new = dict(base)
+        new.update(state=PENDING, attempts=attempt, jobName=job_name(task.name, attempt), specHash=current_hash)
+        queue_block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
+        new["queue"] = {"name": str(task.spec.get("queue") or "default"),
+                        "since": queue_block.get("since") or since or ts,
+                        "updatedAt": queue_block.get("updatedAt") or ts}
+        new["conditions"] = condition(condition(st.get("conditions") or [], "Unknown", "Queued", text,
+                                                task.generation, ts),
+                                      "True", "Kueue", text, task.generation, ts, kind=CONDITION_QUEUED)
+        plan.queued = True
+        if expires is not None and never_started:
+            plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
+        plan.status = None if _same(new, st) else new
+        return plan
+
     def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
         """The API server refused this attempt's Job: a bad spec fails, a quota or a
         permission waits (the status keeps the attempt unstarted, so it is tried again)."""
@@ -420,6 +480,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         return plan
 
     eta, expires = _when(task.spec.get("eta")), _when(task.spec.get("expires"))
+    tally = Tally.of(st)  # the attempts that ended in each way that runs the task again
     never_started = not st.get("startedAt") and not any(h.get("outcome") not in (NOT_STARTED, None)
                                                          for h in st.get("history") or [])
     def retry(outcome: verdicts.Verdict, entry: dict[str, Any], history: list[dict[str, Any]],
@@ -429,20 +490,20 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         retries have run. Any other exception is never re-run."""
         policy = outcome.retry or {}
         err = outcome.error
-        done, most = int(st.get("retries") or 0), int(policy.get("maxRetries", 0))
+        done, most = tally.retries, int(policy.get("maxRetries", 0))
         if done >= most:
             history.append({**entry, "reason": RETRIES_EXHAUSTED})
             return final(FAILURE, RETRIES_EXHAUSTED,
                          f"{err.get('message', '')} (it raised {err.get('type')}, which autoretry_for names, in "
-                         f"all {done + 1} tries; max_retries is {most})", error_type=err.get("type"),
-                         history=history, completed_at=ended_at)
+                         f"{_n_of(done + 1, attempt)}; max_retries is {most}{_others(tally, 'retries')})",
+                         error_type=err.get("type"), history=history, completed_at=ended_at)
         delay = retry_delay(policy, done, f"{task.uid}.{attempt}")
         retry_at = (parse_time(ended_at) or now) + dt.timedelta(seconds=delay)
         history.append({**entry, "outcome": RETRY,
                         "message": f"{err.get('message', '')} (retry {done + 1} of {most} at {now_iso(retry_at)})"})
         new = dict(base)
-        new.update(state=PENDING, attempts=attempt, retries=done + 1, retryAt=now_iso(retry_at),
-                   history=history[-HISTORY_MAX:])
+        new.update(Tally(tally.lost, done + 1, tally.not_started).counters())
+        new.update(state=PENDING, attempts=attempt, retryAt=now_iso(retry_at), history=history[-HISTORY_MAX:])
         new["conditions"] = condition(st.get("conditions") or [], "Unknown", RETRY_SCHEDULED,
                                       f"attempt {attempt} raised {err.get('type')}: {err.get('message', '')[:200]}; "
                                       f"retry {done + 1} of {most} at {now_iso(retry_at)}", task.generation, ts)
@@ -488,9 +549,31 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             plan.verify_job = attempt
             return plan
         return start(attempt)
+    evicted, admitted_now = admitted_before(job, attempt_pods)
+    if job is not None and evicted and not any(verdicts.parse((p.terminated or {}).get("message")) for p in evicted):
+        # Kueue evicted the Job after it started (preempted, or its pods not ready in time): it
+        # suspended the Job, and the job controller deleted the pod. Not a lost worker: the same
+        # Job waits in Kueue's queue and runs when resumed; its earlier pods do not count.
+        ran = _container_ran(evicted) or (st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt)
+        what = (f"Job {job.name} was suspended after {'its worker started' if ran else 'it was admitted'} (Kueue "
+                f"preempted or evicted it), and its pod deleted")
+        if ran and not task.spec.get("acksLate"):
+            history = [*(st.get("history") or []), {
+                "attempt": attempt, "jobName": job.name, "outcome": PREEMPTED, "reason": PREEMPTED,
+                "message": what, "finishedAt": job.suspend_changed or ts}]
+            return final(FAILURE, PREEMPTED, f"{what}; early acknowledgement: not re-run, since Kueue would run the "
+                         f"whole task again (with acks_late=True it waits to be admitted again)",
+                         error_type=PREEMPTED, history=history)
+        if job.suspended:
+            if expires is not None and never_started and now >= expires:
+                return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} while it waited for Kueue "
+                             f"to admit it again; it never ran", error_type=EXPIRED)
+            return wait_for_kueue(job, f"{what}; it waits in Kueue's queue to be admitted again",
+                                  since=job.suspend_changed)
+        attempt_pods = admitted_now
     outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
     limit = task.spec.get("timeoutSeconds")
-    made = job.created if job is not None else min((p.created for p in attempt_pods), default="")
+    made = (job.started or job.created) if job is not None else min((p.created for p in attempt_pods), default="")
     past_deadline = bool(limit) and bool(made) and _age(made, now) >= float(limit or 0)
     if isinstance(outcome, Lost) and past_deadline:
         # At its deadline the job controller deletes the pod, and may do so before the Job says
@@ -513,6 +596,11 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             and _age(job.created, now) >= start_timeout):
         # Stuck before its worker started (an image that cannot be pulled, a pod that cannot be
         # scheduled): the slot goes back, and the task waits in line again (nothing of it ran).
+        # Only on the pods as the API has them now: a container that started just before the
+        # timeout may not be in the cache yet, and stopping it would run the task twice.
+        if not pods_fresh:
+            plan.need_fresh_pods = attempt
+            return plan
         why = f": {outcome.waiting[0]}: {outcome.waiting[1]}" if outcome.waiting else ""
         outcome = Lost(f"the worker had not started {int(start_timeout)}s after its Job was made (the queue's "
                        f"startTimeoutSeconds){why}".rstrip(": "), started=False)
@@ -538,20 +626,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                 reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
             elif job is not None and job.suspended and not attempt_pods:
                 # Made suspended for Kueue: it waits for Kueue to admit (resume) it.
-                queue_block: dict[str, Any] = st["queue"] if isinstance(st.get("queue"), dict) else {}
-                text = f"waiting for Kueue to admit Job {job.name}"
-                new["queue"] = {"name": str(task.spec.get("queue") or "default"),
-                                "since": queue_block.get("since") or job.created or ts,
-                                "updatedAt": queue_block.get("updatedAt") or ts}
-                new["conditions"] = condition(condition(st.get("conditions") or [], "Unknown", "Queued", text,
-                                                        task.generation, ts),
-                                              "True", "Kueue", text, task.generation, ts, kind=CONDITION_QUEUED)
-                plan.queued = True
-                if expires is not None and never_started:
-                    plan.recheck_after = max((expires - now).total_seconds(), 0.0) + 0.05
-                if not _same(new, st):
-                    plan.status = new
-                return plan
+                return wait_for_kueue(job, f"waiting for Kueue to admit Job {job.name}", since=job.created)
             elif job is not None and not attempt_pods and _age(job.created, now) <= ADMISSION_GRACE_SECONDS:
                 # No watch event will come if the pod is refused: look again after the grace.
                 plan.recheck_after = ADMISSION_GRACE_SECONDS - _age(job.created, now) + 0.5
@@ -610,24 +685,42 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
     seen_running = st.get("state") == STARTED and int(st.get("attempts") or 0) == attempt
     if not outcome.started and not seen_running:
         # Nothing of the task ran: safe to run again, even under early acknowledgement.
-        unstarted = sum(1 for h in history if h.get("outcome") == NOT_STARTED)
         history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": NOT_STARTED,
                         "reason": NOT_STARTED, "message": outcome.message, "finishedAt": ended_at})
-        if unstarted < MAX_NOT_STARTED_RERUNS:
+        counts = Tally(tally.lost, tally.retries, tally.not_started + 1)
+        base.update(counts.counters())
+        if tally.not_started < MAX_NOT_STARTED_RERUNS:
             return start(attempt + 1, history)
-        return final(FAILURE, WORKER_LOST, f"no worker of the last {unstarted + 1} attempts started; last: "
-                     f"{outcome.message}", error_type=WORKER_LOST, history=history)
+        return final(FAILURE, WORKER_LOST, f"no worker started in {_n_of(counts.not_started, attempt)} (an "
+                     f"attempt whose worker never started runs again at most {MAX_NOT_STARTED_RERUNS} times"
+                     f"{_others(counts, 'not_started')}); last: {outcome.message}",
+                     error_type=WORKER_LOST, history=history)
     history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": WORKER_LOST,
                     "reason": WORKER_LOST, "message": outcome.message, "finishedAt": ended_at})
+    counts = Tally(tally.lost + 1, tally.retries, tally.not_started)
+    base.update(counts.counters())
     if not task.spec.get("acksLate"):
-        return final(FAILURE, WORKER_LOST, f"{outcome.message} (early acknowledgement: not re-run)",
+        which = f"; it was attempt {attempt}{_others(counts, 'lost')}" if attempt > 1 else ""
+        return final(FAILURE, WORKER_LOST, f"{outcome.message} (early acknowledgement: not re-run{which})",
                      error_type=WORKER_LOST, history=history)
     limit = min(int(task.spec.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS), max_attempts_ceiling)
-    if attempt < limit:
+    if counts.lost < limit:
         return start(attempt + 1, history)
     return final(FAILURE, RETRIES_EXHAUSTED,
-                 f"the worker was lost in all {attempt} attempts; last: {outcome.message}",
+                 f"the worker was lost in {_n_of(counts.lost, attempt)} (maxAttempts is {limit})"
+                 f"{_others(counts, 'lost')}; last: {outcome.message}",
                  error_type=WORKER_LOST, history=history)
+
+
+def _n_of(n: int, attempts: int) -> str:
+    """"all 3 attempts", or "2 of 5 attempts"."""
+    return f"all {n} attempts" if n >= attempts else f"{n} of {attempts} attempts"
+
+
+def _others(tally: Tally, kind: Literal["lost", "retries", "not_started"]) -> str:
+    """What became of the other attempts, for a message ("" when they all ended this way)."""
+    others = tally.others(kind)
+    return f"; of the other attempts, {and_list(others)}" if others else ""
 
 
 def retry_delay(policy: dict[str, Any], done: int, seed: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -77,9 +78,10 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
 
 
 def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
-              features: ServerFeatures = NONE, kueue_queue: str | None = None) -> dict[str, Any]:
+              features: ServerFeatures = NONE, kueue_queue: str | None = None,
+              created_at: dt.datetime | None = None) -> dict[str, Any]:
     """The Job of one attempt. With `kueue_queue`, it is made suspended with Kueue's queue label,
-    and Kueue admits (resumes) it."""
+    and Kueue admits (resumes) it. `created_at`: when it is made, for the runner (below)."""
     spec = task.spec
     image = spec.get("image") if settings.allow_image_override and spec.get("image") else settings.runner_image
     env = {
@@ -96,6 +98,13 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         "PYTHONUNBUFFERED": "1",
         "TMPDIR": "/tmp",
     }
+    if created_at is not None and not kueue_queue:
+        # The Job's deadline counts from its start, just after this, and the pod's from later (an
+        # image pull, scheduling): the runner counts the soft time limit from here, so that it
+        # comes timeout - soft_time_limit seconds before the hard deadline, whatever came first.
+        # A Job Kueue admits starts when it is resumed, which is not known yet.
+        env["LIMETASK_JOB_CREATED_AT"] = (created_at.astimezone(dt.timezone.utc)
+                                          .isoformat(timespec="microseconds").replace("+00:00", "Z"))
     if isinstance(spec.get("session"), dict) and spec["session"]:
         env["LIMETASK_SESSION"] = env_json(spec["session"])  # who a scheduled task runs as
     resources = merge_resources(settings.runner_resources, spec.get("resources") or {})

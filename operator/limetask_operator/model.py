@@ -86,7 +86,11 @@ class JobView:
     created: str = ""
     task_uid: str = ""  # "" for Jobs made before the label existed
     gone: bool = False  # deleted: its last state, kept until its task's final status is stored
-    suspended: bool = False  # made suspended for Kueue, which has not admitted it yet
+    suspended: bool = False  # spec.suspend: made so for Kueue, not admitted yet, or suspended again (evicted)
+    # When the job controller last marked it suspended or resumed (its Suspended condition): a
+    # pod made before then belongs to an earlier admission, which Kueue evicted.
+    suspend_changed: str = ""
+    started: str = ""  # status.startTime: its deadline counts from here (reset when resumed)
 
     @property
     def finished(self) -> bool:
@@ -99,6 +103,8 @@ class JobView:
         st = body.get("status") or {}
         complete = failed = False
         reason = message = None
+        suspend_changed = next((str(c.get("lastTransitionTime") or "") for c in st.get("conditions") or []
+                                if c.get("type") == "Suspended"), "")
         for c in st.get("conditions") or []:
             if c.get("status") != "True":
                 continue
@@ -111,7 +117,8 @@ class JobView:
                    failed_reason=reason, failed_message=message, active=int(st.get("active") or 0),
                    deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "",
                    task_uid=labels.get(LABEL_TASK_UID, ""),
-                   suspended=bool((body.get("spec") or {}).get("suspend")))
+                   suspended=bool((body.get("spec") or {}).get("suspend")), suspend_changed=suspend_changed,
+                   started=str(st.get("startTime") or ""))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,16 @@ def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
 
 
 REFUSALS_FRESH_SECONDS = 5.0
+# A status the API server refuses as invalid (422) is written again after a growing delay, at
+# most this long: a task whose status no write can store must not cost a request every few
+# seconds for ever, and one whose refusal passes (a CRD fixed) is written within the bound.
+STATUS_REFUSED_FIRST_SECONDS = 30.0
+STATUS_REFUSED_MAX_SECONDS = 900.0
+
+
+def refused_write_delay(refusals: int) -> float:
+    """How long to wait after the `refusals`-th refused status write of a task in a row."""
+    return min(STATUS_REFUSED_FIRST_SECONDS * 2.0 ** min(max(refusals - 1, 0), 30), STATUS_REFUSED_MAX_SECONDS)
 
 
 class PredecessorsJob(Exception):
@@ -107,6 +117,8 @@ class Reconciler:
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
         self._refusals: dict[str, tuple[float, dict[str, str]]] = {}  # namespace: (read at, Job: message)
+        # Tasks whose status writes the API server refuses (422): (resourceVersion, not before, refusals).
+        self.status_refused: dict[Key, tuple[str, float, int]] = {}
 
     # -- feeding ------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
@@ -200,6 +212,7 @@ class Reconciler:
         """A LimeTask is gone."""
         self.caches.drop_task(key)
         self.overwritten.discard(key)
+        self.status_refused.pop(key, None)
         self.deferred.discard(key)
         self.deferred_admission.discard(key)
         self.admission.leave(key)
@@ -362,6 +375,10 @@ class Reconciler:
         task = self.caches.tasks.get(key)
         if task is None:
             return
+        refused = self.status_refused.get(key)
+        if refused is not None and refused[0] == task.resource_version \
+                and asyncio.get_running_loop().time() < refused[1]:
+            return  # its status was refused as invalid: wait (a reconcile is due when the delay ends)
         if not self._synced(key[0]):
             # Decide nothing before the namespace's Jobs and Pods are listed (an empty cache
             # would only cost needless API reads); a namespace whose listing fails (forbidden,
@@ -477,6 +494,9 @@ class Reconciler:
             except ApiError as exc:
                 if exc.status == 404:
                     return None
+                if exc.status == 422:
+                    await self._status_refused(task, exc)
+                    return None
                 if exc.status != 409:
                     raise
                 LOG.debug("task %s/%s: status write conflicted; reading it again", *key)
@@ -492,9 +512,27 @@ class Reconciler:
                 self.enqueue(key)
                 return None
             self.caches.put_task(updated, written=True)
+            self.status_refused.pop(key, None)
             return updated
         self.enqueue(key)
         return None
+
+    async def _status_refused(self, task: TaskView, error: ApiError) -> None:
+        """The API server refuses this task's status as invalid: try again after a bounded,
+        growing delay (or when the task changes), and say so once per task, not at every try."""
+        key = (task.namespace, task.name)
+        previous = self.status_refused.get(key)
+        refusals = previous[2] + 1 if previous is not None else 1
+        delay = refused_write_delay(refusals)
+        self.status_refused[key] = (task.resource_version, asyncio.get_running_loop().time() + delay, refusals)
+        self.enqueue_later(key, delay + 0.05)
+        if previous is None:
+            LOG.warning("task %s/%s: the API server refuses its status (422): %s; writing it again after %.0fs, "
+                        "then at most every %.0fs", *key, error.message, delay, STATUS_REFUSED_MAX_SECONDS)
+            await self._warn(task, "StatusRefused", f"the API server refuses this task's status, so its state "
+                             f"cannot be stored: {error.message}")
+        else:
+            LOG.debug("task %s/%s: status refused again (%d times); next try in %.0fs", *key, refusals, delay)
 
     async def _distrust(self, task: TaskView, evidence: bool) -> TaskView | None:
         """A task whose status someone else wrote: never act on what it says.
@@ -568,7 +606,8 @@ class Reconciler:
         4. stop Jobs still running, and delete finished ones (only once the result is stored).
         """
         if plan.create_attempt is not None:
-            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue)
+            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue,
+                            created_at=dt.datetime.now(dt.timezone.utc))
             try:
                 created = await self.kube.create(jobs_path(task.namespace), job)
             except ApiError as exc:

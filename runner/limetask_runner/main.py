@@ -2,8 +2,10 @@
 
 The operator sets the environment:
   LIMETASK_TASK_ID, LIMETASK_TASK (dotted name), LIMETASK_APP, LIMETASK_ARGS (JSON array),
-  LIMETASK_KWARGS (JSON object), LIMETASK_ATTEMPT, and LIMETASK_VERDICT_PATH (the
-  container's terminationMessagePath, default /dev/termination-log).
+  LIMETASK_KWARGS (JSON object), LIMETASK_ATTEMPT, LIMETASK_VERDICT_PATH (the container's
+  terminationMessagePath, default /dev/termination-log), and LIMETASK_JOB_CREATED_AT (RFC 3339:
+  when the operator made the attempt's Job, whose deadline counts from its start just after; the
+  soft time limit counts from it too, else from the runner's own start).
 Task modules: LIMETASK_IMPORTS (comma-separated), else the modules that installed packages
 declare as `limetask.tasks` entry points. A task name is looked up only among the tasks those
 modules register: a name never makes the runner import anything, and a runner with no task
@@ -28,15 +30,28 @@ from lime_task import verdict as verdicts
 from lime_task.eager import execute
 from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
+from lime_task.validation import parse_time
 
 LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
 ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
-       "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS", "LIMETASK_SESSION")
+       "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS", "LIMETASK_SESSION",
+       "LIMETASK_JOB_CREATED_AT")
 
 
-def run(env: Mapping[str, str]) -> verdicts.Verdict:
-    """The verdict of one attempt, from the runner's environment."""
+def deadline_start(env: Mapping[str, str], process_started: float | None) -> float | None:
+    """When the attempt's hard timeout began to count, as near as the runner can tell (epoch
+    seconds): the Job's creation, which the operator passes (its deadline runs from its start,
+    just after, and the pod's from later still), else the runner's own start. The earlier of the
+    two, so that a node clock behind the operator's never makes the soft limit late."""
+    made = parse_time(env.get("LIMETASK_JOB_CREATED_AT"))
+    known = [t for t in (made.timestamp() if made is not None else None, process_started) if t is not None]
+    return min(known) if known else None
+
+
+def run(env: Mapping[str, str], process_started: float | None = None) -> verdicts.Verdict:
+    """The verdict of one attempt, from the runner's environment (`process_started`: when the
+    runner's process began, epoch seconds)."""
     task_name = env.get("LIMETASK_TASK", "")
     app_name = env.get("LIMETASK_APP", "")
     try:
@@ -75,7 +90,8 @@ def run(env: Mapping[str, str]) -> verdicts.Verdict:
         except ValueError:
             session = None
     return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=False,
-                   session=session if isinstance(session, dict) else None)
+                   session=session if isinstance(session, dict) else None,
+                   started_at=deadline_start(env, process_started))
 
 
 def write_verdict(path: str, text: str) -> None:
@@ -85,14 +101,14 @@ def write_verdict(path: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def main() -> int:
+def main(process_started: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = os.environ
     started = time.monotonic()
     LOG.info("task %s (%s) attempt %s for app %s", env.get("LIMETASK_TASK_ID", "?"), env.get("LIMETASK_TASK", "?"),
              env.get("LIMETASK_ATTEMPT", "1"), env.get("LIMETASK_APP", "?"))
-    verdict = run(env)
+    verdict = run(env, process_started)
     text = verdict.to_json()
     path = env.get("LIMETASK_VERDICT_PATH") or DEFAULT_VERDICT_PATH
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -72,8 +73,25 @@ def check_golden(name: str, data: Any) -> None:
 
 # --- the golden Job ---------------------------------------------------------------------------
 
+MADE = dt.datetime(2024, 5, 1, 10, 0, 1, 250000, tzinfo=dt.timezone.utc)  # when the operator makes the Job
+
+
 def test_job_of_attempt_1_matches_the_golden_file() -> None:
-    check_golden("job-attempt-1.yaml", build_job(task_view(), 1, SETTINGS))
+    check_golden("job-attempt-1.yaml", build_job(task_view(), 1, SETTINGS, created_at=MADE))
+
+
+def test_the_runner_learns_when_the_jobs_deadline_began() -> None:
+    """The hard timeout (activeDeadlineSeconds) counts from the Job's start, just after it is made;
+    the runner counts the soft time limit from the same moment, whatever the image pull took."""
+    def env_of(job: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    made = env_of(build_job(task_view(timeoutSeconds=600), 1, SETTINGS, created_at=MADE))
+    assert made["LIMETASK_JOB_CREATED_AT"] == "2024-05-01T10:00:01.250000Z"
+    # A Job made suspended for Kueue starts when Kueue admits it: the runner counts from its own start.
+    kueue = build_job(task_view(), 1, SETTINGS, kueue_queue="team-a", created_at=MADE)
+    assert "LIMETASK_JOB_CREATED_AT" not in env_of(kueue)
+    assert "LIMETASK_JOB_CREATED_AT" not in env_of(build_job(task_view(), 1, SETTINGS))
 
 
 def test_job_essentials() -> None:

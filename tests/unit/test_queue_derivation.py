@@ -148,7 +148,7 @@ def test_a_worker_that_never_starts_gives_its_slot_back_after_the_queues_start_t
     assert waiting.create_attempt is None and waiting.stop_jobs == []
     assert waiting.recheck_after is not None and 30 <= waiting.recheck_after <= 31
     # Past it: attempt 1 stopped, attempt 2 asks for a slot again (nothing of the task ran).
-    p = derive(task(status=st), {1: job(1)}, {1: [stuck]}, NOW, CEILING, start_timeout=200)
+    p = derive(task(status=st), {1: job(1)}, {1: [stuck]}, NOW, CEILING, start_timeout=200, pods_fresh=True)
     assert p.create_attempt == 2 and p.stop_jobs == [job(1).name]
     entry = p.status["history"][-1]  # type: ignore[index]
     assert entry["outcome"] == "NotStarted" and "startTimeoutSeconds" in entry["message"]
@@ -162,7 +162,8 @@ def test_a_worker_that_never_starts_gives_its_slot_back_after_the_queues_start_t
     history = [{"attempt": n, "outcome": "NotStarted"} for n in (1, 2, 3)]
     last = {"state": "PENDING", "attempts": 4, "jobName": "x", "history": history}
     stuck4 = PodView.from_body(pod_body(4, "Pending", {"waiting": {"reason": "ImagePullBackOff"}}))
-    final = derive(task(status=last), {4: job(4)}, {4: [stuck4]}, NOW, CEILING, start_timeout=200)
+    final = derive(task(status=last), {4: job(4)}, {4: [stuck4]}, NOW, CEILING, start_timeout=200,
+                   pods_fresh=True)
     assert final.status is not None and final.status["state"] == "FAILURE"
     assert final.status["error"]["reason"] == "WorkerLost" and final.stop_jobs == [job(4).name]
 
@@ -174,3 +175,25 @@ def test_a_kueue_queue_has_no_start_timeout_of_its_own() -> None:
     handed = QueueSpec.from_body({"metadata": {"name": "q"}, "spec": {"startTimeoutSeconds": 60,
                                                                      "admission": "Kueue"}})
     assert plain.start_timeout == 60 and handed.start_timeout is None
+
+
+def test_the_start_timeout_reads_the_pods_fresh_before_it_takes_an_attempt_as_not_started() -> None:
+    """The cache may not have seen the container start yet: a worker that did start must not be
+    stopped and its task run again (a duplicate under early acknowledgement)."""
+    from limetask_operator.model import PodView
+
+    from tests.unit.test_status_derivation import pod_body
+
+    cached = PodView.from_body(pod_body(1, "Pending", {"waiting": {"reason": "ContainerCreating"}}))
+    st = {"state": "PENDING", "attempts": 1, "jobName": "x"}
+    asks = derive(task(status=st), {1: job(1)}, {1: [cached]}, NOW, CEILING, start_timeout=200)
+    assert asks.need_fresh_pods == 1
+    assert asks.status is None and asks.create_attempt is None and asks.stop_jobs == []
+    # Fresh from the API: it runs. STARTED, nothing stopped.
+    runs = derive(task(status=st), {1: job(1)}, {1: [running_pod()]}, NOW, CEILING, start_timeout=200,
+                  pods_fresh=True)
+    assert runs.status is not None and runs.status["state"] == "STARTED"
+    assert runs.stop_jobs == [] and runs.create_attempt is None
+    # Fresh, and still not started: now it is NotStarted.
+    stuck = derive(task(status=st), {1: job(1)}, {1: [cached]}, NOW, CEILING, start_timeout=200, pods_fresh=True)
+    assert stuck.create_attempt == 2 and stuck.stop_jobs == [job(1).name]

@@ -333,3 +333,79 @@ def test_a_task_past_its_queues_limit_gets_a_queued_status_and_no_job() -> None:
     assert second["state"] == "PENDING" and second["queue"]["name"] == "q"
     assert any(c["type"] == "Queued" and c["status"] == "True" for c in second["conditions"])
     assert waiting == {("ns", "t2")}
+
+
+def test_a_worker_that_started_just_before_the_start_timeout_is_not_stopped() -> None:
+    """The cache still has the pod waiting past the queue's startTimeoutSeconds, but the API has it
+    running: the reconciler reads the pods fresh, and the task is STARTED, its Job kept."""
+    import datetime as dt
+
+    made = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=600)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    waiting = {"phase": "Pending", "containerStatuses": [{"name": "task", "state": {
+        "waiting": {"reason": "ContainerCreating"}}}]}
+    running = {"phase": "Running", "containerStatuses": [{"name": "task", "state": {
+        "running": {"startedAt": made}}}]}
+
+    def pod(status: dict[str, Any]) -> dict[str, Any]:
+        body = _child("Pod", "t1-1-abc", status)
+        body["metadata"]["creationTimestamp"] = made
+        return body
+
+    class Kube(FakeKube):
+        async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+            if method == "GET" and path.endswith("/pods"):
+                self.calls.append((method, path, params))
+                return {"items": [pod(running)]}
+            return await super().request(method, path, body, params)
+
+    async def main() -> list[Any]:
+        kube = Kube(["ok"])
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = [Watch("ns", True)]
+        rec.admission.queue_event("ADDED", {"metadata": {"name": "default"}, "spec": {"startTimeoutSeconds": 60}})
+        body = copy.deepcopy(BODY)
+        body["status"] = {"state": "PENDING", "attempts": 1, "jobName": "t1-1"}
+        rec.task_event("ADDED", body)
+        job = _child("Job", "t1-1", {"active": 1})
+        job["metadata"]["creationTimestamp"] = made
+        rec.job_event("ADDED", job)
+        rec.pod_event("ADDED", pod(waiting))
+        await rec.reconcile(("ns", "t1"))
+        return kube.calls
+
+    calls = asyncio.run(main())
+    assert [c[0] for c in calls] == ["GET", "PUT"]
+    assert calls[1][2]["status"]["state"] == "STARTED"
+
+
+def test_a_status_the_api_server_keeps_refusing_is_retried_with_a_bounded_backoff_and_logged_once(
+        caplog: Any) -> None:
+    """A status write refused as invalid (422: a LimeTask whose spec the CRD's rules cannot read,
+    say) is not retried every few seconds for ever: the task waits, with a growing but bounded
+    delay, and the refusal is logged once and posted as one Warning event."""
+    import logging
+
+    from limetask_operator.reconciler import STATUS_REFUSED_MAX_SECONDS, refused_write_delay
+
+    refusal = "LimeTask.limetask.io \"t1\" is invalid: spec: Invalid value: \"object\": Invalid date-time"
+
+    async def main() -> tuple[list[Any], Reconciler]:
+        kube = FakeKube([ApiError(422, refusal, "PUT", "/x") for _ in range(5)])
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = [Watch("ns", True)]
+        body = copy.deepcopy(BODY)
+        body["status"] = {}
+        body["spec"]["eta"] = "2024-01-01t00:00:00z"
+        rec.task_event("ADDED", body)
+        for _ in range(4):  # watch events (a pod, the task itself) keep asking
+            await rec.reconcile(("ns", "t1"))
+        return kube.calls, rec
+
+    with caplog.at_level(logging.WARNING, logger="limetask"):
+        calls, rec = asyncio.run(main())
+    assert [c[0] for c in calls].count("PUT") == 1
+    assert [c[1] for c in calls if c[0] == "POST"] == ["/api/v1/namespaces/ns/events"]  # one Warning, no Job
+    assert [r.getMessage() for r in caplog.records].count(next(
+        r.getMessage() for r in caplog.records if "refuses its status" in r.getMessage())) == 1
+    delays = [refused_write_delay(n) for n in range(1, 12)]
+    assert delays == sorted(delays) and delays[-1] == STATUS_REFUSED_MAX_SECONDS and delays[0] >= 10

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from limetask_operator.derivation import RETRY, RETRY_SCHEDULED, derive, retry_delay
+from limetask_operator.budgets import RETRY
+from limetask_operator.derivation import RETRY_SCHEDULED, derive, retry_delay
 
 from lime_task import SoftTimeLimitExceeded, task
 from lime_task import verdict as verdicts
@@ -72,6 +73,37 @@ def test_the_soft_time_limit_can_be_caught_before_the_hard_one() -> None:
     assert "soft time limit of 0.2 seconds" in raised.error["message"]
 
 
+@task(name="tests.retry.soft_late", soft_time_limit=100.5, timeout=200)
+def soft_late(app: Any) -> str:
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "slept"
+
+
+def test_the_soft_time_limit_counts_from_the_attempts_start_not_from_the_call() -> None:
+    """The hard timeout counts from the Job's start, which includes the image pull and imports:
+    so does the soft limit, or the hard one could come first."""
+    started_at = time.time() - 100  # the attempt started 100 s before the task is called
+    caught = execute("tests.retry.soft_late", "app", [], import_modules=False, started_at=started_at)
+    assert caught.state == "SUCCESS" and caught.result == "cleaned up"
+
+
+def test_a_soft_time_limit_that_passed_before_the_call_never_calls_the_task() -> None:
+    ran: list[str] = []
+
+    def factory(name: str) -> str:
+        ran.append(name)
+        return name
+
+    late = execute("tests.retry.soft", "app", [True], import_modules=False, started_at=time.time() - 30,
+                   app_factory=factory)
+    assert late.state == "FAILURE" and late.error["type"] == "SoftTimeLimitExceeded"
+    assert "before the task was called" in late.error["message"] and "30 seconds" in late.error["message"]
+    assert ran == ["app"]  # built, but the task itself was never called (it would have caught it)
+
+
 @pytest.mark.parametrize("options, words", [
     ({"autoretry_for": (ConnectionError, "TimeoutError")}, "tuple of exception classes"),
     ({"autoretry_for": ConnectionError}, "tuple of exception classes"),
@@ -129,7 +161,8 @@ def test_retries_end_in_retries_exhausted_with_every_try_in_the_history() -> Non
     p = derive(task_view(status), {3: failed_job(3)}, {3: [ended_pod(1, retry_verdict(), attempt=3)]}, NOW, CEILING)
     assert p.status is not None and p.status["state"] == "FAILURE"
     assert p.status["error"]["reason"] == "RetriesExhausted" and p.status["error"]["type"] == "ConnectionError"
-    assert [h["attempt"] for h in p.status["history"]] == [1, 2, 3] and "in all 3 tries" in p.status["error"]["message"]
+    assert [h["attempt"] for h in p.status["history"]] == [1, 2, 3]
+    assert "in all 3 attempts" in p.status["error"]["message"]
 
 
 def test_any_other_exception_is_never_re_run() -> None:

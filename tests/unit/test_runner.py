@@ -349,3 +349,40 @@ def test_sigterm_ends_the_runner_at_once_with_no_verdict(tmp_path: Path) -> None
     finally:
         proc.kill()
     assert not path.exists()
+
+
+def test_the_soft_time_limit_counts_from_the_jobs_creation_the_operator_passes(tmp_path: Path) -> None:
+    """The Job's deadline counts from its start, before the pod is scheduled and its image pulled:
+    a soft time limit that passed meanwhile ends the attempt before the task is called, as
+    SoftTimeLimitExceeded, rather than the task running into the hard deadline."""
+    import datetime as dt
+
+    path = tmp_path / "termination-log"
+    made = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=30)
+    child_env = {k: v for k, v in os.environ.items() if k not in RUNNER_ENV}
+    child_env.update(env("acme_solution.tasks.lime.soft_limited", 0))
+    child_env.update(LIMETASK_VERDICT_PATH=str(path), LIMETASK_JOB_CREATED_AT=made.isoformat().replace("+00:00", "Z"))
+    late = subprocess.run([sys.executable, "-m", "limetask_runner"], env=child_env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert late.returncode == 1, late.stderr
+    verdict = json.loads(path.read_text())
+    assert verdict["error"]["type"] == "SoftTimeLimitExceeded" and "before the task was called" in verdict["error"][
+        "message"]
+    # Without it (a Job Kueue admits later, say), the soft limit counts from the runner's start.
+    del child_env["LIMETASK_JOB_CREATED_AT"]
+    on_time = subprocess.run([sys.executable, "-m", "limetask_runner"], env=child_env, capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert on_time.returncode == 0, on_time.stderr
+    assert json.loads(path.read_text()) == {"state": "SUCCESS", "result": "slept 0s"}
+
+
+@pytest.mark.parametrize("created, started, expect", [
+    ("2026-05-01T10:00:00Z", 1777629700.0, 1777629600.0),  # the Job's creation, before the runner's start
+    ("2026-05-01T10:00:00Z", 1777629500.0, 1777629500.0),  # a node clock behind the operator's: the earlier
+    ("not a time", 1777629700.0, 1777629700.0),
+    (None, 1777629700.0, 1777629700.0),
+    (None, None, None),
+])
+def test_when_the_deadline_started(created: str | None, started: float | None, expect: float | None) -> None:
+    values = {"LIMETASK_JOB_CREATED_AT": created} if created else {}
+    assert runner.deadline_start(values, started) == expect

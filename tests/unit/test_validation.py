@@ -227,3 +227,24 @@ def test_exchange_names_rabbitmq_refuses_are_clear_errors(name: str) -> None:
     with pytest.raises(InvalidTaskError):
         check_exchange_name(name)
     assert check_exchange_name("lime.my-app") == "lime.my-app"
+
+
+@pytest.mark.parametrize("args, kwargs, words", [
+    (["lone\ud800", "|"], {}, "argument 1 has a lone surrogate \\ud800 at character 5"),
+    (["\udfff", "\ud83d"], {}, "argument 1 has a lone surrogate \\udfff at character 1"),
+    ([["ok", {"deep": ["x\udc80"]}]], {}, "argument 1[1]['deep'][0] has a lone surrogate \\udc80"),
+    ([], {"props": ["a\ud800"]}, "keyword argument 'props'[0] has a lone surrogate"),
+    ([], {"\ud800": 1}, "a keyword argument's name has a lone surrogate"),
+    ([{"k\ud800": 1}], {}, "argument 1 has a key"),
+    ([b"\xff".decode("utf-8", "surrogateescape")], {}, "argument 1 has a lone surrogate \\udcff"),
+])
+def test_lone_surrogates_are_refused_not_changed(args: list[object], kwargs: dict[str, object], words: str) -> None:
+    """The API server would store U+FFFD in their place: the task would not get what was sent."""
+    with pytest.raises(InvalidArgumentsError) as err:
+        check_arguments(args, kwargs)
+    assert words in str(err.value) and "U+FFFD" in str(err.value)
+
+
+def test_text_with_whole_surrogate_pairs_and_any_character_passes() -> None:
+    text = "é ☃ 😀 \U0010ffff \x00 \u2028"
+    assert check_arguments([text], {"k": {text: [text]}}) == ([text], {"k": {text: [text]}})

@@ -201,3 +201,36 @@ def test_parse_tolerates_whitespace_and_extra_fields() -> None:
 def test_to_json_refuses_nan_instead_of_writing_invalid_json() -> None:
     with pytest.raises(ValueError):
         v.Verdict(SUCCESS, result=float("nan")).to_json()
+
+
+def test_a_retryable_failure_fits_the_termination_message_with_its_retry_policy() -> None:
+    """The policy goes into the size check: a message that only just fits alone must be cut."""
+    text = ("\x01" * 580 + "e" * 444)[: v.MESSAGE_LIMIT]
+    policy = v.retry_policy({"maxRetries": 50, "backoff": 86400, "backoffMax": 604800, "delay": 604800})
+    alone = v.from_exception(ConnectionError(text))
+    assert size(alone) > MAX_VERDICT_BYTES - len(json.dumps({"retry": policy}))  # the case in point
+    made = v.from_exception(ConnectionError(text), retry=policy)
+    assert size(made) <= MAX_VERDICT_BYTES
+    back = v.parse(made.to_json())
+    assert back is not None and back.retry == policy and back.error["type"] == "ConnectionError"
+    assert back.error["message"].endswith("... (truncated)")
+
+
+@pytest.mark.parametrize("result, where", [
+    ("lone\ud800", "the result has a lone surrogate \\ud800 at character 5"),
+    ({"rows": [1, "x\udfff"]}, "the result['rows'][1] has a lone surrogate \\udfff"),
+    ({"k\ud83d": 1}, "the result has a key"),
+])
+def test_a_result_with_a_lone_surrogate_is_result_not_json_not_a_lost_worker(result: object, where: str) -> None:
+    """UTF-8 cannot carry it: the verdict says so rather than the runner failing to write one."""
+    made = v.success(result)
+    assert made.state == FAILURE and made.error["reason"] == v.RESULT_NOT_JSON
+    assert where in made.error["message"], made.error["message"]
+    assert v.parse(made.to_json()) == made and size(made) <= MAX_VERDICT_BYTES
+
+
+def test_an_error_message_with_a_lone_surrogate_shows_its_escape() -> None:
+    """An error message is for people: a lone surrogate is shown as its escape, never as U+FFFD."""
+    made = v.from_exception(ValueError("bad \ud800 input"))
+    assert made.error["message"] == "bad \\ud800 input"
+    assert v.parse(made.to_json().encode().decode()) == made
