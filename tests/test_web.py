@@ -367,10 +367,10 @@ def test_token_checks_and_rotation(tmp_path: Path) -> None:
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert store.check("app-one", "new") and not store.check("app-one", "old")
     assert store.check("app-two", "two") and not store.check("app-one", "two")
-    # A broken rewrite keeps the last good tokens.
+    # A broken rewrite opens nothing (see the test below).
     path.write_text("{broken")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
-    assert store.check("app-one", "new")
+    assert not store.check("app-one", "new")
 
 
 # -- queues, against a fake API (no cluster) ---------------------------------------------------
@@ -484,3 +484,67 @@ def test_the_queue_filter_applies_to_archived_tasks_and_queued_reads_no_archive(
     calls = archive.calls
     assert ids("?queued=true") == ["t-a"]
     assert archive.calls == calls  # waiting tasks are never archived
+
+
+# -- token files: rotation, mistakes, revocation ------------------------------------------------
+
+def rewrite(path: Path, text: str, step: int) -> None:
+    """Rewrite a tokens file with a later modification time (as a rotated Secret has)."""
+    path.write_text(text)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + step * 10**9))
+
+
+def test_a_broken_rotation_refuses_every_application_token_until_fixed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A revocation done by editing the file must never silently fail open: a file that cannot be
+    read refuses every application token, says so in the log and in `problem`, and the next
+    good version is taken again."""
+    path = tmp_path / "tokens"
+    path.write_text("app-one=one\napp-two=two\n")
+    store = TokenStore(path=path)
+    assert store.problem is None and store.check("app-two", "two")
+    # app-two's token is revoked, but the edit leaves a stray line: nothing may open any more.
+    rewrite(path, "app-one=one\napp-two\n", 1)
+    with caplog.at_level("ERROR", logger="limetask.web"):
+        assert not store.check("app-two", "two") and not store.check("app-one", "one")
+    assert store.owner("one") is None and store.get("app-one") is None
+    assert store.problem is not None and "line 2" in store.problem
+    assert "every application token is refused" in caplog.text
+    # The tokens it had are still known as application tokens (never sent elsewhere).
+    assert store.holds("one") and store.holds("two")
+    rewrite(path, "app-one=one\n", 2)
+    assert store.check("app-one", "one") and not store.check("app-two", "two") and store.problem is None
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("app-one=same\napp-two=same\n", "'app-one' and 'app-two' have the same token"),
+    ('{"app-one": "same", "app-two": "same"}', "'app-one' and 'app-two' have the same token"),
+    ("app-one=\n", "non-empty"),
+    ("=token\n", "invalid application name"),
+    ('{"app-one": "  "}', "non-empty"),
+])
+def test_a_token_for_two_applications_and_empty_entries_are_refused(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment) as refused:
+        parse_tokens(text)
+    assert "same" not in str(refused.value).replace("the same token", "")  # the token is never echoed
+
+
+def test_an_empty_token_file_in_a_secret_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "app-one").write_text("one")
+    (tmp_path / "app-two").write_text("\n")
+    with pytest.raises(ValueError, match="'app-two' must be a non-empty string"):
+        read_tokens(tmp_path)
+
+
+def test_holds_sees_a_just_added_token_and_remembers_revoked_ones(tmp_path: Path) -> None:
+    """`holds` answers whether a token is (or was) an application's: such a token is never sent
+    to the API server for review, right after a rotation as later."""
+    path = tmp_path / "tokens"
+    path.write_text("app-one=one\n")
+    store = TokenStore(path=path)
+    rewrite(path, "app-one=one\napp-two=two\n", 1)
+    assert store.holds("two")  # read again: no request in between
+    rewrite(path, "app-one=uno\n", 2)
+    assert store.holds("two") and store.holds("one") and store.holds("uno")  # revoked ones too
+    assert not store.check("app-two", "two") and not store.check("app-one", "one")
+    assert not store.holds("never-a-token")
