@@ -59,6 +59,17 @@ from .validation import (
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TASK_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Every API call gives up after (connect, read) seconds: without it, a call to an API server that
+# stopped answering waits forever (urllib3's default), and so does whoever called (an HTTP worker).
+REQUEST_TIMEOUT = (5.0, 30.0)
+# `list_page`: the objects one listing request asks for, and the requests one page may make.
+LIST_CHUNK = 500
+PAGE_READS = 4
+# A cursor of `list_page`: which listing (l: labelled with the application, u: unlabelled), then the
+# cluster's own `continue` token (base64url).
+PAGE_CURSOR_RE = re.compile(r"^[lu][A-Za-z0-9_=-]{0,2000}$")
+NOT_INSTALLED = ("the LimeTask resource is not installed in this cluster (no limetasks.limetask.io): install "
+                 "the CRDs from crds/ or the Helm chart")
 
 
 def _in_cluster() -> bool:
@@ -128,6 +139,7 @@ class TaskClient:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         delay = 0.2
         for attempt in range(5):
             try:
@@ -347,25 +359,16 @@ class TaskClient:
 
     def _list_live(self, app_name: str | None, state: str | None, limit: int | None, *, queued: bool = False,
                    queue: str | None = None) -> builtins.list[TaskStatus]:
-        if state is not None and state not in STATES:
-            raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidTaskError(f"limit must be a whole number of at least 1, got {limit!r}")
+        _check_list_filters(state, limit)
         selectors = [f"{LABEL_APP}={check_app_name(app_name)}", f"!{LABEL_APP}"] if app_name else [""]
         items: list[TaskStatus] = []
         for selector in selectors:
             token = None
             while True:
-                page = self._read_checked("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
-                                          self.namespace, PLURAL, label_selector=selector, limit=500,
-                                          **({"_continue": token} if token else {}))
+                page = self._list_tasks(selector, LIST_CHUNK, token)
                 for body in page.get("items", []):
                     st = TaskStatus.from_resource(body, self)
-                    if app_name and st.app != app_name:
-                        continue
-                    if state and st.status != state:
-                        continue
-                    if (queued and not st.queued) or (queue is not None and st.queue != queue):
+                    if not _wanted(st, app_name, state, queued, queue):
                         continue
                     items.append(st)
                     if limit and len(items) >= limit:
@@ -374,6 +377,58 @@ class TaskClient:
                 if not token:
                     break
         return items
+
+    def list_page(self, app_name: str, state: str | None = None, limit: int = 100, cursor: str | None = None, *,
+                  queued: bool = False, queue: str | None = None) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """One page of an application's live tasks (their LimeTasks, in the cluster's order), and
+        the cursor of the next page (None: no more).
+
+        The cluster's own `continue` tokens page it: a page reads on from where the last one
+        stopped, never from the start, and makes at most a few requests. Filters apply here, so a
+        page may hold fewer than `limit` (even none) and still have a next one. An invalid or
+        expired cursor is an `InvalidTaskError`.
+        """
+        _check_list_filters(state, limit)
+        check_app_name(app_name)
+        check_queue(queue)
+        if cursor is not None and (not isinstance(cursor, str) or not PAGE_CURSOR_RE.match(cursor)):
+            raise InvalidTaskError(f"invalid cursor {str(cursor)[:80]!r}")
+        phase, token = (cursor[0], cursor[1:] or None) if cursor else ("l", None)
+        selectors = {"l": f"{LABEL_APP}={app_name}", "u": f"!{LABEL_APP}"}
+        items: list[dict[str, Any]] = []
+        for _ in range(PAGE_READS):
+            page = self._list_tasks(selectors[phase], min(LIST_CHUNK, limit - len(items)), token, cursor=True)
+            items += [body for body in page.get("items", [])
+                      if _wanted(TaskStatus.from_resource(body, self), app_name, state, queued, queue)]
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                if phase == "u":
+                    return items, None
+                phase = "u"  # the labelled ones are done; then those made without the label
+            if len(items) >= limit:
+                break
+        return items, phase + (token or "")
+
+    def _list_tasks(self, selector: str, limit: int, token: str | None, cursor: bool = False) -> dict[str, Any]:
+        """One listing request; a `continue` token the cluster refuses is an invalid cursor when
+        it came from one (`cursor`)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            page: dict[str, Any] = self._read("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
+                                              self.namespace, PLURAL, label_selector=selector, limit=limit,
+                                              **({"_continue": token} if token else {}))
+        except ApiException as exc:
+            if exc.status == 404:
+                # Listing a namespace that does not exist gives an empty list: 404 is the resource.
+                raise ClusterError(NOT_INSTALLED) from None
+            if cursor and token and exc.status == 410:
+                raise InvalidTaskError("the cursor has expired (the cluster keeps a listing for a few minutes): "
+                                       "list again from the start") from None
+            if cursor and token and exc.status == 400:
+                raise InvalidTaskError("invalid cursor: the cluster does not know it") from None
+            raise ClusterError(f"list tasks failed: {exc.status} {_api_message(exc)}") from exc
+        return page
 
     def list_queues(self) -> builtins.list[dict[str, Any]]:
         """The cluster's LimeTaskQueues as the API gives them (cluster-scoped), by name.
@@ -484,6 +539,20 @@ class TaskClient:
                 on_change(last)
         assert last is not None
         return last
+
+
+def _check_list_filters(state: str | None, limit: int | None) -> None:
+    if state is not None and state not in STATES:
+        raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidTaskError(f"limit must be a whole number of at least 1, got {limit!r}")
+
+
+def _wanted(st: TaskStatus, app_name: str | None, state: str | None, queued: bool, queue: str | None) -> bool:
+    """Whether a listed task passes the filters the cluster cannot apply (spec.app decides, not
+    the label)."""
+    return ((not app_name or st.app == app_name) and (not state or st.status == state)
+            and (not queued or st.queued) and (queue is None or st.queue == queue))
 
 
 def _api_message(exc: Any) -> str:

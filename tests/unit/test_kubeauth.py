@@ -3,65 +3,13 @@ asked, how often, for which audience, and what a flood of garbage costs."""
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
-import uuid
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from lime_task.kubeauth import DEFAULT_AUDIENCE, KubernetesAuth, TooManyReviews, looks_like_jwt
-
-
-def jwt(subject: str = "", audience: str = DEFAULT_AUDIENCE) -> str:
-    """A token shaped like a ServiceAccount token (the fake API server reads its claims unsigned)."""
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'RS256'})}.{part({'sub': subject or uuid.uuid4().hex, 'aud': [audience]})}.c2ln"
-
-
-def claims(token: str) -> dict[str, Any]:
-    middle = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(middle + "=" * (-len(middle) % 4)))  # type: ignore[no-any-return]
-
-
-class FakeApiServer:
-    """TokenReviews and SubjectAccessReviews: a token is valid when its subject is in `users`
-    and its audience among those asked for; `allowed` holds (user, verb) pairs."""
-
-    def __init__(self) -> None:
-        self.users = {"system:serviceaccount:solutions:crm"}
-        self.allowed = {("system:serviceaccount:solutions:crm", "get"),
-                        ("system:serviceaccount:solutions:crm", "list")}
-        self.token_reviews: list[dict[str, Any]] = []
-        self.access_reviews: list[dict[str, Any]] = []
-        self.timeouts: list[Any] = []
-        self.down = False
-
-    def create_token_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
-        self.timeouts.append(kwargs.get("_request_timeout"))
-        self.token_reviews.append(body)
-        if self.down:
-            raise ApiException(status=503, reason="Service Unavailable")
-        token = body["spec"]["token"]
-        asked = body["spec"].get("audiences") or ["https://kubernetes.default.svc"]
-        subject, audiences = claims(token)["sub"], claims(token)["aud"]
-        good = [a for a in audiences if a in asked]
-        if subject not in self.users or not good:
-            return SimpleNamespace(status=SimpleNamespace(authenticated=False, user=None, audiences=None))
-        user = SimpleNamespace(username=subject, groups=["system:serviceaccounts"], uid="u-1", extra=None)
-        return SimpleNamespace(status=SimpleNamespace(authenticated=True, user=user, audiences=good))
-
-    def create_subject_access_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
-        self.timeouts.append(kwargs.get("_request_timeout"))
-        self.access_reviews.append(body)
-        spec = body["spec"]
-        return SimpleNamespace(status=SimpleNamespace(
-            allowed=(spec["user"], spec["resourceAttributes"]["verb"]) in self.allowed))
+from tests.unit.fake_api import FakeApiServer, jwt
 
 
 @pytest.fixture
