@@ -32,6 +32,7 @@ from .errors import (
     TaskAlreadyFinishedError,
     WaitTimeoutError,
 )
+from .kubeauth import DEFAULT_AUDIENCE
 from .registry import TaskOptions, resolve_task
 from .resource import (
     ANNOTATION_CANCEL,
@@ -46,7 +47,17 @@ from .resource import (
     STATES,
     VERSION,
 )
-from .results import ResultsClient, ResultsUnavailableError
+from .results import (
+    AUDIENCE_ENV,
+    CA_FILE_ENV,
+    KUBERNETES_TOKEN_FILE_ENV,
+    SERVICE_ACCOUNT_ENV,
+    KubernetesTokens,
+    ResultsClient,
+    ResultsUnavailableError,
+    expiry_of,
+    service_account_of,
+)
 from .status import TaskStatus
 from .validation import (
     check_app_name,
@@ -81,10 +92,17 @@ class TaskClient:
 
     def __init__(self, kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
                  context: str | None = None, results_url: str | None = None,
-                 results_tokens: Mapping[str, str] | None = None) -> None:
+                 results_tokens: Mapping[str, str] | None = None,
+                 results_token_file: str | os.PathLike[str] | None = None,
+                 results_service_account: str | None = None) -> None:
         """`results_url`, `results_tokens`: the HTTP endpoint's results API and the tokens of
         applications there (default: LIMETASK_RESULTS_URL and LIMETASK_RESULTS_TOKENS[_FILE]);
-        "" turns archived reads off."""
+        "" turns archived reads off. Without an application's token, a Kubernetes token for the
+        endpoint's audience: from `results_token_file` (default:
+        LIMETASK_RESULTS_KUBERNETES_TOKEN_FILE), else made by the TokenRequest API for the
+        ServiceAccount `results_service_account` of the namespace (default:
+        LIMETASK_RESULTS_SERVICE_ACCOUNT, else this client's own when it is a ServiceAccount).
+        Never this client's token for the API server (see lime_task.results)."""
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -109,19 +127,47 @@ class TaskClient:
         self.namespace: str = ns or "default"
         self.api_client = client.ApiClient(cfg)
         self.api = client.CustomObjectsApi(self.api_client)
+        account = results_service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None
+        self.endpoint_tokens = KubernetesTokens(
+            os.environ.get(AUDIENCE_ENV) or DEFAULT_AUDIENCE,
+            results_token_file or os.environ.get(KUBERNETES_TOKEN_FILE_ENV) or None,
+            (self.namespace, account) if account else None, self._request_token,
+            lambda: service_account_of(self._api_server_token()))
         self.results: ResultsClient | None
         if results_url == "":
             self.results = None
         elif results_url is not None:
-            self.results = ResultsClient(results_url, results_tokens, self._bearer_token,
-                                         os.environ.get("LIMETASK_RESULTS_CA_FILE") or None)
+            self.results = ResultsClient(results_url, results_tokens, self.endpoint_tokens.get,
+                                         os.environ.get(CA_FILE_ENV) or None)
         else:
-            self.results = ResultsClient.from_env(self._bearer_token)
+            self.results = ResultsClient.from_env(self.endpoint_tokens.get)
             if self.results is not None and results_tokens:
                 self.results.tokens = ResultsClient(self.results.url, results_tokens).tokens
 
-    def _bearer_token(self) -> str | None:
-        """This client's Kubernetes bearer token (None with client certificates)."""
+    def _request_token(self, namespace: str, name: str, audience: str, seconds: int) -> tuple[str, float]:
+        """A token of the ServiceAccount for `audience`, from the TokenRequest API."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [audience], "expirationSeconds": seconds}}
+        try:
+            core = client.CoreV1Api(self.api_client)
+            made = self._call("request a token", core.create_namespaced_service_account_token, name, namespace, body)
+        except ApiException as exc:
+            what = f"a token for the results API (audience {audience!r}) of ServiceAccount {namespace}/{name}"
+            if exc.status == 403:
+                raise ResultsUnavailableError(
+                    f"not allowed to request {what} (create serviceaccounts/token): set {KUBERNETES_TOKEN_FILE_ENV} "
+                    f"to a projected token for that audience, or give the application's token", refused=True) from None
+            if exc.status == 404:
+                raise ResultsUnavailableError(f"cannot request {what}: no such ServiceAccount", refused=True) from None
+            raise ClusterError(f"requesting {what} failed: {exc.status} {_api_message(exc)}") from exc
+        return str(made.status.token), expiry_of(made.status.expiration_timestamp)
+
+    def _api_server_token(self) -> str | None:
+        """This client's own bearer token for the API server (None with client certificates):
+        only read to learn whose it is, never sent to anyone else."""
         cfg = self.api_client.configuration
         for identifier in ("BearerToken", "authorization"):  # the client's name for it, newer and older
             try:
@@ -287,7 +333,7 @@ class TaskClient:
         """The task from the archive (the results API), or None: not archived, or no archive."""
         if self.results is None or not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
             return None
-        found = self.results.get(app_name, task_id)
+        found = self.results.get(app_name, task_id, self.namespace)
         return TaskStatus.from_dict(found, self) if found is not None else None
 
     def get_status(self, task_id: str, app_name: str, archive: bool = True) -> TaskStatus:
@@ -338,7 +384,7 @@ class TaskClient:
         while True:
             want = min(1000, limit - len(items)) if limit else 1000
             try:
-                page, cursor = self.results.list(app_name, state, want, cursor)
+                page, cursor = self.results.list(app_name, state, want, cursor, namespace=self.namespace)
             except ResultsUnavailableError as exc:
                 if app_name or not exc.refused:
                     raise
@@ -579,13 +625,17 @@ def default_client() -> TaskClient:
 
 def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
               context: str | None = None, results_url: str | None = None,
-              results_tokens: Mapping[str, str] | None = None) -> TaskClient:
+              results_tokens: Mapping[str, str] | None = None,
+              results_token_file: str | os.PathLike[str] | None = None,
+              results_service_account: str | None = None) -> TaskClient:
     """Point the module functions (`send_task`, `get_status`, ...) at a cluster and namespace,
     and at the results API that serves archived tasks (see `TaskClient`)."""
     global _default
     with _default_lock:
         _default = TaskClient(kubeconfig=kubeconfig, namespace=namespace, context=context,
-                              results_url=results_url, results_tokens=results_tokens)
+                              results_url=results_url, results_tokens=results_tokens,
+                              results_token_file=results_token_file,
+                              results_service_account=results_service_account)
         return _default
 
 

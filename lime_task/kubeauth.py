@@ -159,10 +159,10 @@ class KubernetesAuth:
                     del self._flights[key]
 
     def _allowed(self, key: str, token: str, verb: str) -> bool:
-        identity = self._known(key)
-        if identity is False:
+        refused, identity = self._known(key)
+        if refused:
             return False
-        if identity is True:
+        if identity is None:
             wait = self.reviews.take()
             if wait:
                 raise TooManyReviews(wait)
@@ -177,18 +177,17 @@ class KubernetesAuth:
             identity.verbs[verb] = answer
         return answer
 
-    def _known(self, key: str) -> _Identity | bool:
-        """The token's identity; False when it was refused lately; True when it must be asked about."""
+    def _known(self, key: str) -> tuple[bool, _Identity | None]:
+        """Whether the token was refused lately, and its identity if it is known (neither: it
+        must be asked about)."""
         now = self.clock()
         with self._lock:
             identity = self._identities.get(key)
             if identity is not None and identity.expires > now:
                 self._identities.move_to_end(key)
-                return identity
+                return False, identity
             until = self._refused.get(key)
-            if until is not None and until > now:
-                return False
-            return True
+            return until is not None and until > now, None
 
     def _keep(self, cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
         with self._lock:

@@ -702,7 +702,8 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
         answer = {"archive": archive_probe.state(),
                   "tokens": "invalid" if store.problem else "ok",
                   "platform_tokens": "invalid" if platform.problem else "ok"}
-        healthy = answer["archive"] in ("ok", "none", "unknown") and answer["tokens"] == answer["platform_tokens"] == "ok"
+        healthy = answer["archive"] in ("ok", "none", "unknown") and \
+            answer["tokens"] == answer["platform_tokens"] == "ok"
         return {"status": "ok" if healthy else "degraded", **answer}
 
     _install_error_handlers(app)

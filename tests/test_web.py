@@ -734,9 +734,9 @@ def test_a_client_of_another_namespace_is_told_so(tmp_path: Path) -> None:
     http = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS,
                                  archive=Archive(), kubernetes_auth=kube))  # type: ignore[arg-type]
     crm = {"Authorization": f"Bearer {jwt('system:serviceaccount:solutions:crm')}"}
-    for url, headers in [("/v1/apps/app-one/results/t-1", bearer("app-one")), ("/v1/apps/app-one/results", bearer("app-one")),
-                         ("/v1/apps/app-one/tasks/t-1", bearer("app-one")), ("/v1/apps/app-one/tasks", bearer("app-one")),
-                         ("/v1/results", crm)]:
+    urls = ["/v1/apps/app-one/results/t-1", "/v1/apps/app-one/results", "/v1/apps/app-one/tasks/t-1",
+            "/v1/apps/app-one/tasks"]
+    for url, headers in [*((u, bearer("app-one")) for u in urls), ("/v1/results", crm)]:
         assert http.get(f"{url}?namespace=solutions", headers=headers).status_code == 200, url
         response = http.get(f"{url}?namespace=probe-b", headers=headers)
         assert response.status_code == 400, (url, response.text)

@@ -845,10 +845,11 @@ def test_a_list_over_more_than_90_days_is_422(http: TestClient, query: str) -> N
 
 
 def test_windows_of_90_days_and_before_a_time_are_answered(http: TestClient) -> None:
-    for url in (f"/v1/dashboard/charts?since={stamp(NOW - 90 * 86400 + 60)}",
-                f"/v1/dashboard/charts?since={stamp(NOW - 200 * 86400)}&until={stamp(NOW - 111 * 86400)}",
-                f"/v1/dashboard/tasks?since={stamp(NOW - 90 * 86400 + 60)}",
-                f"/v1/dashboard/tasks?until={stamp(NOW - 86400)}"):  # everything before a time: no span
+    now = time.time()  # (NOW is as old as the test session: since=NOW-90d would be more than 90 days ago)
+    for url in (f"/v1/dashboard/charts?since={stamp(now - 90 * 86400 + 3600)}",
+                f"/v1/dashboard/charts?since={stamp(now - 200 * 86400)}&until={stamp(now - 111 * 86400)}",
+                f"/v1/dashboard/tasks?since={stamp(now - 90 * 86400 + 3600)}",
+                f"/v1/dashboard/tasks?until={stamp(now - 86400)}"):  # everything before a time: no span
         assert http.get(url, headers=auth("ta")).status_code == 200, url
 
 
