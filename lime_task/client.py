@@ -58,7 +58,14 @@ from .results import (
     expiry_of,
     service_account_of,
 )
+from .results import (
+    TOKENS_ENV as RESULTS_TOKENS_ENV,
+)
+from .results import (
+    TOKENS_FILE_ENV as RESULTS_TOKENS_FILE_ENV,
+)
 from .status import TaskStatus
+from .tokens import TokenStore
 from .validation import (
     check_app_name,
     check_arguments,
@@ -137,7 +144,10 @@ class TaskClient:
         if results_url == "":
             self.results = None
         elif results_url is not None:
-            self.results = ResultsClient(results_url, results_tokens, self.endpoint_tokens.get,
+            # (No tokens given: the environment's, as without a URL.)
+            tokens = results_tokens if results_tokens is not None else TokenStore.from_env(
+                file_var=RESULTS_TOKENS_FILE_ENV, var=RESULTS_TOKENS_ENV)
+            self.results = ResultsClient(results_url, tokens, self.endpoint_tokens.get,
                                          os.environ.get(CA_FILE_ENV) or None)
         else:
             self.results = ResultsClient.from_env(self.endpoint_tokens.get)

@@ -244,6 +244,7 @@ def test_an_archived_task_is_its_own_applications_only(
     wait_until(lambda: not live_task_exists(cluster, namespace, sent.id), timeout=60, message="archived")
 
     # The client: another application's task is exactly a missing one, with a token or without.
+    reader_account(cluster, namespace)
     for c in (client, client_for(cluster, namespace, web, tokens=False)):
         with pytest.raises(NotFoundError) as theirs:
             c.get_status(sent.id, OTHER)

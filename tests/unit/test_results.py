@@ -230,3 +230,14 @@ def test_the_client_names_its_namespace_and_refuses_another_namespaces_task(
     endpoint.answer = (404, {"code": "NotFound", "detail": "not found"})
     with pytest.raises(NotFoundError):
         client.get_status("t-1", "my-app")
+
+
+def test_a_url_given_takes_the_applications_tokens_from_the_environment(
+        tmp_path: Path, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`limetask status --results-url URL` (or LIMETASK_RESULTS_URL read by the CLI) with
+    LIMETASK_RESULTS_TOKENS: the application's token is presented."""
+    monkeypatch.setenv("LIMETASK_RESULTS_TOKENS", '{"my-app": "from-the-environment"}')
+    client = client_for(tmp_path, endpoint)
+    endpoint.answer = (200, archived())
+    client.get_status("t-1", "my-app")
+    assert endpoint.bearers() == ["Bearer from-the-environment"]
