@@ -600,7 +600,8 @@ def web(
 
     Tokens (app → token) come from LIMETASK_WEB_TOKENS_FILE (a JSON object, app=token lines,
     or a directory with one file per app, such as a mounted Secret) or LIMETASK_WEB_TOKENS (JSON).
-    Kubernetes tokens work too (LIMETASK_WEB_KUBERNETES_AUTH=false turns them off). With
+    Kubernetes tokens bound to the audience LIMETASK_WEB_AUDIENCE (default limetask-web) work
+    too (LIMETASK_WEB_KUBERNETES_AUTH=false turns them off). With
     LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE, archived tasks are served too (the results API).
     The read-only dashboard is at /dashboard/; platform tokens, which see every application's
     tasks there, come from LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS.

@@ -14,16 +14,22 @@
     GET  /dashboard/                       a read-only web dashboard (lime_task.dashboard): the
                                            list, live; a task whole; charts; cancel
     GET  /v1/dashboard/...                 its API (tasks, stream, charts; see dashboard.routes)
-    GET  /healthz                          -> 200, without a token
-    GET  /openapi.json, /docs
+    GET  /healthz                          liveness: 200 while the process answers, without a token
+    GET  /readyz                           200, with the archive's and the tokens files' state
+    GET  /openapi.json                     the API's description (no /docs page: see create_app)
 
 Each application has its own bearer token (`Authorization: Bearer <token>`), from the file
 named by LIMETASK_WEB_TOKENS_FILE (a mounted Secret: a JSON object, `app=token` lines, or a
-directory with one file per application; re-read when it changes), else LIMETASK_WEB_TOKENS
-(a JSON object). A token opens its own application only. A missing or wrong token, or a
-token of another application, is 401, the same answer whether or not the application exists.
-A Kubernetes token works too (lime_task.kubeauth): its identity may do over HTTP what it may
-do to LimeTasks in the endpoint's namespace (off with LIMETASK_WEB_KUBERNETES_AUTH=false).
+directory with one file per application; re-read when it changes; a changed file that cannot
+be read refuses every application token until it is fixed), else LIMETASK_WEB_TOKENS (a JSON
+object). A token opens its own application only. A missing or wrong token, or a token of
+another application, is 401, the same answer whether or not the application exists. A
+Kubernetes token bound to the endpoint's audience works too (lime_task.kubeauth): its identity
+may do over HTTP what it may do to LimeTasks in the endpoint's namespace (off with
+LIMETASK_WEB_KUBERNETES_AUTH=false).
+
+The endpoint serves its own namespace. A request may name the namespace it means
+(`?namespace=`, as the client does): another one is refused, never answered from this one.
 
 Finished tasks that the operator has moved to the archive (PostgreSQL) are read from it when
 the endpoint is given the archive (LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE): a task
@@ -32,12 +38,13 @@ is found live or archived alike, with the same application scoping.
 Only tasks registered with `@task` in this process can be started (import their modules with
 `--imports` or LIMETASK_IMPORTS); a task name never makes this server import anything.
 
-Errors are `{"code": ..., "detail": ...}`: 401 `Unauthorized`; 404 `NotFound`; 409
-`AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over 32 KiB);
-422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name or priority),
-`UnknownTask`, `InvalidArguments`, `InvalidTask`; 503 `ClusterUnavailable`,
-`ArchiveUnavailable`. No other 5xx: an
-unexpected error is logged with an id and answered 400 `RequestFailed`.
+Errors are `{"code": ..., "detail": ...}`: 400 `WrongNamespace`; 401 `Unauthorized`; 404
+`NotFound`; 409 `AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over
+32 KiB); 422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name
+or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`; 429
+`TooManyRequests` (too many new Kubernetes tokens at once, with Retry-After); 503
+`ClusterUnavailable`, `ArchiveUnavailable`. No other 5xx: an unexpected error is logged with
+an id and answered 400 `RequestFailed`.
 
 Needs the `web` extra (fastapi, uvicorn).
 """
@@ -273,8 +280,10 @@ def _doc(status: int, description: str) -> dict[int | str, dict[str, Any]]:
 
 
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_doc(400, "WrongNamespace: the request names a namespace this endpoint does not serve"),
     **_doc(401, "no valid token of this application"),
     **_doc(422, "invalid request: not JSON, wrong shape, invalid names"),
+    **_doc(429, "too many new Kubernetes tokens to check at once: try again after Retry-After seconds"),
     **_doc(503, "the cluster cannot be reached"),
 }
 

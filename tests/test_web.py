@@ -234,8 +234,9 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
     operations = [result.ok() for result in schema.get_all_operations()]
     # start, list, read and cancel tasks; the results API (read, list, list every application's);
-    # schedules and their runs; health; the dashboard's who-am-I, list, task, cancel, charts, stream
-    assert len(operations) == 16
+    # schedules and their runs; liveness and readiness; the dashboard's who-am-I, list, task, cancel,
+    # charts, stream
+    assert len(operations) == 17
     for operation in operations:
         if operation.path == "/v1/dashboard/stream":
             continue  # it never ends; the browser tests read it (tests/test_e2e_dashboard.py)
