@@ -781,3 +781,16 @@ def test_finished_live_tasks_the_archive_has_are_listed_once(fake_api: FakeCusto
     items = http.get("/v1/apps/app-one/tasks", headers=bearer("app-one")).json()["items"]
     assert [(i["id"], i["archived"]) for i in items] == [
         ("t-run", False), ("t-new", False), ("t-done", True), ("t-new", True)]
+
+
+def test_every_call_to_the_cluster_has_a_timeout(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    """A call to an API server that stopped answering must end (urllib3 waits forever by
+    default), or the request's worker waits with it."""
+    created = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"), json={"task": f"{T}.add"})
+    assert created.status_code == 202, created.text
+    assert fake_http.get(f"/v1/apps/app-one/tasks/{created.json()['id']}", headers=bearer("app-one")).status_code == 200
+    assert fake_http.get("/v1/apps/app-one/tasks", headers=bearer("app-one")).status_code == 200
+    assert len(fake_api.timeouts) >= 4
+    assert all(isinstance(t, tuple) and all(0 < part <= 60 for part in t) for t in fake_api.timeouts), \
+        fake_api.timeouts
+

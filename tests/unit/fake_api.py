@@ -34,13 +34,15 @@ class FakeCustomObjects:
         self.tasks_error: ApiException | None = None
         self.created: list[dict[str, Any]] = []
         self.listed = 0
+        self.timeouts: list[Any] = []  # the `_request_timeout` of each call
 
     @staticmethod
     def _answer(obj: Any, preload: bool) -> Any:
         return obj if preload else SimpleNamespace(data=json.dumps(obj).encode())
 
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                        body: dict[str, Any], **_: Any) -> dict[str, Any]:
+                                        body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self.timeouts.append(kwargs.get("_request_timeout"))
         created = copy.deepcopy(body)
         created["metadata"].update(namespace=namespace, creationTimestamp="2026-05-01T10:00:00Z",
                                    resourceVersion="1")
@@ -49,7 +51,8 @@ class FakeCustomObjects:
         return created
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                     _preload_content: bool = True, **_: Any) -> Any:
+                                     _preload_content: bool = True, **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("_request_timeout"))
         for t in self.tasks:
             if t["metadata"]["name"] == name:
                 return self._answer(t, _preload_content)
@@ -57,9 +60,10 @@ class FakeCustomObjects:
 
     def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                       _preload_content: bool = True, label_selector: str = "",
-                                      limit: int | None = None, _continue: str | None = None, **_: Any) -> Any:
+                                      limit: int | None = None, _continue: str | None = None, **kwargs: Any) -> Any:
         """Pages as the API server's do: `limit`, and a `continue` token for the rest (here, the
         position of the next object); `listed` counts the objects answered."""
+        self.timeouts.append(kwargs.get("_request_timeout"))
         if self.tasks_error is not None:
             raise self.tasks_error
         items = [t for t in self.tasks if selected(t, label_selector)]
