@@ -694,7 +694,7 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     install_dashboard(app, store=store, platform=platform, kubernetes=kubernetes, task_client=task_client,
                       reader=reader, namespace=namespace, watch=dashboard_watch)
 
-    archive_probe = ArchiveProbe(getattr(reader, "ping", None) if reader is not None else None)
+    archive_probe = ArchiveProbe(reader.ping if reader is not None else None)
 
     # Both answer on the event loop, never in the worker threads that requests share (a slow
     # cluster or archive may hold them all), and ask nothing of anyone while the request waits.

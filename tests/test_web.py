@@ -466,6 +466,9 @@ def test_the_queue_filter_applies_to_archived_tasks_and_queued_reads_no_archive(
         def __init__(self) -> None:
             self.calls = 0
 
+        def ping(self) -> None:
+            pass
+
         def list(self, namespace: str, app: str | None, state: str | None, limit: int, cursor: str | None) -> Page:
             self.calls += 1
             return Page([live_task("z-asap", app="app-one", queue="asap", state="SUCCESS"),
@@ -725,6 +728,9 @@ def test_a_client_of_another_namespace_is_told_so(tmp_path: Path) -> None:
     from lime_task.archive import Page
 
     class Archive:
+        def ping(self) -> None:
+            pass
+
         def get(self, namespace: str, task_id: str, app: str) -> Any:
             return live_task(task_id, app=app, state="SUCCESS")
 
@@ -768,6 +774,9 @@ def test_finished_live_tasks_the_archive_has_are_listed_once(fake_api: FakeCusto
     fake_api.tasks = [live_task("t-run", app="app-one", state="STARTED"), done, done_elsewhere]
 
     class Archive:
+        def ping(self) -> None:
+            pass
+
         def archived_uids(self, namespace: str, names: list[str]) -> set[str]:
             assert names == ["t-done", "t-new"]
             return {"uid-done", "uid-new-old"}
@@ -794,3 +803,25 @@ def test_every_call_to_the_cluster_has_a_timeout(fake_http: TestClient, fake_api
     assert all(isinstance(t, tuple) and all(0 < part <= 60 for part in t) for t in fake_api.timeouts), \
         fake_api.timeouts
 
+
+
+@pytest.mark.archive
+def test_readyz_tells_a_wrong_archive_password_from_a_good_archive(tmp_path: Path, archive_db: str) -> None:
+    """A wrong password: liveness stays ok, readiness says the archive is unavailable (and still
+    answers 200); the right one: ok."""
+    from urllib.parse import urlsplit
+
+    from lime_task.archive import ArchiveReader
+
+    parts = urlsplit(archive_db)
+    wrong = archive_db.replace(f":{parts.password}@", ":not-the-password@")
+    for url, state in ((wrong, "unavailable"), (archive_db, "ok")):
+        reader = ArchiveReader(url)
+        try:
+            http = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS,
+                                         archive=reader))
+            answer = wait_until(lambda: (r := http.get("/readyz")).json()["archive"] != "unknown" and r, timeout=60)
+            assert answer.status_code == 200 and answer.json()["archive"] == state, answer.text
+            assert "not-the-password" not in answer.text and http.get("/healthz").status_code == 200
+        finally:
+            reader.close()
