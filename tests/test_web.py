@@ -820,7 +820,8 @@ def test_readyz_tells_a_wrong_archive_password_from_a_good_archive(tmp_path: Pat
         try:
             http = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS,
                                          archive=reader))
-            answer = wait_until(lambda: (r := http.get("/readyz")).json()["archive"] != "unknown" and r, timeout=60)
+            answer = wait_until(lambda h=http: (r := h.get("/readyz")).json()["archive"] != "unknown" and r,
+                                timeout=60)
             assert answer.status_code == 200 and answer.json()["archive"] == state, answer.text
             assert "not-the-password" not in answer.text and http.get("/healthz").status_code == 200
         finally:
