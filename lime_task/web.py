@@ -448,10 +448,10 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     tasks only). `kubernetes_auth`: whether Kubernetes tokens are accepted (default:
     LIMETASK_WEB_KUBERNETES_AUTH, true unless "false"), or the `KubernetesAuth` that checks
     them (default: one for the audience LIMETASK_WEB_AUDIENCE, else "limetask-web", and at most
-    LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND TokenReviews a second, else 10). `platform_tokens`: name → token of the
-    dashboard's every-application view (default: LIMETASK_WEB_PLATFORM_TOKENS_FILE or
-    LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the dashboard's `TaskWatch` (default: one
-    made on first use from the client).
+    LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND TokenReviews a second, else 10). `platform_tokens`:
+    name → token of the dashboard's every-application view (default:
+    LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the
+    dashboard's `TaskWatch` (default: one made on first use from the client).
     """
     for module in (_imports_from_env() if imports is None else imports):
         importlib.import_module(module)
@@ -578,6 +578,8 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
         """
         items: list[dict[str, Any]] = []
         archive_cursor = cursor
+        if cursor is not None and not cursor.startswith(LIVE_CURSOR) and cursor != ARCHIVE_START:
+            decode_cursor(cursor)  # an invalid one is 422, archive or not
         if cursor is None or cursor.startswith(LIVE_CURSOR):
             filters = {"queued": queued, "queue": queue} if queued or queue else {}
             bodies, after = live("list_page", app, state, limit, cursor[len(LIVE_CURSOR):] if cursor else None,
@@ -588,8 +590,6 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
             archive_cursor = None
         if queued:  # waiting tasks are never archived
             return {"items": items, "next": None}
-        if archive_cursor not in (None, ARCHIVE_START):
-            decode_cursor(archive_cursor)  # an invalid one is 422, archive or not
         if reader is None:
             return {"items": items, "next": None}
         if len(items) >= limit:

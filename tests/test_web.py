@@ -582,9 +582,10 @@ def test_each_page_of_live_tasks_reads_on_from_the_last(fake_http: TestClient, f
 def test_a_forged_cursor_is_422_and_reads_nothing(fake_http: TestClient, fake_api: FakeCustomObjects,
                                                   cursor: str) -> None:
     fake_api.tasks = [live_task(f"t-{i:02}", app="app-one") for i in range(30)]
-    response = fake_http.get(f"/v1/apps/app-one/tasks?cursor={cursor}", headers=bearer("app-one"))
-    assert response.status_code == 422, response.text
-    assert "cursor" in response.json()["detail"]
+    for query in ("", "&queued=true"):
+        response = fake_http.get(f"/v1/apps/app-one/tasks?cursor={cursor}{query}", headers=bearer("app-one"))
+        assert response.status_code == 422, response.text
+        assert "cursor" in response.json()["detail"]
     assert fake_api.listed == 0
 
 
