@@ -57,15 +57,9 @@ from .results import (
     ResultsUnavailableError,
     expiry_of,
     service_account_of,
-)
-from .results import (
-    TOKENS_ENV as RESULTS_TOKENS_ENV,
-)
-from .results import (
-    TOKENS_FILE_ENV as RESULTS_TOKENS_FILE_ENV,
+    tokens_from_env,
 )
 from .status import TaskStatus
-from .tokens import TokenStore
 from .validation import (
     check_app_name,
     check_arguments,
@@ -145,8 +139,7 @@ class TaskClient:
             self.results = None
         elif results_url is not None:
             # (No tokens given: the environment's, as without a URL.)
-            tokens = results_tokens if results_tokens is not None else TokenStore.from_env(
-                file_var=RESULTS_TOKENS_FILE_ENV, var=RESULTS_TOKENS_ENV)
+            tokens = results_tokens if results_tokens is not None else tokens_from_env()
             self.results = ResultsClient(results_url, tokens, self.endpoint_tokens.get,
                                          os.environ.get(CA_FILE_ENV) or None)
         else:

@@ -148,8 +148,7 @@ class ResultsClient:
         url = env.get(URL_ENV, "").strip()
         if not url:
             return None
-        return cls(url, TokenStore.from_env(env, TOKENS_FILE_ENV, TOKENS_ENV), kube_token,
-                   env.get(CA_FILE_ENV) or None)
+        return cls(url, tokens_from_env(env), kube_token, env.get(CA_FILE_ENV) or None)
 
     def _token(self, app: str | None) -> str | None:
         token = self.tokens.get(app) if app else None
@@ -216,6 +215,12 @@ class ResultsClient:
             body = self._get("/v1/results", None, namespace, params)
         body = body or {}
         return [self._checked(item, namespace) for item in body.get("items") or []], body.get("next")
+
+
+def tokens_from_env(env: Mapping[str, str] | None = None) -> TokenStore:
+    """The applications' tokens for the results API: LIMETASK_RESULTS_TOKENS_FILE, else
+    LIMETASK_RESULTS_TOKENS (the endpoint's formats)."""
+    return TokenStore.from_env(env, TOKENS_FILE_ENV, TOKENS_ENV)
 
 
 def expiry_of(timestamp: Any) -> float:
