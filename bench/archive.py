@@ -204,6 +204,28 @@ def wait_namespaces_gone(bench: Any, within: float = 180) -> None:
         time.sleep(1)
 
 
+def _reader_account(bench: Any, ns: str, name: str) -> None:
+    """A ServiceAccount that may read and list LimeTasks in `ns` (made once; kept, as the namespace is)."""
+    from kubernetes import client
+
+    rbac = client.RbacAuthorizationV1Api(bench.api_client)
+    objects = [
+        (bench.core.create_namespaced_service_account, {"metadata": {"name": name}}),
+        (rbac.create_namespaced_role, {"metadata": {"name": name}, "rules": [
+            {"apiGroups": ["limetask.io"], "resources": ["limetasks"], "verbs": ["get", "list"]}]}),
+        (rbac.create_namespaced_role_binding, {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
+    ]
+    for create, body in objects:
+        try:
+            create(ns, body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
 def get_status_figures(bench: Any, ns: str, url: str, n: int = 300) -> dict[str, Any]:
     """get_status of a live task against an archived one, interleaved, through `limetask web`."""
     from lime_task import TaskClient
@@ -222,9 +244,12 @@ def get_status_figures(bench: Any, ns: str, url: str, n: int = 300) -> dict[str,
         # ask the cluster first, as a solution's get_status does.
         if not _exists(bench, "bench-archive"):
             bench.core.create_namespace({"metadata": {"name": "bench-archive"}})
-        # No token of app-1 here: the client presents its Kubernetes token, which the endpoint
-        # checks at the API server (a TokenReview and a SubjectAccessReview, kept 30 s).
-        tc = TaskClient(kubeconfig=bench.kubeconfig, namespace="bench-archive", results_url=f"http://127.0.0.1:{port}")
+        # No token of app-1 here: the client presents a Kubernetes token for the endpoint's audience
+        # (a ServiceAccount's, from the TokenRequest API), which the endpoint checks at the API
+        # server (a TokenReview and a SubjectAccessReview, kept 30 s).
+        _reader_account(bench, "bench-archive", "bench-reader")
+        tc = TaskClient(kubeconfig=bench.kubeconfig, namespace="bench-archive", results_url=f"http://127.0.0.1:{port}",
+                        results_service_account="bench-reader")
         live_id = "live-probe"
         bench.custom.create_namespaced_custom_object("limetask.io", "v1alpha1", "bench-archive", "limetasks",
                                                      bench.task_body(live_id))

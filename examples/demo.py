@@ -103,7 +103,8 @@ def main() -> int:
 
 def read_from_archive(kubeconfig: Path, task_id: str, app: str):  # type: ignore[no-untyped-def]
     """Serve the HTTP endpoint (with the archive) here, wait for the task to leave the cluster,
-    and read it as a solution would: the client asks the results API, with its Kubernetes token."""
+    and read it as a solution would: the client asks the results API, with the application's token."""
+    import secrets
     import socket
     import threading
 
@@ -115,7 +116,8 @@ def read_from_archive(kubeconfig: Path, task_id: str, app: str):  # type: ignore
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    web = create_app(client=TaskClient(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url=""), tokens={},
+    tokens = {app: secrets.token_hex(16)}
+    web = create_app(client=TaskClient(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url=""), tokens=tokens,
                      imports=[], archive=ARCHIVE)
     server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -128,7 +130,7 @@ def read_from_archive(kubeconfig: Path, task_id: str, app: str):  # type: ignore
             print(f"   the LimeTask {task_id} has left the cluster (kubectl get lt no longer shows it)")
             break
         time.sleep(0.5)
-    configure(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url=f"http://127.0.0.1:{port}")
+    configure(kubeconfig=kubeconfig, namespace=NAMESPACE, results_url=f"http://127.0.0.1:{port}", results_tokens=tokens)
     try:
         return get_status(task_id, app)
     finally:

@@ -8,7 +8,9 @@ import functools
 import json
 import logging
 import math
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +35,16 @@ EXTERNAL_MODULES = ("kubernetes", "urllib3", "yaml", "aio_pika", "aiormq", "pamq
                     "sqlalchemy", "alembic")
 
 
+def _reader_gone() -> int:
+    """The reader of the output has gone (`limetask list | head -5`): the exit code of a Unix
+    tool killed by SIGPIPE, and no word about it. Whatever is still written (the flush at exit
+    too) goes nowhere instead of failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def _one_line(message: str) -> str:
     text = " ".join(message.split())
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
@@ -51,6 +63,9 @@ class _Group(TyperGroup):
             return run()
         try:
             code = run()
+            sys.stdout.flush()  # output still buffered meets a closed pipe here, if anywhere
+        except BrokenPipeError:
+            sys.exit(_reader_gone())
         except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
@@ -212,6 +227,8 @@ def _guard(fn: Any) -> Any:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            raise typer.Exit(_reader_gone()) from None
         except WaitTimeoutError as exc:
             _fail(_describe(exc), code=3)
         except NotFoundError as exc:
@@ -583,7 +600,8 @@ def web(
 
     Tokens (app → token) come from LIMETASK_WEB_TOKENS_FILE (a JSON object, app=token lines,
     or a directory with one file per app, such as a mounted Secret) or LIMETASK_WEB_TOKENS (JSON).
-    Kubernetes tokens work too (LIMETASK_WEB_KUBERNETES_AUTH=false turns them off). With
+    Kubernetes tokens bound to the audience LIMETASK_WEB_AUDIENCE (default limetask-web) work
+    too (LIMETASK_WEB_KUBERNETES_AUTH=false turns them off). With
     LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE, archived tasks are served too (the results API).
     The read-only dashboard is at /dashboard/; platform tokens, which see every application's
     tasks there, come from LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS.

@@ -238,6 +238,17 @@ class ArchiveReader:
                            "ORDER BY completed_at DESC LIMIT 1", (namespace, task_id, app))
         return body_of(*rows[0][:6]) if rows else None
 
+    def archived_uids(self, namespace: str, names: Sequence[str]) -> set[str]:
+        """The UIDs of the archived incarnations of these tasks (the endpoint's live pages leave
+        out the tasks the archive has already)."""
+        rows = self._fetch(f"SELECT uid::text FROM {TABLE} WHERE namespace = %s AND name = ANY(%s)",
+                           (namespace, builtins.list(names)))
+        return {str(r[0]) for r in rows}
+
+    def ping(self) -> None:
+        """Raises `ArchiveError` unless the archive answers (the endpoint's /readyz)."""
+        self._fetch("SELECT 1", ())
+
     def list(self, namespace: str, app: str | None = None, state: str | None = None, limit: int = 100,
              cursor: str | None = None) -> Page:
         """Archived tasks of the namespace (of one application), newest first."""

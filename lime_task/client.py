@@ -32,6 +32,7 @@ from .errors import (
     TaskAlreadyFinishedError,
     WaitTimeoutError,
 )
+from .kubeauth import DEFAULT_AUDIENCE
 from .registry import TaskOptions, resolve_task
 from .resource import (
     ANNOTATION_CANCEL,
@@ -46,7 +47,18 @@ from .resource import (
     STATES,
     VERSION,
 )
-from .results import ResultsClient, ResultsUnavailableError
+from .results import (
+    AUDIENCE_ENV,
+    CA_FILE_ENV,
+    KUBERNETES_TOKEN_FILE_ENV,
+    SERVICE_ACCOUNT_ENV,
+    KubernetesTokens,
+    ResultsClient,
+    ResultsUnavailableError,
+    expiry_of,
+    service_account_of,
+    tokens_from_env,
+)
 from .status import TaskStatus
 from .validation import (
     check_app_name,
@@ -59,6 +71,17 @@ from .validation import (
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TASK_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Every API call gives up after (connect, read) seconds: without it, a call to an API server that
+# stopped answering waits forever (urllib3's default), and so does whoever called (an HTTP worker).
+REQUEST_TIMEOUT = (5.0, 30.0)
+# `list_page`: the objects one listing request asks for, and the requests one page may make.
+LIST_CHUNK = 500
+PAGE_READS = 4
+# A cursor of `list_page`: which listing (l: labelled with the application, u: unlabelled), then the
+# cluster's own `continue` token (base64url).
+PAGE_CURSOR_RE = re.compile(r"^[lu][A-Za-z0-9_=-]{0,2000}$")
+NOT_INSTALLED = ("the LimeTask resource is not installed in this cluster (no limetasks.limetask.io): install "
+                 "the CRDs from crds/ or the Helm chart")
 
 
 def _in_cluster() -> bool:
@@ -70,10 +93,17 @@ class TaskClient:
 
     def __init__(self, kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
                  context: str | None = None, results_url: str | None = None,
-                 results_tokens: Mapping[str, str] | None = None) -> None:
+                 results_tokens: Mapping[str, str] | None = None,
+                 results_token_file: str | os.PathLike[str] | None = None,
+                 results_service_account: str | None = None) -> None:
         """`results_url`, `results_tokens`: the HTTP endpoint's results API and the tokens of
         applications there (default: LIMETASK_RESULTS_URL and LIMETASK_RESULTS_TOKENS[_FILE]);
-        "" turns archived reads off."""
+        "" turns archived reads off. Without an application's token, a Kubernetes token for the
+        endpoint's audience: from `results_token_file` (default:
+        LIMETASK_RESULTS_KUBERNETES_TOKEN_FILE), else made by the TokenRequest API for the
+        ServiceAccount `results_service_account` of the namespace (default:
+        LIMETASK_RESULTS_SERVICE_ACCOUNT, else this client's own when it is a ServiceAccount).
+        Never this client's token for the API server (see lime_task.results)."""
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -98,19 +128,49 @@ class TaskClient:
         self.namespace: str = ns or "default"
         self.api_client = client.ApiClient(cfg)
         self.api = client.CustomObjectsApi(self.api_client)
+        account = results_service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None
+        self.endpoint_tokens = KubernetesTokens(
+            os.environ.get(AUDIENCE_ENV) or DEFAULT_AUDIENCE,
+            results_token_file or os.environ.get(KUBERNETES_TOKEN_FILE_ENV) or None,
+            (self.namespace, account) if account else None, self._request_token,
+            lambda: service_account_of(self._api_server_token()))
         self.results: ResultsClient | None
         if results_url == "":
             self.results = None
         elif results_url is not None:
-            self.results = ResultsClient(results_url, results_tokens, self._bearer_token,
-                                         os.environ.get("LIMETASK_RESULTS_CA_FILE") or None)
+            # (No tokens given: the environment's, as without a URL.)
+            tokens = results_tokens if results_tokens is not None else tokens_from_env()
+            self.results = ResultsClient(results_url, tokens, self.endpoint_tokens.get,
+                                         os.environ.get(CA_FILE_ENV) or None)
         else:
-            self.results = ResultsClient.from_env(self._bearer_token)
+            self.results = ResultsClient.from_env(self.endpoint_tokens.get)
             if self.results is not None and results_tokens:
                 self.results.tokens = ResultsClient(self.results.url, results_tokens).tokens
 
-    def _bearer_token(self) -> str | None:
-        """This client's Kubernetes bearer token (None with client certificates)."""
+    def _request_token(self, namespace: str, name: str, audience: str, seconds: int) -> tuple[str, float]:
+        """A token of the ServiceAccount for `audience`, from the TokenRequest API."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [audience], "expirationSeconds": seconds}}
+        try:
+            core = client.CoreV1Api(self.api_client)
+            made = self._call("request a token", core.create_namespaced_service_account_token, name, namespace, body)
+        except ApiException as exc:
+            what = f"a token for the results API (audience {audience!r}) of ServiceAccount {namespace}/{name}"
+            if exc.status == 403:
+                raise ResultsUnavailableError(
+                    f"not allowed to request {what} (create serviceaccounts/token): set {KUBERNETES_TOKEN_FILE_ENV} "
+                    f"to a projected token for that audience, or give the application's token", refused=True) from None
+            if exc.status == 404:
+                raise ResultsUnavailableError(f"cannot request {what}: no such ServiceAccount", refused=True) from None
+            raise ClusterError(f"requesting {what} failed: {exc.status} {_api_message(exc)}") from exc
+        return str(made.status.token), expiry_of(made.status.expiration_timestamp)
+
+    def _api_server_token(self) -> str | None:
+        """This client's own bearer token for the API server (None with client certificates):
+        only read to learn whose it is, never sent to anyone else."""
         cfg = self.api_client.configuration
         for identifier in ("BearerToken", "authorization"):  # the client's name for it, newer and older
             try:
@@ -128,6 +188,7 @@ class TaskClient:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         delay = 0.2
         for attempt in range(5):
             try:
@@ -277,7 +338,7 @@ class TaskClient:
         """The task from the archive (the results API), or None: not archived, or no archive."""
         if self.results is None or not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
             return None
-        found = self.results.get(app_name, task_id)
+        found = self.results.get(app_name, task_id, self.namespace)
         return TaskStatus.from_dict(found, self) if found is not None else None
 
     def get_status(self, task_id: str, app_name: str, archive: bool = True) -> TaskStatus:
@@ -328,7 +389,7 @@ class TaskClient:
         while True:
             want = min(1000, limit - len(items)) if limit else 1000
             try:
-                page, cursor = self.results.list(app_name, state, want, cursor)
+                page, cursor = self.results.list(app_name, state, want, cursor, namespace=self.namespace)
             except ResultsUnavailableError as exc:
                 if app_name or not exc.refused:
                     raise
@@ -349,25 +410,16 @@ class TaskClient:
 
     def _list_live(self, app_name: str | None, state: str | None, limit: int | None, *, queued: bool = False,
                    queue: str | None = None) -> builtins.list[TaskStatus]:
-        if state is not None and state not in STATES:
-            raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidTaskError(f"limit must be a whole number of at least 1, got {limit!r}")
+        _check_list_filters(state, limit)
         selectors = [f"{LABEL_APP}={check_app_name(app_name)}", f"!{LABEL_APP}"] if app_name else [""]
         items: list[TaskStatus] = []
         for selector in selectors:
             token = None
             while True:
-                page = self._read_checked("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
-                                          self.namespace, PLURAL, label_selector=selector, limit=500,
-                                          **({"_continue": token} if token else {}))
+                page = self._list_tasks(selector, LIST_CHUNK, token)
                 for body in page.get("items", []):
                     st = TaskStatus.from_resource(body, self)
-                    if app_name and st.app != app_name:
-                        continue
-                    if state and st.status != state:
-                        continue
-                    if (queued and not st.queued) or (queue is not None and st.queue != queue):
+                    if not _wanted(st, app_name, state, queued, queue):
                         continue
                     items.append(st)
                     if limit and len(items) >= limit:
@@ -376,6 +428,58 @@ class TaskClient:
                 if not token:
                     break
         return items
+
+    def list_page(self, app_name: str, state: str | None = None, limit: int = 100, cursor: str | None = None, *,
+                  queued: bool = False, queue: str | None = None) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """One page of an application's live tasks (their LimeTasks, in the cluster's order), and
+        the cursor of the next page (None: no more).
+
+        The cluster's own `continue` tokens page it: a page reads on from where the last one
+        stopped, never from the start, and makes at most a few requests. Filters apply here, so a
+        page may hold fewer than `limit` (even none) and still have a next one. An invalid or
+        expired cursor is an `InvalidTaskError`.
+        """
+        _check_list_filters(state, limit)
+        check_app_name(app_name)
+        check_queue(queue)
+        if cursor is not None and (not isinstance(cursor, str) or not PAGE_CURSOR_RE.match(cursor)):
+            raise InvalidTaskError(f"invalid cursor {str(cursor)[:80]!r}")
+        phase, token = (cursor[0], cursor[1:] or None) if cursor else ("l", None)
+        selectors = {"l": f"{LABEL_APP}={app_name}", "u": f"!{LABEL_APP}"}
+        items: list[dict[str, Any]] = []
+        for _ in range(PAGE_READS):
+            page = self._list_tasks(selectors[phase], min(LIST_CHUNK, limit - len(items)), token, cursor=True)
+            items += [body for body in page.get("items", [])
+                      if _wanted(TaskStatus.from_resource(body, self), app_name, state, queued, queue)]
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                if phase == "u":
+                    return items, None
+                phase = "u"  # the labelled ones are done; then those made without the label
+            if len(items) >= limit:
+                break
+        return items, phase + (token or "")
+
+    def _list_tasks(self, selector: str, limit: int, token: str | None, cursor: bool = False) -> dict[str, Any]:
+        """One listing request; a `continue` token the cluster refuses is an invalid cursor when
+        it came from one (`cursor`)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            page: dict[str, Any] = self._read("list tasks", self.api.list_namespaced_custom_object, GROUP, VERSION,
+                                              self.namespace, PLURAL, label_selector=selector, limit=limit,
+                                              **({"_continue": token} if token else {}))
+        except ApiException as exc:
+            if exc.status == 404:
+                # Listing a namespace that does not exist gives an empty list: 404 is the resource.
+                raise ClusterError(NOT_INSTALLED) from None
+            if cursor and token and exc.status == 410:
+                raise InvalidTaskError("the cursor has expired (the cluster keeps a listing for a few minutes): "
+                                       "list again from the start") from None
+            if cursor and token and exc.status == 400:
+                raise InvalidTaskError("invalid cursor: the cluster does not know it") from None
+            raise ClusterError(f"list tasks failed: {exc.status} {_api_message(exc)}") from exc
+        return page
 
     def list_queues(self) -> builtins.list[dict[str, Any]]:
         """The cluster's LimeTaskQueues as the API gives them (cluster-scoped), by name.
@@ -488,6 +592,20 @@ class TaskClient:
         return last
 
 
+def _check_list_filters(state: str | None, limit: int | None) -> None:
+    if state is not None and state not in STATES:
+        raise InvalidTaskError(f"unknown state {state!r}: one of {', '.join(STATES)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidTaskError(f"limit must be a whole number of at least 1, got {limit!r}")
+
+
+def _wanted(st: TaskStatus, app_name: str | None, state: str | None, queued: bool, queue: str | None) -> bool:
+    """Whether a listed task passes the filters the cluster cannot apply (spec.app decides, not
+    the label)."""
+    return ((not app_name or st.app == app_name) and (not state or st.status == state)
+            and (not queued or st.queued) and (queue is None or st.queue == queue))
+
+
 def _api_message(exc: Any) -> str:
     import json
 
@@ -512,13 +630,17 @@ def default_client() -> TaskClient:
 
 def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
               context: str | None = None, results_url: str | None = None,
-              results_tokens: Mapping[str, str] | None = None) -> TaskClient:
+              results_tokens: Mapping[str, str] | None = None,
+              results_token_file: str | os.PathLike[str] | None = None,
+              results_service_account: str | None = None) -> TaskClient:
     """Point the module functions (`send_task`, `get_status`, ...) at a cluster and namespace,
     and at the results API that serves archived tasks (see `TaskClient`)."""
     global _default
     with _default_lock:
         _default = TaskClient(kubeconfig=kubeconfig, namespace=namespace, context=context,
-                              results_url=results_url, results_tokens=results_tokens)
+                              results_url=results_url, results_tokens=results_tokens,
+                              results_token_file=results_token_file,
+                              results_service_account=results_service_account)
         return _default
 
 

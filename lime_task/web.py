@@ -14,16 +14,22 @@
     GET  /dashboard/                       a read-only web dashboard (lime_task.dashboard): the
                                            list, live; a task whole; charts; cancel
     GET  /v1/dashboard/...                 its API (tasks, stream, charts; see dashboard.routes)
-    GET  /healthz                          -> 200, without a token
-    GET  /openapi.json, /docs
+    GET  /healthz                          liveness: 200 while the process answers, without a token
+    GET  /readyz                           200, with the archive's and the tokens files' state
+    GET  /openapi.json                     the API's description (no /docs page: see create_app)
 
 Each application has its own bearer token (`Authorization: Bearer <token>`), from the file
 named by LIMETASK_WEB_TOKENS_FILE (a mounted Secret: a JSON object, `app=token` lines, or a
-directory with one file per application; re-read when it changes), else LIMETASK_WEB_TOKENS
-(a JSON object). A token opens its own application only. A missing or wrong token, or a
-token of another application, is 401, the same answer whether or not the application exists.
-A Kubernetes token works too (lime_task.kubeauth): its identity may do over HTTP what it may
-do to LimeTasks in the endpoint's namespace (off with LIMETASK_WEB_KUBERNETES_AUTH=false).
+directory with one file per application; re-read when it changes; a changed file that cannot
+be read refuses every application token until it is fixed), else LIMETASK_WEB_TOKENS (a JSON
+object). A token opens its own application only. A missing or wrong token, or a token of
+another application, is 401, the same answer whether or not the application exists. A
+Kubernetes token bound to the endpoint's audience works too (lime_task.kubeauth): its identity
+may do over HTTP what it may do to LimeTasks in the endpoint's namespace (off with
+LIMETASK_WEB_KUBERNETES_AUTH=false).
+
+The endpoint serves its own namespace. A request may name the namespace it means
+(`?namespace=`, as the client does): another one is refused, never answered from this one.
 
 Finished tasks that the operator has moved to the archive (PostgreSQL) are read from it when
 the endpoint is given the archive (LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE): a task
@@ -32,12 +38,13 @@ is found live or archived alike, with the same application scoping.
 Only tasks registered with `@task` in this process can be started (import their modules with
 `--imports` or LIMETASK_IMPORTS); a task name never makes this server import anything.
 
-Errors are `{"code": ..., "detail": ...}`: 401 `Unauthorized`; 404 `NotFound`; 409
-`AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over 32 KiB);
-422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name or priority),
-`UnknownTask`, `InvalidArguments`, `InvalidTask`; 503 `ClusterUnavailable`,
-`ArchiveUnavailable`. No other 5xx: an
-unexpected error is logged with an id and answered 400 `RequestFailed`.
+Errors are `{"code": ..., "detail": ...}`: 400 `WrongNamespace`; 401 `Unauthorized`; 404
+`NotFound`; 409 `AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over
+32 KiB); 422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name
+or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`; 429
+`TooManyRequests` (too many new Kubernetes tokens at once, with Retry-After); 503
+`ClusterUnavailable`, `ArchiveUnavailable`. No other 5xx: an unexpected error is logged with
+an id and answered 400 `RequestFailed`.
 
 Needs the `web` extra (fastapi, uvicorn).
 """
@@ -59,7 +66,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .archive import ArchiveError, ArchiveReader, url_from_env
+from .archive import ArchiveError, ArchiveReader, decode_cursor, url_from_env
 from .dashboard.routes import PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV
 from .dashboard.routes import install as install_dashboard
 from .errors import (
@@ -71,10 +78,12 @@ from .errors import (
     TaskAlreadyFinishedError,
     UnknownTaskError,
 )
-from .kubeauth import KubernetesAuth
+from .kubeauth import DEFAULT_AUDIENCE, REVIEWS_PER_SECOND, KubernetesAuth, TooManyReviews
+from .readiness import ArchiveProbe
 from .registry import resolve_task
 from .resource import (
     APP_NAME_RE,
+    FINAL_STATES,
     MAX_ARGUMENTS_BYTES,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -91,6 +100,8 @@ LOG = logging.getLogger("limetask.web")
 TOKENS_FILE_ENV = "LIMETASK_WEB_TOKENS_FILE"
 TOKENS_ENV = "LIMETASK_WEB_TOKENS"
 KUBERNETES_AUTH_ENV = "LIMETASK_WEB_KUBERNETES_AUTH"
+AUDIENCE_ENV = "LIMETASK_WEB_AUDIENCE"
+REVIEWS_PER_SECOND_ENV = "LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND"
 IMPORTS_ENV = "LIMETASK_IMPORTS"
 # Arguments take at most 32 KiB as compact JSON; a body has room for names and indentation.
 MAX_BODY_BYTES = 64 * 1024
@@ -240,6 +251,19 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class Readiness(BaseModel):
+    """What the endpoint depends on, as last seen; answered at once, never waiting for it."""
+
+    status: Literal["ok", "degraded"] = Field(description="degraded: something below is not ok; live tasks "
+                                                          "are still served")
+    archive: Literal["ok", "unavailable", "unknown", "none"] = Field(
+        description="unavailable: archived tasks cannot be read (503 ArchiveUnavailable); unknown: not "
+                    "checked yet; none: no archive configured")
+    tokens: Literal["ok", "invalid"] = Field(description="invalid: the tokens file cannot be read, and every "
+                                                         "application token is refused until it is fixed")
+    platform_tokens: Literal["ok", "invalid"] = Field(description="the same, for the dashboard's platform tokens")
+
+
 class ApiError(Exception):
     """An error answer: status, code, detail."""
 
@@ -266,8 +290,10 @@ def _doc(status: int, description: str) -> dict[int | str, dict[str, Any]]:
 
 
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_doc(400, "WrongNamespace: the request names a namespace this endpoint does not serve"),
     **_doc(401, "no valid token of this application"),
     **_doc(422, "invalid request: not JSON, wrong shape, invalid names"),
+    **_doc(429, "too many new Kubernetes tokens to check at once: try again after Retry-After seconds"),
     **_doc(503, "the cluster cannot be reached"),
 }
 
@@ -281,13 +307,15 @@ AppInPath = Annotated[str, PathParam(min_length=1, max_length=63, pattern=APP_NA
 
 def app_token_auth(tokens: "TokenStore | Mapping[str, str] | None" = None,
                    kubernetes: "Callable[[], KubernetesAuth | None] | None" = None,
-                   verb: str = "get") -> Callable[..., str]:
+                   verb: str = "get", platform: "TokenStore | None" = None) -> Callable[..., str]:
     """A FastAPI dependency: the `{app}` of the path, once its bearer token has been checked.
 
     `tokens`: a `TokenStore`, a mapping app → token, or None for the environment (read on
     first use). Use it in your own routers: `app: Annotated[str, Depends(app_token_auth())]`.
     `kubernetes`: gives the `KubernetesAuth` that checks any other token for `verb` on
-    LimeTasks (None: application tokens only).
+    LimeTasks (None: application tokens only). `platform`: the dashboard's platform tokens,
+    which open no application here and, like application tokens (current or revoked), are
+    never sent to the API server.
     """
     store: TokenStore | None = tokens if isinstance(tokens, TokenStore) else (
         TokenStore(tokens) if tokens is not None else None)
@@ -304,13 +332,29 @@ def app_token_auth(tokens: "TokenStore | Mapping[str, str] | None" = None,
         presented = credentials.credentials if credentials else None
         if store.check(app, presented):
             return app
-        kube = kubernetes() if kubernetes is not None and presented and not store.holds(presented) else None
-        if kube is not None and presented and kube.allowed(presented, verb):
+        if presented and kubernetes_allowed(kubernetes, presented, verb, store, platform):
             return app
         # An HTTPException, so that the dependency works in any FastAPI application.
         raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="limetask"'})
 
     return authorized_app
+
+
+def kubernetes_allowed(kubernetes: "Callable[[], KubernetesAuth | None] | None", presented: str, verb: str,
+                       *stores: "TokenStore | None") -> bool:
+    """Whether `presented` is a Kubernetes token whose identity may `verb` LimeTasks. A token of
+    one of `stores` (or one it had) is none, and is never shown to the API server. Too many new
+    tokens at once: 429, with the seconds to wait."""
+    if any(s is not None and s.holds(presented) for s in stores):
+        return False
+    kube = kubernetes() if kubernetes is not None else None
+    if kube is None:
+        return False
+    try:
+        return kube.allowed(presented, verb)
+    except TooManyReviews as exc:
+        raise HTTPException(429, "too many new tokens to check at once; try again later",
+                            {"Retry-After": exc.retry_after_header}) from None
 
 
 # -- guards around every request ------------------------------------------------------------
@@ -401,7 +445,7 @@ def _imports_from_env() -> list[str]:
 
 def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | None" = None,
                imports: Iterable[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               archive: "ArchiveReader | str | None" = None, kubernetes_auth: bool | None = None,
+               archive: "ArchiveReader | str | None" = None, kubernetes_auth: "bool | KubernetesAuth | None" = None,
                platform_tokens: "TokenStore | Mapping[str, str] | None" = None, dashboard_watch: Any = None
                ) -> FastAPI:
     """The HTTP endpoint as a FastAPI application.
@@ -412,10 +456,12 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     registered in this process can be started too. `archive`: the archive's URL or an
     `ArchiveReader` (default: LIMETASK_ARCHIVE_URL or LIMETASK_ARCHIVE_URL_FILE; none: live
     tasks only). `kubernetes_auth`: whether Kubernetes tokens are accepted (default:
-    LIMETASK_WEB_KUBERNETES_AUTH, true unless "false"). `platform_tokens`: name → token of the
-    dashboard's every-application view (default: LIMETASK_WEB_PLATFORM_TOKENS_FILE or
-    LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the dashboard's `TaskWatch` (default: one
-    made on first use from the client).
+    LIMETASK_WEB_KUBERNETES_AUTH, true unless "false"), or the `KubernetesAuth` that checks
+    them (default: one for the audience LIMETASK_WEB_AUDIENCE, else "limetask-web", and at most
+    LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND TokenReviews a second, else 10). `platform_tokens`:
+    name → token of the dashboard's every-application view (default:
+    LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the
+    dashboard's `TaskWatch` (default: one made on first use from the client).
     """
     for module in (_imports_from_env() if imports is None else imports):
         importlib.import_module(module)
@@ -440,8 +486,9 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
 
         return default_client()
 
-    kube_auth: list[KubernetesAuth] = []
+    kube_auth: list[KubernetesAuth] = [kubernetes_auth] if isinstance(kubernetes_auth, KubernetesAuth) else []
     kube_lock = threading.Lock()
+    audience, reviews_per_second = _kubernetes_auth_settings()
 
     def kubernetes() -> KubernetesAuth | None:
         if not kubernetes_auth:
@@ -451,11 +498,25 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
                 c = task_client()
                 if not hasattr(c, "api_client"):
                     return None
-                kube_auth.append(KubernetesAuth(c.api_client, c.namespace))
+                kube_auth.append(KubernetesAuth(c.api_client, c.namespace, audience=audience,
+                                                reviews_per_second=reviews_per_second))
             return kube_auth[0]
 
+    def served(asked: str | None) -> None:
+        """The endpoint serves its own namespace: a client that means another is told so (an
+        archived task of this namespace is never answered as another namespace's)."""
+        if asked is not None and asked != namespace():
+            raise ApiError(400, "WrongNamespace", f"this endpoint serves namespace {namespace()!r}, not {asked!r}: "
+                                                  f"ask the endpoint of namespace {asked!r}")
+
     def authorized(verb: str) -> Any:
-        return Annotated[str, Depends(app_token_auth(store, kubernetes, verb))]
+        token_checked = app_token_auth(store, kubernetes, verb, platform=platform)
+
+        def in_namespace(app: Annotated[str, Depends(token_checked)], asked: NamespaceQuery = None) -> str:
+            served(asked)  # after the token: the namespace served is said to its clients only
+            return app
+
+        return Annotated[str, Depends(in_namespace)]
 
     def live(method: str, *args: Any, **kwargs: Any) -> Any:
         """A call to the client that reads the cluster only (the archive is read here)."""
@@ -466,10 +527,13 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     def namespace() -> str:
         return str(getattr(task_client(), "namespace", "default"))
 
+    # No /docs nor /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, into the origin
+    # where the dashboard keeps its token. The document itself is /openapi.json.
     app = FastAPI(
-        title="Lime Task", version="v1",
+        title="Lime Task", version="v1", docs_url=None, redoc_url=None,
         description="Start, read and cancel an application's background tasks, live or archived. "
-                    "Each application has its own bearer token; Kubernetes tokens work too.",
+                    "Each application has its own bearer token; Kubernetes tokens bound to the "
+                    "endpoint's audience work too.",
     )
     router = APIRouter(prefix="/v1/apps/{app}/tasks", tags=["tasks"], responses=COMMON_ERRORS)
 
@@ -513,35 +577,51 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
                 responses={**_doc(404, "no such application")})
     def list_tasks(app: authorized("list"), state: StateQuery = None,  # type: ignore[valid-type]
                    queue: QueueQuery = None, queued: QueuedQuery = False, limit: LimitQuery = 100,
-                   cursor: CursorQuery = None) -> dict[str, Any]:
-        """The application's live tasks, then its archived ones, newest first. Pass `next` as
-        `cursor` for the next page.
+                   cursor: TasksCursorQuery = None) -> dict[str, Any]:
+        """The application's live tasks (in the cluster's order), then its archived ones (newest
+        first). Pass `next` as `cursor` for the next page.
 
-        `queue`: only that queue's tasks (a page of archived ones may then hold fewer than
-        `limit`). `queued=true`: only the tasks waiting in a queue for a slot, which are live.
+        Each page of live tasks reads on where the last one stopped; with filters, a page may
+        hold fewer than `limit` and still have a `next`. `queue`: only that queue's tasks.
+        `queued=true`: only the tasks waiting in a queue for a slot, which are live. An expired
+        cursor (the cluster keeps a listing for a few minutes) is 422: list again.
         """
         items: list[dict[str, Any]] = []
-        seen: set[str] = set()
         archive_cursor = cursor
+        if cursor is not None and not cursor.startswith(LIVE_CURSOR) and cursor != ARCHIVE_START:
+            decode_cursor(cursor)  # an invalid one is 422, archive or not
         if cursor is None or cursor.startswith(LIVE_CURSOR):
-            offset = _live_offset(cursor)
             filters = {"queued": queued, "queue": queue} if queued or queue else {}
-            lives = live("list", app, state, offset + limit + 1, **filters)
-            items = [s.to_dict() for s in lives[offset:offset + limit]]
-            if len(lives) > offset + limit:
-                return {"items": items, "next": f"{LIVE_CURSOR}{offset + limit}"}
-            seen = {s.id for s in lives}
+            bodies, after = live("list_page", app, state, limit, cursor[len(LIVE_CURSOR):] if cursor else None,
+                                 **filters)
+            items = [_live_dict(body, task_client()) for body in not_archived(bodies)]
+            if after is not None:
+                return {"items": items, "next": LIVE_CURSOR + after}
             archive_cursor = None
         if queued:  # waiting tasks are never archived
             return {"items": items, "next": None}
-        if reader is None or len(items) >= limit:
-            return {"items": items[:limit], "next": None if reader is None else ARCHIVE_START}
-        if archive_cursor == ARCHIVE_START:
-            archive_cursor = None
-        page = _archive_call(reader.list, namespace(), app, state, limit - len(items), archive_cursor)
-        items += [d for d in (_archived_dict(b) for b in page.items)
-                  if d["id"] not in seen and (queue is None or d["queue"]["name"] == queue)]
+        if reader is None:
+            return {"items": items, "next": None}
+        if len(items) >= limit:
+            return {"items": items, "next": ARCHIVE_START}
+        page = _archive_call(reader.list, namespace(), app, state, limit - len(items),
+                             None if archive_cursor == ARCHIVE_START else archive_cursor)
+        items += [d for d in (_archived_dict(b) for b in page.items) if queue is None or d["queue"]["name"] == queue]
         return {"items": items, "next": page.next}
+
+    def not_archived(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Live tasks, less the finished ones the archive has already (same incarnation): those
+        are listed with the archived tasks, so that a walk through the pages meets each task once."""
+        finished = {str((b.get("metadata") or {}).get("name")) for b in bodies
+                    if (b.get("status") or {}).get("state") in FINAL_STATES}
+        if reader is None or not finished:
+            return bodies
+        try:
+            held = reader.archived_uids(namespace(), sorted(finished))
+        except ArchiveError as exc:
+            LOG.warning("listing live tasks without asking the archive which it has: %s", exc)
+            return bodies
+        return [b for b in bodies if (b.get("metadata") or {}).get("uid") not in held]
 
     @router.post("/{task_id}/cancel", response_model=TaskStatusBody, summary="Cancel a task",
                  responses={**_doc(404, "no such task for this application"),
@@ -608,13 +688,14 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     @app.get("/v1/results", response_model=TaskPage, tags=["results"], responses=COMMON_ERRORS,
              summary="List every application's archived tasks")
     def list_all_results(credentials: bearer, app: AppQuery = None, state: StateQuery = None,
-                         limit: LimitQuery = 100, cursor: CursorQuery = None) -> dict[str, Any]:
+                         limit: LimitQuery = 100, cursor: CursorQuery = None,
+                         asked: NamespaceQuery = None) -> dict[str, Any]:
         """Archived tasks of every application in the namespace, for a Kubernetes identity that
         may list LimeTasks there (an application's token opens its own application only)."""
-        kube = kubernetes()
-        if kube is None or credentials is None or store.holds(credentials.credentials) or not kube.allowed(
-                credentials.credentials, "list"):
+        if credentials is None or not kubernetes_allowed(kubernetes, credentials.credentials, "list", store,
+                                                         platform):
             raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="limetask"'})
+        served(asked)
         if reader is None:
             return {"items": [], "next": None}
         page = _archive_call(reader.list, namespace(), app, state, limit, cursor)
@@ -623,10 +704,26 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     install_dashboard(app, store=store, platform=platform, kubernetes=kubernetes, task_client=task_client,
                       reader=reader, namespace=namespace, watch=dashboard_watch)
 
+    archive_probe = ArchiveProbe(reader.ping if reader is not None else None)
+
+    # Both answer on the event loop, never in the worker threads that requests share (a slow
+    # cluster or archive may hold them all), and ask nothing of anyone while the request waits.
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
-    def healthz() -> dict[str, str]:
-        """Whether the server answers (it does not ask the cluster)."""
+    async def healthz() -> dict[str, str]:
+        """Whether the server answers (for liveness: it asks neither the cluster nor the archive)."""
         return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, tags=["health"], summary="Readiness, and what is degraded")
+    async def readyz() -> dict[str, str]:
+        """200 while the server answers, with the state of what it depends on as last seen (the
+        archive is looked at in the background, at most every 15 s). A broken dependency makes
+        it `degraded`, never 503: every replica shares it, and live tasks are still served."""
+        answer = {"archive": archive_probe.state(),
+                  "tokens": "invalid" if store.problem else "ok",
+                  "platform_tokens": "invalid" if platform.problem else "ok"}
+        healthy = answer["archive"] in ("ok", "none", "unknown") and \
+            answer["tokens"] == answer["platform_tokens"] == "ok"
+        return {"status": "ok" if healthy else "degraded", **answer}
 
     _install_error_handlers(app)
     app.add_middleware(CatchAll)
@@ -642,24 +739,28 @@ QueueQuery = Annotated[str | None, Query(min_length=1, max_length=63, pattern=QU
 QueuedQuery = Annotated[bool, Query(description="only the tasks waiting in a queue for a slot (PENDING, with a "
                                                 "Queued condition); these are live, never archived")]
 CursorQuery = Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")]
+# The live pages' cursors hold the cluster's `continue` tokens, which name the last task read.
+TasksCursorQuery = Annotated[str | None, Query(max_length=2100, description="the `next` of the previous page")]
 AppQuery = Annotated[str | None, Query(min_length=1, max_length=63, pattern=APP_NAME_RE.pattern,
                                        description="only this application's tasks")]
+NamespaceQuery = Annotated[str | None, Query(
+    alias="namespace", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    description="the namespace the client means: the endpoint serves its own only, and answers 400 "
+                "WrongNamespace for another (the client sends it; without it, the endpoint's own)")]
 assert set(STATES) == {"PENDING", "STARTED", "SUCCESS", "FAILURE"}
 
 
-# Cursors of GET /v1/apps/{app}/tasks: live tasks from an offset (the cluster lists them in a
-# stable order), the start of the archived ones, or the archive's own cursor.
+# Cursors of GET /v1/apps/{app}/tasks: live tasks from where the last page stopped (the client's
+# `list_page` cursor, which holds the cluster's `continue` token), the start of the archived
+# ones, or the archive's own cursor.
 LIVE_CURSOR = "live."
 ARCHIVE_START = "archive"
 
 
-def _live_offset(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    text = cursor[len(LIVE_CURSOR):]
-    if not text.isdigit() or len(text) > 9:
-        raise InvalidTaskError(f"invalid cursor {cursor[:80]!r}")
-    return int(text)
+def _live_dict(body: dict[str, Any], client: Any) -> dict[str, Any]:
+    from .status import TaskStatus
+
+    return TaskStatus.from_resource(body, client).to_dict()
 
 
 def _takes_archive(fn: Any) -> bool:
@@ -694,6 +795,21 @@ def _archived(reader: "ArchiveReader | None", namespace: str, task_id: str, app:
 
 def _short_loc(loc: list[str], keep: int = 4) -> list[str]:
     return loc if len(loc) <= 2 * keep else [*loc[:keep], "...", *loc[-keep:]]
+
+
+def _kubernetes_auth_settings(env: Mapping[str, str] | None = None) -> tuple[str, float]:
+    """The audience Kubernetes tokens must be bound to, and the TokenReviews allowed a second."""
+    env = os.environ if env is None else env
+    audience = env.get(AUDIENCE_ENV, "").strip() or DEFAULT_AUDIENCE
+    text = env.get(REVIEWS_PER_SECOND_ENV, "").strip()
+    try:
+        rate = float(text) if text else REVIEWS_PER_SECOND
+    except ValueError:
+        rate = -1.0
+    if not 0 < rate <= 10000:
+        raise InvalidTaskError(f"{REVIEWS_PER_SECOND_ENV} must be a number of TokenReviews a second from 0 to 10000 "
+                               f"(not 0), got {text!r}")
+    return audience, rate
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -737,7 +853,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         codes = {400: "InvalidRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-                 405: "MethodNotAllowed", 422: "InvalidRequest"}
+                 405: "MethodNotAllowed", 422: "InvalidRequest", 429: "TooManyRequests"}
         code = codes.get(exc.status_code, "HTTPError")
         return _error(exc.status_code, code, str(exc.detail), exc.headers)
 

@@ -1295,8 +1295,12 @@ def test_web_deployment_defaults(chart: Any) -> None:
     assert web_container(render(chart, {**digest, **runner}))["image"] == \
         "registry.example.com/acme/runner@sha256:" + "b" * 64
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    # Liveness and startup: the process answers (on its event loop, whatever its workers wait for);
+    # readiness: /readyz, which says what is degraded but stays 200 (a dependency every replica
+    # shares down takes none of them out of the Service).
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     # The tokens: the Secret mounted read-only as a directory, named by LIMETASK_WEB_TOKENS_FILE.
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -1360,7 +1364,7 @@ def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
 
     env = {e["name"] for e in web_container(render(chart, MODES["web-token-values"]))["env"]}
     limetask = {n for n in env if n.startswith("LIMETASK_")}
-    assert limetask == {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE"}
+    assert limetask == {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", web.AUDIENCE_ENV, web.REVIEWS_PER_SECOND_ENV}
     assert 'os.environ.get("LIMETASK_NAMESPACE")' in (REPO / "lime_task" / "client.py").read_text()
     # With the archive, and with Kubernetes tokens turned off.
     values = {**MODES["archive-from-values"], "web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}}
@@ -1445,7 +1449,18 @@ def test_web_kubernetes_auth(chart: Any) -> None:
     assert binding["roleRef"] == AUTH_DELEGATOR
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lt-limetask-web",
                                     "namespace": RELEASE_NAMESPACE}]
-    assert web.KUBERNETES_AUTH_ENV not in {e["name"] for e in web_container(objects)["env"]}
+    env = {e["name"]: e.get("value") for e in web_container(objects)["env"]}
+    assert web.KUBERNETES_AUTH_ENV not in env
+    # Tokens bound to the endpoint's own audience only, and a bounded rate of TokenReviews.
+    assert web._kubernetes_auth_settings(env) == ("limetask-web", 10.0)
+    tuned = {"web": {**MODES["web-token-values"]["web"], "kubernetesAuthAudience": "tasks.example.com",
+                     "tokenReviewsPerSecond": 2.5}}
+    assert web._kubernetes_auth_settings({e["name"]: e.get("value") for e in web_container(render(chart, tuned))[
+        "env"]}) == ("tasks.example.com", 2.5)
+    for bad in ({"kubernetesAuthAudience": ""}, {"kubernetesAuthAudience": "two words"},
+                {"tokenReviewsPerSecond": 0}, {"tokenReviewsPerSecond": "10"}):
+        with pytest.raises(helm.HelmValuesError):
+            chart.validate_schema({"web": {**MODES["web-token-values"]["web"], **bad}})
     assert yaml.safe_load((CHART / "values.yaml").read_text())["web"]["kubernetesAuth"] is True
 
     off = render(chart, {"web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}})
@@ -1453,6 +1468,7 @@ def test_web_kubernetes_auth(chart: Any) -> None:
     assert AUTH_DELEGATOR not in [b["roleRef"] for b in of_kind(off, "ClusterRoleBinding")]
     env = {e["name"]: e.get("value") for e in web_container(off)["env"]}
     assert env[web.KUBERNETES_AUTH_ENV] == "false"
+    assert web.AUDIENCE_ENV not in env and web.REVIEWS_PER_SECOND_ENV not in env
     # The operator never gets it, web or not.
     assert not [b for b in of_kind(render(chart), "ClusterRoleBinding") if b["roleRef"] == AUTH_DELEGATOR]
 
@@ -1465,6 +1481,9 @@ def test_web_kubernetes_auth(chart: Any) -> None:
     ({"enabled": True, "imports": ["acme_solution.tasks.lime"],
       "tokens": {"existingSecret": "acme-web-tokens", "values": {"acme-crm": "t"}}},
      "set either web.tokens.existingSecret or web.tokens.values, not both"),
+    ({"enabled": True, "imports": ["acme_solution.tasks.lime"],
+      "tokens": {"values": {"acme-crm": "same", "acme-erp": "same", "acme-web": "other"}}},
+     "web.tokens.values: acme-crm and acme-erp have the same token: give each application its own"),
 ])
 def test_web_needs_imports_and_exactly_one_token_source(chart: Any, web: dict[str, Any], message: str) -> None:
     chart.validate_schema({"web": web})  # each value is valid alone: the template says what is missing
@@ -1516,6 +1535,8 @@ def test_web_notes_say_how_to_post_a_task(chart: Any) -> None:
     assert r"jsonpath='{.data.acme\.crm}'" in other
     existing = notes(chart, MODES["web-existing-secret"])
     assert "get secret acme-web-tokens" in existing and "port-forward service/lt-limetask-web 8080:443" in existing
+    # The document, not a page that loads scripts from a CDN (the endpoint serves no /docs).
+    assert "http://127.0.0.1:8080/openapi.json" in text and "/docs" not in text
 
 
 # --------------------------------------------------------------------------------------------

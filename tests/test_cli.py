@@ -607,3 +607,39 @@ def test_send_refuses_times_by_the_clients_rule_and_creates_nothing(
     result = invoke("send", f"{T}.add", "my-app", "[1, 2]", *options)
     assert result.exit_code != 0 and words in result.stderr, result.output
     assert fake_api.created == []
+
+
+def test_list_without_the_crd_says_it_is_not_installed(fake_api: FakeCustomObjects) -> None:
+    fake_api.tasks_error = api_error(404, "the server could not find the requested resource")
+    for args in (["list"], ["list", "--app", "my-app"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "the LimeTask resource is not installed in this cluster" in lines[0], lines
+        assert "install the CRDs" in lines[0]
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
+    """`limetask list | head -5`: the reader has gone, so the command stops, as Unix tools do,
+    without a word on stderr (exit 141, as a process killed by SIGPIPE)."""
+    script = tmp_path / "many.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import lime_task._cli as cli\n"
+        "from lime_task.cli import main\n"
+        "from tests.unit.fake_api import FakeCustomObjects, fake_client, live_task\n"
+        "api = FakeCustomObjects([live_task(f't-{i:05}', app='my-app') for i in range(20000)])\n"
+        "client = fake_client(Path(sys.argv[1]), api)\n"
+        "cli._client = lambda *args, **kwargs: client\n"
+        "sys.argv = ['limetask', *sys.argv[2:]]\n"
+        "sys.exit(main())\n")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.read(200)
+    proc.stdout.close()  # as `head` does once it has its lines
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(120) == 141, stderr
+    assert first.startswith(b"ID") and stderr == "", stderr

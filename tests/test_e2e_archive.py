@@ -31,7 +31,7 @@ from conftest import (
     wait_until,
 )
 
-from lime_task import SUCCESS, NotFoundError, TaskAlreadyFinishedError, TaskClient
+from lime_task import SUCCESS, ClusterError, NotFoundError, TaskAlreadyFinishedError, TaskClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.archive]
 
@@ -140,11 +140,25 @@ def web(cluster: Cluster, namespace: str, archive_db: str) -> Iterator[Web]:
     thread.join(10)
 
 
+READER = "archive-reader"
+
+
 def client_for(cluster: Cluster, namespace: str, web: Web, tokens: bool = True) -> TaskClient:
     """A client told where the results API is; with the applications' tokens, or (tokens=False)
-    with its Kubernetes token only."""
+    with a Kubernetes identity only: the ServiceAccount READER's tokens for the endpoint's
+    audience, from the TokenRequest API (see `reader_account`)."""
     return TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace, results_url=web.url,
-                      results_tokens=web.tokens if tokens else None)
+                      results_tokens=web.tokens if tokens else None,
+                      results_service_account=None if tokens else READER)
+
+
+def reader_account(cluster: Cluster, namespace: str) -> None:
+    """A ServiceAccount that may read and list LimeTasks in the namespace, and nothing else."""
+    cluster.run_kubectl("create", "serviceaccount", READER, namespace=namespace)
+    cluster.run_kubectl("create", "role", READER, "--verb=get,list", "--resource=limetasks.limetask.io",
+                        namespace=namespace)
+    cluster.run_kubectl("create", "rolebinding", READER, f"--role={READER}",
+                        f"--serviceaccount={namespace}:{READER}", namespace=namespace)
 
 
 def live_task_exists(cluster: Cluster, namespace: str, name: str) -> bool:
@@ -181,10 +195,24 @@ def test_a_finished_task_leaves_the_cluster_and_reads_alike_from_the_archive(
     assert [(s.id, s.archived) for s in listed] == [(sent.id, True)]
     assert client.list(APP, state="FAILURE") == []
 
-    # Without an application token: the client's Kubernetes identity, checked by the endpoint.
+    # Without an application token: a Kubernetes identity, with a token bound to the endpoint
+    # (the TokenRequest API's, audience limetask-web), which the endpoint checks at the API server.
+    reader_account(cluster, namespace)
     by_kubernetes = client_for(cluster, namespace, web, tokens=False)
     assert by_kubernetes.get_status(sent.id, APP).result == 3
     assert [s.id for s in by_kubernetes.list()] == [sent.id]  # every application's, for a Kubernetes identity
+
+    # A token for the API server itself is refused (the endpoint must never collect those), and
+    # so is a token of the endpoint's audience whose identity may not read LimeTasks.
+    api_server_token = cluster.run_kubectl("create", "token", READER, namespace=namespace).stdout.strip()
+    assert web.get(f"/v1/apps/{APP}/results/{sent.id}", api_server_token)[0] == 401
+    cluster.run_kubectl("create", "serviceaccount", "stranger", namespace=namespace)
+    stranger = cluster.run_kubectl("create", "token", "stranger", "--audience=limetask-web",
+                                   namespace=namespace).stdout.strip()
+    assert web.get(f"/v1/apps/{APP}/results/{sent.id}", stranger)[0] == 401
+    bound = cluster.run_kubectl("create", "token", READER, "--audience=limetask-web",
+                                namespace=namespace).stdout.strip()
+    assert web.get(f"/v1/apps/{APP}/results/{sent.id}", bound)[0] == 200
 
     # Every application's archived tasks are listed for a Kubernetes identity only: a client with
     # application tokens alone lists the live ones, and says why the archived are missing.
@@ -192,6 +220,15 @@ def test_a_finished_task_leaves_the_cluster_and_reads_alike_from_the_archive(
     by_kubernetes.results.kube_token = lambda: None
     with pytest.warns(UserWarning, match="archived tasks are not listed"):
         assert by_kubernetes.list() == []
+
+    # A client of another namespace is told that this endpoint serves another one, never given
+    # this namespace's task as its own.
+    elsewhere = TaskClient(kubeconfig=cluster.kubeconfig, namespace=f"{namespace}-b", results_url=web.url,
+                           results_tokens=web.tokens)
+    with pytest.raises(ClusterError, match=f"serves namespace '{namespace}', not '{namespace}-b'"):
+        elsewhere.get_status(sent.id, APP)
+    with pytest.raises(ClusterError, match="serves namespace"):
+        elsewhere.list(APP)
     assert [s.id for s in client.list(APP)] == [sent.id]  # with the application named, its token serves
 
     # Without the results API, an archived task is a missing one (nothing else can be said).
@@ -207,6 +244,7 @@ def test_an_archived_task_is_its_own_applications_only(
     wait_until(lambda: not live_task_exists(cluster, namespace, sent.id), timeout=60, message="archived")
 
     # The client: another application's task is exactly a missing one, with a token or without.
+    reader_account(cluster, namespace)
     for c in (client, client_for(cluster, namespace, web, tokens=False)):
         with pytest.raises(NotFoundError) as theirs:
             c.get_status(sent.id, OTHER)
@@ -245,6 +283,10 @@ def test_an_archived_task_is_its_own_applications_only(
     assert other.returncode == 1 and "not found" in other.stderr and other.stderr.count("\n") == 1
     listed = cli("list", "--app", APP, "-n", namespace, env=env)
     assert listed.returncode == 0 and sent.id in listed.stdout and "(archived)" in listed.stdout
+    for args in (["status", sent.id, APP], ["list", "--app", APP]):  # another namespace: said, never answered
+        elsewhere = cli(*args, "-n", "no-such-namespace", env=env)
+        assert elsewhere.returncode == 2 and f"serves namespace '{namespace}'" in elsewhere.stderr, elsewhere
+        assert sent.id not in elsewhere.stdout
     assert sent.id not in cli("list", "--app", OTHER, "-n", namespace, env=env).stdout
     assert cli("wait", sent.id, APP, "-n", namespace, env=env).returncode == 0
 

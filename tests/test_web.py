@@ -19,9 +19,10 @@ from conftest import wait_until
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from lime_task import TaskClient, registered_tasks
+from lime_task import LimeTaskError, NotFoundError, TaskClient, registered_tasks
+from lime_task.kubeauth import KubernetesAuth
 from lime_task.web import MAX_BODY_BYTES, TokenStore, create_app, parse_tokens, read_tokens
-from tests.unit.fake_api import FakeCustomObjects, fake_client, live_task
+from tests.unit.fake_api import FakeApiServer, FakeCustomObjects, fake_client, jwt, live_task
 
 T = "acme_solution.tasks.lime"
 TOKENS = {"app-one": "token-one", "app-two": "token-two"}
@@ -233,8 +234,9 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
     operations = [result.ok() for result in schema.get_all_operations()]
     # start, list, read and cancel tasks; the results API (read, list, list every application's);
-    # schedules and their runs; health; the dashboard's who-am-I, list, task, cancel, charts, stream
-    assert len(operations) == 16
+    # schedules and their runs; liveness and readiness; the dashboard's who-am-I, list, task, cancel,
+    # charts, stream
+    assert len(operations) == 17
     for operation in operations:
         if operation.path == "/v1/dashboard/stream":
             continue  # it never ends; the browser tests read it (tests/test_e2e_dashboard.py)
@@ -291,7 +293,7 @@ def test_openapi_document() -> None:
     assert set(paths) == {"/v1/apps/{app}/tasks", "/v1/apps/{app}/tasks/{task_id}",
                           "/v1/apps/{app}/tasks/{task_id}/cancel", "/v1/apps/{app}/results",
                           "/v1/apps/{app}/results/{task_id}", "/v1/results", "/v1/apps/{app}/schedules",
-                          "/v1/apps/{app}/schedules/{name}/runs", "/healthz", "/v1/dashboard/me",
+                          "/v1/apps/{app}/schedules/{name}/runs", "/healthz", "/readyz", "/v1/dashboard/me",
                           "/v1/dashboard/tasks", "/v1/dashboard/tasks/{app}/{task_id}",
                           "/v1/dashboard/tasks/{app}/{task_id}/cancel", "/v1/dashboard/charts",
                           "/v1/dashboard/stream"}
@@ -367,10 +369,10 @@ def test_token_checks_and_rotation(tmp_path: Path) -> None:
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert store.check("app-one", "new") and not store.check("app-one", "old")
     assert store.check("app-two", "two") and not store.check("app-one", "two")
-    # A broken rewrite keeps the last good tokens.
+    # A broken rewrite opens nothing (see the test below).
     path.write_text("{broken")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
-    assert store.check("app-one", "new")
+    assert not store.check("app-one", "new")
 
 
 # -- queues, against a fake API (no cluster) ---------------------------------------------------
@@ -443,7 +445,7 @@ def test_list_filters_by_queue_and_waiting(fake_http: TestClient, fake_api: Fake
     assert ids("?queued=true&queue=asap") == ["t-a"]
     assert ids("?queue=default") == ["t-c"]
     page = fake_http.get("/v1/apps/app-one/tasks?queued=true&limit=1", headers=bearer("app-one")).json()
-    assert [t["id"] for t in page["items"]] == ["t-a"] and page["next"] == "live.1"
+    assert [t["id"] for t in page["items"]] == ["t-a"] and page["next"].startswith("live.")
     assert ids(f"?queued=true&limit=1&cursor={page['next']}") == ["t-c"]
     first = fake_http.get("/v1/apps/app-one/tasks?queued=true", headers=bearer("app-one")).json()["items"][0]
     assert first["status"] == "PENDING" and first["queue"] == {
@@ -463,6 +465,9 @@ def test_the_queue_filter_applies_to_archived_tasks_and_queued_reads_no_archive(
 
         def __init__(self) -> None:
             self.calls = 0
+
+        def ping(self) -> None:
+            pass
 
         def list(self, namespace: str, app: str | None, state: str | None, limit: int, cursor: str | None) -> Page:
             self.calls += 1
@@ -548,3 +553,341 @@ def test_a_refusal_by_the_cluster_names_the_field_not_a_generated_id(
                               json={"task": f"{T}.add", "args": [1, 2]})
     assert response.status_code == 422, response.text
     assert response.json()["detail"] == 'the cluster refused the task: spec.eta: Invalid value: "x": bad time'
+
+
+# -- token files: rotation, mistakes, revocation ------------------------------------------------
+
+def rewrite(path: Path, text: str, step: int) -> None:
+    """Rewrite a tokens file with a later modification time (as a rotated Secret has)."""
+    path.write_text(text)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + step * 10**9))
+
+
+def test_a_broken_rotation_refuses_every_application_token_until_fixed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A revocation done by editing the file must never silently fail open: a file that cannot be
+    read refuses every application token, says so in the log and in `problem`, and the next
+    good version is taken again."""
+    path = tmp_path / "tokens"
+    path.write_text("app-one=one\napp-two=two\n")
+    store = TokenStore(path=path)
+    assert store.problem is None and store.check("app-two", "two")
+    # app-two's token is revoked, but the edit leaves a stray line: nothing may open any more.
+    rewrite(path, "app-one=one\napp-two\n", 1)
+    with caplog.at_level("ERROR", logger="limetask.web"):
+        assert not store.check("app-two", "two") and not store.check("app-one", "one")
+    assert store.owner("one") is None and store.get("app-one") is None
+    assert store.problem is not None and "line 2" in store.problem
+    assert "every application token is refused" in caplog.text
+    # The tokens it had are still known as application tokens (never sent elsewhere).
+    assert store.holds("one") and store.holds("two")
+    rewrite(path, "app-one=one\n", 2)
+    assert store.check("app-one", "one") and not store.check("app-two", "two") and store.problem is None
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("app-one=same\napp-two=same\n", "'app-one' and 'app-two' have the same token"),
+    ('{"app-one": "same", "app-two": "same"}', "'app-one' and 'app-two' have the same token"),
+    ("app-one=\n", "non-empty"),
+    ("=token\n", "invalid application name"),
+    ('{"app-one": "  "}', "non-empty"),
+])
+def test_a_token_for_two_applications_and_empty_entries_are_refused(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment) as refused:
+        parse_tokens(text)
+    assert "same" not in str(refused.value).replace("the same token", "")  # the token is never echoed
+
+
+def test_an_empty_token_file_in_a_secret_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "app-one").write_text("one")
+    (tmp_path / "app-two").write_text("\n")
+    with pytest.raises(ValueError, match="'app-two' must be a non-empty string"):
+        read_tokens(tmp_path)
+
+
+def test_holds_sees_a_just_added_token_and_remembers_revoked_ones(tmp_path: Path) -> None:
+    """`holds` answers whether a token is (or was) an application's: such a token is never sent
+    to the API server for review, right after a rotation as later."""
+    path = tmp_path / "tokens"
+    path.write_text("app-one=one\n")
+    store = TokenStore(path=path)
+    rewrite(path, "app-one=one\napp-two=two\n", 1)
+    assert store.holds("two")  # read again: no request in between
+    rewrite(path, "app-one=uno\n", 2)
+    assert store.holds("two") and store.holds("one") and store.holds("uno")  # revoked ones too
+    assert not store.check("app-two", "two") and not store.check("app-one", "one")
+    assert not store.holds("never-a-token")
+
+
+# -- paging the live tasks ----------------------------------------------------------------------
+
+def test_each_page_of_live_tasks_reads_on_from_the_last(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    """A page lists from where the last one stopped (the cluster's `continue` tokens): walking 25
+    tasks in pages of 10 reads each task once, not page k's k·10 from the start."""
+    fake_api.tasks = [live_task(f"t-{i:02}", app="app-one") for i in range(25)]
+    unlabelled = live_task("t-kubectl", app="app-one")
+    del unlabelled["metadata"]["labels"]  # made with kubectl: spec.app decides
+    fake_api.tasks += [unlabelled, live_task("t-other", app="app-two")]
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        query = "limit=10" + (f"&cursor={cursor}" if cursor else "")
+        response = fake_http.get(f"/v1/apps/app-one/tasks?{query}", headers=bearer("app-one"))
+        assert response.status_code == 200, response.text
+        seen += [t["id"] for t in response.json()["items"]]
+        cursor = response.json()["next"]
+        if cursor is None:
+            break
+    assert seen == [f"t-{i:02}" for i in range(25)] + ["t-kubectl"]
+    assert fake_api.listed == 26  # every task read once, and app-two's never
+
+
+@pytest.mark.parametrize("cursor", ["live.999999999", "live.l" + "x" * 3000, "live.lnot-a-token", "live.q", "bogus"])
+def test_a_forged_cursor_is_422_and_reads_nothing(fake_http: TestClient, fake_api: FakeCustomObjects,
+                                                  cursor: str) -> None:
+    fake_api.tasks = [live_task(f"t-{i:02}", app="app-one") for i in range(30)]
+    for query in ("", "&queued=true"):
+        response = fake_http.get(f"/v1/apps/app-one/tasks?cursor={cursor}{query}", headers=bearer("app-one"))
+        assert response.status_code == 422, response.text
+        assert "cursor" in response.json()["detail"]
+    assert fake_api.listed == 0
+
+
+def test_an_expired_cursor_says_to_list_again(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    from tests.unit.fake_api import api_error
+
+    fake_api.tasks = [live_task(f"t-{i:02}", app="app-one") for i in range(3)]
+    first = fake_http.get("/v1/apps/app-one/tasks?limit=1", headers=bearer("app-one")).json()
+    fake_api.tasks_error = api_error(410, "The provided continue parameter is too old")
+    response = fake_http.get(f"/v1/apps/app-one/tasks?limit=1&cursor={first['next']}", headers=bearer("app-one"))
+    assert response.status_code == 422 and "expired" in response.json()["detail"], response.text
+
+
+# -- Kubernetes tokens, health and the namespace served ------------------------------------------
+
+def kube_http(tmp_path: Path, api: FakeApiServer, platform: dict[str, str] | None = None,
+              tokens: TokenStore | dict[str, str] | None = None, **auth: Any) -> TestClient:
+    kube = KubernetesAuth(None, "solutions", authentication=api, authorization=api, **auth)
+    return TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=tokens or TOKENS,
+                                 platform_tokens=platform or {"ops": "platform-token"}, kubernetes_auth=kube))
+
+
+def test_application_and_platform_tokens_never_reach_the_api_server(tmp_path: Path) -> None:
+    """Tokens of this endpoint's own (an application's, a revoked one, a platform token) are no
+    Kubernetes tokens: they are refused without a review, so they never appear in the API
+    server's audit log."""
+    api = FakeApiServer()
+    # Shaped like Kubernetes tokens, so that only knowing them keeps them from the API server.
+    one, two, ops = jwt("app-one"), jwt("app-two"), jwt("ops")
+    path = tmp_path / "tokens"
+    path.write_text(f"app-one={one}\napp-two={two}\n")
+    store = TokenStore(path=path)
+    http = kube_http(tmp_path, api, tokens=store, platform={"ops": ops})
+    rewrite(path, f"app-one={one}\n", 1)  # app-two's token revoked
+    for token in (one, two, ops):
+        for url in ("/v1/apps/app-two/tasks/t-1", "/v1/apps/app-two/tasks", "/v1/results"):
+            response = http.get(url, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 401, (token, url, response.text)
+        assert http.get("/v1/dashboard/me", headers={"Authorization": f"Bearer {token}"}).status_code in (200, 401)
+    assert api.token_reviews == []
+    crm = jwt("system:serviceaccount:solutions:crm")
+    assert http.get("/v1/apps/app-two/tasks/t-1", headers={"Authorization": f"Bearer {crm}"}).status_code == 404
+    assert len(api.token_reviews) == 1
+
+
+def test_a_token_for_the_api_server_opens_nothing(tmp_path: Path) -> None:
+    api = FakeApiServer()
+    http = kube_http(tmp_path, api)
+    api_server_token = jwt("system:serviceaccount:solutions:crm", audience="https://kubernetes.default.svc")
+    response = http.get("/v1/apps/app-one/tasks/t-1", headers={"Authorization": f"Bearer {api_server_token}"})
+    assert response.status_code == 401
+    assert api.token_reviews[0]["spec"]["audiences"] == ["limetask-web"]
+
+
+def test_too_many_new_kubernetes_tokens_is_429_with_retry_after(tmp_path: Path) -> None:
+    api = FakeApiServer()
+    http = kube_http(tmp_path, api, reviews_per_second=1)
+    known = {"Authorization": f"Bearer {jwt('system:serviceaccount:solutions:crm')}"}
+    assert http.get("/v1/apps/app-one/tasks/t-1", headers=known).status_code == 404
+    answers = [http.get("/v1/apps/app-one/tasks/t-1", headers={"Authorization": f"Bearer {jwt()}"})
+               for _ in range(3)]
+    assert [a.status_code for a in answers][-1] == 429
+    assert answers[-1].json()["code"] == "TooManyRequests" and int(answers[-1].headers["retry-after"]) >= 1
+    assert len(api.token_reviews) == 2  # the burst: two; the rest were never sent
+    assert http.get("/v1/apps/app-one/tasks/t-1", headers=known).status_code == 404  # known: still served
+    assert http.get("/v1/apps/app-one/tasks/t-1", headers=bearer("app-one")).status_code == 404
+
+
+def test_the_audience_and_the_review_rate_come_from_the_environment() -> None:
+    from lime_task.web import _kubernetes_auth_settings
+
+    assert _kubernetes_auth_settings({}) == ("limetask-web", 10.0)
+    assert _kubernetes_auth_settings({"LIMETASK_WEB_AUDIENCE": "tasks.example.com",
+                                      "LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": "2.5"}) == ("tasks.example.com", 2.5)
+    for bad in ("0", "-1", "many", "nan", "1e9"):
+        with pytest.raises(LimeTaskError, match="LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND"):
+            _kubernetes_auth_settings({"LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": bad})
+
+
+def test_healthz_answers_while_every_worker_is_busy(tmp_path: Path) -> None:
+    """Liveness must not depend on the workers that requests share: with all of them waiting for
+    a cluster that does not answer, /healthz and /readyz still do."""
+    import threading
+
+    release, entered = threading.Event(), threading.Semaphore(0)
+
+    class Stuck:
+        namespace = "solutions"
+
+        def get_status(self, task_id: str, app: str) -> Any:
+            entered.release()
+            release.wait(60)
+            raise NotFoundError(task_id)
+
+    # One event loop for every request (as a server has), and so one pool of workers.
+    with TestClient(create_app(client=Stuck(), tokens=TOKENS)) as http:
+        stuck = [threading.Thread(target=http.get, args=("/v1/apps/app-one/tasks/x",),
+                                  kwargs={"headers": bearer("app-one")}) for _ in range(45)]
+        try:
+            for t in stuck:
+                t.start()
+            for _ in range(40):  # AnyIO's 40 worker threads, all taken
+                assert entered.acquire(timeout=30)
+            answers: list[Any] = []
+            probe = threading.Thread(target=lambda: answers.extend([http.get("/healthz"), http.get("/readyz")]))
+            probe.start()
+            probe.join(30)
+            assert [a.status_code for a in answers] == [200, 200], "the health checks waited for the workers"
+        finally:
+            release.set()
+            for t in stuck:
+                t.join(30)
+
+
+def test_readyz_says_what_is_degraded_and_stays_200(tmp_path: Path) -> None:
+    from lime_task.archive import ArchiveError
+
+    class DownArchive:
+        def ping(self) -> None:
+            raise ArchiveError("the archive cannot be reached: password authentication failed for user x")
+
+    path = tmp_path / "tokens"
+    path.write_text("app-one=token-one\n")
+    http = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TokenStore(path=path),
+                                 archive=DownArchive()))  # type: ignore[arg-type]
+    answer = wait_until(lambda: (r := http.get("/readyz").json())["archive"] != "unknown" and r, timeout=30)
+    assert answer == {"status": "degraded", "archive": "unavailable", "tokens": "ok", "platform_tokens": "ok"}
+    assert "password" not in http.get("/readyz").text and http.get("/healthz").json() == {"status": "ok"}
+    rewrite(path, "app-one=token-one\napp-one=again\n", 1)
+    assert http.get("/v1/apps/app-one/tasks/x", headers=bearer("app-one")).status_code == 401
+    response = http.get("/readyz")
+    assert response.status_code == 200 and response.json()["tokens"] == "invalid"
+    assert "app-one" not in response.text
+    plain = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS))
+    assert plain.get("/readyz").json() == {"status": "ok", "archive": "none", "tokens": "ok", "platform_tokens": "ok"}
+
+
+def test_a_client_of_another_namespace_is_told_so(tmp_path: Path) -> None:
+    """The endpoint serves its own namespace: a request that means another is refused, never
+    answered with this namespace's tasks."""
+    from lime_task.archive import Page
+
+    class Archive:
+        def ping(self) -> None:
+            pass
+
+        def get(self, namespace: str, task_id: str, app: str) -> Any:
+            return live_task(task_id, app=app, state="SUCCESS")
+
+        def list(self, namespace: str, app: str | None, state: str | None, limit: int, cursor: str | None) -> Page:
+            return Page([live_task("z-1", app="app-one", state="SUCCESS")], None)
+
+    kube = KubernetesAuth(None, "solutions", authentication=FakeApiServer(), authorization=FakeApiServer())
+    http = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS,
+                                 archive=Archive(), kubernetes_auth=kube))  # type: ignore[arg-type]
+    crm = {"Authorization": f"Bearer {jwt('system:serviceaccount:solutions:crm')}"}
+    urls = ["/v1/apps/app-one/results/t-1", "/v1/apps/app-one/results", "/v1/apps/app-one/tasks/t-1",
+            "/v1/apps/app-one/tasks"]
+    for url, headers in [*((u, bearer("app-one")) for u in urls), ("/v1/results", crm)]:
+        assert http.get(f"{url}?namespace=solutions", headers=headers).status_code == 200, url
+        response = http.get(f"{url}?namespace=probe-b", headers=headers)
+        assert response.status_code == 400, (url, response.text)
+        assert response.json() == {"code": "WrongNamespace", "detail": "this endpoint serves namespace "
+                                   "'solutions', not 'probe-b': ask the endpoint of namespace 'probe-b'"}
+    # The namespace is said to a client with a valid token only.
+    assert http.get("/v1/apps/app-one/results/t-1?namespace=probe-b").status_code == 401
+
+
+def test_no_api_page_loads_scripts_from_elsewhere(tmp_path: Path) -> None:
+    """/docs and /redoc would load Swagger UI and ReDoc from a CDN into the dashboard's origin; the
+    document stays at /openapi.json."""
+    http = TestClient(create_app(client=object(), tokens={}))
+    assert http.get("/docs").status_code == 404 and http.get("/redoc").status_code == 404
+    assert http.get("/docs/oauth2-redirect").status_code == 404
+    assert http.get("/openapi.json").json()["info"]["title"] == "Lime Task"
+
+
+def test_finished_live_tasks_the_archive_has_are_listed_once(fake_api: FakeCustomObjects, tmp_path: Path) -> None:
+    """A finished task stays in the cluster a while after it is archived: a walk through the
+    pages meets it once, with the archived ones."""
+    from lime_task.archive import Page
+
+    done = live_task("t-done", app="app-one", state="SUCCESS")
+    done["metadata"]["uid"] = "uid-done"
+    done_elsewhere = live_task("t-new", app="app-one", state="SUCCESS")
+    done_elsewhere["metadata"]["uid"] = "uid-new"  # a new incarnation of a name the archive holds
+    fake_api.tasks = [live_task("t-run", app="app-one", state="STARTED"), done, done_elsewhere]
+
+    class Archive:
+        def ping(self) -> None:
+            pass
+
+        def archived_uids(self, namespace: str, names: list[str]) -> set[str]:
+            assert names == ["t-done", "t-new"]
+            return {"uid-done", "uid-new-old"}
+
+        def list(self, namespace: str, app: str | None, state: str | None, limit: int, cursor: str | None) -> Page:
+            return Page([live_task("t-done", app="app-one", state="SUCCESS"),
+                         live_task("t-new", app="app-one", state="FAILURE")], None)
+
+    http = TestClient(create_app(client=fake_client(tmp_path, fake_api), tokens=TOKENS,
+                                 archive=Archive()))  # type: ignore[arg-type]
+    items = http.get("/v1/apps/app-one/tasks", headers=bearer("app-one")).json()["items"]
+    assert [(i["id"], i["archived"]) for i in items] == [
+        ("t-run", False), ("t-new", False), ("t-done", True), ("t-new", True)]
+
+
+def test_every_call_to_the_cluster_has_a_timeout(fake_http: TestClient, fake_api: FakeCustomObjects) -> None:
+    """A call to an API server that stopped answering must end (urllib3 waits forever by
+    default), or the request's worker waits with it."""
+    created = fake_http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"), json={"task": f"{T}.add"})
+    assert created.status_code == 202, created.text
+    assert fake_http.get(f"/v1/apps/app-one/tasks/{created.json()['id']}", headers=bearer("app-one")).status_code == 200
+    assert fake_http.get("/v1/apps/app-one/tasks", headers=bearer("app-one")).status_code == 200
+    assert len(fake_api.timeouts) >= 4
+    assert all(isinstance(t, tuple) and all(0 < part <= 60 for part in t) for t in fake_api.timeouts), \
+        fake_api.timeouts
+
+
+
+@pytest.mark.archive
+def test_readyz_tells_a_wrong_archive_password_from_a_good_archive(tmp_path: Path, archive_db: str) -> None:
+    """A wrong password: liveness stays ok, readiness says the archive is unavailable (and still
+    answers 200); the right one: ok."""
+    from urllib.parse import urlsplit
+
+    from lime_task.archive import ArchiveReader
+
+    parts = urlsplit(archive_db)
+    wrong = archive_db.replace(f":{parts.password}@", ":not-the-password@")
+    for url, state in ((wrong, "unavailable"), (archive_db, "ok")):
+        reader = ArchiveReader(url)
+        try:
+            http = TestClient(create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS,
+                                         archive=reader))
+            answer = wait_until(lambda h=http: (r := h.get("/readyz")).json()["archive"] != "unknown" and r,
+                                timeout=60)
+            assert answer.status_code == 200 and answer.json()["archive"] == state, answer.text
+            assert "not-the-password" not in answer.text and http.get("/healthz").status_code == 200
+        finally:
+            reader.close()

@@ -117,11 +117,12 @@ def add_counts(*parts: Mapping[str, int]) -> dict[str, int]:
 
 def pick_step(since: float, until: float) -> int:
     """Seconds per bar: the smallest step that keeps the window within MAX_BUCKETS bars, once
-    its start is put on a whole step (see `axis`)."""
+    its start is put on a whole step (see `axis`); ValueError when even a day is too short."""
     for step in STEPS:
         if bucket_count(since // step * step, until, step) <= MAX_BUCKETS:
             return step
-    return STEPS[-1]
+    raise ValueError(f"a chart has at most {MAX_BUCKETS} bars of at most a day: the window spans "
+                     f"{math.ceil((until - since) / STEPS[-1])} days")
 
 
 def axis(since: float, until: float) -> tuple[float, int, int]:

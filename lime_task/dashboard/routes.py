@@ -15,8 +15,11 @@ own process and behind its own tokens.
 Who sees what: an application's token sees that application's tasks and nothing of others',
 not even how many there are. A platform token (LIMETASK_WEB_PLATFORM_TOKENS_FILE or
 LIMETASK_WEB_PLATFORM_TOKENS, `name=token` lines or a JSON object) sees every application's and
-cancels nothing. A Kubernetes token whose identity may list LimeTasks in the namespace sees
-every application's, and cancels if it may patch them.
+cancels nothing. A Kubernetes token bound to the endpoint's audience whose identity may list
+LimeTasks in the namespace sees every application's, and cancels if it may patch them.
+
+A window (`window`, or `since` and `until`) spans 90 days at most; `since` alone reaches up
+to now. A wider one is 422.
 """
 
 
@@ -91,13 +94,24 @@ def _seconds(when: dt.datetime | None) -> float | None:
 def _filters(app: str | None, task: str | None, state: str | None, reason: str | None, window: int | None,
              since: dt.datetime | None, until: dt.datetime | None, id: str | None = None,
              now: float | None = None) -> Filters:
+    now = time.time() if now is None else now
     if window is not None and since is not None:
         raise HTTPException(422, "give window or since, not both")
-    start = (time.time() if now is None else now) - window if window is not None else _seconds(since)
+    start = now - window if window is not None else _seconds(since)
     end = _seconds(until)
     if start is not None and end is not None and end <= start:
         raise HTTPException(422, "until must be after since")
+    if start is not None:  # (no since: everything before until, as with no filter at all)
+        _check_span(start, end if end is not None else now)
     return Filters(app=app, task=task, state=state, reason=reason, since=start, until=end, id=id)
+
+
+def _check_span(start: float, end: float) -> None:
+    """A window spans 90 days at most, however it is given: one over centuries costs the
+    endpoint millions of buckets and rows."""
+    if end - start > MAX_WINDOW_SECONDS:
+        raise HTTPException(422, f"since and until may span at most {MAX_WINDOW_SECONDS // 86400} days "
+                                 f"(since alone: up to now); narrow the window")
 
 
 def _stamp(seconds: float | None) -> dt.datetime | None:
@@ -109,7 +123,7 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
             watch: TaskWatch | None = None) -> None:
     """Adds the dashboard's page and API to the endpoint."""
     from ..status import TaskStatus
-    from ..web import COMMON_ERRORS, ApiError, _archive_call, _archived, _doc
+    from ..web import COMMON_ERRORS, ApiError, _archive_call, _archived, _doc, kubernetes_allowed
 
     watches: list[TaskWatch] = [watch] if watch is not None else []
     watch_lock = threading.Lock()
@@ -138,9 +152,10 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         team = platform.owner(token)
         if team is not None:
             return Scope("platform", None, may_cancel=False, name=team)
-        kube = kubernetes()
-        if kube is not None and kube.allowed(token, "list"):
-            return Scope("kubernetes", None, may_cancel=kube.allowed(token, "patch"), name="kubernetes")
+        # (A revoked application or platform token is never sent to the API server.)
+        if kubernetes_allowed(kubernetes, token, "list", store, platform):
+            return Scope("kubernetes", None, may_cancel=kubernetes_allowed(kubernetes, token, "patch"),
+                         name="kubernetes")
         return None
 
     def viewer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Scope:
@@ -297,7 +312,13 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                            now=now)
         start = filters.since if filters.since is not None else now - CHART_WINDOW_DEFAULT
         end = filters.until if filters.until is not None else now
-        start, step, size = model.axis(start, end)
+        if end <= start:
+            raise HTTPException(422, "until must be after since (the last hour when since is not given)")
+        _check_span(start, end)
+        try:
+            start, step, size = model.axis(start, end)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         rows = model.visible(live().rows(), scope, Filters(app=app))
         throughput, reasons = model.Series(size), model.Series(size)
         model.live_throughput(rows, start, end, step, throughput, reasons)
@@ -362,7 +383,11 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                     return
                 if time.monotonic() - last_check > RECHECK_SECONDS:
                     last_check = time.monotonic()
-                    if await run_in_threadpool(scope_of, token) != scope:
+                    try:
+                        now_scope = await run_in_threadpool(scope_of, token)
+                    except HTTPException:  # too many new tokens to check just now: at the next turn
+                        now_scope = scope
+                    if now_scope != scope:
                         yield _event("unauthorized", {"detail": UNAUTHORIZED})
                         return
                 if kind == "reset":

@@ -3,8 +3,10 @@ cluster answers, without a cluster (for the client, the command line and the HTT
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from lime_task import TaskClient
+from lime_task.kubeauth import DEFAULT_AUDIENCE
 
 
 def api_error(status: int, message: str) -> ApiException:
@@ -28,14 +31,18 @@ class FakeCustomObjects:
         self.tasks = list(tasks or [])
         self.queues = list(queues or [])
         self.queues_error = queues_error
+        self.tasks_error: ApiException | None = None
         self.created: list[dict[str, Any]] = []
+        self.listed = 0
+        self.timeouts: list[Any] = []  # the `_request_timeout` of each call
 
     @staticmethod
     def _answer(obj: Any, preload: bool) -> Any:
         return obj if preload else SimpleNamespace(data=json.dumps(obj).encode())
 
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                        body: dict[str, Any], **_: Any) -> dict[str, Any]:
+                                        body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self.timeouts.append(kwargs.get("_request_timeout"))
         created = copy.deepcopy(body)
         created["metadata"].update(namespace=namespace, creationTimestamp="2026-05-01T10:00:00Z",
                                    resourceVersion="1")
@@ -44,16 +51,31 @@ class FakeCustomObjects:
         return created
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                     _preload_content: bool = True, **_: Any) -> Any:
+                                     _preload_content: bool = True, **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("_request_timeout"))
         for t in self.tasks:
             if t["metadata"]["name"] == name:
                 return self._answer(t, _preload_content)
         raise api_error(404, f"limetasks.limetask.io {name!r} not found")
 
     def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                      _preload_content: bool = True, label_selector: str = "", **_: Any) -> Any:
+                                      _preload_content: bool = True, label_selector: str = "",
+                                      limit: int | None = None, _continue: str | None = None, **kwargs: Any) -> Any:
+        """Pages as the API server's do: `limit`, and a `continue` token for the rest (here, the
+        position of the next object); `listed` counts the objects answered."""
+        self.timeouts.append(kwargs.get("_request_timeout"))
+        if self.tasks_error is not None:
+            raise self.tasks_error
         items = [t for t in self.tasks if selected(t, label_selector)]
-        return self._answer({"items": items, "metadata": {}}, _preload_content)
+        start = 0
+        if _continue:
+            if not _continue.startswith("at-") or not _continue[3:].isdigit():
+                raise api_error(400, "continue key is not valid")
+            start = int(_continue[3:])
+        end = len(items) if not limit else min(len(items), start + limit)
+        self.listed += end - start
+        metadata = {"continue": f"at-{end}"} if end < len(items) else {}
+        return self._answer({"items": items[start:end], "metadata": metadata}, _preload_content)
 
     def list_cluster_custom_object(self, group: str, version: str, plural: str, _preload_content: bool = True,
                                    **_: Any) -> Any:
@@ -114,3 +136,53 @@ def live_task(name: str, *, app: str = "my-app", task: str = "acme_solution.task
             "metadata": {"name": name, "namespace": "solutions", "creationTimestamp": "2026-05-01T10:00:00Z",
                          "resourceVersion": "1", "labels": {"limetask.io/app": app}},
             "spec": spec, "status": status}
+
+
+# -- TokenReviews and SubjectAccessReviews (the HTTP endpoint's Kubernetes tokens) ------------
+
+def jwt(subject: str = "", audience: str = DEFAULT_AUDIENCE) -> str:
+    """A token shaped like a ServiceAccount token (the fake API server reads its claims unsigned)."""
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part({'sub': subject or uuid.uuid4().hex, 'aud': [audience]})}.c2ln"
+
+
+def claims(token: str) -> dict[str, Any]:
+    middle = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(middle + "=" * (-len(middle) % 4)))  # type: ignore[no-any-return]
+
+
+class FakeApiServer:
+    """TokenReviews and SubjectAccessReviews: a token is valid when its subject is in `users`
+    and its audience among those asked for; `allowed` holds (user, verb) pairs."""
+
+    def __init__(self) -> None:
+        self.users = {"system:serviceaccount:solutions:crm"}
+        self.allowed = {("system:serviceaccount:solutions:crm", "get"),
+                        ("system:serviceaccount:solutions:crm", "list")}
+        self.token_reviews: list[dict[str, Any]] = []
+        self.access_reviews: list[dict[str, Any]] = []
+        self.timeouts: list[Any] = []
+        self.down = False
+
+    def create_token_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("_request_timeout"))
+        self.token_reviews.append(body)
+        if self.down:
+            raise ApiException(status=503, reason="Service Unavailable")
+        token = body["spec"]["token"]
+        asked = body["spec"].get("audiences") or ["https://kubernetes.default.svc"]
+        subject, audiences = claims(token)["sub"], claims(token)["aud"]
+        good = [a for a in audiences if a in asked]
+        if subject not in self.users or not good:
+            return SimpleNamespace(status=SimpleNamespace(authenticated=False, user=None, audiences=None))
+        user = SimpleNamespace(username=subject, groups=["system:serviceaccounts"], uid="u-1", extra=None)
+        return SimpleNamespace(status=SimpleNamespace(authenticated=True, user=user, audiences=good))
+
+    def create_subject_access_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
+        self.timeouts.append(kwargs.get("_request_timeout"))
+        self.access_reviews.append(body)
+        spec = body["spec"]
+        return SimpleNamespace(status=SimpleNamespace(
+            allowed=(spec["user"], spec["resourceAttributes"]["verb"]) in self.allowed))

@@ -810,3 +810,50 @@ def test_the_page_runs_under_a_strict_content_security_policy(http: TestClient) 
         assert http.get(f"/dashboard/{asset}").status_code == 200, asset
     redirect = http.get("/dashboard", follow_redirects=False)
     assert redirect.status_code == 308 and redirect.headers["location"] == "dashboard/"
+
+
+# -- the span of a window: bounded, as `window` is ------------------------------------------------
+
+FAR_PAST, FAR_FUTURE = "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"
+
+
+@pytest.mark.parametrize("query", [
+    f"since={FAR_PAST}&until={FAR_FUTURE}",
+    f"until={FAR_FUTURE}",  # from the last hour (the default) to the year 9999
+    f"since={FAR_PAST}",
+    f"since={stamp(NOW - 91 * 86400)}",
+    f"since={stamp(NOW - 10)}&until={stamp(NOW + 91 * 86400)}",
+])
+def test_charts_over_more_than_90_days_are_422(http: TestClient, query: str) -> None:
+    """One request for 3.65 million daily buckets took 32 s and 450 MB: the span is bounded like
+    `window`, with a message that says so."""
+    response = http.get(f"/v1/dashboard/charts?{query}", headers=auth("ta"))
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["code"] == "InvalidRequest" and "at most 90 days" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("query", [
+    f"since={FAR_PAST}&until={FAR_FUTURE}",
+    f"since={FAR_PAST}",
+    f"since={stamp(NOW - 91 * 86400)}",
+    f"since={stamp(NOW - 100 * 86400)}&until={stamp(NOW)}",
+])
+def test_a_list_over_more_than_90_days_is_422(http: TestClient, query: str) -> None:
+    response = http.get(f"/v1/dashboard/tasks?{query}", headers=auth("ta"))
+    assert response.status_code == 422, response.text[:300]
+    assert "at most 90 days" in response.json()["detail"]
+
+
+def test_windows_of_90_days_and_before_a_time_are_answered(http: TestClient) -> None:
+    now = time.time()  # (NOW is as old as the test session: since=NOW-90d would be more than 90 days ago)
+    for url in (f"/v1/dashboard/charts?since={stamp(now - 90 * 86400 + 3600)}",
+                f"/v1/dashboard/charts?since={stamp(now - 200 * 86400)}&until={stamp(now - 111 * 86400)}",
+                f"/v1/dashboard/tasks?since={stamp(now - 90 * 86400 + 3600)}",
+                f"/v1/dashboard/tasks?until={stamp(now - 86400)}"):  # everything before a time: no span
+        assert http.get(url, headers=auth("ta")).status_code == 200, url
+
+
+def test_the_axis_never_has_more_than_its_buckets() -> None:
+    assert model.axis(0, 90 * 86400)[2] == 90
+    with pytest.raises(ValueError, match="at most 120 bars"):
+        model.axis(0, 200 * 86400)

@@ -292,7 +292,7 @@ def test_list_by_queue_filters_the_archive_too(client: TaskClient, api: FakeCust
                 for q in ("asap", "background")]
 
     class Archive:
-        def list(self, app: Any, state: Any, limit: int, cursor: Any) -> Any:
+        def list(self, app: Any, state: Any, limit: int, cursor: Any, namespace: str = "") -> Any:
             return archived, None
 
     api.tasks = listing()

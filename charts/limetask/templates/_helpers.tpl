@@ -242,6 +242,13 @@ The web endpoint's values, checked when it is enabled (the schema checks each on
 {{- if and .Values.web.tokens.existingSecret .Values.web.tokens.values }}
 {{- fail "web.tokens: set either web.tokens.existingSecret or web.tokens.values, not both" }}
 {{- end }}
+{{- $owners := dict }}
+{{- range $app, $token := .Values.web.tokens.values }}
+{{- if hasKey $owners (toString $token) }}
+{{- fail (printf "web.tokens.values: %s and %s have the same token: give each application its own" (get $owners (toString $token)) $app) }}
+{{- end }}
+{{- $_ := set $owners (toString $token) $app }}
+{{- end }}
 {{- if not (or .Values.web.tokens.existingSecret .Values.web.tokens.values) }}
 {{- fail "web.tokens is required when web.enabled is true: set web.tokens.existingSecret (a Secret whose keys are application names and values their tokens) or web.tokens.values (application: token)" }}
 {{- end }}
