@@ -148,6 +148,13 @@ def soft_limited(app: Any, seconds: float = 30) -> str:
     return f"slept {seconds}s"
 
 
+@task(soft_time_limit=60, timeout=120)
+def soft_limited_minute(app: Any, seconds: float = 0) -> str:
+    """Sleeps within a soft time limit far longer than any start-up: the limit never fires."""
+    time.sleep(seconds)
+    return f"slept {seconds}s"
+
+
 @task
 def whoami(app: Any, note: str = "") -> str:
     """Says which application and session (a scheduled task's TaskSession) it runs with."""
