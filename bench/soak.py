@@ -122,7 +122,7 @@ class Soak:
     # -- set-up -------------------------------------------------------------------------
     def cluster(self) -> Path:
         say(f"the soak's cluster of simulated nodes ({STATE})")
-        kubeconfig = localcluster.up(STATE, simulate=True)
+        kubeconfig: Path = localcluster.up(STATE, simulate=True)
         kubectl = localcluster.kubectl_path()
         subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", "apply", "-f", str(REPO / "crds")],
                        check=True, stdout=subprocess.DEVNULL)
@@ -186,9 +186,9 @@ class Soak:
     def services(self) -> tuple[str, str]:
         """The run's database (migrated) and the proxies the operator reaches the services by."""
         import psycopg
+        from tcpproxy import TcpProxy
 
         from lime_task.archive import migrate
-        from tcpproxy import TcpProxy
 
         with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"CREATE DATABASE {self.database}")
@@ -379,6 +379,9 @@ class Soak:
             for rate in rates:
                 faults = [] if self.args.ceiling else self.args.faults
                 await self.sustained(env, rate, duration, faults)
+                if self.args.ceiling and not await self.drain(max(120.0, duration)):
+                    say(f"the operator did not catch up after {rate}/s: the ceiling is below it; stopping")
+                    break
             await self.schedules(suspend=True)
             if self.args.burst and not self.args.ceiling:
                 await self.burst(self.args.burst, seconds(self.args.burst_seconds))
@@ -386,15 +389,15 @@ class Soak:
             await asyncio.sleep(5)  # the last events and rows reach the checker
             (self.out_dir / "checker.stop").write_text("")
             await asyncio.to_thread(checker.wait, 300)
-            observations = json.loads((self.out_dir / "observations.json").read_text())
-            report = soak_report.analyze(
-                observations, [asdict(s) for s in self.sent], [asdict(f) for f in self.faults],
-                {name: (a, b) for name, (a, b) in self.phases.items()}, ready["t0"],
-                {"rate": self.args.rate, "duration_s": duration, "limit": self.args.limit,
-                 "namespaces": self.args.namespaces, "apps": self.args.apps, "schedules": self.args.schedules,
-                 "replicas": self.args.replicas, "burst": self.args.burst, "drained": drained,
-                 "real_outages": self.args.real_outages, "outage_s": self.args.outage_seconds,
-                 "ceiling": self.args.ceiling, "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}})
+            config = {"rate": self.args.rate, "duration_s": duration, "limit": self.args.limit,
+                      "namespaces": self.args.namespaces, "apps": self.args.apps, "schedules": self.args.schedules,
+                      "replicas": self.args.replicas, "burst": self.args.burst, "drained": drained,
+                      "real_outages": self.args.real_outages, "outage_s": self.args.outage_seconds,
+                      "ceiling": self.args.ceiling, "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
+            driver = {"sent": [asdict(s) for s in self.sent], "faults": [asdict(f) for f in self.faults],
+                      "phases": self.phases, "t0": ready["t0"], "config": config}
+            (self.out_dir / "driver.json").write_text(json.dumps(driver))
+            report = analyze(self.out_dir)
         finally:
             if checker is not None and checker.poll() is None:
                 (self.out_dir / "checker.stop").write_text("")
@@ -422,9 +425,9 @@ class Soak:
         try:
             import aio_pika
 
-            conn = await aio_pika.connect(f"amqp://guest:guest@{BROKER}/", timeout=10)
-            async with conn:
-                channel = await conn.channel()
+            broker = await aio_pika.connect(f"amqp://guest:guest@{BROKER}/", timeout=10)
+            async with broker:
+                channel = await broker.channel()
                 await channel.queue_delete(f"soak-{self.run_id}-checker")
                 for app in self.layout.apps:
                     await channel.exchange_delete(self.exchange_template.replace("{app}", app))
@@ -432,6 +435,15 @@ class Soak:
             say(f"could not delete the run's exchanges: {exc}")
         if not self.args.keep_cluster:
             await asyncio.to_thread(localcluster.down, STATE)
+
+
+def analyze(out_dir: Path) -> dict[str, Any]:
+    """The report of a run's folder: the checker's observations and the driver's records."""
+    observations = json.loads((out_dir / "observations.json").read_text())
+    driver = json.loads((out_dir / "driver.json").read_text())
+    phases = {name: (float(a), float(b)) for name, (a, b) in driver["phases"].items()}
+    return soak_report.analyze(observations, driver["sent"], driver["faults"], phases, driver["t0"],
+                               driver["config"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -464,6 +476,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", default="20m")
     p.add_argument("--keep-cluster", action="store_true", help="leave the soak's cluster running")
     p.add_argument("--out-dir", default="")
+    p.add_argument("--report", default="", metavar="DIR", help="only print the report of a finished run's folder")
     args = p.parse_args(argv)
     unknown = set(args.faults) - set(soak_faults.KINDS)
     if unknown:
@@ -473,6 +486,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        report = analyze(Path(args.report))
+        print(soak_report.table(report))
+        return 0 if report.get("ok") else 1
     soak = Soak(args)
     report = asyncio.run(soak.run())
     (soak.out_dir / "report.json").write_text(json.dumps(report, indent=2))

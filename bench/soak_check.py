@@ -52,26 +52,31 @@ def proc_rss_mb(pid: int) -> float | None:
 
 
 def parse_metrics(text: str) -> tuple[dict[str, float], dict[str, float]]:
-    """The API server's write requests by `VERB resource/subresource` (summed over codes and
-    scopes), and its stored objects by resource."""
+    """The API server's write requests by `VERB resource/subresource` (summed over scopes; those
+    it refused get their code class appended, e.g. `DELETE jobs 4xx`), and its stored objects by
+    `resource.group`."""
     writes: dict[str, float] = defaultdict(float)
     stored: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("apiserver_request_total{"):
-            labels, _, value = line.rpartition(" ")
-            fields = dict(part.split("=", 1) for part in labels[len("apiserver_request_total{"):-1].split('",')
-                          if "=" in part)
-            fields = {k: v.strip('"') for k, v in fields.items()}
-            verb = fields.get("verb", "")
-            if verb in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"):
-                resource = fields.get("resource", "")
-                if fields.get("subresource"):
-                    resource += "/" + fields["subresource"]
-                writes[f"{verb} {resource}"] += float(value)
-        elif line.startswith("apiserver_storage_objects{"):
-            labels, _, value = line.rpartition(" ")
-            resource = labels.split('resource="', 1)[1].split('"', 1)[0]
-            stored[resource] = float(value)
+        name, _, rest = line.partition("{")
+        if name not in ("apiserver_request_total", "apiserver_storage_objects", "apiserver_resource_objects"):
+            continue
+        labels_text, _, value = rest.rpartition("} ")
+        labels = {k: v.strip('"') for k, v in (part.split("=", 1) for part in labels_text.split('",') if "=" in part)}
+        if name == "apiserver_request_total":
+            verb = labels.get("verb", "")
+            if verb not in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION") or labels.get("dry_run"):
+                continue
+            key = f"{verb} {labels.get('resource', '')}" + (f"/{labels['subresource']}" if labels.get("subresource")
+                                                             else "")
+            code = labels.get("code", "")
+            if not code.startswith("2"):
+                key += f" {code[:1]}xx"
+            writes[key] += float(value)
+        elif name == "apiserver_resource_objects":  # 1.33 and later
+            stored[f"{labels.get('resource')}.{labels.get('group')}".rstrip(".")] = float(value)
+        else:
+            stored.setdefault(str(labels.get("resource")), float(value))
     return dict(writes), stored
 
 
@@ -166,7 +171,7 @@ class Checker:
     async def watch_pods(self) -> None:
         def listed(items: list[dict[str, Any]]) -> None:
             present = {i["metadata"]["uid"] for i in items}
-            for queue, uids in self.alive.items():
+            for _queue, uids in self.alive.items():
                 for uid in uids - present:  # deleted while the watch was away
                     uids.discard(uid)
                     self.pods[uid]["ended"] = self.pods[uid]["ended"] or self.now()
@@ -202,7 +207,7 @@ class Checker:
 
     async def watch_lease(self) -> None:
         ns, name = self.cfg["lease_namespace"], self.cfg["lease_name"]
-        async for kind, obj in self.api.watch(f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+        async for _kind, obj in self.api.watch(f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
                                               {"fieldSelector": f"metadata.name={name}"}):
             spec = obj.get("spec") or {}
             self.lease.append((self.now(), str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or ""),

@@ -860,6 +860,8 @@ def start_kwok(state: Path) -> None:
         str(Path(str(cfg["kwok_bin_dir"])) / "kwok"), f"--kubeconfig={state / 'kwok.kubeconfig'}",
         f"--config={KWOK_DIR / 'kwok.yaml'},{KWOK_DIR / 'stages.yaml'}",
         f"--manage-nodes-with-label-selector={selector}",
+        # Its INFO logs a line per change of every pod: hundreds of MB in a soak.
+        "--v=WARN",
     ], state)
 
 
