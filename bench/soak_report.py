@@ -306,10 +306,13 @@ def latencies(tasks: dict[str, dict[str, Any]], obs: dict[str, Any], t0: float, 
     pod end -> final status (every task), for tasks created in [start, end]; with `outages`,
     only of the tasks whose life (creation to final status) crossed none of them."""
     ended: dict[str, float] = {}
+    first_pod: dict[str, dict[str, Any]] = {}
     for p in obs["pods"].values():
         if p["ended"] is not None and (p["task"] not in ended or p["ended"] > ended[p["task"]]):
             ended[p["task"]] = p["ended"]
-    to_job, to_final, finals = [], [], []
+        if p["task"] not in first_pod or p["seen"] < first_pod[p["task"]]["seen"]:
+            first_pod[p["task"]] = p
+    to_job, to_final, finals, to_pod, to_running = [], [], [], [], []
     for uid, t in tasks.items():
         s, w = t["sent"], t["watch"]
         if not s or s["phase"] != phase or not s.get("created") or not start <= s["created"] - t0 <= end:
@@ -320,6 +323,11 @@ def latencies(tasks: dict[str, dict[str, Any]], obs: dict[str, Any], t0: float, 
                 continue
         if uid in obs["job_first"] and obs["limits"].get(s["queue"]) is None:
             to_job.append(obs["job_first"][uid] - (s["created"] - t0))
+        pod = first_pod.get(uid)
+        if pod is not None and uid in obs["job_first"]:
+            to_pod.append(pod["seen"] - obs["job_first"][uid])  # the job controller
+            if pod["running"] is not None:
+                to_running.append(pod["running"] - pod["seen"])  # the scheduler and the (simulated) node
         if w and w["finals"]:
             finals.append(w["finals"][0][4])
             if uid in ended:
@@ -327,6 +335,8 @@ def latencies(tasks: dict[str, dict[str, Any]], obs: dict[str, Any], t0: float, 
     span = (max(finals) - min(finals)) if len(finals) > 1 else None
     return {"create_to_job_p50_s": rounded(pct(to_job, 50)), "create_to_job_p99_s": rounded(pct(to_job, 99)),
             "pod_end_to_final_p50_s": rounded(pct(to_final, 50)), "pod_end_to_final_p99_s": rounded(pct(to_final, 99)),
+            "job_to_pod_p50_s": rounded(pct(to_pod, 50)), "job_to_pod_p99_s": rounded(pct(to_pod, 99)),
+            "pod_to_running_p50_s": rounded(pct(to_running, 50)), "pod_to_running_p99_s": rounded(pct(to_running, 99)),
             "final_per_s": round(len(finals) / span, 2) if span else None, "n": len(finals)}
 
 
@@ -565,6 +575,9 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"phase {name} ({f['seconds']}s, {f['n']} tasks final, {f['final_per_s']}/s):")
         lines.append(f"  create->Job p50 {f['create_to_job_p50_s']}s p99 {f['create_to_job_p99_s']}s; "
                      f"pod end->final p50 {f['pod_end_to_final_p50_s']}s p99 {f['pod_end_to_final_p99_s']}s")
+        lines.append(f"  the control plane: Job->pod (job controller) p50 {f['job_to_pod_p50_s']}s p99 "
+                     f"{f['job_to_pod_p99_s']}s; pod->running (scheduler, KWOK) p50 {f['pod_to_running_p50_s']}s "
+                     f"p99 {f['pod_to_running_p99_s']}s")
         st = f["steady"]
         lines.append(f"  away from faults ({st['n']} tasks): create->Job p50 {st['create_to_job_p50_s']}s p99 "
                      f"{st['create_to_job_p99_s']}s; pod end->final p50 {st['pod_end_to_final_p50_s']}s p99 "
