@@ -191,7 +191,13 @@ def fair_share(sent: list[dict[str, Any]], obs: dict[str, Any], t0: float, toler
     for s in burst:
         if s["uid"] in first_pod and s.get("created"):
             waits[s["app"]].append(first_pod[s["uid"]] - (s["created"] - t0))
-    return {"contested_starts": contested, "fair_share": round(fair, 4), "shares": shares, "unfair": unfair,
+    queue = burst[0]["queue"]
+    start, end = min(s["created"] for s in burst if s.get("created")) - t0, max(first_pod.get(s["uid"], 0.0)
+                                                                                 for s in burst)
+    used = [o.get(queue, 0) for t, o in obs["occupancy"] if start <= t <= end]
+    return {"queue": queue, "slots_used_mean": round(sum(used) / len(used), 1) if used else None,
+            "slots_used_max": max(used, default=None), "limit": obs["limits"].get(queue),
+            "contested_starts": contested, "fair_share": round(fair, 4), "shares": shares, "unfair": unfair,
             "wait_p99_s": {a: rounded(pct(v, 99), 1) for a, v in sorted(waits.items())}}
 
 
@@ -269,7 +275,7 @@ def api_writes(obs: dict[str, Any], start: float, end: float, tasks: int, create
         for key, value in after.items():
             delta = value - before.get(key, 0.0)
             total[key] += value if delta < 0 else delta  # a restarted server counts from zero
-    own = sum((v for k, v in total.items() if k in OPERATOR_WRITES), 0.0)
+    own = sum((v for k, v in total.items() if k.rsplit(" ", 1)[0] in OPERATOR_WRITES or k in OPERATOR_WRITES), 0.0)
     # LimeTasks the operator made: the schedules' runs (the driver made the rest).
     own += max(0.0, total.get("POST limetasks", 0.0) - creates_by_driver)
     return {"per_task": round(sum(total.values()) / tasks, 2), "operator_per_task": round(own / tasks, 2),
@@ -278,7 +284,8 @@ def api_writes(obs: dict[str, Any], start: float, end: float, tasks: int, create
 
 
 def stored(obs: dict[str, Any], resource: str = "limetasks.limetask.io") -> dict[str, Any]:
-    series = [(t, st.get(resource)) for t, _, st in obs["scrapes"] if st.get(resource) is not None]
+    # A restarted API server reports -1 until it has counted again.
+    series = [(t, st[resource]) for t, _, st in obs["scrapes"] if (st.get(resource) or -1) >= 0]
     return {"max": max((v for _, v in series), default=None), "last": series[-1][1] if series else None}
 
 
@@ -381,7 +388,7 @@ def fault_figures(faults: list[dict[str, Any]], tasks: dict[str, dict[str, Any]]
         elif f["kind"] == "apiserver":
             backlog = [tasks[u]["watch"]["finals"][0][4] - restored for u in crossed
                        if u in ended and start <= ended[u] <= restored and (tasks[u]["watch"] or {}).get("finals")]
-            heal = max(backlog, default=0.0)
+            heal = max(max(backlog, default=0.0), 0.0)
         out.append({"kind": f["kind"], "at_s": round(start, 1), "lasted_s": round(restored - start, 1),
                     "heal_s": rounded(heal, 1), "tasks_crossing": len(crossed),
                     "wrong": {k: len(v & set(crossed)) for k, v in bad.items() if v & set(crossed)},
@@ -488,7 +495,8 @@ def timeline(obs: dict[str, Any], start: float, end: float) -> list[dict[str, An
         pts = [p for p in process_series(obs, f"operator:{leader}") if minute <= p[0] < nxt]
         lag = probes_of_leader(obs, minute, nxt)
         counts = [n for t, n in obs["archive_counts"] if minute <= t < nxt]
-        st = [v.get("limetasks.limetask.io") for t, _, v in obs["scrapes"] if minute <= t < nxt]
+        st = [v.get("limetasks.limetask.io") for t, _, v in obs["scrapes"]
+              if minute <= t < nxt and (v.get("limetasks.limetask.io") or -1) >= 0]
         rows.append({"minute": round((minute - start) / 60), "leader": leader,
                      "cores": round(sum(p[1] for p in pts) / len(pts), 3) if pts else None,
                      "rss_mb": round(pts[-1][2], 1) if pts else None,
@@ -548,6 +556,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def sec(value: float | None) -> str:
+    return "-" if value is None else f"{value}s"
+
+
 def table(report: dict[str, Any]) -> str:
     if not report:
         return "no report (the run did not finish)"
@@ -561,27 +573,29 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"  (at-least-once: {report['duplicated_events_delivered']} duplicate deliveries, "
                  f"{report['redelivered']} flagged redelivered; drained: {c.get('drained')})")
     s = report["schedules"]
-    lines.append(f"schedules: {s['schedules']} with {s['runs']} runs; run late p50 {s['late_p50_s']}s p99 "
-                 f"{s['late_p99_s']}s max {s['late_max_s']}s after the tick")
+    lines.append(f"schedules: {s['schedules']} with {s['runs']} runs; run late p50 {sec(s['late_p50_s'])} p99 "
+                 f"{sec(s['late_p99_s'])} max {sec(s['late_max_s'])} after the tick")
     for q, v in report["queues"].items():
         lines.append(f"queue {q}: most pods at once {v.get('pods')} (Jobs {v.get('jobs')}), "
                      f"{v.get('over_s', 0):.0f}s over its limit")
     if report["fair_share"]:
         f = report["fair_share"]
-        lines.append(f"fair share (burst): {f['contested_starts']} contested starts, fair {f['fair_share']}, "
-                     f"shares {min(v for v in f['shares'].values() if v is not None)}.."
-                     f"{max(v for v in f['shares'].values() if v is not None)}")
+        known = [v for v in f["shares"].values() if v is not None]
+        lines.append(f"burst into {f['queue']} (maxRunning {f['limit']}): pods holding a slot {f['slots_used_mean']} "
+                     f"on average, {f['slots_used_max']} at most; fair share: {f['contested_starts']} contested "
+                     f"starts, each application {min(known, default=None)}..{max(known, default=None)} "
+                     f"(fair {f['fair_share']})")
     for name, f in report["phases"].items():
         lines.append(f"phase {name} ({f['seconds']}s, {f['n']} tasks final, {f['final_per_s']}/s):")
-        lines.append(f"  create->Job p50 {f['create_to_job_p50_s']}s p99 {f['create_to_job_p99_s']}s; "
-                     f"pod end->final p50 {f['pod_end_to_final_p50_s']}s p99 {f['pod_end_to_final_p99_s']}s")
-        lines.append(f"  the control plane: Job->pod (job controller) p50 {f['job_to_pod_p50_s']}s p99 "
-                     f"{f['job_to_pod_p99_s']}s; pod->running (scheduler, KWOK) p50 {f['pod_to_running_p50_s']}s "
-                     f"p99 {f['pod_to_running_p99_s']}s")
+        lines.append(f"  create->Job p50 {sec(f['create_to_job_p50_s'])} p99 {sec(f['create_to_job_p99_s'])}; "
+                     f"pod end->final p50 {sec(f['pod_end_to_final_p50_s'])} p99 {sec(f['pod_end_to_final_p99_s'])}")
+        lines.append(f"  the control plane: Job->pod (job controller) p50 {sec(f['job_to_pod_p50_s'])} p99 "
+                     f"{sec(f['job_to_pod_p99_s'])}; pod->running (scheduler, KWOK) p50 "
+                     f"{sec(f['pod_to_running_p50_s'])} p99 {sec(f['pod_to_running_p99_s'])}")
         st = f["steady"]
-        lines.append(f"  away from faults ({st['n']} tasks): create->Job p50 {st['create_to_job_p50_s']}s p99 "
-                     f"{st['create_to_job_p99_s']}s; pod end->final p50 {st['pod_end_to_final_p50_s']}s p99 "
-                     f"{st['pod_end_to_final_p99_s']}s")
+        lines.append(f"  away from faults ({st['n']} tasks): create->Job p50 {sec(st['create_to_job_p50_s'])} p99 "
+                     f"{sec(st['create_to_job_p99_s'])}; pod end->final p50 {sec(st['pod_end_to_final_p50_s'])} p99 "
+                     f"{sec(st['pod_end_to_final_p99_s'])}")
         lines.append(f"  event-loop lag (liveness probe of the leader) p50 {f['loop_lag_p50_ms']} ms "
                      f"p99 {f['loop_lag_p99_ms']} ms")
         for who, v in f["resources"]["leaders"].items():
