@@ -27,6 +27,7 @@ TARGETS = {
     "reaction_p99_s": 1.0,  # create -> Job and pod end -> final status
     "writes_per_task": 8.0,  # the operator's API writes per task, end to end
     "burst_lag_p99_ms": 100.0,  # event-loop lag during the burst
+    "burst_slots_used": 0.9,  # the burst drains at the queue's limit: its slots in use, on average
 }
 
 
@@ -549,6 +550,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         for what, value, limit in checks:
             rows.append({"phase": name, "what": what, "value": value, "target": limit,
                          "met": None if value is None else value <= limit})
+        fair = report.get("fair_share") or {}
+        if name == "burst" and fair.get("limit") and fair.get("slots_used_mean") is not None:
+            used = round(fair["slots_used_mean"] / fair["limit"], 2)
+            rows.append({"phase": name, "what": "slots in use / the queue's limit (mean)", "value": used,
+                         "target": TARGETS["burst_slots_used"], "at_least": True,
+                         "met": used >= TARGETS["burst_slots_used"]})
     writes = (report.get("api_writes") or {}).get("operator_per_task")
     rows.append({"phase": "run", "what": "operator API writes per task", "value": writes,
                  "target": TARGETS["writes_per_task"], "met": None if writes is None else writes <= TARGETS[
@@ -633,7 +640,8 @@ def table(report: dict[str, Any]) -> str:
     lines.append("targets")
     for t in report["targets"]:
         mark = "n/a " if t["met"] is None else ("met " if t["met"] else "MISS")
-        lines.append(f"  {mark} {t['phase']}: {t['what']} {t['value']} (target <= {t['target']})")
+        lines.append(f"  {mark} {t['phase']}: {t['what']} {t['value']} (target {'>=' if t.get('at_least') else '<='} "
+                     f"{t['target']})")
     for k, v in report["examples"].items():
         lines.append(f"example {k}: {v[0]}")
     return "\n".join(lines)
