@@ -132,9 +132,12 @@ def lifecycle(tasks: dict[str, dict[str, Any]], obs: dict[str, Any]) -> dict[str
     return out
 
 
-def schedules(obs: dict[str, Any], until: float, grace: float = 30.0) -> dict[str, Any]:
+def schedules(obs: dict[str, Any], until: float, grace: float = 30.0,
+              outages: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """Each schedule's ticks from its creation until `until` (checker seconds, the suspension):
-    missed (no run) and run twice (two tasks for one tick), and how late runs were made."""
+    missed (no run) and run twice (two tasks for one tick), and how late runs were made. A tick
+    that fell while no operator could act (`outages`: the leader lost, the API server away) may be
+    missed by policy (after downtime only the latest missed tick runs): such are counted apart."""
     import datetime as dt
 
     runs: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -142,7 +145,10 @@ def schedules(obs: dict[str, Any], until: float, grace: float = 30.0) -> dict[st
         if t.get("schedule") and t.get("tick"):
             runs[f"{t['ns']}/{t['schedule']}"][int(t["tick"])].append(t["seen"])
     wall0 = obs["wall0"]
-    missed, twice, late = [], [], []
+    missed: list[str] = []
+    excused: list[str] = []
+    twice: list[str] = []
+    late: list[float] = []
     for key, s in obs["schedules"].items():
         created = dt.datetime.fromisoformat(str(s["created"]).replace("Z", "+00:00")).timestamp()
         first = int(created // 60 + 1) * 60
@@ -151,12 +157,14 @@ def schedules(obs: dict[str, Any], until: float, grace: float = 30.0) -> dict[st
         got = runs.get(key, {})
         for tick in ticks:
             if tick not in got:
-                missed.append(f"{key}@{tick}")
+                during = any(a <= tick - wall0 <= b for a, b in outages or [])
+                (excused if during else missed).append(f"{key}@{tick}")
         for tick, seen in got.items():
             if len(seen) > 1:
                 twice.append(f"{key}@{tick}")
             late.append(min(seen) - (tick - wall0))
     return {"schedules": len(obs["schedules"]), "runs": sum(len(v) for v in runs.values()), "missed": missed,
+            "missed_during_outages": excused,
             "run_twice": twice, "late_p50_s": rounded(pct(late, 50)), "late_p99_s": rounded(pct(late, 99)),
             "late_max_s": rounded(max(late) if late else None)}
 
@@ -404,7 +412,10 @@ def analyze(obs: dict[str, Any], sent: list[dict[str, Any]], faults: list[dict[s
     rel = {k: (a - t0, b - t0) for k, (a, b) in phases.items()}
     sustained = [v for k, v in rel.items() if k.startswith("sustained")]
     s_start, s_end = (sustained[0][0], sustained[-1][1]) if sustained else (0.0, 0.0)
-    sched = schedules(obs, s_end)
+    faults_seen = fault_figures(faults, tasks, obs, t0, lc)
+    down = [(f["at_s"], f["at_s"] + f["lasted_s"] + (f["heal_s"] or 0.0)) for f in faults_seen
+            if f["kind"] in ("leader", "apiserver")]
+    sched = schedules(obs, s_end, outages=down)
     limits = obs["limits"]
     overruns = {q: obs["most"].get(q, {}) for q in limits}
     invariants = {
@@ -420,7 +431,7 @@ def analyze(obs: dict[str, Any], sent: list[dict[str, Any]], faults: list[dict[s
         "archive rows of another state": len(lc["rows_wrong_state"]),
         "queue limit overruns (most pods over the limit)": sum(max(0, int(v.get("pods", 0)) - limits[q])
                                                               for q, v in overruns.items()),
-        "schedule ticks missed": len(sched["missed"]),
+        "schedule ticks missed (outside outages)": len(sched["missed"]),
         "schedule ticks run twice": len(sched["run_twice"]),
     }
     fair = fair_share(sent, obs, t0)
@@ -436,7 +447,7 @@ def analyze(obs: dict[str, Any], sent: list[dict[str, Any]], faults: list[dict[s
             if lc[k]},
         "schedules": sched, "fair_share": fair, "queues": overruns, "phases": {},
     }
-    report["faults"] = fault_figures(faults, tasks, obs, t0, lc)
+    report["faults"] = faults_seen
     outages = [(f["at_s"], f["at_s"] + f["lasted_s"] + (f["heal_s"] if f["heal_s"] is not None else 30.0))
                for f in report["faults"]]
     by_phase = phase_of(sent, t0, rel)
@@ -580,7 +591,8 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"  (at-least-once: {report['duplicated_events_delivered']} duplicate deliveries, "
                  f"{report['redelivered']} flagged redelivered; drained: {c.get('drained')})")
     s = report["schedules"]
-    lines.append(f"schedules: {s['schedules']} with {s['runs']} runs; run late p50 {sec(s['late_p50_s'])} p99 "
+    lines.append(f"schedules: {s['schedules']} with {s['runs']} runs, {len(s['missed_during_outages'])} ticks missed "
+                 f"while the leader or the API server was away; run late p50 {sec(s['late_p50_s'])} p99 "
                  f"{sec(s['late_p99_s'])} max {sec(s['late_max_s'])} after the tick")
     for q, v in report["queues"].items():
         lines.append(f"queue {q}: most pods at once {v.get('pods')} (Jobs {v.get('jobs')}), "

@@ -145,6 +145,9 @@ def test_schedule_ticks_missed_and_run_twice() -> None:
     result = soak_report.schedules(obs, until=240.0, grace=30.0)
     assert result["missed"] == [f"ns/sched-000@{int(wall0) + 180}"]
     assert result["run_twice"] == [f"ns/sched-000@{int(wall0) + 120}"]
+    # While no operator could act (the API server away), a tick may be missed by policy.
+    away = soak_report.schedules(obs, until=240.0, grace=30.0, outages=[(170.0, 200.0)])
+    assert away["missed"] == [] and away["missed_during_outages"] == [f"ns/sched-000@{int(wall0) + 180}"]
 
 
 def test_fair_share_flags_an_application_that_got_less_than_half_its_share() -> None:
