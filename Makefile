@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv lock deps browser images cluster-binaries cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench broker-up postgres-up clean
+.PHONY: help venv lock deps browser images cluster-binaries kwok-binary cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench soak broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
@@ -16,6 +16,9 @@ help:
 	@echo "make cluster-up    start the local cluster and load the images (prints its kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         benchmarks on the local cluster"
+	@echo "make soak          the operator under a platform's day on simulated nodes, faults included"
+	@echo "                   (DURATION=30m RATE=12 BURST=20000 FAULTS=leader,postgres,rabbitmq,apiserver"
+	@echo "                    REAL_OUTAGES=1 CEILING=12,25,50,100 SOAK_ARGS=...; see bench/soak.py)"
 	@echo "make images        build the operator, runner and example images (podman)"
 	@echo "make browser       install Debian's Chromium and chromedriver (the dashboard's browser tests)"
 
@@ -69,6 +72,10 @@ browser:
 cluster-binaries: deps
 	@bash devtools/cluster/build-kubernetes.sh >/dev/null
 
+# KWOK, for the simulated nodes of the soak (built from the Go module proxy once, cached).
+kwok-binary:
+	@bash devtools/cluster/build-kwok.sh >/dev/null
+
 images: deps
 	@bash devtools/images/build-images.sh >/dev/null
 
@@ -91,7 +98,7 @@ postgres-up:
 demo: venv cluster-up postgres-up
 	@$(PY) examples/demo.py
 
-test: venv browser cluster-up broker-up postgres-up
+test: venv browser cluster-up kwok-binary broker-up postgres-up
 	@$(PY) -m pytest -q
 
 test-quick: venv
@@ -103,6 +110,16 @@ lint: venv
 
 bench: venv cluster-up postgres-up
 	@$(PY) -m bench
+
+# The soak runs on a cluster of simulated nodes of its own (.cluster-soak/, or
+# LIMETASK_SOAK_CLUSTER_DIR), torn down afterwards; the shared cluster is not touched.
+DURATION ?= 30m
+RATE ?= 12
+BURST ?= 20000
+FAULTS ?= leader,postgres,rabbitmq,apiserver
+soak: venv cluster-binaries kwok-binary broker-up postgres-up
+	@$(PY) -m bench.soak --duration $(DURATION) --rate $(RATE) --burst $(BURST) --faults "$(FAULTS)" \
+	  $(if $(REAL_OUTAGES),--real-outages) $(if $(CEILING),--ceiling $(CEILING)) $(SOAK_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV)

@@ -1,7 +1,11 @@
 """`make bench`: what the operator costs, measured side by side on the local cluster (a real node).
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
-                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard]
+                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard,soak]
+
+`soak` is `make soak` (bench/soak.py) with its defaults, or the SOAK_DURATION, SOAK_RATE,
+SOAK_BURST and SOAK_FAULTS of the environment: on a cluster of simulated nodes of its own, not
+the local cluster's real node, so it is run only when named.
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -758,12 +762,20 @@ def main() -> int:
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                         help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,"
-                             "dashboard")
+                             "dashboard,soak")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    if "soak" in only:
+        from bench import soak
+
+        status = soak.main([])
+        args.only = ",".join(s for s in only if s != "soak")
+        if not args.only:
+            return status
     bench = Bench(args)
     bench.run()
     out = Path(args.out or REPO / "bench-results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")

@@ -1,6 +1,7 @@
 """A real Kubernetes cluster on this machine, without Docker: one control plane, one real node.
 
     python devtools/cluster/localcluster.py up       # start (or reuse) it; prints the kubeconfig
+    python devtools/cluster/localcluster.py up --simulated   # a control plane and KWOK's simulated nodes
     python devtools/cluster/localcluster.py down     # stop it and remove its state
     python devtools/cluster/localcluster.py status
     python devtools/cluster/localcluster.py images   # build the project's images, load changed ones
@@ -33,6 +34,16 @@ The kubelet and containerd also use a few fixed host paths (`/var/lib/kubelet/de
 `/run/containerd`, `/var/run/netns`, `/var/lib/cni`); `down` cleans what this cluster made.
 Pods' cgroups live under a cgroup root of the cluster's own, so two clusters on one machine
 (two clones) keep apart.
+
+Simulated nodes (`up --simulated`, for scale: `make soak`): the same control plane, without a
+real node, and KWOK (sigs.k8s.io/kwok, built by build-kwok.sh) in its place. KWOK keeps
+`SIMULATED_NODES` fake nodes alive and takes their pods through their lifecycle by the Stages
+of devtools/kwok/stages.yaml, which end a runner pod as a real worker would (its verdict in the
+termination message). Nothing runs in a container, so thousands of pods cost no more than
+their API objects. The fake nodes carry the taint and label of `SIMULATED_TAINT` and
+`SIMULATED_NODE_LABELS`, which pods must tolerate and select. Such a cluster needs no root, no
+bridge and no images: its API server listens on a free port of 127.0.0.1 only. Give it a state
+folder of its own (`LIMETASK_CLUSTER_DIR`), beside a cluster with a real node.
 """
 
 from __future__ import annotations
@@ -54,11 +65,22 @@ import tarfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 STATE = Path(os.environ.get("LIMETASK_CLUSTER_DIR") or REPO / ".cluster")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
+# A cluster of simulated nodes runs KWOK where the other runs containerd and a kubelet.
+SIMULATED_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+KWOK_DIR = REPO / "devtools" / "kwok"
+# How many simulated nodes, and what each offers (far beyond what a soak's pods request, so that
+# the scheduler never holds a pod back for room).
+SIMULATED_NODES = int(os.environ.get("LIMETASK_SIMULATED_NODES", "4"))
+SIMULATED_CAPACITY = {"cpu": "64", "memory": "512Gi", "pods": "2000"}
+SIMULATED_NODE_LABELS = {"type": "kwok"}
+# Only pods that tolerate this taint land on a simulated node; a real node's pods never do.
+SIMULATED_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 NODE_NAME = "localhost"
 PAUSE_IMAGE = "localhost/limetask/pause:3.10"
 # The images the project builds (devtools/images/build-images.sh), by the names tests and the
@@ -124,9 +146,24 @@ def pid_of(name: str, state: Path = STATE) -> int | None:
     return pid
 
 
+def components(state: Path = STATE) -> tuple[str, ...]:
+    """The processes of this cluster: a real node's, or KWOK for simulated ones."""
+    try:
+        return SIMULATED_COMPONENTS if config(state).get("simulated") else COMPONENTS
+    except (OSError, ValueError):
+        return COMPONENTS
+
+
+def simulated(state: Path = STATE) -> bool:
+    try:
+        return bool(config(state).get("simulated"))
+    except (OSError, ValueError):
+        return False
+
+
 def healthy(state: Path = STATE) -> bool:
     """Every component runs and the API server answers /readyz."""
-    if not all(pid_of(c, state) for c in COMPONENTS):
+    if not all(pid_of(c, state) for c in components(state)):
         return False
     try:
         cfg = config(state)
@@ -368,6 +405,23 @@ def load_images(state: Path = STATE) -> None:
 
 # -- components -------------------------------------------------------------------------------
 
+def start_etcd(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
+    pki = state / "pki"
+    peer = f"https://127.0.0.1:{cfg['etcd_peer_port']}"
+    spawn("etcd", [
+        str(bin_dir / "etcd"), "--name=default", f"--data-dir={state / 'etcd'}",
+        f"--listen-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
+        f"--advertise-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
+        f"--cert-file={pki / 'etcd.crt'}", f"--key-file={pki / 'etcd.key'}",
+        "--client-cert-auth", f"--trusted-ca-file={pki / 'etcd-ca.crt'}",
+        f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+        f"--peer-cert-file={pki / 'etcd.crt'}", f"--peer-key-file={pki / 'etcd.key'}",
+        "--peer-client-cert-auth", f"--peer-trusted-ca-file={pki / 'etcd-ca.crt'}",
+        f"--initial-cluster=default={peer}", "--quota-backend-bytes=4294967296",
+        "--snapshot-count=50000", "--log-level=warn", "--listen-metrics-urls=",
+    ], state)
+
+
 def start_apiserver(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
     pki = state / "pki"
     spawn("kube-apiserver", [
@@ -375,8 +429,11 @@ def start_apiserver(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
         f"--etcd-servers=https://127.0.0.1:{cfg['etcd_port']}", f"--etcd-cafile={pki / 'etcd-ca.crt'}",
         f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
         f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
-        f"--bind-address={cfg['api_ip']}", "--secure-port=443", f"--advertise-address={cfg['api_ip']}",
-        "--endpoint-reconciler-type=lease",
+        f"--bind-address={cfg['api_ip']}", f"--secure-port={cfg.get('api_port', 443)}",
+        f"--advertise-address={cfg['api_ip']}",
+        # Simulated nodes: no pod reaches the API server through the `kubernetes` Service, whose
+        # endpoint could not be the loopback address it listens on.
+        f"--endpoint-reconciler-type={'none' if cfg.get('simulated') else 'lease'}",
         f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
         f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
@@ -584,7 +641,13 @@ def start_kubelet(state: Path, bin_dir: Path, cfg: dict[str, object]) -> None:
     ], state)
 
 
-def up(state: Path = STATE) -> Path:
+def up(state: Path = STATE, simulate: bool = False) -> Path:
+    if healthy(state) and simulated(state) != simulate:
+        kinds = ("a real node", "simulated nodes")
+        raise ClusterError(f"{state} holds a running cluster of {kinds[simulated(state)]}, not of "
+                           f"{kinds[simulate]}: give the other one its own LIMETASK_CLUSTER_DIR")
+    if simulate:
+        return up_simulated(state)
     if healthy(state):
         secure_state(state)
         if os.environ.get("LIMETASK_REUSE_IMAGES") and (state / "images.json").exists():
@@ -643,20 +706,7 @@ def up(state: Path = STATE) -> Path:
     secure_state(state)
 
     say(f"2/7 etcd on 127.0.0.1:{cfg['etcd_port']}")
-    pki = state / "pki"
-    peer = f"https://127.0.0.1:{cfg['etcd_peer_port']}"
-    spawn("etcd", [
-        str(bin_dir / "etcd"), "--name=default", f"--data-dir={state / 'etcd'}",
-        f"--listen-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
-        f"--advertise-client-urls=https://127.0.0.1:{cfg['etcd_port']}",
-        f"--cert-file={pki / 'etcd.crt'}", f"--key-file={pki / 'etcd.key'}",
-        "--client-cert-auth", f"--trusted-ca-file={pki / 'etcd-ca.crt'}",
-        f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-        f"--peer-cert-file={pki / 'etcd.crt'}", f"--peer-key-file={pki / 'etcd.key'}",
-        "--peer-client-cert-auth", f"--peer-trusted-ca-file={pki / 'etcd-ca.crt'}",
-        f"--initial-cluster=default={peer}", "--quota-backend-bytes=4294967296",
-        "--snapshot-count=50000", "--log-level=warn", "--listen-metrics-urls=",
-    ], state)
+    start_etcd(state, bin_dir, cfg)
     wait_for("etcd", lambda: port_open(int(cfg["etcd_port"])), 30, state, "etcd")  # type: ignore[arg-type]
 
     say(f"3/7 kube-apiserver on {server}")
@@ -689,6 +739,130 @@ def up(state: Path = STATE) -> Path:
     say(f"ready in {time.monotonic() - started:.1f}s")
     say(f"kubeconfig: {kubeconfig_path(state)}   (export KUBECONFIG={kubeconfig_path(state)})")
     return kubeconfig_path(state)
+
+
+def kwok_binaries() -> Path:
+    """The cached KWOK binary's folder, built on first use (build-kwok.sh)."""
+    try:
+        out = subprocess.run(
+            ["bash", str(HERE / "build-kwok.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise ClusterError("building KWOK failed (the step is named above)") from exc
+    return Path(out.strip().splitlines()[-1])
+
+
+def up_simulated(state: Path = STATE) -> Path:
+    """A control plane whose nodes KWOK simulates (see the module's docstring)."""
+    if healthy(state):
+        secure_state(state)
+        say(f"already running; kubeconfig: {kubeconfig_path(state)}")
+        return kubeconfig_path(state)
+    if state.exists():
+        say("a previous run is not healthy: cleaning it up")
+        down(state, quiet=True)
+    if not shutil.which("openssl"):
+        raise ClusterError("missing openssl: run `make deps` (apt-get install -y openssl)")
+    bin_dir = binaries()
+    kwok_dir = kwok_binaries()
+    started = time.monotonic()
+    state.mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    say("1/5 certificates and tokens")
+    api_ip = "127.0.0.1"
+    cfg: dict[str, object] = {
+        "simulated": True, "bin_dir": str(bin_dir), "kwok_bin_dir": str(kwok_dir),
+        "etcd_port": free_port(), "etcd_peer_port": free_port(),
+        "token": secrets.token_hex(24), "api_ip": api_ip, "api_port": free_port(),
+        # Cluster IPs are only allocated here, never routed: no pod runs, no kube-proxy.
+        "service_range": "10.96.0.0/24",
+    }
+    cfg["server"] = f"https://{api_ip}:{cfg['api_port']}"
+    (state / "cluster.json").write_text(json.dumps(cfg))
+    make_pki(state / "pki", api_ip)
+    tokens = {name: secrets.token_hex(24) for name in ("controller-manager", "scheduler", "kwok")}
+    (state / "tokens.csv").write_text(
+        f'{cfg["token"]},limetask-admin,limetask-admin,"system:masters"\n'
+        f'{tokens["controller-manager"]},system:kube-controller-manager,system:kube-controller-manager,'
+        '"system:masters"\n'
+        f'{tokens["scheduler"]},system:kube-scheduler,system:kube-scheduler\n'
+        # KWOK stands in for every node's kubelet at once, which the Node authorizer (one node
+        # per identity) cannot express.
+        f'{tokens["kwok"]},kwok-controller,kwok-controller,"system:masters"\n'
+    )
+    ca = state / "pki" / "ca.crt"
+    server = str(cfg["server"])
+    write_kubeconfig(kubeconfig_path(state), server, ca, str(cfg["token"]), "limetask-admin")
+    write_kubeconfig(state / "controller-manager.kubeconfig", server, ca, tokens["controller-manager"],
+                     "system:kube-controller-manager")
+    write_kubeconfig(state / "scheduler.kubeconfig", server, ca, tokens["scheduler"], "system:kube-scheduler")
+    write_kubeconfig(state / "kwok.kubeconfig", server, ca, tokens["kwok"], "kwok-controller")
+    secure_state(state)
+
+    say(f"2/5 etcd on 127.0.0.1:{cfg['etcd_port']}")
+    start_etcd(state, bin_dir, cfg)
+    wait_for("etcd", lambda: port_open(int(str(cfg["etcd_port"]))), 30, state, "etcd")
+
+    say(f"3/5 kube-apiserver on {server}")
+    start_apiserver(state, bin_dir, cfg)
+    wait_for("kube-apiserver /readyz", lambda: api_ready(server, str(cfg["token"]), ca), 120, state,
+             "kube-apiserver")
+
+    say("4/5 kube-controller-manager and kube-scheduler")
+    start_controller_manager(state, bin_dir)
+    start_scheduler(state, bin_dir)
+
+    say(f"5/5 KWOK and {SIMULATED_NODES} simulated nodes")
+    start_kwok(state)
+    for i in range(SIMULATED_NODES):
+        kubectl_apply(state, simulated_node(f"kwok-node-{i}"))
+    wait_for(f"{SIMULATED_NODES} simulated nodes to be Ready", lambda: simulated_nodes_ready(state), 60, state,
+             "kwok")
+    wait_for("default service account", lambda: default_sa(state), 60, state, "kube-controller-manager")
+    secure_state(state)
+    say(f"ready in {time.monotonic() - started:.1f}s")
+    say(f"kubeconfig: {kubeconfig_path(state)}   (export KUBECONFIG={kubeconfig_path(state)})")
+    return kubeconfig_path(state)
+
+
+def simulated_node(name: str) -> dict[str, object]:
+    """A Node that KWOK manages (by its label) and that only pods tolerating its taint land on."""
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {**SIMULATED_NODE_LABELS, "kubernetes.io/hostname": name,
+                                               "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+                     "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": {"taints": [SIMULATED_TAINT]},
+        "status": {"allocatable": SIMULATED_CAPACITY, "capacity": SIMULATED_CAPACITY},
+    }
+
+
+def simulated_nodes_ready(state: Path) -> bool:
+    selector = ",".join(f"{k}={v}" for k, v in SIMULATED_NODE_LABELS.items())
+    nodes: Any = kubectl_json(state, "get", "nodes", "-l", selector) or {}
+    ready = [n for n in nodes.get("items") or []
+             if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))]
+    return len(ready) >= SIMULATED_NODES
+
+
+def kubectl_apply(state: Path, obj: dict[str, object]) -> None:
+    kubectl = Path(str(config(state)["bin_dir"])) / "kubectl"
+    res = subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig_path(state)}", "apply", "-f", "-"],
+                         input=json.dumps(obj), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        raise ClusterError(f"kubectl apply: {res.stderr.strip()}")
+
+
+def start_kwok(state: Path) -> None:
+    cfg = config(state)
+    selector = ",".join(f"{k}={v}" for k, v in SIMULATED_NODE_LABELS.items())
+    spawn("kwok", [
+        str(Path(str(cfg["kwok_bin_dir"])) / "kwok"), f"--kubeconfig={state / 'kwok.kubeconfig'}",
+        f"--config={KWOK_DIR / 'kwok.yaml'},{KWOK_DIR / 'stages.yaml'}",
+        f"--manage-nodes-with-label-selector={selector}",
+        # Its INFO logs a line per change of every pod: hundreds of MB in a soak.
+        "--v=WARN",
+    ], state)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -757,6 +931,7 @@ def start_component(name: str, state: Path = STATE) -> None:
         "kube-apiserver": lambda: start_apiserver(state, bin_dir, cfg),
         "kube-scheduler": lambda: start_scheduler(state, bin_dir),
         "kube-controller-manager": lambda: start_controller_manager(state, bin_dir),
+        "kwok": lambda: start_kwok(state),
     }
     if pid_of(name, state):
         return
@@ -807,7 +982,7 @@ def down(state: Path = STATE, quiet: bool = False) -> None:
             if res.returncode != 0 or not res.stdout.strip():
                 break
             time.sleep(0.5)
-    for name in reversed(COMPONENTS):
+    for name in reversed(dict.fromkeys(COMPONENTS + SIMULATED_COMPONENTS)):
         stop_pid(name, state)
     kill_orphans(state)  # containerd's shims name the state folder in their command line
     if cfg.get("cgroup_root"):
@@ -851,7 +1026,7 @@ def restart_apiserver(state: Path = STATE, pause: float = 0.0) -> None:
 
 
 def status(state: Path = STATE) -> int:
-    for name in COMPONENTS:
+    for name in components(state):
         pid = pid_of(name, state)
         print(f"{name:26} {'running (pid %d)' % pid if pid else 'stopped'}")
     ok = healthy(state)
@@ -864,15 +1039,19 @@ def status(state: Path = STATE) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "images", "restart-apiserver", "kubeconfig"])
+    parser.add_argument("--simulated", action="store_true",
+                        help="up: a control plane with KWOK's simulated nodes instead of a real node")
     args = parser.parse_args()
     try:
         if args.command == "up":
-            print(up())
+            print(up(simulate=args.simulated))
         elif args.command == "down":
             down()
         elif args.command == "images":
             if not healthy():
                 raise ClusterError("the cluster is not running: `make cluster-up` first")
+            if simulated():
+                raise ClusterError("a cluster of simulated nodes runs no images")
             load_images()
         elif args.command == "restart-apiserver":
             restart_apiserver()
