@@ -382,7 +382,8 @@ class Reconciler:
                                      allow_placement_override=self.settings.allow_placement_override,
                                      runner_resources=self.settings.runner_resources,
                                      deny_unlisted_resources=self.settings.deny_unlisted_resources,
-                                     start_timeout=self.admission.queue(queue_name(task)).start_timeout, **kw)
+                                     start_timeout=self.admission.queue(queue_name(task)).start_timeout,
+                                     kueue_note=self.admission.kueue_note(queue_name(task)), **kw)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:

@@ -16,9 +16,9 @@ from tests.unit.test_status_derivation import CEILING, NOW, job, job_body, runni
 SINCE = "2024-05-01T10:00:00Z"
 
 
-def waiting(position: int = 3, reason: str = WAITING, total: int = 9) -> Waiting:
+def waiting(position: int | None = 3, reason: str = WAITING, total: int = 9) -> Waiting:
     return Waiting("background", reason, f"waiting in queue background: position {position} of {total}",
-                   position, total, SINCE, refresh_seconds=30)
+                   position, total, SINCE)
 
 
 def queued_of(status: dict[str, Any]) -> dict[str, Any] | None:
@@ -29,8 +29,9 @@ def test_a_task_without_a_slot_waits_pending_with_its_position_and_no_job() -> N
     p = derive(task(), {}, {}, NOW, CEILING, queued=waiting())
     assert p.create_attempt is None and p.queued and p.status is not None
     st = p.status
-    assert st["state"] == "PENDING" and st["attempts"] == 1
-    assert st["queue"] == {"name": "background", "position": 3, "waiting": 9, "since": SINCE,
+    # No attempt has made a Job: attempts says 0 (kubectl get lt); the queue block names the one that waits.
+    assert st["state"] == "PENDING" and st["attempts"] == 0 and "jobName" not in st
+    assert st["queue"] == {"name": "background", "attempt": 1, "position": 3, "waiting": 9, "since": SINCE,
                            "updatedAt": "2024-05-01T10:05:00Z"}
     cond = queued_of(st)
     assert cond is not None and cond["status"] == "True" and cond["reason"] == WAITING
@@ -42,14 +43,19 @@ def test_a_task_without_a_slot_waits_pending_with_its_position_and_no_job() -> N
     assert again.create_attempt == 1
 
 
-def test_a_moved_position_is_rewritten_only_after_the_refresh_period() -> None:
+def test_the_same_place_is_not_written_again_and_another_one_is() -> None:
+    """When a place is due to be rewritten is the queues' decision (queues.place_to_show):
+    derive writes what it is given, and nothing when that is what the status says."""
     st = derive(task(), {}, {}, NOW, CEILING, queued=waiting(3)).status
-    soon = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(2))
-    assert soon.status is None and soon.queued  # nothing written
-    later = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(2))
-    assert later.status is not None and later.status["queue"]["position"] == 2
-    same = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(3, total=4))
-    assert same.status is None  # the position did not move: nothing to write
+    same = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(3))
+    assert same.status is None and same.queued  # nothing written
+    moved = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(2))
+    assert moved.status is not None and moved.status["queue"]["position"] == 2
+    recounted = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(3, total=4))
+    assert recounted.status is not None and recounted.status["queue"]["waiting"] == 4
+    # Further back than the first ones counted, the status has no position.
+    back = derive(task(status=st), {}, {}, NOW, CEILING, queued=waiting(None, total=400))
+    assert back.status is not None and "position" not in back.status["queue"]
     # A new reason is written at once.
     missing = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=1), CEILING,
                      queued=waiting(1, reason=QUEUE_NOT_FOUND))
@@ -74,6 +80,7 @@ def test_a_task_cancelled_or_expired_while_it_waits_ends_and_leaves_the_queue() 
     st = derive(task(), {}, {}, NOW, CEILING, queued=waiting()).status
     cancelled = derive(task(status=st, annotations={"limetask.io/cancel": "true"}), {}, {}, NOW, CEILING)
     assert cancelled.status is not None and cancelled.status["state"] == "FAILURE"
+    assert cancelled.status["attempts"] == 0  # it never ran
     assert cancelled.status["error"]["reason"] == "Cancelled" and cancelled.create_attempt is None
     cond = queued_of(cancelled.status)
     assert cond is not None and cond["status"] == "False" and cond["reason"] == "Cancelled"
@@ -83,6 +90,7 @@ def test_a_task_cancelled_or_expired_while_it_waits_ends_and_leaves_the_queue() 
     assert p.status is None and 59 < (p.recheck_after or 0) < 61  # a reconcile is due at expiry
     expired = derive(task(status=st, expires=expiring), {}, {}, NOW + dt.timedelta(seconds=61), CEILING)
     assert expired.status is not None and expired.status["error"]["reason"] == "Expired"
+    assert expired.status["attempts"] == 0
     assert "while it waited in its queue" in expired.status["error"]["message"]
     assert expired.create_attempt is None
 
@@ -102,7 +110,9 @@ def test_a_late_ack_retry_waits_in_line_with_its_history() -> None:
     p = derive(task(status=st, acksLate=True, maxAttempts=3), {1: failed_job}, {1: [pod]}, NOW, CEILING,
                queued=waiting())
     assert p.create_attempt is None and p.status is not None
-    assert p.status["attempts"] == 2 and p.status["history"][-1]["outcome"] == "WorkerLost"
+    # One attempt made a Job; the second waits in line.
+    assert p.status["attempts"] == 1 and p.status["queue"]["attempt"] == 2
+    assert p.status["history"][-1]["outcome"] == "WorkerLost"
     # Its Job gone meanwhile, the task asks for attempt 2's slot again, history kept once.
     again = derive(task(status=p.status, acksLate=True, maxAttempts=3), {}, {}, NOW, CEILING)
     assert again.create_attempt == 2 and len(again.status["history"]) == 1  # type: ignore[index]
