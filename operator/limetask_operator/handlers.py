@@ -192,7 +192,9 @@ async def watches_probe(memo: Any, **_: Any) -> str:
     """The liveness and readiness probe (/healthz) fails while a watch keeps failing.
 
     An operator whose watches are dead processes nothing while looking alive; failing the
-    probe makes that visible, and lets Kubernetes restart it.
+    probe makes that visible, and lets Kubernetes restart it. A namespace it may not list (its
+    Role gone) is no such case: a restart would not help, and the other namespaces work. The
+    probe then passes and names it as degraded (as the log and limetask_namespace_unlisted do).
     """
     shared = _memo(memo)
     rec = shared.reconciler
@@ -206,6 +208,9 @@ async def watches_probe(memo: Any, **_: Any) -> str:
     problems = rec.health()
     if problems:
         raise kopf.PermanentError("; ".join(problems))
+    degraded = rec.degraded()
+    if degraded:
+        return f"degraded: {'; '.join(degraded)}"
     return f"{len(rec.watches)} watches ok"
 
 

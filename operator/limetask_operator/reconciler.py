@@ -99,10 +99,10 @@ class Reconciler:
         self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced)
         self.schedules_installed = True
         # Queues (queues.py): an attempt's Job is made only once its task has a slot.
-        self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._all_synced,
+        self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
                                    refresh_seconds=settings.queue_position_refresh_seconds)
-        self.deferred_admission: set[Key] = set()  # tasks waiting for every listing before a slot
+        self.deferred_admission: set[Key] = set()  # tasks waiting for every listing (that can be made) before a slot
         self._seeded = False  # the waiting tasks found at start put in line (Admission.seed)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
@@ -218,31 +218,52 @@ class Reconciler:
 
         selector = LABEL_TASK_ID
         watches: list[Any] = []
+        changed = self._watch_changed
         for namespace, patterns in scopes(namespaces):
             watches += [
                 ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns,
-                              self.task_event, self.listed_tasks),
+                              self.task_event, self.listed_tasks, on_change=changed),
                 ResourceWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
-                              lambda seen, ns: self.listed_children("jobs", seen, ns)),
+                              lambda seen, ns: self.listed_children("jobs", seen, ns), on_change=changed),
                 ResourceWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
-                              lambda seen, ns: self.listed_children("pods", seen, ns)),
+                              lambda seen, ns: self.listed_children("pods", seen, ns), on_change=changed),
             ]
             if self.schedules_installed:
                 watches.append(ResourceWatch(
                     self.kube, f"/apis/{GROUP}/{VERSION}", SCHEDULE_PLURAL, "", namespace, patterns,
-                    self.scheduler.schedule_event, self._listed_schedules))
+                    self.scheduler.schedule_event, self._listed_schedules, on_change=changed))
         if self.admission.enabled:
             # LimeTaskQueues are cluster-scoped: one watch, which every namespace waits for.
             watches.append(ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", QUEUE_PLURAL, "", None, None,
-                                         self.admission.queue_event, self._listed_queues))
+                                         self.admission.queue_event, self._listed_queues, on_change=changed))
         return watches
 
     def _listed_queues(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
         self.admission.listed_queues(seen, namespace)
         self._sync_done(None)
 
-    def _all_synced(self) -> bool:
-        return bool(self.watches) and all(w.synced.is_set() for w in self.watches)
+    def _counting_ready(self) -> bool:
+        """Whether what runs can be counted over every namespace: every watch has listed, but
+        those of a namespace the operator may not list (forbidden). Such a namespace holds back
+        its own tasks only: what it ran when last listed still counts (its Jobs stay in the
+        caches), what it runs unseen does not, and `unlisted` names it (log, metric, the
+        queues' status)."""
+        return bool(self.watches) and all(w.synced.is_set() or w.forbidden for w in self.watches)
+
+    def unlisted(self) -> dict[str, str]:
+        """The watched namespaces that cannot be listed now, and why."""
+        found: dict[str, str] = {}
+        for w in self.watches:
+            why = w.degraded()
+            if why is not None and w.namespace is not None:
+                found.setdefault(w.namespace, why)
+        return found
+
+    def _watch_changed(self) -> None:
+        """A watch started or stopped failing: a forbidden namespace no longer holds back the
+        count of what runs (and one that can be listed again is counted again)."""
+        self.admission.set_unlisted(self.unlisted())
+        self._sync_done(None)
 
     def _synced(self, namespace: str) -> bool:
         """Whether the LimeTasks, Jobs, Pods (and LimeTaskSchedules) of this namespace, and the
@@ -255,8 +276,8 @@ class Reconciler:
         for key in ready:
             self.deferred.discard(key)
             self.enqueue(key)
-        if self._all_synced():
-            # Every listing is done: what runs in every namespace is counted, and the tasks that
+        if self._counting_ready():
+            # Every listing that can be made is done: what runs is counted, and the tasks that
             # waited in line before a start are in line again, in their order, before any is admitted.
             if not self._seeded:
                 self._seeded = True
@@ -266,13 +287,18 @@ class Reconciler:
             self.deferred_admission.clear()
 
     def health(self, grace: float = 60.0) -> list[str]:
-        """What is wrong with the watches (for the health probe): empty when all is well."""
+        """What is wrong with the operator's watches (for the health probe): empty when all is
+        well. A namespace it may not list is not among them: see `degraded`."""
         now = asyncio.get_running_loop().time()
         problems = [p for w in self.watches if (p := w.problem(now, grace)) is not None]
         for t in self.watch_tasks:
             if t.done() and not t.cancelled():
                 problems.append(f"{t.get_name()} stopped: {t.exception()!r}")
         return problems
+
+    def degraded(self) -> list[str]:
+        """What works only in part: the namespaces that cannot be listed (their tasks wait)."""
+        return [f"namespace {ns}: {why}" for ns, why in sorted(self.unlisted().items())]
 
     # -- working ------------------------------------------------------------------------
     def start(self) -> None:
@@ -403,10 +429,10 @@ class Reconciler:
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         if plan.create_attempt is not None:
-            if self.admission.queue(queue_name(task)).max_running is not None and not self._all_synced():
-                # A queue limited over every namespace gives no slot before every namespace is
-                # listed (what runs is counted from the listings). Other queues count only their
-                # namespace's, listed already.
+            if self.admission.queue(queue_name(task)).max_running is not None and not self._counting_ready():
+                # A queue limited over every namespace gives no slot before every namespace that
+                # can be listed is (what runs is counted from the listings). Other queues count
+                # only their namespace's, listed already.
                 self.deferred_admission.add(key)
                 return
             ticket = self.admission.admit(task, plan.create_attempt)
