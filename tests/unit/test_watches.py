@@ -226,8 +226,9 @@ def test_the_probe_fails_while_a_watch_is_unhealthy() -> None:
     memo.reconciler = Rec(["watching limetasks has failed for 90s: boom"])  # type: ignore[assignment]
     with pytest.raises(kopf.PermanentError, match="boom"):
         asyncio.run(watches_probe(memo=memo))
-    memo.reconciler = Rec([], ["namespace team-b: limetasks in team-b cannot be listed: 403"])  # type: ignore[assignment]
-    assert asyncio.run(watches_probe(memo=memo)) == "degraded: namespace team-b: limetasks in team-b cannot be listed: 403"
+    why = "namespace team-b: limetasks in team-b cannot be listed: 403"
+    memo.reconciler = Rec([], [why])  # type: ignore[assignment]
+    assert asyncio.run(watches_probe(memo=memo)) == f"degraded: {why}"
 
 
 def test_events_are_parsed_line_by_line() -> None:
