@@ -44,8 +44,8 @@ LOG = logging.getLogger("limetask.operator")
 def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
     """Drop "" values from the typed status fields (the result is kept as it is).
 
-    The Kubernetes 1.20 API server built here reads an empty string in a typed field as
-    null and rejects it; an absent field means the same to every reader.
+    The status schema refuses an empty string in its times (format date-time) and enums
+    (state), and the whole write with it; an absent field means the same to every reader.
     """
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
@@ -75,7 +75,7 @@ class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings, features: ServerFeatures = NONE) -> None:
         self.kube = kube
         self.settings = settings
-        self.features = features  # what the API server offers beyond 1.20 (features.py)
+        self.features = features  # what the API server was found to offer (features.py)
         self.caches = Caches()
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
@@ -491,8 +491,8 @@ class Reconciler:
         exception: its verdict is already read (and its event may already be published), and
         nothing that changes a task meanwhile (a cancel annotation, a label) can take it back,
         so it is written again over the fresh object. The state published is the state stored.
-        (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it drops null
-        values inside results.)
+        (A PUT of the whole status rather than a patch: it carries the resourceVersion, and a
+        merge patch would drop the null values inside a result.)
         """
         key = (task.namespace, task.name)
         sent = without_empty_strings(status)
