@@ -102,16 +102,18 @@ def queued_now(status: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def waiting_attempt(status: dict[str, Any]) -> int | None:
-    """The attempt a task waits in line for (its status's queue block names it; `attempts`
-    counts only attempts that made a Job), or None when it does not wait. A status written
-    before the block named it counted the waiting attempt in `attempts`."""
+    """The attempt a task waits in line for, or None when it does not wait: its status's queue
+    block names it (`attempts` counts only the attempts that made a Job). Without that (a status
+    written before it did, or a CRD that does not keep the field), it is the attempt after the
+    last one that ended: every attempt that made a Job ends in the history before the next."""
     if queued_now(status) is None:
         return None
     block = status.get("queue")
     attempt = block.get("attempt") if isinstance(block, dict) else None
     if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
         return attempt
-    return int(status.get("attempts") or 0) or None
+    ended = [h.get("attempt") for h in status.get("history") or [] if isinstance(h, dict)]
+    return max((a for a in ended if isinstance(a, int) and not isinstance(a, bool)), default=0) + 1
 
 
 def _limit(spec: dict[str, Any], name: str, low: int) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from limetask_operator.derivation import derive
 from limetask_operator.manifests import build_job
 from limetask_operator.model import JobView
@@ -184,3 +185,20 @@ def test_a_kueue_queue_has_no_start_timeout_of_its_own() -> None:
     handed = QueueSpec.from_body({"metadata": {"name": "q"}, "spec": {"startTimeoutSeconds": 60,
                                                                      "admission": "Kueue"}})
     assert plain.start_timeout == 60 and handed.start_timeout is None
+
+
+@pytest.mark.parametrize("status, attempt", [
+    ({"attempts": 0, "queue": {"name": "q", "attempt": 1}}, 1),
+    ({"attempts": 1, "jobName": "t-1", "queue": {"name": "q", "attempt": 2}, "history": [{"attempt": 1}]}, 2),
+    # Without the block's attempt (written before it was, or pruned by an older CRD): from the history.
+    ({"attempts": 0, "queue": {"name": "q"}}, 1),
+    ({"attempts": 1, "jobName": "t-1", "queue": {"name": "q"}}, 1),  # as written before attempts meant Jobs
+    ({"attempts": 2, "queue": {"name": "q"}, "history": [{"attempt": 1}, {"attempt": 2}]}, 3),
+    ({"attempts": 2, "queue": {"name": "q"}, "history": [{"attempt": 1}]}, 2),
+])
+def test_the_attempt_that_waits(status: dict[str, Any], attempt: int) -> None:
+    from limetask_operator.queues import waiting_attempt
+
+    queued = {**status, "state": "PENDING", "conditions": [{"type": "Queued", "status": "True", "reason": "Waiting"}]}
+    assert waiting_attempt(queued) == attempt
+    assert waiting_attempt({**status, "state": "PENDING"}) is None  # not queued
