@@ -415,7 +415,8 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
 
     def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
         """The API server refused this attempt's Job: a bad spec fails, a quota or a
-        permission waits (the status keeps the attempt unstarted, so it is tried again)."""
+        permission waits (the status keeps the attempt unstarted, so it is tried again; one
+        that waited in its queue stays in line, its place and history as they were)."""
         text = f"the Kubernetes API refused the Job of attempt {n}: {message}"
         if code in (400, 422):
             return final(FAILURE, INVALID_SPEC, text, error_type=INVALID_SPEC, history=history)
@@ -424,6 +425,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         reason = QUOTA_EXCEEDED if "exceeded quota" in message else JOB_REFUSED
         new["conditions"] = condition(st.get("conditions") or [], "Unknown", reason, text, task.generation, ts)
         plan.status = None if _same(new, st) else new
+        plan.queued = waits_for == n
         plan.recheck_after = 15.0
         return plan
 

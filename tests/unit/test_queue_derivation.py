@@ -202,3 +202,20 @@ def test_the_attempt_that_waits(status: dict[str, Any], attempt: int) -> None:
     queued = {**status, "state": "PENDING", "conditions": [{"type": "Queued", "status": "True", "reason": "Waiting"}]}
     assert waiting_attempt(queued) == attempt
     assert waiting_attempt({**status, "state": "PENDING"}) is None  # not queued
+
+
+def test_a_job_refused_after_the_wait_keeps_the_attempt_in_line_and_the_history_as_it_was() -> None:
+    """Attempt 2 waited in its queue, got its slot, and the API server refused its Job (a
+    quota on Jobs): the task stays in line for attempt 2 (its place kept), and attempt 1's end
+    is not recorded a second time."""
+    history = [{"attempt": 1, "jobName": "x-1", "outcome": "NotStarted", "reason": "NotStarted"}]
+    queued = [{"type": "Queued", "status": "True", "reason": WAITING, "message": "waiting"}]
+    st = {"state": "PENDING", "attempts": 1, "jobName": "x-1", "history": history, "conditions": queued,
+          "queue": {"name": "background", "attempt": 2, "waiting": 1, "since": SINCE, "updatedAt": SINCE}}
+    # (attempt 1's Job stays, finished, until the task ends)
+    old = {1: JobView.from_body(job_body(1, condition=("Failed", "DeadlineExceeded", "x"), active=0))}
+    refused = derive(task(status=st), old, {}, NOW, CEILING, job_refused=(403, 'jobs is forbidden: exceeded quota'))
+    assert refused.status is not None and refused.create_attempt is None and refused.recheck_after == 15.0
+    assert refused.status["queue"]["attempt"] == 2 and len(refused.status["history"]) == 1
+    again = derive(task(status=refused.status), old, {}, NOW + dt.timedelta(seconds=15), CEILING)
+    assert again.create_attempt == 2 and len(again.status["history"]) == 1  # type: ignore[index]
