@@ -294,7 +294,8 @@ def test_a_stuck_worker_gives_its_slot_back_after_the_start_timeout(api_client: 
     behind = tasks.send(f"{T}.add", "my-app", [2, 3], qos=q)
     assert all_final(tasks, [behind.id], timeout=60)[behind.id].result == 5
     final = all_final(tasks, ["stuck"], timeout=120)["stuck"]
-    assert final.status == FAILURE and final.error.reason == "WorkerLost" and final.attempts == 4, (final.error, final.history)
+    assert final.status == FAILURE and final.error.reason == "WorkerLost" and final.attempts == 4, \
+        (final.error, final.history)
     assert all(h["outcome"] == "NotStarted" for h in final.history)
     assert "startTimeoutSeconds" in final.history[0]["message"]
     assert pods.most == 1
