@@ -179,8 +179,10 @@ class QueueBody(BaseModel):
     reason: str | None = Field(default=None, description="while queued: Waiting, QueueNotFound, QueuePaused "
                                                          "or Kueue")
     message: str | None = Field(default=None, description="while queued: why, in words")
-    position: int | None = Field(default=None, description="while queued: 1 is the next to start")
-    waiting: int | None = Field(default=None, description="while queued: how many tasks wait in the queue")
+    position: int | None = Field(default=None, description="while queued: 1 is the next to start; none further "
+                                                           "back than the queue's first 100")
+    waiting: int | None = Field(default=None, description="while queued: how many tasks waited in the queue, of "
+                                                          "every application, when the position was counted")
     since: str | None = Field(default=None, description="while queued: when this attempt began to wait",
                               json_schema_extra={"format": "date-time"})
     updated_at: str | None = Field(default=None, description="while queued: when the position was counted",

@@ -280,27 +280,9 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
     }
     with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=SESSION_NAMESPACE) as config:
         config.install(CHART, SESSION_RELEASE, values, namespace=SESSION_NAMESPACE, timeout=120)
-        fullname = f"{SESSION_RELEASE}-limetask"
-        apps = client.AppsV1Api(api_client)
-        apps.patch_namespaced_deployment_scale(fullname, SESSION_NAMESPACE, {"spec": {"replicas": 0}})
-        deployment = apps.read_namespaced_deployment(fullname, SESSION_NAMESPACE)
-        container = api_client.sanitize_for_serialization(deployment.spec.template.spec.containers[0])
-        env: dict[str, str] = {}
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = item["value"]
-            elif "secretKeyRef" in (item.get("valueFrom") or {}):  # what the kubelet would resolve
-                import base64
-
-                ref = item["valueFrom"]["secretKeyRef"]
-                secret = core.read_namespaced_secret(ref["name"], SESSION_NAMESPACE)
-                env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
-        token = service_account_token(api_client, SESSION_NAMESPACE, fullname)
-        kubeconfig = kubeconfig_for_token(cluster, token, tmp / "operator.kubeconfig")
         # Seconds-level schedules (tests only): schedules' tests need not wait minutes per tick.
-        op = Operator(cluster, tmp, extra_env={**env, "LIMETASK_KUBECONFIG": str(kubeconfig),
-                                               "LIMETASK_METRICS_PORT": "0", "LIMETASK_SCHEDULE_SECONDS": "true"},
-                      args=tuple(container.get("args") or ()))
+        op = release_operator(cluster, api_client, SESSION_NAMESPACE, f"{SESSION_RELEASE}-limetask", tmp,
+                              {"LIMETASK_SCHEDULE_SECONDS": "true"})
         op.start()
         yield op
         op.stop()
@@ -308,6 +290,34 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
         cluster.run_kubectl("delete", "clusterroles,clusterrolebindings", "-l",
                             f"app.kubernetes.io/instance={SESSION_RELEASE}", "--ignore-not-found", check=False)
     cluster.run_kubectl("delete", "namespace", SESSION_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+
+
+def release_operator(cluster: Cluster, api_client: Any, namespace: str, fullname: str, tmp: Path,
+                     extra_env: dict[str, str] | None = None) -> Operator:
+    """The operator of an installed release as a process (not started): the Deployment, scaled to
+    zero, gives its arguments and environment, its ServiceAccount its token."""
+    import base64
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    apps = client.AppsV1Api(api_client)
+    apps.patch_namespaced_deployment_scale(fullname, namespace, {"spec": {"replicas": 0}})
+    deployment = apps.read_namespaced_deployment(fullname, namespace)
+    container = api_client.sanitize_for_serialization(deployment.spec.template.spec.containers[0])
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "secretKeyRef" in (item.get("valueFrom") or {}):  # what the kubelet would resolve
+            ref = item["valueFrom"]["secretKeyRef"]
+            secret = core.read_namespaced_secret(ref["name"], namespace)
+            env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+    token = service_account_token(api_client, namespace, fullname)
+    kubeconfig = kubeconfig_for_token(cluster, token, tmp / "operator.kubeconfig")
+    return Operator(cluster, tmp, extra_env={**env, "LIMETASK_KUBECONFIG": str(kubeconfig),
+                                             "LIMETASK_METRICS_PORT": "0", **(extra_env or {})},
+                    args=tuple(container.get("args") or ()))
 
 
 def start_replicas(operator: Operator, tmp_path: Path, names: tuple[str, ...] = ("replica-a", "replica-b"),

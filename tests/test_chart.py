@@ -769,7 +769,8 @@ def test_limetask_crd_has_the_queue_fields() -> None:
     assert "qos" in spec["queue"]["description"]
     queue = status["queue"]
     assert {k: v["type"] for k, v in queue["properties"].items()} == {
-        "name": "string", "position": "integer", "waiting": "integer", "since": "string", "updatedAt": "string"}
+        "name": "string", "attempt": "integer", "position": "integer", "waiting": "integer", "since": "string",
+        "updatedAt": "string"}
     assert queue["properties"]["since"]["format"] == queue["properties"]["updatedAt"]["format"] == "date-time"
     conditions = status["conditions"]["description"]
     for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "Kueue", "Admitted"):
@@ -818,7 +819,8 @@ def test_queue_crd() -> None:
     status = schema["properties"]["status"]["properties"]
     assert {k: (v["type"], v.get("format")) for k, v in status.items()} == {
         "running": ("integer", None), "waiting": ("integer", None), "oldestWaitingSince": ("string", "date-time"),
-        "observedGeneration": ("integer", None), "updatedAt": ("string", "date-time")}
+        "observedGeneration": ("integer", None), "updatedAt": ("string", "date-time"),
+        "unlistedNamespaces": ("array", None)}
     # A description on every field (metadata may hold nothing but restrictions of the name).
     missing = [p for p, node in _walk_schema(schema) if p not in ("", ".metadata") and "description" not in node]
     assert missing == [], missing

@@ -140,6 +140,7 @@ def test_the_limit_holds_through_an_operator_sigkill(local: Cluster, tasks: Task
     waiting = wait_until(lambda: [s for s in (queued(tasks, x.id) for x in sent) if s], timeout=30,
                          message="tasks to wait in the queue")
     assert all(s.status == "PENDING" and s.queue == q and (s.queue_position or 0) >= 1 for s in waiting)
+    assert all(s.attempts == 0 for s in waiting), "a task that waits for its first slot has made no attempt"
     running_operator.kill(9)
     time.sleep(1)
     running_operator.start()
@@ -239,6 +240,12 @@ def test_a_kueue_queue_makes_suspended_jobs_that_run_once_resumed(tasks: TaskCli
     assert job.spec.suspend is True and job.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a"
     waiting = wait_until(lambda: queued(tasks, sent.id), timeout=30, message="the task to say it waits for Kueue")
     assert waiting.queue_reason == "Kueue" and waiting.status == "PENDING"
+    # This cluster does not serve Kueue's API: the task's condition says nothing will admit it.
+    wait_until(lambda: "does not serve Kueue's API" in (tasks.get_status(sent.id, "my-app").queue_message or ""),
+               timeout=30, message="the task's condition to say that Kueue is not installed")
+    # It waits (in Kueue's line), and the queue's status counts it so.
+    wait_until(lambda: (queues.get(q).get("status") or {}).get("waiting") == 1
+               and queues.get(q)["status"].get("running") == 0, timeout=30, message="the queue to count it waiting")
     time.sleep(2)
     assert not client.CoreV1Api(api_client).list_namespaced_pod(namespace).items  # suspended: no pod
     batch.patch_namespaced_job(job.metadata.name, namespace, {"spec": {"suspend": False}})
@@ -287,7 +294,74 @@ def test_a_stuck_worker_gives_its_slot_back_after_the_start_timeout(api_client: 
     behind = tasks.send(f"{T}.add", "my-app", [2, 3], qos=q)
     assert all_final(tasks, [behind.id], timeout=60)[behind.id].result == 5
     final = all_final(tasks, ["stuck"], timeout=120)["stuck"]
-    assert final.status == FAILURE and final.error.reason == "WorkerLost" and final.attempts == 4
+    assert final.status == FAILURE and final.error.reason == "WorkerLost" and final.attempts == 4, \
+        (final.error, final.history)
     assert all(h["outcome"] == "NotStarted" for h in final.history)
     assert "startTimeoutSeconds" in final.history[0]["message"]
     assert pods.most == 1
+
+
+def test_a_namespace_whose_rolebinding_is_deleted_holds_back_only_its_own_tasks(
+        cluster: Cluster, api_client: Any, running_operator: Operator, namespace: str, queues: Any,
+        tmp_path: Any) -> None:
+    """The chart installed for two namespaces; one's RoleBinding is deleted (a tenant removed
+    before the operator's settings were), and the operator restarts. A task of the other
+    namespace in a queue with maxRunning still runs; /healthz passes, saying which namespace is
+    degraded (no restart loop); the queue's status names it."""
+    import json
+    import urllib.request
+
+    import helm_python as helm
+    from conftest import ACME_IMAGE, CHART, OPERATOR_IMAGE, RUNNER_RESOURCES, _free_port, release_operator
+
+    core = client.CoreV1Api(api_client)
+    suffix = uuid.uuid4().hex[:6]
+    release, home, gone = f"nsr-{suffix}", f"limetask-nsr-{suffix}", f"t-gone-{suffix}"
+    for ns in (home, gone):
+        core.create_namespace({"metadata": {"name": ns, "labels": {"limetask.io/test": "true"}}})
+    health = _free_port()
+    values = {
+        "crds": {"install": False},
+        "watch": {"scope": "namespaces", "namespaces": [namespace, gone]},
+        "runner": {"image": dict(zip(("repository", "tag"), ACME_IMAGE.rsplit(":", 1), strict=True)),
+                   "resources": RUNNER_RESOURCES},
+        "operator": {"metricsPort": 0, "healthPort": health,
+                     "image": dict(zip(("repository", "tag"), OPERATOR_IMAGE.rsplit(":", 1), strict=True)),
+                     "nodeSelector": {"limetask.io/no-such-node": "true"}},
+    }
+    running_operator.stop()  # the session's operator watches every namespace: it pauses
+    op: Operator | None = None
+    with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=home) as config:
+        try:
+            config.install(CHART, release, values, namespace=home, timeout=120)
+            rbac = client.RbacAuthorizationV1Api(api_client)
+            bindings = rbac.list_namespaced_role_binding(gone, label_selector=f"app.kubernetes.io/instance={release}")
+            assert bindings.items, "the chart binds a Role in each watched namespace"
+            for binding in bindings.items:
+                rbac.delete_namespaced_role_binding(binding.metadata.name, gone)
+            op = release_operator(cluster, api_client, home, f"{release}-limetask", tmp_path)
+            op.start()
+            q = queues(maxRunning=1)
+            tasks = TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace)
+            sent = tasks.send(f"{T}.add", "my-app", [40, 2], qos=q)
+            assert all_final(tasks, [sent.id], timeout=120)[sent.id].result == 42
+
+            def degraded() -> str | None:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as resp:
+                    assert resp.status == 200  # alive: no restart
+                    text = json.dumps(json.loads(resp.read()))
+                return text if "degraded" in text else None
+            answer = wait_until(degraded, timeout=30, message="/healthz to say degraded")
+            assert gone in answer and namespace not in answer
+            wait_until(lambda: (queues.get(q).get("status") or {}).get("unlistedNamespaces") == [gone], timeout=30,
+                       message="the queue's status to name the namespace that cannot be listed")
+            assert f"namespace {gone} cannot be listed" in op.log_path.read_text()
+        finally:
+            if op is not None:
+                op.stop()
+            config.uninstall(release, ignore_not_found=True, timeout=60)
+            cluster.run_kubectl("delete", "clusterroles,clusterrolebindings", "-l",
+                                f"app.kubernetes.io/instance={release}", "--ignore-not-found", check=False)
+            for ns in (home, gone):
+                cluster.run_kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+            running_operator.start()

@@ -13,10 +13,12 @@ own process and behind its own tokens.
     GET  /v1/dashboard/charts?app=&window=|since=&until=  the figures behind the charts
 
 Who sees what: an application's token sees that application's tasks and nothing of others',
-not even how many there are. A platform token (LIMETASK_WEB_PLATFORM_TOKENS_FILE or
-LIMETASK_WEB_PLATFORM_TOKENS, `name=token` lines or a JSON object) sees every application's and
-cancels nothing. A Kubernetes token bound to the endpoint's audience whose identity may list
-LimeTasks in the namespace sees every application's, and cancels if it may patch them.
+not even how many there are, but for one figure: a waiting task's place in a shared queue
+("position 57 of 1200") counts every application's tasks waiting there. A platform token
+(LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS, `name=token` lines or a JSON
+object) sees every application's and cancels nothing. A Kubernetes token bound to the endpoint's
+audience whose identity may list LimeTasks in the namespace sees every application's, and cancels
+if it may patch them.
 
 A window (`window`, or `since` and `until`) spans 90 days at most; `since` alone reaches up
 to now. A wider one is 422.

@@ -29,7 +29,7 @@ from lime_task.validation import check_arguments, parse_time, spec_time, timing_
 from .budgets import NOT_STARTED, RETRY, WORKER_LOST, Tally, and_list
 from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
 from .model import JobView, PodView, TaskView
-from .queues import Waiting, queued_now
+from .queues import Waiting, queued_now, waiting_attempt
 
 TIMED_OUT = "TimedOut"
 CANCELLED = "Cancelled"
@@ -300,7 +300,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
            allow_placement_override: bool = True, runner_resources: dict[str, Any] | None = None,
            deny_unlisted_resources: bool = False, job_refused: tuple[int, str] | None = None,
            admission: str | None = None, queued: Waiting | None = None,
-           start_timeout: float | None = None) -> Plan:
+           start_timeout: float | None = None, kueue_note: str = "") -> Plan:
     """The plan for one task, from what exists now.
 
     `job_refused`: the API server's answer (status, message) when creating this attempt's Job
@@ -309,11 +309,12 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     start has no slot in its queue yet (queues.py): it waits, and its status says where.
     `start_timeout`: the queue's startTimeoutSeconds: an attempt whose worker has not started
     this long after its Job was made gives its slot back (a NotStarted attempt: it waits in
-    line again).
+    line again). `kueue_note`: what a task whose Job waits for Kueue must also be told (that the
+    cluster does not serve Kueue's API, say).
     """
     plan = _derive(task, jobs, pods, now, max_attempts_ceiling, pods_fresh, jobs_gone, allow_image_override,
                    resource_caps, allow_placement_override, runner_resources, deny_unlisted_resources,
-                   job_refused, admission, queued, start_timeout)
+                   job_refused, admission, queued, start_timeout, kueue_note)
     if plan.status is not None and not plan.queued:
         plan.status = leave_queue(plan.status, task.generation, now)
     return plan
@@ -324,7 +325,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
             resource_caps: dict[str, Any] | None, allow_placement_override: bool,
             runner_resources: dict[str, Any] | None, deny_unlisted_resources: bool,
             job_refused: tuple[int, str] | None, admission: str | None, queued: Waiting | None,
-            start_timeout: float | None) -> Plan:
+            start_timeout: float | None, kueue_note: str) -> Plan:
     st = task.status
     ts = now_iso(now)
     plan = Plan()
@@ -348,13 +349,17 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
     base: dict[str, Any] = {k: v for k, v in st.items()}
     base["observedGeneration"] = task.generation
     current_hash = spec_hash(task.spec)
-    attempt = max([int(st.get("attempts") or 0), *jobs.keys(), *pods.keys()])
+    waits_for = waiting_attempt(st)
+    attempt = max([int(st.get("attempts") or 0), waits_for or 0, *jobs.keys(), *pods.keys()])
+    # status.attempts counts the attempts that made a Job: not one that still waits in line.
+    attempts_made = attempt - 1 if waits_for == attempt and not ({attempt} & (jobs.keys() | pods.keys() | jobs_gone)) \
+        else attempt
 
     def final(state: str, reason: str, message: str, result: Any = None, error_type: str | None = None,
               history: list[dict[str, Any]] | None = None, completed_at: str | None = None) -> Plan:
         new = dict(base)
         new.pop("retryAt", None)
-        new.update(state=state, completedAt=completed_at or ts, attempts=attempt)
+        new.update(state=state, completedAt=completed_at or ts, attempts=attempts_made)
         if history is not None:
             new["history"] = history[-HISTORY_MAX:]
         if state == SUCCESS:
@@ -417,25 +422,28 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         return plan
 
     def wait_in_queue(n: int, history: list[dict[str, Any]] | None, where: Waiting) -> Plan:
-        """No slot for attempt n yet: PENDING, with a Queued condition and the position (no Job,
-        no pod). The status names attempt n, so that the next reconcile asks for its slot again.
-        A position is rewritten only when the last one is older than the refresh period."""
+        """No slot for attempt n yet: PENDING, with a Queued condition and the place in line (no
+        Job, no pod). The queue block names attempt n, so that the next reconcile asks for its
+        slot again; `attempts` counts the n - 1 that made a Job. What place to show, and when to
+        show another, queues.py decides: the same place and words are not written again."""
         new = dict(base)
         new.pop("retryAt", None)
-        new.update(state=PENDING, attempts=n, jobName=job_name(task.name, n), specHash=current_hash)
+        new.update(state=PENDING, attempts=n - 1, specHash=current_hash)
+        if n > 1:
+            new["jobName"] = job_name(task.name, n - 1)
+        else:
+            new.pop("jobName", None)
         if history is not None:
             new["history"] = history[-HISTORY_MAX:]
-        block = {"name": where.queue, "position": where.position, "waiting": where.waiting, "since": where.since,
-                 "updatedAt": ts}
+        block: dict[str, Any] = {"name": where.queue, "attempt": n, "waiting": where.waiting, "since": where.since}
+        if where.position is not None:
+            block["position"] = where.position
         message = where.message
         old_cond = queued_now(st)
         old_block = st.get("queue") if isinstance(st.get("queue"), dict) else None
-        if old_cond is not None and old_block is not None and old_cond.get("reason") == where.reason \
-                and old_block.get("name") == where.queue and int(st.get("attempts") or 0) == n:
-            written = parse_time(old_block.get("updatedAt"))
-            fresh = written is not None and (now - written).total_seconds() < where.refresh_seconds
-            if fresh or old_block.get("position") == where.position:
-                block, message = dict(old_block), str(old_cond.get("message") or message)
+        same = old_cond is not None and old_block is not None and old_cond.get("reason") == where.reason \
+            and old_cond.get("message") == message and {k: v for k, v in old_block.items() if k != "updatedAt"} == block
+        block["updatedAt"] = old_block.get("updatedAt") or ts if same and old_block is not None else ts
         new["queue"] = block
         conds = condition(st.get("conditions") or [], "Unknown", "Queued", message, task.generation, ts)
         new["conditions"] = condition(conds, "True", where.reason, message, task.generation, ts, kind=CONDITION_QUEUED)
@@ -467,7 +475,8 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
 
     def refused(n: int, code: int, message: str, history: list[dict[str, Any]] | None) -> Plan:
         """The API server refused this attempt's Job: a bad spec fails, a quota or a
-        permission waits (the status keeps the attempt unstarted, so it is tried again)."""
+        permission waits (the status keeps the attempt unstarted, so it is tried again; one
+        that waited in its queue stays in line, its place and history as they were)."""
         text = f"the Kubernetes API refused the Job of attempt {n}: {message}"
         if code in (400, 422):
             return final(FAILURE, INVALID_SPEC, text, error_type=INVALID_SPEC, history=history)
@@ -476,6 +485,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         reason = QUOTA_EXCEEDED if "exceeded quota" in message else JOB_REFUSED
         new["conditions"] = condition(st.get("conditions") or [], "Unknown", reason, text, task.generation, ts)
         plan.status = None if _same(new, st) else new
+        plan.queued = waits_for == n
         plan.recheck_after = 15.0
         return plan
 
@@ -537,8 +547,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         return start(attempt + 1, list(st.get("history") or []))
     job = jobs.get(attempt)
     attempt_pods = pods.get(attempt, [])
-    if job is None and not attempt_pods and attempt not in jobs_gone and queued_now(st) is not None \
-            and int(st.get("attempts") or 0) == attempt:
+    if job is None and not attempt_pods and attempt not in jobs_gone and waits_for == attempt:
         # Waiting in its queue: no Job was made for this attempt. Still waiting, or its turn.
         if expires is not None and never_started and now >= expires:
             return final(FAILURE, EXPIRED, f"the task expired at {now_iso(expires)} while it waited in its "
@@ -626,7 +635,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                 reason, message = outcome.waiting[0], f"{message}: {outcome.waiting[0]}: {outcome.waiting[1]}"
             elif job is not None and job.suspended and not attempt_pods:
                 # Made suspended for Kueue: it waits for Kueue to admit (resume) it.
-                return wait_for_kueue(job, f"waiting for Kueue to admit Job {job.name}", since=job.created)
+                return wait_for_kueue(job, f"waiting for Kueue to admit Job {job.name}{kueue_note}", since=job.created)
             elif job is not None and not attempt_pods and _age(job.created, now) <= ADMISSION_GRACE_SECONDS:
                 # No watch event will come if the pod is refused: look again after the grace.
                 plan.recheck_after = ADMISSION_GRACE_SECONDS - _age(job.created, now) + 0.5

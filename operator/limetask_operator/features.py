@@ -1,10 +1,11 @@
-"""What the API server offers beyond Kubernetes 1.20, found out by asking it, never by version.
+"""What the API server offers, found out by asking it, never by its version.
 
-One seam for every newer-server feature the operator uses. Today:
-- `pod_replacement_policy`: a Job with `podReplacementPolicy: Failed` (Kubernetes 1.29+) makes
-  no replacement pod until a deleted or evicted one has failed, and with `backoffLimit: 0`
-  then none at all: an attempt has exactly one pod. Older servers start a replacement at once,
-  which the operator then stops (see derivation.py: one pod per attempt).
+One seam for every server feature the operator uses but can do without. Today:
+- `pod_replacement_policy`: a Job with `podReplacementPolicy: Failed` makes no replacement pod
+  until a deleted or evicted one has failed, and with `backoffLimit: 0` then none at all: an
+  attempt has exactly one pod. Every Kubernetes the chart accepts (1.35 and later) has it; a
+  server that drops the field (an older one, which the project does not test) makes a
+  replacement at once, which the operator then stops (see derivation.py: one pod per attempt).
 
 Detection is a server-side dry run of a Job that asks for the feature: a server that does not
 know a field drops it from what it answers, one that knows it keeps it. Nothing is created.
@@ -26,7 +27,7 @@ class ServerFeatures:
     pod_replacement_policy: bool = False
 
 
-NONE = ServerFeatures()  # what Kubernetes 1.20 offers
+NONE = ServerFeatures()  # nothing found (the server refused the dry run, or it was not asked)
 
 def probe_job(namespace: str) -> dict[str, Any]:
     """A Job that asks for every feature detected here (sent as a dry run only)."""

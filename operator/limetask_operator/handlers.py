@@ -43,6 +43,7 @@ class OperatorMemo:
     logged_in: asyncio.Event | None = None
     elector: LeaderElector | None = None
     election: asyncio.Task[None] | None = None
+    lag_watch: asyncio.Task[None] | None = None  # samples the event loop's lag (metrics)
 
 
 def _memo(memo: Any) -> OperatorMemo:
@@ -110,6 +111,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             return shared.reconciler.queue.qsize() if shared.reconciler is not None else 0
 
         metrics.serve(ours.metrics_port, tasks, depth)
+        shared.lag_watch = asyncio.get_running_loop().create_task(metrics.watch_loop_lag(), name="loop-lag")
         LOG.info("metrics on :%d/metrics", ours.metrics_port)
     LOG.info("limetask operator: runner image %s, %d workers", ours.runner_image, ours.workers)
     # The reconciler starts once kopf has logged in (it reuses those credentials).
@@ -123,12 +125,18 @@ async def _start_after_login(shared: OperatorMemo) -> None:
     assert kube is not None
 
     async def lead() -> None:
-        # Asked once per leadership: an upgraded API server is noticed at the next one.
-        # In a namespace it watches by name (where it may create Jobs), else in "default".
+        # With leader election this runs while the lease is renewed (leader.py), and is cancelled
+        # if it is lost meanwhile. Asked once per leadership: an upgraded API server is noticed
+        # at the next one. In a namespace it watches by name (where it may create Jobs), else
+        # in "default".
         features = await detect(kube, next((ns for ns, _ in scopes(shared.namespaces) if ns), "default"))
         rec = Reconciler(kube, shared.settings, features)
         rec.schedules_installed = await schedules_installed(kube)
         rec.admission.enabled = await queues_installed(kube)
+        if shared.elector is not None:
+            # The previous leader's last writes have landed (or were dropped) before its lease
+            # ended; a margin more, and its Jobs are in the listings that count what runs.
+            rec.admission.hold(shared.elector.timing.takeover_margin)
         rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods, LimeTaskSchedules, LimeTaskQueues: watches.py
         rec.start()
         shared.reconciler = rec
@@ -143,6 +151,7 @@ async def _start_after_login(shared: OperatorMemo) -> None:
         return
     shared.elector = LeaderElector(kube, shared.settings.leader_election_namespace or _own_namespace(),
                                    shared.settings.leader_election_lease, shared.settings.leader_election_identity)
+    kube.fence = shared.elector.write_budget  # no write once the lease may be lost (kube.py)
     LOG.info("leader election: %s campaigns for Lease %s/%s", shared.elector.identity, shared.elector.namespace,
              shared.elector.name)
     shared.election = asyncio.get_running_loop().create_task(shared.elector.run(lead, step_down), name="election")
@@ -192,7 +201,9 @@ async def watches_probe(memo: Any, **_: Any) -> str:
     """The liveness and readiness probe (/healthz) fails while a watch keeps failing.
 
     An operator whose watches are dead processes nothing while looking alive; failing the
-    probe makes that visible, and lets Kubernetes restart it.
+    probe makes that visible, and lets Kubernetes restart it. A namespace it may not list (its
+    Role gone) is no such case: a restart would not help, and the other namespaces work. The
+    probe then passes and names it as degraded (as the log and limetask_namespace_unlisted do).
     """
     shared = _memo(memo)
     rec = shared.reconciler
@@ -206,6 +217,9 @@ async def watches_probe(memo: Any, **_: Any) -> str:
     problems = rec.health()
     if problems:
         raise kopf.PermanentError("; ".join(problems))
+    degraded = rec.degraded()
+    if degraded:
+        return f"degraded: {'; '.join(degraded)}"
     return f"{len(rec.watches)} watches ok"
 
 
@@ -223,8 +237,9 @@ async def cleanup(memo: Any, **_: Any) -> None:
     watchdog.daemon = True
     watchdog.start()
     shared = _memo(memo)
-    if shared.election is not None:
-        shared.election.cancel()
+    for task in (shared.election, shared.lag_watch):
+        if task is not None:
+            task.cancel()
     rec, shared.reconciler = shared.reconciler, None
     if rec is not None:
         try:

@@ -1,8 +1,14 @@
-"""A small async Kubernetes API client: one place, one policy for errors.
+"""A small async Kubernetes API client: one place, one policy for errors and for writes.
 
 It reuses the credentials kopf logged in with, so the operator does not load the (large)
 official client. Create tolerates 409 (already there), delete tolerates 404 (already gone);
 everything else raises `ApiError`.
+
+With leader election, every write goes through one fence (`Kube.fence`, the elector's
+`write_budget`): none is sent once this replica's renew deadline has passed, and none that is
+sent can outlive its lease, since its client timeout and its `timeout` parameter (which the API
+server applies to the request) end when the lease would expire. The lease itself has a session
+of its own, one attempt per request and short timeouts (`lease_request`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ class ApiError(Exception):
         self.message = message
 
 
+class NotLeading(ApiError):
+    """A write refused before it was sent: this replica does not hold the lease (any more)."""
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(0, "not sent: this replica does not hold the leader lease", method, path)
+
+
 REQUEST_CONNECTIONS = 64
+REQUEST_TIMEOUT = 30.0
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Kube:
@@ -46,6 +61,10 @@ class Kube:
         self.server = info.server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
+        self._lease_session: aiohttp.ClientSession | None = None
+        # With leader election: the seconds a write sent now may take before this replica's
+        # lease can expire, or <= 0 when it may send none (leader.LeaderElector.write_budget).
+        self.fence: Callable[[], float] | None = None
         # Logs in again (reads the credentials afresh): a 401 means they were rotated or expired.
         self._login = login
         self._last_login = 0.0
@@ -72,8 +91,8 @@ class Kube:
         the old session is not woken by its closing: it resumes with them at its timeout.)"""
         self.info = info
         self.server = info.server.rstrip("/")
-        stale = (self._session, self._watch_session)
-        self._session = self._watch_session = None
+        stale = (self._session, self._watch_session, self._lease_session)
+        self._session = self._watch_session = self._lease_session = None
         for old in stale:
             if old is not None and not old.closed:
                 asyncio.get_event_loop().create_task(old.close())
@@ -99,7 +118,7 @@ class Kube:
         return aiohttp.ClientSession(
             headers=headers, auth=auth,
             connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=connections),
-            timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, connect=5),
             # A watch event is one line, and aiohttp refuses lines over twice this buffer:
             # with the default (64 KiB) a Job or pod carrying 32 KiB of arguments leaves
             # little headroom, and a refused line would make the watch relist forever.
@@ -119,20 +138,57 @@ class Kube:
             self._watch_session = self._new_session(0)  # 0: no limit
         return self._watch_session
 
+    def lease_session(self) -> aiohttp.ClientSession:
+        """For the leader lease only: never queued behind other requests."""
+        if self._lease_session is None or self._lease_session.closed:
+            self._lease_session = self._new_session(2)
+        return self._lease_session
+
     async def close(self) -> None:
-        for session in (self._session, self._watch_session):
+        for session in (self._session, self._watch_session, self._lease_session):
             if session is not None:
                 await session.close()
+
+    async def lease_request(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> Any:
+        """One attempt, no retry, done within `timeout` seconds (the elector's deadlines)."""
+        try:
+            async with self.lease_session().request(
+                method, self.server + path, data=None if body is None else json.dumps(body),
+                headers={"Content-Type": "application/json"}, timeout=aiohttp.ClientTimeout(total=max(timeout, 0.01)),
+            ) as resp:
+                text = await resp.text()
+                if resp.status < 300:
+                    return safejson.loads(text) if text else None
+                try:
+                    message = safejson.loads(text).get("message", text)
+                except (ValueError, AttributeError):
+                    message = text[:200]
+                raise ApiError(resp.status, message, method, path)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            API_ERRORS.labels(method, "connection").inc()
+            raise ApiError(0, f"no answer: {exc or type(exc).__name__}", method, path) from exc
+
+    def _fenced(self, method: str, path: str, params: dict[str, str] | None) -> tuple[dict[str, str] | None, Any]:
+        """A write's parameters and client timeout within this replica's lease (or NotLeading)."""
+        if self.fence is None or method not in WRITES:
+            return params, None
+        budget = self.fence()
+        if budget <= 0:
+            raise NotLeading(method, path)
+        # The API server gives up on the request at its `timeout` parameter; the client too.
+        return ({**(params or {}), "timeout": f"{max(1, int(budget * 1000))}ms"},
+                aiohttp.ClientTimeout(total=min(REQUEST_TIMEOUT, budget), connect=min(5.0, budget)))
 
     async def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Any:
         delay = 0.2
         for attempt in range(6):
+            sent_params, timeout = self._fenced(method, path, params)  # again at every attempt
             try:
                 async with self.session().request(
-                    method, self.server + path, params=params,
+                    method, self.server + path, params=sent_params,
                     data=None if body is None else json.dumps(body),
-                    headers={"Content-Type": content_type},
+                    headers={"Content-Type": content_type}, **({"timeout": timeout} if timeout else {}),
                 ) as resp:
                     text = await resp.text()
                     if resp.status < 300:

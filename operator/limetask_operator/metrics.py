@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -37,6 +38,15 @@ QUEUE_WAITING = Gauge("limetask_queue_waiting", "Tasks waiting in the queue for 
 QUEUE_RUNNING = Gauge("limetask_queue_running", "Tasks of the queue holding a slot", ["queue"])
 QUEUE_OLDEST = Gauge("limetask_queue_oldest_wait_seconds", "How long the queue's longest-waiting task has waited",
                      ["queue"])
+NAMESPACE_UNLISTED = Gauge("limetask_namespace_unlisted",
+                           "1 while a watched namespace cannot be listed (forbidden): its tasks wait, and what it "
+                           "runs is counted against maxRunning only as last seen", ["namespace"])
+EVENT_LOOP_LAG = Histogram(
+    "limetask_event_loop_lag_seconds",
+    "How late the operator's event loop ran a timer (sampled every LOOP_LAG_PERIOD): while it is late, no watch "
+    "is read, no task reconciled and no lease renewed",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LOOP_LAG_PERIOD = 0.5
 _queues_seen: set[str] = set()
 
 
@@ -45,6 +55,15 @@ def set_queue(name: str, waiting: int, running: int, oldest_wait: float) -> None
     QUEUE_WAITING.labels(name).set(waiting)
     QUEUE_RUNNING.labels(name).set(running)
     QUEUE_OLDEST.labels(name).set(oldest_wait)
+
+
+async def watch_loop_lag(period: float = LOOP_LAG_PERIOD) -> None:
+    """Sample the event loop's lag for ever: how much later than asked a sleep of `period` ends."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(period)
+        EVENT_LOOP_LAG.observe(max(0.0, loop.time() - asked - period))
 
 
 def queue_names() -> set[str]:

@@ -44,8 +44,8 @@ LOG = logging.getLogger("limetask.operator")
 def without_empty_strings(status: dict[str, Any]) -> dict[str, Any]:
     """Drop "" values from the typed status fields (the result is kept as it is).
 
-    The Kubernetes 1.20 API server built here reads an empty string in a typed field as
-    null and rejects it; an absent field means the same to every reader.
+    The status schema refuses an empty string in its times (format date-time) and enums
+    (state), and the whole write with it; an absent field means the same to every reader.
     """
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
@@ -85,7 +85,7 @@ class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings, features: ServerFeatures = NONE) -> None:
         self.kube = kube
         self.settings = settings
-        self.features = features  # what the API server offers beyond 1.20 (features.py)
+        self.features = features  # what the API server was found to offer (features.py)
         self.caches = Caches()
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
@@ -109,10 +109,10 @@ class Reconciler:
         self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced)
         self.schedules_installed = True
         # Queues (queues.py): an attempt's Job is made only once its task has a slot.
-        self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._all_synced,
+        self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
                                    refresh_seconds=settings.queue_position_refresh_seconds)
-        self.deferred_admission: set[Key] = set()  # tasks waiting for every listing before a slot
+        self.deferred_admission: set[Key] = set()  # tasks waiting for every listing (that can be made) before a slot
         self._seeded = False  # the waiting tasks found at start put in line (Admission.seed)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
         self.deferred: set[Key] = set()  # tasks waiting for their namespace's first listings
@@ -231,31 +231,52 @@ class Reconciler:
 
         selector = LABEL_TASK_ID
         watches: list[Any] = []
+        changed = self._watch_changed
         for namespace, patterns in scopes(namespaces):
             watches += [
                 ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", PLURAL, "", namespace, patterns,
-                              self.task_event, self.listed_tasks),
+                              self.task_event, self.listed_tasks, on_change=changed),
                 ResourceWatch(self.kube, "/apis/batch/v1", "jobs", selector, namespace, patterns, self.job_event,
-                              lambda seen, ns: self.listed_children("jobs", seen, ns)),
+                              lambda seen, ns: self.listed_children("jobs", seen, ns), on_change=changed),
                 ResourceWatch(self.kube, "/api/v1", "pods", selector, namespace, patterns, self.pod_event,
-                              lambda seen, ns: self.listed_children("pods", seen, ns)),
+                              lambda seen, ns: self.listed_children("pods", seen, ns), on_change=changed),
             ]
             if self.schedules_installed:
                 watches.append(ResourceWatch(
                     self.kube, f"/apis/{GROUP}/{VERSION}", SCHEDULE_PLURAL, "", namespace, patterns,
-                    self.scheduler.schedule_event, self._listed_schedules))
+                    self.scheduler.schedule_event, self._listed_schedules, on_change=changed))
         if self.admission.enabled:
             # LimeTaskQueues are cluster-scoped: one watch, which every namespace waits for.
             watches.append(ResourceWatch(self.kube, f"/apis/{GROUP}/{VERSION}", QUEUE_PLURAL, "", None, None,
-                                         self.admission.queue_event, self._listed_queues))
+                                         self.admission.queue_event, self._listed_queues, on_change=changed))
         return watches
 
     def _listed_queues(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
         self.admission.listed_queues(seen, namespace)
         self._sync_done(None)
 
-    def _all_synced(self) -> bool:
-        return bool(self.watches) and all(w.synced.is_set() for w in self.watches)
+    def _counting_ready(self) -> bool:
+        """Whether what runs can be counted over every namespace: every watch has listed, but
+        those of a namespace the operator may not list (forbidden). Such a namespace holds back
+        its own tasks only: what it ran when last listed still counts (its Jobs stay in the
+        caches), what it runs unseen does not, and `unlisted` names it (log, metric, the
+        queues' status)."""
+        return bool(self.watches) and all(w.synced.is_set() or w.forbidden for w in self.watches)
+
+    def unlisted(self) -> dict[str, str]:
+        """The watched namespaces that cannot be listed now, and why."""
+        found: dict[str, str] = {}
+        for w in self.watches:
+            why = w.degraded()
+            if why is not None and w.namespace is not None:
+                found.setdefault(w.namespace, why)
+        return found
+
+    def _watch_changed(self) -> None:
+        """A watch started or stopped failing: a forbidden namespace no longer holds back the
+        count of what runs (and one that can be listed again is counted again)."""
+        self.admission.set_unlisted(self.unlisted())
+        self._sync_done(None)
 
     def _synced(self, namespace: str) -> bool:
         """Whether the LimeTasks, Jobs, Pods (and LimeTaskSchedules) of this namespace, and the
@@ -268,8 +289,8 @@ class Reconciler:
         for key in ready:
             self.deferred.discard(key)
             self.enqueue(key)
-        if self._all_synced():
-            # Every listing is done: what runs in every namespace is counted, and the tasks that
+        if self._counting_ready():
+            # Every listing that can be made is done: what runs is counted, and the tasks that
             # waited in line before a start are in line again, in their order, before any is admitted.
             if not self._seeded:
                 self._seeded = True
@@ -279,13 +300,18 @@ class Reconciler:
             self.deferred_admission.clear()
 
     def health(self, grace: float = 60.0) -> list[str]:
-        """What is wrong with the watches (for the health probe): empty when all is well."""
+        """What is wrong with the operator's watches (for the health probe): empty when all is
+        well. A namespace it may not list is not among them: see `degraded`."""
         now = asyncio.get_running_loop().time()
         problems = [p for w in self.watches if (p := w.problem(now, grace)) is not None]
         for t in self.watch_tasks:
             if t.done() and not t.cancelled():
                 problems.append(f"{t.get_name()} stopped: {t.exception()!r}")
         return problems
+
+    def degraded(self) -> list[str]:
+        """What works only in part: the namespaces that cannot be listed (their tasks wait)."""
+        return [f"namespace {ns}: {why}" for ns, why in sorted(self.unlisted().items())]
 
     # -- working ------------------------------------------------------------------------
     def start(self) -> None:
@@ -399,7 +425,8 @@ class Reconciler:
                                      allow_placement_override=self.settings.allow_placement_override,
                                      runner_resources=self.settings.runner_resources,
                                      deny_unlisted_resources=self.settings.deny_unlisted_resources,
-                                     start_timeout=self.admission.queue(queue_name(task)).start_timeout, **kw)
+                                     start_timeout=self.admission.queue(queue_name(task)).start_timeout,
+                                     kueue_note=self.admission.kueue_note(queue_name(task)), **kw)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:
@@ -419,10 +446,10 @@ class Reconciler:
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         if plan.create_attempt is not None:
-            if self.admission.queue(queue_name(task)).max_running is not None and not self._all_synced():
-                # A queue limited over every namespace gives no slot before every namespace is
-                # listed (what runs is counted from the listings). Other queues count only their
-                # namespace's, listed already.
+            if self.admission.queue(queue_name(task)).max_running is not None and not self._counting_ready():
+                # A queue limited over every namespace gives no slot before every namespace that
+                # can be listed is (what runs is counted from the listings). Other queues count
+                # only their namespace's, listed already.
                 self.deferred_admission.add(key)
                 return
             ticket = self.admission.admit(task, plan.create_attempt)
@@ -481,8 +508,8 @@ class Reconciler:
         exception: its verdict is already read (and its event may already be published), and
         nothing that changes a task meanwhile (a cancel annotation, a label) can take it back,
         so it is written again over the fresh object. The state published is the state stored.
-        (No JSON patch: Kubernetes 1.20 turns "" into null in it; no merge patch: it drops null
-        values inside results.)
+        (A PUT of the whole status rather than a patch: it carries the resourceVersion, and a
+        merge patch would drop the null values inside a result.)
         """
         key = (task.namespace, task.name)
         sent = without_empty_strings(status)

@@ -79,9 +79,10 @@ class OperatorSettings(BaseModel):
     # thousands of objects at once. 0: no limit.
     job_creates_per_second: float = Field(default=20, ge=0, le=10000)
     job_creates_burst: int = Field(default=20, ge=1, le=10000)
-    # A waiting task's position in its status is rewritten at most this often: positions move
-    # with every start, and rewriting thousands of statuses each time would be churn of its own
-    # (status.queue.updatedAt says when the position was computed).
+    # A small move of a waiting task's place near the head of its queue is rewritten at most
+    # this often (a move by a quarter at once): places move with every start, and rewriting
+    # statuses each time would be churn of its own (queues.place_to_show; status.queue.updatedAt
+    # says when the place was counted).
     queue_position_refresh_seconds: int = Field(default=30, ge=1, le=3600)
     # Tests only: accept seconds-level schedules (`@every 3s`), so that tests need not wait minutes.
     schedule_seconds: bool = False

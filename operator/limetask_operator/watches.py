@@ -9,7 +9,10 @@ reconciler's caches, with client-go's reflector semantics:
 - after a connection error, a timeout, a 429 or a 5xx, watch again from the last
   resourceVersion seen; list again only on 410 Gone (or an event that cannot be read), with
   a back-off between listings;
-- a 401 asks for fresh credentials (a rotated token) first.
+- a 401 asks for fresh credentials (a rotated token) first;
+- a 403 in one namespace (its Role or RoleBinding gone) is that namespace's trouble: the watch
+  is "forbidden" (`forbidden`, `degraded()`), it holds back its own namespace's tasks and no
+  other's, and it is no reason to restart the operator (`problem()` leaves it out).
 Why not kopf's watches: kopf 1.45 can filter labels on the server and list in pages too, but its
 per-object machinery costs 5 to 15 times the CPU of these watches and about 13 KB of memory per
 object (`python -m bench --only watchlayer`; the figures are in the README's operator section).
@@ -48,7 +51,8 @@ class ResourceWatch:
     """One kind of object (LimeTasks, or the Jobs or Pods of tasks) in one scope, kept in a cache."""
 
     def __init__(self, kube: Kube, base: str, plural: str, label_selector: str, namespace: str | None,
-                 patterns: list[str] | None, on_event: Handler, on_listed: Listed, server_timeout: int = 120) -> None:
+                 patterns: list[str] | None, on_event: Handler, on_listed: Listed, server_timeout: int = 120,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.kube = kube
         self.base = base  # "/api/v1" or "/apis/batch/v1"
         self.plural = plural
@@ -62,6 +66,8 @@ class ResourceWatch:
         self.created = asyncio.get_running_loop().time()
         self.failing_since: float | None = None
         self.last_error = ""
+        self.last_status: int | None = None  # the HTTP status of the last failure, if it had one
+        self.on_change = on_change  # told when the watch starts or stops failing, or fails otherwise
         self.version: str | None = None  # the last resourceVersion seen; None: list first
 
     def _wanted(self, obj: dict[str, Any]) -> bool:
@@ -95,7 +101,7 @@ class ResourceWatch:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 self.synced.set()  # first: on_listed may ask whether every listing is done
-                self.failing_since = None
+                self._failing(None)
                 self.on_listed(seen, self.namespace)
                 return str(page["metadata"]["resourceVersion"])
 
@@ -115,7 +121,7 @@ class ResourceWatch:
                     self.version = await self._list()
                 await self._watch()
                 delay = 0.5
-                self.failing_since = None
+                self._failing(None)
             except asyncio.CancelledError:
                 raise
             except _Gone:
@@ -128,9 +134,8 @@ class ResourceWatch:
                 continue
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 loop = asyncio.get_running_loop()
-                if self.failing_since is None:
-                    self.failing_since = loop.time()
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                self._failing(loop.time(), exc.status if isinstance(exc, ApiError) else None)
                 expected = isinstance(exc, (ApiError, aiohttp.ClientError, asyncio.TimeoutError))
                 LOG.log(logging.WARNING if expected else logging.ERROR, "watching %s%s: %s; again in %.1fs",
                         self.plural, f" in {self.namespace}" if self.namespace else "", self.last_error, delay,
@@ -144,9 +149,34 @@ class ResourceWatch:
                 continue
             relist_delay = 0.5
 
+    def _failing(self, since: float | None, status: int | None = None) -> None:
+        """Failing since then (None: not failing), with that HTTP status; `on_change` hears of a change."""
+        before = (self.failing_since is not None, self.last_status)
+        if since is None:
+            self.failing_since, self.last_status = None, None
+        else:
+            self.failing_since = self.failing_since if self.failing_since is not None else since
+            self.last_status = status
+        if self.on_change is not None and before != (self.failing_since is not None, self.last_status):
+            self.on_change()
+
+    @property
+    def forbidden(self) -> bool:
+        """Failing because the API server forbids it (403), in its namespace only."""
+        return self.namespace is not None and self.failing_since is not None and self.last_status == 403
+
+    def degraded(self) -> str | None:
+        """Why this watch's namespace cannot be listed, or None."""
+        if not self.forbidden:
+            return None
+        return f"{self.plural} in {self.namespace} cannot be listed: {self.last_error}"
+
     def problem(self, now: float, grace: float) -> str | None:
-        """Why this watch is unhealthy, or None: failing (or not yet listed) for over `grace` s."""
+        """Why this watch is unhealthy, or None: failing (or not yet listed) for over `grace` s.
+        A namespace the operator may not list is not its problem (see `degraded`)."""
         where = f"{self.plural}{' in ' + self.namespace if self.namespace else ''}"
+        if self.forbidden:
+            return None
         if self.failing_since is not None and now - self.failing_since > grace:
             return f"watching {where} has failed for {now - self.failing_since:.0f}s: {self.last_error}"
         if not self.synced.is_set() and now - self.created > grace:
@@ -167,7 +197,7 @@ class ResourceWatch:
                 raise _Gone()
             if resp.status >= 300:
                 raise ApiError(resp.status, (await resp.text())[:200], "WATCH", self._path())
-            self.failing_since = None
+            self._failing(None)
             async for line in resp.content:
                 if not line.strip():
                     continue

@@ -3,6 +3,7 @@ against the caches alone (no cluster)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from typing import Any
@@ -310,3 +311,218 @@ def test_fair_share_and_the_limit_in_a_flood_from_one_application() -> None:
     assert total > 300
     for app in ("flood", "b", "c"):
         assert abs(starts[app] / total - 1 / 3) < 0.05, starts
+
+
+class CountingTasks(dict):  # type: ignore[type-arg]
+    """The task cache, counting the statuses read from it."""
+
+    reads = 0
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        CountingTasks.reads += 1
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        CountingTasks.reads += 1
+        return super().__getitem__(key)
+
+
+def burst(h: Harness, waiting: int = 20000, pairs: int = 300, namespaces: int = 30) -> None:
+    """A nightly burst: `waiting` tasks from `pairs` (namespace, application) pairs of 30 tenants,
+    priorities 0 to 2, in a queue whose 20 slots are taken."""
+    h.adm.queue_event("ADDED", queue("bg", maxRunning=20))
+    for i in range(20):
+        h.start_job(f"run{i}")
+        h.task(body(f"run{i}", queue="bg"))
+    for i in range(waiting):
+        b = body(f"t{i}", app=f"app{i % pairs}", ns=f"ns{i % namespaces}", queue="bg", priority=i % 3,
+                 created=f"2027-01-15T08:{i // 6000:02d}:{i // 100 % 60:02d}Z")
+        assert isinstance(h.ask(b), Waiting)
+
+
+def test_a_pass_over_twenty_thousand_waiting_ranks_each_application_once_not_each_task() -> None:
+    """20,000 waiting over 300 (namespace, application) pairs: counting positions, or admitting,
+    ranks each application's next task about once plus once per task handed out, and reads the
+    statuses of the first POSITIONS_COUNTED only; never every waiting task against every
+    application (6 million rankings, seconds of the event loop)."""
+    from limetask_operator import waiting_line
+    from limetask_operator.queues import POSITIONS_COUNTED
+
+    h = Harness()
+    burst(h)
+    ranked = 0
+    real_rank = waiting_line.rank
+
+    def counting_rank(*args: Any) -> Any:
+        nonlocal ranked
+        ranked += 1
+        return real_rank(*args)
+
+    class Kube:
+        async def request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    async def count() -> None:
+        h.adm.refresh_positions()  # (the queue's status is written by a task of its own)
+
+    h.adm.kube = Kube()  # type: ignore[assignment]
+    h.caches.tasks = CountingTasks(h.caches.tasks)
+    CountingTasks.reads = 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(waiting_line, "rank", counting_rank)
+        asyncio.run(count())
+        assert ranked <= 2 * (300 + POSITIONS_COUNTED), ranked
+        assert CountingTasks.reads <= 2 * POSITIONS_COUNTED + 40, CountingTasks.reads  # (+ the running ones)
+        assert len(h.adm.positions) == POSITIONS_COUNTED
+        ranked = 0
+        for i in range(5):  # five slots free
+            del h.caches.jobs[("ns", f"run{i}")]
+        assert h.adm.dispatch() == 5
+        assert ranked <= 2 * (300 + 5), ranked
+
+
+def settle(h: Harness, keys: list[tuple[str, str]]) -> None:
+    """Reconcile these tasks as the operator does: ask for a slot, and write the status derived
+    from the answer into the cache (as the API server would store it)."""
+    import datetime as dt
+
+    from limetask_operator.derivation import derive
+
+    for key in keys:
+        task = h.caches.tasks[key]
+        answer = h.adm.admit(task, 1)
+        if not isinstance(answer, Waiting):
+            continue
+        plan = derive(task, {}, {}, dt.datetime.fromtimestamp(h.clock.now, dt.timezone.utc), 10, queued=answer)
+        if plan.status is not None:
+            b = body(key[1], app=task.spec["app"], ns=key[0], queue=task.spec.get("queue"))
+            b["metadata"]["creationTimestamp"] = task.created
+            h.caches.put_task({**b, "status": plan.status}, listed=True)
+
+
+def shown(h: Harness, name: str) -> tuple[Any, Any]:
+    block = h.caches.tasks[("ns", name)].status["queue"]
+    return block.get("position"), block.get("waiting")
+
+
+def count(h: Harness) -> None:
+    """A count of positions (in an event loop: the queue's status is written by a task)."""
+    class Kube:
+        async def request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    async def run() -> None:
+        h.adm.refresh_positions()
+
+    h.adm.kube = Kube()  # type: ignore[assignment]
+    h.enqueued.clear()
+    asyncio.run(run())
+    settle(h, list(dict.fromkeys(h.enqueued)))
+
+
+def test_tasks_that_join_together_show_the_whole_count_soon_after() -> None:
+    """Three tasks join a full queue together: each status first says what was true then ("1 of
+    1", "2 of 2", "3 of 3"); the next count, seconds later, writes "of 3" into each."""
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=1))
+    h.start_job("running")
+    h.task(body("running"))
+    for name in ("a", "b", "c"):
+        h.task(body(name))
+        settle(h, [("ns", name)])
+    assert [shown(h, n) for n in ("a", "b", "c")] == [(1, 1), (2, 2), (3, 3)]
+    h.clock.now += 2
+    count(h)
+    assert [shown(h, n) for n in ("a", "b", "c")] == [(1, 3), (2, 3), (3, 3)]
+    assert "position 1 of 3" in h.caches.tasks[("ns", "a")].status["conditions"][-1]["message"]
+
+
+def test_a_task_far_back_shows_no_position_until_it_is_among_the_first_ones() -> None:
+    """150 wait: the last 50 have no position in their status ("its position is written once it
+    is among the first 100"), never a stale one; as the line moves, each gets its exact place,
+    with the count of those waiting then."""
+    from limetask_operator.queues import POSITIONS_COUNTED
+
+    h = Harness()
+    h.adm.queue_event("ADDED", queue(maxRunning=1))
+    h.start_job("running")
+    h.task(body("running"))
+    names = [f"t{i:03d}" for i in range(150)]
+    for n in names:
+        h.task(body(n))
+        settle(h, [("ns", n)])
+    assert POSITIONS_COUNTED == 100
+    assert shown(h, "t099")[0] == 100 and shown(h, "t149")[0] is None
+    message = h.caches.tasks[("ns", "t149")].status["conditions"][-1]["message"]
+    assert "its position is written once it is among the first 100" in message
+    h.clock.now += 2
+    count(h)
+    assert shown(h, "t000") == (1, 150) and shown(h, "t149")[0] is None
+    # 60 start (the queue grows to 61 slots): 90 wait; the back of the line moves up.
+    h.adm.queue_event("MODIFIED", queue(maxRunning=61))
+    assert h.adm.dispatch() == 60
+    for n in names[:60]:
+        h.start_job(n)
+    for _ in range(3):  # a few counts, seconds apart (ten rewrites a second at most)
+        h.clock.now += 5
+        count(h)
+    assert [shown(h, n) for n in names[60:]] == [(i, 90) for i in range(1, 91)]
+
+
+@pytest.mark.parametrize("shown_place, counted, seconds, expected", [
+    (None, (3, 9), 0, (3, 9)),  # the first word of a wait: at once
+    (None, None, 0, (None, 40)),  # far back: no position, the count now
+    ((None, 40), None, 100, None),  # still far back: nothing to write
+    ((None, 40), (90, 40), 0, (90, 40)),  # now among the first ones: at once
+    ((90, 40), None, 10, None),  # pushed back behind the first ones: not before the refresh period
+    ((90, 40), None, 30, (None, 40)),
+    ((40, 100), (30, 100), 0, (30, 100)),  # moved by a quarter: at once
+    ((40, 100), (35, 100), 29, None),  # a small move far from the head: not at all
+    ((40, 100), (35, 100), 300, None),
+    ((8, 100), (7, 100), 10, None),  # a small move near the head: after the refresh period
+    ((8, 100), (7, 100), 30, (7, 100)),
+    ((2, 100), (1, 100), 0, (1, 100)),  # 2 to 1 is half: at once
+    ((1, 1), (1, 3), 0, (1, 3)),  # the count moved by a quarter or more: at once
+    ((5, 100), (5, 90), 0, None),
+])
+def test_which_place_a_status_shows(shown_place: Any, counted: Any, seconds: float, expected: Any) -> None:
+    from limetask_operator.queues import Shown, place_to_show
+
+    now = 1_800_000_000.0
+    before = None if shown_place is None else Shown(shown_place[0], shown_place[1], now - seconds)
+    assert place_to_show(before, counted, 40, now, refresh_seconds=30) == expected
+
+
+def test_a_job_suspended_for_kueue_waits_and_is_said_to_wait_when_kueue_is_not_served() -> None:
+    """admission: Kueue: the task's Job is made suspended, and it waits in Kueue's line: the queue
+    counts it as waiting, not running. Without Kueue's API on the server, its condition says
+    that nothing will admit it."""
+    import datetime as dt
+
+    from limetask_operator.derivation import derive
+
+    class Kube:
+        async def get(self, path: str) -> None:
+            assert path == "/apis/kueue.x-k8s.io"
+            return None  # 404: not served
+
+    h = Harness()
+    h.adm.kube = Kube()  # type: ignore[assignment]
+    h.adm.queue_event("ADDED", queue(admission="Kueue", kueueQueueName="team-a"))
+    answer = h.ask(body("t1"))
+    assert isinstance(answer, Admitted) and answer.kueue_queue == "team-a"
+    h.caches.jobs[("ns", "t1")]["t1-1"] = JobView("t1-1", "t1", 1, task_uid="uid-t1", suspended=True)
+    run = h.adm.count_running()
+    assert run.queue["q"] == 0 and run.kueue["q"] == 1
+    assert h.adm.kueue_note("q") == ""  # not asked yet
+    asyncio.run(h.adm.check_kueue())
+    note = h.adm.kueue_note("q")
+    assert "does not serve Kueue's API (kueue.x-k8s.io)" in note and "admission: Operator" in note
+    assert ("ns", "t1") in h.enqueued  # its condition is to say so
+    task = h.caches.put_task({**body("t1"), "status": {"state": "PENDING", "attempts": 1, "jobName": "t1-1"}},
+                             listed=True)
+    plan = derive(task, {1: JobView("t1-1", "t1", 1, task_uid="uid-t1", suspended=True)}, {},
+                  dt.datetime.now(dt.timezone.utc), 10, kueue_note=note)
+    assert plan.status is not None and plan.queued
+    queued = next(c for c in plan.status["conditions"] if c["type"] == "Queued")
+    assert queued["reason"] == "Kueue" and "nothing admits it" in queued["message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from limetask_operator.derivation import derive
 from limetask_operator.manifests import build_job
 from limetask_operator.model import JobView
@@ -16,9 +17,9 @@ from tests.unit.test_status_derivation import CEILING, NOW, job, job_body, runni
 SINCE = "2024-05-01T10:00:00Z"
 
 
-def waiting(position: int = 3, reason: str = WAITING, total: int = 9) -> Waiting:
+def waiting(position: int | None = 3, reason: str = WAITING, total: int = 9) -> Waiting:
     return Waiting("background", reason, f"waiting in queue background: position {position} of {total}",
-                   position, total, SINCE, refresh_seconds=30)
+                   position, total, SINCE)
 
 
 def queued_of(status: dict[str, Any]) -> dict[str, Any] | None:
@@ -29,8 +30,9 @@ def test_a_task_without_a_slot_waits_pending_with_its_position_and_no_job() -> N
     p = derive(task(), {}, {}, NOW, CEILING, queued=waiting())
     assert p.create_attempt is None and p.queued and p.status is not None
     st = p.status
-    assert st["state"] == "PENDING" and st["attempts"] == 1
-    assert st["queue"] == {"name": "background", "position": 3, "waiting": 9, "since": SINCE,
+    # No attempt has made a Job: attempts says 0 (kubectl get lt); the queue block names the one that waits.
+    assert st["state"] == "PENDING" and st["attempts"] == 0 and "jobName" not in st
+    assert st["queue"] == {"name": "background", "attempt": 1, "position": 3, "waiting": 9, "since": SINCE,
                            "updatedAt": "2024-05-01T10:05:00Z"}
     cond = queued_of(st)
     assert cond is not None and cond["status"] == "True" and cond["reason"] == WAITING
@@ -42,14 +44,19 @@ def test_a_task_without_a_slot_waits_pending_with_its_position_and_no_job() -> N
     assert again.create_attempt == 1
 
 
-def test_a_moved_position_is_rewritten_only_after_the_refresh_period() -> None:
+def test_the_same_place_is_not_written_again_and_another_one_is() -> None:
+    """When a place is due to be rewritten is the queues' decision (queues.place_to_show):
+    derive writes what it is given, and nothing when that is what the status says."""
     st = derive(task(), {}, {}, NOW, CEILING, queued=waiting(3)).status
-    soon = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(2))
-    assert soon.status is None and soon.queued  # nothing written
-    later = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(2))
-    assert later.status is not None and later.status["queue"]["position"] == 2
-    same = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(3, total=4))
-    assert same.status is None  # the position did not move: nothing to write
+    same = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=31), CEILING, queued=waiting(3))
+    assert same.status is None and same.queued  # nothing written
+    moved = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(2))
+    assert moved.status is not None and moved.status["queue"]["position"] == 2
+    recounted = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=10), CEILING, queued=waiting(3, total=4))
+    assert recounted.status is not None and recounted.status["queue"]["waiting"] == 4
+    # Further back than the first ones counted, the status has no position.
+    back = derive(task(status=st), {}, {}, NOW, CEILING, queued=waiting(None, total=400))
+    assert back.status is not None and "position" not in back.status["queue"]
     # A new reason is written at once.
     missing = derive(task(status=st), {}, {}, NOW + dt.timedelta(seconds=1), CEILING,
                      queued=waiting(1, reason=QUEUE_NOT_FOUND))
@@ -74,6 +81,7 @@ def test_a_task_cancelled_or_expired_while_it_waits_ends_and_leaves_the_queue() 
     st = derive(task(), {}, {}, NOW, CEILING, queued=waiting()).status
     cancelled = derive(task(status=st, annotations={"limetask.io/cancel": "true"}), {}, {}, NOW, CEILING)
     assert cancelled.status is not None and cancelled.status["state"] == "FAILURE"
+    assert cancelled.status["attempts"] == 0  # it never ran
     assert cancelled.status["error"]["reason"] == "Cancelled" and cancelled.create_attempt is None
     cond = queued_of(cancelled.status)
     assert cond is not None and cond["status"] == "False" and cond["reason"] == "Cancelled"
@@ -83,6 +91,7 @@ def test_a_task_cancelled_or_expired_while_it_waits_ends_and_leaves_the_queue() 
     assert p.status is None and 59 < (p.recheck_after or 0) < 61  # a reconcile is due at expiry
     expired = derive(task(status=st, expires=expiring), {}, {}, NOW + dt.timedelta(seconds=61), CEILING)
     assert expired.status is not None and expired.status["error"]["reason"] == "Expired"
+    assert expired.status["attempts"] == 0
     assert "while it waited in its queue" in expired.status["error"]["message"]
     assert expired.create_attempt is None
 
@@ -102,7 +111,9 @@ def test_a_late_ack_retry_waits_in_line_with_its_history() -> None:
     p = derive(task(status=st, acksLate=True, maxAttempts=3), {1: failed_job}, {1: [pod]}, NOW, CEILING,
                queued=waiting())
     assert p.create_attempt is None and p.status is not None
-    assert p.status["attempts"] == 2 and p.status["history"][-1]["outcome"] == "WorkerLost"
+    # One attempt made a Job; the second waits in line.
+    assert p.status["attempts"] == 1 and p.status["queue"]["attempt"] == 2
+    assert p.status["history"][-1]["outcome"] == "WorkerLost"
     # Its Job gone meanwhile, the task asks for attempt 2's slot again, history kept once.
     again = derive(task(status=p.status, acksLate=True, maxAttempts=3), {}, {}, NOW, CEILING)
     assert again.create_attempt == 2 and len(again.status["history"]) == 1  # type: ignore[index]
@@ -197,3 +208,37 @@ def test_the_start_timeout_reads_the_pods_fresh_before_it_takes_an_attempt_as_no
     # Fresh, and still not started: now it is NotStarted.
     stuck = derive(task(status=st), {1: job(1)}, {1: [cached]}, NOW, CEILING, start_timeout=200, pods_fresh=True)
     assert stuck.create_attempt == 2 and stuck.stop_jobs == [job(1).name]
+
+
+@pytest.mark.parametrize("status, attempt", [
+    ({"attempts": 0, "queue": {"name": "q", "attempt": 1}}, 1),
+    ({"attempts": 1, "jobName": "t-1", "queue": {"name": "q", "attempt": 2}, "history": [{"attempt": 1}]}, 2),
+    # Without the block's attempt (written before it was, or pruned by an older CRD): from the history.
+    ({"attempts": 0, "queue": {"name": "q"}}, 1),
+    ({"attempts": 1, "jobName": "t-1", "queue": {"name": "q"}}, 1),  # as written before attempts meant Jobs
+    ({"attempts": 2, "queue": {"name": "q"}, "history": [{"attempt": 1}, {"attempt": 2}]}, 3),
+    ({"attempts": 2, "queue": {"name": "q"}, "history": [{"attempt": 1}]}, 2),
+])
+def test_the_attempt_that_waits(status: dict[str, Any], attempt: int) -> None:
+    from limetask_operator.queues import waiting_attempt
+
+    queued = {**status, "state": "PENDING", "conditions": [{"type": "Queued", "status": "True", "reason": "Waiting"}]}
+    assert waiting_attempt(queued) == attempt
+    assert waiting_attempt({**status, "state": "PENDING"}) is None  # not queued
+
+
+def test_a_job_refused_after_the_wait_keeps_the_attempt_in_line_and_the_history_as_it_was() -> None:
+    """Attempt 2 waited in its queue, got its slot, and the API server refused its Job (a
+    quota on Jobs): the task stays in line for attempt 2 (its place kept), and attempt 1's end
+    is not recorded a second time."""
+    history = [{"attempt": 1, "jobName": "x-1", "outcome": "NotStarted", "reason": "NotStarted"}]
+    queued = [{"type": "Queued", "status": "True", "reason": WAITING, "message": "waiting"}]
+    st = {"state": "PENDING", "attempts": 1, "jobName": "x-1", "history": history, "conditions": queued,
+          "queue": {"name": "background", "attempt": 2, "waiting": 1, "since": SINCE, "updatedAt": SINCE}}
+    # (attempt 1's Job stays, finished, until the task ends)
+    old = {1: JobView.from_body(job_body(1, condition=("Failed", "DeadlineExceeded", "x"), active=0))}
+    refused = derive(task(status=st), old, {}, NOW, CEILING, job_refused=(403, 'jobs is forbidden: exceeded quota'))
+    assert refused.status is not None and refused.create_attempt is None and refused.recheck_after == 15.0
+    assert refused.status["queue"]["attempt"] == 2 and len(refused.status["history"]) == 1
+    again = derive(task(status=refused.status), old, {}, NOW + dt.timedelta(seconds=15), CEILING)
+    assert again.create_attempt == 2 and len(again.status["history"]) == 1  # type: ignore[index]

@@ -59,11 +59,16 @@ class FakeKube:
 class Watch:
     """A watch as the reconciler asks it: its namespace, and whether its listing is done."""
 
+    forbidden = False
+
     def __init__(self, namespace: str, synced: bool) -> None:
         self.namespace = namespace
         self.synced = asyncio.Event()
         if synced:
             self.synced.set()
+
+    def degraded(self) -> str | None:
+        return None
 
 
 def reconciler(kube: FakeKube, **settings: Any) -> Reconciler:
@@ -409,3 +414,68 @@ def test_a_status_the_api_server_keeps_refusing_is_retried_with_a_bounded_backof
         r.getMessage() for r in caplog.records if "refuses its status" in r.getMessage())) == 1
     delays = [refused_write_delay(n) for n in range(1, 12)]
     assert delays == sorted(delays) and delays[-1] == STATUS_REFUSED_MAX_SECONDS and delays[0] >= 10
+
+
+def test_a_namespace_that_cannot_be_listed_holds_back_only_its_own_and_is_degraded_not_dead() -> None:
+    """The operator watches two namespaces; the Role of one was deleted (403 on every listing).
+    A task in the other, in a queue with maxRunning, still gets its slot and its Job; the health
+    probe finds nothing dead (no restart loop), and the forbidden namespace is named as degraded,
+    in the admission's view (log, metric, queue status) too."""
+
+    class Kube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__(["ok"] * 5)
+
+        async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+            if method == "GET" and "/namespaces/bad/" in path:
+                raise ApiError(403, 'limetasks.limetask.io is forbidden: User "op" cannot list resource', "GET", path)
+            if method == "GET":
+                queues = [{"metadata": {"name": "q"}, "spec": {"maxRunning": 2}}] if path.endswith("queues") else []
+                return {"metadata": {"resourceVersion": "1"}, "items": queues}
+            return await super().request(method, path, body, params)
+
+        def watch_session(self) -> Any:
+            class Stream:
+                status = 200
+
+                async def __aenter__(self) -> Any:
+                    return self
+
+                async def __aexit__(self, *exc: Any) -> None:
+                    return None
+
+                @property
+                def content(self) -> Any:
+                    async def lines() -> Any:
+                        await asyncio.sleep(3600)
+                        yield b""
+                    return lines()
+
+            class Session:
+                def get(self, *args: Any, **kwargs: Any) -> Any:
+                    return Stream()
+            return Session()
+
+    async def main() -> tuple[list[Any], list[str], list[str], dict[str, str]]:
+        kube = Kube()
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = rec.make_watches(["good", "bad"])
+        tasks = [asyncio.create_task(w.run()) for w in rec.watches]
+        await asyncio.sleep(0.2)
+        body = copy.deepcopy(BODY)
+        body["metadata"]["namespace"] = "good"
+        body["spec"]["queue"] = "q"
+        body["status"] = {}
+        rec.task_event("ADDED", body)
+        await rec.reconcile(("good", "t1"))
+        problems, degraded = rec.health(grace=0.0), rec.degraded()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return kube.calls, problems, degraded, rec.admission.unlisted
+
+    calls, problems, degraded, unlisted = asyncio.run(main())
+    assert [c[1] for c in calls if c[0] == "POST"] == ["/apis/batch/v1/namespaces/good/jobs"]
+    assert problems == []
+    assert degraded and all(d.startswith("namespace bad:") for d in degraded) and "403" in degraded[0]
+    assert list(unlisted) == ["bad"]

@@ -140,7 +140,7 @@ def test_an_unexpected_error_is_retried_and_reported_by_the_probe(caplog: pytest
 
 
 def test_a_watch_that_never_lists_is_reported() -> None:
-    kube = FakeKube([ApiError(403, "forbidden", "GET", "/x")], [])
+    kube = FakeKube([ApiError(500, "etcd is down", "GET", "/x")], [])
 
     async def main() -> str | None:
         watch = make(kube, [], [])
@@ -152,7 +152,34 @@ def test_a_watch_that_never_lists_is_reported() -> None:
         return problem
 
     problem = asyncio.run(main())
-    assert problem is not None and "403" in problem and "limetasks in ns" in problem
+    assert problem is not None and "500" in problem and "limetasks in ns" in problem
+
+
+@pytest.mark.parametrize("namespace", ["ns", None])
+def test_a_forbidden_namespace_is_degraded_and_a_forbidden_cluster_is_a_problem(namespace: str | None) -> None:
+    """A 403 in one namespace (its Role deleted) is that namespace's trouble, not a reason to
+    restart the operator; a 403 on a cluster-wide watch leaves the operator blind."""
+    kube = FakeKube([ApiError(403, "forbidden", "GET", "/x")], [])
+    changes: list[bool] = []
+
+    async def main() -> tuple[str | None, str | None]:
+        watch = ResourceWatch(kube, "/apis/limetask.io/v1alpha1", "limetasks", "", namespace, None,  # type: ignore[arg-type]
+                              lambda kind, obj: None, lambda names, ns: None,
+                              on_change=lambda: changes.append(watch.forbidden))
+        task = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.05)
+        problem = watch.problem(asyncio.get_running_loop().time() + 61, grace=60)
+        degraded = watch.degraded()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return problem, degraded
+
+    problem, degraded = asyncio.run(main())
+    if namespace:
+        assert problem is None and degraded is not None and "limetasks in ns cannot be listed" in degraded
+        assert changes == [True]  # told once, not at every retry
+    else:
+        assert problem is not None and "403" in problem and degraded is None
 
 
 def test_reconciler_health_reports_dead_watch_tasks() -> None:
@@ -182,11 +209,15 @@ def test_the_probe_fails_while_a_watch_is_unhealthy() -> None:
     class Rec:
         watches = [object(), object()]
 
-        def __init__(self, problems: list[str]) -> None:
+        def __init__(self, problems: list[str], degraded: list[str] | None = None) -> None:
             self.problems = problems
+            self.degraded_ = degraded or []
 
         def health(self) -> list[str]:
             return self.problems
+
+        def degraded(self) -> list[str]:
+            return self.degraded_
 
     memo = OperatorMemo(settings=OperatorSettings(), namespaces=None)
     assert asyncio.run(watches_probe(memo=memo)) == "starting"
@@ -195,6 +226,9 @@ def test_the_probe_fails_while_a_watch_is_unhealthy() -> None:
     memo.reconciler = Rec(["watching limetasks has failed for 90s: boom"])  # type: ignore[assignment]
     with pytest.raises(kopf.PermanentError, match="boom"):
         asyncio.run(watches_probe(memo=memo))
+    why = "namespace team-b: limetasks in team-b cannot be listed: 403"
+    memo.reconciler = Rec([], [why])  # type: ignore[assignment]
+    assert asyncio.run(watches_probe(memo=memo)) == f"degraded: {why}"
 
 
 def test_events_are_parsed_line_by_line() -> None:
