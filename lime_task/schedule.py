@@ -29,7 +29,7 @@ from . import crontab
 from .application import app_name_of
 from .errors import InvalidTaskError
 from .registry import Task
-from .resource import API_VERSION, GROUP, LABEL_APP, SCHEDULE_KIND
+from .resource import API_VERSION, GROUP, LABEL_APP, LABEL_SCHEDULE_UID, LABEL_TICK, SCHEDULE_KIND
 from .validation import check_app_name, check_arguments, check_task_name
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -141,6 +141,44 @@ class ScheduledTask:
                                    f"not {self.concurrency_policy!r}")
         if self.session is not None and not isinstance(self.session, TaskSession):
             raise InvalidTaskError(f"session must be a TaskSession, not {type(self.session).__name__}")
+
+
+def run_schedule_uid(meta: Mapping[str, Any]) -> str:
+    """The UID of the schedule a LimeTask says it is a run of: its label, or the owner reference
+    that runs made before the label carried ("" for none)."""
+    uid = (meta.get("labels") or {}).get(LABEL_SCHEDULE_UID)
+    if uid:
+        return str(uid)
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("kind") == SCHEDULE_KIND and \
+                str(ref.get("apiVersion") or "").startswith(f"{GROUP}/"):
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def run_tick(meta: Mapping[str, Any]) -> int:
+    """The tick (Unix seconds) a LimeTask says it is a run for (0 for none)."""
+    try:
+        return int((meta.get("labels") or {}).get(LABEL_TICK) or 0)
+    except ValueError:
+        return 0
+
+
+def is_run_of(schedule: Mapping[str, Any], *, name: str, schedule_uid: str, app: Any, task: Any, tick: int) -> bool:
+    """Whether a LimeTask is really this schedule's run: made for this schedule's UID (one
+    deleted and made again under the same name is another), of its application and task, and
+    named after its tick. The schedule's label alone proves nothing: whoever may create
+    LimeTasks may set it."""
+    meta, spec = schedule.get("metadata") or {}, schedule.get("spec") or {}
+    return (bool(meta.get("uid")) and schedule_uid == meta.get("uid") and app == spec.get("app")
+            and task == spec.get("task") and name == f"{meta.get('name')}-{tick}")
+
+
+def is_run_body_of(schedule: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """`is_run_of` for a LimeTask as the API gives it."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    return is_run_of(schedule, name=str(meta.get("name") or ""), schedule_uid=run_schedule_uid(meta),
+                     app=spec.get("app"), task=spec.get("task"), tick=run_tick(meta))
 
 
 def _slug(text: str, size: int) -> str:
