@@ -71,6 +71,16 @@ class ResultsClient:
         return token
 
     def _get(self, path: str, app: str | None, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """GET a path of the API that answers an object: the JSON answer, or None for a 404."""
+        body = self._fetch(path, app, params)
+        return None if body is None else body if isinstance(body, dict) else {}
+
+    def _get_list(self, path: str, app: str | None, params: Mapping[str, Any] | None = None) -> list[Any] | None:
+        """GET a path of the API that answers an array: the JSON answer, or None for a 404."""
+        body = self._fetch(path, app, params)
+        return None if body is None else body if isinstance(body, list) else []
+
+    def _fetch(self, path: str, app: str | None, params: Mapping[str, Any] | None = None) -> Any:
         """GET a path of the API: the JSON answer, or None for a 404."""
         import urllib3
 
@@ -99,11 +109,18 @@ class ResultsClient:
             detail = body.get("detail") if isinstance(body, dict) else None
             raise ResultsUnavailableError(f"the results API at {self.url} answered {resp.status}: "
                                           f"{detail or resp.data[:200]!r}")
-        return body if isinstance(body, dict) else {}
+        return body
 
     def get(self, app: str, task_id: str) -> dict[str, Any] | None:
         """An archived task of `app` (the API's form), or None: not archived, or another app's."""
         return self._get(f"/v1/apps/{quote(app, safe='')}/results/{quote(task_id, safe='')}", app)
+
+    def schedule_runs(self, app: str, name: str, limit: int) -> list[dict[str, Any]] | None:
+        """The runs of an application's schedule, live and archived, newest first (the API's
+        form), or None when the endpoint knows no such schedule."""
+        body = self._get_list(f"/v1/apps/{quote(app, safe='')}/schedules/{quote(name, safe='')}/runs", app,
+                              {"limit": limit})
+        return None if body is None else [item for item in body if isinstance(item, dict)]
 
     def list(self, app: str | None, state: str | None, limit: int, cursor: str | None = None
              ) -> tuple[list[dict[str, Any]], str | None]:
