@@ -120,9 +120,10 @@ class Archiver:
         if pool is None or self.up is not True:
             raise ArchiveDown("the archive is not reachable now")
         async with pool.connection(timeout=5) as conn:
-            cur = await conn.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE namespace = %s AND name = %s "
-                                     "AND app = %s AND task = %s)", (namespace, name, app, task))
-            row = await cur.fetchone()
+            async with conn.transaction():
+                cur = await conn.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE namespace = %s AND name = %s "
+                                         "AND app = %s AND task = %s)", (namespace, name, app, task))
+                row = await cur.fetchone()
         return bool(row and row[0])
 
     def forget(self, key: Key) -> None:

@@ -400,10 +400,7 @@ class Scheduler:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
-            self.schedules.pop(key, None)
-            self.watched.pop(key, None)
-            self.echo.pop(key, None)
-            self._cancel_timer(key)
+            self._forget(key)
             return
         rv = str(meta.get("resourceVersion") or "")
         old = self.schedules.get(key)
@@ -436,13 +433,18 @@ class Scheduler:
 
     def listed_schedules(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
         for key in [k for k in self.schedules if k not in seen and (namespace is None or k[0] == namespace)]:
-            self.schedules.pop(key, None)
-            self.watched.pop(key, None)
-            self.echo.pop(key, None)
-            self._cancel_timer(key)
+            self._forget(key)
         for key in self.schedules:
             if namespace is None or key[0] == namespace:
                 self.enqueue(key)
+
+    def _forget(self, key: Key) -> None:
+        """A schedule is gone (its runs are not: they are not its to delete)."""
+        self.schedules.pop(key, None)
+        self.watched.pop(key, None)
+        self.echo.pop(key, None)
+        self.unsure.pop(key, None)
+        self._cancel_timer(key)
 
     def task_event(self, event_type: str, body: dict[str, Any]) -> None:
         """A LimeTask changed: maybe a schedule's run (whether it is one, decide says)."""

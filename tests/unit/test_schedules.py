@@ -708,3 +708,51 @@ def test_an_operator_without_the_schedule_crd_runs_tasks_and_says_so(caplog: pyt
     assert asyncio.run(queues_installed(Api(["limetasks", "limetaskqueues"]))) is True  # type: ignore[arg-type]
     assert asyncio.run(queues_installed(Api(["limetasks", "limetaskschedules"]))) is False  # type: ignore[arg-type]
     assert "schedules are off" in caplog.text
+
+
+@pytest.mark.archive
+def test_the_archive_answers_whether_a_run_was_made_and_lists_a_schedules_runs(archive_db: str) -> None:
+    """Against the real PostgreSQL: the operator's question before a run is made, and the reader's
+    search of a schedule's runs by name."""
+    import uuid
+
+    from limetask_operator.archive import ArchiveDown, Archiver
+    from limetask_operator.model import TaskView
+    from limetask_operator.settings import OperatorSettings
+
+    from lime_task.archive import ArchiveReader, row_of
+
+    ns = f"ns-{uuid.uuid4().hex[:6]}"
+
+    def archived(name: str, task: str = "acme.tasks.sync") -> TaskView:
+        return TaskView.from_body({
+            "metadata": {"namespace": ns, "name": name, "uid": str(uuid.uuid4()),
+                         "creationTimestamp": "2026-11-30T07:10:00Z", "resourceVersion": "1"},
+            "spec": {"task": task, "app": "app-a", "args": [1]},
+            "status": {"state": "SUCCESS", "completedAt": "2026-11-30T07:10:30Z", "event": {"confirmed": True}}})
+
+    async def scenario() -> list[bool]:
+        a = Archiver(None, OperatorSettings(), archive_db)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(ArchiveDown):  # not connected yet: it never waits for a pool to open
+                await a.holds_run(ns, "nightly-1796022600", "app-a", "acme.tasks.sync")
+            views = [archived("nightly-1796022600"), archived("nightly_1796023200"), archived("nightly-x", "a.b")]
+            await a._write([row_of(v.namespace, v.name, v.uid, v.created, v.spec, v.status) for v in views])
+            a.up = True
+            return [await a.holds_run(ns, "nightly-1796022600", "app-a", "acme.tasks.sync"),
+                    await a.holds_run(ns, "nightly-1796022600", "app-b", "acme.tasks.sync"),
+                    await a.holds_run(ns, "nightly-1796022600", "app-a", "other.task"),
+                    await a.holds_run(ns, "nightly-1796023200", "app-a", "acme.tasks.sync")]
+        finally:
+            await a.stop()
+
+    assert asyncio.run(scenario()) == [True, False, False, False]
+    reader = ArchiveReader(archive_db)
+    try:
+        page = reader.search(ns, apps=["app-a"], name_prefix="nightly-")
+        assert sorted(b["metadata"]["name"] for b in page.items) == ["nightly-1796022600", "nightly-x"]
+        # LIKE's wildcards in the prefix are taken literally: '_' is no '-'.
+        page = reader.search(ns, apps=["app-a"], name_prefix="nightly_")
+        assert [b["metadata"]["name"] for b in page.items] == ["nightly_1796023200"]
+    finally:
+        reader.close()
