@@ -331,7 +331,7 @@ def test_runs_never_pile_up_behind_a_paused_queue(api_client: Any, namespace: st
                                                   running_operator: Operator) -> None:
     """Allow: a run that has not started by the next tick expires. Replace: the waiting run is
     never cancelled for a new one that would only wait behind it; it stands for the ticks."""
-    allowed = make_schedule(api_client, namespace, 3, queue=paused_queue)
+    allowed = make_schedule(api_client, namespace, 3, queue=paused_queue, failedRunsHistoryLimit=20)
     replaced = make_schedule(api_client, namespace, 3, queue=paused_queue, concurrencyPolicy="Replace")
     most_waiting = 0
     deadline = time.monotonic() + 20
@@ -393,20 +393,27 @@ def test_history_limit_zero_leaves_nothing_unarchived(cluster: Cluster, api_clie
         seen.update(r["metadata"]["name"] for r in found)
         return [r["metadata"]["name"] for r in found if state(r) in (SUCCESS, FAILURE)]
 
-    wait_until(lambda: len(seen) >= 2 and not finished(), timeout=90, message="runs made, archived and gone")
+    def archived() -> set[str]:
+        return {row[0] for row in archive_rows(archive_db, namespace)}
+
+    # With the archive up: each run is archived, then leaves.
+    wait_until(lambda: finished() is not None and len(seen & archived()) >= 2, timeout=90,
+               message="two runs archived")
     archive_proxy.disable()
     try:
-        # While the archive is down, finished runs stay in the cluster (none is lost).
-        wait_until(lambda: len(finished()) >= 2, timeout=90, message="finished runs kept during the outage")
-        kept = set(finished())
+        # While the archive is down, finished runs stay in the cluster: none is lost.
+        wait_until(lambda: len(set(finished()) - archived()) >= 2, timeout=90,
+                   message="finished runs kept during the outage")
+        kept = set(finished()) - archived()
+        time.sleep(4)  # ticks, passes of the scheduler, and the archive's keep time go by
+        assert kept <= set(finished())
     finally:
         archive_proxy.enable()
     suspend(api_client, namespace, name)
-    wait_until(lambda: not finished() and seen <= {row[0] for row in archive_rows(archive_db, namespace)},
+    wait_until(lambda: not finished() and not runs(api_client, namespace, name) and seen <= archived(),
                timeout=120, message="every run archived, then gone")
     rows = {row[0]: row for row in archive_rows(archive_db, namespace)}
-    assert kept <= set(rows) and {rows[n][2] for n in seen if n in rows} == {SUCCESS}
-    assert all(rows[n][3] == APP for n in seen)
+    assert kept <= set(rows) and {rows[n][2] for n in seen} == {SUCCESS} and {rows[n][3] for n in seen} == {APP}
     # The endpoint lists a schedule's runs from the archive too.
     token = "t-" + uuid.uuid4().hex
     http = TestClient(create_app(client=TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace, results_url=""),

@@ -237,7 +237,10 @@ def _tick(out: Decision, status: dict[str, Any], schedule: dict[str, Any], tick:
     status.pop("waitingTime", None)
     stranger = strangers.get(name)
     unstarted = [r for r in active if not r.started]
-    if deadline is not None and late > float(deadline):
+    if deadline is not None and late > float(deadline) and waiting == tick and active:
+        _skip(status, tick, f"the tick of {_stamp(tick)} waited while run {active[-1].name} was still active, "
+                            f"past its starting deadline of {deadline}s (concurrencyPolicy Forbid)")
+    elif deadline is not None and late > float(deadline):
         _skip(status, tick, f"the tick of {_stamp(tick)} was missed by {late:.0f}s, past the starting deadline of "
                             f"{deadline}s")
     elif found.taken_by or stranger is not None:

@@ -438,7 +438,9 @@ def test_a_waiting_tick_is_counted_skipped_only_once_it_can_never_run() -> None:
     deadline = decide(schedule(first.status, startingDeadlineSeconds=60, **forbid), active,
                       at(2026, 11, 30, 7, 11, 30))
     assert deadline.status is not None and deadline.status["skipped"] == 1 and "waitingTime" not in deadline.status
-    assert "past the starting deadline" in deadline.status["lastSkipReason"]
+    assert deadline.status["lastSkipReason"] == ("the tick of 2026-11-30T07:10:00Z waited while run nightly-1796022000 "
+                                                 "was still active, past its starting deadline of 60s "
+                                                 "(concurrencyPolicy Forbid)")
     # ... and the scheduler looks again at that deadline, not only at the next tick.
     assert first.wake_at == at(2026, 11, 30, 7, 20)
     waiting = decide(schedule({"lastScheduleTime": "2026-11-30T07:00:00Z"}, startingDeadlineSeconds=60, **forbid),
