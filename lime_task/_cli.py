@@ -717,25 +717,31 @@ def schedules_list(app_name: Annotated[str | None, typer.Option("--app", "-a", h
     typer.echo(f"{'NAME':40} {'SCHEDULE':16} {'TIMEZONE':18} {'ACTIVE':6} {'LAST SCHEDULE':22} TASK")
     for s in items:
         zone = s["time_zone"] or "UTC"
-        suspended = " (suspended)" if s["suspend"] else ""
+        note = " (INVALID: no runs are made)" if s["problem"] else " (suspended)" if s["suspend"] else ""
         typer.echo(f"{s['name']:40} {s['schedule']:16} {zone:18} {s['active']:<6} {s['last_schedule_time'] or '-':22} "
-                   f"{s['task']}{suspended}")
+                   f"{s['task']}{note}")
+        if s["problem"]:
+            typer.echo(f"  problem: {_one_line(s['problem'])}")
 
 
 @schedules_app.command("runs")
 @_guard
 def schedules_runs(name: Annotated[str, typer.Argument(help="the schedule's name")],
-                   namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
-    """List a schedule's runs in the cluster, newest first. Example: limetask schedules runs nightly-sync"""
+                   limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 100,
+                   namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
+                   results_url: ResultsUrl = None) -> None:
+    """List a schedule's runs, live then archived, newest first (exit 1 when there is no such
+    schedule). Example: limetask schedules runs nightly-sync"""
     from .schedule import schedule_runs
 
-    items = schedule_runs(_client(kubeconfig, namespace), name)
+    items = schedule_runs(_client(kubeconfig, namespace, results_url), name, limit=limit)
     if output is Output.json:
         typer.echo(json.dumps([s.to_dict() for s in items]))
         return
     typer.echo(f"{'ID':40} {'STATE':8} {'ATTEMPTS':8} CREATED")
     for s in items:
-        typer.echo(f"{s.id:40} {s.status:8} {s.attempts:<8} {s.created_at.isoformat() if s.created_at else '-'}")
+        note = "  (archived)" if s.archived else ""
+        typer.echo(f"{s.id:40} {s.status:8} {s.attempts:<8} {s.created_at.isoformat() if s.created_at else '-'}{note}")
 
 
 archive_app = typer.Typer(no_args_is_help=True, help="The archive of finished tasks (PostgreSQL).")

@@ -259,7 +259,8 @@ class ArchiveReader:
     @staticmethod
     def _where(namespace: str, apps: Sequence[str] | None, task: str | None, state: str | None,
                reason: str | None, since: dt.datetime | None, until: dt.datetime | None,
-               exclude: Sequence[str]) -> tuple[builtins.list[str], builtins.list[Any]]:
+               exclude: Sequence[str], name_prefix: str | None = None
+               ) -> tuple[builtins.list[str], builtins.list[Any]]:
         # (builtins.list: in the class's scope, `list` names the method ArchiveReader.list.)
         where: list[str] = ["namespace = %s"]
         params: list[Any] = [namespace]
@@ -270,6 +271,10 @@ class ArchiveReader:
             # A prefix: a package's tasks. LIKE's own wildcards in the name are taken literally.
             where.append("task LIKE %s ESCAPE '\\'")
             params.append(task.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if name_prefix:
+            # Task ids that start so: a schedule's runs ({schedule}-{tick}).
+            where.append("name LIKE %s ESCAPE '\\'")
+            params.append(_like_prefix(name_prefix))
         if state:
             where.append("state = %s")
             params.append(state)
@@ -291,9 +296,10 @@ class ArchiveReader:
     def search(self, namespace: str, *, apps: Sequence[str] | None = None, task: str | None = None,
                state: str | None = None, reason: str | None = None, since: dt.datetime | None = None,
                until: dt.datetime | None = None, exclude: Sequence[str] = (), limit: int = 50,
-               cursor: str | None = None) -> Page:
-        """Archived tasks matching the dashboard's filters, newest first, paged by cursor."""
-        where, params = self._where(namespace, apps, task, state, reason, since, until, exclude)
+               cursor: str | None = None, name_prefix: str | None = None) -> Page:
+        """Archived tasks matching the dashboard's filters (and ids that start with `name_prefix`),
+        newest first, paged by cursor."""
+        where, params = self._where(namespace, apps, task, state, reason, since, until, exclude, name_prefix)
         if cursor:
             when, uid = decode_cursor(cursor)
             where.append("(completed_at, uid) < (%s, %s)")
@@ -347,6 +353,11 @@ class ArchiveReader:
             "runtimes": [{"task": t, "count": int(n), "p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]),
                           "max": float(m)} for t, n, p, m in percentiles],
         }
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern for what starts with `text` (its own wildcards taken literally)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 # -- migrations -----------------------------------------------------------------------------

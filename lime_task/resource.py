@@ -18,11 +18,13 @@ LABEL_TASK_NAME = "limetask.io/task"
 # The UID of the LimeTask a Job or pod belongs to: a task re-created under the same name is
 # another task, and never takes its predecessor's Jobs, pods or verdicts for its own.
 LABEL_TASK_UID = "limetask.io/task-uid"
-# Schedules (LimeTaskSchedule, short name lts): a run carries its schedule's name and its tick
-# (Unix seconds) as labels.
+# Schedules (LimeTaskSchedule, short name lts): a run carries its schedule's name, its
+# schedule's UID and its tick (Unix seconds) as labels (no owner reference: deleting a schedule
+# never deletes its runs).
 SCHEDULE_KIND = "LimeTaskSchedule"
 SCHEDULE_PLURAL = "limetaskschedules"
 LABEL_SCHEDULE = "limetask.io/schedule"
+LABEL_SCHEDULE_UID = "limetask.io/schedule-uid"
 LABEL_TICK = "limetask.io/tick"
 # `kubectl annotate lt ID limetask.io/cancel=true` asks the operator to cancel a task.
 ANNOTATION_CANCEL = "limetask.io/cancel"

@@ -158,6 +158,17 @@ class ResultsClient:
 
     def _get(self, path: str, app: str | None, namespace: str,
              params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """GET a path of the API that answers an object: the JSON answer, or None for a 404."""
+        body = self._fetch(path, app, namespace, params)
+        return None if body is None else body if isinstance(body, dict) else {}
+
+    def _get_list(self, path: str, app: str | None, namespace: str,
+                  params: Mapping[str, Any] | None = None) -> list[Any] | None:
+        """GET a path of the API that answers an array: the JSON answer, or None for a 404."""
+        body = self._fetch(path, app, namespace, params)
+        return None if body is None else body if isinstance(body, list) else []
+
+    def _fetch(self, path: str, app: str | None, namespace: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET a path of the API: the JSON answer, or None for a 404."""
         import urllib3
 
@@ -189,7 +200,7 @@ class ResultsClient:
         if resp.status >= 300:
             raise ResultsUnavailableError(f"the results API at {self.url} answered {resp.status}: "
                                           f"{detail or resp.data[:200]!r}")
-        return body if isinstance(body, dict) else {}
+        return body
 
     def _checked(self, found: dict[str, Any], namespace: str) -> dict[str, Any]:
         """An answer about another namespace's task is never taken for this one's (an endpoint
@@ -204,6 +215,13 @@ class ResultsClient:
         """An archived task of `app` (the API's form), or None: not archived, or another app's."""
         found = self._get(f"/v1/apps/{quote(app, safe='')}/results/{quote(task_id, safe='')}", app, namespace)
         return self._checked(found, namespace) if found is not None else None
+
+    def schedule_runs(self, app: str, name: str, limit: int, *, namespace: str) -> list[dict[str, Any]] | None:
+        """The runs of an application's schedule, live and archived, newest first (the API's
+        form), or None when the endpoint knows no such schedule."""
+        body = self._get_list(f"/v1/apps/{quote(app, safe='')}/schedules/{quote(name, safe='')}/runs", app,
+                              namespace, {"limit": limit})
+        return None if body is None else [self._checked(item, namespace) for item in body if isinstance(item, dict)]
 
     def list(self, app: str | None, state: str | None, limit: int, cursor: str | None = None, *,
              namespace: str) -> tuple[list[dict[str, Any]], str | None]:

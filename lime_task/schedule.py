@@ -27,17 +27,33 @@ from typing import Any
 
 from . import crontab
 from .application import app_name_of
-from .errors import InvalidTaskError
+from .errors import ClusterError, InvalidTaskError, NotFoundError
 from .registry import Task
-from .resource import API_VERSION, GROUP, LABEL_APP, SCHEDULE_KIND
-from .validation import check_app_name, check_arguments, check_task_name
+from .resource import (
+    API_VERSION,
+    GROUP,
+    LABEL_APP,
+    LABEL_SCHEDULE,
+    LABEL_SCHEDULE_UID,
+    LABEL_TICK,
+    PLURAL,
+    SCHEDULE_KIND,
+    SCHEDULE_PLURAL,
+    VERSION,
+)
+from .validation import check_app_name, check_arguments, check_task_name, parse_time
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "limetask-schedules"
 LABEL_SOURCE = f"{GROUP}/schedule-source"
 ENTRY_POINT_GROUP = "limetask.scheduled_tasks"
 NAME_MAX = 52  # a run is named {schedule}-{tick}: 52 + 1 + 10 characters
+NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 POLICIES = ("Allow", "Forbid", "Replace")
+# What a scheduled tasks module may be: a dotted module name, never a path or a relative import.
+MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+NOT_INSTALLED = (f"schedules are not installed in this cluster (no {SCHEDULE_PLURAL}.{GROUP} resource): install "
+                 f"the CRDs from crds/ or the Helm chart")
 
 
 def _field(value: Any, what: str, low: int, high: int) -> str:
@@ -143,6 +159,56 @@ class ScheduledTask:
             raise InvalidTaskError(f"session must be a TaskSession, not {type(self.session).__name__}")
 
 
+def run_schedule_uid(meta: Mapping[str, Any]) -> str:
+    """The UID of the schedule a LimeTask says it is a run of: its label, or the owner reference
+    that runs made before the label carried ("" for none)."""
+    uid = (meta.get("labels") or {}).get(LABEL_SCHEDULE_UID)
+    if uid:
+        return str(uid)
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("kind") == SCHEDULE_KIND and \
+                str(ref.get("apiVersion") or "").startswith(f"{GROUP}/"):
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def run_tick(meta: Mapping[str, Any]) -> int:
+    """The tick (Unix seconds) a LimeTask says it is a run for (0 for none)."""
+    try:
+        return int((meta.get("labels") or {}).get(LABEL_TICK) or 0)
+    except ValueError:
+        return 0
+
+
+def is_run_of(schedule: Mapping[str, Any], *, name: str, schedule_uid: str, app: Any, task: Any, tick: int) -> bool:
+    """Whether a LimeTask is really this schedule's run: made for this schedule's UID (one
+    deleted and made again under the same name is another), of its application and task, and
+    named after its tick. The schedule's label alone proves nothing: whoever may create
+    LimeTasks may set it."""
+    meta, spec = schedule.get("metadata") or {}, schedule.get("spec") or {}
+    return (bool(meta.get("uid")) and schedule_uid == meta.get("uid") and app == spec.get("app")
+            and task == spec.get("task") and name == f"{meta.get('name')}-{tick}")
+
+
+def is_run_body_of(schedule: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """`is_run_of` for a LimeTask as the API gives it."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    return is_run_of(schedule, name=str(meta.get("name") or ""), schedule_uid=run_schedule_uid(meta),
+                     app=spec.get("app"), task=spec.get("task"), tick=run_tick(meta))
+
+
+def is_archived_run_of(schedule: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether an archived task (lime_task.archive.body_of) is a run of this schedule, as far as
+    the archive can tell (it keeps no labels): of its application and task, and named after a
+    tick after the schedule was made (an earlier schedule of the same name made the others)."""
+    meta, spec = schedule.get("metadata") or {}, schedule.get("spec") or {}
+    task_meta, task_spec = body.get("metadata") or {}, body.get("spec") or {}
+    m = re.fullmatch(rf"{re.escape(str(meta.get('name')))}-(\d{{1,12}})", str(task_meta.get("name") or ""))
+    made = parse_time(meta.get("creationTimestamp"))
+    return (m is not None and task_spec.get("app") == spec.get("app") and task_spec.get("task") == spec.get("task")
+            and (made is None or int(m.group(1)) > made.timestamp()))
+
+
 def _slug(text: str, size: int) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:size].strip("-") or "x"
 
@@ -224,18 +290,40 @@ def load_registered(module: str | None = None) -> tuple[list[ScheduledTask], str
                                f"'{ENTRY_POINT_GROUP}' entry point (limetask generate scheduled-tasks does)")
     found: list[ScheduledTask] = []
     for name in modules:
+        if not isinstance(name, str) or not MODULE_RE.fullmatch(name):
+            raise InvalidTaskError(f"cannot import {name!r}: not a module name (a dotted name such as "
+                                   f"acme_solution.tasks.scheduled_tasks)")
         try:
             mod = importlib.import_module(name)
         except ImportError as exc:
             raise InvalidTaskError(f"cannot import {name!r}: {exc}") from None
+        except SystemExit as exc:
+            raise InvalidTaskError(f"importing {name!r} called sys.exit({exc.code!r}): a scheduled tasks module "
+                                   f"must not exit when imported") from None
+        except Exception as exc:  # noqa: BLE001 - the solution's own code: one line that says where
+            raise InvalidTaskError(f"importing {name!r} raised {_raised(exc)}") from None
         register: Callable[[], Any] | None = getattr(mod, "register_scheduled_tasks", None)
         if not callable(register):
             raise InvalidTaskError(f"{name!r} has no register_scheduled_tasks() function")
-        items = register()
+        try:
+            items = register()
+        except SystemExit as exc:
+            raise InvalidTaskError(f"{name}.register_scheduled_tasks() called sys.exit({exc.code!r})") from None
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise InvalidTaskError(f"{name}.register_scheduled_tasks() raised {_raised(exc)}") from None
         if not isinstance(items, (list, tuple)):
             raise InvalidTaskError(f"{name}.register_scheduled_tasks() must return a list of ScheduledTask")
         found += list(items)
     return found, ",".join(modules)
+
+
+def _raised(exc: BaseException) -> str:
+    """An exception of a solution's code in one line: its type, message, and where it was raised."""
+    import traceback
+
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ is not None else []
+    place = f" (at {os.path.basename(where[0].filename)}:{where[0].lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}" if str(exc) else f"{type(exc).__name__}{place}"
 
 
 def _declared_modules() -> list[str]:
@@ -265,16 +353,18 @@ def apply_resources(client: Any, resources: list[dict[str, Any]], source: str,
                     prune_apps: Iterable[str] | None = None) -> list[str]:
     """Create or replace each schedule (its status stays); with `prune_apps`, delete the schedules
     of this source and these applications that are not among `resources`. What was done, a line each."""
-    from .resource import SCHEDULE_PLURAL, VERSION
-
     api, ns, lines = _schedules_api(client), client.namespace, []
     for body in resources:
         name = body["metadata"]["name"]
         existing = client._read_or_none("read schedule", api.get_namespaced_custom_object, GROUP, VERSION, ns,
                                         SCHEDULE_PLURAL, name)
         if existing is None:
-            client._read_checked(f"create schedule {name}", api.create_namespaced_custom_object, GROUP, VERSION, ns,
-                                 SCHEDULE_PLURAL, body)
+            try:
+                client._read_checked(f"create schedule {name}", api.create_namespaced_custom_object, GROUP,
+                                     VERSION, ns, SCHEDULE_PLURAL, body)
+            except NotFoundError:
+                _list(client, limit=1)  # says so when schedules are not installed
+                raise
             lines.append(f"created     {name}  ({body['spec']['task']} for {body['spec']['app']}, "
                          f"{body['spec']['schedule']})")
             continue
@@ -292,9 +382,7 @@ def apply_resources(client: Any, resources: list[dict[str, Any]], source: str,
         wanted = {b["metadata"]["name"] for b in resources}
         apps = set(prune_apps)
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SOURCE}={_slug(source, 63)}"
-        listed = client._read_checked("list schedules", api.list_namespaced_custom_object, GROUP, VERSION, ns,
-                                      SCHEDULE_PLURAL, label_selector=selector)
-        for item in listed.get("items") or []:
+        for item in _list(client, label_selector=selector).get("items") or []:
             name = item["metadata"]["name"]
             if name not in wanted and (item.get("spec") or {}).get("app") in apps:
                 client._read_checked(f"delete schedule {name}", api.delete_namespaced_custom_object, GROUP, VERSION,
@@ -314,18 +402,26 @@ def _same_spec(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
         k in wanted or SPEC_DEFAULTS.get(k, object()) == v for k, v in stored.items())
 
 
+def _list(client: Any, **params: Any) -> dict[str, Any]:
+    """A listing of the namespace's schedules; `ClusterError` saying so when they are not installed
+    (a namespaced list is 404 only when the resource is not served)."""
+    try:
+        listed: dict[str, Any] = client._read_checked("list schedules",
+                                                      _schedules_api(client).list_namespaced_custom_object, GROUP,
+                                                      VERSION, client.namespace, SCHEDULE_PLURAL, **params)
+    except NotFoundError:
+        raise ClusterError(NOT_INSTALLED) from None
+    return listed
+
+
 def list_schedules(client: Any, app: str | None = None) -> list[dict[str, Any]]:
     """The namespace's schedules (of one application, if given), in the API's plain form."""
-    from .resource import SCHEDULE_PLURAL, VERSION
-
     # As with tasks, the label is only a filter on the server: kubectl-made schedules may not
     # carry it, and spec.app decides.
     selectors = [f"{LABEL_APP}={check_app_name(app)}", f"!{LABEL_APP}"] if app else [""]
     items: list[dict[str, Any]] = []
     for selector in selectors:
-        listed = client._read_checked("list schedules", _schedules_api(client).list_namespaced_custom_object, GROUP,
-                                      VERSION, client.namespace, SCHEDULE_PLURAL, label_selector=selector)
-        items += listed.get("items") or []
+        items += _list(client, label_selector=selector).get("items") or []
     out = []
     for item in items:
         spec, st = item.get("spec") or {}, item.get("status") or {}
@@ -340,15 +436,50 @@ def list_schedules(client: Any, app: str | None = None) -> list[dict[str, Any]]:
     return sorted(out, key=lambda s: s["name"])
 
 
-def schedule_runs(client: Any, name: str, app: str | None = None) -> list[Any]:
-    """A schedule's runs in the cluster (TaskStatus), newest first; of one application, if given."""
-    from .resource import LABEL_SCHEDULE, PLURAL, VERSION
+def get_schedule(client: Any, name: str, app: str | None = None) -> dict[str, Any]:
+    """A schedule as the API gives it; `NotFoundError` when there is none of that name (or it is
+    another application's, if `app` is given: the two look the same)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
+        raise NotFoundError(f"schedule {name!r} not found")
+    # A listing by name, not a get: what may list schedules (the HTTP endpoint) needs no more.
+    listed = _list(client, field_selector=f"metadata.name={name}").get("items") or []
+    body = next((b for b in listed if (b.get("metadata") or {}).get("name") == name), None)
+    if body is None or (app is not None and (body.get("spec") or {}).get("app") != app):
+        raise NotFoundError(f"schedule {name!r} not found")
+    return dict(body)
+
+
+def live_runs(client: Any, schedule: Mapping[str, Any]) -> list[Any]:
+    """A schedule's runs in the cluster (TaskStatus), newest first: only its own (is_run_of)."""
     from .status import TaskStatus
 
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name or "") or len(name) > NAME_MAX:
-        raise InvalidTaskError(f"invalid schedule name {name!r}")
+    name = (schedule.get("metadata") or {}).get("name")
     listed = client._read_checked("list runs", _schedules_api(client).list_namespaced_custom_object, GROUP, VERSION,
                                   client.namespace, PLURAL, label_selector=f"{LABEL_SCHEDULE}={name}")
-    runs = [TaskStatus.from_resource(item, client) for item in listed.get("items") or []]
-    runs = [r for r in runs if app is None or r.app == app]
+    runs = [TaskStatus.from_resource(item, client) for item in listed.get("items") or []
+            if is_run_body_of(schedule, item)]
+    return _newest_first(runs)
+
+
+def schedule_runs(client: Any, name: str, app: str | None = None, limit: int = 100, archive: bool = True
+                  ) -> list[Any]:
+    """A schedule's runs (TaskStatus), newest first, at most `limit`: those in the cluster, then
+    (with the results API, `archive`) the archived ones. `NotFoundError` when there is no such
+    schedule (of the application, if `app` is given)."""
+    from .status import TaskStatus
+
+    schedule = get_schedule(client, name, app)
+    runs = live_runs(client, schedule)
+    results = getattr(client, "results", None)
+    if archive and results is not None and len(runs) < limit:
+        seen = {r.id for r in runs}
+        app_name = str((schedule.get("spec") or {}).get("app"))
+        for found in results.schedule_runs(app_name, name, limit, namespace=client.namespace) or []:
+            st = TaskStatus.from_dict(found, client)
+            if st.archived and st.id not in seen:
+                runs.append(st)
+    return _newest_first(runs)[:limit]
+
+
+def _newest_first(runs: list[Any]) -> list[Any]:
     return sorted(runs, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True)

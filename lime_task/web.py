@@ -673,15 +673,23 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
         return listed(task_client(), app)
 
     @schedules.get("/{name}/runs", response_model=list[TaskStatusBody], summary="List a schedule's runs",
-                   responses={**_doc(404, "no such schedule for this application")})
-    def schedule_runs(app: authorized("list"), name: str) -> list[dict[str, Any]]:  # type: ignore[valid-type]
-        """The runs of one of the application's schedules in the cluster, newest first."""
-        from .schedule import list_schedules as listed
-        from .schedule import schedule_runs as runs
+                   responses={**_doc(404, "no such schedule for this application"),
+                              **_doc(503, "the cluster or the archive cannot be reached")})
+    def schedule_runs(app: authorized("list"), name: str,  # type: ignore[valid-type]
+                      limit: LimitQuery = 100) -> list[dict[str, Any]]:
+        """The runs of one of the application's schedules, newest first: those in the cluster,
+        then the archived ones."""
+        from .schedule import get_schedule, is_archived_run_of, live_runs
 
-        if name not in {s["name"] for s in listed(task_client(), app)}:
-            raise NotFoundError(f"schedule {name!r} not found")
-        return [s.to_dict() for s in runs(task_client(), name, app)]
+        schedule = get_schedule(task_client(), name, app)
+        live = live_runs(task_client(), schedule)[:limit]
+        items = [s.to_dict() for s in live]
+        if reader is not None and len(items) < limit:
+            page = _archive_call(lambda: reader.search(
+                namespace(), apps=[app], task=schedule["spec"].get("task"), name_prefix=f"{name}-",
+                exclude=[s.id for s in live], limit=limit - len(items)))
+            items += [_archived_dict(b) for b in page.items if is_archived_run_of(schedule, b)]
+        return items
 
     app.include_router(schedules)
 

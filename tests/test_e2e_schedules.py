@@ -1,4 +1,5 @@
-"""LimeTaskSchedules end to end: runs at each tick, Forbid, Replace, downtime, two replicas.
+"""LimeTaskSchedules end to end: runs at each tick, Forbid, Replace, downtime, two replicas, a
+deleted schedule, a paused queue, and history with the archive.
 
 The session's operator accepts seconds-level schedules (`@every Ns`, LIMETASK_SCHEDULE_SECONDS:
 tests only), so that ticks come every few seconds rather than every minute.
@@ -12,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import Cluster, Operator, start_replicas, wait_until
+from conftest import Cluster, Operator, archive_rows, archive_url, broker_url, start_replicas, wait_until
 from kubernetes import client
 
 from lime_task import FAILURE, SUCCESS
@@ -49,18 +50,32 @@ def state(run: dict[str, Any]) -> str:
     return str((run.get("status") or {}).get("state") or "PENDING")
 
 
+def suspend(api_client: Any, namespace: str, name: str) -> None:
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetaskschedules", name, {"spec": {"suspend": True}})
+
+
+def schedule_uid(api_client: Any, namespace: str, name: str) -> str:
+    return str(client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetaskschedules", name)["metadata"]["uid"])
+
+
 def test_a_schedule_makes_one_run_per_tick(cluster: Cluster, api_client: Any, namespace: str,
                                            running_operator: Operator) -> None:
-    name = make_schedule(api_client, namespace, 3, successfulRunsHistoryLimit=2)
+    every = 5  # Allow: a run must start before the next tick (its expiry)
+    name = make_schedule(api_client, namespace, every, successfulRunsHistoryLimit=2)
     wait_until(lambda: sum(state(r) == SUCCESS for r in runs(api_client, namespace, name)) >= 2, timeout=60,
                message="two successful runs")
     found = runs(api_client, namespace, name)
     ticks = [int(r["metadata"]["labels"]["limetask.io/tick"]) for r in found]
-    assert all(t % 3 == 0 for t in ticks) and len(set(ticks)) == len(ticks)
+    assert all(t % every == 0 for t in ticks) and len(set(ticks)) == len(ticks)
     assert all(r["metadata"]["name"] == f"{name}-{t}" for r, t in zip(found, ticks, strict=True))
     first = found[0]
     assert first["spec"]["task"] == f"{T}.add" and first["spec"]["args"] == [1, 2]
-    assert first["metadata"]["ownerReferences"][0]["kind"] == "LimeTaskSchedule"
+    # Made for this schedule (its UID), not owned by it, and expiring at the next tick.
+    assert first["metadata"]["labels"]["limetask.io/schedule-uid"] == schedule_uid(api_client, namespace, name)
+    assert not first["metadata"].get("ownerReferences")
+    assert first["spec"]["expires"].startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ticks[0] + every)))
     assert (first.get("status") or {}).get("result") in (3, None)
     st = wait_until(lambda: (s := schedule_status(api_client, namespace, name)).get("lastSuccessfulTime") and s,
                     timeout=30, message="lastSuccessfulTime")
@@ -70,8 +85,9 @@ def test_a_schedule_makes_one_run_per_tick(cluster: Cluster, api_client: Any, na
     wait_until(lambda: sum(state(r) == SUCCESS for r in runs(api_client, namespace, name)) <= 2, timeout=20,
                message="the history limit")
     table = cluster.run_kubectl("get", "lts", name, namespace=namespace).stdout
-    assert table.split()[:9] == ["NAME", "TASK", "APP", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST",
-                                 "SCHEDULE"], table
+    assert table.split()[:10] == ["NAME", "TASK", "APP", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST",
+                                  "SCHEDULE", "READY"], table
+    assert table.splitlines()[1].split()[-2] == "True", table
     # Suspended: no new runs.
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
         "limetask.io", "v1alpha1", namespace, "limetaskschedules", name, {"spec": {"suspend": True}})
@@ -175,10 +191,44 @@ def test_runs_are_listed_with_their_schedule(api_client: Any, namespace: str, ru
     wait_until(lambda: runs(api_client, namespace, name), timeout=30, message="a run")
     listed = cluster.run_kubectl("get", "lt", "-l", f"limetask.io/schedule={name}", "-o", "json", namespace=namespace)
     assert json.loads(listed.stdout)["items"]
+
+
+def test_deleting_a_schedule_lets_its_running_run_finish_and_announce_it(
+        api_client: Any, namespace: str, running_operator: Operator) -> None:
+    """No owner reference: a deleted schedule's run in progress ends as a task does, with its
+    event, and nothing of it leaves the cluster with the schedule."""
+    name = make_schedule(api_client, namespace, 3, task="sleep", args=[6], concurrencyPolicy="Forbid")
+    started = wait_until(lambda: next((r for r in runs(api_client, namespace, name) if state(r) == "STARTED"), None),
+                         timeout=60, message="a run to start")
     client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
         "limetask.io", "v1alpha1", namespace, "limetaskschedules", name)
-    # Its runs go with it (owner references), as a CronJob's Jobs do.
-    wait_until(lambda: not runs(api_client, namespace, name), timeout=60, message="the runs to go")
+    wait_until(lambda: not [s for s in client.CustomObjectsApi(api_client).list_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetaskschedules")["items"] if s["metadata"]["name"] == name],
+        timeout=30, message="the schedule to go")
+    made = {r["metadata"]["name"] for r in runs(api_client, namespace, name)}
+    done = wait_until(lambda: next((r for r in runs(api_client, namespace, name)
+                                    if r["metadata"]["name"] == started["metadata"]["name"] and state(r) == SUCCESS
+                                    and (r["status"].get("event") or {}).get("confirmed")), None),
+                      timeout=60, message="the deleted schedule's run to finish, its event confirmed")
+    assert done["status"]["result"] == "slept 6s" and done["status"]["attempts"] == 1
+    time.sleep(4)  # a tick or more: the deleted schedule makes no run
+    assert {r["metadata"]["name"] for r in runs(api_client, namespace, name)} == made
+
+
+def test_an_invalid_schedule_says_so_and_makes_no_runs(api_client: Any, namespace: str, cluster: Cluster,
+                                                       running_operator: Operator) -> None:
+    name = f"s-{uuid.uuid4().hex[:6]}"
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetaskschedules",
+        {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTaskSchedule", "metadata": {"name": name},
+         "spec": {"task": f"{T}.add", "app": APP, "args": [1, 2], "schedule": "*/2 * * * * *"}})
+    st = wait_until(lambda: (s := schedule_status(api_client, namespace, name)).get("problem") and s, timeout=30,
+                    message="the problem")
+    assert "it has 6 fields, and a schedule takes 5" in st["problem"]
+    table = cluster.run_kubectl("get", "lts", name, "-o", "wide", namespace=namespace).stdout
+    assert "READY" in table and " False " in table and "6 fields" in table, table
+    time.sleep(3)
+    assert runs(api_client, namespace, name) == []
 
 
 MODULE = '''
@@ -263,3 +313,112 @@ def test_the_http_endpoint_shows_an_applications_schedules_and_runs(
     assert http.get(f"/v1/apps/{APP}/schedules", headers=theirs).status_code == 401
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
         "limetask.io", "v1alpha1", namespace, "limetaskschedules", name, {"spec": {"suspend": True}})
+
+
+@pytest.fixture
+def paused_queue(api_client: Any) -> Any:
+    """A queue that starts nothing (maxRunning 0), deleted afterwards."""
+    name = f"paused-{uuid.uuid4().hex[:6]}"
+    api = client.CustomObjectsApi(api_client)
+    api.create_cluster_custom_object("limetask.io", "v1alpha1", "limetaskqueues", {
+        "apiVersion": "limetask.io/v1alpha1", "kind": "LimeTaskQueue", "metadata": {"name": name},
+        "spec": {"maxRunning": 0}})
+    yield name
+    api.delete_cluster_custom_object("limetask.io", "v1alpha1", "limetaskqueues", name)
+
+
+def test_runs_never_pile_up_behind_a_paused_queue(api_client: Any, namespace: str, paused_queue: str,
+                                                  running_operator: Operator) -> None:
+    """Allow: a run that has not started by the next tick expires. Replace: the waiting run is
+    never cancelled for a new one that would only wait behind it; it stands for the ticks."""
+    allowed = make_schedule(api_client, namespace, 3, queue=paused_queue, failedRunsHistoryLimit=20)
+    replaced = make_schedule(api_client, namespace, 3, queue=paused_queue, concurrencyPolicy="Replace")
+    most_waiting = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        most_waiting = max(most_waiting, sum(state(r) == "PENDING" for r in runs(api_client, namespace, allowed)))
+        time.sleep(0.5)
+    suspend(api_client, namespace, allowed)
+    suspend(api_client, namespace, replaced)
+    found = wait_until(lambda: (f := runs(api_client, namespace, allowed)) and all(state(r) == FAILURE
+                                                                                    for r in f[:-1]) and f,
+                       timeout=30, message="the earlier runs to expire")
+    assert len(found) >= 4, [r["metadata"]["name"] for r in found]
+    assert {r["status"]["error"]["reason"] for r in found[:-1]} == {"Expired"}
+    assert most_waiting <= 2  # the one waiting, and the next made as it expires
+    [waiting] = runs(api_client, namespace, replaced)
+    assert state(waiting) == "PENDING" and not (waiting["metadata"].get("annotations") or {}).get(
+        "limetask.io/cancel")
+    st = schedule_status(api_client, namespace, replaced)
+    assert st["skipped"] >= 3 and "has not started yet" in st["lastSkipReason"], st
+    assert st["active"] == [{"name": waiting["metadata"]["name"]}]
+
+
+# -- history with the archive (last in this module: it stops the session operator) ----------------
+
+@pytest.fixture
+def archiving_operator(cluster: Cluster, operator: Operator, archive_db: str, archive_proxy: Any,
+                       broker_proxy: Any, tmp_path: Any) -> Any:
+    """The session operator makes way for one with the archive (through a proxy a test switches
+    off) and a keep time of 2 s; it is back afterwards."""
+    operator.stop()
+    archived = Operator(cluster, tmp_path, extra_env={
+        "LIMETASK_BROKER_URL": broker_url(broker_proxy.port), "LIMETASK_EVENT_RETRY_MAX_SECONDS": "2",
+        "LIMETASK_ARCHIVE_URL": archive_url(archive_proxy.port, archive_db.rsplit("/", 1)[1]),
+        "LIMETASK_ARCHIVE_KEEP_SECONDS": "2", "LIMETASK_SCHEDULE_SECONDS": "true"})
+    archived.start()
+    yield archived
+    archived.stop()
+    archive_proxy.enable()
+    operator.start()
+
+
+@pytest.mark.archive
+def test_history_limit_zero_leaves_nothing_unarchived(cluster: Cluster, api_client: Any, namespace: str,
+                                                      archiving_operator: Operator, archive_db: str,
+                                                      archive_proxy: Any) -> None:
+    """With the limits at 0, each run leaves as soon as it may: once archived, never before, not
+    even while the archive is down. The endpoint lists the archived runs with the live ones."""
+    from fastapi.testclient import TestClient
+
+    from lime_task import TaskClient
+    from lime_task.web import create_app
+
+    name = make_schedule(api_client, namespace, 3, successfulRunsHistoryLimit=0, failedRunsHistoryLimit=0,
+                         concurrencyPolicy="Forbid")
+    seen: set[str] = set()
+
+    def finished() -> list[str]:
+        found = runs(api_client, namespace, name)
+        seen.update(r["metadata"]["name"] for r in found)
+        return [r["metadata"]["name"] for r in found if state(r) in (SUCCESS, FAILURE)]
+
+    def archived() -> set[str]:
+        return {row[0] for row in archive_rows(archive_db, namespace)}
+
+    # With the archive up: each run is archived, then leaves.
+    wait_until(lambda: finished() is not None and len(seen & archived()) >= 2, timeout=90,
+               message="two runs archived")
+    archive_proxy.disable()
+    try:
+        # While the archive is down, finished runs stay in the cluster: none is lost.
+        wait_until(lambda: len(set(finished()) - archived()) >= 2, timeout=90,
+                   message="finished runs kept during the outage")
+        kept = set(finished()) - archived()
+        time.sleep(4)  # ticks, passes of the scheduler, and the archive's keep time go by
+        assert kept <= set(finished())
+    finally:
+        archive_proxy.enable()
+    suspend(api_client, namespace, name)
+    wait_until(lambda: not finished() and not runs(api_client, namespace, name) and seen <= archived(),
+               timeout=120, message="every run archived, then gone")
+    rows = {row[0]: row for row in archive_rows(archive_db, namespace)}
+    assert kept <= set(rows) and {rows[n][2] for n in seen} == {SUCCESS} and {rows[n][3] for n in seen} == {APP}
+    # The endpoint lists a schedule's runs from the archive too.
+    token = "t-" + uuid.uuid4().hex
+    http = TestClient(create_app(client=TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace, results_url=""),
+                                 tokens={APP: token}, imports=[], archive=archive_db))
+    listed = http.get(f"/v1/apps/{APP}/schedules/{name}/runs?limit=1000", headers={"Authorization": f"Bearer {token}"})
+    assert listed.status_code == 200, listed.text
+    assert runs(api_client, namespace, name) == []  # suspended, and every run gone: all of them archived
+    assert seen <= {r["id"] for r in listed.json()} and all(r["archived"] for r in listed.json())

@@ -108,6 +108,24 @@ class Archiver:
         self.m.pending.set(len(self.pending))
         self.wake.set()
 
+    def has_archived(self, key: Key, uid: str) -> bool:
+        """Whether this incarnation of the task is written to the archive and awaits deletion."""
+        return self.archived.get(key) == uid
+
+    async def holds_run(self, namespace: str, name: str, app: str, task: str) -> bool:
+        """Whether the archive holds a task of this name, application and task: the scheduler
+        asks before it makes a run (one query on the name's index). Raises ArchiveDown, or the
+        database's error, when the archive cannot say; never waits for a pool to open."""
+        pool = self.pool
+        if pool is None or self.up is not True:
+            raise ArchiveDown("the archive is not reachable now")
+        async with pool.connection(timeout=5) as conn:
+            async with conn.transaction():
+                cur = await conn.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE namespace = %s AND name = %s "
+                                         "AND app = %s AND task = %s)", (namespace, name, app, task))
+                row = await cur.fetchone()
+        return bool(row and row[0])
+
     def forget(self, key: Key) -> None:
         """The LimeTask is gone (deleted by us or anyone): nothing left to archive or delete."""
         known = self.pending.pop(key, None)

@@ -24,17 +24,26 @@ def api_error(status: int, message: str) -> ApiException:
 
 
 class FakeCustomObjects:
-    """The few calls of `CustomObjectsApi` the client makes, over lists of objects."""
+    """The few calls of `CustomObjectsApi` the client makes, over lists of objects: LimeTasks in
+    `tasks`, LimeTaskSchedules in `schedules`; the resources named in `missing` are not installed."""
 
     def __init__(self, tasks: list[dict[str, Any]] | None = None, queues: list[dict[str, Any]] | None = None,
-                 queues_error: ApiException | None = None) -> None:
+                 queues_error: ApiException | None = None, schedules: list[dict[str, Any]] | None = None,
+                 missing: tuple[str, ...] = ()) -> None:
         self.tasks = list(tasks or [])
         self.queues = list(queues or [])
         self.queues_error = queues_error
         self.tasks_error: ApiException | None = None
+        self.schedules = list(schedules or [])
+        self.missing = set(missing)
         self.created: list[dict[str, Any]] = []
         self.listed = 0
         self.timeouts: list[Any] = []  # the `_request_timeout` of each call
+
+    def _objects(self, plural: str) -> list[dict[str, Any]]:
+        if plural in self.missing:
+            raise api_error(404, "the server could not find the requested resource")
+        return self.schedules if plural == "limetaskschedules" else self.tasks
 
     @staticmethod
     def _answer(obj: Any, preload: bool) -> Any:
@@ -43,20 +52,21 @@ class FakeCustomObjects:
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                         body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         self.timeouts.append(kwargs.get("_request_timeout"))
+        objects = self._objects(plural)
         created = copy.deepcopy(body)
         created["metadata"].update(namespace=namespace, creationTimestamp="2026-05-01T10:00:00Z",
                                    resourceVersion="1")
         self.created.append(copy.deepcopy(body))
-        self.tasks.append(created)
+        objects.append(created)
         return created
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
                                      _preload_content: bool = True, **kwargs: Any) -> Any:
         self.timeouts.append(kwargs.get("_request_timeout"))
-        for t in self.tasks:
+        for t in self._objects(plural):
             if t["metadata"]["name"] == name:
                 return self._answer(t, _preload_content)
-        raise api_error(404, f"limetasks.limetask.io {name!r} not found")
+        raise api_error(404, f"{plural}.limetask.io {name!r} not found")
 
     def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                       _preload_content: bool = True, label_selector: str = "",
@@ -64,9 +74,9 @@ class FakeCustomObjects:
         """Pages as the API server's do: `limit`, and a `continue` token for the rest (here, the
         position of the next object); `listed` counts the objects answered."""
         self.timeouts.append(kwargs.get("_request_timeout"))
-        if self.tasks_error is not None:
+        if self.tasks_error is not None and plural == "limetasks":
             raise self.tasks_error
-        items = [t for t in self.tasks if selected(t, label_selector)]
+        items = [t for t in self._objects(plural) if selected(t, label_selector)]
         start = 0
         if _continue:
             if not _continue.startswith("at-") or not _continue[3:].isdigit():

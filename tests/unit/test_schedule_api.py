@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +16,7 @@ import yaml
 from lime_task import task
 from lime_task.errors import InvalidArgumentsError, InvalidTaskError
 from lime_task.schedule import CronTab, ScheduledTask, TaskSession, load_registered, schedule_resources, to_yaml
+from tests.unit.fake_api import FakeCustomObjects, fake_client, live_task
 
 
 @task(name="tests.schedule.my_task", timeout=600)
@@ -109,3 +116,197 @@ def test_scheduled_tasks_are_found_by_module_and_entry_point() -> None:
         load_registered("acme_solution.tasks.lime")
     with pytest.raises(InvalidTaskError, match="cannot import"):
         load_registered("no_such_module_here")
+
+
+# -- loading a solution's scheduled tasks: one line and exit 2 for whatever the module does ---------
+
+BAD_MODULES = {
+    "raises_at_import": 'raise RuntimeError("boom at import: no settings")\n',
+    "register_raises": 'def register_scheduled_tasks():\n    raise ValueError("no tenant configured")\n',
+    "exits_at_import": 'import sys\nsys.exit(0)\n',
+    "register_exits": 'def register_scheduled_tasks():\n    import sys\n    sys.exit(3)\n',
+    "imports_missing": 'import no_such_dependency_here\n',
+}
+
+
+@pytest.mark.parametrize("module, fragment", [
+    ("raises_at_import", "importing 'raises_at_import' raised RuntimeError: boom at import: no settings"),
+    ("register_raises", "register_raises.register_scheduled_tasks() raised ValueError: no tenant configured"),
+    ("exits_at_import", "importing 'exits_at_import' called sys.exit(0)"),
+    ("register_exits", "register_exits.register_scheduled_tasks() called sys.exit(3)"),
+    ("imports_missing", "cannot import 'imports_missing': No module named 'no_such_dependency_here'"),
+    ("../etc/passwd", "cannot import '../etc/passwd': not a module name (a dotted name such as "
+                      "acme_solution.tasks.scheduled_tasks)"),
+    ("acme_solution.", "cannot import 'acme_solution.': not a module name"),
+])
+def test_a_module_that_fails_is_one_line_and_exit_2(module: str, fragment: str, tmp_path: Path) -> None:
+    for name, text in BAD_MODULES.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMETASK_")}
+    env.update(PYTHONPATH=str(tmp_path), LIMETASK_KUBECONFIG=str(tmp_path / "none"))
+    for command in ("render", "apply"):
+        proc = subprocess.run([sys.executable, "-m", "lime_task.cli", "schedules", command, "--module", module,
+                               "--app", "app-one"], capture_output=True, text=True, env=env, timeout=60)
+        detail = (command, proc.returncode, proc.stderr[-2000:])
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, detail
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: InvalidTaskError: ") and fragment in lines[0], detail
+        assert proc.stdout == ""
+
+
+def test_load_registered_says_what_the_module_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, text in BAD_MODULES.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in BAD_MODULES:
+        with pytest.raises(InvalidTaskError, match=name):
+            load_registered(name)
+        sys.modules.pop(name, None)
+
+
+# -- the command line and the HTTP endpoint, against a fake API ------------------------------------
+
+def schedule_resource_body(name: str = "nightly", uid: str = "s-uid", app: str = "app-one", **status: Any
+                           ) -> dict[str, Any]:
+    return {"apiVersion": "limetask.io/v1alpha1", "kind": "LimeTaskSchedule",
+            "metadata": {"name": name, "namespace": "solutions", "uid": uid, "resourceVersion": "3",
+                         "creationTimestamp": "2026-05-01T08:30:00Z", "labels": {"limetask.io/app": app}},
+            "spec": {"task": "acme_solution.tasks.lime.add", "app": app, "schedule": "0 * * * *", "args": [1, 2]},
+            "status": status}
+
+
+def run_of(tick: int, *, schedule: str = "nightly", uid: str = "s-uid", app: str = "app-one",
+           task: str = "acme_solution.tasks.lime.add", state: str = "SUCCESS") -> dict[str, Any]:
+    body = live_task(f"{schedule}-{tick}", app=app, task=task, state=state)
+    body["metadata"]["labels"].update({"limetask.io/schedule": schedule, "limetask.io/schedule-uid": uid,
+                                       "limetask.io/tick": str(tick)})
+    body["metadata"]["creationTimestamp"] = dt.datetime.fromtimestamp(tick, dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    return body
+
+
+TICK = 1777629600  # 2026-05-01T10:00:00Z, 90 minutes after the schedule was made
+
+
+class Results:
+    """The results API as `schedules runs` asks it: the endpoint's runs of a schedule."""
+
+    def __init__(self, items: list[dict[str, Any]] | None) -> None:
+        self.items = items
+        self.asked: list[tuple[str, str, int]] = []
+
+    def schedule_runs(self, app: str, name: str, limit: int) -> list[dict[str, Any]] | None:
+        self.asked.append((app, name, limit))
+        return self.items
+
+
+@pytest.fixture
+def fake_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjects:
+    """The commands' client talks to this fake instead of a cluster."""
+    import lime_task._cli
+
+    api = FakeCustomObjects()
+    client = fake_client(tmp_path, api)
+    monkeypatch.setattr(lime_task._cli, "_client", lambda *args, **kwargs: client)
+    api.client = client  # type: ignore[attr-defined]
+    return api
+
+
+def invoke(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from lime_task._cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("command", [["schedules", "list"], ["schedules", "runs", "nightly"],
+                                     ["schedules", "apply", "-m", "acme_solution.tasks.scheduled_tasks", "-a", "a"]])
+def test_without_the_schedule_crd_the_commands_say_so(fake_api: FakeCustomObjects, command: list[str]) -> None:
+    fake_api.missing.add("limetaskschedules")
+    result = invoke(*command)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ClusterError: schedules are not installed in this "
+                                                   "cluster (no limetaskschedules.limetask.io resource): install "
+                                                   "the CRDs"), lines
+
+
+def test_runs_of_no_such_schedule_are_not_found(fake_api: FakeCustomObjects) -> None:
+    fake_api.schedules = [schedule_resource_body()]
+    result = invoke("schedules", "runs", "nosuch")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == ["error: NotFoundError: schedule 'nosuch' not found"]
+
+
+def test_runs_are_the_schedules_own_and_archived_ones_too(fake_api: FakeCustomObjects) -> None:
+    from lime_task.status import TaskStatus
+
+    fake_api.schedules = [schedule_resource_body()]
+    mine = [run_of(TICK), run_of(TICK + 3600, state="STARTED")]
+    strangers = [run_of(TICK + 7200, app="app-two"), run_of(TICK + 10800, uid="earlier-schedule"),
+                 run_of(TICK + 14400, task="acme_solution.tasks.lime.fail")]
+    fake_api.tasks = mine + strangers
+    archived = TaskStatus.from_resource(run_of(TICK - 3600), archived=True).to_dict()
+    results = Results([TaskStatus.from_resource(mine[0]).to_dict(), archived])
+    fake_api.client.results = results  # type: ignore[attr-defined]
+    result = invoke("schedules", "runs", "nightly", "-o", "json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert [(r["id"], r["archived"]) for r in shown] == [(f"nightly-{TICK + 3600}", False),
+                                                         (f"nightly-{TICK}", False),
+                                                         (f"nightly-{TICK - 3600}", True)]
+    assert results.asked == [("app-one", "nightly", 100)]
+    text = invoke("schedules", "runs", "nightly", "--limit", "2")
+    assert text.exit_code == 0 and "(archived)" not in text.stdout and len(text.stdout.splitlines()) == 3
+
+
+def test_an_invalid_schedule_looks_invalid_in_the_list(fake_api: FakeCustomObjects) -> None:
+    problem = "invalid cron expression '* * * * * *': it has 6 fields, and a schedule takes 5"
+    fake_api.schedules = [schedule_resource_body(problem=problem), schedule_resource_body("fine", uid="u2")]
+    result = invoke("schedules", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("fine ") and lines[2].startswith("nightly ") and "INVALID" in lines[2]
+    assert lines[3] == f"  problem: {problem}"
+    listed = json.loads(invoke("schedules", "list", "-o", "json").stdout)
+    assert [s["problem"] for s in listed] == [None, problem]
+
+
+def test_the_http_endpoint_lists_a_schedules_runs_live_and_archived(fake_api: FakeCustomObjects,
+                                                                    tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lime_task.archive import Page
+    from lime_task.web import create_app
+
+    class Archive:
+        def __init__(self) -> None:
+            self.searched: list[dict[str, Any]] = []
+
+        def search(self, namespace: str, **filters: Any) -> Page:
+            self.searched.append(filters)
+            return Page([run_of(TICK - 3600), run_of(TICK - 7200, uid="earlier-schedule"),
+                         run_of(1777622400 - 3600), run_of(TICK - 10800, task="acme_solution.tasks.lime.addition"),
+                         {**run_of(TICK - 14400), "metadata": {**run_of(TICK - 14400)["metadata"],
+                                                               "name": "nightly-x"}}], None)
+
+    fake_api.schedules = [schedule_resource_body(), schedule_resource_body("theirs", uid="u3", app="app-two")]
+    fake_api.tasks = [run_of(TICK), run_of(TICK + 3600, app="app-two")]
+    archive = Archive()
+    http = TestClient(create_app(client=fake_client(tmp_path, fake_api), tokens={"app-one": "t1", "app-two": "t2"},
+                                 imports=[], archive=archive))  # type: ignore[arg-type]
+    mine = {"Authorization": "Bearer t1"}
+    shown = http.get("/v1/apps/app-one/schedules/nightly/runs", headers=mine)
+    assert shown.status_code == 200, shown.text
+    # Archived runs: of this schedule's task and application, named after a tick after it was made.
+    assert [(r["id"], r["archived"]) for r in shown.json()] == [(f"nightly-{TICK}", False),
+                                                                (f"nightly-{TICK - 3600}", True)]
+    assert archive.searched[0]["apps"] == ["app-one"] and archive.searched[0]["name_prefix"] == "nightly-"
+    assert archive.searched[0]["exclude"] == [f"nightly-{TICK}"]
+    assert http.get("/v1/apps/app-one/schedules/nightly/runs?limit=1", headers=mine).json()[0]["id"] == \
+        f"nightly-{TICK}"
+    missing = http.get("/v1/apps/app-one/schedules/nosuch/runs", headers=mine)
+    assert missing.status_code == 404 and missing.json()["detail"] == "schedule 'nosuch' not found"
+    theirs = http.get("/v1/apps/app-one/schedules/theirs/runs", headers=mine)
+    assert theirs.status_code == 404 and theirs.json()["detail"] == "schedule 'theirs' not found"
