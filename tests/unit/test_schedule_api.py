@@ -193,10 +193,10 @@ class Results:
 
     def __init__(self, items: list[dict[str, Any]] | None) -> None:
         self.items = items
-        self.asked: list[tuple[str, str, int]] = []
+        self.asked: list[tuple[str, str, int, str]] = []
 
-    def schedule_runs(self, app: str, name: str, limit: int) -> list[dict[str, Any]] | None:
-        self.asked.append((app, name, limit))
+    def schedule_runs(self, app: str, name: str, limit: int, *, namespace: str) -> list[dict[str, Any]] | None:
+        self.asked.append((app, name, limit, namespace))
         return self.items
 
 
@@ -256,7 +256,7 @@ def test_runs_are_the_schedules_own_and_archived_ones_too(fake_api: FakeCustomOb
     assert [(r["id"], r["archived"]) for r in shown] == [(f"nightly-{TICK + 3600}", False),
                                                          (f"nightly-{TICK}", False),
                                                          (f"nightly-{TICK - 3600}", True)]
-    assert results.asked == [("app-one", "nightly", 100)]
+    assert results.asked == [("app-one", "nightly", 100, fake_api.client.namespace)]  # type: ignore[attr-defined]
     text = invoke("schedules", "runs", "nightly", "--limit", "2")
     assert text.exit_code == 0 and "(archived)" not in text.stdout and len(text.stdout.splitlines()) == 3
 
@@ -283,6 +283,9 @@ def test_the_http_endpoint_lists_a_schedules_runs_live_and_archived(fake_api: Fa
     class Archive:
         def __init__(self) -> None:
             self.searched: list[dict[str, Any]] = []
+
+        def ping(self) -> None:
+            """Reachable (the endpoint's readiness asks)."""
 
         def search(self, namespace: str, **filters: Any) -> Page:
             self.searched.append(filters)
