@@ -6,22 +6,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import ARCHIVE_ADMIN_URL, REPO, archive_url
+from conftest import ARCHIVE_ADMIN_URL, ARCHIVE_HOST, ARCHIVE_PORT, REPO, archive_url, wait_until
 
 from lime_task.archive import (
     TABLE,
     ArchiveError,
     ArchiveReader,
+    ArchiveTimeout,
     Page,
+    ReadLimits,
     body_of,
     current_revision,
     decode_cursor,
@@ -239,11 +243,12 @@ def test_expired_partitions_by_name() -> None:
 
 
 def test_an_unreachable_archive_is_an_archive_error_without_the_password() -> None:
-    reader = ArchiveReader(archive_url(port=1), timeout=1)
+    reader = ArchiveReader(archive_url(port=1))
     try:
         with pytest.raises(ArchiveError) as info:
             reader.get("ns", "x", "app")
         assert "limetask:limetask" not in str(info.value)
+        assert ARCHIVE_HOST not in str(info.value) and "port 1" not in str(info.value)  # nor where it is
     finally:
         reader.close()
 
@@ -622,3 +627,185 @@ def test_the_dashboards_index_is_made_by_the_upgrade_from_the_first_schema() -> 
     finally:
         with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- reads under load, timeouts and outages ----------------------------------------------------
+
+def limits(**dashboard: Any) -> ReadLimits:
+    """The default limits with the dashboard's changed (a test's own pools, short waits)."""
+    d = ReadLimits()
+    return dataclasses.replace(d, dashboard=dataclasses.replace(d.dashboard, **dashboard), probe_every=0.2)
+
+
+def sleeping(url: str, application: str) -> int:
+    """How many pg_sleep statements of an application_name run now."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+                           "AND query LIKE 'SELECT pg_sleep%%'", (application,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_the_results_api_answers_while_the_dashboards_reads_are_all_busy(archive_db: str) -> None:
+    """Slow dashboard queries hold every dashboard connection: `get` and `list` of an archived
+    task still answer, on connections of their own; one more dashboard read is refused as busy."""
+    ns = own_namespace()
+    asyncio.run(write(archive_db, [finished("kept", namespace=ns)]))
+    reader = ArchiveReader(archive_db, limits(connections=2, timeout=120, wait=0.5))
+    dashboard = reader.limits.dashboard
+    outcomes: list[BaseException | None] = []
+
+    def slow() -> None:
+        try:
+            reader._fetch(dashboard, "SELECT pg_sleep(60)", ())  # a dashboard scan of a month, say
+            outcomes.append(None)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=slow) for _ in range(dashboard.connections)]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: sleeping(archive_db, "limetask-web-dashboard") == dashboard.connections, timeout=30,
+                   message="every dashboard connection busy")
+        with pytest.raises(ArchiveError, match="busy"):
+            reader.search(ns)
+        body = reader.get(ns, "kept", "app-a")
+        assert body is not None and body["metadata"]["name"] == "kept"
+        assert names(reader.list(ns, "app-a")) == ["kept"]
+        assert sleeping(archive_db, "limetask-web-dashboard") == dashboard.connections  # still busy meanwhile
+    finally:
+        with psycopg.connect(archive_db, autocommit=True) as conn:
+            conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                         "'limetask-web-dashboard'")
+        for t in threads:
+            t.join(30)
+        reader.close()
+    assert len(outcomes) == dashboard.connections and all(isinstance(o, ArchiveTimeout) for o in outcomes)
+
+
+def test_every_read_has_a_statement_timeout(archive_db: str) -> None:
+    d = ReadLimits()
+    reader = ArchiveReader(archive_db, dataclasses.replace(d, results=dataclasses.replace(d.results, timeout=0.2),
+                                                           dashboard=dataclasses.replace(d.dashboard, timeout=0.3)))
+    try:
+        for kind in (reader.limits.results, reader.limits.dashboard):
+            with pytest.raises(ArchiveTimeout, match=f"within {kind.timeout:g} s"):
+                reader._fetch(kind, "SELECT pg_sleep(30)", ())
+        assert reader.get(own_namespace(), "x", "app-a") is None  # the connection serves the next read
+        assert reader.state == "up"
+    finally:
+        reader.close()
+
+
+def test_the_limits_come_from_the_environment() -> None:
+    got = ReadLimits.from_env({"LIMETASK_ARCHIVE_RESULTS_TIMEOUT_SECONDS": "2.5",
+                               "LIMETASK_ARCHIVE_DASHBOARD_CONNECTIONS": "3",
+                               "LIMETASK_ARCHIVE_EXACT_COUNT_LIMIT": "5000"})
+    assert (got.results.timeout, got.results.connections) == (2.5, ReadLimits().results.connections)
+    assert (got.dashboard.timeout, got.dashboard.connections, got.exact_count_limit) == (
+        ReadLimits().dashboard.timeout, 3, 5000)
+    assert ReadLimits.from_env({}) == ReadLimits()
+    for var, raw in (("LIMETASK_ARCHIVE_RESULTS_TIMEOUT_SECONDS", "soon"),
+                     ("LIMETASK_ARCHIVE_DASHBOARD_CONNECTIONS", "0"),
+                     ("LIMETASK_ARCHIVE_DASHBOARD_TIMEOUT_SECONDS", "-1")):
+        with pytest.raises(InvalidTaskError, match=var):
+            ReadLimits.from_env({var: raw})
+
+
+def test_counts_beyond_the_limit_are_the_planners_estimates_and_say_so(archive_db: str) -> None:
+    ns = own_namespace()
+    views = [finished(f"e{i}", namespace=ns, state="FAILURE" if i % 4 == 0 else "SUCCESS",
+                      completed=at(i * 60, base=dt.datetime(2021, 3, 1, tzinfo=dt.timezone.utc))) for i in range(400)]
+    asyncio.run(write(archive_db, views))
+    with psycopg.connect(archive_db, autocommit=True) as conn:
+        conn.execute(f"ANALYZE {partition_name(dt.date(2021, 3, 1))}")
+    exact_reader = ArchiveReader(archive_db, dataclasses.replace(ReadLimits(), exact_count_limit=10_000))
+    estimating = ArchiveReader(archive_db, dataclasses.replace(ReadLimits(), exact_count_limit=100))
+    try:
+        exact = exact_reader.count_states(ns)
+        assert exact == {"SUCCESS": 300, "FAILURE": 100} and exact.estimated is False
+        estimate = estimating.count_states(ns)
+        assert estimate.estimated is True
+        assert set(estimate) == {"SUCCESS", "FAILURE"}
+        assert 150 <= estimate["SUCCESS"] <= 600 and 50 <= estimate["FAILURE"] <= 200, estimate
+        assert estimating.count_states(ns, apps=[]) == {}  # no application: nothing, counted
+        small = estimating.count_states(ns, reason="NoSuchReason")  # few rows: counted exactly
+        assert small == {} and small.estimated is False
+    finally:
+        exact_reader.close()
+        estimating.close()
+
+
+def test_an_archive_known_down_fails_reads_at_once_and_is_found_again(archive_db: str) -> None:
+    """Reads through a proxy that is switched off: the first one finds the archive down; the next
+    ones fail without asking it (no connection is tried); once it answers, reads do again."""
+    from tcpproxy import TcpProxy
+
+    ns = own_namespace()
+    asyncio.run(write(archive_db, [finished("back", namespace=ns)]))
+    proxy = TcpProxy(ARCHIVE_PORT, ARCHIVE_HOST)
+    reader = ArchiveReader(archive_url(port=proxy.port, database=archive_db.rsplit("/", 1)[1]), limits())
+    try:
+        assert reader.get(ns, "back", "app-a") is not None
+        assert reader.state == "up"
+        proxy.disable()
+        with pytest.raises(ArchiveError, match="cannot be reached"):
+            reader.get(ns, "back", "app-a")
+        assert reader.state == "down"
+        tried: list[str] = []
+        for name, pool in reader.pools.items():
+            pool.connection = lambda *a, name=name, **k: tried.append(name)  # type: ignore[method-assign]
+        for read in (lambda: reader.get(ns, "back", "app-a"), lambda: reader.search(ns),
+                     lambda: reader.count_states(ns), lambda: reader.list(ns, "app-a")):
+            with pytest.raises(ArchiveError, match="cannot be reached"):
+                read()
+        assert tried == []
+    finally:
+        proxy.enable()
+    try:
+        wait_until(lambda: reader.state == "up", timeout=30, message="the probe to find the archive again")
+        del reader.pools["results"].connection, reader.pools["dashboard"].connection
+        body = reader.get(ns, "back", "app-a")
+        assert body is not None and body["metadata"]["name"] == "back"
+    finally:
+        reader.close()
+        proxy.close()
+
+
+def test_a_wrong_password_is_known_at_start_and_told_without_the_databases_words(
+        archive_db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The HTTP endpoint: /healthz stays ok and says the archive is down; an archived read is a
+    503 at once whose body names neither the database's host nor its user; the log says why,
+    without the password."""
+    from fastapi.testclient import TestClient
+
+    from lime_task.errors import NotFoundError
+    from lime_task.web import create_app
+
+    class NoLiveTasks:
+        namespace = "ns"
+
+        def get_status(self, task_id: str, app: str, archive: bool = True) -> Any:
+            raise NotFoundError(f"task {task_id!r} not found")
+
+    secret = "wrong-" + uuid.uuid4().hex[:8]
+    url = f"postgresql://limetask@{ARCHIVE_HOST}:{ARCHIVE_PORT}/{archive_db.rsplit('/', 1)[1]}?password={secret}"
+    reader = ArchiveReader(url, limits())
+    app = create_app(client=NoLiveTasks(), tokens={"app-a": "token-a"}, imports=[],
+                     archive=reader, kubernetes_auth=False)
+    try:
+        with caplog.at_level("WARNING", logger="limetask.archive"), TestClient(app) as http:
+            wait_until(lambda: reader.state == "down", timeout=30, message="the probe at start")
+            health = http.get("/healthz")
+            assert health.status_code == 200 and health.json() == {"status": "ok", "archive": "down"}
+            for path in ("/v1/apps/app-a/results/x", "/v1/apps/app-a/results", "/v1/apps/app-a/tasks/x"):
+                answer = http.get(path, headers={"Authorization": "Bearer token-a"})
+                assert answer.status_code == 503, (path, answer.text)
+                body = answer.json()
+                assert body["code"] == "ArchiveUnavailable" and "cannot be reached" in body["detail"]
+                for internal in (ARCHIVE_HOST, str(ARCHIVE_PORT), "limetask", "password", secret, "FATAL"):
+                    assert internal not in answer.text, (internal, answer.text)
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "password authentication failed" in logged and secret not in logged
+    finally:
+        reader.close()
