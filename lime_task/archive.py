@@ -100,7 +100,9 @@ def _stamp(value: Any) -> dt.datetime | None:
 
 
 def _text(value: Any, limit: int = 1000) -> str:
-    return str(value if value is not None else "").replace("\x00", "")[:limit]
+    """Text PostgreSQL takes: no NUL, no lone surrogate (UTF-8 cannot encode it)."""
+    text = str(value if value is not None else "").replace("\x00", "")[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -159,23 +161,30 @@ def partition_name(day: dt.date) -> str:
     return f"{PARTITION_PREFIX}{day:%Y%m%d}"
 
 
-def partition_sql(day: dt.date) -> str:
-    """CREATE the partition of one day, if it is not there."""
+def partition_statements(day: dt.date) -> list[str]:
+    """Make the partition of one day: a table of the archive's shape, then attached. `CREATE
+    TABLE ... PARTITION OF` would take an ACCESS EXCLUSIVE lock on the archive, and so wait
+    for every running read while queueing every later read and write behind it; `ATTACH
+    PARTITION` takes a SHARE UPDATE EXCLUSIVE lock, which neither reads nor writes conflict
+    with. Attaching makes the table's copies of the archive's indexes. (Run in one
+    transaction, when the day has no partition.)"""
     nxt = day + dt.timedelta(days=1)
-    return (f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {TABLE} "
-            f"FOR VALUES FROM ('{day.isoformat()} 00:00:00+00') TO ('{nxt.isoformat()} 00:00:00+00')")
+    name = partition_name(day)
+    return [f"CREATE TABLE IF NOT EXISTS {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+            f"ALTER TABLE {TABLE} ATTACH PARTITION {name} "
+            f"FOR VALUES FROM ('{day.isoformat()} 00:00:00+00') TO ('{nxt.isoformat()} 00:00:00+00')"]
+
+
+def partition_day(name: str) -> dt.date | None:
+    m = PARTITION_RE.match(name)
+    return dt.datetime.strptime(m.group(1), "%Y%m%d").date() if m else None
 
 
 def expired_partitions(names: Iterable[str], retention_days: int, today: dt.date) -> list[str]:
     """The partitions wholly older than the retention: every task in them completed before
     the first day kept (today minus `retention_days`)."""
     first_kept = today - dt.timedelta(days=retention_days)
-    out = []
-    for name in names:
-        m = PARTITION_RE.match(name)
-        if m and dt.datetime.strptime(m.group(1), "%Y%m%d").date() < first_kept:
-            out.append(name)
-    return sorted(out)
+    return sorted(n for n in names if (day := partition_day(n)) is not None and day < first_kept)
 
 
 # -- reading (the HTTP endpoint) ------------------------------------------------------------

@@ -809,3 +809,159 @@ def test_a_wrong_password_is_known_at_start_and_told_without_the_databases_words
         assert "password authentication failed" in logged and secret not in logged
     finally:
         reader.close()
+
+
+# -- partitions: made ahead without blocking reads; dropped concurrently ------------------------
+
+def attached(url: str) -> dict[str, bool]:
+    """The archive's partitions, and whether each is being detached."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {r[0]: bool(r[1]) for r in conn.execute(
+            "SELECT c.relname, i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass", (TABLE,)).fetchall()}
+
+
+def reading_the_archive(url: str) -> psycopg.Connection[Any]:
+    """A connection in the middle of a long read of the archive (it holds its lock until closed)."""
+    conn = psycopg.connect(url)
+    conn.execute(f"SELECT count(*) FROM {TABLE}")
+    return conn
+
+
+def test_partitions_are_made_ahead_while_a_long_read_runs(archive_db: str) -> None:
+    """Making the next days' partitions waits for no read (nor does it queue reads behind it)."""
+    a = archiver(archive_db, archive_lock_timeout_seconds=1)
+    today = dt.date(2031, 5, 10)
+    reading = reading_the_archive(archive_db)
+
+    async def go() -> list[str]:
+        try:
+            return await a.ensure_partitions(today)
+        finally:
+            await a.stop()
+
+    try:
+        made = asyncio.run(go())
+    finally:
+        reading.close()
+    days = [today + dt.timedelta(days=i) for i in range(3)]
+    assert made == [partition_name(d) for d in days]
+    assert {partition_name(d) for d in days} <= set(attached(archive_db))
+    assert set(days) <= a.known_days
+    with psycopg.connect(archive_db, autocommit=True) as conn:  # each with the archive's indexes
+        indexes = {r[0] for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
+                                              "%s::regclass", (partition_name(today),)).fetchall()}
+    assert len(indexes) == 4, indexes  # primary key, by name, by application, by time
+
+
+def test_a_missing_partition_is_made_in_a_transaction_of_its_own_by_the_writer(archive_db: str) -> None:
+    ns = own_namespace()
+    reading = reading_the_archive(archive_db)
+    try:
+        asyncio.run(write(archive_db, [finished("late", namespace=ns, completed="2031-06-01T10:00:00Z")]))
+    finally:
+        reading.close()
+    assert count(archive_db, ns) == 1
+
+
+def test_expired_partitions_are_detached_concurrently_then_dropped(archive_db: str) -> None:
+    """A long read holds the detach back: the partition waits, detach pending (no read or write
+    queues behind it), and the next round finishes and drops it."""
+    ns = own_namespace()
+    asyncio.run(write(archive_db, [finished("old", namespace=ns, completed="2019-02-01T10:00:00Z"),
+                                   finished("kept", namespace=ns, completed="2019-03-10T10:00:00Z")]))
+    a = archiver(archive_db, archive_lock_timeout_seconds=1)
+    old = partition_name(dt.date(2019, 2, 1))
+
+    async def drop() -> list[str]:
+        try:
+            return await a.drop_expired(30, today=dt.date(2019, 3, 10))
+        finally:
+            await a.stop()
+
+    reading = reading_the_archive(archive_db)
+    try:
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            asyncio.run(drop())
+        assert attached(archive_db).get(old) is True  # detach pending: new reads leave it out
+        reader = ArchiveReader(archive_db)
+        try:
+            assert names(reader.search(ns)) == ["kept"]
+        finally:
+            reader.close()
+    finally:
+        reading.close()
+    assert old in asyncio.run(drop())
+    assert old not in attached(archive_db) and count(archive_db, ns) == 1
+    with psycopg.connect(archive_db, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (old,)).fetchone() == (None,)
+
+
+# -- a row the database refuses: the others are written ------------------------------------------
+
+def test_a_partition_dropped_behind_the_writers_back_is_made_again(archive_db: str) -> None:
+    """The writer believes a day's partition is there; someone dropped it: the batch is written."""
+    ns = own_namespace()
+    day = dt.date(2031, 7, 1)
+
+    async def go() -> list[Any]:
+        a = archiver(archive_db)
+        try:
+            await a._write([row_of(v.namespace, v.name, v.uid, v.created, v.spec, v.status)
+                            for v in [finished("first", namespace=ns, completed=f"{day}T10:00:00Z")]])
+            assert day in a.known_days
+            with psycopg.connect(archive_db, autocommit=True) as conn:
+                conn.execute(f"DROP TABLE {partition_name(day)}")
+            views = [finished(f"t{i}", namespace=ns, completed=f"{day}T1{i}:00:00Z") for i in range(5)]
+            return await a._write([row_of(v.namespace, v.name, v.uid, v.created, v.spec, v.status) for v in views])
+        finally:
+            await a.stop()
+
+    assert asyncio.run(go()) == []
+    assert count(archive_db, ns) == 5
+
+
+def test_a_row_the_database_refuses_does_not_hold_back_the_others(archive_db: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """One row of a batch breaks a rule of the database (here a CHECK a DBA added): every other row
+    is written, and the refused task is logged by name, counted, and left to the cluster's retention."""
+    from prometheus_client import REGISTRY
+
+    def refused_total() -> float:
+        return REGISTRY.get_sample_value("limetask_archive_refused_total") or 0.0
+
+    ns = own_namespace()
+    day = dt.date(2031, 8, 1)
+    asyncio.run(write(archive_db, [finished("before", namespace=ns, completed=f"{day}T01:00:00Z")]))
+    with psycopg.connect(archive_db, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {partition_name(day)} ADD CONSTRAINT no_bad_names CHECK (name NOT LIKE 'bad%%')")
+    views = [finished(f"good-{i}", namespace=ns, completed=f"{day}T{10 + i % 10}:00:00Z") for i in range(40)]
+    views.insert(17, finished("bad-one", namespace=ns, completed=f"{day}T12:00:00Z"))
+    refused_before = refused_total()
+
+    async def go() -> Any:
+        a = archiver(archive_db, archive_batch_size=500, retention_seconds=3600)
+        try:
+            for v in views:
+                a.settled(v)
+            a.start()
+            for _ in range(600):
+                if not a.pending:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await a.stop()
+        return a
+
+    with caplog.at_level("WARNING", logger="limetask.operator.archive"):
+        a = asyncio.run(go())
+    assert count(archive_db, ns) == 41  # "before" and the 40 good ones
+    assert a.pending == {} and a.up is True
+    assert set(a.archived) == {(ns, v.name) for v in views if v.name != "bad-one"}
+    assert a.refused == {(ns, "bad-one"): views[17].uid}
+    assert refused_total() == refused_before + 1
+    warning = [r.getMessage() for r in caplog.records if "bad-one" in r.getMessage()]
+    assert len(warning) == 1 and ns in warning[0] and "no_bad_names" in warning[0], warning
+    # Its LimeTask stays in the cluster and is deleted by the cluster's retention (from its completion).
+    due = {key: when for when, key, _ in a.due}
+    assert (ns, "bad-one") in due
