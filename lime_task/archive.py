@@ -5,15 +5,17 @@ The operator writes each finished task whose completion event is confirmed into 
 keeps the live tasks, PostgreSQL the month of history. The HTTP endpoint (lime_task.web) reads
 archived tasks for clients, which need no database credentials (lime_task.results).
 
-One table, `limetask_archive`, range-partitioned by day of completion (UTC): retention drops
-whole partitions (`DROP TABLE`), never deletes rows one by one. A row is one incarnation of a
+One table, `limetask_archive`, range-partitioned by day of completion (UTC): partitions are
+attached ahead of their day, and retention detaches and drops whole partitions, never deletes
+rows one by one; neither takes a lock that reads or writes wait for. A row is one incarnation of a
 task (its LimeTask's UID); writing it again is a no-op, so a write repeated after a crash never
 makes a second row. `spec` and `status` are kept as JSON text made of ASCII only: any task's
 arguments and result (NUL characters and lone surrogates included, which `jsonb` refuses) are
 kept exactly, and none can make a write fail.
 
 The schema is versioned with Alembic (lime_task/migrations); `migrate(url)` brings a database
-to the newest version, safely from several processes at once.
+to the newest version, safely from several processes at once, and resumes where a stopped run
+left off.
 """
 
 from __future__ import annotations
@@ -584,11 +586,16 @@ def sqlalchemy_url(url: str) -> str:
     return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
 
 
-def migrate(url: str, revision: str = "head") -> str:
+LOCK_TIMEOUT_ENV = "LIMETASK_ARCHIVE_LOCK_TIMEOUT_SECONDS"
+
+
+def migrate(url: str, revision: str = "head", lock_timeout: float = 5.0) -> str:
     """Bring the archive's schema to `revision` (Alembic); the version it is at afterwards.
 
     Several processes may run it at once (two operator replicas starting): an advisory lock
-    makes them take turns, and the later ones find nothing left to do.
+    makes them take turns, and the later ones find nothing left to do. A statement waits at
+    most `lock_timeout` seconds for a lock (the migration then fails, and can be run again:
+    each resumes where it stopped). Progress is logged to `limetask.archive.migrate`.
     """
     from alembic import command
     from alembic.config import Config
@@ -596,6 +603,7 @@ def migrate(url: str, revision: str = "head") -> str:
     cfg = Config()
     cfg.set_main_option("script_location", "lime_task:migrations")
     cfg.attributes["url"] = sqlalchemy_url(check_url(url))
+    cfg.attributes["lock_timeout"] = lock_timeout
     command.upgrade(cfg, revision)
     return current_revision(url) or ""
 

@@ -75,8 +75,11 @@ def archiver(url: str, **settings: Any) -> Any:
     return Archiver(None, OperatorSettings(**settings), url)  # type: ignore[arg-type]
 
 
-async def write(url: str, views: list[Any]) -> Any:
+async def write(url: str, views: list[Any], migrated: bool = False) -> Any:
+    """Write finished tasks through the operator's write path (`migrated`: as if its schema were
+    at the newest version already, so that it migrates nothing first)."""
     a = archiver(url)
+    a.migrated = migrated
     try:
         await a._write([row_of(v.namespace, v.name, v.uid, v.created, v.spec, v.status) for v in views])
     finally:
@@ -596,37 +599,151 @@ def test_chart_figures_runtime_percentiles_of_archived_and_live_runs(archive_db:
                                       "p99": pytest.approx(5.98), "max": 6.0}]
 
 
-def test_the_dashboards_index_is_made_by_the_upgrade_from_the_first_schema() -> None:
-    """0001 -> 0002 on a database with tasks: the every-application index on each partition, and
-    the newest page of a namespace read through it."""
+def by_time(url: str) -> tuple[bool | None, set[str]]:
+    """Whether the archive's every-application index is valid (None: none), and the partitions
+    whose index is attached to it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('limetask_archive_by_time')"
+                           ).fetchone()
+        if row is None:
+            return None, set()
+        return bool(row[0]), {r[0] for r in conn.execute(
+            "SELECT t.relname FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+            "JOIN pg_class t ON t.oid = x.indrelid WHERE i.inhparent = 'limetask_archive_by_time'::regclass")}
+
+
+def building(url: str) -> list[str]:
+    """Index builds that run now in the database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE "
+            "'CREATE INDEX CONCURRENTLY%%' AND state = 'active'")]
+
+
+def old_snapshot(url: str) -> psycopg.Connection[Any]:
+    """A transaction holding a snapshot of the archive (a long read): concurrent index builds wait
+    for it to end before they finish."""
+    conn = psycopg.connect(url)
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    conn.execute(f"SELECT count(*) FROM {TABLE}")
+    return conn
+
+
+@pytest.fixture
+def first_schema() -> Iterator[str]:
+    """A database of its own at the first schema version, with tasks over three days."""
     name = f"limetask_test_up_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     url = archive_url(database=name)
     try:
         assert migrate(url, "0001") == "0001"
-        asyncio.run(write(url, [finished(f"t-{i}", completed=f"2026-11-{10 + i % 3}T10:00:00Z") for i in range(30)]))
-        assert migrate(url) == head_revision() == "0002"
-        with psycopg.connect(url, autocommit=True) as conn:
-            indexed = {r[0] for r in conn.execute(
-                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
-                "JOIN pg_class x ON x.oid = i.indexrelid WHERE x.relname LIKE %s OR x.relname LIKE %s",
-                ("limetask_archive_by_time%", "%namespace_completed_at%")).fetchall()}
-            assert {"limetask_archive"} | {partition_name(dt.date(2026, 11, d)) for d in (10, 11, 12)} <= indexed
-            conn.execute("SET enable_seqscan = off")
-            plan = "\n".join(r[0] for r in conn.execute(
-                f"EXPLAIN SELECT uid FROM {TABLE} WHERE namespace = 'ns' ORDER BY completed_at DESC, uid DESC "
-                "LIMIT 10").fetchall())
-            assert "Index" in plan and "Sort" not in plan.split("->")[1], plan
-        reader = ArchiveReader(url)
-        try:
-            newest = [b["metadata"]["name"] for b in reader.search("ns", limit=3).items]
-            assert len(newest) == 3 and all(int(n[2:]) % 3 == 2 for n in newest), newest  # the 12th's
-        finally:
-            reader.close()
+        asyncio.run(write(url, [finished(f"t-{i}", completed=f"2026-11-{10 + i % 3}T10:00:00Z") for i in range(30)],
+                          migrated=True))
+        assert current_revision(url) == "0001"
+        yield url
     finally:
         with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+PARTITIONS = {partition_name(dt.date(2026, 11, d)) for d in (10, 11, 12)}
+
+
+def test_a_new_archive_has_the_dashboards_index(archive_db: str) -> None:
+    valid, _ = by_time(archive_db)
+    assert valid is True
+
+
+def test_the_dashboards_index_is_made_by_the_upgrade_from_the_first_schema(first_schema: str) -> None:
+    """0001 -> 0002 on a database with tasks: the every-application index on each partition, and
+    the newest page of a namespace read through it."""
+    url = first_schema
+    assert migrate(url) == head_revision() == "0002"
+    valid, indexed = by_time(url)
+    assert valid is True and PARTITIONS <= indexed
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            f"EXPLAIN SELECT uid FROM {TABLE} WHERE namespace = 'ns' ORDER BY completed_at DESC, uid DESC "
+            "LIMIT 10").fetchall())
+        assert "Index" in plan and "Sort" not in plan.split("->")[1], plan
+    reader = ArchiveReader(url)
+    try:
+        newest = [b["metadata"]["name"] for b in reader.search("ns", limit=3).items]
+        assert len(newest) == 3 and all(int(n[2:]) % 3 == 2 for n in newest), newest  # the 12th's
+    finally:
+        reader.close()
+    asyncio.run(write(url, [finished("next-day", completed="2026-11-13T10:00:00Z")]))  # a partition made after
+    assert by_time(url) == (True, PARTITIONS | {partition_name(dt.date(2026, 11, 13))})
+
+
+def test_the_upgrade_stopped_halfway_resumes_where_it_stopped(first_schema: str) -> None:
+    """A long read holds a partition's concurrent index build back, and the migration is stopped
+    (SIGTERM, as the operator's time limit does): no build is left running, writes go on, and the
+    next run finishes the job, keeping what was done."""
+    import os
+    import signal
+
+    url = first_schema
+    env = {**os.environ, "LIMETASK_ARCHIVE_URL": url}
+    env.pop("LIMETASK_ARCHIVE_URL_FILE", None)
+    reading = old_snapshot(url)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "limetask_operator.migrate"], env=env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_until(lambda: building(url), timeout=60, message="a concurrent index build")
+        asyncio.run(write(url, [finished("written-meanwhile", completed="2026-11-10T11:00:00Z")], migrated=True))
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        reading.close()
+    assert proc.returncode == 1 and "resumes" in out, out
+    assert "index limetask_archive_by_time: partition limetask_archive_p20261110 (1 of 3)" in out, out
+    assert building(url) == []
+    assert current_revision(url) == "0001"
+    valid, indexed = by_time(url)
+    assert valid is False and indexed < PARTITIONS
+    assert migrate(url) == "0002"
+    assert by_time(url) == (True, PARTITIONS)
+    assert count(url, "ns") == 31
+
+
+def test_an_index_made_by_the_former_single_statement_is_kept(first_schema: str) -> None:
+    """An archive whose index the former migration made whole (at 0001 or stamped 0002): the upgrade
+    finds nothing left to do."""
+    url = first_schema
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE INDEX limetask_archive_by_time ON {TABLE} (namespace, completed_at DESC, uid DESC)")
+        before = {r[0] for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index")}
+    assert migrate(url) == "0002"
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert {r[0] for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index")} == before
+    assert by_time(url) == (True, PARTITIONS)
+
+
+def test_a_migration_over_the_operators_time_limit_is_stopped_and_tried_again(first_schema: str) -> None:
+    from limetask_operator.archive import ArchiveDown
+
+    url = first_schema
+
+    async def migrating(a: Any) -> None:
+        try:
+            await a._migrate()
+        finally:
+            await a.stop()
+
+    limited = archiver(url, archive_migrate_timeout_seconds=3)
+    reading = old_snapshot(url)
+    try:
+        with pytest.raises(ArchiveDown, match="took over 3 s.*resumes"):
+            asyncio.run(migrating(limited))
+        assert building(url) == [] and not limited.migrated
+    finally:
+        reading.close()
+    unlimited = archiver(url)
+    asyncio.run(migrating(unlimited))
+    assert unlimited.migrated and current_revision(url) == "0002"
 
 
 # -- reads under load, timeouts and outages ----------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any
 
 from lime_task.archive import (
     COLUMNS,
+    LOCK_TIMEOUT_ENV,
     PARTITION_LOCK,
     PARTITION_RE,
     TABLE,
@@ -185,7 +186,7 @@ class Archiver:
     async def _migrate(self) -> None:
         """Alembic in a process of its own (its imports stay out of this one's memory); each
         line it prints (its progress on a large archive) is logged as it comes."""
-        env = {**os.environ, URL_ENV: self.url}
+        env = {**os.environ, URL_ENV: self.url, LOCK_TIMEOUT_ENV: str(self.settings.archive_lock_timeout_seconds)}
         env.pop("LIMETASK_ARCHIVE_URL_FILE", None)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "limetask_operator.migrate", env=env,
