@@ -1082,3 +1082,48 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(archive_db: st
     # Its LimeTask stays in the cluster and is deleted by the cluster's retention (from its completion).
     due = {key: when for when, key, _ in a.due}
     assert (ns, "bad-one") in due
+
+
+# -- no secret in a log line or an output -------------------------------------------------------
+
+def test_no_log_line_or_output_shows_a_password_given_in_the_query(archive_db: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """libpq takes the password as a query parameter too: the operator's log at leadership (the
+    migration), its warnings, and the CLI's output never show it."""
+    import os
+
+    database = archive_db.rsplit("/", 1)[1]
+    url = f"postgresql://limetask@{ARCHIVE_HOST}:{ARCHIVE_PORT}/{database}?sslmode=prefer&password=limetask"
+    shown = "password=limetask"
+
+    async def migrated() -> None:
+        a = archiver(url)
+        try:
+            await a._migrate()
+        finally:
+            await a.stop()
+
+    async def down() -> None:
+        secret_url = f"postgresql://limetask@{ARCHIVE_HOST}:1/{database}?password=hunter2"
+        a = archiver(secret_url)
+        a.start()
+        try:
+            for _ in range(200):
+                if a.failures:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await a.stop()
+
+    with caplog.at_level("INFO", logger="limetask.operator.archive"):
+        asyncio.run(migrated())
+        asyncio.run(down())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "schema at version" in logged and "cannot be written" in logged
+    assert shown not in logged and "hunter2" not in logged and "password=***" in logged
+
+    env = {**os.environ, "LIMETASK_ARCHIVE_URL": url}
+    env.pop("LIMETASK_ARCHIVE_URL_FILE", None)
+    cli = subprocess.run([sys.executable, "-m", "lime_task.cli", "archive", "migrate"], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=REPO)
+    assert cli.returncode == 0 and shown not in cli.stderr + cli.stdout and "password=***" in cli.stderr
