@@ -2,6 +2,8 @@
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
                     [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard]
+    python -m bench --only archive30m     the archive at 30 million tasks (bench/archive_scale.py):
+                                          PostgreSQL alone, about an hour on 2 cores; not in the default run
 
 Prints a table and writes every figure as JSON to bench-results/ (the path is printed).
 """
@@ -29,6 +31,9 @@ sys.path.insert(0, str(REPO / "devtools" / "cluster"))
 
 import localcluster  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
+
+# Scenarios that need PostgreSQL alone (no cluster), and are run only when named with --only.
+DATABASE_ONLY = {"archive30m"}
 
 NOOP = "acme_solution.tasks.lime.noop"
 THREADS = 16
@@ -723,6 +728,10 @@ def table(results: dict[str, Any]) -> str:
                     f"found at start at {o['archived_per_second']}/s, deleted at {o['deleted_per_second']}/s; "
                     f"conversion {a['conversion_jobs_per_second'] or '-'} Jobs/s; "
                     f"{a['size']['mb_per_100k']} MB per 100,000 tasks")
+    if "archive30m" in results:
+        from bench import archive_scale
+
+        rows.extend(archive_scale.row(results))
     if "watchlayer" in results:
         w = results["watchlayer"]
         sizes = dict.fromkeys(size for by_size in w["modes"].values() for size in by_size)
@@ -758,18 +767,29 @@ def main() -> int:
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                         help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,"
-                             "dashboard")
+                             "dashboard; archive30m (PostgreSQL alone, named only)")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    bench = Bench(args)
-    bench.run()
+    only = {s for s in args.only.split(",") if s}
+    results: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(),
+                               "machine": {"cpus": os.cpu_count()}}
+    if only & DATABASE_ONLY:
+        from bench import archive_scale
+
+        args.only = ",".join(sorted(only - DATABASE_ONLY))
+        archive_scale.run(results)
+    if not only or only - DATABASE_ONLY:
+        bench = Bench(args)
+        bench.results.update(results)
+        bench.run()
+        results = bench.results
     out = Path(args.out or REPO / "bench-results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bench.results, indent=2))
-    print(table(bench.results))
+    out.write_text(json.dumps(results, indent=2))
+    print(table(results))
     print(f"figures: {out}")
     return 0
 

@@ -1127,3 +1127,29 @@ def test_no_log_line_or_output_shows_a_password_given_in_the_query(archive_db: s
     cli = subprocess.run([sys.executable, "-m", "lime_task.cli", "archive", "migrate"], capture_output=True, text=True,
                          timeout=120, env=env, cwd=REPO)
     assert cli.returncode == 0 and shown not in cli.stderr + cli.stdout and "password=***" in cli.stderr
+
+
+# -- the scale bench, small: it keeps running ----------------------------------------------------
+
+def test_the_archive_scale_bench_runs_at_a_small_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m bench --only archive30m` at 20,000 tasks instead of 30 million (its figures are
+    the bench's business; here, that every step still runs and reports)."""
+    from bench import archive_scale
+
+    monkeypatch.setattr(archive_scale, "ADMIN_URL", ARCHIVE_ADMIN_URL)
+    results: dict[str, Any] = {}
+    out = archive_scale.run(results, rows=20_000, days=3, samples=30)
+    assert results["archive30m"] is out
+    assert out["generate"]["rows"] == 19_998 and out["generate"]["days"] == 3
+    assert out["migration"]["version"].startswith(f"schema at version {head_revision()}")
+    assert out["migration"]["insert_errors"] == 0 and out["migration"]["inserts"] > 0
+    assert out["get_idle"]["n"] == out["get_dashboard_busy"]["n"] == 30
+    for label in ("every_app", "one_app"):
+        assert out["dashboard"][f"counts_{label}"]["total"] == out["dashboard"][f"exact_counts_{label}"]["total"] > 0
+    for label in ("create_former", "create_operator", "drop_former", "drop_operator"):
+        assert out["partitions"][label]["statement_ms"] > 0
+    assert out["partitions"]["insert_errors"] == out["partitions"]["results_read_errors"] == 0
+    assert len(archive_scale.row(results)) == 8
+    with psycopg.connect(ARCHIVE_ADMIN_URL, autocommit=True) as conn:  # its database is gone
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (out["conditions"]["database"],)).fetchone() == (0,)
