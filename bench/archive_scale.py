@@ -404,14 +404,14 @@ def measure_partitions(url: str, today: dt.date, days: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     first = today - dt.timedelta(days=days)  # the oldest generated day
 
+    windows: dict[str, tuple[float, float]] = {}
+
     def ddl(label: str, fn: Callable[[], dict[str, int] | None]) -> None:
         time.sleep(1.0)  # the long reads are under way
         t = time.monotonic()
         more = fn()
-        end = time.monotonic()
-        out[label] = {"statement_ms": ms(end - t), "longest_insert_ms": ms(writer.worst_during(t, end)),
-                      "longest_results_read_ms": ms(results.worst_during(t, end)), **(more or {})}
-        log(f"   {label}: {out[label]}")
+        windows[label] = (t, time.monotonic())
+        out[label] = {"statement_ms": ms(windows[label][1] - t), **(more or {})}
 
     def former(sql: str) -> Callable[[], None]:
         def go() -> None:
@@ -441,6 +441,12 @@ def measure_partitions(url: str, today: dt.date, days: int) -> dict[str, Any]:
                 archiver._make_partitions({today + dt.timedelta(days=11)})))})
             ddl("drop_former", former(f"DROP TABLE {partition_name(first)}"))
             ddl("drop_operator", operators_drop)
+        # The stalls once every probe has finished what it was doing (a blocked one records its
+        # time when it ends, just after the statement that blocked it).
+        for label, (t, end) in windows.items():
+            out[label].update(longest_insert_ms=ms(writer.worst_during(t, end)),
+                              longest_results_read_ms=ms(results.worst_during(t, end)))
+            log(f"   {label}: {out[label]}")
         out["insert_errors"], out["results_read_errors"] = writer.errors, results.errors
     finally:
         loop.run_until_complete(archiver.stop())
