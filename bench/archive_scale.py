@@ -7,7 +7,8 @@ three namespaces (80/15/5%), 200 applications and 40 task names with skewed use,
 with four reasons, run times from seconds to minutes. Measured:
 - generation and size on disk (for the record);
 - the migration from the first schema to the newest on that data (the every-application index,
-  a partition at a time), and the longest single-row insert while it runs;
+  a partition at a time), and the longest single-row insert while it runs; the same for the
+  former migration's single statement (the index on the whole archive at once);
 - the results API's read (`ArchiveReader.get` of an archived task) p50/p99, idle and while the
   dashboard's reads keep every dashboard connection busy;
 - the dashboard's newest page and its counts by state, for every application and for one
@@ -256,6 +257,10 @@ def run(results: dict[str, Any], rows: int = ROWS, days: int = DAYS, samples: in
         out["generate"] = generate(url, rows, days, today - dt.timedelta(days=1))
         log(f"   {out['generate']}")
 
+        log("archive30m: the former migration's single statement (the index on the whole archive at once), "
+            "inserting a row every 20 ms meanwhile; then the index is dropped again")
+        out["former_migration"] = measure_former_migration(url, today)
+        log(f"   {out['former_migration']}")
         log("archive30m: migrating from the first schema to the newest, inserting a row every 20 ms meanwhile")
         out["migration"] = measure_migration(url, today)
         log(f"   {out['migration']}")
@@ -289,6 +294,25 @@ def insert_one(url: str, day: dt.date) -> Callable[[], None]:
                            when, when, when, "{}", '{"state":"SUCCESS"}'))
 
     return insert
+
+
+def measure_former_migration(url: str, today: dt.date) -> dict[str, Any]:
+    """What the first release of migration 0002 ran: one CREATE INDEX on the partitioned archive,
+    which holds each partition's SHARE lock (no insert) while it builds. (The operator stopped a
+    migration after 120 s, and it started over at the next try.)"""
+    import psycopg
+
+    writer = Probe("insert", insert_one(url, today))
+    with running([writer.run]):
+        t = time.monotonic()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE INDEX limetask_archive_by_time ON limetask_archive "
+                         "(namespace, completed_at DESC, uid DESC)")
+        seconds = time.monotonic() - t
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX limetask_archive_by_time")
+    return {"seconds": round(seconds, 1), "inserts": len(writer.samples), "insert_errors": writer.errors,
+            "longest_insert_ms": ms(max((d for _, d in writer.samples), default=0.0))}
 
 
 def measure_migration(url: str, today: dt.date) -> dict[str, Any]:
@@ -464,7 +488,8 @@ def row(results: dict[str, Any]) -> list[str]:
     return [
         f"archive30m {g['rows']:,} tasks, {g['days']} days, {g['gib']} GiB: generated in {g['seconds']}s",
         f"archive30m migration 0001->0002 {m['seconds']}s over {m['partitions']} partitions; longest insert "
-        f"meanwhile {m['longest_insert_ms']} ms",
+        f"meanwhile {m['longest_insert_ms']} ms (the former single statement: {a['former_migration']['seconds']}s, "
+        f"longest insert {a['former_migration']['longest_insert_ms']} ms)",
         f"archive30m get p50/p99 idle {a['get_idle']['p50_ms']}/{a['get_idle']['p99_ms']} ms, dashboard busy "
         f"{a['get_dashboard_busy']['p50_ms']}/{a['get_dashboard_busy']['p99_ms']} ms",
         f"archive30m newest page p50 every app {d['newest_page_every_app']['p50_ms']} ms, one app "

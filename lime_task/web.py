@@ -14,7 +14,7 @@
     GET  /dashboard/                       a read-only web dashboard (lime_task.dashboard): the
                                            list, live; a task whole; charts; cancel
     GET  /v1/dashboard/...                 its API (tasks, stream, charts; see dashboard.routes)
-    GET  /healthz                          -> 200, without a token
+    GET  /healthz                          -> 200, without a token (and whether the archive answers)
     GET  /openapi.json, /docs
 
 Each application has its own bearer token (`Authorization: Bearer <token>`), from the file

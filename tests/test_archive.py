@@ -981,9 +981,13 @@ def test_a_missing_partition_is_made_in_a_transaction_of_its_own_by_the_writer(a
     assert count(archive_db, ns) == 1
 
 
-def test_expired_partitions_are_detached_concurrently_then_dropped(archive_db: str) -> None:
+def test_expired_partitions_are_detached_concurrently_then_dropped(archive_db: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A long read holds the detach back: the partition waits, detach pending (no read or write
     queues behind it), and the next round finishes and drops it."""
+    from limetask_operator import archive as archive_module
+
+    monkeypatch.setattr(archive_module, "DETACH_WAIT_SECONDS", 1)
     ns = own_namespace()
     asyncio.run(write(archive_db, [finished("old", namespace=ns, completed="2019-02-01T10:00:00Z"),
                                    finished("kept", namespace=ns, completed="2019-03-10T10:00:00Z")]))

@@ -73,6 +73,9 @@ MAINTENANCE_SECONDS = 3600.0
 RETRY_MAINTENANCE_SECONDS = 60.0
 # A statement of the writer that runs longer than this has hung: the batch is tried again.
 WRITE_TIMEOUT_MS = 60_000
+# A concurrent detach waits for every read and write of the archive older than itself, blocking
+# none meanwhile: as long as the longest of them may run (the writer's statement timeout).
+DETACH_WAIT_SECONDS = WRITE_TIMEOUT_MS / 1000
 # Errors of the rows themselves (the database, or the driver, refuses a value): isolated by
 # writing the batch in halves. Any other error is the archive's and holds every row back.
 ROW_ERRORS: tuple[type[BaseException], ...] = (ValueError,)  # and psycopg's, added in _row_errors()
@@ -319,14 +322,15 @@ class Archiver:
         two operators never race to make the same one, and within the lock timeout); their names."""
         pool = await self._open()
         made = []
+        listing = ("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                   "WHERE i.inhparent = %s::regclass")
         async with pool.connection() as conn:
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {self._lock_timeout_ms()}")
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
-                cur = await conn.execute(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE i.inhparent = %s::regclass", (TABLE,))
-                present = {r[0] for r in await cur.fetchall()}
+                present = {r[0] for r in await (await conn.execute(listing, (TABLE,))).fetchall()}
+                if any(partition_name(day) not in present for day in days):  # the lock only then
+                    await conn.execute(f"SET LOCAL lock_timeout = {self._lock_timeout_ms()}")
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+                    present = {r[0] for r in await (await conn.execute(listing, (TABLE,))).fetchall()}
                 for day in sorted(days):
                     if partition_name(day) not in present:
                         for statement in partition_statements(day):
@@ -469,8 +473,9 @@ class Archiver:
         """Drop the partitions wholly older than the retention; their names.
 
         Each is detached first, concurrently (PostgreSQL 14 and later: no lock that reads or
-        writes of the archive wait for), then dropped; each statement within the lock timeout.
-        A detach that timed out waiting for older reads is left pending, and finished the next time."""
+        writes of the archive wait for), then dropped, within the lock timeout. A concurrent
+        detach waits for the reads and writes older than itself (DETACH_WAIT_SECONDS at most);
+        one that timed out is left pending, and finished the next time."""
         import psycopg
 
         await self._open()  # migrated
@@ -492,11 +497,14 @@ class Archiver:
                 for name in expired_partitions(found, retention_days, today):
                     assert PARTITION_RE.match(name)
                     pending = found[name]
-                    if pending:
-                        await conn.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE")
-                    elif pending is not None:  # attached (None: a table left detached)
-                        await conn.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}"
-                                           f"{' CONCURRENTLY' if concurrently else ''}")
+                    if pending is not None:  # attached, or being detached (None: a table left detached)
+                        if pending or concurrently:
+                            # It waits for the reads and writes older than itself, blocking none.
+                            wait = max(int(DETACH_WAIT_SECONDS * 1000), self._lock_timeout_ms())
+                            await conn.execute(f"SET lock_timeout = {wait}")
+                        await conn.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name} "
+                                           f"{'FINALIZE' if pending else 'CONCURRENTLY' if concurrently else ''}")
+                        await conn.execute(f"SET lock_timeout = {self._lock_timeout_ms()}")
                     await conn.execute(f"DROP TABLE IF EXISTS {name}")
                     dropped.append(name)
             finally:
