@@ -1381,8 +1381,10 @@ def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
     # With the archive, and with Kubernetes tokens turned off.
     values = {**MODES["archive-from-values"], "web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}}
     env = {e["name"] for e in web_container(render(chart, values))["env"]}
+    timeouts = {"LIMETASK_ARCHIVE_RESULTS_TIMEOUT_SECONDS", "LIMETASK_ARCHIVE_DASHBOARD_TIMEOUT_SECONDS"}
+    assert timeouts <= set(archive.ReadLimits.ENV)
     assert {n for n in env if n.startswith("LIMETASK_")} == \
-        {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, web.KUBERNETES_AUTH_ENV}
+        {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, web.KUBERNETES_AUTH_ENV, *timeouts}
 
 
 def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path) -> None:
