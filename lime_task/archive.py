@@ -374,11 +374,15 @@ class ArchiveReader:
     # -- the circuit ----------------------------------------------------------------------
 
     def _down(self, exc: BaseException) -> None:
+        self._opened(exc)
+        self._probe_soon()
+
+    def _opened(self, exc: BaseException) -> None:
+        """The circuit opens: said once, with the reason (without secrets)."""
         if self.circuit.opened():
             LOG.warning("the archive at %s cannot be reached (%s: %s); archive reads fail at once until it "
                         "answers again (asked every %gs)", redact(self.url), type(exc).__name__,
                         redact(_first_line(exc)), self.limits.probe_every)
-        self._probe_soon()
 
     def _probe_soon(self) -> None:
         if self.probing.acquire(blocking=False):
@@ -395,10 +399,7 @@ class ArchiveReader:
                                          autocommit=True, application_name="limetask-web-probe") as conn:
                         conn.execute("SELECT 1")
                 except psycopg.Error as exc:
-                    if self.circuit.opened():
-                        LOG.warning("the archive at %s cannot be reached (%s: %s); archive reads fail at once "
-                                    "until it answers again (asked every %gs)", redact(self.url),
-                                    type(exc).__name__, redact(_first_line(exc)), self.limits.probe_every)
+                    self._opened(exc)
                     self.closing.wait(self.limits.probe_every)
                     continue
                 for pool in self.pools.values():
