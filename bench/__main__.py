@@ -2,6 +2,8 @@
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
                     [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard,soak]
+    python -m bench --only archive30m     the archive at 30 million tasks (bench/archive_scale.py):
+                                          PostgreSQL alone, about an hour on 2 cores; not in the default run
 
 `soak` is `make soak` (bench/soak.py) with its defaults, or the SOAK_DURATION, SOAK_RATE,
 SOAK_BURST and SOAK_FAULTS of the environment: on a cluster of simulated nodes of its own, not
@@ -33,6 +35,9 @@ sys.path.insert(0, str(REPO / "devtools" / "cluster"))
 
 import localcluster  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
+
+# Scenarios that need PostgreSQL alone (no cluster), and are run only when named with --only.
+DATABASE_ONLY = {"archive30m"}
 
 NOOP = "acme_solution.tasks.lime.noop"
 THREADS = 16
@@ -727,6 +732,10 @@ def table(results: dict[str, Any]) -> str:
                     f"found at start at {o['archived_per_second']}/s, deleted at {o['deleted_per_second']}/s; "
                     f"conversion {a['conversion_jobs_per_second'] or '-'} Jobs/s; "
                     f"{a['size']['mb_per_100k']} MB per 100,000 tasks")
+    if "archive30m" in results:
+        from bench import archive_scale
+
+        rows.extend(archive_scale.row(results))
     if "watchlayer" in results:
         w = results["watchlayer"]
         sizes = dict.fromkeys(size for by_size in w["modes"].values() for size in by_size)
@@ -762,28 +771,40 @@ def main() -> int:
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                         help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,"
-                             "dashboard,soak")
+                             "dashboard,soak; archive30m (PostgreSQL alone, named only)")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    only = [s for s in args.only.split(",") if s]
+    only = {s for s in args.only.split(",") if s}
+    status = 0
     if "soak" in only:
         from bench import soak
 
         status = soak.main([])
-        args.only = ",".join(s for s in only if s != "soak")
-        if not args.only:
+        only.discard("soak")
+        if not only:
             return status
-    bench = Bench(args)
-    bench.run()
+        args.only = ",".join(sorted(only))
+    results: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(),
+                               "machine": {"cpus": os.cpu_count()}}
+    if only & DATABASE_ONLY:
+        from bench import archive_scale
+
+        args.only = ",".join(sorted(only - DATABASE_ONLY))
+        archive_scale.run(results)
+    if not only or only - DATABASE_ONLY:
+        bench = Bench(args)
+        bench.results.update(results)
+        bench.run()
+        results = bench.results
     out = Path(args.out or REPO / "bench-results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bench.results, indent=2))
-    print(table(bench.results))
+    out.write_text(json.dumps(results, indent=2))
+    print(table(results))
     print(f"figures: {out}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

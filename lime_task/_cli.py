@@ -765,11 +765,22 @@ def archive_migrate() -> None:
 
     Example: LIMETASK_ARCHIVE_URL_FILE=/etc/limetask/archive-url limetask archive migrate
     """
-    from .archive import migrate, redact
+    import os
+
+    from .archive import LOCK_TIMEOUT_ENV, migrate, redact
 
     url = _archive_url()
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    try:
+        lock_timeout = float(raw) if raw else 5.0
+    except ValueError:
+        _fail(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, not {raw[:40]!r}")
+    progress = logging.StreamHandler(sys.stderr)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("limetask.archive.migrate").addHandler(progress)
+    logging.getLogger("limetask.archive.migrate").setLevel(logging.INFO)
     typer.echo(f"migrating the archive at {redact(url)}", err=True)
-    typer.echo(f"schema at version {migrate(url)}")
+    typer.echo(f"schema at version {migrate(url, lock_timeout=lock_timeout)}")
 
 
 @archive_app.command("status")

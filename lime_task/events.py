@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import safejson
 from .errors import InvalidTaskError
@@ -81,16 +82,40 @@ def event_body(task_id: str, namespace: str, spec: Mapping[str, Any], status: Ma
     return body
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
+# A query parameter, or a `key=value` word of a connection string, whose value is a secret or
+# names where one is kept: libpq's password, sslpassword, passfile and sslkey, and any
+# *secret*, *token*, *credential*.
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
+_SECRET_PAIR = re.compile(r"(?i)(\b[\w.%-]*(?:pass|secret|token|key|credential)[\w.%-]*\s*=\s*)"
+                          r"('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;#,]+)")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact(text: str) -> str:
+    """A URL, or a text quoting URLs or a connection string, without its secrets: the password
+    of the user information, and the value of every query parameter or `key=value` word that
+    is one (see _SECRET_KEY). For logs and messages."""
+    if _URL.fullmatch(text):
+        return _redact_url(text)
+    return _SECRET_PAIR.sub(r"\1***", _URL.sub(lambda m: _redact_url(m.group()), text))
+
+
+def _redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - a malformed port or host raises here
     except ValueError:
         return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}", parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_param(param: str) -> str:
+    key, eq, _ = param.partition("=")
+    return f"{key}=***" if eq and _SECRET_KEY.search(unquote(key)) else param
 
 
 def check_broker_url(url: str) -> str:

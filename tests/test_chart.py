@@ -88,7 +88,9 @@ MODES: dict[str, dict[str, Any]] = {
     "archive-existing-secret": {"archive": {"existingSecret": {"name": "postgres-archive", "key": "dsn"}}},
     # ... or from values (the chart makes the Secret), with every other archive value set.
     "archive-from-values": {"archive": {"url": "postgresql://lime:secret@postgres:5432/limetask",
-                                        "keepInClusterSeconds": 120, "retentionDays": 7, "batchSize": 200}},
+                                        "keepInClusterSeconds": 120, "retentionDays": 7, "batchSize": 200,
+                                        "lockTimeoutSeconds": 2.5, "migrateTimeoutSeconds": 900,
+                                        "resultsReadTimeoutSeconds": 3, "dashboardReadTimeoutSeconds": 20}},
     "runner-settings": {
         "runner": {
             "image": {"repository": "registry.example.com/acme/runner", "tag": "2.3.4"},
@@ -550,6 +552,10 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"archive": {"retentionDays": -1}}, "at '/archive/retentionDays': minimum: got -1, want 0"),
     ({"archive": {"batchSize": 0}}, "at '/archive/batchSize': minimum: got 0, want 1"),
     ({"archive": {"batchSize": 10001}}, "at '/archive/batchSize': maximum: got 10,001, want 10,000"),
+    ({"archive": {"lockTimeoutSeconds": 0}}, "at '/archive/lockTimeoutSeconds': exclusiveMinimum: got 0, want 0"),
+    ({"archive": {"migrateTimeoutSeconds": -1}}, "at '/archive/migrateTimeoutSeconds': minimum: got -1, want 0"),
+    ({"archive": {"dashboardReadTimeoutSeconds": 0}},
+     "at '/archive/dashboardReadTimeoutSeconds': exclusiveMinimum: got 0, want 0"),
     ({"archive": {"existingSecret": {"name": "Postgres"}}}, "at '/archive/existingSecret/name': 'Postgres' does not"),
     ({"archive": {"existingSecret": {"key": ""}}}, "at '/archive/existingSecret/key': minLength: got 0, want 1"),
     ({"archive": {"database": "x"}}, "at '/archive': additional properties 'database' not allowed"),
@@ -870,8 +876,10 @@ def test_archive_is_off_by_default(chart: Any) -> None:
             env["LIMETASK_ARCHIVE_BATCH_SIZE"]) == ("600", "30", "500")
     settings, defaults = OperatorSettings.from_env(env), OperatorSettings()
     assert settings.archive_url is None
-    assert (settings.archive_keep_seconds, settings.archive_retention_days, settings.archive_batch_size) == \
-        (defaults.archive_keep_seconds, defaults.archive_retention_days, defaults.archive_batch_size)
+    assert (settings.archive_keep_seconds, settings.archive_retention_days, settings.archive_batch_size,
+            settings.archive_lock_timeout_seconds, settings.archive_migrate_timeout_seconds) == \
+        (defaults.archive_keep_seconds, defaults.archive_retention_days, defaults.archive_batch_size,
+         defaults.archive_lock_timeout_seconds, defaults.archive_migrate_timeout_seconds)
     assert "No archive is configured" in notes(chart)
 
 
@@ -901,6 +909,14 @@ def test_archive_from_values(chart: Any) -> None:
     assert settings.archive_url is not None and settings.archive_url.get_secret_value() == ARCHIVE_URL
     assert (settings.archive_keep_seconds, settings.archive_retention_days, settings.archive_batch_size) == \
         (120, 7, 200)
+    assert (settings.archive_lock_timeout_seconds, settings.archive_migrate_timeout_seconds) == (2.5, 900)
+    # The endpoint reads within the times given.
+    from lime_task.archive import ReadLimits
+
+    web_env = {e["name"]: e.get("value", "") for e in web_container(render(
+        chart, {**MODES["archive-from-values"], **MODES["web-token-values"]}))["env"]}
+    limits = ReadLimits.from_env(web_env)
+    assert (limits.results.timeout, limits.dashboard.timeout) == (3, 20)
     # The URL is never in the Deployment itself; a new URL restarts the operator.
     deployment = operator_deployment(objects)
     assert "secret@postgres" not in json.dumps(deployment)
@@ -1371,8 +1387,10 @@ def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
     # With the archive, and with Kubernetes tokens turned off.
     values = {**MODES["archive-from-values"], "web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}}
     env = {e["name"] for e in web_container(render(chart, values))["env"]}
+    timeouts = {"LIMETASK_ARCHIVE_RESULTS_TIMEOUT_SECONDS", "LIMETASK_ARCHIVE_DASHBOARD_TIMEOUT_SECONDS"}
+    assert timeouts <= set(archive.ReadLimits.ENV)
     assert {n for n in env if n.startswith("LIMETASK_")} == \
-        {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, web.KUBERNETES_AUTH_ENV}
+        {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, web.KUBERNETES_AUTH_ENV, *timeouts}
 
 
 def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path) -> None:

@@ -167,11 +167,15 @@ def archived(namespace: str, name: str, app: str, state: str, completed: dt.date
 def archive(url: str, *rows: Any) -> None:
     import psycopg
 
-    from lime_task.archive import COLUMNS, TABLE, partition_sql
+    from lime_task.archive import COLUMNS, PARTITION_LOCK, TABLE, partition_name, partition_statements
 
     with psycopg.connect(url, autocommit=True) as conn:
-        for day in {row.day for row in rows}:
-            conn.execute(partition_sql(day))
+        with conn.transaction():  # the days' partitions, made as the operator makes them
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+            for day in {row.day for row in rows}:
+                if conn.execute("SELECT to_regclass(%s)", (partition_name(day),)).fetchone() == (None,):
+                    for statement in partition_statements(day):
+                        conn.execute(statement)
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
                             [row.values() for row in rows])

@@ -40,6 +40,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from ..archive import StateCounts
 from ..errors import NotFoundError, TaskAlreadyFinishedError
 from ..resource import APP_NAME_RE, FINAL_STATES, TASK_NAME_MAX
 from ..tokens import TokenStore
@@ -213,12 +214,14 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
         return counts  # type: ignore[no-any-return]
 
     def counts_of(scope: Scope, filters: Filters, rows: list[dict[str, Any]], fresh: bool = True,
-                  exclude: list[str] | None = None) -> dict[str, int]:
-        """Counts by state; they ignore the state filter: the page shows every state's count."""
+                  exclude: list[str] | None = None) -> StateCounts:
+        """Counts by state; they ignore the state filter: the page shows every state's count.
+        Estimated when the archive's are (too many archived tasks to count in time)."""
         live_counts = model.count_states(model.visible(rows, scope, filters.without_state()))
         if exclude is None:
             exclude = finished_live(scope, rows)
-        return model.add_counts(live_counts, archived_counts(scope, filters, exclude, fresh))
+        archived = archived_counts(scope, filters, exclude, fresh)
+        return StateCounts(model.add_counts(live_counts, archived), estimated=getattr(archived, "estimated", False))
 
     def own(scope: Scope, app: str, task_id: str) -> None:
         """Another application's task is 404, exactly like a missing one."""
@@ -240,7 +243,8 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
               until: TimeFilter = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
               cursor: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
         """Live tasks, then archived ones, newest first, filtered on the server; `counts` gives
-        how many match in each state (whatever `state` is), `total` how many match in all."""
+        how many match in each state (whatever `state` is), `total` how many match in all;
+        `counts_estimated`: they are the archive's estimates (too many to count in time)."""
         filters = _filters(app, task, state, reason, window, since, until)
         rows = live().rows()
         matching = model.visible(rows, scope, filters)
@@ -257,20 +261,23 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
             offset = int(text)
             items = [dict(r) for r in matching[offset:offset + limit]]
             if len(matching) > offset + limit:
-                return {"items": items, "next": f"live.{offset + limit}", "counts": counts, "total": total}
+                return {"items": items, "next": f"live.{offset + limit}", "counts": counts, "total": total,
+                        "counts_estimated": counts.estimated}
             archive_cursor = None
         apps = apps_of(scope, filters)
         if reader is None or apps == [] or (filters.state is not None and filters.state not in FINAL_STATES) \
                 or len(items) >= limit:
             more = reader is not None and apps != [] and len(items) >= limit and \
                 (filters.state is None or filters.state in FINAL_STATES)
-            return {"items": items, "next": "archive" if more else None, "counts": counts, "total": total}
+            return {"items": items, "next": "archive" if more else None, "counts": counts, "total": total,
+                    "counts_estimated": counts.estimated}
         page = _archive_call(lambda: reader.search(
             namespace(), apps=apps, task=filters.task, state=filters.state, reason=filters.reason,
             since=_stamp(filters.since), until=_stamp(filters.until), exclude=exclude, limit=limit - len(items),
             cursor=None if archive_cursor in (None, "archive") else archive_cursor))
         items += [model.summary_of(body, archived=True) for body in page.items]
-        return {"items": items, "next": page.next, "counts": counts, "total": total}
+        return {"items": items, "next": page.next, "counts": counts, "total": total,
+                "counts_estimated": counts.estimated}
 
     @api.get("/tasks/{app}/{task_id}", summary="One task, whole")
     def detail(scope: Viewer, app: str, task_id: str) -> dict[str, Any]:
@@ -410,10 +417,11 @@ def install(app: FastAPI, *, store: TokenStore, platform: TokenStore, kubernetes
                     try:
                         counts = await run_in_threadpool(counts_of, scope, filters, rows, False)
                     except ApiError:
-                        counts = model.add_counts(model.count_states(model.visible(rows, scope,
-                                                                                   filters.without_state())))
+                        counts = StateCounts(model.add_counts(model.count_states(model.visible(
+                            rows, scope, filters.without_state()))))
                     total = counts.get(filters.state, 0) if filters.state else sum(counts.values())
-                    yield _event("counts", {"counts": counts, "total": total, "healthy": source.healthy})
+                    yield _event("counts", {"counts": counts, "total": total, "healthy": source.healthy,
+                                            "counts_estimated": counts.estimated})
                     dirty, last_counts = False, time.monotonic()
                 elif filters.id is not None:
                     dirty = False

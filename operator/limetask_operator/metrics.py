@@ -82,6 +82,10 @@ class ArchiveMetrics:
         self.written = Counter("limetask_archive_written_total", "Finished tasks written to the archive")
         self.failures = Counter("limetask_archive_failures_total", "Archive writes that failed (retried)")
         self.deleted = Counter("limetask_archive_deleted_total", "Archived LimeTasks deleted from the cluster")
+        self.refused = Counter("limetask_archive_refused_total",
+                               "Finished tasks whose row the archive refused (they stay in the cluster, not archived)")
+        self.partitions_created = Counter("limetask_archive_partitions_created_total",
+                                          "Daily archive partitions made (ahead of their day, or by a write)")
         self.partitions_dropped = Counter("limetask_archive_partitions_dropped_total",
                                           "Daily archive partitions dropped by retention")
         self.batch = Histogram("limetask_archive_batch_seconds", "Time to write one batch to the archive",

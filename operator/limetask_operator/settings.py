@@ -74,6 +74,13 @@ class OperatorSettings(BaseModel):
     archive_retention_days: int = Field(default=30, ge=0, le=36500)
     # Tasks written to the archive in one transaction at most.
     archive_batch_size: int = Field(default=500, ge=1, le=10000)
+    # Longest wait for a table lock when the archive's daily partitions are made or dropped: a
+    # long read then makes the operator try again later, never queues every other read and
+    # write behind the waiting statement.
+    archive_lock_timeout_seconds: float = Field(default=5, gt=0, le=600)
+    # Longest time a schema migration may take before the operator stops it and tries again
+    # later (0: none). Large migrations go partition by partition and resume where they stopped.
+    archive_migrate_timeout_seconds: int = Field(default=0, ge=0)
     # Jobs created per second at most, over every queue (a token bucket of job_creates_burst):
     # a burst of tasks becomes pods at this pace, a bounded churn for the API server rather than
     # thousands of objects at once. 0: no limit.

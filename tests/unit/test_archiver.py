@@ -80,3 +80,61 @@ def test_archived_tasks_are_due_for_deletion_after_their_keep_time() -> None:
 
     due = asyncio.run(go())
     assert due[0] == ("old", 0) and due[1][0] == "fresh" and 590 <= due[1][1] <= 600
+
+
+def test_a_refused_task_is_not_taken_again_and_leaves_with_the_clusters_retention() -> None:
+    import asyncio
+
+    async def go() -> Archiver:
+        a = Archiver(None, OperatorSettings(retention_seconds=3600), "postgresql://u:p@127.0.0.1:1/db")  # type: ignore[arg-type]
+        a.settled(TaskView.from_body(body("bad")))
+        a.settled(TaskView.from_body(body("good", uid="u-2")))
+        batch = list(a.pending.items())
+        row = batch[0][1].row
+        assert row is not None
+        a._refused(batch, [(row, 'new row violates check constraint "no_bad"')])
+        a._recorded([b for b in batch if b[0] in a.pending])
+        return a
+
+    a = asyncio.run(go())
+    assert a.pending == {} and a.held == 0
+    assert a.refused == {("ns", "bad"): "u-1"} and a.archived == {("ns", "good"): "u-2"}
+    assert {key for _, key, _ in a.due} == {("ns", "bad"), ("ns", "good")}  # completed in 2020: both due
+    a.settled(TaskView.from_body(body("bad")))  # seen again (a resync): not taken again
+    assert a.pending == {}
+    a.settled(TaskView.from_body(body("bad", uid="u-3")))  # a new task of the same name is
+    assert a.pending[("ns", "bad")].uid == "u-3"
+    a.forget(("ns", "bad"))
+    assert a.refused == {} and a.pending == {}
+
+
+def test_a_refused_task_is_kept_when_the_cluster_keeps_finished_tasks() -> None:
+    import asyncio
+
+    async def go() -> Archiver:
+        a = Archiver(None, OperatorSettings(retention_seconds=0), "postgresql://u:p@127.0.0.1:1/db")  # type: ignore[arg-type]
+        a.settled(TaskView.from_body(body("bad")))
+        batch = list(a.pending.items())
+        row = batch[0][1].row
+        assert row is not None
+        a._refused(batch, [(row, "refused")])
+        return a
+
+    a = asyncio.run(go())
+    assert a.refused == {("ns", "bad"): "u-1"} and a.due == []
+
+
+def test_a_partition_is_attached_never_made_as_part_of_the_archive() -> None:
+    """CREATE TABLE ... PARTITION OF would lock the whole archive; LIKE + ATTACH locks no read or write."""
+    import datetime as dt
+
+    from lime_task.archive import partition_day, partition_statements
+
+    statements = partition_statements(dt.date(2026, 12, 31))
+    assert statements == [
+        "CREATE TABLE IF NOT EXISTS limetask_archive_p20261231 (LIKE limetask_archive INCLUDING DEFAULTS "
+        "INCLUDING CONSTRAINTS)",
+        "ALTER TABLE limetask_archive ATTACH PARTITION limetask_archive_p20261231 FOR VALUES FROM "
+        "('2026-12-31 00:00:00+00') TO ('2027-01-01 00:00:00+00')"]
+    assert partition_day("limetask_archive_p20261231") == dt.date(2026, 12, 31)
+    assert partition_day("limetask_archive_pXYZ") is None and partition_day("other") is None

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from lime_task.archive import URL_ENV, URL_FILE_ENV
+from lime_task.archive import URL_ENV, URL_FILE_ENV, Page, StateCounts
 from lime_task.dashboard import model
 from lime_task.dashboard.model import Filters, Scope
 from lime_task.dashboard.routes import PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV
@@ -589,6 +589,42 @@ def test_me_says_who_the_token_is(http: TestClient) -> None:
     assert (ops["kind"], ops["apps"], ops["cancel"], ops["name"]) == ("platform", None, False, "ops")
 
 
+class EstimatingArchive:
+    """An archive too large to count: its counts are the planner's estimates; no task is archived."""
+
+    def ping(self) -> None:
+        """It answers (the endpoint's readiness asks)."""
+
+    def count_states(self, namespace: str, **filters: Any) -> StateCounts:
+        return StateCounts({"SUCCESS": 1_200_000, "FAILURE": 40_000}, estimated=True)
+
+    def search(self, namespace: str, **filters: Any) -> Page:
+        return Page([], None)
+
+
+def test_counts_say_when_the_archives_are_estimates(fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (URL_ENV, URL_FILE_ENV, PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    watch = TaskWatch(None, NAMESPACE)
+    for i, body in enumerate(fake.tasks.values()):
+        watch._apply(event("ADDED", body, str(i + 1)), str(i))
+    watch._ready.set()
+    watch._thread = fake_thread()
+    app = create_app(client=fake, tokens=TOKENS, platform_tokens=PLATFORM, imports=[],
+                     archive=EstimatingArchive(), kubernetes_auth=False, dashboard_watch=watch)  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        answer = client.get("/v1/dashboard/tasks", headers=auth("tp")).json()
+        assert answer["counts_estimated"] is True
+        assert answer["counts"]["SUCCESS"] == 1_200_000 + 3 and answer["total"] == sum(answer["counts"].values())
+        assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_counts_are_exact_without_the_archive(http: TestClient) -> None:
+    answer = http.get("/v1/dashboard/tasks", headers=auth("tp")).json()
+    assert answer["counts_estimated"] is False
+    assert http.get("/readyz").json()["archive"] == "none"
+
+
 @pytest.mark.parametrize("headers", [{}, auth("wrong"), auth("ta ta"), {"Authorization": "ta"},
                                      {"Authorization": "Basic dGE6"}, auth("app-a")])
 def test_no_valid_token_is_401(http: TestClient, headers: dict[str, str]) -> None:
@@ -612,7 +648,7 @@ def test_an_applications_token_sees_its_own_tasks_only(http: TestClient) -> None
     for query in ("?app=app-b", "?app=app-b&state=PENDING", "?app=app-b&task=bravo", "?app=app-b&reason=WorkerLost"):
         other = http.get(f"/v1/dashboard/tasks{query}", headers=auth("ta"))
         assert other.status_code == 200, other.text
-        assert other.json() == {"items": [], "next": None, "total": 0,
+        assert other.json() == {"items": [], "next": None, "total": 0, "counts_estimated": False,
                                 "counts": {"PENDING": 0, "STARTED": 0, "SUCCESS": 0, "FAILURE": 0}}, query
     assert "b-" not in http.get("/v1/dashboard/tasks?task=bravo", headers=auth("ta")).text
 

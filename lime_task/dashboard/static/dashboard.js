@@ -284,7 +284,7 @@
     openStream(serverQuery(state.filters), {
       task: (p) => onTask(p.row, p.match, false),
       deleted: (p) => onTask(p.row, p.match, true),
-      counts: (p) => renderCounts(p.counts, p.total),
+      counts: (p) => renderCounts(p.counts, p.total, p.counts_estimated),
       reset: () => loadPage(),
     });
   }
@@ -314,7 +314,7 @@
       body.append(el("tr", {}, el("td", { colspan: 10, class: "empty", text: "No tasks match." })));
     }
     rememberApps(page.items);
-    renderCounts(page.counts, page.total);
+    renderCounts(page.counts, page.total, page.counts_estimated);
     renderPager();
   }
 
@@ -338,7 +338,8 @@
     $("page-info").textContent = "Page " + (state.page + 1);
   }
 
-  function renderCounts(counts, total) {
+  // Estimated counts (too many archived tasks to count in time) read "about N".
+  function renderCounts(counts, total, estimated) {
     const box = $("counts");
     box.replaceChildren();
     const current = state.filters.state || "";
@@ -348,9 +349,11 @@
       box.append(el("button", {
         type: "button", "aria-pressed": String(current === value), "data-state": value || "ALL",
         onclick: () => { const f = { ...state.filters }; if (value) f.state = value; else delete f.state; go(f); },
-      }, label, el("span", { class: "n", text: n })));
+      }, label, el("span", { class: "n", text: estimated ? "~" + n : String(n),
+                             title: estimated ? "about " + n + " (estimated)" : null })));
     }
     box.dataset.total = String(total);
+    box.dataset.estimated = String(Boolean(estimated));
   }
 
   function go(filters) {
