@@ -360,7 +360,7 @@ def test_any_other_exception_is_still_never_re_run(tasks: TaskClient) -> None:
 
 
 def test_the_soft_time_limit_lets_the_task_clean_up(tasks: TaskClient) -> None:
-    final = tasks.send(f"{T}.soft_limited", APP, [30]).wait(timeout=60)
+    final = tasks.send(f"{T}.soft_limited", APP, [45]).wait(timeout=90)
     assert final.status == SUCCESS and final.result == "stopped at the soft time limit and cleaned up"
     assert final.started_at is not None and final.completed_at is not None
-    assert (final.completed_at - final.started_at).total_seconds() < 15
+    assert (final.completed_at - final.started_at).total_seconds() < 30  # stopped well before its 45 s

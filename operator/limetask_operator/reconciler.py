@@ -420,7 +420,12 @@ class Reconciler:
             task = await self._distrust(task, bool(jobs or pods))
             if task is None:
                 return
+        # What this reconcile learned from the API (a Job gone, pods read fresh, why a pod is
+        # refused, the queue's answer): every later decision of it keeps what an earlier read taught.
+        learned: dict[str, Any] = {}
+
         def decide(jobs: dict[int, JobView], pods: dict[int, list[PodView]], **kw: Any) -> derivation.Plan:
+            learned.update(kw)
             return derivation.derive(task, jobs, pods, now, self.settings.max_attempts_ceiling,
                                      allow_image_override=self.settings.allow_image_override,
                                      resource_caps=self.settings.max_runner_resources,
@@ -428,7 +433,7 @@ class Reconciler:
                                      runner_resources=self.settings.runner_resources,
                                      deny_unlisted_resources=self.settings.deny_unlisted_resources,
                                      start_timeout=self.admission.queue(queue_name(task)).start_timeout,
-                                     kueue_note=self.admission.kueue_note(queue_name(task)), **kw)
+                                     kueue_note=self.admission.kueue_note(queue_name(task)), **learned)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:
@@ -444,7 +449,8 @@ class Reconciler:
                 "labelSelector": f"{LABEL_TASK_ID}={task.name},{LABEL_ATTEMPT}={plan.need_fresh_pods}"})
             for item in (fresh or {}).get("items", []):
                 self.pod_event("MODIFIED", item)
-            plan = decide(jobs, self.caches.pods_of(key, task.uid), pods_fresh=True)
+            pods = self.caches.pods_of(key, task.uid)
+            plan = decide(jobs, pods, pods_fresh=True)
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         if plan.create_attempt is not None:

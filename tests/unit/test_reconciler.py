@@ -383,6 +383,53 @@ def test_a_worker_that_started_just_before_the_start_timeout_is_not_stopped() ->
     assert calls[1][2]["status"]["state"] == "STARTED"
 
 
+def test_a_stuck_worker_past_the_start_timeout_waits_in_line_again_in_a_full_queue() -> None:
+    """The queue's only slot is the stuck attempt's own: once the pods, read fresh, show that its
+    worker never started, the next attempt waits in line (its status says so) and the stuck Job
+    is stopped. What the fresh read taught holds for every decision of the reconcile: without
+    that, the decision made for the wait in line asks for fresh pods again, nothing is written,
+    and the task spins on the same read for ever."""
+    import datetime as dt
+
+    made = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=600)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    unschedulable = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                         "reason": "Unschedulable", "message": "no node"}]}
+
+    def pod() -> dict[str, Any]:
+        body = _child("Pod", "t1-1-abc", unschedulable)
+        body["metadata"]["creationTimestamp"] = made
+        return body
+
+    class Kube(FakeKube):
+        async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
+            if method == "GET" and path.endswith("/pods"):
+                self.calls.append((method, path, params))
+                return {"items": [pod()]}
+            return await super().request(method, path, body, params)
+
+    async def main() -> list[Any]:
+        kube = Kube(["ok"])
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = [Watch("ns", True)]
+        rec.admission.queue_event("ADDED", {"metadata": {"name": "default"},
+                                            "spec": {"maxRunning": 1, "startTimeoutSeconds": 60}})
+        body = copy.deepcopy(BODY)
+        body["status"] = {"state": "PENDING", "attempts": 1, "jobName": "t1-1"}
+        rec.task_event("ADDED", body)
+        job = _child("Job", "t1-1", {"active": 1})
+        job["metadata"]["creationTimestamp"] = made
+        rec.job_event("ADDED", job)
+        rec.pod_event("ADDED", pod())
+        await rec.reconcile(("ns", "t1"))
+        return kube.calls
+
+    calls = asyncio.run(main())
+    assert [c[0] for c in calls] == ["GET", "PUT", "DELETE"], calls
+    status = calls[1][2]["status"]
+    assert status["queue"]["attempt"] == 2 and status["history"][0]["outcome"] == "NotStarted", status
+    assert calls[2][1].endswith("/jobs/t1-1")
+
+
 def test_a_status_the_api_server_keeps_refusing_is_retried_with_a_bounded_backoff_and_logged_once(
         caplog: Any) -> None:
     """A status write refused as invalid (422: a LimeTask whose spec the CRD's rules cannot read,

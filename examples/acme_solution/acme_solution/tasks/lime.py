@@ -136,9 +136,11 @@ def unreliable(app: Any, failures: int = 1) -> str:
     return f"synced on attempt {attempt}"
 
 
-@task(soft_time_limit=1, timeout=60)
-def soft_limited(app: Any, seconds: float = 30) -> str:
-    """Works past its soft time limit, is told so (SoftTimeLimitExceeded), and cleans up."""
+@task(soft_time_limit=15, timeout=90)
+def soft_limited(app: Any, seconds: float = 45) -> str:
+    """Works past its soft time limit, is told so (SoftTimeLimitExceeded), and cleans up. The
+    limit counts from the attempt's Job start (as the timeout does), so it leaves room for the
+    pod to start."""
     from lime_task import SoftTimeLimitExceeded
 
     try:
