@@ -161,7 +161,8 @@ MODES: dict[str, dict[str, Any]] = {
                         "hosts": [{"host": "tasks.example.com"},
                                   {"host": "api.example.com", "paths": [{"path": "/v1", "pathType": "Prefix"},
                                                                         {"path": "/healthz", "pathType": "Exact"}]}],
-                        "tls": [{"secretName": "tasks-example-com-tls", "hosts": ["tasks.example.com", "api.example.com"]}]},
+                        "tls": [{"secretName": "tasks-example-com-tls",
+                                 "hosts": ["tasks.example.com", "api.example.com"]}]},
         },
         "networkPolicy": {
             "enabled": True,
@@ -175,7 +176,8 @@ MODES: dict[str, dict[str, Any]] = {
             "broker": {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "rabbitmq"}}}],
                        "ports": [5671]},
             "archive": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.5.0/24"]}}], "ports": [5433]},
-            "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.30.0.8/32"}}], "ports": [{"port": 3128, "protocol": "TCP"}]}],
+            "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.30.0.8/32"}}],
+                             "ports": [{"port": 3128, "protocol": "TCP"}]}],
         },
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}, "interval": "1m",
@@ -1486,12 +1488,17 @@ def test_ingress_routes_to_the_endpoint(chart: Any) -> None:
             {"host": "api.example.com", "http": {"paths": [
                 {"path": "/v1", "pathType": "Prefix", "backend": backend},
                 {"path": "/healthz", "pathType": "Exact", "backend": backend}]}}]}
+    assert "https://tasks.example.com/, https://api.example.com/ through the Ingress" in \
+        notes(chart, MODES["web-complete"])
     # The least: a host; no class (the cluster's default), no TLS, no annotations.
     least = one(render(chart, {"web": {**WEB_ON, "ingress": {"enabled": True, "hosts": [{"host": "tasks.local"}]}}}),
                 "Ingress")
     assert "annotations" not in least["metadata"]
     assert least["spec"] == {"rules": [{"host": "tasks.local", "http": {"paths": [
         {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}
+    assert "http://tasks.local/ through the Ingress" in notes(
+        chart, {"web": {**WEB_ON, "ingress": {"enabled": True, "hosts": [{"host": "tasks.local"}]}}})
+    assert "through the Ingress" not in notes(chart, {"web": WEB_ON})
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@
 #   LIMETASK_CACHE   cache root (default: ${XDG_CACHE_HOME:-~/.cache}/limetask)
 #
 # The chart's tests check its PrometheusRule with it (`promtool check rules`, and `promtool test
-# rules`: each alert fires on the series it is written for, and stays quiet otherwise), and
-# parse the Grafana dashboard's queries (`promtool promql format`). It is built with the build tag
+# rules`: each alert fires on the series it is written for, and stays quiet otherwise), and parse
+# the Grafana dashboard's queries (as recording rules, `promtool check rules`). It is built with the build tag
 # remove_all_sd, which leaves out Prometheus' service discovery plugins (the clouds' SDKs): promtool
 # needs none of them to check rules. Prometheus' go.mod has no local replacements, so a small
 # wrapper module that requires the release builds it with exactly the dependencies it names.
@@ -71,11 +71,13 @@ gover=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")
 go get "$module/cmd/promtool@v$PROMETHEUS_VERSION" >>"$WORK/build.log" 2>&1 || { tail -n 30 "$WORK/build.log" >&2; false; }
 
 step=compile
+IFS=. read -r _ minor patch <<<"$PROMETHEUS_VERSION"
+release="3.$((10#$minor - 300)).$patch"
 log "step 2/2: compile promtool (a few minutes on 2 cores; progress every 30 s)"
 start=$(date +%s)
 (
   go build -trimpath -tags remove_all_sd \
-    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
     -o "$BIN/promtool.tmp" "$module/cmd/promtool" >>"$WORK/build.log" 2>&1 &&
   mv "$BIN/promtool.tmp" "$BIN/promtool"
 ) &
