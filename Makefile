@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv lock deps browser images cluster-binaries kwok-binary cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench soak broker-up postgres-up clean
+.PHONY: help venv lock deps browser images cluster-binaries kwok-binary promtool cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench soak broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
@@ -21,6 +21,7 @@ help:
 	@echo "                    REAL_OUTAGES=1 CEILING=12,25,50,100 SOAK_ARGS=...; see bench/soak.py)"
 	@echo "make images        build the operator, runner and example images (podman)"
 	@echo "make browser       install Debian's Chromium and chromedriver (the dashboard's browser tests)"
+	@echo "make promtool      build Prometheus' promtool (the chart's alert and dashboard tests), once"
 
 # System packages the local cluster needs (Debian): its real node's runtime (runc, the CNI
 # plugins), podman and debootstrap for the images, gcc for the static pause. Skipped when present.
@@ -76,6 +77,11 @@ cluster-binaries: deps
 kwok-binary:
 	@bash devtools/cluster/build-kwok.sh >/dev/null
 
+# Prometheus' promtool, which checks the chart's alerts and dashboard (built from the Go module
+# proxy once, cached; a few minutes the first time).
+promtool:
+	@bash devtools/monitoring/build-promtool.sh >/dev/null
+
 images: deps
 	@bash devtools/images/build-images.sh >/dev/null
 
@@ -98,10 +104,10 @@ postgres-up:
 demo: venv cluster-up postgres-up
 	@$(PY) examples/demo.py
 
-test: venv browser cluster-up kwok-binary broker-up postgres-up
+test: venv browser cluster-up kwok-binary promtool broker-up postgres-up
 	@$(PY) -m pytest -q
 
-test-quick: venv
+test-quick: venv promtool
 	@$(PY) -m pytest -q -m 'not e2e and not archive'
 
 lint: venv

@@ -147,6 +147,47 @@ MODES: dict[str, dict[str, Any]] = {
             "podAnnotations": {"example.com/team": "platform"},
         },
     },
+    # Everything around the workloads: two replicas of each (PodDisruptionBudgets), NetworkPolicies,
+    # the endpoint's Ingress, and monitoring (ServiceMonitor, PrometheusRule, Grafana dashboard).
+    "web-complete": {
+        "operator": {"replicas": 2},
+        "broker": {"existingSecret": {"name": "rabbitmq"}},
+        "archive": {"existingSecret": {"name": "postgres-archive"}},
+        "web": {
+            "enabled": True, "replicas": 2, "imports": ["acme_solution.tasks.lime"],
+            "tokens": {"existingSecret": "acme-web-tokens"},
+            "ingress": {"enabled": True, "className": "nginx",
+                        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                        "hosts": [{"host": "tasks.example.com"},
+                                  {"host": "api.example.com", "paths": [{"path": "/v1", "pathType": "Prefix"},
+                                                                        {"path": "/healthz", "pathType": "Exact"}]}],
+                        "tls": [{"secretName": "tasks-example-com-tls",
+                                 "hosts": ["tasks.example.com", "api.example.com"]}]},
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+            "webFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+                        {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In",
+                                                                      "values": ["crm", "erp"]}]}}],
+            "apiServer": {"cidrs": ["10.96.0.1/32", "192.168.10.5/32"], "ports": [443, 6443]},
+            "dns": {"to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]},
+            "broker": {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "rabbitmq"}}}],
+                       "ports": [5671]},
+            "archive": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.5.0/24"]}}], "ports": [5433]},
+            "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.30.0.8/32"}}],
+                             "ports": [{"port": 3128, "protocol": "TCP"}]}],
+        },
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}, "interval": "1m",
+                               "scrapeTimeout": "20s"},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                               "alertLabels": {"team": "platform"}},
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"team": "platform"},
+                                 "annotations": {"grafana_folder": "Lime Task"}},
+        },
+    },
 }
 WEB_MODES = sorted(mode for mode in MODES if mode.startswith("web-"))
 
@@ -1255,6 +1296,212 @@ def test_dockerfiles() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Disruption budgets, network policies and the metrics Service
+# --------------------------------------------------------------------------------------------
+
+WEB_ON = {"enabled": True, "imports": ["acme_solution.tasks.lime"], "tokens": {"existingSecret": "acme-web-tokens"}}
+
+
+def budgets(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The PodDisruptionBudgets, by component."""
+    return {component(o): o for o in of_kind(objects, "PodDisruptionBudget")}
+
+
+def test_disruption_budgets_come_with_two_replicas(chart: Any) -> None:
+    """Two replicas or more: a drain evicts one pod of a component at a time (never the leader and
+    its standby together). One replica: none, since a drain must evict that pod anyway."""
+    assert budgets(render(chart)) == {}
+    assert budgets(render(chart, {"web": {**WEB_ON, "replicas": 1}})) == {}
+    objects = render(chart, {"operator": {"replicas": 2}, "web": {**WEB_ON, "replicas": 3}})
+    found = budgets(objects)
+    assert found.keys() == {"operator", "web"}
+    for name, deployment in (("operator", operator_deployment(objects)), ("web", web_deployment(objects))):
+        spec = found[name]["spec"]
+        assert spec == {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                        "selector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}, name
+        assert found[name]["metadata"]["name"] == deployment["metadata"]["name"]
+        assert found[name]["metadata"]["namespace"] == RELEASE_NAMESPACE
+    # The operator's budget selects no endpoint pod, and the other way round.
+    web_pod = web_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert not found["operator"]["spec"]["selector"]["matchLabels"].items() <= web_pod.items()
+    # Each can be turned off.
+    off = render(chart, {"operator": {"replicas": 2, "podDisruptionBudget": {"enabled": False}},
+                         "web": {**WEB_ON, "replicas": 2, "podDisruptionBudget": {"enabled": False}}})
+    assert budgets(off) == {}
+    assert budgets(render(chart, {"operator": {"replicas": 2}})).keys() == {"operator"}
+    # No endpoint, no budget for it, whatever its replicas say.
+    assert budgets(render(chart, {"web": {"replicas": 2}})) == {}
+
+
+def test_metrics_service_selects_the_operator_pods(chart: Any) -> None:
+    objects = render(chart, MODES["web-existing-secret"])
+    service = one(of_component(objects, "Service", "operator"), "Service")
+    assert service["metadata"]["name"] == "lt-limetask-metrics"
+    assert service["spec"]["selector"] == operator_deployment(objects)["spec"]["selector"]["matchLabels"]
+    web_pod = web_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= web_pod.items()
+    ports = {p["name"]: p["containerPort"] for p in operator_container(objects)["ports"]}
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": ports["metrics"], "targetPort": "metrics",
+                                         "protocol": "TCP"}]
+    assert one(of_component(render(chart, MODES["runner-settings"]), "Service", "operator"), "Service")[
+        "spec"]["ports"][0]["port"] == 9091
+    # No metrics port, no Service.
+    assert of_component(render(chart, {"operator": {"metricsPort": 0}}), "Service", "operator") == []
+
+
+def test_service_monitor_scrapes_the_metrics_service(chart: Any) -> None:
+    assert of_kind(render(chart), "ServiceMonitor") == []
+    objects = render(chart, MODES["web-complete"])
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    # It picks the metrics Service, and no other Service of the release.
+    services = of_kind(objects, "Service")
+    picked = [s["metadata"]["name"] for s in services
+              if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert picked == ["lt-limetask-metrics"]
+    assert spec["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
+    metrics_service = next(s for s in services if s["metadata"]["name"] == "lt-limetask-metrics")
+    assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "1m",
+                                  "scrapeTimeout": "20s"}]
+    assert "metrics" in {p["name"] for p in metrics_service["spec"]["ports"]}
+    # Defaults.
+    default = one(render(chart, {"metrics": {"serviceMonitor": {"enabled": True}}}), "ServiceMonitor")
+    assert default["spec"]["endpoints"][0]["interval"] == "30s"
+    assert default["spec"]["endpoints"][0]["scrapeTimeout"] == "10s"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"metrics": {"serviceMonitor": {"enabled": True}}, "operator": {"metricsPort": 0}},
+     "metrics.serviceMonitor.enabled needs operator.metricsPort"),
+    ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "30s", "scrapeTimeout": "1m"}}},
+     "metrics.serviceMonitor.scrapeTimeout (1m) must not be longer than metrics.serviceMonitor.interval (30s)"),
+    ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "1m30s", "scrapeTimeout": "1m31s"}}},
+     "scrapeTimeout (1m31s) must not be longer"),
+    ({"web": {"ingress": {"enabled": True, "hosts": [{"host": "tasks.example.com"}]}}},
+     "web.ingress.enabled needs web.enabled"),
+    ({"web": {**WEB_ON, "ingress": {"enabled": True}}}, "web.ingress.hosts is required"),
+])
+def test_monitoring_and_ingress_refuse_what_cannot_work(chart: Any, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as error:
+        render(chart, values)
+    assert message in str(error.value)
+
+
+def test_scrape_timeout_may_equal_the_interval(chart: Any) -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True, "interval": "1m30s", "scrapeTimeout": "90s"}}}
+    assert one(render(chart, values), "ServiceMonitor")["spec"]["endpoints"][0]["scrapeTimeout"] == "90s"
+
+
+def policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The NetworkPolicies, by component."""
+    return {component(o): o for o in of_kind(objects, "NetworkPolicy")}
+
+
+def egress_ports(policy: dict[str, Any]) -> list[tuple[tuple[tuple[str, Any], ...], list[Any] | None]]:
+    """Each egress rule as (its (protocol, port) pairs, its destinations or None for any)."""
+    return [(tuple((p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])), rule.get("to"))
+            for rule in policy["spec"]["egress"]]
+
+
+KUBE_DNS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+DNS_PORTS = (("UDP", 53), ("TCP", 53))
+API_PORTS = (("TCP", 443), ("TCP", 6443))
+
+
+def test_no_network_policy_by_default(chart: Any) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["networkPolicy"]["enabled"] is False
+    assert of_kind(render(chart, {"web": WEB_ON, "broker": {"url": "amqp://rabbitmq"}}), "NetworkPolicy") == []
+
+
+def test_network_policies_with_their_defaults(chart: Any) -> None:
+    """Each pod accepts its own port from anywhere, and reaches the API server (any address on
+    its ports), the cluster DNS, and only what it is configured with."""
+    objects = render(chart, {"networkPolicy": {"enabled": True}, "web": WEB_ON})
+    found = policies(objects)
+    assert found.keys() == {"operator", "web"}
+    operator, web = found["operator"]["spec"], found["web"]["spec"]
+    assert operator["podSelector"] == {"matchLabels": operator_deployment(objects)["spec"]["selector"]["matchLabels"]}
+    assert web["podSelector"] == {"matchLabels": web_deployment(objects)["spec"]["selector"]["matchLabels"]}
+    for spec in (operator, web):
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+    # Ingress: the metrics port (a port the container names), and the endpoint's HTTP port; from
+    # anywhere. Not the health port: the kubelet's probes come from the node, always allowed.
+    assert operator["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    assert "metrics" in {p["name"] for p in operator_container(objects)["ports"]}
+    assert web["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert "http" in {p["name"] for p in web_container(objects)["ports"]}
+    # Egress: no broker and no archive configured, so neither is reachable.
+    assert egress_ports(found["operator"]) == [(API_PORTS, None), (DNS_PORTS, KUBE_DNS)]
+    assert egress_ports(found["web"]) == [(API_PORTS, None), (DNS_PORTS, KUBE_DNS)]
+    # No endpoint, no policy for it; no metrics port, no ingress at all.
+    no_metrics = policies(render(chart, {"networkPolicy": {"enabled": True}, "operator": {"metricsPort": 0}}))
+    assert no_metrics.keys() == {"operator"}
+    assert no_metrics["operator"]["spec"]["ingress"] == []
+
+
+def test_network_policies_follow_the_broker_and_the_archive(chart: Any) -> None:
+    on = {"networkPolicy": {"enabled": True}, "web": WEB_ON}
+    broker = policies(render(chart, {**on, "broker": {"url": "amqp://rabbitmq"}}))
+    assert egress_ports(broker["operator"])[2:] == [((("TCP", 5672), ("TCP", 5671)), None)]
+    assert len(egress_ports(broker["web"])) == 2, "the endpoint never talks to the broker"
+    archive = policies(render(chart, {**on, "archive": {"existingSecret": {"name": "postgres-archive"}}}))
+    assert egress_ports(archive["operator"])[2:] == [((("TCP", 5432),), None)]
+    assert egress_ports(archive["web"])[2:] == [((("TCP", 5432),), None)], "the endpoint reads the archive"
+
+
+def test_network_policy_values_reach_the_policies(chart: Any) -> None:
+    values = MODES["web-complete"]["networkPolicy"]
+    found = policies(render(chart, MODES["web-complete"]))
+    operator, web = found["operator"], found["web"]
+    assert operator["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}],
+                                            "from": values["metricsFrom"]}]
+    assert web["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]}]
+    api = [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "192.168.10.5/32"}}]
+    extra = (((("TCP", 3128),), [{"ipBlock": {"cidr": "10.30.0.8/32"}}]))
+    assert egress_ports(operator) == [
+        (API_PORTS, api), (DNS_PORTS, values["dns"]["to"]), ((("TCP", 5433),), values["archive"]["to"]),
+        ((("TCP", 5671),), values["broker"]["to"]), extra]
+    assert egress_ports(web) == [
+        (API_PORTS, api), (DNS_PORTS, values["dns"]["to"]), ((("TCP", 5433),), values["archive"]["to"]), extra]
+
+
+def test_ingress_routes_to_the_endpoint(chart: Any) -> None:
+    assert of_kind(render(chart, MODES["web-token-values"]), "Ingress") == []
+    objects = render(chart, MODES["web-complete"])
+    ingress = one(objects, "Ingress")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["metadata"]["name"] == "lt-limetask-web"
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    service = one(of_component(objects, "Service", "web"), "Service")
+    backend = {"service": {"name": service["metadata"]["name"], "port": {"name": "http"}}}
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    assert ingress["spec"] == {
+        "ingressClassName": "nginx",
+        "tls": [{"secretName": "tasks-example-com-tls", "hosts": ["tasks.example.com", "api.example.com"]}],
+        "rules": [
+            {"host": "tasks.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}},
+            {"host": "api.example.com", "http": {"paths": [
+                {"path": "/v1", "pathType": "Prefix", "backend": backend},
+                {"path": "/healthz", "pathType": "Exact", "backend": backend}]}}]}
+    assert "https://tasks.example.com/, https://api.example.com/ through the Ingress" in \
+        notes(chart, MODES["web-complete"])
+    # The least: a host; no class (the cluster's default), no TLS, no annotations.
+    least = one(render(chart, {"web": {**WEB_ON, "ingress": {"enabled": True, "hosts": [{"host": "tasks.local"}]}}}),
+                "Ingress")
+    assert "annotations" not in least["metadata"]
+    assert least["spec"] == {"rules": [{"host": "tasks.local", "http": {"paths": [
+        {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}
+    assert "http://tasks.local/ through the Ingress" in notes(
+        chart, {"web": {**WEB_ON, "ingress": {"enabled": True, "hosts": [{"host": "tasks.local"}]}}})
+    assert "through the Ingress" not in notes(chart, {"web": WEB_ON})
+
+
+# --------------------------------------------------------------------------------------------
 # The HTTP endpoint (web.*)
 # --------------------------------------------------------------------------------------------
 
@@ -1277,10 +1524,10 @@ def test_web_objects(chart: Any) -> None:
     assert web_objects(render(chart, MODES["web-token-values"])) == [
         ("ClusterRoleBinding", WEB_AUTH_BINDING), ("Deployment", name), ("Role", name), ("RoleBinding", name),
         ("Secret", "lt-limetask-web-tokens"), ("Service", name), ("ServiceAccount", name)]
-    # An existing Secret: the chart makes none.
+    # An existing Secret: the chart makes none. Three replicas: a PodDisruptionBudget.
     assert web_objects(render(chart, MODES["web-existing-secret"])) == [
-        ("ClusterRoleBinding", WEB_AUTH_BINDING), ("Deployment", name), ("Role", name), ("RoleBinding", name),
-        ("Service", name), ("ServiceAccount", name)]
+        ("ClusterRoleBinding", WEB_AUTH_BINDING), ("Deployment", name), ("PodDisruptionBudget", name), ("Role", name),
+        ("RoleBinding", name), ("Service", name), ("ServiceAccount", name)]
     objects = render(chart, MODES["web-token-values"])
     for o in objects:
         if component(o) == "web" and o["kind"] != "ClusterRoleBinding":  # cluster-scoped: system:auth-delegator
@@ -1515,7 +1762,7 @@ def test_web_needs_imports_and_exactly_one_token_source(chart: Any, web: dict[st
 @pytest.mark.parametrize("mode", WEB_MODES)
 def test_web_service_selects_the_web_pods(chart: Any, mode: str) -> None:
     objects = render(chart, MODES[mode])
-    service = one(objects, "Service")
+    service = one(of_component(objects, "Service", "web"), "Service")
     selector = service["spec"]["selector"]
     web_pod_labels = web_deployment(objects)["spec"]["template"]["metadata"]["labels"]
     operator_pod_labels = operator_deployment(objects)["spec"]["template"]["metadata"]["labels"]

@@ -253,3 +253,83 @@ The web endpoint's values, checked when it is enabled (the schema checks each on
 {{- fail "web.tokens is required when web.enabled is true: set web.tokens.existingSecret (a Secret whose keys are application names and values their tokens) or web.tokens.values (application: token)" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The operator's metrics Service (the job label a ServiceMonitor gives its series, which the
+alerts select on).
+*/}}
+{{- define "limetask.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "limetask.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The label matchers that pick this release's operator series in PromQL: its namespace and job.
+*/}}
+{{- define "limetask.metricsSelector" -}}
+namespace="{{ .Release.Namespace }}", job="{{ include "limetask.metricsServiceName" . }}"
+{{- end }}
+
+{{/*
+NetworkPolicy ports of one protocol, as a list: (list "TCP" $ports).
+*/}}
+{{- define "limetask.networkPolicyPorts" -}}
+{{- $ports := list }}
+{{- range index . 1 }}
+{{- $ports = append $ports (dict "port" (int64 .) "protocol" (index $ 0)) }}
+{{- end }}
+{{- toYaml $ports }}
+{{- end }}
+
+{{/*
+The egress both components need: the API server, DNS, and the archive when it is configured.
+*/}}
+{{- define "limetask.networkPolicyCommonEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+# The API server: not a pod, so its addresses (or any address) on its ports.
+- ports:
+    {{- include "limetask.networkPolicyPorts" (list "TCP" $np.apiServer.ports) | nindent 4 }}
+  {{- with $np.apiServer.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . | quote }}
+    {{- end }}
+  {{- end }}
+# DNS: host names (the broker's, the archive's).
+- ports:
+    {{- include "limetask.networkPolicyPorts" (list "UDP" (list 53)) | nindent 4 }}
+    {{- include "limetask.networkPolicyPorts" (list "TCP" (list 53)) | nindent 4 }}
+  to:
+    {{- if $np.dns.to }}
+    {{- toYaml $np.dns.to | nindent 4 }}
+    {{- else }}
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+    {{- end }}
+{{- if include "limetask.archiveSecretName" . }}
+# The archive (PostgreSQL).
+- ports:
+    {{- include "limetask.networkPolicyPorts" (list "TCP" $np.archive.ports) | nindent 4 }}
+  {{- with $np.archive.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Prometheus duration (1h30m, 30s, 500ms; the schema checks its form) in seconds.
+*/}}
+{{- define "limetask.durationSeconds" -}}
+{{- $seconds := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 "w" 604800.0 "y" 31536000.0 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" . -1 }}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+{{- $total = addf $total (mulf (regexFind "^[0-9]+" . | float64) (get $seconds $unit)) }}
+{{- end }}
+{{- $total }}
+{{- end }}
