@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
+from limetask_operator.admission import Admission
 from limetask_operator.caches import Caches
 from limetask_operator.model import JobView
-from limetask_operator.queues import Admission
 
 QUEUE = "bg"
 MAX_RUNNING = 50

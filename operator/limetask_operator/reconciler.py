@@ -35,7 +35,7 @@ from .features import NONE, ServerFeatures
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
-from .queues import Admission, Waiting, queue_name
+from .admission import Admission, Waiting, queue_name
 from .settings import OperatorSettings
 
 LOG = logging.getLogger("limetask.operator")

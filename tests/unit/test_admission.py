@@ -9,9 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from limetask_operator.caches import Caches
-from limetask_operator.model import JobView, PodView
-from limetask_operator.queues import (
+from limetask_operator.admission.admission import (
     QUEUE_NOT_FOUND,
     QUEUE_PAUSED,
     WAITING,
@@ -21,6 +19,8 @@ from limetask_operator.queues import (
     Waiting,
     holds_slot,
 )
+from limetask_operator.caches import Caches
+from limetask_operator.model import JobView, PodView
 
 
 class Clock:
@@ -345,8 +345,8 @@ def test_a_pass_over_twenty_thousand_waiting_ranks_each_application_once_not_eac
     ranks each application's next task about once plus once per task handed out, and reads the
     statuses of the first POSITIONS_COUNTED only; never every waiting task against every
     application (6 million rankings, seconds of the event loop)."""
-    from limetask_operator import waiting_line
-    from limetask_operator.queues import POSITIONS_COUNTED
+    from limetask_operator.admission import line as waiting_line
+    from limetask_operator.admission.admission import POSITIONS_COUNTED
 
     h = Harness()
     burst(h)
@@ -441,7 +441,7 @@ def test_a_task_far_back_shows_no_position_until_it_is_among_the_first_ones() ->
     """150 wait: the last 50 have no position in their status ("its position is written once it
     is among the first 100"), never a stale one; as the line moves, each gets its exact place,
     with the count of those waiting then."""
-    from limetask_operator.queues import POSITIONS_COUNTED
+    from limetask_operator.admission.admission import POSITIONS_COUNTED
 
     h = Harness()
     h.adm.queue_event("ADDED", queue(maxRunning=1))
@@ -486,7 +486,7 @@ def test_a_task_far_back_shows_no_position_until_it_is_among_the_first_ones() ->
     ((5, 100), (5, 90), 0, None),
 ])
 def test_which_place_a_status_shows(shown_place: Any, counted: Any, seconds: float, expected: Any) -> None:
-    from limetask_operator.queues import Shown, place_to_show
+    from limetask_operator.admission.admission import Shown, place_to_show
 
     now = 1_800_000_000.0
     before = None if shown_place is None else Shown(shown_place[0], shown_place[1], now - seconds)

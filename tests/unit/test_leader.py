@@ -277,7 +277,7 @@ def test_a_new_leader_gives_no_slot_in_a_limited_queue_until_the_takeover_margin
     """The old leader's last Job creations (for slots it granted) land before its lease ends; the
     new one waits a margin more before it grants (its listings count those Jobs by then).
     Queues without a limit are not held."""
-    from limetask_operator.queues import Admitted, Waiting
+    from limetask_operator.admission import Admitted, Waiting
 
     from tests.unit.test_admission import Harness, body, queue
 

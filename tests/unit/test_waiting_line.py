@@ -9,8 +9,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from limetask_operator.queues import Admission, QueueSpec, Running
-from limetask_operator.waiting_line import Entry, Line, Merge, rank
+from limetask_operator.admission.admission import Admission, QueueSpec, Running
+from limetask_operator.admission.line import Entry, Line, Merge, rank
 
 from tests.unit.test_admission import Clock, Harness, body, queue
 
@@ -114,7 +114,7 @@ def test_dispatch_admits_in_the_order_of_the_plain_rule_within_the_limits(seed: 
 
 
 def _stamp(epoch: float) -> str:
-    from limetask_operator.waiting_line import stamp
+    from limetask_operator.admission.line import stamp
 
     return stamp(epoch)
 

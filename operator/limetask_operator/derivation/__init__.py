@@ -26,10 +26,10 @@ from lime_task.resource import (
 )
 from lime_task.validation import check_arguments, parse_time, spec_time, timing_problem
 
-from .budgets import NOT_STARTED, RETRY, WORKER_LOST, Tally, and_list
-from .manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
-from .model import JobView, PodView, TaskView
-from .queues import Waiting, queued_now, waiting_attempt
+from ..admission.admission import Waiting, queued_now, waiting_attempt
+from ..budgets import NOT_STARTED, RETRY, WORKER_LOST, Tally, and_list
+from ..manifests import job_name, merge_resources, requests_over_limits, resources_over, spec_hash
+from ..model import JobView, PodView, TaskView
 
 TIMED_OUT = "TimedOut"
 CANCELLED = "Cancelled"
