@@ -2,7 +2,7 @@
 
     python -m bench.admission [--waiting 20000] [--pairs 300] [--namespaces 30] [--seconds 15]
 
-An `Admission` (operator/limetask_operator/queues.py) over caches holding WAITING tasks, spread
+An `Admission` (operator/limetask_operator/admission/) over caches holding WAITING tasks, spread
 over PAIRS (namespace, application) pairs of one queue with `maxRunning: 50`, all 50 slots taken.
 Then, in one event loop:
 - the CPU of one pass of positions (`refresh_positions`) and of one pass of admission

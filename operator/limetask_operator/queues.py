@@ -3,4 +3,3 @@ working: everything is in the admission package (admission/) now."""
 
 from .admission import *  # noqa: F403
 from .admission import __all__  # noqa: F401
-from .admission.admission import QUEUE_NOT_FOUND, WAITING  # noqa: F401

@@ -28,6 +28,7 @@ from lime_task.resource import (
 )
 
 from . import derivation, metrics
+from .admission import Admission, Waiting, queue_name
 from .archive import Archiver
 from .caches import Caches, Key
 from .events import owes_event
@@ -35,7 +36,6 @@ from .features import NONE, ServerFeatures
 from .kube import ApiError, Kube, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
-from .admission import Admission, Waiting, queue_name
 from .settings import OperatorSettings
 
 LOG = logging.getLogger("limetask.operator")
@@ -110,7 +110,7 @@ class Reconciler:
         self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced, archive=self.archiver,
                                    archive_keep_seconds=settings.archive_keep_seconds)
         self.schedules_installed = True
-        # Queues (queues.py): an attempt's Job is made only once its task has a slot.
+        # Queues (admission/): an attempt's Job is made only once its task has a slot.
         self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
                                    refresh_seconds=settings.queue_position_refresh_seconds)

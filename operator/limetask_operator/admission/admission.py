@@ -1,41 +1,9 @@
-"""Queues: an attempt's Job is made only once its task has a slot in its queue.
+"""The Admission: the queues, their waiting tasks, and the grants of slots.
 
-A LimeTask names its queue in `spec.queue` (`@task(qos=...)`; none: "default"). The limits of a
-queue are a cluster-scoped LimeTaskQueue of that name: `maxRunning` (the whole queue),
-`maxRunningPerNamespace` and `maxRunningPerApp`. A queue that has no LimeTaskQueue is unlimited
-if it is "default", and waits for one (reason QueueNotFound) otherwise.
-
-What runs is counted from the caches, which mirror the cluster (a task holds a slot while the
-Job of its current attempt exists and has not finished), plus the grants made and not yet
-seen as Jobs. Nothing is counted from memory of past decisions, so the limits hold after a
-restart or a change of leader (see `hold` for the grants of a leader that lost its lease); and
-no admission is made in a queue with maxRunning before every namespace that can be listed is.
-
-Order among the waiting tasks of a queue (waiting_line.py keeps them, and says what it costs):
-- priority first, aged: a task's priority rises by one for every `agingSeconds` it has waited,
-  up to the highest priority waiting, so that a task of lower priority is not overtaken for
-  ever by newer ones of higher priority (a gap of n points closes in n x agingSeconds);
-- then fair share: of the applications whose next task has the highest aged priority, the one
-  with the fewest running tasks starts next, and of those the one that started fewest lately
-  (a count that halves every minute), so that no application takes every slot by sending more;
-- then first in, first out.
-
-Positions: a waiting task's status shows its exact place while it is among the first
-POSITIONS_COUNTED of its queue, counted every few seconds; further back it says how many wait
-and that its place is written once it is among the first ones. A place is rewritten when it
-moved by a quarter (any move near the head) or the count of waiting tasks did, at most every
-`refresh_seconds` per task and POSITION_WRITES_PER_SECOND in all: each task's rewrites are few,
-and bounded whatever the length of the queue.
-
-Job creations are paced by a token bucket (`job_creates_per_second`, `job_creates_burst`),
-over every queue: a burst of tasks becomes pods at that pace. A grant may reserve a token up to
-a second ahead; its task comes back when the token is due, with nothing written meanwhile.
-Many tasks are admitted in one pass, never one per pass.
-
-A queue with `admission: Kueue` is not limited here: each attempt's Job is made suspended, with
-Kueue's queue label, and Kueue admits it. Whether the cluster serves Kueue's API is asked (and
-asked again while it does not): without it, the tasks' conditions and the log say that nothing
-will admit their Jobs.
+It asks the limits (limits.py) whether a task may start, keeps the waiting ones in line
+(line.py), paces Job creations (token_bucket.py), counts the places its statuses show
+(positions.py), and writes each LimeTaskQueue's status. One pass (`dispatch`) admits as many
+waiting tasks as the limits and the tokens allow.
 """
 
 from __future__ import annotations
@@ -46,139 +14,29 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from lime_task.resource import CONDITION_QUEUED, DEFAULT_QUEUE, FINAL_STATES, GROUP, QUEUE_PLURAL, VERSION
+from lime_task.resource import DEFAULT_QUEUE, FINAL_STATES, GROUP, VERSION
 from lime_task.validation import parse_time
 
 from .. import metrics
 from ..caches import Caches, Key
 from ..kube import ApiError, Kube
-from ..model import JobView, PodView, TaskView
-from .line import Entry, Line, Merge, aged, rank, stamp
-
-__all__ = ["Admission", "Admitted", "Entry", "Grant", "QueueSpec", "Running", "TokenBucket", "Waiting", "aged",
-           "holds_slot", "place_to_show", "queue_name", "queued_now", "rank", "stamp", "waiting_attempt",
-           "waits_for_kueue"]
+from ..model import TaskView
+from .limits import KUEUE, KUEUE_GROUP, QueueSpec, SlotCounts, holds_slot, queue_name, queue_path, waits_for_kueue
+from .line import Entry, Line, Merge, stamp
+from .positions import COUNT_PERIOD, POSITION_WRITES_PER_SECOND, POSITIONS_COUNTED, place_to_show, shown_place
+from .token_bucket import HORIZON, TokenBucket
+from .waiting import KUEUE_WAITING, QUEUE_NOT_FOUND, QUEUE_PAUSED, WAITING, Waiting, queued_now, waiting_attempt
 
 LOG = logging.getLogger("limetask.operator.queues")
 
-OPERATOR = "Operator"
-KUEUE = "Kueue"
-KUEUE_GROUP = "kueue.x-k8s.io"
-# Reasons of the Queued condition.
-WAITING = "Waiting"
-QUEUE_NOT_FOUND = "QueueNotFound"
-QUEUE_PAUSED = "QueuePaused"
-KUEUE_WAITING = "Kueue"
-ADMITTED = "Admitted"
-
-HORIZON = 1.0  # a grant may reserve its Job-creation token this far ahead
 GRANT_TTL = 60.0  # a grant whose Job has not appeared in this long is given up (its task asks again)
 MIN_PASS_INTERVAL = 0.05
 QUEUE_STATUS_PERIOD = 5.0  # a LimeTaskQueue's status is written at most this often
-POSITION_WRITES_PER_SECOND = 10.0  # rewrites of waiting tasks' positions, at most
-POSITIONS_COUNTED = 100  # a queue's first this many have their exact place in their status
-POSITION_NEAR = 10  # within this many of the head, any move of a place is written
-POSITION_DRIFT = 0.25  # further back, a move by this share of the place (or of the count waiting)
-COUNT_PERIOD = 5.0  # positions are counted this often (and within a second of a task joining)
 USAGE_HALF_LIFE = 60.0  # fair share: an application's recent starts count half after this long
 KUEUE_CHECK_SECONDS = 60.0  # while a queue hands over to Kueue that is not served, it is asked again
-
-
-def queue_path(name: str = "", sub: str = "") -> str:
-    return f"/apis/{GROUP}/{VERSION}/{QUEUE_PLURAL}" + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
-
-
-def queue_name(task: TaskView) -> str:
-    return str(task.spec.get("queue") or DEFAULT_QUEUE)
-
-
-def queued_now(status: dict[str, Any]) -> dict[str, Any] | None:
-    """The task's Queued condition while it is True (the task waits in line), else None."""
-    return next((c for c in status.get("conditions") or [] if c.get("type") == CONDITION_QUEUED
-                 and c.get("status") == "True"), None)
-
-
-def waiting_attempt(status: dict[str, Any]) -> int | None:
-    """The attempt a task waits in line for, or None when it does not wait: its status's queue
-    block names it (`attempts` counts only the attempts that made a Job). Without that (a status
-    written before it did, or a CRD that does not keep the field), it is the attempt after the
-    last one that ended: every attempt that made a Job ends in the history before the next."""
-    if queued_now(status) is None:
-        return None
-    block = status.get("queue")
-    attempt = block.get("attempt") if isinstance(block, dict) else None
-    if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
-        return attempt
-    ended = [h.get("attempt") for h in status.get("history") or [] if isinstance(h, dict)]
-    return max((a for a in ended if isinstance(a, int) and not isinstance(a, bool)), default=0) + 1
-
-
-def _limit(spec: dict[str, Any], name: str, low: int) -> int | None:
-    value = spec.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        return None
-    return value
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    name: str
-    max_running: int | None = None
-    per_namespace: int | None = None
-    per_app: int | None = None
-    aging_seconds: float = 60.0
-    start_timeout: float | None = None  # startTimeoutSeconds: a worker not started by then gives its slot back
-    admission: str = OPERATOR
-    kueue_queue: str = ""
-    exists: bool = True
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "QueueSpec":
-        meta = body.get("metadata") or {}
-        spec = body.get("spec") or {}
-        aging = spec.get("agingSeconds")
-        return cls(
-            name=str(meta.get("name", "")), max_running=_limit(spec, "maxRunning", 0),
-            per_namespace=_limit(spec, "maxRunningPerNamespace", 1), per_app=_limit(spec, "maxRunningPerApp", 1),
-            aging_seconds=float(aging) if isinstance(aging, (int, float)) and not isinstance(aging, bool)
-            and aging >= 1 else 60.0,
-            # Kueue's own waitForPodsReady is the start timeout of the Jobs it admits.
-            start_timeout=(float(_limit(spec, "startTimeoutSeconds", 1) or 0) or None)
-            if spec.get("admission") != KUEUE else None,
-            admission=KUEUE if spec.get("admission") == KUEUE else OPERATOR,
-            kueue_queue=str(spec.get("kueueQueueName") or meta.get("name", "")),
-            metadata={k: meta[k] for k in ("name", "resourceVersion", "uid") if k in meta},
-        )
-
-    @property
-    def limited(self) -> bool:
-        """Whether the operator counts slots for this queue (it has a limit, and no Kueue)."""
-        return self.admission != KUEUE and (self.max_running is not None or self.per_namespace is not None
-                                            or self.per_app is not None)
-
-    def limits_text(self) -> str:
-        parts = [f"{n} {v}" for n, v in (("maxRunning", self.max_running),
-                                          ("maxRunningPerNamespace", self.per_namespace),
-                                          ("maxRunningPerApp", self.per_app)) if v is not None]
-        return ", ".join(parts) or "no limit"
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Why and where a task waits: what its status says while it is queued. `position` is None
-    while the task is not among the first POSITIONS_COUNTED of its queue (or not counted yet);
-    `waiting` is how many waited in the queue when the place was counted."""
-
-    queue: str
-    reason: str
-    message: str
-    position: int | None
-    waiting: int
-    since: str
 
 
 @dataclass(frozen=True)
@@ -197,154 +55,6 @@ class Grant:
     not_before: float
     made: float
     kueue_queue: str | None = None
-
-
-@dataclass(frozen=True)
-class Shown:
-    """The place a waiting task's status shows (see `shown_place`)."""
-
-    position: int | None
-    waiting: int
-    updated: float  # epoch seconds
-
-
-def place_to_show(shown: Shown | None, counted: tuple[int, int] | None, waiting_now: int, now: float,
-                  refresh_seconds: float) -> tuple[int | None, int] | None:
-    """What a waiting task's status is to show now, (position or None, how many wait), or None
-    to keep what it shows. `counted`: its place and the queue's count as last counted, when it
-    is among the first ones; `shown`: what its status says, None when it says nothing yet of
-    this wait.
-
-    Written at once: the first word of a wait, a first position, a place or a count that moved
-    by a quarter (POSITION_DRIFT; near the head that is a move by one). Smaller moves near the
-    head wait until the last write is `refresh_seconds` old (so that two tasks trading places
-    do not write at every count), and so does a place left for the back of the line. So a
-    task's rewrites are few, a handful per halving of its place or of the queue, however long
-    it waits."""
-    if shown is None:
-        return counted if counted is not None else (None, waiting_now)
-    stale = now - shown.updated >= refresh_seconds
-    if counted is None:
-        if shown.position is None:
-            return None  # "its position is written once it is among the first ones": still true
-        return (None, waiting_now) if stale else None
-    if shown.position is None:
-        return counted
-    position, waiting = counted
-    if abs(waiting - shown.waiting) >= max(1.0, POSITION_DRIFT * shown.waiting):
-        return counted
-    if abs(position - shown.position) >= max(1.0, POSITION_DRIFT * shown.position):
-        return counted
-    if position != shown.position and position <= POSITION_NEAR and stale:
-        return counted
-    return None
-
-
-def shown_place(status: dict[str, Any], queue: str, attempt: int, reason: str) -> Shown | None:
-    """The place a task's status shows for this wait (same queue, attempt and reason), or None."""
-    cond = queued_now(status)
-    block = status.get("queue")
-    if cond is None or cond.get("reason") != reason or not isinstance(block, dict) or block.get("name") != queue \
-            or waiting_attempt(status) != attempt:
-        return None
-    updated = parse_time(block.get("updatedAt"))
-    position, waiting = block.get("position"), block.get("waiting")
-    if updated is None or not isinstance(waiting, int) or (position is not None and not isinstance(position, int)):
-        return None
-    return Shown(position, waiting, updated.timestamp())
-
-
-class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved; a reservation may take a token not yet due."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.clock = clock
-        self.tokens = float(burst)
-        self.at = clock()
-
-    def reserve(self, horizon: float) -> float | None:
-        """Take a token: the seconds until it is due (0: now), or None when that is past `horizon`."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        due = max(0.0, (1.0 - self.tokens) / self.rate)
-        if due > horizon:
-            return None
-        self.tokens -= 1.0
-        return due
-
-    def next_due(self) -> float:
-        """Seconds until a reservation within the horizon can be made again (0: now)."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        return max(0.0, (1.0 - tokens) / self.rate - HORIZON)
-
-
-@dataclass
-class Running:
-    """Tasks holding a slot, per queue, per (queue, namespace) and per (queue, namespace, app);
-    and per queue, the Jobs made suspended that wait for Kueue."""
-
-    queue: Counter[str] = field(default_factory=Counter)
-    namespace: Counter[tuple[str, str]] = field(default_factory=Counter)
-    app: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    kueue: Counter[str] = field(default_factory=Counter)
-
-    def add(self, queue: str, namespace: str, app: str) -> None:
-        self.queue[queue] += 1
-        self.namespace[(queue, namespace)] += 1
-        self.app[(queue, namespace, app)] += 1
-
-    def full(self, q: QueueSpec, namespace: str, app: str) -> str | None:
-        """Which limit a task of (namespace, app) would pass in queue q, or None."""
-        if q.max_running is not None and self.queue[q.name] >= q.max_running:
-            return f"the queue runs {self.queue[q.name]} of its maxRunning {q.max_running}"
-        if q.per_namespace is not None and self.namespace[(q.name, namespace)] >= q.per_namespace:
-            return f"namespace {namespace} runs {q.per_namespace} (maxRunningPerNamespace)"
-        if q.per_app is not None and self.app[(q.name, namespace, app)] >= q.per_app:
-            return f"application {app} runs {q.per_app} (maxRunningPerApp)"
-        return None
-
-
-def _mine(task: TaskView, child: JobView | PodView) -> bool:
-    return child.task_uid in (task.uid, "")
-
-
-def holds_slot(task: TaskView, jobs: dict[str, JobView], pods: dict[str, PodView]) -> bool:
-    """Whether a task holds a slot: unfinished, with a pod that has not ended and is not being
-    deleted (the pod is what runs: also one whose Job went first), or a Job that has not
-    finished, is not being deleted, and whose pods have not all ended (its pod is yet to come).
-    A Job made suspended for Kueue holds none until Kueue lets its pod be made. Stuck work never
-    holds one past its end: a cancelled, timed-out or lost attempt's Job is finished or being
-    deleted, and its pod follows."""
-    if task.status.get("state") in FINAL_STATES:
-        return False
-    for pod in pods.values():
-        if _mine(task, pod) and not (pod.ended or pod.deleting or pod.gone):
-            return True
-    for job in jobs.values():
-        if not _mine(task, job) or job.finished or job.deleting or job.gone:
-            continue
-        mine = [p for p in pods.values() if p.attempt == job.attempt and _mine(task, p)]
-        if (mine and all(p.ended or p.deleting for p in mine)) or (job.suspended and not mine):
-            continue
-        return True
-    return False
-
-
-def waits_for_kueue(task: TaskView, jobs: dict[str, JobView], pods: dict[str, PodView]) -> bool:
-    """Whether the task's Job is made, suspended, and waits for Kueue to admit it (no pod yet)."""
-    if task.status.get("state") in FINAL_STATES:
-        return False
-    return any(_mine(task, job) and job.suspended and not (job.finished or job.deleting or job.gone)
-               and not any(p.attempt == job.attempt and _mine(task, p) for p in pods.values())
-               for job in jobs.values())
 
 
 class Admission:
@@ -370,7 +80,7 @@ class Admission:
         self.lines: dict[str, Line] = {}  # the waiting tasks of each queue
         self.grants: dict[Key, Grant] = {}
         # The places of each queue's first POSITIONS_COUNTED as last counted: (position, waiting).
-        self.positions: dict[Key, tuple[int, int]] = {}
+        self.places: dict[Key, tuple[int, int]] = {}
         # Until then (the clock's seconds) no slot is given in a limited queue: see `hold`.
         self.hold_until = 0.0
         # Whether the API server serves Kueue's API (None: not asked yet).
@@ -583,7 +293,7 @@ class Admission:
         entry = self.entries.pop(key, None)
         if entry is None:
             return
-        self.positions.pop(key, None)
+        self.places.pop(key, None)
         line = self.lines.get(entry.queue)
         if line is not None:
             line.remove(key)
@@ -600,10 +310,10 @@ class Admission:
         else:
             reason = WAITING
         shown = shown_place(task.status, q.name, entry.attempt, reason)
-        counted = self.positions.get(entry.key)
+        counted = self.places.get(entry.key)
         if counted is None and shown is None and line is not None and len(line) <= POSITIONS_COUNTED:
             # A short line: its place is counted now (cheap), not only at the next count.
-            ahead = self.order(q.name, now, limit=len(line))
+            ahead = self.positions(q.name, now, limit=len(line))
             counted = next(((i, len(line)) for i, e in enumerate(ahead, 1) if e is entry), None)
         place = place_to_show(shown, counted, len(line) if line is not None else 1, now, self.refresh_seconds)
         if place is None:
@@ -633,10 +343,10 @@ class Admission:
             self._usage = {k: v for k, v in self._usage.items() if self.usage(k, now) > 0.01}
 
     # -- counting -----------------------------------------------------------------------
-    def count_running(self) -> Running:
+    def count_running(self) -> SlotCounts:
         """What holds a slot now: from the caches (the cluster), plus grants not yet seen as Jobs;
         and the Jobs that wait for Kueue."""
-        run = Running()
+        run = SlotCounts()
         now = self.clock()
         kueue_waiting: set[Key] = set()
         for key in {*self.caches.jobs, *self.caches.pods}:
@@ -765,14 +475,14 @@ class Admission:
         return admitted
 
     @staticmethod
-    def _full(q: QueueSpec, run: Running) -> bool:
+    def _full(q: QueueSpec, run: SlotCounts) -> bool:
         return q.max_running is not None and q.admission != KUEUE and run.queue[q.name] >= q.max_running
 
-    def order(self, name: str, now: float | None = None, running: Running | None = None,
-              limit: int | None = None) -> list[Entry]:
+    def positions(self, name: str, now: float | None = None, running: SlotCounts | None = None,
+                  limit: int | None = None) -> list[Entry]:
         """The waiting tasks of a queue in the order they would start, if nothing ended meanwhile
         (limits aside): their positions. The first `limit` only, at O(A + limit log A) for A
-        applications waiting (waiting_line.py)."""
+        applications waiting (line.py)."""
         line = self.lines.get(name)
         if line is None:
             return []
@@ -806,7 +516,7 @@ class Admission:
         for name in set(self.lines) | set(self.queues) | metrics.queue_names():
             line = self.lines.get(name)
             waiting = len(line) if line is not None else 0
-            for i, entry in enumerate(self.order(name, now, run, limit=POSITIONS_COUNTED), 1):
+            for i, entry in enumerate(self.positions(name, now, run, limit=POSITIONS_COUNTED), 1):
                 counted[entry.key] = (i, waiting)
             oldest_entry = line.oldest() if line is not None else None
             oldest = oldest_entry.since if oldest_entry is not None else None
@@ -816,7 +526,7 @@ class Admission:
             q = self.queues.get(name)
             if q is not None:
                 self._write_queue_status(q, run.queue[name], waiting + run.kueue[name], oldest, now)
-        previous, self.positions = self.positions, counted
+        previous, self.places = self.places, counted
         due: list[tuple[int, Key]] = []
         for key in counted.keys() | previous.keys():
             waiter, task = self.entries.get(key), self.caches.tasks.get(key)
