@@ -58,7 +58,7 @@ async def measure(waiting: int, pairs: int, namespaces: int, seconds: float) -> 
         adm.admit(task, 1)
         key = (task.namespace, task.name)
         if i < MAX_RUNNING:
-            caches.jobs[key][f"t{i}-1"] = JobView(f"t{i}-1", f"t{i}", 1, task_uid=task.uid)
+            caches.jobs.setdefault(key, {})[f"t{i}-1"] = JobView(f"t{i}-1", f"t{i}", 1, task_uid=task.uid)
             running.append(key)
     adm.count_running()  # the grants are seen as Jobs
 
@@ -80,7 +80,7 @@ async def measure(waiting: int, pairs: int, namespaces: int, seconds: float) -> 
             key = granted.pop()
             task = caches.tasks.get(key)
             if task is not None and key in adm.grants and key not in caches.jobs:
-                caches.jobs[key][f"{key[1]}-1"] = JobView(f"{key[1]}-1", key[1], 1, task_uid=task.uid)
+                caches.jobs.setdefault(key, {})[f"{key[1]}-1"] = JobView(f"{key[1]}-1", key[1], 1, task_uid=task.uid)
                 running.append(key)
 
     lags: list[float] = []

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .kube import ApiError, Kube, jobs_path
+from .kube import Kube, KubeError, jobs_path
 
 LOG = logging.getLogger("limetask.operator.features")
 
@@ -53,7 +53,7 @@ async def detect(kube: Kube, namespace: str) -> ServerFeatures:
     """Ask the server (a dry run in `namespace`, where the operator may create Jobs)."""
     try:
         answer = await kube.request("POST", jobs_path(namespace), probe_job(namespace), params={"dryRun": "All"})
-    except ApiError as exc:
+    except KubeError as exc:
         LOG.warning("could not ask the API server which Job features it has (%s): using none", exc)
         return ServerFeatures()
     found = features_of(answer or {})

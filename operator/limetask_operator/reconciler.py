@@ -33,10 +33,11 @@ from .archive import Archiver
 from .caches import Caches, Key
 from .events import owes_event
 from .features import NONE, ServerFeatures
-from .kube import ApiError, Kube, jobs_path, pods_path, task_path
+from .kube import Kube, KubeError, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
 from .settings import OperatorSettings
+from .work import WorkQueue
 
 LOG = logging.getLogger("limetask.operator")
 
@@ -76,7 +77,7 @@ class PredecessorsJob(Exception):
 class JobRefused(Exception):
     """The API server refused to create a Job (400, 403 or 422)."""
 
-    def __init__(self, error: ApiError) -> None:
+    def __init__(self, error: KubeError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -87,8 +88,7 @@ class Reconciler:
         self.settings = settings
         self.features = features  # what the API server was found to offer (features.py)
         self.caches = Caches()
-        self.queue: asyncio.Queue[Key] = asyncio.Queue()
-        self.queued: set[Key] = set()
+        self.work: WorkQueue[Key] = WorkQueue()  # the tasks to reconcile (not a LimeTaskQueue)
         self.active: set[Key] = set()
         self.dirty: set[Key] = set()
         self.workers: list[asyncio.Task[None]] = []
@@ -102,7 +102,7 @@ class Reconciler:
         if settings.archive_url is not None:
             # History goes to the archive; LimeTasks stay in etcd only a short while (archive.py).
             self.archiver = Archiver(kube, settings, settings.archive_url.get_secret_value())
-            self.caches.on_settled = self.archiver.settled
+            self.caches.on_settled = self.archiver.on_settled
         from .scheduler import Scheduler
 
         # LimeTaskSchedules: one LimeTask per schedule and tick (scheduler.py); with the archive,
@@ -126,9 +126,8 @@ class Reconciler:
     def enqueue(self, key: Key) -> None:
         if key in self.active:
             self.dirty.add(key)
-        elif key not in self.queued:
-            self.queued.add(key)
-            self.queue.put_nowait(key)
+        else:
+            self.work.add(key)
 
     def enqueue_later(self, key: Key, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.enqueue, key)
@@ -176,7 +175,7 @@ class Reconciler:
                     if not children:
                         del cache[key]  # no empty entry left behind per finished task
         else:
-            cache[key][meta.get("name", "")] = make(body)
+            cache.setdefault(key, {})[meta.get("name", "")] = make(body)
         if key in self.caches.tasks:
             self.enqueue(key)
             self.admission.poke()  # a slot may have been freed
@@ -343,8 +342,7 @@ class Reconciler:
 
     async def _worker(self) -> None:
         while True:
-            key = await self.queue.get()
-            self.queued.discard(key)
+            key = await self.work.take()
             self.active.add(key)
             try:
                 await self.reconcile(key)
@@ -357,9 +355,9 @@ class Reconciler:
                 n = self.retries.get(key, 0) + 1
                 self.retries[key] = n
                 delay = min(0.5 * 2 ** (n - 1), 60)
-                level = logging.WARNING if isinstance(exc, ApiError) else logging.ERROR
+                level = logging.WARNING if isinstance(exc, KubeError) else logging.ERROR
                 LOG.log(level, "task %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay,
-                        exc_info=not isinstance(exc, ApiError))
+                        exc_info=not isinstance(exc, KubeError))
                 self.enqueue_later(key, delay)
             finally:
                 self.active.discard(key)
@@ -396,7 +394,7 @@ class Reconciler:
                 try:
                     await self.kube.delete(task_path(t.namespace, t.name), uid=t.uid)
                     metrics.RETENTION_DELETES.inc()
-                except ApiError as exc:
+                except KubeError as exc:
                     LOG.warning("retention: deleting %s/%s failed: %s", t.namespace, t.name, exc)
 
     async def reconcile(self, key: Key) -> None:
@@ -526,7 +524,7 @@ class Reconciler:
             try:
                 updated: dict[str, Any] = await self.kube.request(
                     "PUT", task_path(task.namespace, task.name, "status"), task.with_status(sent))
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status == 404:
                     return None
                 if exc.status == 422:
@@ -552,7 +550,7 @@ class Reconciler:
         self.enqueue(key)
         return None
 
-    async def _status_refused(self, task: TaskView, error: ApiError) -> None:
+    async def _status_refused(self, task: TaskView, error: KubeError) -> None:
         """The API server refuses this task's status as invalid: try again after a bounded,
         growing delay (or when the task changes), and say so once per task, not at every try."""
         key = (task.namespace, task.name)
@@ -610,7 +608,7 @@ class Reconciler:
                 "source": {"component": "limetask-operator"},
                 "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
             })
-        except ApiError as exc:
+        except KubeError as exc:
             LOG.warning("task %s/%s: could not post a %s event: %s", task.namespace, task.name, reason, exc)
 
     async def _pod_refusal(self, task: TaskView, attempt: int) -> str:
@@ -645,7 +643,7 @@ class Reconciler:
                             created_at=dt.datetime.now(dt.timezone.utc))
             try:
                 created = await self.kube.create(jobs_path(task.namespace), job)
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status == 404:
                     return  # the namespace is going away
                 if exc.status in (400, 403, 422):

@@ -65,11 +65,11 @@ class Harness:
         return self.adm.admit(self.task(b), attempt)
 
     def start_job(self, name: str, ns: str = "ns", attempt: int = 1) -> None:
-        self.caches.jobs[(ns, name)][f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
+        self.caches.jobs.setdefault((ns, name), {})[f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
                                                                     task_uid=f"uid-{name}")
 
     def finish_job(self, name: str, ns: str = "ns", attempt: int = 1) -> None:
-        self.caches.jobs[(ns, name)][f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
+        self.caches.jobs.setdefault((ns, name), {})[f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
                                                                     complete=True, task_uid=f"uid-{name}")
 
 
@@ -345,13 +345,12 @@ def test_a_pass_over_twenty_thousand_waiting_ranks_each_application_once_not_eac
     ranks each application's next task about once plus once per task handed out, and reads the
     statuses of the first POSITIONS_COUNTED only; never every waiting task against every
     application (6 million rankings, seconds of the event loop)."""
-    from limetask_operator.admission import POSITIONS_COUNTED
-    from limetask_operator.admission import line as waiting_line
+    from limetask_operator.admission import POSITIONS_COUNTED, line
 
     h = Harness()
     burst(h)
     ranked = 0
-    real_rank = waiting_line.rank
+    real_rank = line.rank
 
     def counting_rank(*args: Any) -> Any:
         nonlocal ranked
@@ -369,7 +368,7 @@ def test_a_pass_over_twenty_thousand_waiting_ranks_each_application_once_not_eac
     h.caches.tasks = CountingTasks(h.caches.tasks)
     CountingTasks.reads = 0
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(waiting_line, "rank", counting_rank)
+        mp.setattr(line, "rank", counting_rank)
         asyncio.run(count())
         assert ranked <= 2 * (300 + POSITIONS_COUNTED), ranked
         assert CountingTasks.reads <= 2 * POSITIONS_COUNTED + 40, CountingTasks.reads  # (+ the running ones)
@@ -511,7 +510,7 @@ def test_a_job_suspended_for_kueue_waits_and_is_said_to_wait_when_kueue_is_not_s
     h.adm.queue_event("ADDED", queue(admission="Kueue", kueueQueueName="team-a"))
     answer = h.ask(body("t1"))
     assert isinstance(answer, Admitted) and answer.kueue_queue == "team-a"
-    h.caches.jobs[("ns", "t1")]["t1-1"] = JobView("t1-1", "t1", 1, task_uid="uid-t1", suspended=True)
+    h.caches.jobs.setdefault(("ns", "t1"), {})["t1-1"] = JobView("t1-1", "t1", 1, task_uid="uid-t1", suspended=True)
     run = h.adm.count_running()
     assert run.queue["q"] == 0 and run.kueue["q"] == 1
     assert h.adm.kueue_note("q") == ""  # not asked yet

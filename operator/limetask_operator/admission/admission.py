@@ -22,7 +22,7 @@ from lime_task.validation import parse_time
 
 from .. import metrics
 from ..caches import Caches, Key
-from ..kube import ApiError, Kube
+from ..kube import Kube, KubeError
 from ..model import TaskView
 from .limits import KUEUE, KUEUE_GROUP, QueueSpec, SlotCounts, holds_slot, queue_name, queue_path, waits_for_kueue
 from .line import Entry, Line, Merge, stamp
@@ -167,7 +167,7 @@ class Admission:
         self._kueue_asked = self.clock()
         try:
             found = await self.kube.get(f"/apis/{KUEUE_GROUP}")
-        except ApiError as exc:
+        except KubeError as exc:
             LOG.debug("could not ask whether Kueue is installed: %s", exc)
             return
         served = found is not None
@@ -561,7 +561,7 @@ class Admission:
             try:
                 await self.kube.request("PUT", queue_path(q.name, "status"), body)
                 self._queue_status[q.name] = state
-            except ApiError as exc:
+            except KubeError as exc:
                 # A conflict (the queue changed): its watch event brings the new version; try again then.
                 LOG.debug("queue %s: status not written: %s", q.name, exc)
             finally:

@@ -39,7 +39,7 @@ from ..model import JobView, PodView, TaskView
 from .cancel import cancel, cancel_requested
 from .delay import wait_for_eta
 from .expiry import expired_before_start, expired_in_queue
-from .final import final, settled
+from .final import already_final, final
 from .finished import after_timeout, after_verdict
 from .kueue import after_eviction, evicted_without_verdict
 from .outcome import (
@@ -109,7 +109,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     cluster does not serve Kueue's API, say).
     """
     if task.status.get("state") in FINAL_STATES:
-        return settled(jobs, pods)
+        return already_final(jobs, pods)
     policy = SpecPolicy(max_attempts_ceiling, allow_image_override, resource_caps or {}, allow_placement_override,
                         runner_resources or {}, deny_unlisted_resources)
     plan = _decide(facts_of(task, jobs, pods, now, jobs_gone), policy, pods_fresh, jobs_gone, job_refused,

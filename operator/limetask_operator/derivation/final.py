@@ -28,7 +28,7 @@ def clean_up(jobs: Mapping[int, JobView], pods: Mapping[int, list[PodView]],
     return sorted(stop), sorted(delete)
 
 
-def settled(jobs: Mapping[int, JobView], pods: Mapping[int, list[PodView]]) -> Plan:
+def already_final(jobs: Mapping[int, JobView], pods: Mapping[int, list[PodView]]) -> Plan:
     """A task whose status is final already: nothing is written, its Jobs are cleaned up."""
     stop, delete = clean_up(jobs, pods)
     return Plan(stop_jobs=stop, delete_jobs=delete)

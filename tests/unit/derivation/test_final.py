@@ -3,7 +3,7 @@ what still runs is stopped, what has finished is deleted."""
 
 from __future__ import annotations
 
-from limetask_operator.derivation.final import clean_up, final, settled
+from limetask_operator.derivation.final import already_final, clean_up, final
 
 from lime_task.events import message_id, routing_key
 from tests.unit.derivation.facts import condition_of, facts
@@ -47,5 +47,5 @@ def test_a_running_job_is_stopped_and_a_finished_one_deleted() -> None:
 
 
 def test_a_settled_task_writes_nothing_and_cleans_up() -> None:
-    plan = settled({1: complete_job()}, {1: [ended_pod()]})
+    plan = already_final({1: complete_job()}, {1: [ended_pod()]})
     assert plan.status is None and plan.delete_jobs == [complete_job().name]
