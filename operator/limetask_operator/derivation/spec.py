@@ -10,7 +10,7 @@ from lime_task.errors import InvalidArgumentsError, InvalidTaskError
 from lime_task.resource import DEFAULT_MAX_ATTEMPTS
 from lime_task.validation import check_arguments, spec_time, timing_problem
 
-from ..manifests import merge_resources, requests_over_limits, resources_over
+from ..resources import merge_resources, requests_over_limits, resources_over
 
 NAME_MAX = 63  # a label value
 # How far a client's clock may run ahead of the API server's: an eta the client took for "a year
