@@ -1,11 +1,11 @@
 """What the API server offers, found out by asking it, never by its version.
 
 One seam for every server feature the operator uses but can do without. Today:
-- `pod_replacement_policy`: a Job with `podReplacementPolicy: Failed` makes no replacement pod
-  until a deleted or evicted one has failed, and with `backoffLimit: 0` then none at all: an
-  attempt has exactly one pod. Every Kubernetes the chart accepts (1.35 and later) has it; a
-  server that drops the field (an older one, which the project does not test) makes a
-  replacement at once, which the operator then stops (see derivation.py: one pod per attempt).
+- `pod_replacement_policy`: the server keeps a Job's `podReplacementPolicy`. Then the Jobs are
+  made with `podReplacementPolicy: Failed` (manifests.py): no replacement pod until a deleted or
+  evicted one has failed, and with `backoffLimit: 0` none at all. Otherwise the job controller
+  may start a replacement, whose Job the derivation stops; the first pod decides the attempt
+  (derivation/outcome.py: one pod per attempt).
 
 Detection is a server-side dry run of a Job that asks for the feature: a server that does not
 know a field drops it from what it answers, one that knows it keeps it. Nothing is created.

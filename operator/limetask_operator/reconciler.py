@@ -1,7 +1,7 @@
 """The reconcile loop: a de-duplicating work queue of tasks and a few workers.
 
 The operator's own watches (watches.py) feed the caches (caches.py: LimeTasks, Jobs, Pods) and
-put task keys on the queue. A worker takes a key, derives the plan from what the caches hold
+put task keys on the work queue (work.py). A worker takes a key, derives the plan from what the caches hold
 now (derivation.derive), and carries it out (carry_out: create the attempt's Job, publish,
 write the status, stop or delete Jobs). A key is never worked on by two workers at once; one
 that changes meanwhile is queued again.
@@ -630,51 +630,76 @@ class Reconciler:
         return by_job.get(job_name(task.name, attempt), "")
 
     async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
-        """Carry out a plan, in the one order that is safe at any crash point:
+        """What the operator writes for one plan, in the one order that is safe at any crash point:
 
         1. create the attempt's Job (deterministic name: a re-run finds it, 409);
         2. publish the completion event inline, while the broker answers (else the dispatcher
            delivers it from the outbox once the status is stored);
         3. write the status (a final one always lands: see write_status);
-        4. stop Jobs still running, and delete finished ones (only once the result is stored).
+        4. stop Jobs still running, and delete finished ones (only once the result is stored:
+           a Job's pod holds the verdict until then).
+
+        A step that finds its object gone (the namespace, the task) ends the sequence there.
+        tests/unit/test_write_sequence.py holds it to these requests, in this order.
         """
-        if plan.create_attempt is not None:
-            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue,
-                            created_at=dt.datetime.now(dt.timezone.utc))
-            try:
-                created = await self.kube.create(jobs_path(task.namespace), job)
-            except KubeError as exc:
-                if exc.status == 404:
-                    return  # the namespace is going away
-                if exc.status in (400, 403, 422):
-                    raise JobRefused(exc) from exc
-                raise
-            if created is None:
-                await self._claim_existing_job(task, job["metadata"]["name"])
-            else:
-                metrics.JOBS_CREATED.inc()
-                LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
-                         job["metadata"]["name"], plan.create_attempt)
-        if plan.status is not None and owes_event(dataclasses.replace(task, status=plan.status)):
-            confirmed = await self.events.publish_inline(task, plan.status)
-            if confirmed is not None:
-                plan.status = {**plan.status, "event": confirmed}
+        if plan.create_attempt is not None and not await self._create_job(task, plan.create_attempt,
+                                                                            plan.kueue_queue):
+            return
         if plan.status is not None:
-            updated = await self.write_status(task, plan.status)
-            if updated is None:
+            plan.status = await self._publish_inline(task, plan.status)
+            if not await self._store_status(task, plan.status):
                 return
-            # The whole new status (the cache keeps only a compact copy of a settled task).
-            view = TaskView.from_body(updated)
-            if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
+        await self._remove_jobs(task, plan.stop_jobs, plan.delete_jobs)
+
+    async def _create_job(self, task: TaskView, attempt: int, kueue_queue: str | None) -> bool:
+        """Step 1: the attempt's Job. False when its namespace is going away (nothing more to do);
+        JobRefused when the API server will not take it as it is."""
+        job = build_job(task, attempt, self.settings, self.features, kueue_queue,
+                        created_at=dt.datetime.now(dt.timezone.utc))
+        try:
+            created = await self.kube.create(jobs_path(task.namespace), job)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False  # the namespace is going away
+            if exc.status in (400, 403, 422):
+                raise JobRefused(exc) from exc
+            raise
+        if created is None:
+            await self._claim_existing_job(task, job["metadata"]["name"])
+        else:
+            metrics.JOBS_CREATED.inc()
+            LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
+                     job["metadata"]["name"], attempt)
+        return True
+
+    async def _publish_inline(self, task: TaskView, status: dict[str, Any]) -> dict[str, Any]:
+        """Step 2: the status to write, with the event's confirmation when it was published now."""
+        if not owes_event(dataclasses.replace(task, status=status)):
+            return status
+        confirmed = await self.events.publish_inline(task, status)
+        return status if confirmed is None else {**status, "event": confirmed}
+
+    async def _store_status(self, task: TaskView, status: dict[str, Any]) -> bool:
+        """Step 3: the status, and the metrics of what it says. False when it was not written."""
+        updated = await self.write_status(task, status)
+        if updated is None:
+            return False
+        # The whole new status (the cache keeps only a compact copy of a settled task).
+        view = TaskView.from_body(updated)
+        if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
+            metrics.observe_started(view)
+        if view.status.get("state") in ("SUCCESS", "FAILURE"):
+            metrics.observe_final(view)
+            if not task.status.get("startedAt") and view.status.get("startedAt"):
                 metrics.observe_started(view)
-            if view.status.get("state") in ("SUCCESS", "FAILURE"):
-                metrics.observe_final(view)
-                if not task.status.get("startedAt") and view.status.get("startedAt"):
-                    metrics.observe_started(view)
-                LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
-                         view.status.get("attempts"))
-        for name in plan.stop_jobs:
+            LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
+                     view.status.get("attempts"))
+        return True
+
+    async def _remove_jobs(self, task: TaskView, stop: list[str], delete: list[str]) -> None:
+        """Step 4: Jobs still running are stopped; finished ones deleted, unless the platform keeps them."""
+        for name in stop:
             await self.kube.delete(jobs_path(task.namespace, name))
         if self.settings.delete_finished_jobs:
-            for name in plan.delete_jobs:
+            for name in delete:
                 await self.kube.delete(jobs_path(task.namespace, name))

@@ -98,8 +98,8 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
     """The outcome of one attempt, or None when the caches cannot tell yet.
 
     One pod per attempt: when the job controller replaced a pod that was deleted or evicted
-    (it does so unless the Job's podReplacementPolicy waits for the pod to end), the first pod
-    decides: its verdict, or a lost worker. A replacement's own verdict never counts.
+    (a Job made without podReplacementPolicy: features.py), the first pod decides: its verdict,
+    or a lost worker. A replacement's own verdict never counts.
     """
     if len(pods) > 1:
         first = min(pods, key=lambda p: (p.created, p.name))
