@@ -134,3 +134,17 @@ def test_the_benchmarks_scenarios_never_import_the_runner_back() -> None:
     edges = graph(BENCH, "bench")
     assert "bench.dashboard" in edges["bench.__main__"]
     assert cycles(edges) == []
+
+
+def test_the_readmes_tree_of_the_operator_names_every_module() -> None:
+    """README's tree ("Where the operator's code lives") is where a newcomer looks first: a module
+    it does not name would be found only by reading the code."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    tree = readme.split("### Where the operator's code lives", 1)[1].split("```", 2)[1]
+
+    def named(path: Path) -> bool:
+        if path.name == "__init__.py":
+            return path.parent == ROOT or f"{path.parent.name}/" in tree
+        return path.name in tree
+
+    assert [str(p.relative_to(ROOT)) for p in sorted(ROOT.rglob("*.py")) if not named(p)] == []
