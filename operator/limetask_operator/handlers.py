@@ -44,6 +44,7 @@ class OperatorMemo:
     elector: LeaderElector | None = None
     election: asyncio.Task[None] | None = None
     lag_watch: asyncio.Task[None] | None = None  # samples the event loop's lag (metrics)
+    starting: asyncio.Task[None] | None = None  # waits for the login, then leads or campaigns
 
 
 def _memo(memo: Any) -> OperatorMemo:
@@ -115,7 +116,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         LOG.info("metrics on :%d/metrics", ours.metrics_port)
     LOG.info("limetask operator: runner image %s, %d workers", ours.runner_image, ours.workers)
     # The reconciler starts once kopf has logged in (it reuses those credentials).
-    asyncio.get_running_loop().create_task(_start_after_login(shared), name="start-reconciler")
+    # A stop that comes before it is done cancels it (cleanup).
+    shared.starting = asyncio.get_running_loop().create_task(_start_after_login(shared), name="start-reconciler")
 
 
 async def _start_after_login(shared: OperatorMemo) -> None:
@@ -237,7 +239,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
     watchdog.daemon = True
     watchdog.start()
     shared = _memo(memo)
-    for task in (shared.election, shared.lag_watch):
+    for task in (shared.starting, shared.election, shared.lag_watch):
         if task is not None:
             task.cancel()
     rec, shared.reconciler = shared.reconciler, None

@@ -369,3 +369,40 @@ def test_a_401_asks_for_fresh_credentials() -> None:
 
     asyncio.run(main())
     assert kube.logins == 1
+
+
+def test_a_stop_during_startup_cancels_the_start_and_leaves_nothing_running(monkeypatch: Any) -> None:
+    """A SIGTERM while the operator still asks the API server what it offers: the start is
+    cancelled, not left to fail on a closed connection with a traceback in the log."""
+    import kopf
+    from limetask_operator import handlers
+    from limetask_operator.settings import OperatorSettings
+
+    asked = asyncio.Event()
+
+    async def detect_for_ever(*_: Any, **__: Any) -> Any:
+        asked.set()
+        await asyncio.Event().wait()
+
+    class FakeKube:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(handlers, "detect", detect_for_ever)
+    # the watchdog would os._exit the test run if cleanup hung; it must not fire here
+    monkeypatch.setattr(handlers, "_force_exit", lambda: None)
+
+    async def main() -> list[asyncio.Task[Any]]:
+        memo = handlers.OperatorMemo(settings=OperatorSettings(metrics_port=0), namespaces=None)
+        kube = FakeKube()
+        memo.kube = kube  # type: ignore[assignment]
+        await handlers.startup(settings=kopf.OperatorSettings(), memo=memo)
+        await asyncio.wait_for(asked.wait(), 5)
+        await handlers.cleanup(memo=memo)
+        await asyncio.sleep(0)
+        assert kube.closed
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+    assert asyncio.run(main()) == []
