@@ -32,7 +32,6 @@ from .errors import (
     TaskAlreadyFinishedError,
     WaitTimeoutError,
 )
-from .kubeauth import DEFAULT_AUDIENCE
 from .registry import TaskOptions, resolve_task
 from .resource import (
     ANNOTATION_CANCEL,
@@ -50,6 +49,7 @@ from .resource import (
 from .results import (
     AUDIENCE_ENV,
     CA_FILE_ENV,
+    DEFAULT_AUDIENCE,
     KUBERNETES_TOKEN_FILE_ENV,
     SERVICE_ACCOUNT_ENV,
     KubernetesTokens,
