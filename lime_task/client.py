@@ -59,7 +59,7 @@ from .results import (
     service_account_of,
     tokens_from_env,
 )
-from .status import TaskStatus
+from .status import TaskStatus, wait_with
 from .validation import (
     check_app_name,
     check_arguments,
@@ -626,6 +626,9 @@ def default_client() -> TaskClient:
         if _default is None:
             _default = TaskClient()
         return _default
+
+
+wait_with(default_client)
 
 
 def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
