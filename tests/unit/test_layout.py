@@ -196,3 +196,22 @@ def test_every_package_ships() -> None:
     for package in PACKAGES:
         on_disk = {name for name, path in modules_of(package.name, package.root).items() if path.name == "__init__.py"}
         assert on_disk - listed == set()
+
+
+def test_what_a_solution_imports() -> None:
+    """`import lime_task` gives every name of its __all__, and loads neither the server, the
+    command line, nor their libraries (fastapi, typer)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, lime_task\n"
+              "missing = [n for n in lime_task.__all__ if not hasattr(lime_task, n)]\n"
+              "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'typer', 'uvicorn')\n"
+              "                or m.split('.')[:2] in (['lime_task', 'server'], ['lime_task', 'cli']))\n"
+              "print(missing, loaded)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[] []"
+    import lime_task
+
+    assert {"task", "send_task", "get_status", "cancel_task", "list_tasks", "run_eager", "configure", "TaskClient",
+            "TaskStatus", "CronTab", "ScheduledTask", "TaskSession", "LimeTaskError"} <= set(lime_task.__all__)
