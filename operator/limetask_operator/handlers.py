@@ -19,6 +19,7 @@ import kopf
 
 from lime_task.client import SA_NAMESPACE_FILE
 
+from . import metrics
 from .features import detect
 from .kube import Kube
 from .leader import LeaderElector
@@ -44,6 +45,7 @@ class OperatorMemo:
     elector: LeaderElector | None = None
     election: asyncio.Task[None] | None = None
     lag_watch: asyncio.Task[None] | None = None  # samples the event loop's lag (metrics)
+    starting: asyncio.Task[None] | None = None  # waits for the login, then leads or campaigns
 
 
 def _memo(memo: Any) -> OperatorMemo:
@@ -102,8 +104,6 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     if shared.kube is not None:
         shared.logged_in.set()
     if ours.metrics_port:
-        from . import metrics
-
         def tasks() -> dict[Any, Any]:
             return shared.reconciler.caches.tasks if shared.reconciler is not None else {}
 
@@ -115,7 +115,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         LOG.info("metrics on :%d/metrics", ours.metrics_port)
     LOG.info("limetask operator: runner image %s, %d workers", ours.runner_image, ours.workers)
     # The reconciler starts once kopf has logged in (it reuses those credentials).
-    asyncio.get_running_loop().create_task(_start_after_login(shared), name="start-reconciler")
+    # A stop that comes before it is done cancels it (cleanup).
+    shared.starting = asyncio.get_running_loop().create_task(_start_after_login(shared), name="start-reconciler")
 
 
 async def _start_after_login(shared: OperatorMemo) -> None:
@@ -140,8 +141,10 @@ async def _start_after_login(shared: OperatorMemo) -> None:
         rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods, LimeTaskSchedules, LimeTaskQueues: watches.py
         rec.start()
         shared.reconciler = rec
+        metrics.leading()
 
     async def step_down() -> None:
+        metrics.stepped_down()
         rec, shared.reconciler = shared.reconciler, None
         if rec is not None:
             await rec.stop()
@@ -237,7 +240,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
     watchdog.daemon = True
     watchdog.start()
     shared = _memo(memo)
-    for task in (shared.election, shared.lag_watch):
+    for task in (shared.starting, shared.election, shared.lag_watch):
         if task is not None:
             task.cancel()
     rec, shared.reconciler = shared.reconciler, None

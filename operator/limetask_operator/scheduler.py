@@ -212,6 +212,8 @@ def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_
     done = max((t for t in (parse_time(status.get("lastScheduleTime")), parse_time(st.get("lastSkippedTime")))
                 if t is not None), default=None)
     if tick is not None and tick > created and (done is None or tick > done):
+        _missed(status, expression, tz, max(t for t in (done, created) if t is not None), tick,
+                parse_time(status.get("waitingTime")))
         _tick(out, status, schedule, tick, now, active, strangers, (found or {}).get(int(tick.timestamp()), Found()))
     if policy == "Replace":
         newest = max([r.tick for r in own] + ([int(out.create.timestamp())] if out.create else []), default=0)
@@ -270,6 +272,35 @@ def _tick(out: Decision, status: dict[str, Any], schedule: dict[str, Any], tick:
         if policy == "Allow":
             expression, tz = str(spec.get("schedule")), crontab.zone(spec.get("timeZone"))
             out.expires = crontab.next_tick(expression, tz, tick)
+
+
+# Schedules reconciled at once. One reconcile waits on the archive, a create and a status write:
+# with a single worker, a hundred schedules on the same minute took longer than the minute on a
+# busy operator, and later ticks came before earlier ones were made.
+SCHEDULE_WORKERS = 8
+MISSED_COUNT_MAX = 1000  # a schedule every second, an operator away for a day: counted up to this
+
+
+def _missed(status: dict[str, Any], expression: str, tz: dt.tzinfo, since: dt.datetime, tick: dt.datetime,
+            waiting: dt.datetime | None) -> None:
+    """Ticks after the last one decided and before the due one, that no reconcile saw while they
+    were the latest (the operator was down, or behind): only the latest tick runs, as a CronJob's
+    without a starting deadline does; those before it are counted skipped, and said. A tick that
+    waited (Forbid) is counted by _tick."""
+    missed: list[dt.datetime] = []
+    at = crontab.next_tick(expression, tz, since)
+    while at is not None and at < tick and len(missed) < MISSED_COUNT_MAX:
+        if at != waiting:
+            missed.append(at)
+        at = crontab.next_tick(expression, tz, at)
+    if not missed:
+        return
+    count = f"more than {len(missed)}" if len(missed) >= MISSED_COUNT_MAX else str(len(missed))
+    span = _stamp(missed[0]) if len(missed) == 1 else f"{_stamp(missed[0])} to {_stamp(missed[-1])}"
+    status["skipped"] = int(status.get("skipped") or 0) + len(missed)
+    status["lastSkippedTime"] = _stamp(missed[-1])
+    status["lastSkipReason"] = (f"{count} tick(s) ({span}) passed before a run could be made for them (the operator "
+                                f"was down or behind); only the latest tick, {_stamp(tick)}, runs")
 
 
 def _skip(status: dict[str, Any], tick: dt.datetime, reason: str) -> None:
@@ -375,7 +406,7 @@ class Scheduler:
     def __init__(self, kube: Kube, seconds_ok: bool = False,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
                  synced: Callable[[str], bool] = lambda ns: True, archive: RunArchive | None = None,
-                 archive_keep_seconds: float = 600.0) -> None:
+                 archive_keep_seconds: float = 600.0, workers: int = SCHEDULE_WORKERS) -> None:
         self.kube = kube
         self.seconds_ok = seconds_ok
         self.clock = clock
@@ -395,7 +426,12 @@ class Scheduler:
         self.watched: dict[Key, deque[str]] = {}
         self.echo: dict[Key, str] = {}
         self.unsure: dict[Key, int] = {}  # the tick whose run the archive could not rule out, once said
-        self.worker: asyncio.Task[None] | None = None
+        # Several schedules are reconciled at once (each waits on the archive and the API server);
+        # one schedule never by two workers: a key queued again while it is worked on waits.
+        self.worker_count = workers
+        self.busy: set[Key] = set()
+        self.again: set[Key] = set()
+        self.workers: list[asyncio.Task[None]] = []
 
     # -- what the watches tell ------------------------------------------------------------
     def schedule_event(self, event_type: str, body: dict[str, Any]) -> None:
@@ -494,19 +530,23 @@ class Scheduler:
         self.timers[key] = asyncio.get_running_loop().call_later(delay, self.enqueue, key)
 
     def start(self) -> None:
-        self.worker = asyncio.create_task(self._work(), name="schedules")
+        self.workers = [asyncio.create_task(self._work(), name=f"schedules-{i}") for i in range(self.worker_count)]
 
     async def stop(self) -> None:
         for key in list(self.timers):
             self._cancel_timer(key)
-        if self.worker is not None:
-            self.worker.cancel()
-            await asyncio.gather(self.worker, return_exceptions=True)
-            self.worker = None
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
     async def _work(self) -> None:
         while True:
             key = await self.work.take()
+            if key in self.busy:
+                self.again.add(key)  # another worker has it: once more when that one is done
+                continue
+            self.busy.add(key)
             try:
                 await self.reconcile(key)
             except asyncio.CancelledError:
@@ -515,6 +555,11 @@ class Scheduler:
                 LOG.warning("schedule %s/%s: %s; again in 5 s", key[0], key[1], exc,
                             exc_info=not isinstance(exc, KubeError))
                 asyncio.get_running_loop().call_later(5, self.enqueue, key)
+            finally:
+                self.busy.discard(key)
+                if key in self.again:
+                    self.again.discard(key)
+                    self.enqueue(key)
 
     def _runs(self, key: Key) -> list[Run]:
         runs = list(self.runs.get(key, {}).values())

@@ -128,10 +128,37 @@ def test_after_downtime_only_the_latest_missed_tick_runs() -> None:
     assert d2.create is None  # never a storm
 
 
+def test_ticks_passed_before_a_run_could_be_made_are_counted_skipped_once_and_said() -> None:
+    last = {"lastScheduleTime": "2026-11-30T07:00:00Z"}
+    d = decide(schedule(last), [run(0)], at(2026, 11, 30, 7, 35))
+    assert d.create == at(2026, 11, 30, 7, 30) and d.status is not None
+    assert d.status["skipped"] == 2 and d.status["lastSkippedTime"] == "2026-11-30T07:20:00Z"
+    assert "2 tick(s) (2026-11-30T07:10:00Z to 2026-11-30T07:20:00Z)" in d.status["lastSkipReason"]
+    assert "only the latest tick, 2026-11-30T07:30:00Z, runs" in d.status["lastSkipReason"]
+    # decided again (a lost status write, a restart): counted once
+    again = decide(schedule(d.status), [run(0), run(30, "PENDING")], at(2026, 11, 30, 7, 36))
+    assert again.status is not None and again.status["skipped"] == 2
+    # on time, nothing is missed
+    on_time = decide(schedule(last), [run(0)], at(2026, 11, 30, 7, 10, 1))
+    assert on_time.create == at(2026, 11, 30, 7, 10) and on_time.status is not None
+    assert "skipped" not in on_time.status
+
+
+def test_a_schedule_made_after_the_missed_ticks_does_not_count_them() -> None:
+    d = decide(schedule(), [], at(2026, 11, 30, 7, 35))  # made at 06:00, never decided until 07:35
+    assert d.create == at(2026, 11, 30, 7, 30) and d.status is not None
+    assert d.status["skipped"] == 8  # 06:10 .. 07:20
+    young = schedule()
+    young["metadata"]["creationTimestamp"] = "2026-11-30T07:25:00Z"
+    d = decide(young, [], at(2026, 11, 30, 7, 35))
+    assert d.create == at(2026, 11, 30, 7, 30) and d.status is not None and "skipped" not in d.status
+
+
 def test_a_tick_past_its_starting_deadline_is_skipped() -> None:
     last = {"lastScheduleTime": "2026-11-30T07:00:00Z"}
     d = decide(schedule(last, startingDeadlineSeconds=60), [run(0)], at(2026, 11, 30, 7, 35))
-    assert d.create is None and d.status is not None and d.status["skipped"] == 1
+    # 07:10 and 07:20 were missed, 07:30 is past its deadline: none of the three runs
+    assert d.create is None and d.status is not None and d.status["skipped"] == 3
     assert "past the starting deadline of 60s" in d.status["lastSkipReason"]
     assert decide(schedule(last, startingDeadlineSeconds=600), [run(0)], at(2026, 11, 30, 7, 35)).create is not None
 
@@ -758,3 +785,60 @@ def test_the_archive_answers_whether_a_run_was_made_and_lists_a_schedules_runs(a
         assert [b["metadata"]["name"] for b in page.items] == ["nightly_1796023200"]
     finally:
         reader.close()
+
+
+def test_a_slow_schedule_does_not_hold_up_the_others_and_none_is_worked_on_twice_at_once() -> None:
+    """A hundred schedules on the same minute: one whose create hangs (a slow API server, the
+    archive) must not keep the others' runs from being made on time; and a schedule queued
+    again while a worker has it waits for that worker (two at once would make its run twice)."""
+    from limetask_operator.scheduler import Scheduler
+
+    class SlowKube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+            self.inside: dict[str, int] = {}
+            self.most_at_once: dict[str, int] = {}
+
+        async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+            schedule_name = body["metadata"]["name"].rsplit("-", 1)[0]
+            self.inside[schedule_name] = self.inside.get(schedule_name, 0) + 1
+            self.most_at_once[schedule_name] = max(self.most_at_once.get(schedule_name, 0),
+                                                   self.inside[schedule_name])
+            try:
+                if schedule_name == "slow":
+                    await self.release.wait()
+                return await super().create(path, body)
+            finally:
+                self.inside[schedule_name] -= 1
+
+    async def main() -> SlowKube:
+        kube = SlowKube()
+        now = at(2026, 11, 30, 7, 10, 0, 500000)
+        s = Scheduler(kube, clock=lambda: now)  # type: ignore[arg-type]
+        for i, name in enumerate(["slow"] + [f"fast{n}" for n in range(20)]):
+            body = copy.deepcopy(SCHEDULE)
+            body["metadata"].update(name=name, uid=f"uid-{i}")
+            s.schedule_event("ADDED", body)
+        s.start()
+        try:
+            for _ in range(200):
+                if len(kube.made()) == 20:
+                    break
+                await asyncio.sleep(0.01)
+            assert sorted(kube.made()) == sorted(f"fast{n}-1796022600" for n in range(20))
+            for _ in range(3):  # the slow one is queued again (a watch event) while it hangs
+                s.enqueue(("ns", "slow"))
+                await asyncio.sleep(0.01)
+            kube.release.set()
+            for _ in range(200):
+                if "slow-1796022600" in kube.made() and not s.busy and not s.work:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await s.stop()
+        return kube
+
+    kube = asyncio.run(main())
+    assert kube.most_at_once["slow"] == 1
+    assert "slow-1796022600" in kube.made()

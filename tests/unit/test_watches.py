@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from limetask_operator.kube import ApiError
+from limetask_operator.kube import KubeError
 from limetask_operator.watches import ResourceWatch
 
 
@@ -140,7 +140,7 @@ def test_an_unexpected_error_is_retried_and_reported_by_the_probe(caplog: pytest
 
 
 def test_a_watch_that_never_lists_is_reported() -> None:
-    kube = FakeKube([ApiError(500, "etcd is down", "GET", "/x")], [])
+    kube = FakeKube([KubeError(500, "etcd is down", "GET", "/x")], [])
 
     async def main() -> str | None:
         watch = make(kube, [], [])
@@ -159,7 +159,7 @@ def test_a_watch_that_never_lists_is_reported() -> None:
 def test_a_forbidden_namespace_is_degraded_and_a_forbidden_cluster_is_a_problem(namespace: str | None) -> None:
     """A 403 in one namespace (its Role deleted) is that namespace's trouble, not a reason to
     restart the operator; a 403 on a cluster-wide watch leaves the operator blind."""
-    kube = FakeKube([ApiError(403, "forbidden", "GET", "/x")], [])
+    kube = FakeKube([KubeError(403, "forbidden", "GET", "/x")], [])
     changes: list[bool] = []
 
     async def main() -> tuple[str | None, str | None]:
@@ -369,3 +369,99 @@ def test_a_401_asks_for_fresh_credentials() -> None:
 
     asyncio.run(main())
     assert kube.logins == 1
+
+
+def test_a_stop_during_startup_cancels_the_start_and_leaves_nothing_running(monkeypatch: Any) -> None:
+    """A SIGTERM while the operator still asks the API server what it offers: the start is
+    cancelled, not left to fail on a closed connection with a traceback in the log."""
+    import kopf
+    from limetask_operator import handlers
+    from limetask_operator.settings import OperatorSettings
+
+    asked = asyncio.Event()
+
+    async def detect_for_ever(*_: Any, **__: Any) -> Any:
+        asked.set()
+        await asyncio.Event().wait()
+
+    class FakeKube:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(handlers, "detect", detect_for_ever)
+    # the watchdog would os._exit the test run if cleanup hung; it must not fire here
+    monkeypatch.setattr(handlers, "_force_exit", lambda: None)
+
+    async def main() -> list[asyncio.Task[Any]]:
+        memo = handlers.OperatorMemo(settings=OperatorSettings(metrics_port=0), namespaces=None)
+        kube = FakeKube()
+        memo.kube = kube  # type: ignore[assignment]
+        await handlers.startup(settings=kopf.OperatorSettings(), memo=memo)
+        await asyncio.wait_for(asked.wait(), 5)
+        await handlers.cleanup(memo=memo)
+        await asyncio.sleep(0)
+        assert kube.closed
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+    assert asyncio.run(main()) == []
+
+
+def test_the_leader_gauge_says_who_leads_and_a_standby_reports_no_queue_of_its_own(monkeypatch: Any) -> None:
+    """limetask_leader is 1 on the replica that leads; once it steps down it is 0, the lost Lease is
+    counted, and the queue gauges only a leader knows go instead of staying at their last values."""
+    import kopf
+    from limetask_operator import handlers, metrics
+    from limetask_operator.settings import OperatorSettings
+    from prometheus_client import REGISTRY
+
+    class Rec:
+        def __init__(self, *_: Any) -> None:
+            self.admission = type("A", (), {"enabled": False})()
+            self.schedules_installed = False
+
+        def start_watches(self, namespaces: Any) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+    async def nothing(*_: Any, **__: Any) -> Any:
+        return False
+
+    monkeypatch.setattr(handlers, "detect", nothing)
+    monkeypatch.setattr(handlers, "Reconciler", Rec)
+    monkeypatch.setattr(handlers, "schedules_installed", nothing)
+    monkeypatch.setattr(handlers, "queues_installed", nothing)
+    monkeypatch.setattr(handlers, "_force_exit", lambda: None)
+
+    class FakeKube:
+        async def close(self) -> None:
+            pass
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return REGISTRY.get_sample_value(name, labels or {})
+
+    async def main() -> None:
+        metrics.LEADER.set(0)
+        memo = handlers.OperatorMemo(settings=OperatorSettings(metrics_port=0), namespaces=None)
+        memo.kube = FakeKube()  # type: ignore[assignment]
+        await handlers.startup(settings=kopf.OperatorSettings(), memo=memo)
+        assert memo.starting is not None
+        await asyncio.wait_for(memo.starting, 5)
+        assert value("limetask_leader") == 1
+        await handlers.cleanup(memo=memo)
+
+    asyncio.run(main())
+    metrics.set_queue("reports", 3, 2, 40.0)
+    lost = value("limetask_lease_lost_total") or 0.0
+    metrics.stepped_down()
+    assert value("limetask_leader") == 0
+    assert value("limetask_lease_lost_total") == lost + 1
+    assert value("limetask_queue_waiting", {"queue": "reports"}) is None
+    assert value("limetask_queue_oldest_wait_seconds", {"queue": "reports"}) is None
+    assert metrics.queue_names() == set()
