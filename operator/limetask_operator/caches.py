@@ -117,6 +117,13 @@ class Caches:
         self.watched.pop(key, None)
         self.echo.pop(key, None)
 
+    def job_deleted(self, key: Key, name: str) -> None:
+        """The operator asked the API server to delete this Job: it is as good as deleting until the
+        watch says more (a reconcile in between must not delete it again)."""
+        job = self.jobs.get(key, {}).get(name)
+        if job is not None and not job.deleting:
+            self.jobs[key][name] = dataclasses.replace(job, deleting=True)
+
     def forget_gone(self, key: Key) -> None:
         """Drop the last states of a finished task's deleted Jobs and pods (see `gone`)."""
         for cache in (self.jobs, self.pods):

@@ -698,8 +698,6 @@ class Reconciler:
 
     async def _remove_jobs(self, task: TaskView, stop: list[str], delete: list[str]) -> None:
         """Step 4: Jobs still running are stopped; finished ones deleted, unless the platform keeps them."""
-        for name in stop:
+        for name in [*stop, *(delete if self.settings.delete_finished_jobs else [])]:
             await self.kube.delete(jobs_path(task.namespace, name))
-        if self.settings.delete_finished_jobs:
-            for name in delete:
-                await self.kube.delete(jobs_path(task.namespace, name))
+            self.caches.job_deleted((task.namespace, task.name), name)

@@ -524,3 +524,33 @@ def test_a_namespace_that_cannot_be_listed_holds_back_only_its_own_and_is_degrad
     assert problems == []
     assert degraded and all(d.startswith("namespace bad:") for d in degraded) and "403" in degraded[0]
     assert list(unlisted) == ["bad"]
+
+
+def test_a_job_deleted_once_is_not_deleted_again_before_its_watch_says_it_is_gone() -> None:
+    """The final status is stored and the finished Job deleted; the status write's echo brings the
+    task back before the Job watch's DELETED: that reconcile must not DELETE the Job again (an
+    answer of 404 for every task, at a million tasks a day a million wasted writes)."""
+    import datetime as dt
+
+    rec = reconciler(FakeKube([]))
+    rec.task_event("ADDED", copy.deepcopy(BODY))
+    rec.job_event("ADDED", _child("Job", "t1-1", JOB_DONE))
+    rec.pod_event("ADDED", _child("Pod", "t1-1-abc", POD_DONE))
+    key = ("ns", "t1")
+
+    def plan() -> derivation.Plan:
+        task = rec.caches.tasks[key]
+        return derivation.derive(task, rec.caches.jobs_of(key, task.uid), rec.caches.pods_of(key, task.uid),
+                                 dt.datetime.now(dt.timezone.utc), 10)
+
+    first = plan()
+    assert first.status is not None and first.status["state"] == "SUCCESS" and first.delete_jobs == ["t1-1"]
+    kube = FakeKube(["ok"])
+    rec.kube = kube  # type: ignore[assignment]
+    asyncio.run(rec.carry_out(rec.caches.tasks[key], first))
+    assert [c[0] for c in kube.calls] == ["PUT", "DELETE"]
+    # the echo of the status write (the cache holds the stored status), the Job's watch event not yet
+    rec.task_event("MODIFIED", {**copy.deepcopy(BODY), "metadata": {**BODY["metadata"], "resourceVersion": "12"},
+                                "status": first.status})
+    second = plan()
+    assert second.delete_jobs == [] and second.stop_jobs == [], second
