@@ -27,7 +27,7 @@ from lime_task.resource import (
     VERSION,
 )
 
-from . import derivation, metrics
+from . import derivation, metrics, tracing
 from .archive import Archiver
 from .caches import Caches, Key
 from .events import owes_event
@@ -468,6 +468,7 @@ class Reconciler:
                 return
             else:
                 plan.kueue_queue = ticket.kueue_queue
+                tracing.admitted(task, plan.create_attempt, queue=queue_name(task), kueue=ticket.kueue_queue)
         elif not plan.queued:
             self.admission.leave(key)
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
@@ -643,14 +644,16 @@ class Reconciler:
         if plan.create_attempt is not None:
             job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue,
                             created_at=dt.datetime.now(dt.timezone.utc))
-            try:
-                created = await self.kube.create(jobs_path(task.namespace), job)
-            except ApiError as exc:
-                if exc.status == 404:
-                    return  # the namespace is going away
-                if exc.status in (400, 403, 422):
-                    raise JobRefused(exc) from exc
-                raise
+            with tracing.span("limetask create Job", task, "CLIENT", attempt=plan.create_attempt,
+                              job=job["metadata"]["name"]):
+                try:
+                    created = await self.kube.create(jobs_path(task.namespace), job)
+                except ApiError as exc:
+                    if exc.status == 404:
+                        return  # the namespace is going away
+                    if exc.status in (400, 403, 422):
+                        raise JobRefused(exc) from exc
+                    raise
             if created is None:
                 await self._claim_existing_job(task, job["metadata"]["name"])
             else:
