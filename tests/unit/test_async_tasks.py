@@ -288,3 +288,8 @@ def test_python_m_limetask_runner_with_an_async_task(solution: str, tmp_path: Pa
     assert failed.returncode == 1, failed.stderr
     assert json.loads(path.read_text())["error"] == {"type": "TimeoutError", "message": "the CRM did not answer",
                                                      "reason": "TaskRaised"}
+
+
+def test_the_example_solutions_async_task() -> None:
+    status = run_eager("acme_solution.tasks.lime.fetch_deals", "acme", 4, 0.01)
+    assert status.status == SUCCESS and status.result == "fetched 4 deals of acme at once"
