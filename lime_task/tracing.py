@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -157,7 +158,9 @@ def configure_from_env(service_name: str, env: Mapping[str, str] | None = None) 
         return None
     named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the default only.
-    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": service_name}))
+    # No exit hook of the SDK's own: it would wait for an unreachable collector without a bound (see shutdown).
+    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": service_name}),
+                              shutdown_on_exit=False)
     for exporter in _exporters(env):
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -165,11 +168,22 @@ def configure_from_env(service_name: str, env: Mapping[str, str] | None = None) 
 
 
 def shutdown(provider: Any, timeout_seconds: float = 5.0) -> None:
-    """Export what is left (at most `timeout_seconds`), then stop the provider's exporters."""
+    """Export what is left and stop the provider's exporters, waiting at most `timeout_seconds`:
+    an exporter retries an unreachable collector for longer (its own timeout, with backoff), and
+    a runner's pod, whose verdict is written, should not wait for that. What is not exported by
+    then is dropped (the export threads are daemons)."""
     if provider is None:
         return
-    try:
-        provider.force_flush(int(timeout_seconds * 1000))
-        provider.shutdown()
-    except Exception as exc:  # noqa: BLE001 - tracing never fails a task or the operator
-        LOG.warning("exporting the last spans failed: %s", exc)
+
+    def stop() -> None:
+        try:
+            provider.force_flush(int(timeout_seconds * 1000))
+            provider.shutdown()
+        except Exception as exc:  # noqa: BLE001 - tracing never fails a task or the operator
+            LOG.warning("exporting the last spans failed: %s", exc)
+
+    worker = threading.Thread(target=stop, name="limetask-tracing-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_seconds)
+    if worker.is_alive():
+        LOG.warning("the trace collector did not take the last spans within %gs: they are dropped", timeout_seconds)

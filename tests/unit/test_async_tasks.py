@@ -293,3 +293,20 @@ def test_python_m_limetask_runner_with_an_async_task(solution: str, tmp_path: Pa
 def test_the_example_solutions_async_task() -> None:
     status = run_eager("acme_solution.tasks.lime.fetch_deals", "acme", 4, 0.01)
     assert status.status == SUCCESS and status.result == "fetched 4 deals of acme at once"
+
+
+@task(name="async_tests.exits")
+async def exits(app: Any, interrupt: bool = False) -> None:
+    await asyncio.sleep(0)
+    if interrupt:
+        raise KeyboardInterrupt
+    sys.exit(3)
+
+
+@pytest.mark.parametrize("interrupt, kind", [(False, "SystemExit"), (True, "KeyboardInterrupt")])
+def test_exit_and_interrupt_in_a_coroutine_are_the_tasks_own_failure(interrupt: bool, kind: str) -> None:
+    from lime_task.registry import _REGISTRY
+
+    _REGISTRY[exits.name] = exits
+    verdict = execute("async_tests.exits", "app", [interrupt], import_modules=False)
+    assert verdict.state == FAILURE and verdict.error["type"] == kind and verdict.error["reason"] == "TaskRaised"

@@ -341,3 +341,12 @@ def test_a_task_without_a_trace_context_gets_no_operator_spans(operator_spans: I
             assert current is None
         operator_tracing.admitted(traced_task(traceparent), 1)
     assert operator_spans.get_finished_spans() == ()
+
+
+def test_an_unreachable_collector_costs_no_verdict(solution: tuple[str, dict[str, str]]) -> None:
+    """The exporter would retry for its own timeout; the runner waits a bounded while, then ends
+    with its verdict and exit status as ever."""
+    env = {**solution[1], "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: refused
+    verdict, done = run_runner(env)
+    assert done.returncode == 0, done.stderr
+    assert verdict["state"] == "SUCCESS"
