@@ -60,7 +60,11 @@ def trace_annotations() -> dict[str, str]:
     if trace is None or not trace.get_current_span().get_span_context().is_valid:
         return {}
     carrier: dict[str, str] = {}
-    _propagator().inject(carrier)
+    try:
+        _propagator().inject(carrier)
+    except Exception as exc:  # noqa: BLE001 - tracing never fails a send
+        LOG.debug("no trace context for the task: %s", exc)
+        return {}
     found = {ANNOTATION_TRACEPARENT: carrier.get("traceparent", "")}
     if carrier.get("tracestate"):
         found[ANNOTATION_TRACESTATE] = carrier["tracestate"]
@@ -157,12 +161,17 @@ def configure_from_env(service_name: str, env: Mapping[str, str] | None = None) 
                     "pip install 'limetask[tracing]'")
         return None
     named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the default only.
-    # No exit hook of the SDK's own: it would wait for an unreachable collector without a bound (see shutdown).
-    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": service_name}),
-                              shutdown_on_exit=False)
-    for exporter in _exporters(env):
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    try:
+        # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the default only.
+        # No exit hook of the SDK's own: it would wait for an unreachable collector without a bound (see shutdown).
+        provider = TracerProvider(resource=Resource.create({} if named else {"service.name": service_name}),
+                                  shutdown_on_exit=False)
+        for exporter in _exporters(env):
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+    except Exception as exc:  # noqa: BLE001 - a bad OTEL_* setting costs the traces, never the work
+        LOG.warning("OpenTelemetry could not be set up from OTEL_* (%s: %s): no spans are exported",
+                    type(exc).__name__, exc)
+        return None
     trace.set_tracer_provider(provider)
     return provider
 

@@ -350,3 +350,11 @@ def test_an_unreachable_collector_costs_no_verdict(solution: tuple[str, dict[str
     verdict, done = run_runner(env)
     assert done.returncode == 0, done.stderr
     assert verdict["state"] == "SUCCESS"
+
+
+def test_a_bad_otel_setting_costs_the_traces_not_the_task(solution: tuple[str, dict[str, str]]) -> None:
+    env = {**solution[1], "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}  # gRPC: its exporter is not installed
+    verdict, done = run_runner(env)
+    assert done.returncode == 0 and verdict["state"] == "SUCCESS", done.stderr
+    assert "opentelemetry-exporter-otlp-proto-grpc is not installed" in done.stderr
