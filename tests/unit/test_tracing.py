@@ -358,3 +358,26 @@ def test_a_bad_otel_setting_costs_the_traces_not_the_task(solution: tuple[str, d
     verdict, done = run_runner(env)
     assert done.returncode == 0 and verdict["state"] == "SUCCESS", done.stderr
     assert "opentelemetry-exporter-otlp-proto-grpc is not installed" in done.stderr
+
+
+def test_the_operator_exports_when_asked() -> None:
+    """configure() at start, from OTEL_*: the spans of a traced task go to the exporter, with the
+    operator's service name, by shutdown() at the end."""
+    code = textwrap.dedent('''
+        from limetask_operator import tracing
+        from limetask_operator.model import TaskView
+        task = TaskView.from_body({"metadata": {"name": "t1", "namespace": "ns", "annotations": {
+            "limetask.io/traceparent": "%s"}}, "spec": {"task": "acme.add", "app": "acme"}})
+        assert tracing.configure()
+        with tracing.span("limetask create Job", task, "CLIENT", attempt=1):
+            pass
+        tracing.shutdown()
+    ''' % TRACEPARENT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "OTEL_TRACES_EXPORTER": "console"},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    span = json.loads(done.stdout)
+    assert span["name"] == "limetask create Job" and span["parent_id"] == f"0x{SPAN_ID:016x}"
+    assert span["context"]["trace_id"] == f"0x{TRACE_ID:032x}"
+    assert span["resource"]["attributes"]["service.name"] == "limetask-operator"
