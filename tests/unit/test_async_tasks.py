@@ -47,7 +47,7 @@ async def not_json(app: Any) -> Any:
 
 
 async def wait_for_crm(seconds: float) -> str:
-    """A helper the task awaits: the soft limit arrives here, at the innermost await."""
+    """A coroutine the task awaits: the soft limit arrives here, at the innermost await."""
     await asyncio.sleep(seconds)
     return "answered"
 
@@ -59,7 +59,7 @@ async def soft(app: Any, catch: bool) -> str:
     except SoftTimeLimitExceeded as exc:
         if not catch:
             raise
-        SEEN["frame"] = exc.__traceback__.tb_next is not None  # raised below the task, in the helper
+        SEEN["frame"] = exc.__traceback__.tb_next is not None  # raised below the task, in wait_for_crm
         SEEN["cancelling"] = asyncio.current_task().cancelling()  # type: ignore[union-attr]
         await asyncio.sleep(0.01)  # cleanup may await: the cancellation was withdrawn
         return "cleaned up"
@@ -141,10 +141,8 @@ def test_a_result_that_is_not_json_is_still_refused() -> None:
 
 
 def test_the_soft_time_limit_is_raised_inside_the_coroutine_and_can_be_caught() -> None:
-    started = time.monotonic()
     caught = execute("async_tests.soft", "app", [True], import_modules=False)
-    assert caught.state == SUCCESS and caught.result == "cleaned up"
-    assert time.monotonic() - started < 20  # well before the helper's 30 s: the limit stopped it
+    assert caught.state == SUCCESS and caught.result == "cleaned up"  # not "answered": the limit stopped it
     assert SEEN == {"frame": True, "cancelling": 0}
 
 
