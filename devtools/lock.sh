@@ -13,8 +13,8 @@
 # and `lock` groups, with the sha256 of every file of every pinned release. The derived sets are
 # compiled with the lock as constraints, so a package has the same version in all of them:
 #   lock.txt         everything: the development venv (`make venv`)
-#   runner.txt       the package alone: runner/Dockerfile
-#   operator.txt     the operator extra: operator/Dockerfile
+#   runner.txt       the package and the tracing extra: runner/Dockerfile
+#   operator.txt     the operator and tracing extras: operator/Dockerfile
 #   web.txt          the cli and web extras: an endpoint image built FROM the runner image
 #   build.txt        setuptools and wheel: building the project's wheel and its editable install
 #   constraints.txt  lock.txt without hashes: what a solution image's own install is held to
@@ -53,8 +53,10 @@ derive() {
   echo "[lock] deriving $OUT/$name.txt"
   "$UV" pip compile "${common[@]}" --generate-hashes -c "$OUT/lock.txt" "$@" -o "$OUT/$name.txt" pyproject.toml
 }
-derive runner
-derive operator --extra operator
+# Both images carry OpenTelemetry (API, SDK, OTLP over HTTP: some 9 MiB), which stays idle
+# until OTEL_* settings ask for it, so that tracing is a setting, not another image.
+derive runner --extra tracing
+derive operator --extra operator --extra tracing
 derive web --extra cli --extra web
 echo "[lock] deriving $OUT/build.txt"
 "$UV" pip compile "${common[@]}" --generate-hashes -c "$OUT/lock.txt" --group pyproject.toml:build \

@@ -60,6 +60,7 @@ from .results import (
     tokens_from_env,
 )
 from .status import TaskStatus, wait_with
+from .tracing import trace_annotations
 from .validation import (
     check_app_name,
     check_arguments,
@@ -307,11 +308,11 @@ class TaskClient:
             labels[LABEL_QUEUE] = queue  # for `kubectl get lt -l limetask.io/queue=NAME`; spec.queue decides
         if rank:
             spec["priority"] = rank
-        body = {
-            "apiVersion": API_VERSION, "kind": KIND,
-            "metadata": {"name": task_id, "labels": labels},
-            "spec": spec,
-        }
+        metadata: dict[str, Any] = {"name": task_id, "labels": labels}
+        traced = trace_annotations()  # the caller's trace context, which the task's spans join (tracing.py)
+        if traced:
+            metadata["annotations"] = traced
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
         try:
             created = self._call("create task", self.api.create_namespaced_custom_object,
                                  GROUP, VERSION, self.namespace, PLURAL, body)

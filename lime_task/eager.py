@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 from . import verdict as verdicts
 from .application import load_app_factory
+from .coroutine import run_coroutine
 from .errors import LimeTaskError, SoftTimeLimitExceeded
 from .registry import resolve_task
 from .validation import check_app_name, check_arguments
@@ -48,9 +50,13 @@ def execute(
         except (AttributeError, TypeError):
             pass  # an application object that takes no attributes: the session is not passed
     options = task.options
+    called = time.time() if started_at is None else started_at
     try:
         with soft_time_limit(options.soft_time_limit, since=started_at):
             result = task.fn(app, *clean_args, **clean_kwargs)
+        if inspect.iscoroutine(result):
+            # An `async def` task: its coroutine runs on an event loop of its own (coroutine.py).
+            result = run_coroutine(result, options.soft_time_limit, since=called)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - the task raised: its verdict
         # sys.exit() and KeyboardInterrupt in a task are the task's own failure, with a
         # verdict: never a lost worker, so never re-run under late acknowledgement.

@@ -138,6 +138,9 @@ def task(
 ) -> Any:
     """Register a function as a task. Its first argument is always the application.
 
+    An `async def` function is a task too: the runner (and `run_eager`) runs its coroutine to
+    completion on an event loop of its own, closed when the task ends (lime_task/coroutine.py).
+
     `acks_late=True` re-runs the task when its worker is lost, up to `max_attempts` times.
     `timeout` (seconds) ends the task with FAILURE `TimedOut`; `soft_time_limit` (seconds)
     raises `SoftTimeLimitExceeded` in the task first, which it may catch to clean up.

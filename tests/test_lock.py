@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "requirements"
 LOCK = REQUIREMENTS / "lock.txt"
 # The sets derived from the lock, and the extras (or group) each one is.
-DERIVED = {"runner.txt": (), "operator.txt": ("operator",), "web.txt": ("cli", "web")}
+DERIVED = {"runner.txt": ("tracing",), "operator.txt": ("operator", "tracing"), "web.txt": ("cli", "web")}
 # What the venv holds besides the lock: the project and the example solution (editable) and the
 # venv's own pip.
 NOT_LOCKED = {"limetask", "acme-solution", "pip"}

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from lime_task.events import event_body, exchange_name, message_id, redact, routing_key
 from lime_task.resource import FINAL_STATES
 
+from . import tracing
 from .caches import Caches
 from .kube import Kube, KubeError, task_path
 from .metrics import EVENTS
@@ -248,7 +249,8 @@ class EventDispatcher:
         view = dataclasses.replace(task, status=status)
         event = build_event(view, self.settings.broker_exchange)
         try:
-            await asyncio.wait_for(sink.send(event, view), timeout=min(1.0, self.settings.broker_publish_timeout))
+            with tracing.span("limetask publish", task, "PRODUCER", routing_key=event.routing_key, sink=sink.name):
+                await asyncio.wait_for(sink.send(event, view), timeout=min(1.0, self.settings.broker_publish_timeout))
         except Exception:  # noqa: BLE001 - the dispatcher will deliver it later
             EVENTS.labels(sink.name, "failed").inc()
             return None
@@ -299,7 +301,8 @@ class EventDispatcher:
             return
         event = build_event(task, self.settings.broker_exchange)
         try:
-            await self.sink.send(event, task)
+            with tracing.span("limetask publish", task, "PRODUCER", routing_key=event.routing_key, sink=self.sink.name):
+                await self.sink.send(event, task)
         except Exception as exc:  # noqa: BLE001 - any failure: record it, retry later
             previous = self.backoff.get(key)
             n = previous.failures + 1 if previous is not None and previous.uid == task.uid else 1

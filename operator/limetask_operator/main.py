@@ -42,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import kopf
 
+    from . import tracing
     from .handlers import OperatorMemo
 
     namespaces = args.namespace or [n.strip() for n in os.environ.get("LIMETASK_NAMESPACES", "").split(",")
                                     if n.strip()]
     clusterwide = args.all_namespaces or not namespaces
     memo = OperatorMemo(settings=settings, namespaces=None if clusterwide else namespaces)
+    tracing.configure()  # OpenTelemetry, when OTEL_* asks for it (tracing.py)
     try:
         asyncio.run(kopf.operator(
             clusterwide=clusterwide,
@@ -58,4 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         ))
     except KeyboardInterrupt:
         pass
+    finally:
+        tracing.shutdown()
     return 0

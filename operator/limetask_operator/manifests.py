@@ -23,6 +23,7 @@ from .features import NONE, ServerFeatures
 from .model import CONTAINER, TaskView
 from .resources import merge_resources
 from .settings import OperatorSettings
+from .tracing import runner_env
 
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 JOB_NAME_MAX = 52  # pods add "-xxxxx", and the job-name label must stay within 63
@@ -104,6 +105,7 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         # A Job Kueue admits starts when it is resumed, which is not known yet.
         env["LIMETASK_JOB_CREATED_AT"] = (created_at.astimezone(dt.timezone.utc)
                                           .isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    env.update(runner_env(task.annotations))  # the sender's trace context, which the runner's span links to
     if isinstance(spec.get("session"), dict) and spec["session"]:
         env["LIMETASK_SESSION"] = env_json(spec["session"])  # who a scheduled task runs as
     resources = merge_resources(settings.runner_resources, spec.get("resources") or {})

@@ -27,7 +27,7 @@ from lime_task.resource import (
     VERSION,
 )
 
-from . import derivation, metrics
+from . import derivation, metrics, tracing
 from .admission import Admission, Waiting, queue_name
 from .archive import Archiver
 from .caches import Caches, Key
@@ -466,6 +466,7 @@ class Reconciler:
                 return
             else:
                 plan.kueue_queue = ticket.kueue_queue
+                tracing.admitted(task, plan.create_attempt, queue=queue_name(task), kueue=ticket.kueue_queue)
         elif not plan.queued:
             self.admission.leave(key)
         LOG.debug("task %s/%s: %s", key[0], key[1], plan)
@@ -656,14 +657,15 @@ class Reconciler:
         JobRefused when the API server will not take it as it is."""
         job = build_job(task, attempt, self.settings, self.features, kueue_queue,
                         created_at=dt.datetime.now(dt.timezone.utc))
-        try:
-            created = await self.kube.create(jobs_path(task.namespace), job)
-        except KubeError as exc:
-            if exc.status == 404:
-                return False  # the namespace is going away
-            if exc.status in (400, 403, 422):
-                raise JobRefused(exc) from exc
-            raise
+        with tracing.span("limetask create Job", task, "CLIENT", attempt=attempt, job=job["metadata"]["name"]):
+            try:
+                created = await self.kube.create(jobs_path(task.namespace), job)
+            except KubeError as exc:
+                if exc.status == 404:
+                    return False  # the namespace is going away
+                if exc.status in (400, 403, 422):
+                    raise JobRefused(exc) from exc
+                raise
         if created is None:
             await self._claim_existing_job(task, job["metadata"]["name"])
         else:

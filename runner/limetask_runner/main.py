@@ -11,7 +11,9 @@ declare as `limetask.tasks` entry points. A task name is looked up only among th
 modules register: a name never makes the runner import anything, and a runner with no task
 modules refuses every task. Optional: LIMETASK_APP_FACTORY (`module:callable` building the
 application object); LIMETASK_SESSION (a scheduled task's session, JSON: the application
-object's `session`, a lime_task.schedule.TaskSession).
+object's `session`, a lime_task.schedule.TaskSession); LIMETASK_TRACEPARENT and
+LIMETASK_TRACESTATE (the sender's W3C trace context, which the attempt's span links to; see
+tracing.py).
 
 Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot be written.
 """
@@ -32,11 +34,13 @@ from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
 from lime_task.validation import parse_time
 
+from . import tracing
+
 LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
 ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
        "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS", "LIMETASK_SESSION",
-       "LIMETASK_JOB_CREATED_AT")
+       "LIMETASK_JOB_CREATED_AT", "LIMETASK_TRACEPARENT", "LIMETASK_TRACESTATE")
 
 
 def deadline_start(env: Mapping[str, str], process_started: float | None) -> float | None:
@@ -108,7 +112,9 @@ def main(process_started: float | None = None) -> int:
     started = time.monotonic()
     LOG.info("task %s (%s) attempt %s for app %s", env.get("LIMETASK_TASK_ID", "?"), env.get("LIMETASK_TASK", "?"),
              env.get("LIMETASK_ATTEMPT", "1"), env.get("LIMETASK_APP", "?"))
-    verdict = run(env, process_started)
+    with tracing.task_span(env) as record:  # OpenTelemetry, when OTEL_* asks for it (tracing.py)
+        verdict = run(env, process_started)
+        record(verdict)
     text = verdict.to_json()
     path = env.get("LIMETASK_VERDICT_PATH") or DEFAULT_VERDICT_PATH
     try:
@@ -117,6 +123,8 @@ def main(process_started: float | None = None) -> int:
         LOG.error("cannot write the verdict to %s: %s", path, exc)
         print(text, file=sys.stderr)
         return 2
+    finally:
+        tracing.flush()  # after the verdict: a slow collector never costs one
     took = time.monotonic() - started
     if verdict.state == SUCCESS:
         LOG.info("SUCCESS in %.3fs", took)

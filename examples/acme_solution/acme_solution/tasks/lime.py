@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -154,6 +155,31 @@ def soft_limited(app: Any, seconds: float = 45) -> str:
 def soft_limited_minute(app: Any, seconds: float = 0) -> str:
     """Sleeps within a soft time limit far longer than any start-up: the limit never fires."""
     time.sleep(seconds)
+    return f"slept {seconds}s"
+
+
+@task
+async def fetch_deals(app: Any, count: int = 3, seconds: float = 0.1) -> str:
+    """An async task: fetches `count` deals at once (each takes `seconds`), as an async CRM
+    client would."""
+    async def fetch(deal: int) -> int:
+        await asyncio.sleep(seconds)
+        return deal
+
+    deals = await asyncio.gather(*(fetch(d) for d in range(count)))
+    return f"fetched {len(deals)} deals of {app.name} at once"
+
+
+@task(soft_time_limit=15, timeout=90)
+async def soft_limited_async(app: Any, seconds: float = 45) -> str:
+    """soft_limited, async: SoftTimeLimitExceeded arrives at the await, and the cleanup awaits too."""
+    from lime_task import SoftTimeLimitExceeded
+
+    try:
+        await asyncio.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        await asyncio.sleep(0.1)  # e.g. save progress
+        return "stopped at the soft time limit and cleaned up (async)"
     return f"slept {seconds}s"
 
 
