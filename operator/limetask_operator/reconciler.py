@@ -650,7 +650,8 @@ class Reconciler:
             plan.status = await self._publish_inline(task, plan.status)
             if not await self._store_status(task, plan.status):
                 return
-        await self._remove_jobs(task, plan.stop_jobs, plan.delete_jobs)
+        final = (plan.status or task.status).get("state") in FINAL_STATES
+        await self._remove_jobs(task, plan.stop_jobs, plan.delete_jobs, final)
 
     async def _create_job(self, task: TaskView, attempt: int, kueue_queue: str | None) -> bool:
         """Step 1: the attempt's Job. False when its namespace is going away (nothing more to do);
@@ -698,8 +699,14 @@ class Reconciler:
                      view.status.get("attempts"))
         return True
 
-    async def _remove_jobs(self, task: TaskView, stop: list[str], delete: list[str]) -> None:
-        """Step 4: Jobs still running are stopped; finished ones deleted, unless the platform keeps them."""
+    async def _remove_jobs(self, task: TaskView, stop: list[str], delete: list[str], final: bool) -> None:
+        """Step 4: Jobs still running are stopped; finished ones deleted, unless the platform keeps them.
+
+        Once the task's final status is stored, a Job asked to go counts as going until its watch
+        says more: the reconcile of the status write's echo would delete it again. Not before: a
+        Job stopped because its pod is being disrupted still gives the attempt's outcome from
+        that pod (evicted, deleted), not "its Job is being deleted"."""
         for name in [*stop, *(delete if self.settings.delete_finished_jobs else [])]:
             await self.kube.delete(jobs_path(task.namespace, name))
-            self.caches.job_deleted((task.namespace, task.name), name)
+            if final:
+                self.caches.job_deleted((task.namespace, task.name), name)
