@@ -173,6 +173,7 @@ def high_priority_job(namespace: str, local_queue: str, priority_class: str, sec
     }
 
 
+@pytest.mark.timeout(3600)  # the first run builds Kueue (make test builds it beforehand)
 def test_kueue_admits_a_task_through_its_local_queue(tasks: TaskClient, api_client: Any, namespace: str,
                                                      kueue_queue: Any) -> None:
     q = kueue_queue()
@@ -230,8 +231,10 @@ def test_an_early_ack_task_preempted_after_it_started_fails_preempted(tasks: Tas
     done = final(tasks, sent.id)
     assert done.status == FAILURE and done.error.reason == "Preempted", done.error
     assert "early acknowledgement" in done.error.message and done.attempts == 1
-    wl = workload_of(api_client, namespace, str(job_of(api_client, namespace, sent.id)))
-    assert condition(wl, "Evicted").get("reason") == "Preempted" or condition(wl, "Preempted").get("status") == "True"
+    # Kueue says it preempted the task's Workload (which went with the Job the operator deleted).
+    wait_until(lambda: any(e.reason == "Preempted" and e.involved_object.kind == "Workload"
+                           for e in client.CoreV1Api(api_client).list_namespaced_event(namespace).items),
+               timeout=30, message="Kueue's Preempted event on the task's Workload")
     # The preemptor ran in its place.
     wait_until(lambda: client.BatchV1Api(api_client).read_namespaced_job(urgent["metadata"]["name"], namespace)
                .status.succeeded == 1, timeout=90, message="the higher-priority Job to run")
@@ -271,16 +274,22 @@ def test_a_pod_that_never_gets_ready_is_evicted_by_kueue_and_requeued(tasks: Tas
                      "nodeSelector": {"limetask.io/no-such-node": "true"}}}
     client.CustomObjectsApi(api_client).create_namespaced_custom_object(GROUP, VERSION, namespace, "limetasks", task)
     job_name = wait_until(lambda: job_of(api_client, namespace, "never-ready"), timeout=30, message="its Job")
+    core = client.CoreV1Api(api_client)
+    # Admitted: Kueue resumed the Job, whose pod waits for a node, and the task waits no more in a queue.
+    wait_until(lambda: core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items, timeout=60,
+               message="Kueue to admit the Job (its pod)")
+    admitted = wait_until(lambda: (s := tasks.get_status("never-ready", "my-app")).queue_reason is None and s,
+                          timeout=30, message="the task to leave Kueue's queue")
+    assert admitted.status == "PENDING"
+    timeout = int(str(kueue_install.WAIT_FOR_PODS_READY["timeout"]).rstrip("s"))
     wl = wait_until(lambda: (w := workload_of(api_client, namespace, job_name))
                     and condition(w, "Evicted").get("reason") == "PodsReadyTimeout" and w,
-                    timeout=int(kueue_install.WAIT_FOR_PODS_READY["timeout"].rstrip("s")) + 60,  # type: ignore[union-attr]
-                    message="Kueue to evict the Workload for its pods not ready in time")
-    assert wl["status"].get("requeueState", {}).get("count", 0) >= 1 or condition(wl, "Requeued")
-    waiting = wait_until(lambda: (s := tasks.get_status("never-ready", "my-app")).queued
-                         and "admitted again" in (s.queue_message or "") and s,
-                         timeout=60, message="the task to say Kueue evicted it and it waits again")
-    assert waiting.status == "PENDING" and waiting.queue_reason == "Kueue" and waiting.attempts == 1
-    assert "after it was admitted" in (waiting.queue_message or ""), waiting.queue_message
+                    timeout=timeout + 60, message="Kueue to evict the Workload for its pods not ready in time")
+    assert (wl["status"].get("requeueState") or {}).get("count", 0) >= 1, wl["status"]
+    # Evicted and requeued: the task waits for Kueue again, the same attempt, no lost worker.
+    waiting = wait_until(lambda: (s := tasks.get_status("never-ready", "my-app")).queue_reason == "Kueue" and s,
+                         timeout=60, message="the task to wait in Kueue's queue again")
+    assert waiting.status == "PENDING" and waiting.attempts == 1 and waiting.error is None, waiting
     tasks.cancel("never-ready", "my-app")
     done = final(tasks, "never-ready", timeout=60)
     assert done.status == FAILURE and done.error.reason == "Cancelled", done.error
