@@ -319,6 +319,7 @@ def down(state: Path = STATE) -> None:
         for kind, name in WEBHOOK_CONFIGS.items():
             kubectl(state, "delete", kind.lower(), name, "--ignore-not-found", check=False)
     localcluster.stop_pid(COMPONENT, state)
+    (state / "pids" / f"{COMPONENT}.pid").unlink(missing_ok=True)
     if cluster_up:
         names = [crd["metadata"]["name"] for crd in _served_crds(state)]
         for name in names:
