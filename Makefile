@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv lock deps browser images cluster-binaries kwok-binary promtool cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench soak broker-up postgres-up clean
+.PHONY: help venv lock deps browser images cluster-binaries kwok-binary kueue-binary kueue-up kueue-down promtool cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench soak broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
@@ -15,6 +15,8 @@ help:
 	@echo "make lock          resolve the Python dependencies again (requirements/; PACKAGES=... for some)"
 	@echo "make cluster-up    start the local cluster and load the images (prints its kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make kueue-up      install Kueue (its manager and webhooks) into the running local cluster"
+	@echo "make kueue-down    uninstall it again"
 	@echo "make bench         benchmarks on the local cluster"
 	@echo "make soak          the operator under a platform's day on simulated nodes, faults included"
 	@echo "                   (DURATION=30m RATE=12 BURST=20000 FAULTS=leader,postgres,rabbitmq,apiserver"
@@ -77,6 +79,18 @@ cluster-binaries: deps
 kwok-binary:
 	@bash devtools/cluster/build-kwok.sh >/dev/null
 
+# Kueue's manager and the release's CRDs and webhook paths (built from the Go module proxy once,
+# cached; about 18 minutes the first time on 2 busy cores), for its end-to-end tests.
+kueue-binary:
+	@bash devtools/cluster/build-kueue.sh >/dev/null
+
+# Kueue on the running local cluster (devtools/cluster/kueue.py): a host process with its webhooks.
+kueue-up: venv kueue-binary
+	@$(PY) devtools/cluster/kueue.py up
+
+kueue-down:
+	@if [ -x $(PY) ]; then $(PY) devtools/cluster/kueue.py down; else echo "no virtual environment: nothing to stop"; fi
+
 # Prometheus' promtool, which checks the chart's alerts and dashboard (built from the Go module
 # proxy once, cached; a few minutes the first time).
 promtool:
@@ -104,7 +118,7 @@ postgres-up:
 demo: venv cluster-up postgres-up
 	@$(PY) examples/demo.py
 
-test: venv browser cluster-up kwok-binary promtool broker-up postgres-up
+test: venv browser cluster-up kwok-binary kueue-binary promtool broker-up postgres-up
 	@$(PY) -m pytest -q
 
 test-quick: venv promtool

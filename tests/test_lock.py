@@ -293,6 +293,9 @@ def test_the_readme_names_the_versions_the_build_uses() -> None:
         assert version and version.group(1) in table, variable
     suite = re.search(r"^SUITE=(\S+)$", (REPO / "devtools" / "images" / "build-images.sh").read_text(), re.MULTILINE)
     assert suite and f"Debian {suite.group(1)}" in table
+    kueue = re.search(r"^KUEUE_VERSION=(\S+)$", (REPO / "devtools" / "cluster" / "build-kueue.sh").read_text(),
+                      re.MULTILINE)
+    assert kueue and f"| {kueue.group(1)} " in table, "KUEUE_VERSION"
     vendored = REPO / "lime_task" / "server" / "dashboard" / "static" / "vendor"
     chartjs = (vendored / "chart.js-VERSION").read_text().split()[0]
     assert chartjs in table
