@@ -298,7 +298,7 @@ def test_openapi_document() -> None:
                           "/v1/apps/{app}/schedules/{name}/runs", "/healthz", "/readyz", "/v1/dashboard/me",
                           "/v1/dashboard/tasks", "/v1/dashboard/tasks/{app}/{task_id}",
                           "/v1/dashboard/tasks/{app}/{task_id}/cancel", "/v1/dashboard/charts",
-                          "/v1/dashboard/stream"}
+                          "/v1/dashboard/stream", "/metrics"}
     assert paths["/v1/apps/{app}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
         "$ref"].endswith("/TaskPage")
     assert {"limit", "cursor", "state"} <= {p["name"] for p in paths["/v1/apps/{app}/tasks"]["get"]["parameters"]}
@@ -306,6 +306,9 @@ def test_openapi_document() -> None:
     assert start["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/StartTask"
     assert start["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskStatusBody")
     assert {"401", "413", "422", "503"} <= set(start["responses"])
+    # A retry with the same Idempotency-Key is 200, with the task the first request started.
+    assert "Idempotency-Key" in {p["name"] for p in start["parameters"] if p["in"] == "header"}
+    assert start["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskStatusBody")
     assert {"404", "409"} <= set(paths["/v1/apps/{app}/tasks/{task_id}/cancel"]["post"]["responses"])
     assert start["security"] == [{"HTTPBearer": []}]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
