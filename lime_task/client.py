@@ -321,13 +321,14 @@ class TaskClient:
             labels[LABEL_QUEUE] = queue  # for `kubectl get lt -l limetask.io/queue=NAME`; spec.queue decides
         if rank:
             spec["priority"] = rank
+        metadata: dict[str, Any] = {"name": task_id, "labels": labels}
+        if annotations:
+            metadata["annotations"] = annotations
         body = {
             "apiVersion": API_VERSION, "kind": KIND,
-            "metadata": {"name": task_id, "labels": labels},
+            "metadata": metadata,
             "spec": spec,
         }
-        if annotations:
-            body["metadata"]["annotations"] = annotations
         try:
             created = self._call("create task", self.api.create_namespaced_custom_object,
                                  GROUP, VERSION, self.namespace, PLURAL, body)

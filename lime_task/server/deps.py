@@ -7,6 +7,7 @@ keeps it in `app.state`; a route takes it with `services: ServicesDep`. Below ev
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
@@ -118,9 +119,9 @@ class Services:
         self.archive_probe = ArchiveProbe(reader.ping if reader is not None else None)
         self.archive_counts = ArchiveCounts()
         self.limits = limits or Limits()
-        timing = {"clock": clock} if clock is not None else {}
-        self.writes = RateLimiter(self.limits.writes_per_second, self.limits.write_burst, **timing)
-        self.reads = RateLimiter(self.limits.reads_per_second, self.limits.read_burst, **timing)
+        clock = clock or time.monotonic
+        self.writes = RateLimiter(self.limits.writes_per_second, self.limits.write_burst, clock)
+        self.reads = RateLimiter(self.limits.reads_per_second, self.limits.read_burst, clock)
         self.streams = StreamSlots(self.limits.streams_per_token, self.limits.streams)
         self.metrics = EndpointMetrics(self.streams.open)
 

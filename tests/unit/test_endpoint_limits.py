@@ -244,3 +244,16 @@ def test_no_request_asks_for_unbounded_rows(tmp_path: Path, path: str) -> None:
     response = http.get(path, headers=bearer("app-one"))
     assert response.status_code == 422, response.text
     assert api.listed == 0
+
+
+def test_the_archive_reader_never_reads_more_than_a_page_whoever_asks() -> None:
+    from lime_task.archive.reader import MAX_PAGE, ArchiveReader, ReadLimits
+
+    asked: list[Any] = []
+    reader = ArchiveReader.__new__(ArchiveReader)  # no database: what it would ask of one
+    reader.limits = ReadLimits()
+    reader._fetch = lambda kind, sql, params: asked.append(params[-1]) or []  # type: ignore[method-assign]
+    reader.list("solutions", "app-one", limit=10**9)
+    reader.search("solutions", limit=10**9)
+    reader.list("solutions", "app-one", limit=0)
+    assert asked == [MAX_PAGE + 1, MAX_PAGE + 1, 2]  # one row more than the page: whether there is a next

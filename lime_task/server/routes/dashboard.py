@@ -28,7 +28,7 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from importlib import resources
 from typing import Annotated, Any
 
@@ -346,7 +346,7 @@ async def events(request: Request, services: Services, source: TaskWatch, scope:
 
 
 async def _events(request: Request, services: Services, source: TaskWatch, scope: Scope, filters: Filters,
-                  token: str) -> AsyncIterator[str]:
+                  token: str) -> AsyncGenerator[str, None]:
     sub = source.subscribe()
     try:
         yield "retry: 3000\n\n"
