@@ -3,7 +3,8 @@
     LIMETASK_WEB_TOKENS_FILE=/etc/limetask/tokens limetask web --imports my_package.tasks.tasks
 
     POST /v1/apps/{app}/tasks              {"task": ..., "args": [...], "kwargs": {...}} -> 202
-                                           (and countdown, eta, expires, qos, priority)
+                                           (and countdown, eta, expires, qos, priority); with an
+                                           Idempotency-Key header, a retry is 200 with the same task
     GET  /v1/apps/{app}/tasks/{id}         -> 200, or 404 (missing, or another application's)
     GET  /v1/apps/{app}/tasks?state=&queue=&queued=&limit=&cursor=  live tasks, then archived
                                            ones (paged); queued=true: those waiting in a queue
@@ -16,6 +17,7 @@
     GET  /v1/dashboard/...                 its API (tasks, stream, charts; see routes/dashboard.py)
     GET  /healthz                          liveness: 200 while the process answers, without a token
     GET  /readyz                           200, with the archive's and the tokens files' state
+    GET  /metrics                          Prometheus metrics, without a token (metrics.py)
     GET  /openapi.json                     the API's description (no /docs page: see create_app)
 
 Each application has its own bearer token (`Authorization: Bearer <token>`), from the file
@@ -41,8 +43,9 @@ Only tasks registered with `@task` in this process can be started (import their 
 Errors are `{"code": ..., "detail": ...}`: 400 `WrongNamespace`; 401 `Unauthorized`; 404
 `NotFound`; 409 `AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over
 32 KiB); 422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name
-or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`; 429
-`TooManyRequests` (too many new Kubernetes tokens at once, with Retry-After); 503
+or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`,
+`InvalidIdempotencyKey`, `IdempotencyKeyReused`; 429 `TooManyRequests` (a token past its rate,
+or too many new Kubernetes tokens at once) and `TooManyStreams` (limits.py), with Retry-After; 503
 `ClusterUnavailable`, `ArchiveUnavailable`. No other 5xx: an unexpected error is logged with
 an id and answered 400 `RequestFailed`.
 

@@ -58,7 +58,8 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     **doc(400, "WrongNamespace: the request names a namespace this endpoint does not serve"),
     **doc(401, "no valid token of this application"),
     **doc(422, "invalid request: not JSON, wrong shape, invalid names"),
-    **doc(429, "too many new Kubernetes tokens to check at once: try again after Retry-After seconds"),
+    **doc(429, "TooManyRequests: this token is past its rate, or too many new Kubernetes tokens are to be "
+               "checked at once: try again after Retry-After seconds"),
     **doc(503, "the cluster cannot be reached"),
 }
 
