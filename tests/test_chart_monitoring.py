@@ -631,7 +631,7 @@ def test_rate_limits_reach_the_endpoint_from_values(chart: Any) -> None:
             ("PER_SECOND", "BURST", "STREAMS", "PER_TOKEN"))} == {
         "LIMETASK_WEB_WRITES_PER_SECOND": "20", "LIMETASK_WEB_WRITE_BURST": "100",
         "LIMETASK_WEB_READS_PER_SECOND": "50", "LIMETASK_WEB_READ_BURST": "200",
-        "LIMETASK_WEB_STREAMS_PER_TOKEN": "5", "LIMETASK_WEB_STREAMS": "200",
+        "LIMETASK_WEB_STREAMS_PER_TOKEN": "10", "LIMETASK_WEB_STREAMS": "200",
         "LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": "10"}
     given = env({"rateLimits": {"writesPerSecond": 2.5, "streams": 0}})
     assert given["LIMETASK_WEB_WRITES_PER_SECOND"] == "2.5" and given["LIMETASK_WEB_STREAMS"] == "0"

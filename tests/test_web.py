@@ -74,6 +74,24 @@ def test_post_starts_a_task_that_succeeds(http: TestClient, tasks: TaskClient) -
 
 
 @pytest.mark.e2e
+def test_a_retry_with_an_idempotency_key_finds_the_task_in_the_cluster(http: TestClient, tasks: TaskClient) -> None:
+    """The real API server's 409 is the lock: the retry answers with the task the first request
+    started, and the same key with another body is refused."""
+    key = f"order-{os.getpid()}-{time.time_ns()}"
+    body = {"task": f"{T}.get_lime_company", "args": [1002], "kwargs": {"props": ["name"]}}
+    headers = {**bearer("app-one"), "Idempotency-Key": key}
+    first = http.post("/v1/apps/app-one/tasks", headers=headers, json=body)
+    again = http.post("/v1/apps/app-one/tasks", headers=headers, json=body)
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    other = http.post("/v1/apps/app-one/tasks", headers=headers, json={**body, "args": [1003]})
+    assert other.status_code == 422 and other.json()["code"] == "IdempotencyKeyReused"
+    assert [t.id for t in tasks.list("app-one") if t.id == first.json()["id"]] == [first.json()["id"]]
+    final = wait_for_state(http, "app-one", first.json()["id"], {"SUCCESS", "FAILURE"})
+    assert final["status"] == "SUCCESS", final
+
+
+@pytest.mark.e2e
 def test_failure_is_reported(http: TestClient) -> None:
     response = http.post("/v1/apps/app-one/tasks", headers=bearer("app-one"),
                          json={"task": f"{T}.fail", "args": ["no such deal"]})

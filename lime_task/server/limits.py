@@ -39,7 +39,7 @@ class Limits:
     write_burst: int = 100
     reads_per_second: float = 50.0
     read_burst: int = 200
-    streams_per_token: int = 5
+    streams_per_token: int = 10
     streams: int = 200
 
     ENV = {

@@ -82,7 +82,7 @@ def test_a_key_is_the_applications_own(http: TestClient, api: FakeCustomObjects)
     assert idempotency.task_id_for("a", "app", "k") != idempotency.task_id_for("b", "app", "k")
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "has space", "naïve", "tab\there", "\u00a0"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "k" * 6000, "has space", "naïve", "tab\there", "\u00a0", "ключ"])
 def test_bad_keys_are_422_and_start_nothing(http: TestClient, api: FakeCustomObjects, key: str) -> None:
     headers = {"Authorization": f"Bearer {TOKENS['app-one']}"}
     # Non-ASCII goes as raw bytes, as a hostile client may send it.
@@ -101,6 +101,17 @@ def test_the_longest_key_is_taken(http: TestClient) -> None:
     again = http.post("/v1/apps/app-one/tasks", headers=bearer("app-one", key), json=BODY)
     assert (first.status_code, again.status_code) == (202, 200)
     assert len(first.json()["id"]) <= 63
+
+
+def test_a_retry_at_another_replica_or_after_a_restart_finds_the_task(tmp_path: Path, api: FakeCustomObjects) -> None:
+    """Nothing is kept in the endpoint: two replicas (or one before and after a restart) share
+    only the cluster."""
+    first, second = (TestClient(create_app(client=fake_client(tmp_path, api), tokens=TOKENS, imports=[T],
+                                           limits=UNLIMITED)) for _ in range(2))
+    one = first.post("/v1/apps/app-one/tasks", headers=bearer("app-one", "k"), json=BODY)
+    two = second.post("/v1/apps/app-one/tasks", headers=bearer("app-one", "k"), json=BODY)
+    assert (one.status_code, two.status_code) == (202, 200) and one.json()["id"] == two.json()["id"]
+    assert len(api.created) == 1
 
 
 def test_concurrent_retries_with_one_key_start_one_task(tmp_path: Path, api: FakeCustomObjects) -> None:
