@@ -1466,7 +1466,13 @@ def test_network_policy_values_reach_the_policies(chart: Any) -> None:
     operator, web = found["operator"], found["web"]
     assert operator["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}],
                                             "from": values["metricsFrom"]}]
-    assert web["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]}]
+    # Prometheus (metricsFrom) scrapes the endpoint's /metrics on its HTTP port too.
+    assert MODES["web-complete"]["metrics"]["serviceMonitor"]["enabled"]
+    assert web["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]},
+                                      {"ports": [{"port": "http", "protocol": "TCP"}], "from": values["metricsFrom"]}]
+    unscraped = {**MODES["web-complete"], "metrics": {"serviceMonitor": {"enabled": False}}}
+    assert policies(render(chart, unscraped))["web"]["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]}]
     api = [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "192.168.10.5/32"}}]
     extra = (((("TCP", 3128),), [{"ipBlock": {"cidr": "10.30.0.8/32"}}]))
     assert egress_ports(operator) == [
