@@ -199,7 +199,8 @@ async def rate_limited(request: Request) -> None:
     """429 TooManyRequests, with Retry-After, for a token past its rate (limits.py): writes
     (POST) and reads (GET) of the API under /v1 have a bucket each. Before the token is checked,
     so that a flood costs a hash and a look-up per request (async: on the event loop)."""
-    if not request.url.path.startswith("/v1/"):
+    # The route's own template: the same behind a proxy that serves the endpoint under a prefix.
+    if not str(getattr(request.scope.get("route"), "path", "")).startswith("/v1/"):
         return
     found: Services = request.app.state.services
     kind, limiter = ("writes", found.writes) if request.method == "POST" else ("reads", found.reads)

@@ -257,3 +257,11 @@ def test_the_archive_reader_never_reads_more_than_a_page_whoever_asks() -> None:
     reader.search("solutions", limit=10**9)
     reader.list("solutions", "app-one", limit=0)
     assert asked == [MAX_PAGE + 1, MAX_PAGE + 1, 2]  # one row more than the page: whether there is a next
+
+
+def test_the_limits_hold_behind_a_proxy_that_adds_a_prefix(tmp_path: Path) -> None:
+    app = create_app(client=fake_client(tmp_path, FakeCustomObjects()), tokens=TOKENS, imports=[T],
+                     limits=Limits(reads_per_second=1, read_burst=1), clock=Clock())
+    http = TestClient(app, root_path="/tasks")  # the path keeps the prefix, as behind such a proxy
+    codes = [http.get("/tasks/v1/apps/app-one/tasks", headers=bearer("app-one")).status_code for _ in range(2)]
+    assert codes == [200, 429]
