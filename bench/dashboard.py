@@ -168,7 +168,10 @@ def run(bench: Any) -> None:
         platform = "platform-" + uuid.uuid4().hex
         env = dict(os.environ, LIMETASK_KUBECONFIG=str(bench.kubeconfig), LIMETASK_ARCHIVE_URL=url,
                    LIMETASK_WEB_TOKENS=json.dumps(tokens), LIMETASK_WEB_PLATFORM_TOKENS=json.dumps({"ops": platform}),
-                   PYTHONUNBUFFERED="1")
+                   # What is measured is the endpoint's own work: one token, many reads and 20 streams,
+                   # without the per-token limits (which would answer 429 instead).
+                   LIMETASK_WEB_READS_PER_SECOND="0", LIMETASK_WEB_WRITES_PER_SECOND="0",
+                   LIMETASK_WEB_STREAMS_PER_TOKEN="0", PYTHONUNBUFFERED="1")
         web = subprocess.Popen([sys.executable, "-m", "lime_task.cli", "web", "--port", str(port), "-n", ns,
                                 "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

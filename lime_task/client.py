@@ -13,6 +13,7 @@ Finished tasks leave the cluster for the archive after a while; with `LIMETASK_R
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 import re
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import safejson
+from . import idempotency, safejson
 from .application import app_name_of
 from .errors import (
     ClusterError,
@@ -261,8 +262,8 @@ class TaskClient:
     def send(self, name: str, app: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
              *, task_id: str | None = None, options: TaskOptions | None = None, check: bool = True,
              image: str | None = None, resources: Mapping[str, Any] | None = None, countdown: Any = None,
-             eta: Any = None, expires: Any = None, qos: str | None = None, priority: int | None = None
-             ) -> TaskStatus:
+             eta: Any = None, expires: Any = None, qos: str | None = None, priority: int | None = None,
+             idempotency_key: str | None = None, fingerprint: str | None = None) -> TaskStatus:
         """Create a LimeTask. With `check`, the name must resolve to a registered task here.
 
         `countdown` (seconds) or `eta` (an aware datetime): start no earlier than that; until
@@ -270,6 +271,11 @@ class TaskClient:
         datetime): a task not started by then ends as FAILURE, reason `Expired`, and never runs.
         `qos` (a queue's name) and `priority` override the task's own (`@task(qos=, priority=)`):
         while its queue has no free slot, the task stays PENDING with a `Queued` condition.
+
+        `idempotency_key`: the same key (for the same application) starts one task however often
+        the call is retried, from any process (lime_task.idempotency); the task that was started
+        answers the retry, with `replayed` true. The key used again for another request (another
+        `fingerprint`, by default a hash of this call's arguments) is `IdempotencyKeyReusedError`.
         """
         from kubernetes.client.exceptions import ApiException
 
@@ -285,6 +291,14 @@ class TaskClient:
         options = options or TaskOptions()
         queue = qos if qos is not None else options.qos
         rank = priority if priority is not None else options.priority
+        annotations: dict[str, str] = {}
+        if idempotency_key is not None:
+            fingerprint = fingerprint or idempotency.fingerprint({
+                "task": name, "args": clean_args, "kwargs": clean_kwargs, "countdown": countdown, "eta": eta,
+                "expires": expires, "qos": qos, "priority": priority})
+            task_id = idempotency.task_id_for(self.namespace, app_name, idempotency_key)
+            annotations = {idempotency.KEY_ANNOTATION: idempotency_key,
+                           idempotency.FINGERPRINT_ANNOTATION: fingerprint}
         task_id = task_id or str(uuid.uuid4())
         if not TASK_ID_RE.match(task_id) or len(task_id) > 63:
             raise InvalidTaskError(f"invalid task id {task_id!r}: lower-case letters, digits and '-'")
@@ -309,9 +323,10 @@ class TaskClient:
         if rank:
             spec["priority"] = rank
         metadata: dict[str, Any] = {"name": task_id, "labels": labels}
-        traced = trace_annotations()  # the caller's trace context, which the task's spans join (tracing.py)
-        if traced:
-            metadata["annotations"] = traced
+        # the caller's trace context, which the task's spans join (tracing.py)
+        annotations = {**trace_annotations(), **annotations}
+        if annotations:
+            metadata["annotations"] = annotations
         body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
         try:
             created = self._call("create task", self.api.create_namespaced_custom_object,
@@ -320,6 +335,9 @@ class TaskClient:
             if exc.status == 409:
                 # A retried call whose first try went through: the same task, not a new one.
                 existing = self._get(task_id)
+                if idempotency_key is not None and fingerprint is not None:
+                    idempotency.check_replay(existing, idempotency_key, fingerprint)
+                    return dataclasses.replace(TaskStatus.from_resource(existing, self), replayed=True)
                 if existing.get("spec", {}).get("task") == name and existing["spec"].get("app") == app_name:
                     return TaskStatus.from_resource(existing, self)
                 raise InvalidTaskError(f"a different task with id {task_id!r} already exists") from exc

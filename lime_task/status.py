@@ -110,6 +110,9 @@ class TaskStatus:
     queued_since: dt.datetime | None = None
     queue_updated_at: dt.datetime | None = None
     _client: TaskWaiter | None = field(default=None, repr=False, compare=False)
+    # Whether `send` found this task already started by an earlier call with the same
+    # idempotency key (the HTTP endpoint then answers 200 instead of 202).
+    replayed: bool = field(default=False, compare=False)
 
     @property
     def state(self) -> str:

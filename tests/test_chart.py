@@ -1352,7 +1352,9 @@ def test_metrics_service_selects_the_operator_pods(chart: Any) -> None:
 def test_service_monitor_scrapes_the_metrics_service(chart: Any) -> None:
     assert of_kind(render(chart), "ServiceMonitor") == []
     objects = render(chart, MODES["web-complete"])
-    monitor = one(objects, "ServiceMonitor")
+    monitors = {m["metadata"]["name"]: m for m in of_kind(objects, "ServiceMonitor")}
+    assert set(monitors) == {"lt-limetask", "lt-limetask-web"}  # the operator's, and the endpoint's
+    monitor = monitors["lt-limetask"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -1367,6 +1369,10 @@ def test_service_monitor_scrapes_the_metrics_service(chart: Any) -> None:
     assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "1m",
                                   "scrapeTimeout": "20s"}]
     assert "metrics" in {p["name"] for p in metrics_service["spec"]["ports"]}
+    # The endpoint's picks the endpoint's Service only.
+    web = monitors["lt-limetask-web"]["spec"]
+    assert [s["metadata"]["name"] for s in services
+            if web["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()] == ["lt-limetask-web"]
     # Defaults.
     default = one(render(chart, {"metrics": {"serviceMonitor": {"enabled": True}}}), "ServiceMonitor")
     assert default["spec"]["endpoints"][0]["interval"] == "30s"
@@ -1460,7 +1466,13 @@ def test_network_policy_values_reach_the_policies(chart: Any) -> None:
     operator, web = found["operator"], found["web"]
     assert operator["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}],
                                             "from": values["metricsFrom"]}]
-    assert web["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]}]
+    # Prometheus (metricsFrom) scrapes the endpoint's /metrics on its HTTP port too.
+    assert MODES["web-complete"]["metrics"]["serviceMonitor"]["enabled"]
+    assert web["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]},
+                                      {"ports": [{"port": "http", "protocol": "TCP"}], "from": values["metricsFrom"]}]
+    unscraped = {**MODES["web-complete"], "metrics": {"serviceMonitor": {"enabled": False}}}
+    assert policies(render(chart, unscraped))["web"]["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}], "from": values["webFrom"]}]
     api = [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "192.168.10.5/32"}}]
     extra = (((("TCP", 3128),), [{"ipBlock": {"cidr": "10.30.0.8/32"}}]))
     assert egress_ports(operator) == [
@@ -1627,10 +1639,13 @@ def test_web_command_is_the_clis(chart: Any, mode: str) -> None:
 def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
     from lime_task import archive, tokens
     from lime_task.server import auth
+    from lime_task.server.limits import Limits
 
+    limits = set(Limits.ENV.values())
     env = {e["name"] for e in web_container(render(chart, MODES["web-token-values"]))["env"]}
     limetask = {n for n in env if n.startswith("LIMETASK_")}
-    assert limetask == {tokens.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", auth.AUDIENCE_ENV, auth.REVIEWS_PER_SECOND_ENV}
+    assert limetask == {tokens.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", auth.AUDIENCE_ENV, auth.REVIEWS_PER_SECOND_ENV,
+                        *limits}
     assert 'os.environ.get("LIMETASK_NAMESPACE")' in (REPO / "lime_task" / "client.py").read_text()
     # With the archive, and with Kubernetes tokens turned off.
     values = {**MODES["archive-from-values"], "web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}}
@@ -1638,7 +1653,7 @@ def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
     timeouts = {"LIMETASK_ARCHIVE_RESULTS_TIMEOUT_SECONDS", "LIMETASK_ARCHIVE_DASHBOARD_TIMEOUT_SECONDS"}
     assert timeouts <= set(archive.ReadLimits.ENV)
     assert {n for n in env if n.startswith("LIMETASK_")} == \
-        {tokens.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, auth.KUBERNETES_AUTH_ENV, *timeouts}
+        {tokens.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, auth.KUBERNETES_AUTH_ENV, *timeouts, *limits}
 
 
 def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path) -> None:

@@ -592,3 +592,61 @@ def test_the_readme_names_the_monitoring_versions() -> None:
                              ("prometheus-operator-crds.sh", "PROMETHEUS_OPERATOR_VERSION")):
         version = re.search(rf"^{variable}=(\S+)$", (MONITORING / script).read_text(), re.MULTILINE)
         assert version and version.group(1) in table and variable in table, variable
+
+
+# --------------------------------------------------------------------------------------------
+# The HTTP endpoint's metrics and limits
+# --------------------------------------------------------------------------------------------
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected the {kind} {name}"
+    return found[0]
+
+
+def test_the_endpoint_is_scraped_behind_the_same_value(chart: Any) -> None:
+    web = {"enabled": True, "imports": ["acme_solution.tasks.lime"], "tokens": {"existingSecret": "acme-web-tokens"}}
+    assert len(of_kind(render(chart, {"metrics": {"serviceMonitor": {"enabled": True}}}), "ServiceMonitor")) == 1
+    assert len(of_kind(render(chart, {"web": web}), "ServiceMonitor")) == 0
+    objects = render(chart, {"web": web, "metrics": {"serviceMonitor": {"enabled": True, "labels": {"team": "a"}}}})
+    monitors = {m["metadata"]["name"]: m for m in of_kind(objects, "ServiceMonitor")}
+    service = named(objects, "Service", f"{RELEASE}-limetask-web")
+    monitor = monitors[service["metadata"]["name"]]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("http", "/metrics")]
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["metadata"]["labels"]["team"] == "a"
+
+
+def test_rate_limits_reach_the_endpoint_from_values(chart: Any) -> None:
+    web = {"enabled": True, "imports": ["acme_solution.tasks.lime"], "tokens": {"existingSecret": "acme-web-tokens"}}
+
+    def env(values: dict[str, Any]) -> dict[str, str]:
+        deployment = named(render(chart, {"web": {**web, **values}}), "Deployment", f"{RELEASE}-limetask-web")
+        return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    defaults = env({})
+    assert {k: v for k, v in defaults.items() if k.startswith("LIMETASK_WEB_") and k.endswith(
+            ("PER_SECOND", "BURST", "STREAMS", "PER_TOKEN"))} == {
+        "LIMETASK_WEB_WRITES_PER_SECOND": "20", "LIMETASK_WEB_WRITE_BURST": "100",
+        "LIMETASK_WEB_READS_PER_SECOND": "50", "LIMETASK_WEB_READ_BURST": "200",
+        "LIMETASK_WEB_STREAMS_PER_TOKEN": "10", "LIMETASK_WEB_STREAMS": "200",
+        "LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": "10"}
+    given = env({"rateLimits": {"writesPerSecond": 2.5, "streams": 0}})
+    assert given["LIMETASK_WEB_WRITES_PER_SECOND"] == "2.5" and given["LIMETASK_WEB_STREAMS"] == "0"
+    # What the chart writes, the endpoint reads.
+    from lime_task.server.limits import Limits
+    limits = Limits.from_env({k: v for k, v in given.items() if v is not None})
+    assert (limits.writes_per_second, limits.streams, limits.write_burst) == (2.5, 0, 100)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"rateLimits": {"writesPerSecond": -1}}, "/web/rateLimits/writesPerSecond"),
+    ({"rateLimits": {"readBurst": 2.5}}, "/web/rateLimits/readBurst"),
+    ({"rateLimits": {"perMinute": 5}}, "perMinute"),
+])
+def test_bad_rate_limits_are_refused(chart: Any, values: dict[str, Any], fragment: str) -> None:
+    web = {"enabled": True, "imports": ["acme_solution.tasks.lime"], "tokens": {"existingSecret": "acme-web-tokens"}}
+    with pytest.raises(Exception, match=re.escape(fragment)):
+        render(chart, {"web": {**web, **values}})

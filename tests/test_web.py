@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from lime_task import LimeTaskError, NotFoundError, TaskClient, registered_tasks
 from lime_task.server.app import create_app
 from lime_task.server.kubeauth import KubernetesAuth
+from lime_task.server.limits import Limits
 from lime_task.server.middleware import MAX_BODY_BYTES
 from lime_task.tokens import TokenStore, parse_tokens, read_tokens
 from tests.unit.fake_api import FakeApiServer, FakeCustomObjects, fake_client, jwt, live_task
@@ -71,6 +72,24 @@ def test_post_starts_a_task_that_succeeds(http: TestClient, tasks: TaskClient) -
     assert settled(final) == settled(tasks.get_status(body["id"], "app-one").to_dict())
     again = http.get(response.headers["location"], headers=bearer("app-one"))
     assert again.status_code == 200 and settled(again.json()) == settled(final)
+
+
+@pytest.mark.e2e
+def test_a_retry_with_an_idempotency_key_finds_the_task_in_the_cluster(http: TestClient, tasks: TaskClient) -> None:
+    """The real API server's 409 is the lock: the retry answers with the task the first request
+    started, and the same key with another body is refused."""
+    key = f"order-{os.getpid()}-{time.time_ns()}"
+    body = {"task": f"{T}.get_lime_company", "args": [1002], "kwargs": {"props": ["name"]}}
+    headers = {**bearer("app-one"), "Idempotency-Key": key}
+    first = http.post("/v1/apps/app-one/tasks", headers=headers, json=body)
+    again = http.post("/v1/apps/app-one/tasks", headers=headers, json=body)
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    other = http.post("/v1/apps/app-one/tasks", headers=headers, json={**body, "args": [1003]})
+    assert other.status_code == 422 and other.json()["code"] == "IdempotencyKeyReused"
+    assert [t.id for t in tasks.list("app-one") if t.id == first.json()["id"]] == [first.json()["id"]]
+    final = wait_for_state(http, "app-one", first.json()["id"], {"SUCCESS", "FAILURE"})
+    assert final["status"] == "SUCCESS", final
 
 
 @pytest.mark.e2e
@@ -205,8 +224,11 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     Schemathesis's pytest integration (`from_fixture`) does not run on this pytest, so the test
     drives its Hypothesis strategies itself.
     """
+    # No rate limits: an answer must not depend on how fast Hypothesis sends (it replays a case
+    # and calls a different answer flaky); the limits have tests of their own, with a clock.
     app = create_app(client=tasks, tokens={FUZZ_APP: FUZZ_TOKEN}, imports=IMPORTS, archive=archive_db,
-                     platform_tokens={"fuzz-ops": FUZZ_PLATFORM_TOKEN})
+                     platform_tokens={"fuzz-ops": FUZZ_PLATFORM_TOKEN},
+                     limits=Limits(writes_per_second=0, reads_per_second=0))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     checks = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_schema_conformance,
               schemathesis.checks.content_type_conformance]
@@ -237,8 +259,8 @@ def test_fuzz_never_a_server_error(tasks: TaskClient, archive_db: str) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     # start, list, read and cancel tasks; the results API (read, list, list every application's);
     # schedules and their runs; liveness and readiness; the dashboard's who-am-I, list, task, cancel,
-    # charts, stream
-    assert len(operations) == 17
+    # charts, stream; the metrics
+    assert len(operations) == 18
     for operation in operations:
         if operation.path == "/v1/dashboard/stream":
             continue  # it never ends; the browser tests read it (tests/test_e2e_dashboard.py)
@@ -298,7 +320,7 @@ def test_openapi_document() -> None:
                           "/v1/apps/{app}/schedules/{name}/runs", "/healthz", "/readyz", "/v1/dashboard/me",
                           "/v1/dashboard/tasks", "/v1/dashboard/tasks/{app}/{task_id}",
                           "/v1/dashboard/tasks/{app}/{task_id}/cancel", "/v1/dashboard/charts",
-                          "/v1/dashboard/stream"}
+                          "/v1/dashboard/stream", "/metrics"}
     assert paths["/v1/apps/{app}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
         "$ref"].endswith("/TaskPage")
     assert {"limit", "cursor", "state"} <= {p["name"] for p in paths["/v1/apps/{app}/tasks"]["get"]["parameters"]}
@@ -306,6 +328,9 @@ def test_openapi_document() -> None:
     assert start["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/StartTask"
     assert start["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskStatusBody")
     assert {"401", "413", "422", "503"} <= set(start["responses"])
+    # A retry with the same Idempotency-Key is 200, with the task the first request started.
+    assert "Idempotency-Key" in {p["name"] for p in start["parameters"] if p["in"] == "header"}
+    assert start["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskStatusBody")
     assert {"404", "409"} <= set(paths["/v1/apps/{app}/tasks/{task_id}/cancel"]["post"]["responses"])
     assert start["security"] == [{"HTTPBearer": []}]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

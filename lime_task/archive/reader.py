@@ -24,6 +24,9 @@ from .schema import TABLE, body_of, check_url
 LOG = logging.getLogger("limetask.archive")
 
 
+# The most rows one page of archived tasks reads, whoever asks.
+MAX_PAGE = 1000
+
 class ArchiveError(ClusterError):
     """The archive cannot be reached, or answered with an error."""
 
@@ -315,6 +318,9 @@ class ArchiveReader:
 
     def _page(self, kind: ReadKind, where: builtins.list[str], params: builtins.list[Any], limit: int,
               cursor: str | None) -> Page:
+        # The HTTP routes cap their pages already (1000, the dashboard's 200); a caller that does
+        # not is held to the same, so that no request reads unbounded rows.
+        limit = max(1, min(int(limit), MAX_PAGE))
         if cursor:
             when, uid = decode_cursor(cursor)
             where.append("(completed_at, uid) < (%s, %s)")

@@ -3,7 +3,8 @@
     LIMETASK_WEB_TOKENS_FILE=/etc/limetask/tokens limetask web --imports my_package.tasks.tasks
 
     POST /v1/apps/{app}/tasks              {"task": ..., "args": [...], "kwargs": {...}} -> 202
-                                           (and countdown, eta, expires, qos, priority)
+                                           (and countdown, eta, expires, qos, priority); with an
+                                           Idempotency-Key header, a retry is 200 with the same task
     GET  /v1/apps/{app}/tasks/{id}         -> 200, or 404 (missing, or another application's)
     GET  /v1/apps/{app}/tasks?state=&queue=&queued=&limit=&cursor=  live tasks, then archived
                                            ones (paged); queued=true: those waiting in a queue
@@ -16,6 +17,7 @@
     GET  /v1/dashboard/...                 its API (tasks, stream, charts; see routes/dashboard.py)
     GET  /healthz                          liveness: 200 while the process answers, without a token
     GET  /readyz                           200, with the archive's and the tokens files' state
+    GET  /metrics                          Prometheus metrics, without a token (metrics.py)
     GET  /openapi.json                     the API's description (no /docs page: see create_app)
 
 Each application has its own bearer token (`Authorization: Bearer <token>`), from the file
@@ -41,8 +43,9 @@ Only tasks registered with `@task` in this process can be started (import their 
 Errors are `{"code": ..., "detail": ...}`: 400 `WrongNamespace`; 401 `Unauthorized`; 404
 `NotFound`; 409 `AlreadyFinished`; 413 `TooLarge` (a body over 64 KiB or arguments over
 32 KiB); 422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name
-or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`; 429
-`TooManyRequests` (too many new Kubernetes tokens at once, with Retry-After); 503
+or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`,
+`InvalidIdempotencyKey`, `IdempotencyKeyReused`; 429 `TooManyRequests` (a token past its rate,
+or too many new Kubernetes tokens at once) and `TooManyStreams` (limits.py), with Retry-After; 503
 `ClusterUnavailable`, `ArchiveUnavailable`. No other 5xx: an unexpected error is logged with
 an id and answered 400 `RequestFailed`.
 
@@ -59,7 +62,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -77,9 +80,10 @@ from ..errors import (
 )
 from ..tokens import TokenStore
 from .auth import kubernetes_auth_enabled, kubernetes_auth_settings, platform_tokens_from_env
-from .deps import CLUSTER_DOWN, ErrorAnswer, Services, error_response
+from .deps import CLUSTER_DOWN, ErrorAnswer, Services, error_response, rate_limited
 from .kubeauth import KubernetesAuth
-from .middleware import MAX_BODY_BYTES, BodyLimit, CatchAll
+from .limits import Limits
+from .middleware import MAX_BODY_BYTES, BodyLimit, CatchAll, CountRequests
 from .routes import dashboard, health, results, schedules, tasks
 
 LOG = logging.getLogger("limetask.web")
@@ -93,8 +97,8 @@ def _imports_from_env() -> list[str]:
 def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | None" = None,
                imports: Iterable[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                archive: "ArchiveReader | str | None" = None, kubernetes_auth: "bool | KubernetesAuth | None" = None,
-               platform_tokens: "TokenStore | Mapping[str, str] | None" = None, dashboard_watch: Any = None
-               ) -> FastAPI:
+               platform_tokens: "TokenStore | Mapping[str, str] | None" = None, dashboard_watch: Any = None,
+               limits: Limits | None = None, clock: Callable[[], float] | None = None) -> FastAPI:
     """The HTTP endpoint as a FastAPI application.
 
     `client`: a `TaskClient` (default: the shared one, configured from the environment on the
@@ -108,7 +112,9 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND TokenReviews a second, else 10). `platform_tokens`:
     name → token of the dashboard's every-application view (default:
     LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the
-    dashboard's `TaskWatch` (default: one made on first use from the client).
+    dashboard's `TaskWatch` (default: one made on first use from the client). `limits`: the
+    rate limits and stream caps per token (default: `Limits.from_env()`, limits.py); `clock`:
+    the rate limiters' clock (tests move it by hand).
     """
     for module in (_imports_from_env() if imports is None else imports):
         importlib.import_module(module)
@@ -127,15 +133,18 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
 
     # No /docs nor /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, into the origin
     # where the dashboard keeps its token. The document itself is /openapi.json.
+    # Every route takes `rate_limited` first (it passes all but the API under /v1).
     app = FastAPI(
-        title="Lime Task", version="v1", docs_url=None, redoc_url=None,
+        title="Lime Task", version="v1", docs_url=None, redoc_url=None, dependencies=[Depends(rate_limited)],
         description="Start, read and cancel an application's background tasks, live or archived. "
                     "Each application has its own bearer token; Kubernetes tokens bound to the "
                     "endpoint's audience work too.",
     )
     app.state.services = Services(client=client, reader=archive, store=store, platform=platform,
                                   kubernetes_auth=kubernetes_auth, audience=audience,
-                                  reviews_per_second=reviews_per_second, watch=dashboard_watch)
+                                  reviews_per_second=reviews_per_second, watch=dashboard_watch,
+                                  limits=limits or Limits.from_env(), clock=clock)
+    services: Services = app.state.services
     app.include_router(tasks.router)
     app.include_router(results.router)
     app.include_router(schedules.router)
@@ -147,6 +156,7 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     _install_error_handlers(app)
     app.add_middleware(CatchAll)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(CountRequests, count=services.metrics.count)
     return app
 
 

@@ -7,6 +7,7 @@ keeps it in `app.state`; a route takes it with `services: ServicesDep`. Below ev
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ from .contract import ErrorBody
 from .dashboard.counts import ArchiveCounts
 from .dashboard.watch import TaskWatch
 from .kubeauth import KubernetesAuth
+from .limits import Limits, RateLimiter, StreamSlots, retry_after, token_key
+from .metrics import EndpointMetrics
 from .readiness import ArchiveProbe
 
 LOG = logging.getLogger("limetask.web")
@@ -55,7 +58,8 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     **doc(400, "WrongNamespace: the request names a namespace this endpoint does not serve"),
     **doc(401, "no valid token of this application"),
     **doc(422, "invalid request: not JSON, wrong shape, invalid names"),
-    **doc(429, "too many new Kubernetes tokens to check at once: try again after Retry-After seconds"),
+    **doc(429, "TooManyRequests: this token is past its rate, or too many new Kubernetes tokens are to be "
+               "checked at once: try again after Retry-After seconds"),
     **doc(503, "the cluster cannot be reached"),
 }
 
@@ -98,11 +102,13 @@ class Services:
     and the dashboard's platform tokens. `kubernetes_auth`: whether Kubernetes tokens are taken,
     or the `KubernetesAuth` that checks them (else one is made on first use, for `audience` and
     `reviews_per_second`). `watch`: the dashboard's `TaskWatch` (None: one made on first use).
+    `limits`: what one token may take (limits.py); `clock`: the rate limiters' (tests move it).
     """
 
     def __init__(self, *, client: Any, reader: ArchiveReader | None, store: TokenStore, platform: TokenStore,
                  kubernetes_auth: "bool | KubernetesAuth", audience: str, reviews_per_second: float,
-                 watch: TaskWatch | None = None) -> None:
+                 watch: TaskWatch | None = None, limits: Limits | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         self._client, self.reader, self.store, self.platform = client, reader, store, platform
         self._kubernetes_on = bool(kubernetes_auth)
         self._kube_auth: list[KubernetesAuth] = [kubernetes_auth] if isinstance(kubernetes_auth,
@@ -113,6 +119,12 @@ class Services:
         self._watch_lock = threading.Lock()
         self.archive_probe = ArchiveProbe(reader.ping if reader is not None else None)
         self.archive_counts = ArchiveCounts()
+        self.limits = limits or Limits()
+        clock = clock or time.monotonic
+        self.writes = RateLimiter(self.limits.writes_per_second, self.limits.write_burst, clock)
+        self.reads = RateLimiter(self.limits.reads_per_second, self.limits.read_burst, clock)
+        self.streams = StreamSlots(self.limits.streams_per_token, self.limits.streams)
+        self.metrics = EndpointMetrics(self.streams.open)
 
     def client(self) -> Any:
         if self._client is not None:
@@ -181,3 +193,21 @@ async def services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(services)]
+
+
+async def rate_limited(request: Request) -> None:
+    """429 TooManyRequests, with Retry-After, for a token past its rate (limits.py): writes
+    (POST) and reads (GET) of the API under /v1 have a bucket each. Before the token is checked,
+    so that a flood costs a hash and a look-up per request (async: on the event loop)."""
+    # The route's own template: the same behind a proxy that serves the endpoint under a prefix.
+    if not str(getattr(request.scope.get("route"), "path", "")).startswith("/v1/"):
+        return
+    found: Services = request.app.state.services
+    kind, limiter = ("writes", found.writes) if request.method == "POST" else ("reads", found.reads)
+    wait = limiter.take(token_key(request.headers.get("authorization")))
+    if wait > 0:
+        found.metrics.reject(kind)
+        raise ErrorAnswer(429, "TooManyRequests", f"this token sends more {kind} than the endpoint takes "
+                                                  f"({limiter.rate:g} a second, {limiter.burst} at once); try "
+                                                  f"again after Retry-After seconds",
+                          {"Retry-After": retry_after(wait)})

@@ -97,3 +97,29 @@ class CatchAll:
             await error_response(400, "RequestFailed", f"the request could not be processed (error id {error_id})")(
                 scope, receive, send)
 
+
+
+class CountRequests:
+    """Counts every answer by route (its template, never the application's name), method and
+    status, for /metrics."""
+
+    def __init__(self, app: ASGIApp, count: Callable[[str, str, int], None]) -> None:
+        self.app, self.count = app, count
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.count(str(getattr(scope.get("route"), "path", "") or "unmatched"), str(scope.get("method", "")),
+                       status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import threading
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +40,7 @@ class FakeCustomObjects:
         self.created: list[dict[str, Any]] = []
         self.listed = 0
         self.timeouts: list[Any] = []  # the `_request_timeout` of each call
+        self.lock = threading.Lock()
 
     def _objects(self, plural: str) -> list[dict[str, Any]]:
         if plural in self.missing:
@@ -52,13 +54,16 @@ class FakeCustomObjects:
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                         body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         self.timeouts.append(kwargs.get("_request_timeout"))
-        objects = self._objects(plural)
-        created = copy.deepcopy(body)
-        created["metadata"].update(namespace=namespace, creationTimestamp="2026-05-01T10:00:00Z",
-                                   resourceVersion="1")
-        self.created.append(copy.deepcopy(body))
-        objects.append(created)
-        return created
+        with self.lock:  # one create at a time, as the API server's storage: a name exists once
+            objects = self._objects(plural)
+            if any(o["metadata"]["name"] == body["metadata"]["name"] for o in objects):
+                raise api_error(409, f'{plural}.limetask.io "{body["metadata"]["name"]}" already exists')
+            created = copy.deepcopy(body)
+            created["metadata"].update(namespace=namespace, creationTimestamp="2026-05-01T10:00:00Z",
+                                       resourceVersion="1")
+            self.created.append(copy.deepcopy(body))
+            objects.append(created)
+            return created
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
                                      _preload_content: bool = True, **kwargs: Any) -> Any:

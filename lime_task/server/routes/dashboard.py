@@ -28,7 +28,7 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from importlib import resources
 from typing import Annotated, Any
 
@@ -47,6 +47,7 @@ from ..dashboard.counts import ARCHIVE_COUNTS_TTL
 from ..dashboard.model import Filters, Scope
 from ..dashboard.watch import TaskWatch
 from ..deps import COMMON_ERRORS, ErrorAnswer, Services, ServicesDep, archive_call, doc
+from ..limits import Slot, TooManyStreams, token_key
 
 STATIC = resources.files("lime_task.server.dashboard") / "static"
 # The page loads nothing from elsewhere, runs no inline script, and is never framed.
@@ -62,6 +63,8 @@ HEARTBEAT_SECONDS = 15.0
 COUNTS_EVERY_SECONDS = 2.0
 # A stream checks its token again this often (a revoked token stops seeing changes).
 RECHECK_SECONDS = 60.0
+# Past the open streams' cap: when to try again (a page's own reconnection waits 3 s).
+STREAM_RETRY_SECONDS = 5
 MAX_WINDOW_SECONDS = 90 * 24 * 3600
 CHART_WINDOW_DEFAULT = 3600
 
@@ -315,13 +318,35 @@ async def stream(request: Request, scope: Viewer, services: ServicesDep, app: Ap
     filters = _filters(app, task, state, reason, window, since, until, id)
     watch_now = await run_in_threadpool(services.task_watch)
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    return StreamingResponse(events(request, services, watch_now, scope, filters, token),
+    try:
+        slot = services.streams.take(token_key(request.headers.get("authorization")))
+    except TooManyStreams as exc:
+        services.metrics.reject(exc.reason)
+        raise ErrorAnswer(429, "TooManyStreams", f"{exc}; try again after Retry-After seconds",
+                          {"Retry-After": str(STREAM_RETRY_SECONDS)}) from None
+    return StreamingResponse(events(request, services, watch_now, scope, filters, token, slot),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def events(request: Request, services: Services, source: TaskWatch, scope: Scope, filters: Filters,
-                 token: str) -> AsyncIterator[str]:
+                 token: str, slot: Slot | None = None) -> AsyncIterator[str]:
+    """The stream of one page; `slot`: its place among the open streams (limits.py), given back
+    when it ends."""
+    inner = _events(request, services, source, scope, filters, token)
+    try:
+        async for event in inner:
+            yield event
+    finally:
+        try:
+            await inner.aclose()
+        finally:
+            if slot is not None:
+                slot.release()
+
+
+async def _events(request: Request, services: Services, source: TaskWatch, scope: Scope, filters: Filters,
+                  token: str) -> AsyncGenerator[str, None]:
     sub = source.subscribe()
     try:
         yield "retry: 3000\n\n"

@@ -1,11 +1,12 @@
-"""/healthz and /readyz. Both answer on the event loop, never in the worker threads that
+"""/healthz, /readyz and /metrics. Both answer on the event loop, never in the worker threads that
 requests share (a slow cluster or archive may hold them all), and ask nothing of anyone while
 the request waits."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from ..contract import Health, Readiness
 from ..deps import ServicesDep
+from ..metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 
@@ -27,3 +28,12 @@ async def readyz(services: ServicesDep) -> dict[str, str]:
     healthy = answer["archive"] in ("ok", "none", "unknown") and \
         answer["tokens"] == answer["platform_tokens"] == "ok"
     return {"status": "ok" if healthy else "degraded", **answer}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus's text format"}})
+async def metrics(services: ServicesDep) -> Response:
+    """The endpoint's requests by route and status, its 429s by reason, its open event streams
+    and its idempotent replays (server/metrics.py). Without a token, as the operator's: it names
+    no application and no task."""
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)

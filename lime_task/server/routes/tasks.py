@@ -2,12 +2,13 @@
 
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from ...archive import ArchiveError, decode_cursor
-from ...errors import NotFoundError, TaskAlreadyFinishedError, UnknownTaskError
+from ...errors import InvalidTaskError, NotFoundError, TaskAlreadyFinishedError, UnknownTaskError
+from ...idempotency import IdempotencyKeyReusedError, check_key, fingerprint
 from ...registry import resolve_task
 from ...resource import FINAL_STATES, MAX_ARGUMENTS_BYTES
 from ..auth import AppMayCreate, AppMayGet, AppMayList, AppMayPatch
@@ -34,13 +35,25 @@ ARCHIVE_START = "archive"
 router = APIRouter(prefix="/v1/apps/{app}/tasks", tags=["tasks"], responses=COMMON_ERRORS)
 
 
+IdempotencyKeyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="a key of the client's choosing (1 to 255 visible ASCII characters, "
+    "e.g. a UUID): the request retried with the same key starts no second task, and is answered 200 with the "
+    "task the first one started (and Idempotent-Replayed: true); the same key with another body is 422 "
+    "IdempotencyKeyReused. A key lasts as long as its task is in the cluster (not once it has been archived).")]
+
+
 @router.post("", status_code=202, response_model=TaskStatusBody, summary="Start a task",
-             responses={**doc(413, "request body or arguments too large")})
+             responses={200: {"model": TaskStatusBody, "description": "a retry with the same Idempotency-Key: "
+                                                                      "the task the first request started"},
+                        **doc(413, "request body or arguments too large"),
+                        **doc(422, "invalid request, or an Idempotency-Key already used for another request "
+                                   "(IdempotencyKeyReused)")})
 def start_task(app: AppMayCreate, body: StartTask, request: Request, response: Response,
-               services: ServicesDep) -> dict[str, Any]:
+               services: ServicesDep, idempotency_key: IdempotencyKeyHeader = None) -> dict[str, Any]:
     """Start a registered task for the application; returns its status (PENDING).
 
-    The task runs as a Kubernetes Job; read its status at the URL in `Location`.
+    The task runs as a Kubernetes Job; read its status at the URL in `Location`. With an
+    `Idempotency-Key`, a retry is answered with the same task (200), on any replica.
     """
     try:
         registered = resolve_task(body.task, import_modules=False)
@@ -51,10 +64,24 @@ def start_task(app: AppMayCreate, body: StartTask, request: Request, response: R
         raise ErrorAnswer(413, "TooLarge", f"task arguments take {size} bytes as JSON, over the limit "
                                            f"of {MAX_ARGUMENTS_BYTES}: pass identifiers and let the task "
                                            f"load the data")
-    status = services.client().send(body.task, app, body.args, body.kwargs, check=False,
-                                    options=registered.options, countdown=body.countdown, eta=body.eta,
-                                    expires=body.expires, qos=body.qos, priority=body.priority)
+    keyed: dict[str, Any] = {}
+    if idempotency_key is not None:
+        try:
+            keyed = {"idempotency_key": check_key(idempotency_key),
+                     "fingerprint": fingerprint(body.model_dump(mode="json"))}
+        except InvalidTaskError as exc:
+            raise ErrorAnswer(422, "InvalidIdempotencyKey", str(exc)) from None
+    try:
+        status = services.client().send(body.task, app, body.args, body.kwargs, check=False,
+                                        options=registered.options, countdown=body.countdown, eta=body.eta,
+                                        expires=body.expires, qos=body.qos, priority=body.priority, **keyed)
+    except IdempotencyKeyReusedError as exc:
+        raise ErrorAnswer(422, "IdempotencyKeyReused", str(exc)) from None
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/v1/apps/{app}/tasks/{status.id}"
+    if status.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+        services.metrics.replayed()
     return status.to_dict()  # type: ignore[no-any-return]
 
 
