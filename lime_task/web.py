@@ -75,6 +75,7 @@ from .errors import (
     InvalidTaskError,
     LimeTaskError,
     NotFoundError,
+    QuotaExceededError,
     TaskAlreadyFinishedError,
     UnknownTaskError,
 )
@@ -539,7 +540,8 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     router = APIRouter(prefix="/v1/apps/{app}/tasks", tags=["tasks"], responses=COMMON_ERRORS)
 
     @router.post("", status_code=202, response_model=TaskStatusBody, summary="Start a task",
-                 responses={**_doc(413, "request body or arguments too large")})
+                 responses={**_doc(413, "request body or arguments too large"),
+                            **_doc(429, "the namespace is at its LimeTask quota; try again later")})
     def start_task(app: authorized("create"), body: StartTask, request: Request,  # type: ignore[valid-type]
                    response: Response) -> dict[str, Any]:
         """Start a registered task for the application; returns its status (PENDING).
@@ -837,6 +839,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         (InvalidArgumentsError, lambda e: _error(422, "InvalidArguments", str(e))),
         (InvalidTaskError, lambda e: _error(422, "InvalidTask", str(e))),
         (TaskAlreadyFinishedError, lambda e: _error(409, "AlreadyFinished", str(e))),
+        # 429, not 403: nothing is wrong with who asks; the namespace is full for now, and it clears
+        # as finished tasks leave (RFC 6585: the client should slow down and try again later).
+        (QuotaExceededError, lambda e: _error(429, "QuotaExceeded", str(e), {"Retry-After": "60"})),
         (ClusterError, cluster_down),
         # Raw API errors: a task deleted in between looks like any missing task; the rest is the cluster's.
         (ApiException, lambda e: _error(404, "NotFound", "task not found") if getattr(e, "status", None) == 404

@@ -8,9 +8,8 @@ from typing import Any
 import helm_python as helm
 import pytest
 import test_chart
-from test_chart import RELEASE_NAMESPACE, of_kind, operator_env, render
-
 from limetask_operator.settings import OperatorSettings
+from test_chart import RELEASE_NAMESPACE, of_kind, operator_env, render
 
 chart = test_chart.chart
 

@@ -29,8 +29,8 @@ from lime_task.resource import FINAL_STATES
 
 from . import dead_letter as dl
 from .caches import Caches
-from .kube import ApiError, Kube, task_path
 from .dead_letter import Bounds, Delivery
+from .kube import ApiError, Kube, task_path
 from .metrics import DEAD_LETTER_FAILURES, DEAD_LETTERED, EVENTS, EVENTS_DROPPED
 from .model import TaskView
 from .settings import OperatorSettings

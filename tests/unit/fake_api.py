@@ -34,6 +34,7 @@ class FakeCustomObjects:
         self.queues = list(queues or [])
         self.queues_error = queues_error
         self.tasks_error: ApiException | None = None
+        self.create_error: ApiException | None = None  # what every create answers, if set
         self.schedules = list(schedules or [])
         self.missing = set(missing)
         self.created: list[dict[str, Any]] = []
@@ -52,6 +53,8 @@ class FakeCustomObjects:
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                         body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         self.timeouts.append(kwargs.get("_request_timeout"))
+        if self.create_error is not None:
+            raise self.create_error
         objects = self._objects(plural)
         created = copy.deepcopy(body)
         created["metadata"].update(namespace=namespace, creationTimestamp="2026-05-01T10:00:00Z",

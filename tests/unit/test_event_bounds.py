@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 from aiormq import exceptions as amqp
-from prometheus_client import REGISTRY
-
 from limetask_operator import dead_letter as dl
 from limetask_operator.caches import Caches
 from limetask_operator.events import Event, EventDispatcher, LogSink
 from limetask_operator.model import TaskView
 from limetask_operator.settings import OperatorSettings, SettingsError
+from prometheus_client import REGISTRY
 
 KEY = ("ns", "t1")
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
