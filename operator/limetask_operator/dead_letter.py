@@ -36,8 +36,8 @@ TIMED_OUT = "TimedOut"  # no confirmation within the publish timeout
 NACKED = "Nacked"  # the broker refused to take responsibility (basic.nack)
 UNROUTABLE = "Unroutable"  # a mandatory publish came back: no queue is bound (dead-letter exchange only)
 EXCHANGE_MISSING = "ExchangeMissing"  # 404 NOT_FOUND
-REFUSED = "Refused"  # 403 ACCESS_REFUSED, 406 PRECONDITION_FAILED (an exchange of another type), ...
-FAILED = "Failed"  # anything else
+REFUSED = "Refused"  # 403 ACCESS_REFUSED, 405 RESOURCE_LOCKED, 406 PRECONDITION_FAILED (another type)
+FAILED = "Failed"  # anything else (a channel closed for another reason: not counted as a refusal)
 # The broker answered, and said no: a bounded number of these sends the event on.
 REFUSALS = frozenset({NACKED, UNROUTABLE, EXCHANGE_MISSING, REFUSED})
 
@@ -57,7 +57,7 @@ def classify(exc: BaseException) -> str:
             return NACKED
         if isinstance(exc, amqp.ChannelNotFoundEntity):
             return EXCHANGE_MISSING
-        if isinstance(exc, amqp.ChannelClosed):
+        if isinstance(exc, (amqp.ChannelAccessRefused, amqp.ChannelPreconditionFailed, amqp.ChannelLockedResource)):
             return REFUSED
     if isinstance(exc, ConnectionError):
         return UNREACHABLE

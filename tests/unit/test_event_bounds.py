@@ -287,6 +287,7 @@ def test_the_reasons_of_failed_tries() -> None:
     assert dl.classify(amqp.AMQPConnectionError("closed")) == "Unreachable"
     assert dl.classify(amqp.ChannelNotFoundEntity(404, "NOT_FOUND")) == "ExchangeMissing"
     assert dl.classify(amqp.ChannelAccessRefused(403, "ACCESS_REFUSED")) == "Refused"
+    assert dl.classify(amqp.ChannelClosed(320, "CONNECTION_FORCED")) == "Failed"  # not a refusal
     assert dl.classify(ValueError("odd")) == "Failed"
 
 

@@ -1,0 +1,37 @@
+"""A ResourceQuota on LimeTasks (as the chart's tasks.quota makes it) on the real cluster: past it,
+send_task raises QuotaExceededError naming the quota and how full the namespace is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Cluster, wait_until
+
+from lime_task import QuotaExceededError, TaskClient
+
+pytestmark = [pytest.mark.e2e]
+
+T = "acme_solution.tasks.lime"
+
+
+def test_send_task_past_the_namespaces_quota_is_a_clear_error(tasks: TaskClient, cluster: Cluster, namespace: str,
+                                                              api_client: Any) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_resource_quota(namespace, {
+        "metadata": {"name": "limetasks"}, "spec": {"hard": {"count/limetasks.limetask.io": "2"}}})
+    # The quota controller counts what is there before the quota is enforced.
+    wait_until(lambda: (core.read_namespaced_resource_quota("limetasks", namespace).status.used or {})
+               .get("count/limetasks.limetask.io") == "0", timeout=60, message="the quota counted")
+    first = [tasks.send(f"{T}.add", "quota-app", [i, 1]) for i in range(2)]
+    with pytest.raises(QuotaExceededError) as refused:
+        tasks.send(f"{T}.add", "quota-app", [3, 1])
+    error = refused.value
+    assert (error.quota, error.namespace, error.used, error.limit) == ("limetasks", namespace, 2, 2)
+    assert f"namespace {namespace!r} is at its quota (ResourceQuota 'limetasks': 2 of 2 LimeTasks)" in str(error)
+    assert "Try again later" in str(error)
+    # Nothing was made of the refused call, and the two tasks before it run as ever.
+    listed = cluster.run_kubectl("get", "lt", "-o", "name", namespace=namespace).stdout.split()
+    assert sorted(listed) == sorted(f"limetask.limetask.io/{s.id}" for s in first)
