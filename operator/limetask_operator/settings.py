@@ -63,7 +63,7 @@ class OperatorSettings(BaseModel):
     # A failing event's delivery state (tries, last error) is held in memory and written into
     # its LimeTask's status at most this often, and when the event leaves the outbox: a broker
     # outage costs a task one status write per interval, not one per try. A restarted operator
-    # resumes from what was written (it loses at most this much of the count).
+    # resumes from what was written (it loses at most this much of the count). 0: at every try.
     event_status_write_seconds: float = Field(default=300, ge=0)
     # An event not confirmed this long after its first failed try goes to the dead-letter
     # exchange instead (with the reason in its headers), and its task settles.
