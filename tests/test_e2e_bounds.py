@@ -1,14 +1,16 @@
-"""A ResourceQuota on LimeTasks (as the chart's tasks.quota makes it) on the real cluster: past it,
-send_task raises QuotaExceededError naming the quota and how full the namespace is."""
+"""Bounds on what the cluster holds, on the real cluster: a ResourceQuota on LimeTasks (as the
+chart's tasks.quota makes it), past which send_task raises QuotaExceededError naming the quota and
+how full the namespace is; and the size of a finished LimeTask, which README's "Bounds" counts."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from conftest import Cluster, wait_until
 
-from lime_task import QuotaExceededError, TaskClient
+from lime_task import SUCCESS, QuotaExceededError, TaskClient
 
 pytestmark = [pytest.mark.e2e]
 
@@ -35,3 +37,24 @@ def test_send_task_past_the_namespaces_quota_is_a_clear_error(tasks: TaskClient,
     # Nothing was made of the refused call, and the two tasks before it run as ever.
     listed = cluster.run_kubectl("get", "lt", "-o", "name", namespace=namespace).stdout.split()
     assert sorted(listed) == sorted(f"limetask.limetask.io/{s.id}" for s in first)
+
+
+# README, "Bounds": a typical finished LimeTask is about 2.1 KB as stored (JSON); the table counts
+# 2.5 KB with its key and etcd's own overhead.
+README_BYTES = 2500
+
+
+def test_a_finished_task_takes_no_more_than_the_readme_counts(tasks: TaskClient, cluster: Cluster,
+                                                              namespace: str) -> None:
+    sent = tasks.send(f"{T}.add", "size-app", [2, 3])
+    assert tasks.wait(sent.id, "size-app", timeout=120).status == SUCCESS
+
+    def settled() -> Any:
+        body = json.loads(cluster.run_kubectl("get", "lt", sent.id, "-o", "json", namespace=namespace).stdout)
+        return (body.get("status") or {}).get("event", {}).get("confirmed") and body
+
+    body = wait_until(settled, timeout=60, message="the event confirmed")
+    stored = len(json.dumps(body, separators=(",", ":")).encode())  # as the API server keeps it
+    managed = len(json.dumps(body["metadata"].get("managedFields") or [], separators=(",", ":")).encode())
+    print(f"a finished LimeTask: {stored} bytes, of which managedFields {managed}")
+    assert stored <= README_BYTES, (stored, managed)
