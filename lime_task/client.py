@@ -32,7 +32,6 @@ from .errors import (
     TaskAlreadyFinishedError,
     WaitTimeoutError,
 )
-from .kubeauth import DEFAULT_AUDIENCE
 from .quota import quota_refusal
 from .registry import TaskOptions, resolve_task
 from .resource import (
@@ -51,6 +50,7 @@ from .resource import (
 from .results import (
     AUDIENCE_ENV,
     CA_FILE_ENV,
+    DEFAULT_AUDIENCE,
     KUBERNETES_TOKEN_FILE_ENV,
     SERVICE_ACCOUNT_ENV,
     KubernetesTokens,
@@ -60,7 +60,7 @@ from .results import (
     service_account_of,
     tokens_from_env,
 )
-from .status import TaskStatus
+from .status import TaskStatus, wait_with
 from .validation import (
     check_app_name,
     check_arguments,
@@ -630,6 +630,9 @@ def default_client() -> TaskClient:
         if _default is None:
             _default = TaskClient()
         return _default
+
+
+wait_with(default_client)
 
 
 def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,
