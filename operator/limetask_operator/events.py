@@ -30,7 +30,7 @@ from lime_task.resource import FINAL_STATES
 from . import dead_letter as dl
 from .caches import Caches
 from .dead_letter import Bounds, Delivery
-from .kube import ApiError, Kube, task_path
+from .kube import Kube, KubeError, task_path
 from .metrics import DEAD_LETTER_FAILURES, DEAD_LETTERED, EVENTS, EVENTS_DROPPED
 from .model import TaskView
 from .settings import OperatorSettings
@@ -266,7 +266,7 @@ class EventDispatcher:
         url = settings.broker_url.get_secret_value() if settings.broker_url else None
         self.sink: Sink = BrokerSink(url, settings.broker_publish_timeout, settings.event_dead_letter_exchange,
                                      settings.event_dead_letter_queue) if url else LogSink(kube)
-        self.queue: asyncio.Queue[Key] = asyncio.Queue()
+        self.work: asyncio.Queue[Key] = asyncio.Queue()  # the tasks whose event to deliver
         self.pending: set[Key] = set()
         # Per task whose last try failed: its delivery state, held here and written into the
         # status at a bounded rate (dead_letter.py). Dropped on success, or once it owes no
@@ -336,7 +336,7 @@ class EventDispatcher:
     def _enqueue(self, key: Key) -> None:
         if key not in self.pending:
             self.pending.add(key)
-            self.queue.put_nowait(key)
+            self.work.put_nowait(key)
 
     def _retry(self, key: Key, waiting: Delivery, due: float) -> None:
         """The scheduled retry of one failure (a later failure or a success makes it moot)."""
@@ -349,7 +349,7 @@ class EventDispatcher:
 
     async def deliver_next(self) -> None:
         """Take one task from the queue and deliver its event (what each worker does)."""
-        key = await self.queue.get()
+        key = await self.work.get()
         try:
             await self._deliver(key)
         except asyncio.CancelledError:
@@ -476,7 +476,7 @@ class EventDispatcher:
             try:
                 updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
                                                   task.with_status(status))
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status == 404:
                     return False
                 if exc.status != 409:

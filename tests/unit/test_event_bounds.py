@@ -135,7 +135,7 @@ async def run_until(dispatcher: EventDispatcher, clock: FakeClock, until: float)
     dispatcher.submit(KEY)
     while True:
         await asyncio.sleep(0)  # the watch's echoes of status writes
-        while not dispatcher.queue.empty():
+        while not dispatcher.work.empty():
             await dispatcher.deliver_next()
             await asyncio.sleep(0)
         if not clock.timers or clock.timers[0][0] > until:
