@@ -33,6 +33,7 @@ from .errors import (
     TaskAlreadyFinishedError,
     WaitTimeoutError,
 )
+from .quota import quota_refusal
 from .registry import TaskOptions, resolve_task
 from .resource import (
     ANNOTATION_CANCEL,
@@ -345,6 +346,9 @@ class TaskClient:
                 # The API server's words, without the object's name (made up here, unless given).
                 why = _api_message(exc).replace(f'{KIND}.{GROUP} "{task_id}" is invalid: ', "")
                 raise InvalidTaskError(f"the cluster refused the task: {why}") from exc
+            refused = quota_refusal(exc.status, _api_message(exc), self.namespace)
+            if refused is not None:
+                raise refused from exc
             if exc.status == 404:
                 raise ClusterError(
                     f"the LimeTask resource is not installed in this cluster (or namespace "

@@ -31,6 +31,19 @@ class ClusterError(LimeTaskError):
     """The Kubernetes API could not be reached or refused the request."""
 
 
+class QuotaExceededError(ClusterError):
+    """The namespace holds as many LimeTasks as its ResourceQuota allows: no new task until
+    finished ones leave (retention, the archive) or the quota is raised. Try again later."""
+
+    def __init__(self, message: str, quota: str = "", namespace: str = "", used: int | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.namespace = namespace
+        self.used = used
+        self.limit = limit
+
+
 class WaitTimeoutError(LimeTaskError, TimeoutError):
     """The task did not finish within the time given to `wait`."""
 

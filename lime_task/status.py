@@ -217,7 +217,8 @@ class TaskStatus:
             created_at=_time(meta.get("creationTimestamp")),
             started_at=_time(st.get("startedAt")),
             completed_at=_time(st.get("completedAt")),
-            event_confirmed=bool(event.get("confirmed")),
+            # A dead-lettered event left the outbox, but its exchange never confirmed it.
+            event_confirmed=bool(event.get("confirmed")) and not event.get("deadLetter"),
             namespace=meta.get("namespace", "default"),
             history=tuple(st.get("history") or ()),
             archived=archived,

@@ -275,6 +275,9 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
                      "image": dict(zip(("repository", "tag"), OPERATOR_IMAGE.rsplit(":", 1), strict=True)),
                      "nodeSelector": {"limetask.io/no-such-node": "true"}},
         "broker": {"url": broker_url(broker_proxy.port), "retryMaxSeconds": 2, "publishTimeoutSeconds": 3},
+        # A failing event's state is written within seconds (tests read it), not 5 minutes; an
+        # exchange that refuses every event dead-letters it after 3 refusals, not 30.
+        "events": {"statusWriteSeconds": 5, "deadLetter": {"afterRefusals": 3}},
         # Waiting tasks' positions are rewritten within seconds (tests read them), not 30 s.
         "queueing": {"positionRefreshSeconds": 2},
     }

@@ -45,7 +45,8 @@ Errors are `{"code": ..., "detail": ...}`: 400 `WrongNamespace`; 401 `Unauthoriz
 32 KiB); 422 `InvalidRequest` (not JSON, wrong shape, invalid application, task or queue name
 or priority, invalid or expired cursor), `UnknownTask`, `InvalidArguments`, `InvalidTask`,
 `InvalidIdempotencyKey`, `IdempotencyKeyReused`; 429 `TooManyRequests` (a token past its rate,
-or too many new Kubernetes tokens at once) and `TooManyStreams` (limits.py), with Retry-After; 503
+or too many new Kubernetes tokens at once) and `TooManyStreams` (limits.py), `QuotaExceeded`
+(the namespace is at its ResourceQuota on LimeTasks), each with Retry-After; 503
 `ClusterUnavailable`, `ArchiveUnavailable`. No other 5xx: an unexpected error is logged with
 an id and answered 400 `RequestFailed`.
 
@@ -75,6 +76,7 @@ from ..errors import (
     InvalidTaskError,
     LimeTaskError,
     NotFoundError,
+    QuotaExceededError,
     TaskAlreadyFinishedError,
     UnknownTaskError,
 )
@@ -179,6 +181,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         (InvalidArgumentsError, lambda e: error_response(422, "InvalidArguments", str(e))),
         (InvalidTaskError, lambda e: error_response(422, "InvalidTask", str(e))),
         (TaskAlreadyFinishedError, lambda e: error_response(409, "AlreadyFinished", str(e))),
+        # 429, not 403: nothing is wrong with who asks; the namespace is full for now, and it clears
+        # as finished tasks leave (RFC 6585: the client should slow down and try again later).
+        (QuotaExceededError, lambda e: error_response(429, "QuotaExceeded", str(e), {"Retry-After": "60"})),
         (ClusterError, cluster_down),
         # Raw API errors: a task deleted in between looks like any missing task; the rest is the cluster's.
         (ApiException, lambda e: error_response(404, "NotFound", "task not found") if getattr(e, "status", None) == 404

@@ -6,6 +6,10 @@ every publish), then records the confirmation in the status. Failures are retrie
 backoff, across broker outages and operator restarts (a restarted operator finds every
 unconfirmed task again). Publishing runs on workers of its own, so a broker that is down
 never holds up task processing.
+
+Failures are bounded (dead_letter.py): their state is written into the status at a bounded
+rate, not per try, and an event past its bounds goes to the installation's dead-letter
+exchange, so that its task settles instead of waiting in etcd for ever.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from urllib.parse import urlsplit
 from lime_task.events import event_body, exchange_name, message_id, redact, routing_key
 from lime_task.resource import FINAL_STATES
 
+from . import dead_letter as dl
 from . import tracing
 from .caches import Caches
+from .dead_letter import Bounds, Delivery
 from .kube import Kube, KubeError, task_path
-from .metrics import EVENTS
+from .metrics import DEAD_LETTER_FAILURES, DEAD_LETTERED, EVENTS, EVENTS_DROPPED
 from .model import TaskView
 from .settings import OperatorSettings
 
@@ -54,11 +60,19 @@ def build_event(task: TaskView, exchange_template: str) -> Event:
 
 
 def delivery_record(event: Event, sink: str, attempts: int, confirmed: bool, now: dt.datetime,
-                    error: str | None = None, delay: float = 0) -> dict[str, Any]:
+                    error: str | None = None, delay: float = 0, delivery: Delivery | None = None,
+                    dead_letter: dict[str, Any] | None = None) -> dict[str, Any]:
     """`status.event`: the outbox entry of a task's completion event."""
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     record: dict[str, Any] = {"messageId": event.message_id, "routingKey": event.routing_key,
                               "confirmed": confirmed, "deliveryAttempts": attempts, "sink": sink}
+    if delivery is not None and delivery.first_failed is not None:
+        record.update(firstFailedAt=delivery.first_failed.strftime(stamp), lastAttemptAt=now.strftime(stamp),
+                      refusedAttempts=delivery.refusals)
+        if delivery.reason:
+            record["lastReason"] = delivery.reason
+    if dead_letter is not None:
+        record["deadLetter"] = dead_letter
     if confirmed:
         record["confirmedAt"] = now.strftime(stamp)
     else:
@@ -67,14 +81,18 @@ def delivery_record(event: Event, sink: str, attempts: int, confirmed: bool, now
     return record
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """A task whose event failed `failures` times in a row; its next try is due at `due`
-    (event-loop time). Nothing publishes it before then, whoever submits it."""
+class Clock:
+    """The event loop's time (for retries) and the wall clock (for what the status records);
+    tests inject one that they move on by hand."""
 
-    uid: str
-    failures: int
-    due: float
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc)
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> None:
+        asyncio.get_running_loop().call_later(delay, callback, *args)
 
 
 def owes_event(task: TaskView) -> bool:
@@ -88,6 +106,9 @@ class Sink(Protocol):
 
     async def send(self, event: Event, task: TaskView) -> None: ...
 
+    async def dead_letter(self, event: Event, task: TaskView, headers: dict[str, Any]) -> str:
+        """Hand an event that cannot be delivered to the dead-letter path; return where it went."""
+
     async def close(self) -> None: ...
 
 
@@ -96,12 +117,16 @@ class BrokerSink:
 
     name = "broker"
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, dead_letter_exchange: str = "limetask.dead-letter",
+                 dead_letter_queue: str = "limetask.dead-letter") -> None:
         self.url = url
         self.timeout = timeout
+        self.dead_letter_exchange = dead_letter_exchange
+        self.dead_letter_queue = dead_letter_queue
         self.connection: Any = None
         self.channel: Any = None
         self.exchanges: dict[str, Any] = {}
+        self.dead_letter_bound = False  # on this channel
         self.lock = asyncio.Lock()
 
     async def _open(self) -> Any:
@@ -112,7 +137,9 @@ class BrokerSink:
                 return self.channel
             await self._reset_locked()
             self.connection = await aio_pika.connect(self.url, timeout=self.timeout)
-            self.channel = await self.connection.channel(publisher_confirms=True)
+            # A mandatory publish that no queue takes raises (only dead-lettered events are
+            # mandatory: an ordinary event nobody has bound a queue for is not an error).
+            self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
             LOG.info("connected to the broker at %s", redact(self.url))
             return self.channel
 
@@ -126,10 +153,24 @@ class BrokerSink:
             self.exchanges[name] = exchange
         return exchange
 
-    async def _publish(self, event: Event) -> None:
+    async def _dead_letter_exchange(self) -> Any:
+        """The installation's dead-letter exchange (durable, topic) and, unless none is asked for,
+        a durable queue bound to all of it, so that a dead-lettered event is kept even before
+        anyone looks (the publish is mandatory: an exchange no queue takes from is a failure)."""
+        exchange = await self._exchange(self.dead_letter_exchange)
+        if self.dead_letter_queue and not self.dead_letter_bound:
+            queue = await self.channel.declare_queue(self.dead_letter_queue, durable=True)
+            await queue.bind(exchange, routing_key="#")
+            self.dead_letter_bound = True
+        return exchange
+
+    async def _publish(self, event: Event, headers: dict[str, Any] | None = None) -> None:
         import aio_pika
 
-        exchange = await self._exchange(event.exchange)
+        if headers is None:
+            exchange = await self._exchange(event.exchange)
+        else:
+            exchange = await self._dead_letter_exchange()
         message = aio_pika.Message(
             body=json.dumps(event.body, separators=(",", ":")).encode(),
             content_type="application/json",
@@ -138,14 +179,25 @@ class BrokerSink:
             type=event.routing_key,
             app_id="limetask-operator",
             timestamp=dt.datetime.now(dt.timezone.utc),
+            headers=headers,
         )
         # With publisher confirms, this returns once the broker has taken responsibility.
-        # Not mandatory: an event nobody has bound a queue for is not an error.
-        await exchange.publish(message, routing_key=event.routing_key, timeout=self.timeout, mandatory=False)
+        # Not mandatory: an event nobody has bound a queue for is not an error. A dead-lettered
+        # one is: it must land in a queue.
+        await exchange.publish(message, routing_key=event.routing_key, timeout=self.timeout,
+                               mandatory=headers is not None)
 
     async def send(self, event: Event, task: TaskView) -> None:
+        await self._guarded(self._publish(event))
+
+    async def dead_letter(self, event: Event, task: TaskView, headers: dict[str, Any]) -> str:
+        """The same body, routing key and message id, on the dead-letter exchange."""
+        await self._guarded(self._publish(event, headers))
+        return self.dead_letter_exchange
+
+    async def _guarded(self, publish: Any) -> None:
         try:
-            await asyncio.wait_for(self._publish(event), timeout=self.timeout * 2)
+            await asyncio.wait_for(publish, timeout=self.timeout * 2)
         except BaseException:
             async with self.lock:
                 await self._reset_locked()
@@ -154,6 +206,7 @@ class BrokerSink:
     async def _reset_locked(self) -> None:
         connection, self.connection, self.channel = self.connection, None, None
         self.exchanges.clear()
+        self.dead_letter_bound = False
         if connection is not None:
             try:
                 await asyncio.wait_for(connection.close(), timeout=2)
@@ -192,22 +245,34 @@ class LogSink:
         }
         await self.kube.create(f"/api/v1/namespaces/{task.namespace}/events", body)
 
+    async def dead_letter(self, event: Event, task: TaskView, headers: dict[str, Any]) -> str:
+        """Without a broker, the log is the dead-letter path (Kubernetes Events could not be made)."""
+        LOG.error("event %s %s dead-lettered to this log (%s): %s", event.routing_key, event.message_id,
+                  json.dumps(headers, separators=(",", ":")), json.dumps(event.body, separators=(",", ":")))
+        return ""
+
     async def close(self) -> None:
         return None
 
 
 class EventDispatcher:
-    def __init__(self, kube: Kube, settings: OperatorSettings, caches: Caches, workers: int = 8) -> None:
+    def __init__(self, kube: Kube, settings: OperatorSettings, caches: Caches, workers: int = 8,
+                 clock: Clock | None = None) -> None:
         self.kube = kube
         self.settings = settings
         self.caches = caches
         self.tasks = caches.tasks
+        self.clock = clock or Clock()
+        self.bounds = Bounds.from_settings(settings)
         url = settings.broker_url.get_secret_value() if settings.broker_url else None
-        self.sink: Sink = BrokerSink(url, settings.broker_publish_timeout) if url else LogSink(kube)
+        self.sink: Sink = BrokerSink(url, settings.broker_publish_timeout, settings.event_dead_letter_exchange,
+                                     settings.event_dead_letter_queue) if url else LogSink(kube)
         self.work: asyncio.Queue[Key] = asyncio.Queue()  # the tasks whose event to deliver
         self.pending: set[Key] = set()
-        # Per task whose last try failed; dropped on success, or once it owes no event (or is gone).
-        self.backoff: dict[Key, Backoff] = {}
+        # Per task whose last try failed: its delivery state, held here and written into the
+        # status at a bounded rate (dead_letter.py). Dropped on success, or once it owes no
+        # event (or is gone).
+        self.backoff: dict[Key, Delivery] = {}
         self.n_workers = workers
         self.workers: list[asyncio.Task[None]] = []
         if url:
@@ -266,7 +331,7 @@ class EventDispatcher:
             task = self.tasks.get(key)
             if task is not None and task.uid != waiting.uid:
                 del self.backoff[key]  # a new task of the same name
-            elif asyncio.get_running_loop().time() < waiting.due:
+            elif self.clock.time() < waiting.due:
                 return
         self._enqueue(key)
 
@@ -275,64 +340,141 @@ class EventDispatcher:
             self.pending.add(key)
             self.work.put_nowait(key)
 
-    def _retry(self, key: Key, waiting: Backoff) -> None:
+    def _retry(self, key: Key, waiting: Delivery, due: float) -> None:
         """The scheduled retry of one failure (a later failure or a success makes it moot)."""
-        if self.backoff.get(key) is waiting:
+        if self.backoff.get(key) is waiting and waiting.due == due:
             self._enqueue(key)
 
     async def _worker(self) -> None:
         while True:
-            key = await self.work.get()
-            try:
-                await self._deliver(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - never lose the worker
-                LOG.exception("event for %s/%s: unexpected error", *key)
-                self.pending.discard(key)
-                asyncio.get_running_loop().call_later(5, self.submit, key)
-            else:
-                self.pending.discard(key)
+            await self.deliver_next()
+
+    async def deliver_next(self) -> None:
+        """Take one task from the queue and deliver its event (what each worker does)."""
+        key = await self.work.get()
+        try:
+            await self._deliver(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never lose the worker
+            LOG.exception("event for %s/%s: unexpected error", *key)
+            self.pending.discard(key)
+            self.clock.call_later(5, self.submit, key)
+        else:
+            self.pending.discard(key)
+
+    def _delivery(self, key: Key, task: TaskView) -> Delivery:
+        delivery = self.backoff.get(key)
+        if delivery is None or delivery.uid != task.uid:
+            delivery = Delivery.from_status(task, self.clock.now())
+        return delivery
 
     async def _deliver(self, key: Key) -> None:
+        """One try: to the event's exchange while it is within its bounds, else to the
+        dead-letter path; then the outcome goes into the status, or waits in memory."""
         task = self.tasks.get(key)
         if task is None or not owes_event(task):
             self.backoff.pop(key, None)
             return
         event = build_event(task, self.settings.broker_exchange)
-        try:
-            with tracing.span("limetask publish", task, "PRODUCER", routing_key=event.routing_key, sink=self.sink.name):
-                await self.sink.send(event, task)
-        except Exception as exc:  # noqa: BLE001 - any failure: record it, retry later
-            previous = self.backoff.get(key)
-            n = previous.failures + 1 if previous is not None and previous.uid == task.uid else 1
-            # The exponent is capped: past any sensible maximum, and 2 ** 1100 would overflow a float.
-            delay = min(0.5 * 2 ** min(n - 1, 30), self.settings.event_retry_max_seconds)
-            loop = asyncio.get_running_loop()
-            waiting = self.backoff[key] = Backoff(task.uid, n, loop.time() + delay)
-            EVENTS.labels(self.sink.name, "failed").inc()
-            reason = self._without_secrets(f"{type(exc).__name__}: {exc}")
-            LOG.warning("event %s not confirmed (%s); try %d again in %.1fs", event.message_id, reason, n, delay)
+        delivery = self._delivery(key, task)
+        if not delivery.past_bound(self.bounds, self.clock.now()):
             try:
-                await self._record(key, event, confirmed=False, error=reason[:500], delay=delay)
-            finally:
-                self.pending.discard(key)
-                loop.call_at(waiting.due, self._retry, key, waiting)
+                with tracing.span("limetask publish", task, "PRODUCER", routing_key=event.routing_key,
+                                  sink=self.sink.name):
+                    await self.sink.send(event, task)
+            except Exception as exc:  # noqa: BLE001 - any failure: counted, tried again later
+                EVENTS.labels(self.sink.name, "failed").inc()
+                now = self.clock.now()
+                delivery.failed(dl.classify(exc), self._without_secrets(f"{type(exc).__name__}: {exc}"), now)
+                why = delivery.past_bound(self.bounds, now)
+                if not why:
+                    await self._failed(key, event, delivery, now)
+                    return
+                delivery.dead_letter = why
+                LOG.warning("event %s goes to the dead-letter path: %s", event.message_id, why)
+            else:
+                self.backoff.pop(key, None)
+                EVENTS.labels(self.sink.name, "confirmed").inc()
+                delivery.tries += 1
+                await self._record(key, event, confirmed=True, attempts=delivery.tries, delivery=delivery)
+                return
+        await self._dead_letter(key, event, task, delivery)
+
+    async def _dead_letter(self, key: Key, event: Event, task: TaskView, delivery: Delivery) -> None:
+        """Past its bounds, the event goes to the dead-letter exchange, and the task settles.
+        If that fails too, it is tried again like any event; past event_drop_after_seconds the
+        event is written to the log (in full) and a Kubernetes Event, and the task settles."""
+        now = self.clock.now()
+        delivery.dead_letter = delivery.dead_letter or delivery.past_bound(self.bounds, now)
+        try:
+            where = await self.sink.dead_letter(event, task, dl.headers(event, delivery, now))
+        except Exception as exc:  # noqa: BLE001 - counted, tried again, bounded by the drop
+            reason = dl.classify(exc)
+            DEAD_LETTER_FAILURES.labels(reason).inc()
+            error = self._without_secrets(f"dead-letter exchange: {type(exc).__name__}: {exc}")
+            if not delivery.past_drop(self.bounds, now):
+                first = "deadLetter" not in (task.status.get("event") or {})
+                delivery.tries += 1
+                delivery.failures += 1
+                delivery.error = error
+                await self._failed(key, event, delivery, now, dead_letter=True, force=first)
+                return
+            EVENTS_DROPPED.labels(delivery.reason or dl.FAILED).inc()
+            LOG.error("event %s %s: neither its exchange nor the dead-letter exchange took it (%s; %s); it is "
+                      "dropped, here in full: %s", event.routing_key, event.message_id, delivery.dead_letter,
+                      error, json.dumps(event.body, separators=(",", ":")))
+            await self._post_dropped(event, task, delivery)
+            self.backoff.pop(key, None)
+            await self._record(key, event, confirmed=True, attempts=delivery.tries,
+                               dead_letter=dl.record(delivery, now, logged=True))
             return
+        DEAD_LETTERED.labels(delivery.reason or dl.FAILED).inc()
+        LOG.warning("event %s %s dead-lettered%s: %s", event.routing_key, event.message_id,
+                    f" to the exchange {where}" if where else " to this log", delivery.dead_letter)
         self.backoff.pop(key, None)
-        EVENTS.labels(self.sink.name, "confirmed").inc()
-        await self._record(key, event, confirmed=True)
+        await self._record(key, event, confirmed=True, attempts=delivery.tries,
+                           dead_letter=dl.record(delivery, now, exchange=where, logged=not where))
+
+    async def _failed(self, key: Key, event: Event, delivery: Delivery, now: dt.datetime,
+                      dead_letter: bool = False, force: bool = False) -> None:
+        """Schedule the next try; write the state into the status only when the last write is
+        old enough (or `force`: it has just turned to the dead-letter path)."""
+        # The exponent is capped: past any sensible maximum, and 2 ** 1100 would overflow a float.
+        delay = min(0.5 * 2 ** min(max(delivery.failures, 1) - 1, 30), self.settings.event_retry_max_seconds)
+        delivery.due = self.clock.time() + delay
+        self.backoff[key] = delivery
+        LOG.warning("event %s not confirmed (%s: %s); try %d again in %.1fs", event.message_id, delivery.reason,
+                    delivery.error, delivery.tries, delay)
+        try:
+            if force or delivery.write_due(self.bounds, now):
+                record = dl.record(delivery, now) if dead_letter else None
+                if await self._record(key, event, confirmed=False, error=delivery.error[:500], delay=delay,
+                                      attempts=delivery.tries, delivery=delivery, dead_letter=record):
+                    delivery.written = now
+        finally:
+            self.pending.discard(key)
+            self.clock.call_later(delay, self._retry, key, delivery, delivery.due)
+
+    async def _post_dropped(self, event: Event, task: TaskView, delivery: Delivery) -> None:
+        """A Kubernetes Event on the task, so that `kubectl describe` says what became of it."""
+        try:
+            await LogSink(self.kube).send(event, task)
+        except Exception as exc:  # noqa: BLE001 - the operator log has it in full
+            LOG.warning("event %s: could not post it as a Kubernetes Event: %s", event.message_id, exc)
 
     async def _record(self, key: Key, event: Event, confirmed: bool, error: str | None = None,
-                      delay: float = 0) -> None:
-        """Write the delivery state into the LimeTask's status (the outbox)."""
-        now = dt.datetime.now(dt.timezone.utc)
+                      delay: float = 0, attempts: int = 1, delivery: Delivery | None = None,
+                      dead_letter: dict[str, Any] | None = None) -> bool:
+        """Write the delivery state into the LimeTask's status (the outbox); False when the
+        task no longer owes it."""
+        now = self.clock.now()
         for _ in range(3):
             task = self.tasks.get(key)
             if task is None or not owes_event(task):
-                return
-            attempts = int((task.status.get("event") or {}).get("deliveryAttempts") or 0) + 1
-            record = delivery_record(event, self.sink.name, attempts, confirmed, now, error, delay)
+                return False
+            record = delivery_record(event, self.sink.name, attempts, confirmed, now, error, delay,
+                                     delivery=delivery, dead_letter=dead_letter)
             status = {**task.status, "event": record}
             self.caches.writing(task, status)
             try:
@@ -340,13 +482,14 @@ class EventDispatcher:
                                                   task.with_status(status))
             except KubeError as exc:
                 if exc.status == 404:
-                    return
+                    return False
                 if exc.status != 409:
                     raise
                 fresh = await self.kube.get(task_path(task.namespace, task.name))
                 if fresh is None:
-                    return
+                    return False
                 self.caches.put_task(fresh, listed=True)
                 continue
             self.caches.put_task(updated, written=True)
-            return
+            return True
+        return False

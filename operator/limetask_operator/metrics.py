@@ -26,6 +26,16 @@ API_ERRORS = Counter("limetask_api_errors_total", "Kubernetes API calls that fai
 RECONCILES = Counter("limetask_reconciles_total", "Reconciles of one task", ["outcome"])
 JOBS_CREATED = Counter("limetask_jobs_created_total", "Jobs the operator created (one per attempt)")
 EVENTS = Counter("limetask_events_total", "Completion event deliveries", ["sink", "outcome"])
+DEAD_LETTERED = Counter("limetask_events_dead_lettered_total",
+                        "Completion events past their bounds handed to the dead-letter exchange (the task then "
+                        "settles), by the reason of their last failed try", ["reason"])
+DEAD_LETTER_FAILURES = Counter("limetask_events_dead_letter_failures_total",
+                               "Tries to hand an event to the dead-letter exchange that failed (tried again)",
+                               ["reason"])
+EVENTS_DROPPED = Counter("limetask_events_dropped_total",
+                         "Completion events not even the dead-letter exchange took within "
+                         "LIMETASK_EVENT_DROP_AFTER_SECONDS: written in full to the operator log, and the task "
+                         "settled", ["reason"])
 STATUS_OVERWRITES = Counter("limetask_status_overwrites_total",
                             "Task statuses found written by someone other than the operator")
 RETENTION_DELETES = Counter("limetask_retention_deleted_total", "Finished LimeTasks deleted by retention")

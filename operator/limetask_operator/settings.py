@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lime_task.resource import MAX_ATTEMPTS_CEILING
 
@@ -62,9 +62,31 @@ class OperatorSettings(BaseModel):
     broker_publish_timeout: float = Field(default=10, gt=0)
     # Longest wait between two tries of an unconfirmed event.
     event_retry_max_seconds: float = Field(default=60, gt=0)
+    # A failing event's delivery state (tries, last error) is held in memory and written into
+    # its LimeTask's status at most this often, and when the event leaves the outbox: a broker
+    # outage costs a task one status write per interval, not one per try. A restarted operator
+    # resumes from what was written (it loses at most this much of the count). 0: at every try.
+    event_status_write_seconds: float = Field(default=300, ge=0)
+    # An event not confirmed this long after its first failed try goes to the dead-letter
+    # exchange instead (with the reason in its headers), and its task settles.
+    event_dead_letter_after_seconds: float = Field(default=24 * 3600, gt=0)
+    # ... or once the broker refused it this many times (a NACK; an exchange missing, of another
+    # type or not allowed to this user): an exchange that can never take an application's events
+    # keeps its tasks about half an hour with the default backoff, not for ever. 0: no such bound.
+    event_dead_letter_after_refusals: int = Field(default=30, ge=0)
+    # The installation's dead-letter exchange (durable, topic; the operator declares it) and a
+    # durable queue the operator binds to all of it ("" binds none: bind your own, since the
+    # publish is mandatory). Dead-lettered events keep their body, routing key and message id.
+    event_dead_letter_exchange: str = Field(default="limetask.dead-letter", min_length=1, max_length=255)
+    event_dead_letter_queue: str = Field(default="limetask.dead-letter", max_length=255)
+    # If even the dead-letter exchange takes no event for this long after its first failed try,
+    # the event is written in full to the operator log and a Kubernetes Event, and the task
+    # settles: etcd does not hold it for ever. Must not be shorter than the dead-letter bound.
+    event_drop_after_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     # Finished LimeTasks (with their event delivered) are deleted this long after they
-    # finished, like Lime's result expiry; 0 keeps them forever.
-    retention_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    # finished, like Lime's result expiry; 0 keeps them forever. One day by default: etcd is no
+    # archive (the README's "Bounds" says what a month costs); keep longer only when asked.
+    retention_seconds: int = Field(default=24 * 3600, ge=0)
     # The archive of finished tasks (PostgreSQL): postgresql://user:password@host:port/database,
     # or a file holding it (a mounted Secret). Without either, finished tasks stay in etcd for
     # retention_seconds. With it, a finished task whose event is confirmed is written to the
@@ -126,6 +148,15 @@ class OperatorSettings(BaseModel):
         problems = quantity_problems(v, "runner resources") or requests_over_limits(v)
         if problems:
             raise ValueError("; ".join(problems))
+        return v
+
+    @field_validator("event_drop_after_seconds")
+    @classmethod
+    def _drop_after_dead_letter(cls, v: float, info: ValidationInfo) -> float:
+        dead_letter = info.data.get("event_dead_letter_after_seconds")
+        if dead_letter is not None and v < dead_letter:
+            raise ValueError(f"{v:g} s is shorter than LIMETASK_EVENT_DEAD_LETTER_AFTER_SECONDS ({dead_letter:g} s): "
+                             "an event is dropped only after the dead-letter exchange had its chance")
         return v
 
     @field_validator("max_attempts_ceiling")

@@ -35,6 +35,7 @@ class FakeCustomObjects:
         self.queues = list(queues or [])
         self.queues_error = queues_error
         self.tasks_error: ApiException | None = None
+        self.create_error: ApiException | None = None  # what every create answers, if set
         self.schedules = list(schedules or [])
         self.missing = set(missing)
         self.created: list[dict[str, Any]] = []
@@ -54,6 +55,8 @@ class FakeCustomObjects:
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                         body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         self.timeouts.append(kwargs.get("_request_timeout"))
+        if self.create_error is not None:
+            raise self.create_error
         with self.lock:  # one create at a time, as the API server's storage: a name exists once
             objects = self._objects(plural)
             if any(o["metadata"]["name"] == body["metadata"]["name"] for o in objects):

@@ -91,7 +91,7 @@ def dispatcher_with(sink: Any, max_delay: float = 60) -> tuple[EventDispatcher, 
     return dispatcher, kube, caches
 
 
-def test_failed_publishes_and_their_status_writes_follow_the_backoff() -> None:
+def test_failed_publishes_follow_the_backoff_and_their_status_is_written_once() -> None:
     sink = FailingSink()
 
     async def main() -> tuple[EventDispatcher, EchoingKube]:
@@ -105,8 +105,9 @@ def test_failed_publishes_and_their_status_writes_follow_the_backoff() -> None:
     dispatcher, kube = asyncio.run(main())
     # Tries at 0, 0.5, 1.5 and 3.5 s (base 0.5 s, doubling): three within 3 s, one spare.
     assert 2 <= sink.sends <= 4, sink.sends
-    assert 2 <= kube.status_writes <= 4, kube.status_writes
-    assert kube.status_writes == sink.sends  # one outbox record per failed try
+    # The task finished long ago: its first failure is written at once, the next ones wait for
+    # LIMETASK_EVENT_STATUS_WRITE_SECONDS (test_event_bounds.py counts them over a day).
+    assert kube.status_writes == 1, kube.status_writes
 
 
 def test_submit_before_the_next_try_is_due_does_not_publish() -> None:

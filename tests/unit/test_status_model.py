@@ -47,6 +47,13 @@ def test_from_resource_full() -> None:
     assert s.is_completed() and s.is_successful()
 
 
+def test_a_dead_lettered_event_is_not_reported_as_confirmed() -> None:
+    event = {"confirmed": True, "deadLetter": {"reason": "Refused", "exchange": "limetask.dead-letter",
+                                               "at": "2024-05-02T10:00:09Z"}}
+    s = TaskStatus.from_resource({**FULL, "status": {**FULL["status"], "event": event}})
+    assert s.event_confirmed is False  # it left the outbox, but its exchange never took it
+
+
 def test_from_resource_failure() -> None:
     body = {**FULL, "status": {"state": "FAILURE", "attempts": 1, "error": {
         "type": "ValueError", "message": "no", "reason": "TaskRaised"}}}

@@ -47,7 +47,9 @@ IdempotencyKeyHeader = Annotated[str | None, Header(
                                                                       "the task the first request started"},
                         **doc(413, "request body or arguments too large"),
                         **doc(422, "invalid request, or an Idempotency-Key already used for another request "
-                                   "(IdempotencyKeyReused)")})
+                                   "(IdempotencyKeyReused)"),
+                        **doc(429, "the namespace is at its LimeTask quota (QuotaExceeded): try again after "
+                                   "Retry-After seconds")})
 def start_task(app: AppMayCreate, body: StartTask, request: Request, response: Response,
                services: ServicesDep, idempotency_key: IdempotencyKeyHeader = None) -> dict[str, Any]:
     """Start a registered task for the application; returns its status (PENDING).

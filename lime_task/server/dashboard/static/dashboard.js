@@ -520,8 +520,12 @@
 
     box.append(el("h2", { id: "h-event", text: "Completion event" }));
     const ev = t.event;
+    const dead = ev && ev.deadLetter;  // past its bounds: the dead-letter path, not its exchange
+    const deliveredText = (e) => dead ? (dead.at ? `no: dead-lettered (${dead.reason}) ${dead.logged ? "to the operator log"
+      : `to ${dead.exchange}`}` : `no: going to the dead-letter exchange (${dead.reason})`)
+      : e.confirmed ? "yes, confirmed by the broker" : "not yet";
     box.append(ev ? facts([
-      ["Delivered", ev.confirmed ? "yes, confirmed by the broker" : "not yet", { id: "event-confirmed" }],
+      ["Delivered", deliveredText(ev), { id: "event-confirmed" }],
       ["Routing key", ev.routingKey],
       ["Confirmed at", when(ev.confirmedAt)],
       ["Delivery attempts", ev.deliveryAttempts !== undefined ? String(ev.deliveryAttempts) : ""],
