@@ -22,6 +22,7 @@ from .errors import (
     NotFoundError,
     SoftTimeLimitExceeded,
     TaskAlreadyFinishedError,
+    TaskModuleError,
     UnknownTaskError,
     WaitTimeoutError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "Task",
     "TaskAlreadyFinishedError",
     "TaskClient",
+    "TaskModuleError",
     "TaskError",
     "TaskOptions",
     "TaskStatus",

@@ -49,7 +49,6 @@ an id and answered 400 `RequestFailed`.
 Needs the `web` extra (fastapi, uvicorn).
 """
 
-import importlib
 import json
 import logging
 import os
@@ -92,6 +91,7 @@ from .resource import (
     TASK_NAME_MAX,
     TASK_NAME_RE,
 )
+from .solutions import Source, import_task_modules
 from .tokens import TokenStore, parse_tokens, read_tokens  # noqa: F401 - the endpoint's token files
 from .validation import MAX_DELAY_SECONDS, check_priority, check_queue, check_timing
 
@@ -464,8 +464,8 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     LIMETASK_WEB_PLATFORM_TOKENS_FILE or LIMETASK_WEB_PLATFORM_TOKENS). `dashboard_watch`: the
     dashboard's `TaskWatch` (default: one made on first use from the client).
     """
-    for module in (_imports_from_env() if imports is None else imports):
-        importlib.import_module(module)
+    # A module named here that is a solution (get_task_modules()) brings its task modules along.
+    import_task_modules(Source(m, IMPORTS_ENV) for m in (_imports_from_env() if imports is None else imports))
     store = tokens if isinstance(tokens, TokenStore) else (
         TokenStore(tokens) if tokens is not None else TokenStore.from_env())
     platform = platform_tokens if isinstance(platform_tokens, TokenStore) else (

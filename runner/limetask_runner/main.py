@@ -7,7 +7,8 @@ The operator sets the environment:
   when the operator made the attempt's Job, whose deadline counts from its start just after; the
   soft time limit counts from it too, else from the runner's own start).
 Task modules: LIMETASK_IMPORTS (comma-separated), else the modules that installed packages
-declare as `limetask.tasks` entry points. A task name is looked up only among the tasks those
+declare as `limetask.tasks` entry points; and those a solution's get_task_modules() lists
+(lime_task.solutions says where solutions are found). A task name is looked up only among the tasks those
 modules register: a name never makes the runner import anything, and a runner with no task
 modules refuses every task. Optional: LIMETASK_APP_FACTORY (`module:callable` building the
 application object); LIMETASK_SESSION (a scheduled task's session, JSON: the application
@@ -18,7 +19,6 @@ Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -28,8 +28,11 @@ from collections.abc import Mapping
 
 from lime_task import verdict as verdicts
 from lime_task.eager import execute
+from lime_task.errors import TaskModuleError
 from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
+from lime_task.solutions import import_task_modules, imports_from_env
+from lime_task.solutions import sources as task_sources
 from lime_task.validation import parse_time
 
 LOG = logging.getLogger("limetask.runner")
@@ -61,21 +64,18 @@ def run(env: Mapping[str, str], process_started: float | None = None) -> verdict
             raise ValueError("LIMETASK_ARGS must be a JSON array and LIMETASK_KWARGS a JSON object")
     except ValueError as exc:
         return verdicts.from_exception(exc, verdicts.INVALID_ARGUMENTS)
-    imports = [m.strip() for m in env.get("LIMETASK_IMPORTS", "").split(",") if m.strip()]
-    if not imports:
-        imports = declared_task_modules()
-    if not imports:
+    roots, solutions = task_sources(env, None if imports_from_env(env) else declared_task_modules())
+    try:
+        imported = import_task_modules(roots, solutions)
+    except TaskModuleError as exc:  # reported as the verdict, with the type of what failed
+        return verdicts.failure(verdicts.UNKNOWN_TASK, type(exc.__cause__ or exc).__name__, str(exc))
+    if not imported:
         return verdicts.failure(
             verdicts.UNKNOWN_TASK, "UnknownTaskError",
             f"task {task_name!r} refused: this runner has no task modules. List them in LIMETASK_IMPORTS "
-            f"(the chart's runner.env), or declare them as '{ENTRY_POINT_GROUP}' entry points of the "
-            f"solution package; a task name alone never imports anything")
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - reported as the verdict
-            return verdicts.failure(verdicts.UNKNOWN_TASK, type(exc).__name__,
-                                    f"importing {module!r} (LIMETASK_IMPORTS) failed: {exc}")
+            f"(the chart's runner.env), declare them as '{ENTRY_POINT_GROUP}' entry points of the "
+            f"solution package, or return them from the solution's get_task_modules(); a task name alone "
+            f"never imports anything")
     factory = None
     if env.get("LIMETASK_APP_FACTORY"):
         from lime_task.application import load_app_factory
