@@ -581,7 +581,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
                                   since=job.suspend_changed)
         attempt_pods = admitted_now
     outcome = attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone)
-    limit = task.spec.get("timeoutSeconds")
+    limit = task.spec.get("timeoutSeconds") or (job.deadline if job is not None else None)  # None: the default
     made = (job.started or job.created) if job is not None else min((p.created for p in attempt_pods), default="")
     past_deadline = bool(limit) and bool(made) and _age(made, now) >= float(limit or 0)
     if isinstance(outcome, Lost) and past_deadline:
@@ -684,7 +684,7 @@ def _derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVi
         return final(FAILURE, err.get("reason") or verdicts.TASK_RAISED, err.get("message", ""),
                      error_type=err.get("type"), history=history, completed_at=ended_at)
     if isinstance(outcome, TimedOut):
-        limit = task.spec.get("timeoutSeconds")
+        limit = task.spec.get("timeoutSeconds") or (job.deadline if job is not None else None)
         history.append({"attempt": attempt, "jobName": job_name(task.name, attempt), "outcome": FAILURE,
                         "reason": TIMED_OUT, "message": outcome.message, "finishedAt": ts})
         return final(FAILURE, TIMED_OUT, f"the task did not finish within its timeout of {limit} seconds"

@@ -77,6 +77,12 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
     }
 
 
+def time_limit(spec: dict[str, Any], settings: OperatorSettings) -> int | None:
+    """The attempt's hard limit in seconds: the task's timeout, else the installation's default."""
+    own = spec.get("timeoutSeconds")
+    return int(own) if own else (settings.default_time_limit or None)
+
+
 def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
               features: ServerFeatures = NONE, kueue_queue: str | None = None,
               created_at: dt.datetime | None = None) -> dict[str, Any]:
@@ -105,6 +111,12 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         # A Job Kueue admits starts when it is resumed, which is not known yet.
         env["LIMETASK_JOB_CREATED_AT"] = (created_at.astimezone(dt.timezone.utc)
                                           .isoformat(timespec="microseconds").replace("+00:00", "Z"))
+    timeout = time_limit(spec, settings)
+    soft = settings.default_soft_time_limit
+    if soft and (timeout is None or soft < timeout):
+        # For a task whose @task sets no soft_time_limit (the runner decides): only below the
+        # hard limit, which would otherwise stop the task first.
+        env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] = f"{soft:g}"
     if isinstance(spec.get("session"), dict) and spec["session"]:
         env["LIMETASK_SESSION"] = env_json(spec["session"])  # who a scheduled task runs as
     resources = merge_resources(settings.runner_resources, spec.get("resources") or {})
@@ -152,9 +164,9 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         pod_spec["tolerations"] = tolerations
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(pull_secrets)]
-    if spec.get("timeoutSeconds"):
+    if timeout:
         # The pod's own deadline too, so the kubelet stops the process even if the Job lags.
-        pod_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+        pod_spec["activeDeadlineSeconds"] = timeout
     job_spec: dict[str, Any] = {
         # One pod per attempt: the operator owns retries, the Job controller never retries.
         "backoffLimit": 0,
@@ -163,8 +175,8 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
         "template": {"metadata": {"labels": labels(task, attempt)}, "spec": pod_spec},
     }
-    if spec.get("timeoutSeconds"):
-        job_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+    if timeout:
+        job_spec["activeDeadlineSeconds"] = timeout
     if features.pod_replacement_policy:
         # No replacement pod while a deleted or evicted one terminates; with backoffLimit 0
         # its failure then ends the Job: one pod per attempt (the server detected it has this).

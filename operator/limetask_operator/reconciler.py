@@ -108,7 +108,9 @@ class Reconciler:
         # LimeTaskSchedules: one LimeTask per schedule and tick (scheduler.py); with the archive,
         # a run leaves for the history limits only once archived, and none is made twice.
         self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced, archive=self.archiver,
-                                   archive_keep_seconds=settings.archive_keep_seconds)
+                                   archive_keep_seconds=settings.archive_keep_seconds,
+                                   enabled=settings.enable_scheduled_tasks,
+                                   default_zone=settings.default_time_zone or None)
         self.schedules_installed = True
         # Queues (queues.py): an attempt's Job is made only once its task has a slot.
         self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,

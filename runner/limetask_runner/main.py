@@ -12,7 +12,8 @@ declare as `limetask.tasks` entry points; and those a solution's get_task_module
 modules register: a name never makes the runner import anything, and a runner with no task
 modules refuses every task. Optional: LIMETASK_APP_FACTORY (`module:callable` building the
 application object); LIMETASK_SESSION (a scheduled task's session, JSON: the application
-object's `session`, a lime_task.schedule.TaskSession).
+object's `session`, a lime_task.schedule.TaskSession); LIMETASK_DEFAULT_SOFT_TIME_LIMIT (seconds:
+the soft time limit of a task whose @task sets none; the installation's default).
 
 Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot be written.
 """
@@ -39,7 +40,7 @@ LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
 ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
        "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS", "LIMETASK_SESSION",
-       "LIMETASK_JOB_CREATED_AT")
+       "LIMETASK_JOB_CREATED_AT", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT")
 
 
 def deadline_start(env: Mapping[str, str], process_started: float | None) -> float | None:
@@ -91,7 +92,18 @@ def run(env: Mapping[str, str], process_started: float | None = None) -> verdict
             session = None
     return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=False,
                    session=session if isinstance(session, dict) else None,
-                   started_at=deadline_start(env, process_started))
+                   started_at=deadline_start(env, process_started),
+                   default_soft_time_limit=default_soft_time_limit(env))
+
+
+def default_soft_time_limit(env: Mapping[str, str]) -> float | None:
+    """The installation's soft time limit for a task that sets none (the operator passes it only
+    when it comes before the attempt's hard limit); anything but a positive number is none."""
+    try:
+        seconds = float(env.get("LIMETASK_DEFAULT_SOFT_TIME_LIMIT") or 0)
+    except ValueError:
+        return None
+    return seconds if 0 < seconds < float("inf") else None
 
 
 def write_verdict(path: str, text: str) -> None:

@@ -129,3 +129,29 @@ def test_workers_must_be_positive(raw: str) -> None:
 def test_job_ttl_must_not_be_negative() -> None:
     with pytest.raises(SettingsError, match="LIMETASK_JOB_TTL_SECONDS"):
         OperatorSettings.from_env({"LIMETASK_JOB_TTL_SECONDS": "-1"})
+
+
+def test_installation_defaults_as_lime_tasks_config_has_them() -> None:
+    default = OperatorSettings.from_env({})
+    assert default.enable_scheduled_tasks is True and default.default_time_zone == ""
+    assert default.default_time_limit == 0 and default.default_soft_time_limit == 0
+    s = OperatorSettings.from_env({"LIMETASK_ENABLE_SCHEDULED_TASKS": "false",
+                                   "LIMETASK_DEFAULT_TIME_ZONE": "Europe/Stockholm",
+                                   "LIMETASK_DEFAULT_TIME_LIMIT": "3600", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "3000"})
+    assert s.enable_scheduled_tasks is False and s.default_time_zone == "Europe/Stockholm"
+    assert (s.default_time_limit, s.default_soft_time_limit) == (3600, 3000)
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"LIMETASK_DEFAULT_TIME_ZONE": "Mars/Olympus"}, ["LIMETASK_DEFAULT_TIME_ZONE", "unknown time zone 'Mars/"]),
+    ({"LIMETASK_DEFAULT_TIME_LIMIT": "-5"}, ["LIMETASK_DEFAULT_TIME_LIMIT", "greater than or equal to 0"]),
+    ({"LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "soon"}, ["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]),
+    ({"LIMETASK_ENABLE_SCHEDULED_TASKS": "perhaps"}, ["LIMETASK_ENABLE_SCHEDULED_TASKS"]),
+    ({"LIMETASK_DEFAULT_TIME_LIMIT": "60", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "60"},
+     ["LIMETASK_DEFAULT_SOFT_TIME_LIMIT (60) must be below LIMETASK_DEFAULT_TIME_LIMIT (60)"]),
+])
+def test_bad_installation_defaults_are_clear(env: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(SettingsError) as info:
+        OperatorSettings.from_env(env)
+    for word in words:
+        assert word in str(info.value), str(info.value)
