@@ -65,7 +65,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def labels(task: TaskView, attempt: int) -> dict[str, str]:
+def labels(task: TaskView, attempt: int, default_queue: str = DEFAULT_QUEUE) -> dict[str, str]:
     return {
         "app.kubernetes.io/managed-by": "limetask-operator",
         "app.kubernetes.io/name": "limetask-runner",
@@ -73,7 +73,7 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
         LABEL_TASK_UID: task.uid,
         LABEL_ATTEMPT: str(attempt),
         LABEL_APP: str(task.spec.get("app", "")),
-        LABEL_QUEUE: str(task.spec.get("queue") or DEFAULT_QUEUE),
+        LABEL_QUEUE: str(task.spec.get("queue") or default_queue),
     }
 
 
@@ -173,7 +173,7 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         "completions": 1,
         "parallelism": 1,
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-        "template": {"metadata": {"labels": labels(task, attempt)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": labels(task, attempt, settings.default_queue)}, "spec": pod_spec},
     }
     if timeout:
         job_spec["activeDeadlineSeconds"] = timeout
@@ -181,7 +181,7 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         # No replacement pod while a deleted or evicted one terminates; with backoffLimit 0
         # its failure then ends the Job: one pod per attempt (the server detected it has this).
         job_spec["podReplacementPolicy"] = "Failed"
-    job_labels = labels(task, attempt)
+    job_labels = labels(task, attempt, settings.default_queue)
     if kueue_queue:
         job_spec["suspend"] = True
         job_labels[KUEUE_QUEUE_LABEL] = kueue_queue

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from lime_task.resource import MAX_ATTEMPTS_CEILING
+from lime_task.resource import DEFAULT_QUEUE, MAX_ATTEMPTS_CEILING, QUEUE_NAME_RE
 
 
 class SettingsError(ValueError):
@@ -104,6 +104,14 @@ class OperatorSettings(BaseModel):
     # the task, which may clean up. Given only to a task whose hard limit (its own or the
     # default) is longer. 0: none.
     default_soft_time_limit: float = Field(default=0, ge=0, le=7 * 86400)
+    # The queue of a task that names none (no qos): a LimeTaskQueue of this name limits it, and
+    # without one it has no limit.
+    default_queue: str = DEFAULT_QUEUE
+    # Queues that, like the default queue, exist without a LimeTaskQueue (then with no limit):
+    # the chart's own (asap, background), so that their tasks run on the install that creates
+    # the CRDs, before Helm can make the LimeTaskQueues. Any other queue that does not exist is
+    # waited for.
+    open_queues: list[str] = Field(default_factory=list)
     # Tests only: accept seconds-level schedules (`@every 3s`), so that tests need not wait minutes.
     schedule_seconds: bool = False
     # Leader election on a Lease, so that several replicas can run: one leads, the others wait
@@ -141,6 +149,22 @@ class OperatorSettings(BaseModel):
         problems = quantity_problems(v, "runner resources") or requests_over_limits(v)
         if problems:
             raise ValueError("; ".join(problems))
+        return v
+
+    @field_validator("default_queue")
+    @classmethod
+    def _default_queue(cls, v: str) -> str:
+        if not QUEUE_NAME_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a queue name: lower-case letters, digits and '-', starting and ending "
+                             f"with a letter or digit, at most 63 characters")
+        return v
+
+    @field_validator("open_queues")
+    @classmethod
+    def _open_queues(cls, v: list[str]) -> list[str]:
+        bad = [q for q in v if not QUEUE_NAME_RE.fullmatch(q)]
+        if bad:
+            raise ValueError(f"not queue names: {', '.join(map(repr, bad))} (lower-case letters, digits and '-')")
         return v
 
     @field_validator("default_time_zone")

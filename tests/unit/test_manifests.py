@@ -318,6 +318,13 @@ def test_a_task_without_a_timeout_gets_the_installations_time_limits() -> None:
         "LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] == "1.5"
 
 
+def test_the_queue_label_of_a_task_without_a_queue_is_the_installations_default() -> None:
+    job = build_job(task_view(), 1, OperatorSettings(runner_image="r:1", default_queue="standard"))
+    assert job["metadata"]["labels"]["limetask.io/queue"] == "standard"
+    assert job["spec"]["template"]["metadata"]["labels"]["limetask.io/queue"] == "standard"
+    assert build_job(task_view(queue="asap"), 1, SETTINGS)["metadata"]["labels"]["limetask.io/queue"] == "asap"
+
+
 def test_resources_default_from_settings() -> None:
     job = build_job(task_view(), 1, SETTINGS)
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == {

@@ -140,6 +140,9 @@ def test_installation_defaults_as_lime_tasks_config_has_them() -> None:
                                    "LIMETASK_DEFAULT_TIME_LIMIT": "3600", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "3000"})
     assert s.enable_scheduled_tasks is False and s.default_time_zone == "Europe/Stockholm"
     assert (s.default_time_limit, s.default_soft_time_limit) == (3600, 3000)
+    assert (default.default_queue, default.open_queues) == ("default", [])
+    queues = OperatorSettings.from_env({"LIMETASK_DEFAULT_QUEUE": "standard", "LIMETASK_OPEN_QUEUES": '["asap"]'})
+    assert (queues.default_queue, queues.open_queues) == ("standard", ["asap"])
 
 
 @pytest.mark.parametrize(("env", "words"), [
@@ -147,6 +150,8 @@ def test_installation_defaults_as_lime_tasks_config_has_them() -> None:
     ({"LIMETASK_DEFAULT_TIME_LIMIT": "-5"}, ["LIMETASK_DEFAULT_TIME_LIMIT", "greater than or equal to 0"]),
     ({"LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "soon"}, ["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]),
     ({"LIMETASK_ENABLE_SCHEDULED_TASKS": "perhaps"}, ["LIMETASK_ENABLE_SCHEDULED_TASKS"]),
+    ({"LIMETASK_DEFAULT_QUEUE": "Not_A_Queue"}, ["LIMETASK_DEFAULT_QUEUE", "'Not_A_Queue' is not a queue name"]),
+    ({"LIMETASK_OPEN_QUEUES": '["asap", "Bad Name"]'}, ["LIMETASK_OPEN_QUEUES", "'Bad Name'"]),
     ({"LIMETASK_DEFAULT_TIME_LIMIT": "60", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "60"},
      ["LIMETASK_DEFAULT_SOFT_TIME_LIMIT (60) must be below LIMETASK_DEFAULT_TIME_LIMIT (60)"]),
 ])
