@@ -1071,8 +1071,8 @@ def test_installation_defaults_are_checked(chart: Any, values: dict[str, Any], m
 def test_installation_defaults_reach_the_operator(chart: Any) -> None:
     """Lime's tasks_config: schedules on or off, their default time zone, and default time limits."""
     env = operator_env(render(chart))
-    assert (env["LIMETASK_ENABLE_SCHEDULED_TASKS"], env["LIMETASK_DEFAULT_TIME_ZONE"], env["LIMETASK_DEFAULT_TIME_LIMIT"],
-            env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]) == ("true", "", "0", "0")
+    assert (env["LIMETASK_ENABLE_SCHEDULED_TASKS"], env["LIMETASK_DEFAULT_TIME_ZONE"],
+            env["LIMETASK_DEFAULT_TIME_LIMIT"], env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]) == ("true", "", "0", "0")
     settings = OperatorSettings.from_env(env)
     assert (settings.enable_scheduled_tasks, settings.default_time_zone, settings.default_time_limit,
             settings.default_soft_time_limit) == (True, "", 0, 0)
