@@ -127,8 +127,9 @@ class ScheduledTask:
     session: TaskSession | None = None
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    # CronJob's settings: an IANA time zone (default UTC), what to do with overlapping runs,
-    # how late a missed tick may still run, and the finished runs kept in the cluster.
+    # CronJob's settings: an IANA time zone (default: the installation's, else UTC), what to do
+    # with overlapping runs, how late a missed tick may still run, and the finished runs kept in
+    # the cluster.
     time_zone: str | None = None
     concurrency_policy: str = "Forbid"
     starting_deadline_seconds: int | None = None
