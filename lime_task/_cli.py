@@ -735,8 +735,9 @@ def schedules_list(app_name: Annotated[str | None, typer.Option("--app", "-a", h
         return
     typer.echo(f"{'NAME':40} {'SCHEDULE':16} {'TIMEZONE':18} {'ACTIVE':6} {'LAST SCHEDULE':22} TASK")
     for s in items:
-        zone = s["time_zone"] or "UTC"
-        note = " (INVALID: no runs are made)" if s["problem"] else " (suspended)" if s["suspend"] else ""
+        zone = s["time_zone"] or "(default)"  # the installation's default zone, else UTC
+        note = " (INVALID: no runs are made)" if s["problem"] else " (suspended)" if s["suspend"] else \
+            " (scheduled tasks are turned off: no runs are made)" if s["disabled"] else ""
         typer.echo(f"{s['name']:40} {s['schedule']:16} {zone:18} {s['active']:<6} {s['last_schedule_time'] or '-':22} "
                    f"{s['task']}{note}")
         if s["problem"]:

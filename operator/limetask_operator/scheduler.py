@@ -71,7 +71,7 @@ from lime_task.resource import (
     SUCCESS,
     VERSION,
 )
-from lime_task.schedule import is_run_body_of, is_run_of, run_schedule_uid, run_tick
+from lime_task.schedule import SCHEDULES_DISABLED, is_run_body_of, is_run_of, run_schedule_uid, run_tick
 from lime_task.validation import check_arguments, parse_time, rfc3339
 
 from .kube import ApiError, Kube, task_path
@@ -285,8 +285,8 @@ def _tick(out: Decision, status: dict[str, Any], schedule: dict[str, Any], tick:
             out.expires = crontab.next_tick(str(spec.get("schedule")), tz, tick)
 
 
-# The Ready reason of every schedule while the installation's scheduled tasks are turned off.
-SCHEDULES_DISABLED = "ScheduledTasksDisabled"
+# The Ready reason of every schedule while the installation's scheduled tasks are turned off
+# (lime_task.schedule.SCHEDULES_DISABLED, which `limetask schedules list` reads).
 DISABLED_MESSAGE = ("scheduled tasks are turned off for this installation (the operator's "
                     "LIMETASK_ENABLE_SCHEDULED_TASKS, the chart's schedules.enabled): no runs are made")
 
