@@ -3,7 +3,7 @@
 # offline cluster). The copy is committed; run this only to move to another version.
 set -euo pipefail
 VERSION="${1:-4.5.1}"
-DEST="$(cd "$(dirname "$0")/.." && pwd)/lime_task/dashboard/static/vendor"
+DEST="$(cd "$(dirname "$0")/.." && pwd)/lime_task/server/dashboard/static/vendor"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 (cd "$WORK" && npm pack --silent "chart.js@$VERSION" >/dev/null && tar xzf "chart.js-$VERSION.tgz")

@@ -111,7 +111,7 @@ def read_from_archive(kubeconfig: Path, task_id: str, app: str):  # type: ignore
     import uvicorn
 
     from lime_task import NotFoundError, TaskClient, configure, get_status
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

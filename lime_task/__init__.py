@@ -9,6 +9,10 @@
 
     status = send_task('my_package.tasks.lime.get_lime_company', my_limeapp, 1001, props)
     status = get_status(status.id, 'my-app-name')
+
+The names below (`__all__`) are what a solution imports; the schedule API is here too
+(`CronTab`, `ScheduledTask`, `TaskSession`, also in lime_task.schedule). The server
+(lime_task.server) and the command line (lime_task.cli) are never imported from here.
 """
 
 from ._run import run_eager
@@ -28,26 +32,32 @@ from .errors import (
 )
 from .registry import Task, TaskOptions, registered_tasks, task
 from .resource import FAILURE, PENDING, STARTED, SUCCESS
+from .results import ResultsUnavailableError
+from .schedule import CronTab, ScheduledTask, TaskSession
 from .status import TaskError, TaskStatus
 
 __all__ = [
     "Application",
     "ClusterError",
+    "CronTab",
     "FAILURE",
     "InvalidArgumentsError",
     "InvalidTaskError",
     "LimeTaskError",
     "NotFoundError",
     "PENDING",
+    "ResultsUnavailableError",
     "SoftTimeLimitExceeded",
     "STARTED",
     "SUCCESS",
+    "ScheduledTask",
     "Task",
     "TaskAlreadyFinishedError",
     "TaskClient",
     "TaskModuleError",
     "TaskError",
     "TaskOptions",
+    "TaskSession",
     "TaskStatus",
     "UnknownTaskError",
     "WaitTimeoutError",

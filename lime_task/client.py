@@ -32,7 +32,6 @@ from .errors import (
     TaskAlreadyFinishedError,
     WaitTimeoutError,
 )
-from .kubeauth import DEFAULT_AUDIENCE
 from .registry import TaskOptions, resolve_task
 from .resource import (
     ANNOTATION_CANCEL,
@@ -50,6 +49,7 @@ from .resource import (
 from .results import (
     AUDIENCE_ENV,
     CA_FILE_ENV,
+    DEFAULT_AUDIENCE,
     KUBERNETES_TOKEN_FILE_ENV,
     SERVICE_ACCOUNT_ENV,
     KubernetesTokens,
@@ -59,7 +59,7 @@ from .results import (
     service_account_of,
     tokens_from_env,
 )
-from .status import TaskStatus
+from .status import TaskStatus, wait_with
 from .validation import (
     check_app_name,
     check_arguments,
@@ -626,6 +626,9 @@ def default_client() -> TaskClient:
         if _default is None:
             _default = TaskClient()
         return _default
+
+
+wait_with(default_client)
 
 
 def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str | None = None,

@@ -41,13 +41,14 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import ClusterError, InvalidTaskError
-from .kubeauth import DEFAULT_AUDIENCE
 from .tokens import TokenStore
 
 URL_ENV = "LIMETASK_RESULTS_URL"
 TOKENS_FILE_ENV = "LIMETASK_RESULTS_TOKENS_FILE"
 TOKENS_ENV = "LIMETASK_RESULTS_TOKENS"
 CA_FILE_ENV = "LIMETASK_RESULTS_CA_FILE"
+# The audience of the Kubernetes tokens the endpoint takes (both sides default to it).
+DEFAULT_AUDIENCE = "limetask-web"
 AUDIENCE_ENV = "LIMETASK_RESULTS_AUDIENCE"
 KUBERNETES_TOKEN_FILE_ENV = "LIMETASK_RESULTS_KUBERNETES_TOKEN_FILE"
 SERVICE_ACCOUNT_ENV = "LIMETASK_RESULTS_SERVICE_ACCOUNT"

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .resource import CONDITION_QUEUED, DEFAULT_QUEUE, FINAL_STATES, PENDING, PRIORITY_MIN, SUCCESS
 from .validation import parse_time
 
-if TYPE_CHECKING:
-    from .client import TaskClient
+
+class TaskWaiter(Protocol):
+    """What a status waits with: a `TaskClient` (lime_task.client imports this module, never the
+    other way round)."""
+
+    def wait(self, task_id: str, app_name: str, timeout: float | None = None,
+             on_change: Callable[["TaskStatus"], Any] | None = None) -> "TaskStatus": ...
+
+
+# What a status made without a client waits with: the shared client, which lime_task.client
+# names here when it is imported (`import lime_task` imports it).
+_shared_waiter: list[Callable[[], TaskWaiter]] = []
+
+
+def wait_with(shared: Callable[[], TaskWaiter]) -> None:
+    """Statuses made without a client wait with `shared()` (the shared client)."""
+    _shared_waiter[:] = [shared]
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ class TaskStatus:
     queue_waiting: int | None = None
     queued_since: dt.datetime | None = None
     queue_updated_at: dt.datetime | None = None
-    _client: "TaskClient | None" = field(default=None, repr=False, compare=False)
+    _client: TaskWaiter | None = field(default=None, repr=False, compare=False)
 
     @property
     def state(self) -> str:
@@ -118,9 +134,7 @@ class TaskStatus:
         """
         if self.is_completed():
             return self
-        from .client import default_client
-
-        client = self._client or default_client()
+        client = self._client or _shared_waiter[0]()
         return client.wait(self.id, self.app, timeout=timeout, on_change=on_change)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +165,7 @@ class TaskStatus:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], client: "TaskClient | None" = None) -> "TaskStatus":
+    def from_dict(cls, d: dict[str, Any], client: TaskWaiter | None = None) -> "TaskStatus":
         """The inverse of `to_dict` (what the HTTP endpoint answers)."""
         err = d.get("error")
         # Answers of an endpoint older than queues have no block: the default queue, not waiting.
@@ -177,7 +191,7 @@ class TaskStatus:
         )
 
     @classmethod
-    def from_resource(cls, body: dict[str, Any], client: "TaskClient | None" = None,
+    def from_resource(cls, body: dict[str, Any], client: TaskWaiter | None = None,
                       archived: bool = False) -> "TaskStatus":
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}

@@ -897,7 +897,7 @@ def test_a_wrong_password_is_known_at_start_and_told_without_the_databases_words
     from fastapi.testclient import TestClient
 
     from lime_task.errors import NotFoundError
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     class NoLiveTasks:
         namespace = "ns"

@@ -1661,7 +1661,7 @@ def test_web_command_is_the_clis(chart: Any, mode: str) -> None:
 
     import typer
 
-    from lime_task._cli import app
+    from lime_task.cli.app import app
 
     container = web_container(render(chart, MODES[mode]))
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
@@ -1678,11 +1678,12 @@ def test_web_command_is_the_clis(chart: Any, mode: str) -> None:
 
 
 def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
-    from lime_task import archive, web
+    from lime_task import archive, tokens
+    from lime_task.server import auth
 
     env = {e["name"] for e in web_container(render(chart, MODES["web-token-values"]))["env"]}
     limetask = {n for n in env if n.startswith("LIMETASK_")}
-    assert limetask == {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", web.AUDIENCE_ENV, web.REVIEWS_PER_SECOND_ENV}
+    assert limetask == {tokens.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", auth.AUDIENCE_ENV, auth.REVIEWS_PER_SECOND_ENV}
     assert 'os.environ.get("LIMETASK_NAMESPACE")' in (REPO / "lime_task" / "client.py").read_text()
     # With the archive, and with Kubernetes tokens turned off.
     values = {**MODES["archive-from-values"], "web": {**MODES["web-token-values"]["web"], "kubernetesAuth": False}}
@@ -1690,13 +1691,13 @@ def test_web_environment_is_what_lime_task_reads(chart: Any) -> None:
     timeouts = {"LIMETASK_ARCHIVE_RESULTS_TIMEOUT_SECONDS", "LIMETASK_ARCHIVE_DASHBOARD_TIMEOUT_SECONDS"}
     assert timeouts <= set(archive.ReadLimits.ENV)
     assert {n for n in env if n.startswith("LIMETASK_")} == \
-        {web.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, web.KUBERNETES_AUTH_ENV, *timeouts}
+        {tokens.TOKENS_FILE_ENV, "LIMETASK_NAMESPACE", archive.URL_ENV, auth.KUBERNETES_AUTH_ENV, *timeouts}
 
 
 def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path) -> None:
     """The chart's Secret, mounted as a Secret volume is (one file per key, next to the kubelet's
     dot entries), gives the endpoint exactly the tokens of the values."""
-    from lime_task.web import TokenStore
+    from lime_task.tokens import TokenStore
 
     tokens = MODES["web-token-values"]["web"]["tokens"]["values"]
     secret = one(of_component(render(chart, MODES["web-token-values"]), "Secret", "web"), "Secret")
@@ -1717,7 +1718,7 @@ def test_web_tokens_secret_is_what_the_endpoint_reads(chart: Any, tmp_path: Path
 def test_the_dashboards_platform_tokens_are_mounted_where_the_endpoint_reads_them(chart: Any) -> None:
     """web.platformTokensSecret: mounted read-only as a directory named by the variable the
     dashboard reads; without it, neither the variable nor the volume."""
-    from lime_task.dashboard.routes import PLATFORM_TOKENS_FILE_ENV
+    from lime_task.server.auth import PLATFORM_TOKENS_FILE_ENV
 
     objects = render(chart, MODES["web-existing-secret"])
     container = web_container(objects)
@@ -1760,7 +1761,7 @@ def test_web_reads_the_archive(chart: Any, mode: str) -> None:
 def test_web_kubernetes_auth(chart: Any) -> None:
     """On by default: the endpoint's ServiceAccount is bound to system:auth-delegator (TokenReview
     and SubjectAccessReview); off, no binding, and the endpoint is told."""
-    from lime_task import web
+    from lime_task.server import auth
 
     objects = render(chart, MODES["web-token-values"])
     binding = one(of_component(objects, "ClusterRoleBinding", "web"), "ClusterRoleBinding")
@@ -1770,12 +1771,12 @@ def test_web_kubernetes_auth(chart: Any) -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lt-limetask-web",
                                     "namespace": RELEASE_NAMESPACE}]
     env = {e["name"]: e.get("value") for e in web_container(objects)["env"]}
-    assert web.KUBERNETES_AUTH_ENV not in env
+    assert auth.KUBERNETES_AUTH_ENV not in env
     # Tokens bound to the endpoint's own audience only, and a bounded rate of TokenReviews.
-    assert web._kubernetes_auth_settings(env) == ("limetask-web", 10.0)
+    assert auth.kubernetes_auth_settings(env) == ("limetask-web", 10.0)
     tuned = {"web": {**MODES["web-token-values"]["web"], "kubernetesAuthAudience": "tasks.example.com",
                      "tokenReviewsPerSecond": 2.5}}
-    assert web._kubernetes_auth_settings({e["name"]: e.get("value") for e in web_container(render(chart, tuned))[
+    assert auth.kubernetes_auth_settings({e["name"]: e.get("value") for e in web_container(render(chart, tuned))[
         "env"]}) == ("tasks.example.com", 2.5)
     for bad in ({"kubernetesAuthAudience": ""}, {"kubernetesAuthAudience": "two words"},
                 {"tokenReviewsPerSecond": 0}, {"tokenReviewsPerSecond": "10"}):
@@ -1787,8 +1788,8 @@ def test_web_kubernetes_auth(chart: Any) -> None:
     assert of_kind(off, "ClusterRoleBinding") == of_component(off, "ClusterRoleBinding", "operator")
     assert AUTH_DELEGATOR not in [b["roleRef"] for b in of_kind(off, "ClusterRoleBinding")]
     env = {e["name"]: e.get("value") for e in web_container(off)["env"]}
-    assert env[web.KUBERNETES_AUTH_ENV] == "false"
-    assert web.AUDIENCE_ENV not in env and web.REVIEWS_PER_SECOND_ENV not in env
+    assert env[auth.KUBERNETES_AUTH_ENV] == "false"
+    assert auth.AUDIENCE_ENV not in env and auth.REVIEWS_PER_SECOND_ENV not in env
     # The operator never gets it, web or not.
     assert not [b for b in of_kind(render(chart), "ClusterRoleBinding") if b["roleRef"] == AUTH_DELEGATOR]
 

@@ -35,7 +35,8 @@ DASHBOARD = CHART / "dashboards" / "limetask.json"
 JOB = f"{RELEASE}-limetask-metrics"
 SELECTOR = f'namespace="{RELEASE_NAMESPACE}", job="{JOB}"'
 # The alerts, by name, and their severity.
-ALERTS = {"LimeTaskOperatorDown": "critical", "LimeTaskOperatorStalled": "warning", "LimeTaskArchiveDown": "critical",
+ALERTS = {"LimeTaskOperatorDown": "critical", "LimeTaskNoLeader": "critical", "LimeTaskLeaseLost": "warning",
+          "LimeTaskOperatorStalled": "warning", "LimeTaskArchiveDown": "critical",
           "LimeTaskEventsBacklog": "warning", "LimeTaskQueueWaitTooLong": "warning", "LimeTaskEventLoopLag": "warning"}
 # Series Prometheus makes itself for each target, which the operator does not export.
 PROMETHEUS_SERIES = {"up"}
@@ -115,7 +116,8 @@ def test_the_operator_exports_what_the_alerts_rely_on() -> None:
     names, bounds = exported()
     assert {"limetask_archive_up", "limetask_events_unconfirmed", "limetask_queue_oldest_wait_seconds",
             "limetask_event_loop_lag_seconds_bucket", "limetask_tasks_finished_total",
-            "limetask_queue_latency_seconds_bucket", "limetask_workqueue_depth"} <= names
+            "limetask_queue_latency_seconds_bucket", "limetask_workqueue_depth", "limetask_leader",
+            "limetask_lease_lost_total"} <= names
     assert {"10.0", "+Inf"} <= bounds["limetask_event_loop_lag_seconds_bucket"]
     from limetask_operator.leader import ElectionTiming
 
@@ -207,12 +209,13 @@ def test_alerts_select_this_releases_operator(chart: Any) -> None:
 
 def test_alert_thresholds_and_durations_come_from_values(chart: Any) -> None:
     values = {"metrics": {"prometheusRule": {
-        "enabled": True, "operatorDown": {"for": "2m"}, "archiveDown": {"for": "15m"},
+        "enabled": True, "operatorDown": {"for": "2m"}, "noLeader": {"for": "90s"}, "archiveDown": {"for": "15m"},
         "eventsBacklog": {"threshold": 7, "for": "1h"}, "queueWait": {"thresholdSeconds": 90, "for": "0"},
         "eventLoopLag": {"thresholdSeconds": 0.25, "for": "30m"}}}}
     found = alerts(chart, values)
     assert {name: rule.get("for") for name, rule in found.items()} == {
-        "LimeTaskOperatorDown": "2m", "LimeTaskOperatorStalled": None, "LimeTaskArchiveDown": "15m",
+        "LimeTaskOperatorDown": "2m", "LimeTaskNoLeader": "90s", "LimeTaskLeaseLost": None,
+        "LimeTaskOperatorStalled": None, "LimeTaskArchiveDown": "15m",
         "LimeTaskEventsBacklog": "1h", "LimeTaskQueueWaitTooLong": "0", "LimeTaskEventLoopLag": "30m"}
     assert found["LimeTaskEventsBacklog"]["expr"].endswith("> 7")
     assert "More than 7 finished tasks" in found["LimeTaskEventsBacklog"]["annotations"]["description"]
@@ -297,9 +300,27 @@ SCENARIOS: dict[str, list[tuple[list[Series], list[Expect]]]] = {
           (LAG, {"pod": "b", "le": "10.0"}, "0+120x30"), (LAG, {"pod": "b", "le": "+Inf"}, "0+120x30")],
          [("9m", []), ("15m", [({"pod": "a"}, "")]), ("25m", [])]),
     ],
+    "LimeTaskNoLeader": [
+        # a leads until minute 5 and stands by after; b never leads; another release's leads on.
+        ([("limetask_leader", {"pod": "a"}, "1x4 0x20"), ("limetask_leader", {"pod": "b"}, "0x25"),
+          ("limetask_leader", {"job": "other-limetask-metrics", "pod": "x"}, "1x25")],
+         [("3m", []), ("6m", []), ("9m", [({}, "")])]),
+        # the Lease changes hands: a minute with no leader is not an outage
+        ([("limetask_leader", {"pod": "a"}, "1x4 0x20"), ("limetask_leader", {"pod": "b"}, "0x5 1x20")],
+         [("9m", [])]),
+    ],
+    "LimeTaskLeaseLost": [
+        ([("limetask_lease_lost_total", {"pod": "a"}, "0x5 1x30"), ("limetask_lease_lost_total", {"pod": "b"}, "0x35")],
+         [("4m", []), ("8m", [({"pod": "a"}, "")]), ("20m", [])]),
+    ],
     "LimeTaskArchiveDown": [
-        ([("limetask_archive_up", {"pod": "a"}, "1x4 0x20")], [("8m", []), ("12m", [({"pod": "a"}, "")])]),
-        ([("limetask_archive_up", {"pod": "a"}, "1x25")], [("12m", [])]),
+        ([("limetask_archive_up", {"pod": "a"}, "1x4 0x20"), ("limetask_leader", {"pod": "a"}, "1x25")],
+         [("8m", []), ("12m", [({"pod": "a"}, "")])]),
+        ([("limetask_archive_up", {"pod": "a"}, "1x25"), ("limetask_leader", {"pod": "a"}, "1x25")], [("12m", [])]),
+        # a standby's gauge from when it last led, while the leader writes
+        ([("limetask_archive_up", {"pod": "b"}, "0x25"), ("limetask_leader", {"pod": "b"}, "0x25"),
+          ("limetask_archive_up", {"pod": "a"}, "1x25"), ("limetask_leader", {"pod": "a"}, "1x25")],
+         [("12m", [])]),
     ],
     "LimeTaskEventsBacklog": [
         # The leader's backlog; the standby reports 0.

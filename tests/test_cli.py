@@ -26,9 +26,10 @@ from click.testing import Result
 from conftest import Cluster, broker_url, wait_until
 from typer.testing import CliRunner
 
-import lime_task._cli
+import lime_task.cli.options
 from lime_task import FAILURE, SUCCESS, TaskClient
-from lime_task._cli import _age, app
+from lime_task.cli.app import app
+from lime_task.cli.output import age
 from tests.unit.fake_api import FakeCustomObjects, api_error, fake_client, live_task
 
 T = "acme_solution.tasks.lime"
@@ -464,7 +465,7 @@ def fake_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjec
     """The commands' client talks to this fake instead of a cluster."""
     api = FakeCustomObjects()
     client = fake_client(tmp_path, api)
-    monkeypatch.setattr(lime_task._cli, "_client", lambda *args, **kwargs: client)
+    monkeypatch.setattr(lime_task.cli.options, "task_client", lambda *args, **kwargs: client)
     return api
 
 
@@ -593,8 +594,8 @@ def test_queues_without_the_crd_or_the_right_is_one_line(fake_api: FakeCustomObj
                                             (86399, "23h59m"), (86400 * 3 + 3600 * 4 + 5, "3d4h"), (-5, "0s")])
 def test_ages_as_kubectl_shows_them(seconds: int, shown: str) -> None:
     now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
-    assert _age(now - dt.timedelta(seconds=seconds), now) == shown
-    assert _age(None, now) == "-"
+    assert age(now - dt.timedelta(seconds=seconds), now) == shown
+    assert age(None, now) == "-"
 
 
 @pytest.mark.parametrize("options, words", [
@@ -626,12 +627,12 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
     script.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "import lime_task._cli as cli\n"
+        "import lime_task.cli.options as options\n"
         "from lime_task.cli import main\n"
         "from tests.unit.fake_api import FakeCustomObjects, fake_client, live_task\n"
         "api = FakeCustomObjects([live_task(f't-{i:05}', app='my-app') for i in range(20000)])\n"
         "client = fake_client(Path(sys.argv[1]), api)\n"
-        "cli._client = lambda *args, **kwargs: client\n"
+        "options.task_client = lambda *args, **kwargs: client\n"
         "sys.argv = ['limetask', *sys.argv[2:]]\n"
         "sys.exit(main())\n")
     root = Path(__file__).resolve().parent.parent

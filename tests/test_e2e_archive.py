@@ -125,7 +125,7 @@ def web(cluster: Cluster, namespace: str, archive_db: str) -> Iterator[Web]:
     """The HTTP endpoint with the archive, serving the test's namespace (uvicorn, in a thread)."""
     import uvicorn
 
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     tokens = {APP: "token-" + uuid.uuid4().hex, OTHER: "token-" + uuid.uuid4().hex}
     app = create_app(client=TaskClient(kubeconfig=cluster.kubeconfig, namespace=namespace, results_url=""),

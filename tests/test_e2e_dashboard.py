@@ -45,7 +45,7 @@ def web(cluster: Cluster, namespace: str, archive_db: str) -> Iterator[Web]:
     """The HTTP endpoint (with its dashboard) for the test's namespace: uvicorn, in a thread."""
     import uvicorn
 
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     tokens = {A: "token-a-" + uuid.uuid4().hex, B: "token-b-" + uuid.uuid4().hex}
     platform = "platform-" + uuid.uuid4().hex

@@ -294,7 +294,7 @@ def test_the_http_endpoint_shows_an_applications_schedules_and_runs(
     from fastapi.testclient import TestClient
 
     from lime_task import TaskClient
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     name = make_schedule(api_client, namespace, 3)
     wait_until(lambda: runs(api_client, namespace, name), timeout=30, message="a run")
@@ -382,7 +382,7 @@ def test_history_limit_zero_leaves_nothing_unarchived(cluster: Cluster, api_clie
     from fastapi.testclient import TestClient
 
     from lime_task import TaskClient
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     name = make_schedule(api_client, namespace, 3, successfulRunsHistoryLimit=0, failedRunsHistoryLimit=0,
                          concurrencyPolicy="Forbid")

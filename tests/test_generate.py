@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lime_task._cli import app
+from lime_task.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = ["my_solution/tasks/__init__.py", "my_solution/tasks/tasks.py", "my_solution/tasks/test_tasks.py",

@@ -293,7 +293,8 @@ def test_the_readme_names_the_versions_the_build_uses() -> None:
         assert version and version.group(1) in table, variable
     suite = re.search(r"^SUITE=(\S+)$", (REPO / "devtools" / "images" / "build-images.sh").read_text(), re.MULTILINE)
     assert suite and f"Debian {suite.group(1)}" in table
-    chartjs = (REPO / "lime_task" / "dashboard" / "static" / "vendor" / "chart.js-VERSION").read_text().split()[0]
+    vendored = REPO / "lime_task" / "server" / "dashboard" / "static" / "vendor"
+    chartjs = (vendored / "chart.js-VERSION").read_text().split()[0]
     assert chartjs in table
     for dockerfile in ("operator/Dockerfile", "runner/Dockerfile"):
         base = re.search(r"^ARG BASE_IMAGE=(\S+)$", (REPO / dockerfile).read_text(), re.MULTILINE)

@@ -1,4 +1,4 @@
-"""The HTTP endpoint (lime_task.web): tokens, status codes, app scoping, and a fuzz test, no 5xx.
+"""The HTTP endpoint (lime_task.server): tokens, status codes, app scoping, and a fuzz test, no 5xx.
 
 The end-to-end tests drive the FastAPI app in process (TestClient) with a real `TaskClient` on
 the test's namespace, so tasks really run; the token and OpenAPI tests need no cluster.
@@ -20,8 +20,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 from lime_task import LimeTaskError, NotFoundError, TaskClient, registered_tasks
-from lime_task.kubeauth import KubernetesAuth
-from lime_task.web import MAX_BODY_BYTES, TokenStore, create_app, parse_tokens, read_tokens
+from lime_task.server.app import create_app
+from lime_task.server.kubeauth import KubernetesAuth
+from lime_task.server.middleware import MAX_BODY_BYTES
+from lime_task.tokens import TokenStore, parse_tokens, read_tokens
 from tests.unit.fake_api import FakeApiServer, FakeCustomObjects, fake_client, jwt, live_task
 
 T = "acme_solution.tasks.lime"
@@ -719,14 +721,14 @@ def test_too_many_new_kubernetes_tokens_is_429_with_retry_after(tmp_path: Path) 
 
 
 def test_the_audience_and_the_review_rate_come_from_the_environment() -> None:
-    from lime_task.web import _kubernetes_auth_settings
+    from lime_task.server.auth import kubernetes_auth_settings
 
-    assert _kubernetes_auth_settings({}) == ("limetask-web", 10.0)
-    assert _kubernetes_auth_settings({"LIMETASK_WEB_AUDIENCE": "tasks.example.com",
+    assert kubernetes_auth_settings({}) == ("limetask-web", 10.0)
+    assert kubernetes_auth_settings({"LIMETASK_WEB_AUDIENCE": "tasks.example.com",
                                       "LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": "2.5"}) == ("tasks.example.com", 2.5)
     for bad in ("0", "-1", "many", "nan", "1e9"):
         with pytest.raises(LimeTaskError, match="LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND"):
-            _kubernetes_auth_settings({"LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": bad})
+            kubernetes_auth_settings({"LIMETASK_WEB_TOKEN_REVIEWS_PER_SECOND": bad})
 
 
 def test_healthz_answers_while_every_worker_is_busy(tmp_path: Path) -> None:

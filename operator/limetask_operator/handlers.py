@@ -19,6 +19,7 @@ import kopf
 
 from lime_task.client import SA_NAMESPACE_FILE
 
+from . import metrics
 from .features import detect
 from .kube import Kube
 from .leader import LeaderElector
@@ -103,8 +104,6 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     if shared.kube is not None:
         shared.logged_in.set()
     if ours.metrics_port:
-        from . import metrics
-
         def tasks() -> dict[Any, Any]:
             return shared.reconciler.caches.tasks if shared.reconciler is not None else {}
 
@@ -142,8 +141,10 @@ async def _start_after_login(shared: OperatorMemo) -> None:
         rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods, LimeTaskSchedules, LimeTaskQueues: watches.py
         rec.start()
         shared.reconciler = rec
+        metrics.leading()
 
     async def step_down() -> None:
+        metrics.stepped_down()
         rec, shared.reconciler = shared.reconciler, None
         if rec is not None:
             await rec.stop()

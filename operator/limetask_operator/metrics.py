@@ -47,7 +47,29 @@ EVENT_LOOP_LAG = Histogram(
     "is read, no task reconciled and no lease renewed",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 LOOP_LAG_PERIOD = 0.5
+LEADER = Gauge("limetask_leader",
+               "1 while this replica leads (holds the Lease, or runs without leader election) and reconciles; 0 while "
+               "it stands by")
+LEASE_LOST = Counter("limetask_lease_lost_total",
+                     "Times this replica lost the Lease while leading (it could not renew in time) and stepped down")
 _queues_seen: set[str] = set()
+
+
+def leading() -> None:
+    LEADER.set(1)
+
+
+def stepped_down(lost: bool = True) -> None:
+    """What only the leader knows is no longer reported by this replica: its queue and namespace
+    gauges go (the next leader reports them), rather than stay at their last values."""
+    LEADER.set(0)
+    if lost:
+        LEASE_LOST.inc()
+    for gauge in (QUEUE_WAITING, QUEUE_RUNNING, QUEUE_OLDEST, NAMESPACE_UNLISTED):
+        gauge.clear()
+    _queues_seen.clear()
+    if _archive_metrics is not None:
+        _archive_metrics.pending.set(0)
 
 
 def set_queue(name: str, waiting: int, running: int, oldest_wait: float) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from lime_task import TaskClient
-from lime_task.kubeauth import DEFAULT_AUDIENCE
+from lime_task.results import DEFAULT_AUDIENCE
 
 
 def api_error(status: int, message: str) -> ApiException:

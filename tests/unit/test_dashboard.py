@@ -1,4 +1,4 @@
-"""The dashboard (lime_task.dashboard), without a cluster or a network.
+"""The dashboard (lime_task.server.dashboard), without a cluster or a network.
 
 - model: a task's summary, filters, scopes, counts, and the figures behind the charts;
 - watch: `TaskWatch` fed watch events and list pages by hand (no thread), and its subscribers;
@@ -25,14 +25,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lime_task.archive import URL_ENV, URL_FILE_ENV, Page, StateCounts
-from lime_task.dashboard import model
-from lime_task.dashboard.model import Filters, Scope
-from lime_task.dashboard.routes import PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV
-from lime_task.dashboard.watch import SUBSCRIBER_BACKLOG, Subscriber, TaskWatch
 from lime_task.errors import ClusterError, NotFoundError
 from lime_task.resource import ANNOTATION_CANCEL
+from lime_task.server.app import create_app
+from lime_task.server.auth import PLATFORM_TOKENS_ENV, PLATFORM_TOKENS_FILE_ENV
+from lime_task.server.dashboard import model
+from lime_task.server.dashboard.model import Filters, Scope
+from lime_task.server.dashboard.watch import SUBSCRIBER_BACKLOG, Subscriber, TaskWatch
 from lime_task.status import TaskStatus
-from lime_task.web import create_app
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 5, 1, 10, 0, tzinfo=UTC).timestamp()  # a fixed "now" for the model's tests

@@ -1,4 +1,4 @@
-"""Kubernetes tokens at the HTTP endpoint (lime_task.kubeauth), against a fake API server: what is
+"""Kubernetes tokens at the HTTP endpoint (lime_task.server.kubeauth), against a fake API server: what is
 asked, how often, for which audience, and what a flood of garbage costs."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from lime_task.kubeauth import DEFAULT_AUDIENCE, KubernetesAuth, TooManyReviews, looks_like_jwt
+from lime_task.results import DEFAULT_AUDIENCE
+from lime_task.server.kubeauth import KubernetesAuth, TooManyReviews, looks_like_jwt
 from tests.unit.fake_api import FakeApiServer, jwt
 
 

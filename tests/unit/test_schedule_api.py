@@ -203,11 +203,11 @@ class Results:
 @pytest.fixture
 def fake_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjects:
     """The commands' client talks to this fake instead of a cluster."""
-    import lime_task._cli
+    import lime_task.cli.options
 
     api = FakeCustomObjects()
     client = fake_client(tmp_path, api)
-    monkeypatch.setattr(lime_task._cli, "_client", lambda *args, **kwargs: client)
+    monkeypatch.setattr(lime_task.cli.options, "task_client", lambda *args, **kwargs: client)
     api.client = client  # type: ignore[attr-defined]
     return api
 
@@ -215,7 +215,7 @@ def fake_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjec
 def invoke(*args: str) -> Any:
     from typer.testing import CliRunner
 
-    from lime_task._cli import app
+    from lime_task.cli.app import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -288,7 +288,7 @@ def test_the_http_endpoint_lists_a_schedules_runs_live_and_archived(fake_api: Fa
     from fastapi.testclient import TestClient
 
     from lime_task.archive import Page
-    from lime_task.web import create_app
+    from lime_task.server.app import create_app
 
     class Archive:
         def __init__(self) -> None:

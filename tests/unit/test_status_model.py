@@ -159,3 +159,36 @@ def test_without_empty_strings_keeps_falsy_non_strings_and_does_not_mutate() -> 
     assert without_empty_strings(status) == {"attempts": 0, "confirmed": False, "history": [], "error": {},
                                              "x": None}
     assert status == before
+
+
+class RecordingWaiter:
+    """A client that answers `wait` with a finished status and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, float | None]] = []
+
+    def wait(self, task_id: str, app_name: str, timeout: float | None = None, on_change: Any = None) -> TaskStatus:
+        self.asked.append((task_id, app_name, timeout))
+        return TaskStatus(id=task_id, task="a.b", app=app_name, status="SUCCESS")
+
+
+def test_a_status_waits_with_its_own_client() -> None:
+    mine = RecordingWaiter()
+    pending = TaskStatus.from_resource({"metadata": {"name": "t-1"}, "spec": {"app": "my-app"}}, mine)
+    assert pending.wait(timeout=5).status == "SUCCESS"
+    assert mine.asked == [("t-1", "my-app", 5)]
+
+
+def test_a_status_without_a_client_waits_with_the_shared_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status made by hand (or from the endpoint's JSON) waits with the client that
+    `configure` sets up, as `get_status` would."""
+    import lime_task.client
+
+    shared = RecordingWaiter()
+    monkeypatch.setattr(lime_task.client, "_default", shared)
+    pending = TaskStatus.from_dict({"id": "t-2", "task": "a.b", "app": "my-app", "status": "PENDING"})
+    assert pending.wait(timeout=7).status == "SUCCESS"
+    assert shared.asked == [("t-2", "my-app", 7)]
+    # A finished status asks no one.
+    assert TaskStatus(id="t-3", task="a.b", app="my-app", status="FAILURE").wait().status == "FAILURE"
+    assert len(shared.asked) == 1

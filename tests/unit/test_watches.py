@@ -406,3 +406,62 @@ def test_a_stop_during_startup_cancels_the_start_and_leaves_nothing_running(monk
         return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
 
     assert asyncio.run(main()) == []
+
+
+def test_the_leader_gauge_says_who_leads_and_a_standby_reports_no_queue_of_its_own(monkeypatch: Any) -> None:
+    """limetask_leader is 1 on the replica that leads; once it steps down it is 0, the lost Lease is
+    counted, and the queue gauges only a leader knows go instead of staying at their last values."""
+    import kopf
+    from limetask_operator import handlers, metrics
+    from limetask_operator.settings import OperatorSettings
+    from prometheus_client import REGISTRY
+
+    class Rec:
+        def __init__(self, *_: Any) -> None:
+            self.admission = type("A", (), {"enabled": False})()
+            self.schedules_installed = False
+
+        def start_watches(self, namespaces: Any) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+    async def nothing(*_: Any, **__: Any) -> Any:
+        return False
+
+    monkeypatch.setattr(handlers, "detect", nothing)
+    monkeypatch.setattr(handlers, "Reconciler", Rec)
+    monkeypatch.setattr(handlers, "schedules_installed", nothing)
+    monkeypatch.setattr(handlers, "queues_installed", nothing)
+    monkeypatch.setattr(handlers, "_force_exit", lambda: None)
+
+    class FakeKube:
+        async def close(self) -> None:
+            pass
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return REGISTRY.get_sample_value(name, labels or {})
+
+    async def main() -> None:
+        metrics.LEADER.set(0)
+        memo = handlers.OperatorMemo(settings=OperatorSettings(metrics_port=0), namespaces=None)
+        memo.kube = FakeKube()  # type: ignore[assignment]
+        await handlers.startup(settings=kopf.OperatorSettings(), memo=memo)
+        assert memo.starting is not None
+        await asyncio.wait_for(memo.starting, 5)
+        assert value("limetask_leader") == 1
+        await handlers.cleanup(memo=memo)
+
+    asyncio.run(main())
+    metrics.set_queue("reports", 3, 2, 40.0)
+    lost = value("limetask_lease_lost_total") or 0.0
+    metrics.stepped_down()
+    assert value("limetask_leader") == 0
+    assert value("limetask_lease_lost_total") == lost + 1
+    assert value("limetask_queue_waiting", {"queue": "reports"}) is None
+    assert value("limetask_queue_oldest_wait_seconds", {"queue": "reports"}) is None
+    assert metrics.queue_names() == set()

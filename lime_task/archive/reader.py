@@ -1,22 +1,6 @@
-"""The archive of finished tasks in PostgreSQL: its schema, and reading it.
-
-The operator writes each finished task whose completion event is confirmed into the archive
-(operator/limetask_operator/archive.py), then deletes its LimeTask after a short while: etcd
-keeps the live tasks, PostgreSQL the month of history. The HTTP endpoint (lime_task.web) reads
-archived tasks for clients, which need no database credentials (lime_task.results).
-
-One table, `limetask_archive`, range-partitioned by day of completion (UTC): partitions are
-attached ahead of their day, and retention detaches and drops whole partitions, never deletes
-rows one by one; neither takes a lock that reads or writes wait for. A row is one incarnation of a
-task (its LimeTask's UID); writing it again is a no-op, so a write repeated after a crash never
-makes a second row. `spec` and `status` are kept as JSON text made of ASCII only: any task's
-arguments and result (NUL characters and lone surrogates included, which `jsonb` refuses) are
-kept exactly, and none can make a write fail.
-
-The schema is versioned with Alembic (lime_task/migrations); `migrate(url)` brings a database
-to the newest version, safely from several processes at once, and resumes where a stopped run
-left off.
-"""
+"""Reading the archive (the HTTP endpoint's results API and dashboard): two kinds of reads,
+each with its own connections and timeouts, and a circuit that fails reads at once while the
+archive is down."""
 
 from __future__ import annotations
 
@@ -31,25 +15,13 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-from . import safejson
-from .errors import ClusterError, InvalidTaskError
-from .events import redact as redact  # URLs and texts without their secrets, for logs and messages
-from .resource import FINAL_STATES
+from ..errors import ClusterError, InvalidTaskError
+from ..events import redact
+from ..resource import FINAL_STATES
+from .schema import TABLE, body_of, check_url
 
 LOG = logging.getLogger("limetask.archive")
-
-TABLE = "limetask_archive"
-PARTITION_PREFIX = f"{TABLE}_p"  # + YYYYMMDD: the day (UTC) its tasks completed
-PARTITION_RE = re.compile(rf"^{TABLE}_p(\d{{8}})$")
-# pg_advisory_lock keys: migrations, and partition upkeep (creating and dropping partitions).
-MIGRATION_LOCK = 0x11AE7A5C
-PARTITION_LOCK = 0x11AE7A5D
-URL_ENV, URL_FILE_ENV = "LIMETASK_ARCHIVE_URL", "LIMETASK_ARCHIVE_URL_FILE"
-
-COLUMNS = ("uid", "namespace", "name", "app", "task", "state", "reason", "attempts",
-           "created_at", "started_at", "completed_at", "spec", "status")
 
 
 class ArchiveError(ClusterError):
@@ -59,137 +31,6 @@ class ArchiveError(ClusterError):
 class ArchiveTimeout(ArchiveError):
     """A read took longer than its statement timeout."""
 
-
-# -- settings -------------------------------------------------------------------------------
-
-def check_url(url: str) -> str:
-    """A PostgreSQL URL (postgresql://user:password@host:port/database?sslmode=...)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise InvalidTaskError(f"the archive URL must start with postgresql://, not {redact(url)!r}")
-    if not parts.path.strip("/"):
-        raise InvalidTaskError(f"the archive URL names no database: {redact(url)!r}")
-    return url
-
-
-def url_from_env(env: Mapping[str, str] | None = None) -> str | None:
-    """LIMETASK_ARCHIVE_URL, else the content of LIMETASK_ARCHIVE_URL_FILE (a mounted Secret)."""
-    env = os.environ if env is None else env
-    url = env.get(URL_ENV, "").strip()
-    if not url and env.get(URL_FILE_ENV):
-        try:
-            url = open(env[URL_FILE_ENV], encoding="utf-8").read().strip()
-        except OSError as exc:
-            raise InvalidTaskError(f"cannot read the archive URL file {env[URL_FILE_ENV]}: {exc.strerror}") from None
-    return check_url(url) if url else None
-
-
-# -- rows -----------------------------------------------------------------------------------
-
-def dumps(value: Any) -> str:
-    """JSON text of ASCII only (see the module's docstring)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=str)
-
-
-def _stamp(value: Any) -> dt.datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
-
-
-def _text(value: Any, limit: int = 1000) -> str:
-    """Text PostgreSQL takes: no NUL, no lone surrogate (UTF-8 cannot encode it)."""
-    text = str(value if value is not None else "").replace("\x00", "")[:limit]
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-@dataclass(frozen=True)
-class Row:
-    """One archived task: what a finished LimeTask holds, flattened for the table."""
-
-    uid: str
-    namespace: str
-    name: str
-    app: str
-    task: str
-    state: str
-    reason: str
-    attempts: int
-    created_at: dt.datetime | None
-    started_at: dt.datetime | None
-    completed_at: dt.datetime
-    spec: str
-    status: str
-
-    def values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, c) for c in COLUMNS)
-
-    @property
-    def day(self) -> dt.date:
-        return self.completed_at.astimezone(dt.timezone.utc).date()
-
-
-def row_of(namespace: str, name: str, uid: str, created: str | None, spec: Mapping[str, Any],
-           status: Mapping[str, Any]) -> Row:
-    """The archive row of a finished task. Its conditions are left out: they repeat the state
-    and error. The completion time never changes once final, so the row's key is stable."""
-    kept = {k: v for k, v in status.items() if k not in ("conditions", "observedGeneration")}
-    created_at = _stamp(created)
-    completed = _stamp(status.get("completedAt")) or created_at or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    error = status.get("error")
-    attempts = status.get("attempts")
-    return Row(uid=uid, namespace=_text(namespace, 253), name=_text(name, 253), app=_text(spec.get("app"), 253),
-               task=_text(spec.get("task"), 300), state=_text(status.get("state"), 16),
-               reason=_text(error.get("reason"), 100) if isinstance(error, dict) else "",
-               attempts=attempts if isinstance(attempts, int) and 0 <= attempts < 2**31 else 0,
-               created_at=created_at, started_at=_stamp(status.get("startedAt")), completed_at=completed,
-               spec=dumps(dict(spec)), status=dumps(kept))
-
-
-def body_of(namespace: str, name: str, uid: str, created_at: dt.datetime | None, spec: str,
-            status: str) -> dict[str, Any]:
-    """A LimeTask-shaped body of an archived row (what `TaskStatus.from_resource` reads)."""
-    meta: dict[str, Any] = {"namespace": namespace, "name": name, "uid": str(uid)}
-    if created_at is not None:
-        meta["creationTimestamp"] = created_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"metadata": meta, "spec": safejson.loads(spec), "status": safejson.loads(status)}
-
-
-def partition_name(day: dt.date) -> str:
-    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
-
-
-def partition_statements(day: dt.date) -> list[str]:
-    """Make the partition of one day: a table of the archive's shape, then attached. `CREATE
-    TABLE ... PARTITION OF` would take an ACCESS EXCLUSIVE lock on the archive, and so wait
-    for every running read while queueing every later read and write behind it; `ATTACH
-    PARTITION` takes a SHARE UPDATE EXCLUSIVE lock, which neither reads nor writes conflict
-    with. Attaching makes the table's copies of the archive's indexes. (Run in one
-    transaction, when the day has no partition.)"""
-    nxt = day + dt.timedelta(days=1)
-    name = partition_name(day)
-    return [f"CREATE TABLE IF NOT EXISTS {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-            f"ALTER TABLE {TABLE} ATTACH PARTITION {name} "
-            f"FOR VALUES FROM ('{day.isoformat()} 00:00:00+00') TO ('{nxt.isoformat()} 00:00:00+00')"]
-
-
-def partition_day(name: str) -> dt.date | None:
-    m = PARTITION_RE.match(name)
-    return dt.datetime.strptime(m.group(1), "%Y%m%d").date() if m else None
-
-
-def expired_partitions(names: Iterable[str], retention_days: int, today: dt.date) -> list[str]:
-    """The partitions wholly older than the retention: every task in them completed before
-    the first day kept (today minus `retention_days`)."""
-    first_kept = today - dt.timedelta(days=retention_days)
-    return sorted(n for n in names if (day := partition_day(n)) is not None and day < first_kept)
-
-
-# -- reading (the HTTP endpoint) ------------------------------------------------------------
 
 SELECT = f"SELECT namespace, name, uid, created_at, spec, status, completed_at FROM {TABLE}"
 
@@ -600,77 +441,3 @@ class ArchiveReader:
 def _like_prefix(text: str) -> str:
     """A LIKE pattern for what starts with `text` (its own wildcards taken literally)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-# -- migrations -----------------------------------------------------------------------------
-
-def sqlalchemy_url(url: str) -> str:
-    """The URL as SQLAlchemy (Alembic) names it: the psycopg 3 dialect."""
-    scheme, rest = url.split("://", 1)
-    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
-
-
-LOCK_TIMEOUT_ENV = "LIMETASK_ARCHIVE_LOCK_TIMEOUT_SECONDS"
-
-
-def migrate(url: str, revision: str = "head", lock_timeout: float = 5.0) -> str:
-    """Bring the archive's schema to `revision` (Alembic); the version it is at afterwards.
-
-    Several processes may run it at once (two operator replicas starting): an advisory lock
-    makes them take turns, and the later ones find nothing left to do. A statement waits at
-    most `lock_timeout` seconds for a lock (the migration then fails, and can be run again:
-    each resumes where it stopped). Progress is logged to `limetask.archive.migrate`.
-    """
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", "lime_task:migrations")
-    cfg.attributes["url"] = sqlalchemy_url(check_url(url))
-    cfg.attributes["lock_timeout"] = lock_timeout
-    command.upgrade(cfg, revision)
-    return current_revision(url) or ""
-
-
-def current_revision(url: str) -> str | None:
-    """The schema version of the archive (None: never migrated)."""
-    import psycopg
-
-    with psycopg.connect(check_url(url), connect_timeout=5, autocommit=True) as conn:
-        found = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-        if not found or not found[0]:
-            return None
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        return str(row[0]) if row else None
-
-
-def head_revision() -> str:
-    """The newest schema version this release knows."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", "lime_task:migrations")
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    assert head is not None
-    return head
-
-
-def describe(url: str) -> dict[str, Any]:
-    """The archive's schema version, task count, size on disk and partitions (oldest first)."""
-    import psycopg
-
-    version = current_revision(url)
-    if version is None:
-        return {"version": None, "tasks": 0, "bytes": 0, "partitions": []}
-    with psycopg.connect(check_url(url), connect_timeout=5, autocommit=True) as conn:
-        names = [r[0] for r in conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = %s::regclass", (TABLE,)).fetchall()]
-        size = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i "
-                            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
-                            (TABLE,)).fetchone()
-        count = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-    days = sorted(f"{m.group(1)[:4]}-{m.group(1)[4:6]}-{m.group(1)[6:]}" for n in names if (m := PARTITION_RE.match(n)))
-    return {"version": version, "tasks": int(count[0]) if count else 0, "bytes": int(size[0]) if size else 0,
-            "partitions": days}

@@ -1,6 +1,6 @@
 """What the dashboard shows, as pure functions: a task's summary, who sees what, filters, pages,
 counts and the figures behind the charts. No I/O here: the watch (`watch.py`) and the archive
-hand their data in, and the routes (`routes.py`) hand the results out."""
+hand their data in, and the routes (`../routes/dashboard.py`) hand the results out."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..resource import FAILURE, STATES
-from ..status import TaskStatus
+from ...resource import FAILURE, STATES
+from ...status import TaskStatus
 
 # Steps of the time axis, in seconds: the smallest that gives at most MAX_BUCKETS bars.
 STEPS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 24 * 3600)
@@ -226,8 +226,8 @@ def queues(rows: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, Any]
 
 def next_runs(schedules: Iterable[Mapping[str, Any]], now: dt.datetime, count: int = 3) -> list[dict[str, Any]]:
     """The next runs of each schedule (none while suspended, or when its expression is wrong)."""
-    from .. import crontab
-    from ..errors import InvalidTaskError
+    from ... import crontab
+    from ...errors import InvalidTaskError
 
     out = []
     for s in schedules:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import safejson
-from ..resource import GROUP, PLURAL, VERSION
+from ... import safejson
+from ...resource import GROUP, PLURAL, VERSION
 from .model import summary_of
 
 LOG = logging.getLogger("limetask.web.dashboard")

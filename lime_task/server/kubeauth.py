@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .resource import GROUP, PLURAL
+from ..resource import GROUP, PLURAL
+from ..results import DEFAULT_AUDIENCE
 
 LOG = logging.getLogger("limetask.web")
-DEFAULT_AUDIENCE = "limetask-web"
 CACHE_SECONDS = 30.0
 MAX_IDENTITIES = 10000
 MAX_REFUSED = 10000

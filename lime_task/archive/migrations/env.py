@@ -1,6 +1,6 @@
 """Alembic's environment for the archive: online migrations only, one at a time.
 
-The URL and the lock timeout come from `lime_task.archive.migrate` (config.attributes). A
+The URL and the lock timeout come from `lime_task.archive.revisions.migrate` (config.attributes). A
 session-level advisory lock makes concurrent runs (two operator replicas starting) take turns.
 A run waiting its turn asks for the lock once a second rather than blocking on it: a blocked
 statement would hold a snapshot that the other run's concurrent index builds wait for.
@@ -17,7 +17,7 @@ import time
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from lime_task.archive import MIGRATION_LOCK
+from lime_task.archive.schema import MIGRATION_LOCK
 
 LOG = logging.getLogger("limetask.archive.migrate")
 config = context.config

@@ -1,0 +1,1 @@
+"""Alembic migrations of the task archive (run by lime_task.archive.revisions.migrate)."""

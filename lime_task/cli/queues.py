@@ -1,0 +1,54 @@
+"""Queues: the cluster's LimeTaskQueues, their limits, and how many of their tasks run and wait."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import typer
+
+from ..validation import parse_time
+from . import options
+from .failures import guard
+from .options import Kubeconfig, Output, OutputOpt
+from .output import age, dash
+
+
+@guard
+def queues(kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
+    """List the cluster's queues (LimeTaskQueues): their limits, and how many of their tasks run and wait.
+
+    Example: limetask queues
+    """
+    items = [_queue_row(item) for item in options.task_client(kubeconfig, None).list_queues()]
+    if output is Output.json:
+        typer.echo(json.dumps(items))
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    typer.echo(f"{'NAME':24} {'MAX RUNNING':11} {'PER NAMESPACE':13} {'PER APP':7} {'RUNNING':7} {'WAITING':7} "
+               f"{'ADMISSION':9} OLDEST WAITING")
+    for q in items:
+        oldest = age(parse_time(q["oldest_waiting_since"]), now) if q["oldest_waiting_since"] else "-"
+        typer.echo(f"{q['name']:24} {dash(q['max_running']):11} {dash(q['max_running_per_namespace']):13} "
+                   f"{dash(q['max_running_per_app']):7} {dash(q['running']):7} {dash(q['waiting']):7} "
+                   f"{dash(q['admission']):9} {oldest}")
+
+
+def _queue_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A LimeTaskQueue in the plain form of `limetask queues -o json` (None: absent)."""
+    spec, st = item.get("spec") or {}, item.get("status") or {}
+
+    def number(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    return {"name": str((item.get("metadata") or {}).get("name", "")),
+            "max_running": number(spec.get("maxRunning")),
+            "max_running_per_namespace": number(spec.get("maxRunningPerNamespace")),
+            "max_running_per_app": number(spec.get("maxRunningPerApp")),
+            "admission": text(spec.get("admission")),
+            "running": number(st.get("running")), "waiting": number(st.get("waiting")),
+            "oldest_waiting_since": text(st.get("oldestWaitingSince"))}

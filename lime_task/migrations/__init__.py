@@ -1,1 +1,0 @@
-"""Alembic migrations of the task archive (see lime_task.archive.migrate)."""
