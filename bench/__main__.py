@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -36,10 +35,11 @@ sys.path.insert(0, str(REPO / "devtools" / "cluster"))
 import localcluster  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
 
+from bench.measure import NOOP, free_port, pct, proc_cpu, proc_mb, say  # noqa: E402
+
 # Scenarios that need PostgreSQL alone (no cluster), and are run only when named with --only.
 DATABASE_ONLY = {"archive30m"}
 
-NOOP = "acme_solution.tasks.lime.noop"
 THREADS = 16
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 # Tasks run in the example solution's image on the local node, with small requests so that a
@@ -51,37 +51,6 @@ WATCH_MODES = ("ours", "ours-kopf", "kopf", "kopf-index")  # see bench/watchlaye
 WATCH_M = 1000  # modifications per watching process
 SETTLE_S = 6.0  # after a listing or the modifications: kopf's idle per-object workers exit after 5 s
 LIST_CAP_S = 30.0  # a listing not done by then is given up (kopf with an index takes minutes at 5,000)
-
-
-def say(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
-def proc_cpu(pid: int) -> float:
-    """User and system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_mb(pid: int, key: str = "VmRSS") -> float:
-    """A memory figure of /proc/PID/status in MB (VmRSS: now; VmHWM: the peak RSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def answers(url: str, within: float = 30.0) -> bool:

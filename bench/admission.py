@@ -2,7 +2,7 @@
 
     python -m bench.admission [--waiting 20000] [--pairs 300] [--namespaces 30] [--seconds 15]
 
-An `Admission` (operator/limetask_operator/queues.py) over caches holding WAITING tasks, spread
+An `Admission` (operator/limetask_operator/admission/) over caches holding WAITING tasks, spread
 over PAIRS (namespace, application) pairs of one queue with `maxRunning: 50`, all 50 slots taken.
 Then, in one event loop:
 - the CPU of one pass of positions (`refresh_positions`) and of one pass of admission
@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
+from limetask_operator.admission import Admission
 from limetask_operator.caches import Caches
 from limetask_operator.model import JobView
-from limetask_operator.queues import Admission
 
 QUEUE = "bg"
 MAX_RUNNING = 50
@@ -58,7 +58,7 @@ async def measure(waiting: int, pairs: int, namespaces: int, seconds: float) -> 
         adm.admit(task, 1)
         key = (task.namespace, task.name)
         if i < MAX_RUNNING:
-            caches.jobs[key][f"t{i}-1"] = JobView(f"t{i}-1", f"t{i}", 1, task_uid=task.uid)
+            caches.jobs.setdefault(key, {})[f"t{i}-1"] = JobView(f"t{i}-1", f"t{i}", 1, task_uid=task.uid)
             running.append(key)
     adm.count_running()  # the grants are seen as Jobs
 
@@ -80,7 +80,7 @@ async def measure(waiting: int, pairs: int, namespaces: int, seconds: float) -> 
             key = granted.pop()
             task = caches.tasks.get(key)
             if task is not None and key in adm.grants and key not in caches.jobs:
-                caches.jobs[key][f"{key[1]}-1"] = JobView(f"{key[1]}-1", key[1], 1, task_uid=task.uid)
+                caches.jobs.setdefault(key, {})[f"{key[1]}-1"] = JobView(f"{key[1]}-1", key[1], 1, task_uid=task.uid)
                 running.append(key)
 
     lags: list[float] = []

@@ -133,8 +133,8 @@ class Stream:
 def run(bench: Any) -> None:
     import psycopg
 
-    from bench.__main__ import free_port, pct, proc_cpu, proc_mb, say
     from bench.archive import ADMIN_URL
+    from bench.measure import free_port, pct, proc_cpu, proc_mb, say
     from lime_task.archive import migrate
 
     say(f"dashboard: {LIVE:,} live tasks of {len(APPS)} applications, {ARCHIVED:,} archived")

@@ -28,7 +28,7 @@ APPS = {"flood": 0.8, "app-b": 0.1, "app-c": 0.1}
 
 
 def run(bench: Any) -> None:
-    from bench.__main__ import pct, say
+    from bench.measure import pct, say
 
     say(f"8/8 queues: {N} no-op tasks from three applications (80 % from one), limit {LIMIT} vs none")
     out: dict[str, Any] = {"n": N, "max_running": LIMIT, "apps": APPS}
@@ -42,7 +42,7 @@ def run(bench: Any) -> None:
 def one_arm(bench: Any, arm: str, spec: dict[str, Any], pct: Any) -> dict[str, Any]:
     from kubernetes import client, watch
 
-    from bench.__main__ import NOOP
+    from bench.measure import NOOP
     from lime_task import TaskClient
     from lime_task.resource import GROUP, QUEUE_PLURAL, VERSION
 

@@ -1065,7 +1065,7 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(archive_db: st
         a = archiver(archive_db, archive_batch_size=500, retention_seconds=3600)
         try:
             for v in views:
-                a.settled(v)
+                a.on_settled(v)
             a.start()
             for _ in range(600):
                 if not a.pending:

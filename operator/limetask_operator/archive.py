@@ -53,7 +53,7 @@ from lime_task.archive import (
 )
 
 from . import metrics
-from .kube import ApiError, Kube, task_path
+from .kube import Kube, KubeError, task_path
 from .model import TaskView
 from .settings import OperatorSettings
 
@@ -114,7 +114,7 @@ class Archiver:
         self.m = metrics.archive_metrics()
 
     # -- what the caches tell -------------------------------------------------------------
-    def settled(self, task: TaskView) -> None:
+    def on_settled(self, task: TaskView) -> None:
         """A task with nothing left to do (its whole view, before the cache compacts it)."""
         if not task.trusted:
             return  # a status this operator did not write is never archived (nor deleted)
@@ -450,7 +450,7 @@ class Archiver:
     async def _delete(self, key: Key, uid: str) -> None:
         try:
             await self.kube.delete(task_path(*key), uid=uid)
-        except ApiError as exc:
+        except KubeError as exc:
             LOG.warning("deleting the archived task %s/%s failed: %s; trying again in 10 s", *key, exc)
             heapq.heappush(self.due, (asyncio.get_running_loop().time() + 10, key, uid))
             return

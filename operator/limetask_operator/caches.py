@@ -41,8 +41,10 @@ def status_digest(status: dict[str, Any]) -> str:
 class Caches:
     def __init__(self) -> None:
         self.tasks: dict[Key, TaskView] = {}
-        self.jobs: dict[Key, dict[str, JobView]] = defaultdict(dict)
-        self.pods: dict[Key, dict[str, PodView]] = defaultdict(dict)
+        # Per task, its Jobs and pods by name. Plain dicts: a read never makes an entry (a task
+        # with none has no key), so an empty entry is never left behind.
+        self.jobs: dict[Key, dict[str, JobView]] = {}
+        self.pods: dict[Key, dict[str, PodView]] = {}
         # Per unsettled task: its UID and the digests of the last statuses this operator wrote.
         self.written: dict[Key, tuple[str, deque[str]]] = {}
         # resourceVersions are opaque (never compared as numbers): per unsettled task, those the
@@ -114,6 +116,13 @@ class Caches:
         self.written.pop(key, None)
         self.watched.pop(key, None)
         self.echo.pop(key, None)
+
+    def job_deleted(self, key: Key, name: str) -> None:
+        """The operator asked the API server to delete this Job: it is as good as deleting until the
+        watch says more (a reconcile in between must not delete it again)."""
+        job = self.jobs.get(key, {}).get(name)
+        if job is not None and not job.deleting:
+            self.jobs[key][name] = dataclasses.replace(job, deleting=True)
 
     def forget_gone(self, key: Key) -> None:
         """Drop the last states of a finished task's deleted Jobs and pods (see `gone`)."""

@@ -24,7 +24,7 @@ from lime_task.events import event_body, exchange_name, message_id, redact, rout
 from lime_task.resource import FINAL_STATES
 
 from .caches import Caches
-from .kube import ApiError, Kube, task_path
+from .kube import Kube, KubeError, task_path
 from .metrics import EVENTS
 from .model import TaskView
 from .settings import OperatorSettings
@@ -203,7 +203,7 @@ class EventDispatcher:
         self.tasks = caches.tasks
         url = settings.broker_url.get_secret_value() if settings.broker_url else None
         self.sink: Sink = BrokerSink(url, settings.broker_publish_timeout) if url else LogSink(kube)
-        self.queue: asyncio.Queue[Key] = asyncio.Queue()
+        self.work: asyncio.Queue[Key] = asyncio.Queue()  # the tasks whose event to deliver
         self.pending: set[Key] = set()
         # Per task whose last try failed; dropped on success, or once it owes no event (or is gone).
         self.backoff: dict[Key, Backoff] = {}
@@ -271,7 +271,7 @@ class EventDispatcher:
     def _enqueue(self, key: Key) -> None:
         if key not in self.pending:
             self.pending.add(key)
-            self.queue.put_nowait(key)
+            self.work.put_nowait(key)
 
     def _retry(self, key: Key, waiting: Backoff) -> None:
         """The scheduled retry of one failure (a later failure or a success makes it moot)."""
@@ -280,7 +280,7 @@ class EventDispatcher:
 
     async def _worker(self) -> None:
         while True:
-            key = await self.queue.get()
+            key = await self.work.get()
             try:
                 await self._deliver(key)
             except asyncio.CancelledError:
@@ -335,7 +335,7 @@ class EventDispatcher:
             try:
                 updated = await self.kube.request("PUT", task_path(task.namespace, task.name, "status"),
                                                   task.with_status(status))
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status == 404:
                     return
                 if exc.status != 409:

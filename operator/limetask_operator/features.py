@@ -1,11 +1,11 @@
 """What the API server offers, found out by asking it, never by its version.
 
 One seam for every server feature the operator uses but can do without. Today:
-- `pod_replacement_policy`: a Job with `podReplacementPolicy: Failed` makes no replacement pod
-  until a deleted or evicted one has failed, and with `backoffLimit: 0` then none at all: an
-  attempt has exactly one pod. Every Kubernetes the chart accepts (1.35 and later) has it; a
-  server that drops the field (an older one, which the project does not test) makes a
-  replacement at once, which the operator then stops (see derivation.py: one pod per attempt).
+- `pod_replacement_policy`: the server keeps a Job's `podReplacementPolicy`. Then the Jobs are
+  made with `podReplacementPolicy: Failed` (manifests.py): no replacement pod until a deleted or
+  evicted one has failed, and with `backoffLimit: 0` none at all. Otherwise the job controller
+  may start a replacement, whose Job the derivation stops; the first pod decides the attempt
+  (derivation/outcome.py: one pod per attempt).
 
 Detection is a server-side dry run of a Job that asks for the feature: a server that does not
 know a field drops it from what it answers, one that knows it keeps it. Nothing is created.
@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .kube import ApiError, Kube, jobs_path
+from .kube import Kube, KubeError, jobs_path
 
 LOG = logging.getLogger("limetask.operator.features")
 
@@ -53,7 +53,7 @@ async def detect(kube: Kube, namespace: str) -> ServerFeatures:
     """Ask the server (a dry run in `namespace`, where the operator may create Jobs)."""
     try:
         answer = await kube.request("POST", jobs_path(namespace), probe_job(namespace), params={"dryRun": "All"})
-    except ApiError as exc:
+    except KubeError as exc:
         LOG.warning("could not ask the API server which Job features it has (%s): using none", exc)
         return ServerFeatures()
     found = features_of(answer or {})

@@ -108,7 +108,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             return shared.reconciler.caches.tasks if shared.reconciler is not None else {}
 
         def depth() -> int:
-            return shared.reconciler.queue.qsize() if shared.reconciler is not None else 0
+            return len(shared.reconciler.work) if shared.reconciler is not None else 0
 
         metrics.serve(ours.metrics_port, tasks, depth)
         shared.lag_watch = asyncio.get_running_loop().create_task(metrics.watch_loop_lag(), name="loop-lag")

@@ -2,7 +2,7 @@
 
 It reuses the credentials kopf logged in with, so the operator does not load the (large)
 official client. Create tolerates 409 (already there), delete tolerates 404 (already gone);
-everything else raises `ApiError`.
+everything else raises `KubeError`.
 
 With leader election, every write goes through one fence (`Kube.fence`, the elector's
 `write_budget`): none is sent once this replica's renew deadline has passed, and none that is
@@ -30,14 +30,20 @@ from .metrics import API_ERRORS
 LOG = logging.getLogger("limetask.operator.kube")
 
 
-class ApiError(Exception):
+class KubeError(Exception):
+    """An error answer of the Kubernetes API server (status 0: never sent)."""
+
     def __init__(self, status: int, message: str, method: str = "", path: str = "") -> None:
         super().__init__(f"{method} {path}: {status} {message}")
         self.status = status
         self.message = message
 
 
-class NotLeading(ApiError):
+# The former name, for code written against it (the HTTP endpoint's ApiError is another class).
+ApiError = KubeError
+
+
+class NotLeading(KubeError):
     """A write refused before it was sent: this replica does not hold the lease (any more)."""
 
     def __init__(self, method: str, path: str) -> None:
@@ -163,10 +169,10 @@ class Kube:
                     message = safejson.loads(text).get("message", text)
                 except (ValueError, AttributeError):
                     message = text[:200]
-                raise ApiError(resp.status, message, method, path)
+                raise KubeError(resp.status, message, method, path)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             API_ERRORS.labels(method, "connection").inc()
-            raise ApiError(0, f"no answer: {exc or type(exc).__name__}", method, path) from exc
+            raise KubeError(0, f"no answer: {exc or type(exc).__name__}", method, path) from exc
 
     def _fenced(self, method: str, path: str, params: dict[str, str] | None) -> tuple[dict[str, str] | None, Any]:
         """A write's parameters and client timeout within this replica's lease (or NotLeading)."""
@@ -205,11 +211,11 @@ class Kube:
                         continue
                     if resp.status == 401 and attempt < 5 and await self.refresh_credentials():
                         continue
-                    raise ApiError(resp.status, message, method, path)
+                    raise KubeError(resp.status, message, method, path)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 API_ERRORS.labels(method, "connection").inc()
                 if attempt >= 5:
-                    raise ApiError(0, f"connection failed: {exc}", method, path) from exc
+                    raise KubeError(0, f"connection failed: {exc}", method, path) from exc
                 LOG.warning("%s %s: %s; retrying in %.1fs", method, path, exc or type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
@@ -220,7 +226,7 @@ class Kube:
         try:
             result: dict[str, Any] = await self.request("POST", path, body)
             return result
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status == 409:
                 return None
             raise
@@ -233,7 +239,7 @@ class Kube:
             options["preconditions"] = {"uid": uid}
         try:
             await self.request("DELETE", path, options)
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status == 409 and uid:
                 return  # another incarnation: not ours to delete
             if exc.status != 404:
@@ -244,7 +250,7 @@ class Kube:
         try:
             result: dict[str, Any] = await self.request("GET", path)
             return result
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status == 404:
                 return None
             raise

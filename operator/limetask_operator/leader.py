@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from .kube import ApiError, Kube
+from .kube import Kube, KubeError
 
 LOG = logging.getLogger("limetask.operator.leader")
 
@@ -164,7 +164,7 @@ class LeaderElector:
                              "renewTime": _micro(dt.datetime.now(dt.timezone.utc))}
             await self.kube.lease_request("PUT", path, lease, timeout=2.0)
             LOG.info("%s released the lease %s/%s", self.identity, self.namespace, self.name)
-        except ApiError as exc:
+        except KubeError as exc:
             LOG.warning("releasing the lease failed: %s", exc)
         finally:
             self._renewed_at = None
@@ -192,7 +192,7 @@ class LeaderElector:
         try:
             try:
                 lease = await self.kube.lease_request("GET", path, timeout=left())
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status == 404:
                     lease = None
                 else:
@@ -225,7 +225,7 @@ class LeaderElector:
             await self.kube.lease_request("PUT", path, lease, timeout=left())
             self._observed = ((self.identity, spec["renewTime"], spec["leaseDurationSeconds"]), loop.time())
             return True
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status not in (409, 0):
                 LOG.warning("leader election: %s", exc)
             return False

@@ -1,7 +1,7 @@
 """The reconcile loop: a de-duplicating work queue of tasks and a few workers.
 
 The operator's own watches (watches.py) feed the caches (caches.py: LimeTasks, Jobs, Pods) and
-put task keys on the queue. A worker takes a key, derives the plan from what the caches hold
+put task keys on the work queue (work.py). A worker takes a key, derives the plan from what the caches hold
 now (derivation.derive), and carries it out (carry_out: create the attempt's Job, publish,
 write the status, stop or delete Jobs). A key is never worked on by two workers at once; one
 that changes meanwhile is queued again.
@@ -28,15 +28,16 @@ from lime_task.resource import (
 )
 
 from . import derivation, metrics
+from .admission import Admission, Waiting, queue_name
 from .archive import Archiver
 from .caches import Caches, Key
 from .events import owes_event
 from .features import NONE, ServerFeatures
-from .kube import ApiError, Kube, jobs_path, pods_path, task_path
+from .kube import Kube, KubeError, jobs_path, pods_path, task_path
 from .manifests import build_job, job_name
 from .model import JobView, PodView, TaskView
-from .queues import Admission, Waiting, queue_name
 from .settings import OperatorSettings
+from .work import WorkQueue
 
 LOG = logging.getLogger("limetask.operator")
 
@@ -76,7 +77,7 @@ class PredecessorsJob(Exception):
 class JobRefused(Exception):
     """The API server refused to create a Job (400, 403 or 422)."""
 
-    def __init__(self, error: ApiError) -> None:
+    def __init__(self, error: KubeError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -87,8 +88,7 @@ class Reconciler:
         self.settings = settings
         self.features = features  # what the API server was found to offer (features.py)
         self.caches = Caches()
-        self.queue: asyncio.Queue[Key] = asyncio.Queue()
-        self.queued: set[Key] = set()
+        self.work: WorkQueue[Key] = WorkQueue()  # the tasks to reconcile (not a LimeTaskQueue)
         self.active: set[Key] = set()
         self.dirty: set[Key] = set()
         self.workers: list[asyncio.Task[None]] = []
@@ -102,7 +102,7 @@ class Reconciler:
         if settings.archive_url is not None:
             # History goes to the archive; LimeTasks stay in etcd only a short while (archive.py).
             self.archiver = Archiver(kube, settings, settings.archive_url.get_secret_value())
-            self.caches.on_settled = self.archiver.settled
+            self.caches.on_settled = self.archiver.on_settled
         from .scheduler import Scheduler
 
         # LimeTaskSchedules: one LimeTask per schedule and tick (scheduler.py); with the archive,
@@ -112,7 +112,7 @@ class Reconciler:
                                    enabled=settings.enable_scheduled_tasks,
                                    default_zone=settings.default_time_zone or None)
         self.schedules_installed = True
-        # Queues (queues.py): an attempt's Job is made only once its task has a slot.
+        # Queues (admission/): an attempt's Job is made only once its task has a slot.
         self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
                                    refresh_seconds=settings.queue_position_refresh_seconds,
@@ -129,9 +129,8 @@ class Reconciler:
     def enqueue(self, key: Key) -> None:
         if key in self.active:
             self.dirty.add(key)
-        elif key not in self.queued:
-            self.queued.add(key)
-            self.queue.put_nowait(key)
+        else:
+            self.work.add(key)
 
     def enqueue_later(self, key: Key, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.enqueue, key)
@@ -179,7 +178,7 @@ class Reconciler:
                     if not children:
                         del cache[key]  # no empty entry left behind per finished task
         else:
-            cache[key][meta.get("name", "")] = make(body)
+            cache.setdefault(key, {})[meta.get("name", "")] = make(body)
         if key in self.caches.tasks:
             self.enqueue(key)
             self.admission.poke()  # a slot may have been freed
@@ -346,8 +345,7 @@ class Reconciler:
 
     async def _worker(self) -> None:
         while True:
-            key = await self.queue.get()
-            self.queued.discard(key)
+            key = await self.work.take()
             self.active.add(key)
             try:
                 await self.reconcile(key)
@@ -360,9 +358,9 @@ class Reconciler:
                 n = self.retries.get(key, 0) + 1
                 self.retries[key] = n
                 delay = min(0.5 * 2 ** (n - 1), 60)
-                level = logging.WARNING if isinstance(exc, ApiError) else logging.ERROR
+                level = logging.WARNING if isinstance(exc, KubeError) else logging.ERROR
                 LOG.log(level, "task %s/%s: %s; retrying in %.1fs", key[0], key[1], exc, delay,
-                        exc_info=not isinstance(exc, ApiError))
+                        exc_info=not isinstance(exc, KubeError))
                 self.enqueue_later(key, delay)
             finally:
                 self.active.discard(key)
@@ -399,7 +397,7 @@ class Reconciler:
                 try:
                     await self.kube.delete(task_path(t.namespace, t.name), uid=t.uid)
                     metrics.RETENTION_DELETES.inc()
-                except ApiError as exc:
+                except KubeError as exc:
                     LOG.warning("retention: deleting %s/%s failed: %s", t.namespace, t.name, exc)
 
     async def reconcile(self, key: Key) -> None:
@@ -530,7 +528,7 @@ class Reconciler:
             try:
                 updated: dict[str, Any] = await self.kube.request(
                     "PUT", task_path(task.namespace, task.name, "status"), task.with_status(sent))
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status == 404:
                     return None
                 if exc.status == 422:
@@ -556,7 +554,7 @@ class Reconciler:
         self.enqueue(key)
         return None
 
-    async def _status_refused(self, task: TaskView, error: ApiError) -> None:
+    async def _status_refused(self, task: TaskView, error: KubeError) -> None:
         """The API server refuses this task's status as invalid: try again after a bounded,
         growing delay (or when the task changes), and say so once per task, not at every try."""
         key = (task.namespace, task.name)
@@ -614,7 +612,7 @@ class Reconciler:
                 "source": {"component": "limetask-operator"},
                 "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
             })
-        except ApiError as exc:
+        except KubeError as exc:
             LOG.warning("task %s/%s: could not post a %s event: %s", task.namespace, task.name, reason, exc)
 
     async def _pod_refusal(self, task: TaskView, attempt: int) -> str:
@@ -636,51 +634,74 @@ class Reconciler:
         return by_job.get(job_name(task.name, attempt), "")
 
     async def carry_out(self, task: TaskView, plan: derivation.Plan) -> None:
-        """Carry out a plan, in the one order that is safe at any crash point:
+        """What the operator writes for one plan, in the one order that is safe at any crash point:
 
         1. create the attempt's Job (deterministic name: a re-run finds it, 409);
         2. publish the completion event inline, while the broker answers (else the dispatcher
            delivers it from the outbox once the status is stored);
         3. write the status (a final one always lands: see write_status);
-        4. stop Jobs still running, and delete finished ones (only once the result is stored).
+        4. stop Jobs still running, and delete finished ones (only once the result is stored:
+           a Job's pod holds the verdict until then).
+
+        A step that finds its object gone (the namespace, the task) ends the sequence there.
+        tests/unit/test_write_sequence.py holds it to these requests, in this order.
         """
-        if plan.create_attempt is not None:
-            job = build_job(task, plan.create_attempt, self.settings, self.features, plan.kueue_queue,
-                            created_at=dt.datetime.now(dt.timezone.utc))
-            try:
-                created = await self.kube.create(jobs_path(task.namespace), job)
-            except ApiError as exc:
-                if exc.status == 404:
-                    return  # the namespace is going away
-                if exc.status in (400, 403, 422):
-                    raise JobRefused(exc) from exc
-                raise
-            if created is None:
-                await self._claim_existing_job(task, job["metadata"]["name"])
-            else:
-                metrics.JOBS_CREATED.inc()
-                LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
-                         job["metadata"]["name"], plan.create_attempt)
-        if plan.status is not None and owes_event(dataclasses.replace(task, status=plan.status)):
-            confirmed = await self.events.publish_inline(task, plan.status)
-            if confirmed is not None:
-                plan.status = {**plan.status, "event": confirmed}
+        if plan.create_attempt is not None and not await self._create_job(task, plan.create_attempt,
+                                                                            plan.kueue_queue):
+            return
         if plan.status is not None:
-            updated = await self.write_status(task, plan.status)
-            if updated is None:
+            plan.status = await self._publish_inline(task, plan.status)
+            if not await self._store_status(task, plan.status):
                 return
-            # The whole new status (the cache keeps only a compact copy of a settled task).
-            view = TaskView.from_body(updated)
-            if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
+        await self._remove_jobs(task, plan.stop_jobs, plan.delete_jobs)
+
+    async def _create_job(self, task: TaskView, attempt: int, kueue_queue: str | None) -> bool:
+        """Step 1: the attempt's Job. False when its namespace is going away (nothing more to do);
+        JobRefused when the API server will not take it as it is."""
+        job = build_job(task, attempt, self.settings, self.features, kueue_queue,
+                        created_at=dt.datetime.now(dt.timezone.utc))
+        try:
+            created = await self.kube.create(jobs_path(task.namespace), job)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False  # the namespace is going away
+            if exc.status in (400, 403, 422):
+                raise JobRefused(exc) from exc
+            raise
+        if created is None:
+            await self._claim_existing_job(task, job["metadata"]["name"])
+        else:
+            metrics.JOBS_CREATED.inc()
+            LOG.info("task %s/%s: created Job %s (attempt %d)", task.namespace, task.name,
+                     job["metadata"]["name"], attempt)
+        return True
+
+    async def _publish_inline(self, task: TaskView, status: dict[str, Any]) -> dict[str, Any]:
+        """Step 2: the status to write, with the event's confirmation when it was published now."""
+        if not owes_event(dataclasses.replace(task, status=status)):
+            return status
+        confirmed = await self.events.publish_inline(task, status)
+        return status if confirmed is None else {**status, "event": confirmed}
+
+    async def _store_status(self, task: TaskView, status: dict[str, Any]) -> bool:
+        """Step 3: the status, and the metrics of what it says. False when it was not written."""
+        updated = await self.write_status(task, status)
+        if updated is None:
+            return False
+        # The whole new status (the cache keeps only a compact copy of a settled task).
+        view = TaskView.from_body(updated)
+        if view.status.get("state") == "STARTED" and task.status.get("state") != "STARTED":
+            metrics.observe_started(view)
+        if view.status.get("state") in ("SUCCESS", "FAILURE"):
+            metrics.observe_final(view)
+            if not task.status.get("startedAt") and view.status.get("startedAt"):
                 metrics.observe_started(view)
-            if view.status.get("state") in ("SUCCESS", "FAILURE"):
-                metrics.observe_final(view)
-                if not task.status.get("startedAt") and view.status.get("startedAt"):
-                    metrics.observe_started(view)
-                LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
-                         view.status.get("attempts"))
-        for name in plan.stop_jobs:
+            LOG.info("task %s/%s: %s after %s attempt(s)", task.namespace, task.name, view.status["state"],
+                     view.status.get("attempts"))
+        return True
+
+    async def _remove_jobs(self, task: TaskView, stop: list[str], delete: list[str]) -> None:
+        """Step 4: Jobs still running are stopped; finished ones deleted, unless the platform keeps them."""
+        for name in [*stop, *(delete if self.settings.delete_finished_jobs else [])]:
             await self.kube.delete(jobs_path(task.namespace, name))
-        if self.settings.delete_finished_jobs:
-            for name in plan.delete_jobs:
-                await self.kube.delete(jobs_path(task.namespace, name))
+            self.caches.job_deleted((task.namespace, task.name), name)

@@ -74,7 +74,8 @@ from lime_task.resource import (
 from lime_task.schedule import SCHEDULES_DISABLED, is_run_body_of, is_run_of, run_schedule_uid, run_tick
 from lime_task.validation import check_arguments, parse_time, rfc3339
 
-from .kube import ApiError, Kube, task_path
+from .kube import Kube, KubeError, task_path
+from .work import WorkQueue
 
 LOG = logging.getLogger("limetask.operator.schedules")
 Key = tuple[str, str]
@@ -439,8 +440,7 @@ class Scheduler:
         self.archive_keep_seconds = archive_keep_seconds
         self.schedules: dict[Key, dict[str, Any]] = {}
         self.runs: dict[Key, dict[str, Run]] = {}
-        self.queue: asyncio.Queue[Key] = asyncio.Queue()
-        self.queued: set[Key] = set()
+        self.work: WorkQueue[Key] = WorkQueue()  # the schedules to reconcile
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         # resourceVersions are opaque (never compared as numbers), as in caches.py: per schedule,
         # those the watch delivered lately, and the one of this operator's last status write
@@ -539,9 +539,7 @@ class Scheduler:
 
     # -- working --------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
-        if key not in self.queued:
-            self.queued.add(key)
-            self.queue.put_nowait(key)
+        self.work.add(key)
 
     def _cancel_timer(self, key: Key) -> None:
         handle = self.timers.pop(key, None)
@@ -566,8 +564,7 @@ class Scheduler:
 
     async def _work(self) -> None:
         while True:
-            key = await self.queue.get()
-            self.queued.discard(key)
+            key = await self.work.take()
             if key in self.busy:
                 self.again.add(key)  # another worker has it: once more when that one is done
                 continue
@@ -578,7 +575,7 @@ class Scheduler:
                 raise
             except Exception as exc:  # noqa: BLE001 - one schedule's trouble must not stop the others
                 LOG.warning("schedule %s/%s: %s; again in 5 s", key[0], key[1], exc,
-                            exc_info=not isinstance(exc, ApiError))
+                            exc_info=not isinstance(exc, KubeError))
                 asyncio.get_running_loop().call_later(5, self.enqueue, key)
             finally:
                 self.busy.discard(key)
@@ -702,7 +699,7 @@ class Scheduler:
                 {"op": "remove", "path": f"/metadata/ownerReferences/{run.owner_index}"},
                 {"op": "add", "path": f"/metadata/labels/{LABEL_SCHEDULE_UID.replace('/', '~1')}", "value": uid},
             ], content_type="application/json-patch+json")
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status not in (404, 409, 422):
                 raise
             # Gone, or changed meanwhile: its watch event brings it back here.
@@ -715,7 +712,7 @@ class Scheduler:
                 "status": status}
         try:
             updated = await self.kube.request("PUT", schedule_path(key[0], key[1], "status"), body)
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status == 404:
                 return False
             if exc.status != 409:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 
 from lime_task.resource import DEFAULT_QUEUE, MAX_ATTEMPTS_CEILING, QUEUE_NAME_RE
 
+from .resources import quantity, quantity_problems, requests_over_limits
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed: a clear start-up error."""
@@ -127,8 +129,6 @@ class OperatorSettings(BaseModel):
     @field_validator("max_runner_resources", mode="before")
     @classmethod
     def _caps(cls, v: Any) -> Any:
-        from .manifests import quantity
-
         if not isinstance(v, dict):
             return v  # the type check says what is wrong
         for name, value in v.items():
@@ -141,8 +141,6 @@ class OperatorSettings(BaseModel):
     @field_validator("runner_resources")
     @classmethod
     def _defaults(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from .manifests import quantity_problems, requests_over_limits
-
         unknown = set(v) - {"requests", "limits"}
         if unknown:
             raise ValueError(f"only requests and limits are allowed, not {', '.join(sorted(unknown))}")

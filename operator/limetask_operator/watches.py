@@ -30,7 +30,7 @@ import aiohttp
 
 from lime_task import safejson
 
-from .kube import ApiError, Kube
+from .kube import Kube, KubeError
 
 LOG = logging.getLogger("limetask.operator.watch")
 Handler = Callable[[str, dict[str, Any]], None]  # ("ADDED"/"MODIFIED"/"DELETED"/"LISTED", object)
@@ -135,14 +135,14 @@ class ResourceWatch:
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 loop = asyncio.get_running_loop()
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                self._failing(loop.time(), exc.status if isinstance(exc, ApiError) else None)
-                expected = isinstance(exc, (ApiError, aiohttp.ClientError, asyncio.TimeoutError))
+                self._failing(loop.time(), exc.status if isinstance(exc, KubeError) else None)
+                expected = isinstance(exc, (KubeError, aiohttp.ClientError, asyncio.TimeoutError))
                 LOG.log(logging.WARNING if expected else logging.ERROR, "watching %s%s: %s; again in %.1fs",
                         self.plural, f" in {self.namespace}" if self.namespace else "", self.last_error, delay,
                         exc_info=not expected)
-                if isinstance(exc, ApiError) and exc.status == 401:
+                if isinstance(exc, KubeError) and exc.status == 401:
                     await self.kube.refresh_credentials()
-                if not expected or isinstance(exc, ValueError) or (isinstance(exc, ApiError) and exc.status == 404):
+                if not expected or isinstance(exc, ValueError) or (isinstance(exc, KubeError) and exc.status == 404):
                     self.version = None  # an event that cannot be read, or a resource that went: list again
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
@@ -196,7 +196,7 @@ class ResourceWatch:
             if resp.status == 410:
                 raise _Gone()
             if resp.status >= 300:
-                raise ApiError(resp.status, (await resp.text())[:200], "WATCH", self._path())
+                raise KubeError(resp.status, (await resp.text())[:200], "WATCH", self._path())
             self._failing(None)
             async for line in resp.content:
                 if not line.strip():
@@ -206,7 +206,7 @@ class ResourceWatch:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise _Gone()
-                    raise ApiError(int(obj.get("code") or 0), str(obj.get("message")), "WATCH", self._path())
+                    raise KubeError(int(obj.get("code") or 0), str(obj.get("message")), "WATCH", self._path())
                 if kind == "BOOKMARK" or not self._wanted(obj):
                     self.version = str((obj.get("metadata") or {}).get("resourceVersion") or self.version)
                     continue

@@ -1,4 +1,4 @@
-"""Queues in the operator (queues.py): limits, order, fair share, ageing and the Job-creation rate,
+"""Queues in the operator (admission/): limits, order, fair share, ageing and the Job-creation rate,
 against the caches alone (no cluster)."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from limetask_operator.caches import Caches
-from limetask_operator.model import JobView, PodView
-from limetask_operator.queues import (
+from limetask_operator.admission import (
     QUEUE_NOT_FOUND,
     QUEUE_PAUSED,
     WAITING,
@@ -21,6 +19,8 @@ from limetask_operator.queues import (
     Waiting,
     holds_slot,
 )
+from limetask_operator.caches import Caches
+from limetask_operator.model import JobView, PodView
 
 
 class Clock:
@@ -65,11 +65,11 @@ class Harness:
         return self.adm.admit(self.task(b), attempt)
 
     def start_job(self, name: str, ns: str = "ns", attempt: int = 1) -> None:
-        self.caches.jobs[(ns, name)][f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
+        self.caches.jobs.setdefault((ns, name), {})[f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
                                                                     task_uid=f"uid-{name}")
 
     def finish_job(self, name: str, ns: str = "ns", attempt: int = 1) -> None:
-        self.caches.jobs[(ns, name)][f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
+        self.caches.jobs.setdefault((ns, name), {})[f"{name}-{attempt}"] = JobView(f"{name}-{attempt}", name, attempt,
                                                                     complete=True, task_uid=f"uid-{name}")
 
 
@@ -129,7 +129,7 @@ def test_priority_first_then_first_in_first_out() -> None:
     for name, prio, at in names:
         w = h.ask(body(name, priority=prio, created=f"2027-01-15T{at}Z"))
         assert isinstance(w, Waiting) and w.reason == QUEUE_PAUSED
-    order = [e.key[1] for e in h.adm.order("q", now=h.clock.now)]
+    order = [e.key[1] for e in h.adm.positions("q", now=h.clock.now)]
     # All were made before now; a point of priority is worth agingSeconds (60) of waiting.
     assert order == ["high", "mid", "low-old", "low-new"]
     h.adm.queue_event("MODIFIED", queue(maxRunning=1))
@@ -144,7 +144,7 @@ def test_ageing_lets_an_old_task_pass_newer_ones_of_higher_priority() -> None:
     h.ask(body("newest", priority=3, created="2027-01-15T08:00:50Z"))
     # At 08:00:50: patient aged 5 points (50 s), urgent 3 + 3, newest 3 + 0.
     for at in (1_800_000_050.0, 1_800_003_600.0, 1_800_090_000.0):  # the order is the same at any time
-        assert [e.key[1] for e in h.adm.order("q", now=at)] == ["urgent", "patient", "newest"]
+        assert [e.key[1] for e in h.adm.positions("q", now=at)] == ["urgent", "patient", "newest"]
 
 
 def test_ageing_between_applications_reaches_the_top_class_and_fair_share_decides_there() -> None:
@@ -156,12 +156,12 @@ def test_ageing_between_applications_reaches_the_top_class_and_fair_share_decide
     h.start_job("c-running", ns="ns")
     h.caches.put_task(body("c-running", app="c"), listed=True)
     # All three at the top class (3): c runs one already; of a and b, the older head goes first.
-    assert [e.key[1] for e in h.adm.order("q")] == ["patient", "urgent", "flood-old"]
+    assert [e.key[1] for e in h.adm.positions("q")] == ["patient", "urgent", "flood-old"]
     fresh = Harness()
     fresh.adm.queue_event("ADDED", queue(maxRunning=0, agingSeconds=60))
     fresh.ask(body("patient", app="a", priority=0, created="2027-01-15T08:58:30Z"))  # 1.5 min: 1 point
     fresh.ask(body("urgent", app="b", priority=3, created="2027-01-15T08:59:00Z"))
-    assert [e.key[1] for e in fresh.adm.order("q")] == ["urgent", "patient"]
+    assert [e.key[1] for e in fresh.adm.positions("q")] == ["urgent", "patient"]
 
 
 def test_fair_share_with_a_small_limit_takes_turns_between_applications() -> None:
@@ -372,13 +372,12 @@ def test_a_pass_over_twenty_thousand_waiting_ranks_each_application_once_not_eac
     ranks each application's next task about once plus once per task handed out, and reads the
     statuses of the first POSITIONS_COUNTED only; never every waiting task against every
     application (6 million rankings, seconds of the event loop)."""
-    from limetask_operator import waiting_line
-    from limetask_operator.queues import POSITIONS_COUNTED
+    from limetask_operator.admission import POSITIONS_COUNTED, line
 
     h = Harness()
     burst(h)
     ranked = 0
-    real_rank = waiting_line.rank
+    real_rank = line.rank
 
     def counting_rank(*args: Any) -> Any:
         nonlocal ranked
@@ -396,11 +395,11 @@ def test_a_pass_over_twenty_thousand_waiting_ranks_each_application_once_not_eac
     h.caches.tasks = CountingTasks(h.caches.tasks)
     CountingTasks.reads = 0
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(waiting_line, "rank", counting_rank)
+        mp.setattr(line, "rank", counting_rank)
         asyncio.run(count())
         assert ranked <= 2 * (300 + POSITIONS_COUNTED), ranked
         assert CountingTasks.reads <= 2 * POSITIONS_COUNTED + 40, CountingTasks.reads  # (+ the running ones)
-        assert len(h.adm.positions) == POSITIONS_COUNTED
+        assert len(h.adm.places) == POSITIONS_COUNTED
         ranked = 0
         for i in range(5):  # five slots free
             del h.caches.jobs[("ns", f"run{i}")]
@@ -468,7 +467,7 @@ def test_a_task_far_back_shows_no_position_until_it_is_among_the_first_ones() ->
     """150 wait: the last 50 have no position in their status ("its position is written once it
     is among the first 100"), never a stale one; as the line moves, each gets its exact place,
     with the count of those waiting then."""
-    from limetask_operator.queues import POSITIONS_COUNTED
+    from limetask_operator.admission import POSITIONS_COUNTED
 
     h = Harness()
     h.adm.queue_event("ADDED", queue(maxRunning=1))
@@ -513,7 +512,7 @@ def test_a_task_far_back_shows_no_position_until_it_is_among_the_first_ones() ->
     ((5, 100), (5, 90), 0, None),
 ])
 def test_which_place_a_status_shows(shown_place: Any, counted: Any, seconds: float, expected: Any) -> None:
-    from limetask_operator.queues import Shown, place_to_show
+    from limetask_operator.admission import Shown, place_to_show
 
     now = 1_800_000_000.0
     before = None if shown_place is None else Shown(shown_place[0], shown_place[1], now - seconds)
@@ -538,7 +537,7 @@ def test_a_job_suspended_for_kueue_waits_and_is_said_to_wait_when_kueue_is_not_s
     h.adm.queue_event("ADDED", queue(admission="Kueue", kueueQueueName="team-a"))
     answer = h.ask(body("t1"))
     assert isinstance(answer, Admitted) and answer.kueue_queue == "team-a"
-    h.caches.jobs[("ns", "t1")]["t1-1"] = JobView("t1-1", "t1", 1, task_uid="uid-t1", suspended=True)
+    h.caches.jobs.setdefault(("ns", "t1"), {})["t1-1"] = JobView("t1-1", "t1", 1, task_uid="uid-t1", suspended=True)
     run = h.adm.count_running()
     assert run.queue["q"] == 0 and run.kueue["q"] == 1
     assert h.adm.kueue_note("q") == ""  # not asked yet

@@ -41,9 +41,9 @@ def test_a_task_waits_once_however_often_it_is_seen() -> None:
     a = archiver()
     view = TaskView.from_body(body("t"))
     for _ in range(3):
-        a.settled(view)
+        a.on_settled(view)
     assert list(a.pending) == [("ns", "t")] and a.held == 1
-    a.settled(TaskView.from_body(body("t", uid="u-2")))  # a new incarnation replaces the old one
+    a.on_settled(TaskView.from_body(body("t", uid="u-2")))  # a new incarnation replaces the old one
     assert a.pending[("ns", "t")].uid == "u-2" and a.held == 1
     a.forget(("ns", "t"))
     assert a.pending == {} and a.held == 0
@@ -51,7 +51,7 @@ def test_a_task_waits_once_however_often_it_is_seen() -> None:
 
 def test_a_status_someone_else_wrote_is_never_archived() -> None:
     a = archiver()
-    a.settled(dataclasses.replace(TaskView.from_body(body("forged")), trusted=False))
+    a.on_settled(dataclasses.replace(TaskView.from_body(body("forged")), trusted=False))
     assert a.pending == {}
 
 
@@ -59,7 +59,7 @@ def test_past_the_rows_held_a_task_is_remembered_by_name(monkeypatch: Any) -> No
     monkeypatch.setattr(archive_module, "MAX_HELD_ROWS", 2)
     a = archiver()
     for i in range(5):
-        a.settled(TaskView.from_body(body(f"t{i}", uid=f"u{i}")))
+        a.on_settled(TaskView.from_body(body(f"t{i}", uid=f"u{i}")))
     assert a.held == 2 and [p.row is not None for p in a.pending.values()] == [True, True, False, False, False]
 
 
@@ -68,12 +68,12 @@ def test_archived_tasks_are_due_for_deletion_after_their_keep_time() -> None:
 
     async def go() -> list[Any]:
         a = Archiver(None, OperatorSettings(archive_keep_seconds=600), "postgresql://u:p@127.0.0.1:1/db")  # type: ignore[arg-type]
-        a.settled(TaskView.from_body(body("old")))  # completed long ago: due at once
+        a.on_settled(TaskView.from_body(body("old")))  # completed long ago: due at once
         fresh = body("fresh", uid="u-9")
         import datetime as dt
 
         fresh["status"]["completedAt"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        a.settled(TaskView.from_body(fresh))
+        a.on_settled(TaskView.from_body(fresh))
         a._recorded(list(a.pending.items()))
         now = asyncio.get_running_loop().time()
         return [(key[1], round(due - now)) for due, key, _ in sorted(a.due)]
@@ -87,8 +87,8 @@ def test_a_refused_task_is_not_taken_again_and_leaves_with_the_clusters_retentio
 
     async def go() -> Archiver:
         a = Archiver(None, OperatorSettings(retention_seconds=3600), "postgresql://u:p@127.0.0.1:1/db")  # type: ignore[arg-type]
-        a.settled(TaskView.from_body(body("bad")))
-        a.settled(TaskView.from_body(body("good", uid="u-2")))
+        a.on_settled(TaskView.from_body(body("bad")))
+        a.on_settled(TaskView.from_body(body("good", uid="u-2")))
         batch = list(a.pending.items())
         row = batch[0][1].row
         assert row is not None
@@ -100,9 +100,9 @@ def test_a_refused_task_is_not_taken_again_and_leaves_with_the_clusters_retentio
     assert a.pending == {} and a.held == 0
     assert a.refused == {("ns", "bad"): "u-1"} and a.archived == {("ns", "good"): "u-2"}
     assert {key for _, key, _ in a.due} == {("ns", "bad"), ("ns", "good")}  # completed in 2020: both due
-    a.settled(TaskView.from_body(body("bad")))  # seen again (a resync): not taken again
+    a.on_settled(TaskView.from_body(body("bad")))  # seen again (a resync): not taken again
     assert a.pending == {}
-    a.settled(TaskView.from_body(body("bad", uid="u-3")))  # a new task of the same name is
+    a.on_settled(TaskView.from_body(body("bad", uid="u-3")))  # a new task of the same name is
     assert a.pending[("ns", "bad")].uid == "u-3"
     a.forget(("ns", "bad"))
     assert a.refused == {} and a.pending == {}
@@ -113,7 +113,7 @@ def test_a_refused_task_is_kept_when_the_cluster_keeps_finished_tasks() -> None:
 
     async def go() -> Archiver:
         a = Archiver(None, OperatorSettings(retention_seconds=0), "postgresql://u:p@127.0.0.1:1/db")  # type: ignore[arg-type]
-        a.settled(TaskView.from_body(body("bad")))
+        a.on_settled(TaskView.from_body(body("bad")))
         batch = list(a.pending.items())
         row = batch[0][1].row
         assert row is not None

@@ -109,3 +109,18 @@ def test_a_listing_is_taken_as_it_is() -> None:
     # The watch broke before the echo; the relist is authoritative.
     assert caches.put_task(body("x7", {"state": "STARTED"}), listed=True).resource_version == "x7"
     assert caches.put_task(body("x8", {"state": "STARTED", "attempts": 1})).resource_version == "x8"
+
+
+def test_looking_up_a_tasks_children_never_makes_an_entry() -> None:
+    """A task with no Jobs or pods has no key in the caches: reading one (as the queues do for
+    every task they count) must not leave an empty entry behind for each task ever read."""
+    import pytest
+
+    caches = Caches()
+    key = ("ns", "never-ran")
+    with pytest.raises(KeyError):
+        caches.jobs[key]
+    with pytest.raises(KeyError):
+        caches.pods[key]
+    assert caches.jobs_of(key, "uid-1") == {} and caches.pods_of(key, "uid-1") == {}
+    assert key not in caches.jobs and key not in caches.pods

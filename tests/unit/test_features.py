@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from limetask_operator.features import ServerFeatures, detect, features_of, probe_job
-from limetask_operator.kube import ApiError
+from limetask_operator.kube import KubeError
 from limetask_operator.manifests import build_job
 from limetask_operator.model import TaskView
 from limetask_operator.settings import OperatorSettings
@@ -27,7 +27,7 @@ class Server:
     async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
         self.asked.append((path, params))
         if self.refuses:
-            raise ApiError(403, "forbidden", method, path)
+            raise KubeError(403, "forbidden", method, path)
         answer = copy.deepcopy(body)
         answer["spec"] = {k: v for k, v in answer["spec"].items() if k in {"backoffLimit", "template"} | self.knows}
         return answer

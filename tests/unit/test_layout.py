@@ -37,6 +37,8 @@ PACKAGES = [
         kept_apart=("lime_task.server", "lime_task.cli"),
     ),
     Package("limetask_runner", REPO / "runner" / "limetask_runner"),
+    # Its import graph and the README's tree of it have tests of their own too (test_operator_layout.py).
+    Package("limetask_operator", REPO / "operator" / "limetask_operator"),
 ]
 
 

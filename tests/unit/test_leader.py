@@ -6,7 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
-from limetask_operator.kube import ApiError, NotLeading
+from limetask_operator.kube import KubeError, NotLeading
 from limetask_operator.leader import ElectionTiming, LeaderElector
 
 FAST = ElectionTiming(lease_duration=0.6, renew_deadline=0.4, retry_period=0.05)
@@ -27,18 +27,18 @@ class FakeLeases:
                 await leases.check(identity)
                 if method == "GET":
                     if leases.lease is None:
-                        raise ApiError(404, "not found", method, path)
+                        raise KubeError(404, "not found", method, path)
                     return copy.deepcopy(leases.lease)
                 if method == "POST":
                     if leases.lease is not None:
-                        raise ApiError(409, "exists", method, path)
+                        raise KubeError(409, "exists", method, path)
                     leases.version += 1
                     leases.lease = {**copy.deepcopy(body), "metadata": {**body["metadata"],
                                                                         "resourceVersion": str(leases.version)}}
                     return leases.lease
                 assert method == "PUT" and leases.lease is not None
                 if body["metadata"]["resourceVersion"] != leases.lease["metadata"]["resourceVersion"]:
-                    raise ApiError(409, "conflict", method, path)
+                    raise KubeError(409, "conflict", method, path)
                 leases.version += 1
                 leases.lease = copy.deepcopy(body)
                 leases.lease["metadata"]["resourceVersion"] = str(leases.version)
@@ -48,7 +48,7 @@ class FakeLeases:
             async def get(self, path: str) -> dict[str, Any] | None:
                 try:
                     return await self.lease_request("GET", path)  # type: ignore[no-any-return]
-                except ApiError as exc:
+                except KubeError as exc:
                     if exc.status == 404:
                         return None
                     raise
@@ -56,7 +56,7 @@ class FakeLeases:
             async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
                 try:
                     return await self.lease_request("POST", path, body)  # type: ignore[no-any-return]
-                except ApiError as exc:
+                except KubeError as exc:
                     if exc.status == 409:
                         return None
                     raise
@@ -70,7 +70,7 @@ class FakeLeases:
         if identity in self.hung:
             await asyncio.sleep(3600)
         if identity in self.down:
-            raise ApiError(0, "connection failed", "GET", "/leases")
+            raise KubeError(0, "connection failed", "GET", "/leases")
 
 
 async def campaign(leases: FakeLeases, identity: str, log: list[str],
@@ -277,7 +277,7 @@ def test_a_new_leader_gives_no_slot_in_a_limited_queue_until_the_takeover_margin
     """The old leader's last Job creations (for slots it granted) land before its lease ends; the
     new one waits a margin more before it grants (its listings count those Jobs by then).
     Queues without a limit are not held."""
-    from limetask_operator.queues import Admitted, Waiting
+    from limetask_operator.admission import Admitted, Waiting
 
     from tests.unit.test_admission import Harness, body, queue
 

@@ -17,10 +17,10 @@ from limetask_operator.manifests import (
     build_job,
     job_name,
     labels,
-    merge_resources,
     spec_hash,
 )
 from limetask_operator.model import TaskView
+from limetask_operator.resources import merge_resources
 from limetask_operator.settings import OperatorSettings
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -370,7 +370,7 @@ def test_empty_image_uses_the_default() -> None:
 # -- per-task placement and resource caps ------------------------------------------------------
 
 def test_quantities() -> None:
-    from limetask_operator.manifests import quantity
+    from limetask_operator.resources import quantity
 
     assert quantity("500m") == 0.5
     assert quantity("2") == 2 and quantity(2) == 2
@@ -381,7 +381,7 @@ def test_quantities() -> None:
 
 
 def test_resources_over_the_caps() -> None:
-    from limetask_operator.manifests import resources_over
+    from limetask_operator.resources import resources_over
 
     caps = {"cpu": "2", "memory": "4Gi"}
     assert resources_over({"limits": {"cpu": "1500m", "memory": "4Gi"}}, caps) == []
@@ -399,7 +399,7 @@ def test_resources_over_the_caps() -> None:
 
 @pytest.mark.parametrize("value", ["inf", "-1Gi", "nan", "lots", "1e400", "1Gi ", "", "0x10", True, None, "1mi"])
 def test_what_is_not_a_quantity(value: object) -> None:
-    from limetask_operator.manifests import quantity
+    from limetask_operator.resources import quantity
 
     if value == "1Gi ":
         assert quantity(value) == 2**30  # surrounding blanks are tolerated, as by the API server's parser
@@ -411,7 +411,7 @@ def test_what_is_not_a_quantity(value: object) -> None:
 @pytest.mark.parametrize("value, amount", [("500m", 0.5), ("2", 2), (2, 2), ("1Gi", 2**30), ("1e3", 1000),
                                            ("+1k", 1000), (".5", 0.5), ("1.5M", 1.5e6), (0, 0)])
 def test_more_quantities(value: object, amount: float) -> None:
-    from limetask_operator.manifests import quantity
+    from limetask_operator.resources import quantity
 
     assert quantity(value) == pytest.approx(amount)
 

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from limetask_operator import derivation
-from limetask_operator.kube import ApiError
+from limetask_operator.kube import KubeError
 from limetask_operator.model import TaskView
 from limetask_operator.reconciler import Reconciler
 from limetask_operator.settings import OperatorSettings
@@ -23,7 +23,7 @@ FINAL = {"state": "SUCCESS", "result": 3, "attempts": 1, "completedAt": "2024-01
 
 
 class FakeKube:
-    """Answers PUTs of the status with a scripted list of results (ApiError or 'ok')."""
+    """Answers PUTs of the status with a scripted list of results (KubeError or 'ok')."""
 
     server = "https://fake"
 
@@ -36,7 +36,7 @@ class FakeKube:
         self.calls.append((method, path, copy.deepcopy(body)))
         if method == "PUT":
             outcome = self.puts.pop(0)
-            if isinstance(outcome, ApiError):
+            if isinstance(outcome, KubeError):
                 raise outcome
             stored = copy.deepcopy(BODY)
             stored["metadata"]["resourceVersion"] = str(10 + len(self.calls))
@@ -83,7 +83,7 @@ def test_a_final_status_lands_even_when_the_task_changed_meanwhile() -> None:
     fresh = copy.deepcopy(BODY)
     fresh["metadata"]["resourceVersion"] = "6"
     fresh["metadata"]["annotations"] = {"limetask.io/cancel": "true"}
-    kube = FakeKube([ApiError(409, "conflict", "PUT", "/x"), "ok"], fresh=fresh)
+    kube = FakeKube([KubeError(409, "conflict", "PUT", "/x"), "ok"], fresh=fresh)
     rec = reconciler(kube)
 
     async def main() -> None:
@@ -101,7 +101,7 @@ def test_a_final_status_of_someone_else_is_not_overwritten() -> None:
     fresh = copy.deepcopy(BODY)
     fresh["metadata"]["resourceVersion"] = "6"
     fresh["status"] = {**FINAL, "state": "FAILURE", "error": {"reason": "Cancelled"}}
-    kube = FakeKube([ApiError(409, "conflict", "PUT", "/x")], fresh=fresh)
+    kube = FakeKube([KubeError(409, "conflict", "PUT", "/x")], fresh=fresh)
     rec = reconciler(kube)
     asyncio.run(rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL))))
     assert [c[0] for c in kube.calls] == ["PUT", "GET"]
@@ -110,7 +110,7 @@ def test_a_final_status_of_someone_else_is_not_overwritten() -> None:
 def test_a_conflict_on_a_running_status_is_read_again_not_forced() -> None:
     fresh = copy.deepcopy(BODY)
     fresh["metadata"]["resourceVersion"] = "6"
-    kube = FakeKube([ApiError(409, "conflict", "PUT", "/x")], fresh=fresh)
+    kube = FakeKube([KubeError(409, "conflict", "PUT", "/x")], fresh=fresh)
     rec = reconciler(kube)
 
     async def main() -> None:
@@ -135,12 +135,12 @@ def test_finished_jobs_are_deleted_by_default_only_after_the_status_is_stored() 
     rec = reconciler(kube)
     asyncio.run(rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL), delete_jobs=["t1-1"])))
     assert [c[0] for c in kube.calls] == ["PUT", "DELETE"]
-    kube = FakeKube([ApiError(500, "etcd is down", "PUT", "/x")])
+    kube = FakeKube([KubeError(500, "etcd is down", "PUT", "/x")])
     rec = reconciler(kube)
     try:
         asyncio.run(rec.carry_out(TaskView.from_body(BODY), derivation.Plan(status=dict(FINAL),
                                                                                delete_jobs=["t1-1"])))
-    except ApiError:
+    except KubeError:
         pass
     assert [c[0] for c in kube.calls] == ["PUT"]  # the Job, and its verdict, stay until the result is stored
 
@@ -238,9 +238,8 @@ def test_tasks_held_back_go_once_the_last_listing_of_their_namespace_ends() -> N
         for w in rec.watches:  # the tasks' listing first: the task waits for the other two
             await w._list()
             key = ("ns", "t1")
-            if key in rec.queued:
-                rec.queue.get_nowait()
-                rec.queued.discard(key)
+            if key in rec.work:
+                rec.work.take_nowait()
                 await rec.reconcile(key)
         return kube.calls
 
@@ -272,9 +271,8 @@ def test_tasks_held_back_go_whichever_watch_of_the_operator_lists_last() -> None
                                                    "limetaskqueues"]
         for i in (0, *order):
             await rec.watches[i]._list()
-            while not rec.queue.empty():
-                key = rec.queue.get_nowait()
-                rec.queued.discard(key)
+            while rec.work:
+                key = rec.work.take_nowait()
                 await rec.reconcile(key)
         return kube.calls
 
@@ -442,7 +440,7 @@ def test_a_status_the_api_server_keeps_refusing_is_retried_with_a_bounded_backof
     refusal = "LimeTask.limetask.io \"t1\" is invalid: spec: Invalid value: \"object\": Invalid date-time"
 
     async def main() -> tuple[list[Any], Reconciler]:
-        kube = FakeKube([ApiError(422, refusal, "PUT", "/x") for _ in range(5)])
+        kube = FakeKube([KubeError(422, refusal, "PUT", "/x") for _ in range(5)])
         rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
         rec.watches = [Watch("ns", True)]
         body = copy.deepcopy(BODY)
@@ -475,7 +473,7 @@ def test_a_namespace_that_cannot_be_listed_holds_back_only_its_own_and_is_degrad
 
         async def request(self, method: str, path: str, body: Any = None, params: Any = None, **_: Any) -> Any:
             if method == "GET" and "/namespaces/bad/" in path:
-                raise ApiError(403, 'limetasks.limetask.io is forbidden: User "op" cannot list resource', "GET", path)
+                raise KubeError(403, 'limetasks.limetask.io is forbidden: User "op" cannot list resource', "GET", path)
             if method == "GET":
                 queues = [{"metadata": {"name": "q"}, "spec": {"maxRunning": 2}}] if path.endswith("queues") else []
                 return {"metadata": {"resourceVersion": "1"}, "items": queues}
@@ -526,3 +524,33 @@ def test_a_namespace_that_cannot_be_listed_holds_back_only_its_own_and_is_degrad
     assert problems == []
     assert degraded and all(d.startswith("namespace bad:") for d in degraded) and "403" in degraded[0]
     assert list(unlisted) == ["bad"]
+
+
+def test_a_job_deleted_once_is_not_deleted_again_before_its_watch_says_it_is_gone() -> None:
+    """The final status is stored and the finished Job deleted; the status write's echo brings the
+    task back before the Job watch's DELETED: that reconcile must not DELETE the Job again (an
+    answer of 404 for every task, at a million tasks a day a million wasted writes)."""
+    import datetime as dt
+
+    rec = reconciler(FakeKube([]))
+    rec.task_event("ADDED", copy.deepcopy(BODY))
+    rec.job_event("ADDED", _child("Job", "t1-1", JOB_DONE))
+    rec.pod_event("ADDED", _child("Pod", "t1-1-abc", POD_DONE))
+    key = ("ns", "t1")
+
+    def plan() -> derivation.Plan:
+        task = rec.caches.tasks[key]
+        return derivation.derive(task, rec.caches.jobs_of(key, task.uid), rec.caches.pods_of(key, task.uid),
+                                 dt.datetime.now(dt.timezone.utc), 10)
+
+    first = plan()
+    assert first.status is not None and first.status["state"] == "SUCCESS" and first.delete_jobs == ["t1-1"]
+    kube = FakeKube(["ok"])
+    rec.kube = kube  # type: ignore[assignment]
+    asyncio.run(rec.carry_out(rec.caches.tasks[key], first))
+    assert [c[0] for c in kube.calls] == ["PUT", "DELETE"]
+    # the echo of the status write (the cache holds the stored status), the Job's watch event not yet
+    rec.task_event("MODIFIED", {**copy.deepcopy(BODY), "metadata": {**BODY["metadata"], "resourceVersion": "12"},
+                                "status": first.status})
+    second = plan()
+    assert second.delete_jobs == [] and second.stop_jobs == [], second

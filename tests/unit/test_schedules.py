@@ -563,9 +563,9 @@ class FakeKube:
         self.calls.append((method, path, copy.deepcopy(body)))
         if method == "PUT":
             if self.status_errors:
-                from limetask_operator.kube import ApiError
+                from limetask_operator.kube import KubeError
 
-                raise ApiError(self.status_errors.pop(0), "conflict", method, path)
+                raise KubeError(self.status_errors.pop(0), "conflict", method, path)
             return {**body, "metadata": {**body["metadata"], "resourceVersion": str(30 + len(self.calls))}}
         return {}
 
@@ -639,7 +639,7 @@ def test_a_run_whose_event_is_not_confirmed_is_kept() -> None:
     reconcile(s)
     assert not [c for c in kube.calls if c[0] == "DELETE"]
     s.task_event("MODIFIED", run_resource(0, confirmed=True))
-    assert ("ns", "nightly") in s.queued  # the event confirmed: the schedule is looked at again
+    assert ("ns", "nightly") in s.work  # the event confirmed: the schedule is looked at again
     reconcile(s)
     assert [c[2] for c in kube.calls if c[0] == "DELETE"] == ["uid-0"]
 
@@ -861,7 +861,7 @@ def test_a_slow_schedule_does_not_hold_up_the_others_and_none_is_worked_on_twice
                 await asyncio.sleep(0.01)
             kube.release.set()
             for _ in range(200):
-                if "slow-1796022600" in kube.made() and not s.busy and s.queue.empty():
+                if "slow-1796022600" in kube.made() and not s.busy and not s.work:
                     break
                 await asyncio.sleep(0.01)
         finally:

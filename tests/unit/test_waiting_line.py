@@ -1,4 +1,4 @@
-"""The order of a queue's waiting tasks (waiting_line.py), against the rule written plainly: at
+"""The order of a queue's waiting tasks (admission/line.py), against the rule written plainly: at
 each step, rank the next task of every application and take the best. Random queues, limits,
 counts and times; the merge over the applications' heads must give the same order."""
 
@@ -9,8 +9,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from limetask_operator.queues import Admission, QueueSpec, Running
-from limetask_operator.waiting_line import Entry, Line, Merge, rank
+from limetask_operator.admission import Admission, QueueSpec, SlotCounts
+from limetask_operator.admission.line import Entry, Line, Merge, rank
 
 from tests.unit.test_admission import Clock, Harness, body, queue
 
@@ -103,7 +103,7 @@ def test_dispatch_admits_in_the_order_of_the_plain_rule_within_the_limits(seed: 
         b["metadata"]["creationTimestamp"] = _stamp(since)
         h.ask(b)
     q = QueueSpec.from_body(queue(**spec))
-    run = Running()
+    run = SlotCounts()
     expected = plain_order(list(h.adm.entries.values()), q.aging_seconds, NOW, Counter(), {},
                            eligible=lambda ns, app: run.full(q, ns, app) is None,
                            after=lambda e: run.add("q", e.namespace, e.app))
@@ -114,7 +114,7 @@ def test_dispatch_admits_in_the_order_of_the_plain_rule_within_the_limits(seed: 
 
 
 def _stamp(epoch: float) -> str:
-    from limetask_operator.waiting_line import stamp
+    from limetask_operator.admission.line import stamp
 
     return stamp(epoch)
 
@@ -138,6 +138,6 @@ def test_order_counts_only_as_far_as_asked() -> None:
     h.adm.queue_event("ADDED", queue(maxRunning=0))
     for i in range(50):
         h.ask(body(f"t{i}", app=f"a{i % 5}"))
-    whole = h.adm.order("q")
-    assert [e.key for e in h.adm.order("q", limit=7)] == [e.key for e in whole[:7]]
+    whole = h.adm.positions("q")
+    assert [e.key for e in h.adm.positions("q", limit=7)] == [e.key for e in whole[:7]]
     assert isinstance(h.adm, Admission) and len(whole) == 50

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from limetask_operator.kube import ApiError
+from limetask_operator.kube import KubeError
 from limetask_operator.watches import ResourceWatch
 
 
@@ -140,7 +140,7 @@ def test_an_unexpected_error_is_retried_and_reported_by_the_probe(caplog: pytest
 
 
 def test_a_watch_that_never_lists_is_reported() -> None:
-    kube = FakeKube([ApiError(500, "etcd is down", "GET", "/x")], [])
+    kube = FakeKube([KubeError(500, "etcd is down", "GET", "/x")], [])
 
     async def main() -> str | None:
         watch = make(kube, [], [])
@@ -159,7 +159,7 @@ def test_a_watch_that_never_lists_is_reported() -> None:
 def test_a_forbidden_namespace_is_degraded_and_a_forbidden_cluster_is_a_problem(namespace: str | None) -> None:
     """A 403 in one namespace (its Role deleted) is that namespace's trouble, not a reason to
     restart the operator; a 403 on a cluster-wide watch leaves the operator blind."""
-    kube = FakeKube([ApiError(403, "forbidden", "GET", "/x")], [])
+    kube = FakeKube([KubeError(403, "forbidden", "GET", "/x")], [])
     changes: list[bool] = []
 
     async def main() -> tuple[str | None, str | None]:

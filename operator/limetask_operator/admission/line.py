@@ -1,4 +1,4 @@
-"""The waiting tasks of one queue, and the order in which they start (queues.py decides when).
+"""The waiting tasks of one queue, and the order in which they start (admission.py decides when).
 
 The order: priority with ageing first, then fair share between applications, then first in,
 first out (`rank`). Its cost is what keeps the operator's event loop free with thousands waiting:
