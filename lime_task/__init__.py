@@ -27,6 +27,7 @@ from .errors import (
     QuotaExceededError,
     SoftTimeLimitExceeded,
     TaskAlreadyFinishedError,
+    TaskModuleError,
     UnknownTaskError,
     WaitTimeoutError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "Task",
     "TaskAlreadyFinishedError",
     "TaskClient",
+    "TaskModuleError",
     "TaskError",
     "TaskOptions",
     "TaskSession",

@@ -22,13 +22,15 @@ def execute(
     task_name: str, app_name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
     app_factory: Callable[[str], Any] | None = None, import_modules: bool = True,
     session: Mapping[str, Any] | None = None, started_at: float | None = None,
+    default_soft_time_limit: float | None = None,
 ) -> verdicts.Verdict:
     """Run one task and return its verdict. Never raises for a task's own failure.
 
     `session` (a scheduled task's: userName, language) becomes the application object's
     `session`, a `lime_task.schedule.TaskSession`, where the object takes attributes.
     `started_at` (epoch seconds): when the attempt's hard timeout began to count (the runner's
-    Job); the soft time limit counts from then too. None: from the call."""
+    Job); the soft time limit counts from then too. None: from the call.
+    `default_soft_time_limit`: the soft limit of a task that sets none (the installation's)."""
     try:
         check_app_name(app_name)
         task = resolve_task(task_name, import_modules=import_modules)
@@ -52,7 +54,8 @@ def execute(
     options = task.options
     called = time.time() if started_at is None else started_at
     try:
-        with soft_time_limit(options.soft_time_limit, since=started_at):
+        soft = options.soft_time_limit if options.soft_time_limit is not None else default_soft_time_limit
+        with soft_time_limit(soft, since=started_at):
             result = task.fn(app, *clean_args, **clean_kwargs)
         if inspect.iscoroutine(result):
             # An `async def` task: its coroutine runs on an event loop of its own (coroutine.py).

@@ -19,6 +19,10 @@ class InvalidTaskError(LimeTaskError, ValueError):
     """A task name, application name or option is not valid."""
 
 
+class TaskModuleError(LimeTaskError, ImportError):
+    """A task module, or a solution's `get_task_modules()`, cannot be imported or read."""
+
+
 class InvalidArgumentsError(LimeTaskError, TypeError):
     """Task arguments are not JSON, or are larger than the documented limit."""
 

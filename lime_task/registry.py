@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -189,13 +190,34 @@ def registered_tasks() -> dict[str, Task[Any, Any]]:
 
 
 def resolve_task(name: str, import_modules: bool = True) -> Task[Any, Any]:
-    """The registered task called `name`, importing its module if needed."""
+    """The registered task called `name`, importing its module if needed: the module its name
+    starts with, else the declared task modules (lime_task.solutions: LIMETASK_IMPORTS, entry
+    points, solutions' get_task_modules()), so that a task registered under a name of its own is
+    found too."""
     check_task_name(name)
     found = _REGISTRY.get(name)
     if found is not None:
         return found
     if not import_modules:
         raise UnknownTaskError(f"unknown task {name!r}: no task of that name is registered")
+    try:
+        return _resolve_by_module(name)
+    except UnknownTaskError as exc:
+        from .errors import TaskModuleError
+        from .solutions import import_task_modules, sources
+
+        try:
+            import_task_modules(*sources(os.environ))
+        except TaskModuleError as declared_exc:
+            raise UnknownTaskError(f"{exc}; and the declared task modules could not be imported: "
+                                   f"{declared_exc}") from declared_exc
+        found = _REGISTRY.get(name)
+        if found is None:
+            raise
+        return found
+
+
+def _resolve_by_module(name: str) -> Task[Any, Any]:
     parts = name.split(".")
     module = None
     for cut in range(len(parts) - 1, 0, -1):

@@ -47,6 +47,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "limetask-schedules"
 LABEL_SOURCE = f"{GROUP}/schedule-source"
 ENTRY_POINT_GROUP = "limetask.scheduled_tasks"
+# The Ready reason of every schedule while the installation's scheduled tasks are turned off.
+SCHEDULES_DISABLED = "ScheduledTasksDisabled"
 NAME_MAX = 52  # a run is named {schedule}-{tick}: 52 + 1 + 10 characters
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 POLICIES = ("Allow", "Forbid", "Replace")
@@ -127,8 +129,9 @@ class ScheduledTask:
     session: TaskSession | None = None
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    # CronJob's settings: an IANA time zone (default UTC), what to do with overlapping runs,
-    # how late a missed tick may still run, and the finished runs kept in the cluster.
+    # CronJob's settings: an IANA time zone (default: the installation's, else UTC), what to do
+    # with overlapping runs, how late a missed tick may still run, and the finished runs kept in
+    # the cluster.
     time_zone: str | None = None
     concurrency_policy: str = "Forbid"
     starting_deadline_seconds: int | None = None
@@ -432,7 +435,10 @@ def list_schedules(client: Any, app: str | None = None) -> list[dict[str, Any]]:
                     "concurrency_policy": spec.get("concurrencyPolicy", "Allow"), "suspend": bool(spec.get("suspend")),
                     "active": int(st.get("activeCount") or 0), "last_schedule_time": st.get("lastScheduleTime"),
                     "last_successful_time": st.get("lastSuccessfulTime"), "skipped": int(st.get("skipped") or 0),
-                    "last_skip_reason": st.get("lastSkipReason"), "problem": st.get("problem")})
+                    "last_skip_reason": st.get("lastSkipReason"), "problem": st.get("problem"),
+                    # The installation's scheduled tasks are turned off (the operator's Ready says so).
+                    "disabled": any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "False"
+                                    and c.get("reason") == SCHEDULES_DISABLED for c in st.get("conditions") or [])})
     return sorted(out, key=lambda s: s["name"])
 
 

@@ -226,7 +226,8 @@ class TaskStatus:
             expires=parse_time(spec.get("expires")),
             retries=int(st.get("retries") or 0),
             retry_at=parse_time(st.get("retryAt")),
-            queue=queue if isinstance(queue, str) and queue else DEFAULT_QUEUE,
+            # No queue of its own: the operator names the installation's default queue while it waits.
+            queue=queue if isinstance(queue, str) and queue else str(place.get("name") or DEFAULT_QUEUE),
             priority=_count(spec.get("priority"), PRIORITY_MIN) or 0,
             queue_reason=str(queued.get("reason") or "Waiting") if queued is not None else None,
             queue_message=str(queued["message"]) if queued is not None and queued.get("message") else None,

@@ -280,6 +280,9 @@ def operator(cluster: Cluster, crd: None, broker_proxy: Any, api_client: Any,
         "events": {"statusWriteSeconds": 5, "deadLetter": {"afterRefusals": 3}},
         # Waiting tasks' positions are rewritten within seconds (tests read them), not 30 s.
         "queueing": {"positionRefreshSeconds": 2},
+        # No LimeTaskQueues of the chart's (default, asap, background): the queue tests make their
+        # own, and the other tests' tasks are not limited by a queue they did not ask for.
+        "queues": None,
     }
     with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=SESSION_NAMESPACE) as config:
         config.install(CHART, SESSION_RELEASE, values, namespace=SESSION_NAMESPACE, timeout=120)

@@ -527,7 +527,8 @@ def test_schema_and_values_cover_each_other(chart: Any) -> None:
         out = set()
         for key, value in tree.items():
             out.add(prefix + key)
-            if isinstance(value, dict) and value and key not in ("resources",):
+            # resources and queues are maps the user fills (the schema says what each value holds).
+            if isinstance(value, dict) and value and key not in ("resources", "queues"):
                 out |= keys(value, prefix + key + ".")
         return out
 
@@ -1027,11 +1028,59 @@ def queues_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in of_kind(objects, QUEUE_KIND)}
 
 
-def test_no_queues_by_default(chart: Any) -> None:
+def test_lime_qualities_of_service_by_default(chart: Any) -> None:
+    """qos="asap" and qos="background" work out of the box: the chart makes their queues, and the
+    default queue, with the limits in values; the operator knows them, and the default queue."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["queues"] == {}
-    assert queues_of(render(chart)) == {} and queues_of(render(chart, MODES["no-crd"])) == {}
-    assert "queues" not in notes(chart).lower()
+    assert values["queues"] == {"default": {"maxRunning": 20}, "asap": {"maxRunning": 20},
+                                "background": {"maxRunning": 5}}
+    queues = queues_of(render(chart, MODES["no-crd"]))
+    assert {name: q["spec"] for name, q in queues.items()} == values["queues"]
+    env = operator_env(render(chart))
+    assert env["LIMETASK_DEFAULT_QUEUE"] == "default"
+    assert json.loads(env["LIMETASK_OPEN_QUEUES"]) == ["asap", "background", "default"]
+    settings = OperatorSettings.from_env(env)
+    assert (settings.default_queue, settings.open_queues) == ("default", ["asap", "background", "default"])
+    # Limits and the default queue's name are values; a queue is taken out with null.
+    changed = {"crds": {"install": False}, "queueing": {"defaultQueue": "standard"},
+               "queues": {"asap": {"maxRunning": 50}, "background": None, "standard": {"maxRunning": 8}}}
+    objects = render(chart, changed)
+    assert {name: q["spec"] for name, q in queues_of(objects).items()} == {
+        "default": {"maxRunning": 20}, "asap": {"maxRunning": 50}, "standard": {"maxRunning": 8}}
+    env = operator_env(objects)
+    assert env["LIMETASK_DEFAULT_QUEUE"] == "standard"
+    assert json.loads(env["LIMETASK_OPEN_QUEUES"]) == ["asap", "default", "standard"]
+    none = operator_env(render(chart, {"queues": None}))
+    assert json.loads(none["LIMETASK_OPEN_QUEUES"]) == [] and OperatorSettings.from_env(none).open_queues == []
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"queueing": {"defaultQueue": "Standard"}}, "at '/queueing/defaultQueue'"),
+    ({"schedules": {"enabled": "no"}}, "at '/schedules/enabled': got string, want boolean"),
+    ({"schedules": {"defaultTimeZone": "../etc/passwd"}}, "at '/schedules/defaultTimeZone'"),
+    ({"schedules": {"suspend": True}}, "at '/schedules': additional properties 'suspend' not allowed"),
+    ({"tasks": {"timeLimitSeconds": -1}}, "at '/tasks/timeLimitSeconds': minimum: got -1, want 0"),
+    ({"tasks": {"softTimeLimitSeconds": "1h"}}, "at '/tasks/softTimeLimitSeconds': got string, want number"),
+])
+def test_installation_defaults_are_checked(chart: Any, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(Exception) as info:
+        render(chart, values)
+    assert message in str(info.value)
+
+
+def test_installation_defaults_reach_the_operator(chart: Any) -> None:
+    """Lime's tasks_config: schedules on or off, their default time zone, and default time limits."""
+    env = operator_env(render(chart))
+    assert (env["LIMETASK_ENABLE_SCHEDULED_TASKS"], env["LIMETASK_DEFAULT_TIME_ZONE"],
+            env["LIMETASK_DEFAULT_TIME_LIMIT"], env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]) == ("true", "", "0", "0")
+    settings = OperatorSettings.from_env(env)
+    assert (settings.enable_scheduled_tasks, settings.default_time_zone, settings.default_time_limit,
+            settings.default_soft_time_limit) == (True, "", 0, 0)
+    env = operator_env(render(chart, {"schedules": {"enabled": False, "defaultTimeZone": "Europe/Stockholm"},
+                                      "tasks": {"timeLimitSeconds": 3600, "softTimeLimitSeconds": 3300.5}}))
+    settings = OperatorSettings.from_env(env)
+    assert (settings.enable_scheduled_tasks, settings.default_time_zone, settings.default_time_limit,
+            settings.default_soft_time_limit) == (False, "Europe/Stockholm", 3600, 3300.5)
 
 
 def test_queues_are_ordinary_objects_of_the_release(chart: Any) -> None:
@@ -1039,19 +1088,21 @@ def test_queues_are_ordinary_objects_of_the_release(chart: Any) -> None:
     changes it in place and a queue taken out of the values is deleted."""
     objects = render(chart, MODES["queues"])
     queues = queues_of(objects)
-    assert queues.keys() == MODES["queues"]["queues"].keys()
+    assert queues.keys() == MODES["queues"]["queues"].keys() | {"asap", "background"}  # the chart's own too
     for name, queue in queues.items():
         assert queue["apiVersion"] == f"{GROUP}/{VERSION}"
         assert "namespace" not in queue["metadata"], "LimeTaskQueues are cluster-scoped"
         assert "annotations" not in queue["metadata"], "no helm.sh/hook"
         assert queue["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-        assert queue["spec"] == MODES["queues"]["queues"][name], name
+        assert queue["spec"] == MODES["queues"]["queues"].get(name, yaml.safe_load(
+            (CHART / "values.yaml").read_text())["queues"].get(name)), name
         assert QUEUE_NAME_RE.match(name)
     # Whole numbers stay integers (the CRD's fields are integers), 0 included.
     assert [type(v) for v in queues["reports"]["spec"].values()] == [int, int, int]
     assert queues["paused"]["spec"] == {"maxRunning": 0}
     assert queues["plain"]["spec"] == {}
-    assert "Queues: default, gpu, paused, plain, reports (kubectl get ltq)." in notes(chart, MODES["queues"])
+    assert "Queues: asap, background, default, gpu, paused, plain, reports (kubectl get ltq)." in notes(
+        chart, MODES["queues"])
     assert "WARNING" not in notes(chart, MODES["queues"])
 
 
@@ -1064,10 +1115,12 @@ def test_queues_wait_for_the_crd_they_come_with(chart: Any) -> None:
     assert queues_of(objects) == {}
     assert [c["metadata"]["name"] for c in of_kind(objects, "CustomResourceDefinition")] == CRD_NAMES
     text = notes(chart, values)
-    assert "WARNING: queues default, gpu, paused, plain, reports were not created" in text
+    assert "Queues asap, background, default, gpu, paused, plain, reports were not created yet" in text
     assert "Run the same helm upgrade once more" in text
-    assert "the default queue has no limit" in text
-    assert "the default queue" not in notes(chart, {"queues": {"reports": {"maxRunning": 1}}})
+    # The operator runs the tasks of the chart's queues with no limit until then: nothing waits.
+    assert "those of the default queue (default), run with no limit" in text and "WARNING" not in text
+    assert json.loads(operator_env(objects)["LIMETASK_OPEN_QUEUES"]) == sorted(values["queues"].keys() | {
+        "asap", "background"})
     template = (CHART / "templates" / "queues.yaml").read_text()
     assert 'APIVersions.Has "limetask.io/v1alpha1/LimeTaskQueue"' in template
     assert "helm.sh/hook" not in template.replace("helm.sh/hook annotations", "")

@@ -48,14 +48,33 @@ def schedules_apply(apps: AppsOpt = [], module: ModuleOpt = None,  # noqa: B006 
                     prune: Annotated[bool, typer.Option(
                         "--prune", help="delete this source's schedules of these applications that the code no "
                                         "longer has")] = False,
+                    force: Annotated[bool, typer.Option(
+                        "--force", help="apply even schedules whose session cannot work for their app")] = False,
+                    app_factory: Annotated[str | None, typer.Option(
+                        "--app-factory", envvar="LIMETASK_APP_FACTORY", show_envvar=True,
+                        help="the runner's application factory (module:callable), asked whether each schedule's "
+                             "session can work")] = None,
                     namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
     """Create or update the LimeTaskSchedules of a solution's register_scheduled_tasks() in the cluster.
+
+    Each schedule's application is built with the application factory first, and its session
+    checked (lime_task.session_check): a schedule that cannot work refuses the whole apply, each
+    named, unless --force.
 
     Example: limetask schedules apply -m acme_solution.scheduled_tasks -a app-one -a app-two --prune
     """
     from ..schedule import apply_resources
+    from ..session_check import app_factory as load_factory
+    from ..session_check import session_problems
 
     resources, source = _scheduled(module, apps)
+    problems = session_problems(resources, load_factory(app_factory))
+    for problem in problems:
+        typer.secho(f"{'warning' if force else 'error'}: {problem}", fg=typer.colors.YELLOW if force else
+                    typer.colors.RED, err=True)
+    if problems and not force:
+        fail(f"{len(problems)} schedule(s) cannot work for their application, nothing was applied (listed "
+             f"above); fix them, or apply them anyway with --force")
     client = options.task_client(kubeconfig, namespace)
     for line in apply_resources(client, resources, source, apps if prune else None):
         typer.echo(line)
@@ -74,8 +93,9 @@ def schedules_list(app_name: Annotated[str | None, typer.Option("--app", "-a", h
         return
     typer.echo(f"{'NAME':40} {'SCHEDULE':16} {'TIMEZONE':18} {'ACTIVE':6} {'LAST SCHEDULE':22} TASK")
     for s in items:
-        zone = s["time_zone"] or "UTC"
-        note = " (INVALID: no runs are made)" if s["problem"] else " (suspended)" if s["suspend"] else ""
+        zone = s["time_zone"] or "(default)"  # the installation's default zone, else UTC
+        note = " (INVALID: no runs are made)" if s["problem"] else " (suspended)" if s["suspend"] else \
+            " (scheduled tasks are turned off: no runs are made)" if s["disabled"] else ""
         typer.echo(f"{s['name']:40} {s['schedule']:16} {zone:18} {s['active']:<6} {s['last_schedule_time'] or '-':22} "
                    f"{s['task']}{note}")
         if s["problem"]:

@@ -57,7 +57,6 @@ but the entry points (`limetask web`, and the `lime_task.web` of earlier release
 Needs the `web` extra (fastapi, uvicorn).
 """
 
-import importlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -80,6 +79,7 @@ from ..errors import (
     TaskAlreadyFinishedError,
     UnknownTaskError,
 )
+from ..solutions import Source, import_task_modules
 from ..tokens import TokenStore
 from .auth import kubernetes_auth_enabled, kubernetes_auth_settings, platform_tokens_from_env
 from .deps import CLUSTER_DOWN, ErrorAnswer, Services, error_response, rate_limited
@@ -118,8 +118,8 @@ def create_app(client: Any = None, tokens: "TokenStore | Mapping[str, str] | Non
     rate limits and stream caps per token (default: `Limits.from_env()`, limits.py); `clock`:
     the rate limiters' clock (tests move it by hand).
     """
-    for module in (_imports_from_env() if imports is None else imports):
-        importlib.import_module(module)
+    # A module named here that is a solution (get_task_modules()) brings its task modules along.
+    import_task_modules(Source(m, IMPORTS_ENV) for m in (_imports_from_env() if imports is None else imports))
     store = tokens if isinstance(tokens, TokenStore) else (
         TokenStore(tokens) if tokens is not None else TokenStore.from_env())
     platform = platform_tokens if isinstance(platform_tokens, TokenStore) else (

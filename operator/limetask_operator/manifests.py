@@ -65,7 +65,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def labels(task: TaskView, attempt: int) -> dict[str, str]:
+def labels(task: TaskView, attempt: int, default_queue: str = DEFAULT_QUEUE) -> dict[str, str]:
     return {
         "app.kubernetes.io/managed-by": "limetask-operator",
         "app.kubernetes.io/name": "limetask-runner",
@@ -73,8 +73,14 @@ def labels(task: TaskView, attempt: int) -> dict[str, str]:
         LABEL_TASK_UID: task.uid,
         LABEL_ATTEMPT: str(attempt),
         LABEL_APP: str(task.spec.get("app", "")),
-        LABEL_QUEUE: str(task.spec.get("queue") or DEFAULT_QUEUE),
+        LABEL_QUEUE: str(task.spec.get("queue") or default_queue),
     }
+
+
+def time_limit(spec: dict[str, Any], settings: OperatorSettings) -> int | None:
+    """The attempt's hard limit in seconds: the task's timeout, else the installation's default."""
+    own = spec.get("timeoutSeconds")
+    return int(own) if own else (settings.default_time_limit or None)
 
 
 def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
@@ -106,6 +112,12 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         env["LIMETASK_JOB_CREATED_AT"] = (created_at.astimezone(dt.timezone.utc)
                                           .isoformat(timespec="microseconds").replace("+00:00", "Z"))
     env.update(runner_env(task.annotations))  # the sender's trace context, which the runner's span links to
+    timeout = time_limit(spec, settings)
+    soft = settings.default_soft_time_limit
+    if soft and (timeout is None or soft < timeout):
+        # For a task whose @task sets no soft_time_limit (the runner decides): only below the
+        # hard limit, which would otherwise stop the task first.
+        env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] = f"{soft:g}"
     if isinstance(spec.get("session"), dict) and spec["session"]:
         env["LIMETASK_SESSION"] = env_json(spec["session"])  # who a scheduled task runs as
     resources = merge_resources(settings.runner_resources, spec.get("resources") or {})
@@ -153,24 +165,24 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         pod_spec["tolerations"] = tolerations
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(pull_secrets)]
-    if spec.get("timeoutSeconds"):
+    if timeout:
         # The pod's own deadline too, so the kubelet stops the process even if the Job lags.
-        pod_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+        pod_spec["activeDeadlineSeconds"] = timeout
     job_spec: dict[str, Any] = {
         # One pod per attempt: the operator owns retries, the Job controller never retries.
         "backoffLimit": 0,
         "completions": 1,
         "parallelism": 1,
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-        "template": {"metadata": {"labels": labels(task, attempt)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": labels(task, attempt, settings.default_queue)}, "spec": pod_spec},
     }
-    if spec.get("timeoutSeconds"):
-        job_spec["activeDeadlineSeconds"] = int(spec["timeoutSeconds"])
+    if timeout:
+        job_spec["activeDeadlineSeconds"] = timeout
     if features.pod_replacement_policy:
         # No replacement pod while a deleted or evicted one terminates; with backoffLimit 0
         # its failure then ends the Job: one pod per attempt (the server detected it has this).
         job_spec["podReplacementPolicy"] = "Failed"
-    job_labels = labels(task, attempt)
+    job_labels = labels(task, attempt, settings.default_queue)
     if kueue_queue:
         job_spec["suspend"] = True
         job_labels[KUEUE_QUEUE_LABEL] = kueue_queue

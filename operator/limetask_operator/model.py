@@ -91,6 +91,8 @@ class JobView:
     # pod made before then belongs to an earlier admission, which Kueue evicted.
     suspend_changed: str = ""
     started: str = ""  # status.startTime: its deadline counts from here (reset when resumed)
+    # spec.activeDeadlineSeconds: the task's timeout, or the installation's default when it set none.
+    deadline: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -118,7 +120,8 @@ class JobView:
                    deleting=bool(meta.get("deletionTimestamp")), created=meta.get("creationTimestamp") or "",
                    task_uid=labels.get(LABEL_TASK_UID, ""),
                    suspended=bool((body.get("spec") or {}).get("suspend")), suspend_changed=suspend_changed,
-                   started=str(st.get("startTime") or ""))
+                   started=str(st.get("startTime") or ""),
+                   deadline=_int((body.get("spec") or {}).get("activeDeadlineSeconds")) or None)
 
 
 @dataclass(frozen=True)

@@ -108,12 +108,15 @@ class Reconciler:
         # LimeTaskSchedules: one LimeTask per schedule and tick (scheduler.py); with the archive,
         # a run leaves for the history limits only once archived, and none is made twice.
         self.scheduler = Scheduler(kube, settings.schedule_seconds, synced=self._synced, archive=self.archiver,
-                                   archive_keep_seconds=settings.archive_keep_seconds)
+                                   archive_keep_seconds=settings.archive_keep_seconds,
+                                   enabled=settings.enable_scheduled_tasks,
+                                   default_zone=settings.default_time_zone or None)
         self.schedules_installed = True
         # Queues (admission/): an attempt's Job is made only once its task has a slot.
         self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
-                                   refresh_seconds=settings.queue_position_refresh_seconds)
+                                   refresh_seconds=settings.queue_position_refresh_seconds,
+                                   default_queue=settings.default_queue, open_queues=settings.open_queues)
         self.deferred_admission: set[Key] = set()  # tasks waiting for every listing (that can be made) before a slot
         self._seeded = False  # the waiting tasks found at start put in line (Admission.seed)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported
@@ -421,6 +424,7 @@ class Reconciler:
         # What this reconcile learned from the API (a Job gone, pods read fresh, why a pod is
         # refused, the queue's answer): every later decision of it keeps what an earlier read taught.
         learned: dict[str, Any] = {}
+        queue = queue_name(task, self.settings.default_queue)
 
         def decide(jobs: dict[int, JobView], pods: dict[int, list[PodView]], **kw: Any) -> derivation.Plan:
             learned.update(kw)
@@ -430,8 +434,8 @@ class Reconciler:
                                      allow_placement_override=self.settings.allow_placement_override,
                                      runner_resources=self.settings.runner_resources,
                                      deny_unlisted_resources=self.settings.deny_unlisted_resources,
-                                     start_timeout=self.admission.queue(queue_name(task)).start_timeout,
-                                     kueue_note=self.admission.kueue_note(queue_name(task)), **learned)
+                                     start_timeout=self.admission.queue(queue).start_timeout,
+                                     kueue_note=self.admission.kueue_note(queue), **learned)
 
         plan = decide(jobs, pods)
         if plan.verify_job is not None:
@@ -452,7 +456,7 @@ class Reconciler:
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         if plan.create_attempt is not None:
-            if self.admission.queue(queue_name(task)).max_running is not None and not self._counting_ready():
+            if self.admission.queue(queue).max_running is not None and not self._counting_ready():
                 # A queue limited over every namespace gives no slot before every namespace that
                 # can be listed is (what runs is counted from the listings). Other queues count
                 # only their namespace's, listed already.

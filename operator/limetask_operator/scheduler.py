@@ -30,7 +30,10 @@ What can still make a tick twice: its run deleted by hand before the operator re
   made, then the older active runs are cancelled; a run that has not started yet is left to
   run, and stands for the tick, since cancelling it would only put the same task at the back
   of its queue).
-- `suspend`: no new runs. History: finished runs beyond `successfulRunsHistoryLimit` and
+- `suspend`: no new runs; nor while the installation's scheduled tasks are turned off
+  (LIMETASK_ENABLE_SCHEDULED_TASKS=false), which every schedule's Ready condition then says.
+  A schedule with no `timeZone` ticks in the installation's (LIMETASK_DEFAULT_TIME_ZONE, else
+  UTC). History: finished runs beyond `successfulRunsHistoryLimit` and
   `failedRunsHistoryLimit` are deleted, oldest first, once they may go (above).
 - Status: lastScheduleTime, lastSuccessfulTime, active runs, the tick that waits, skipped ticks
   (those that never run) and why, the problem with an invalid spec, and a Ready condition.
@@ -68,7 +71,7 @@ from lime_task.resource import (
     SUCCESS,
     VERSION,
 )
-from lime_task.schedule import is_run_body_of, is_run_of, run_schedule_uid, run_tick
+from lime_task.schedule import SCHEDULES_DISABLED, is_run_body_of, is_run_of, run_schedule_uid, run_tick
 from lime_task.validation import check_arguments, parse_time, rfc3339
 
 from .kube import Kube, KubeError, task_path
@@ -173,12 +176,16 @@ class Decision:
 
 
 def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_ok: bool = False,
-           archive: bool = False, found: Mapping[int, Found] | None = None) -> Decision:
+           archive: bool = False, found: Mapping[int, Found] | None = None, enabled: bool = True,
+           default_zone: str | None = None) -> Decision:
     """The plan for one schedule, from what exists now (pure: the tests drive it with any clock).
 
     `runs`: the LimeTasks labelled with the schedule's name (only its own count); `archive`:
     whether an archive is configured (then only archived runs leave for the history limits);
-    `found`: what making a tick's run found out (see Found), by tick.
+    `found`: what making a tick's run found out (see Found), by tick. `enabled`: the
+    installation's switch for every schedule (LIMETASK_ENABLE_SCHEDULED_TASKS, Lime's
+    enable_scheduled_tasks); off, no schedule makes runs, as if each were suspended.
+    `default_zone`: the time zone of a schedule that names none (None: UTC).
     """
     meta, spec, st = schedule.get("metadata") or {}, schedule.get("spec") or {}, schedule.get("status") or {}
     generation = int(meta.get("generation") or 1)
@@ -192,7 +199,8 @@ def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_
     _record_last(status, own)
     out.delete = _history(spec, own, archive)
     out.release = [r for r in own if r.owner_index is not None] or None
-    problem = _problem(spec, seconds_ok)
+    zone_name = spec.get("timeZone") or default_zone
+    problem = _problem(spec, seconds_ok, zone_name)
     if problem is not None:
         status["problem"] = problem
         _ready(status, st, now, generation, False, "InvalidSpec", problem)
@@ -203,8 +211,12 @@ def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_
         _ready(status, st, now, generation, True, "Suspended", "suspended: no new runs are made")
         out.status = _active(status, active)
         return out
+    if not enabled:
+        _ready(status, st, now, generation, False, SCHEDULES_DISABLED, DISABLED_MESSAGE)
+        out.status = _active(status, active)
+        return out
     _ready(status, st, now, generation, True, "Scheduling", "a run is made at each tick")
-    expression, tz = str(spec.get("schedule")), crontab.zone(spec.get("timeZone"))
+    expression, tz = str(spec.get("schedule")), crontab.zone(zone_name)
     policy = spec.get("concurrencyPolicy") or "Allow"
     out.wake_at = crontab.next_tick(expression, tz, now)
     tick = crontab.previous_tick(expression, tz, now)
@@ -214,7 +226,8 @@ def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_
     if tick is not None and tick > created and (done is None or tick > done):
         _missed(status, expression, tz, max(t for t in (done, created) if t is not None), tick,
                 parse_time(status.get("waitingTime")))
-        _tick(out, status, schedule, tick, now, active, strangers, (found or {}).get(int(tick.timestamp()), Found()))
+        _tick(out, status, schedule, tick, tz, now, active, strangers,
+              (found or {}).get(int(tick.timestamp()), Found()))
     if policy == "Replace":
         newest = max([r.tick for r in own] + ([int(out.create.timestamp())] if out.create else []), default=0)
         replaced = [r for r in active if r.tick < newest]
@@ -224,8 +237,8 @@ def decide(schedule: dict[str, Any], runs: list[Run], now: dt.datetime, seconds_
     return out
 
 
-def _tick(out: Decision, status: dict[str, Any], schedule: dict[str, Any], tick: dt.datetime, now: dt.datetime,
-          active: list[Run], strangers: dict[str, Run], found: Found) -> None:
+def _tick(out: Decision, status: dict[str, Any], schedule: dict[str, Any], tick: dt.datetime, tz: dt.tzinfo,
+          now: dt.datetime, active: list[Run], strangers: dict[str, Run], found: Found) -> None:
     """A tick that is due: its run is made, or it waits, or it is skipped for good (and why)."""
     meta, spec = schedule.get("metadata") or {}, schedule.get("spec") or {}
     policy = spec.get("concurrencyPolicy") or "Allow"
@@ -270,9 +283,13 @@ def _tick(out: Decision, status: dict[str, Any], schedule: dict[str, Any], tick:
         out.create = tick
         status["lastScheduleTime"] = _stamp(tick)
         if policy == "Allow":
-            expression, tz = str(spec.get("schedule")), crontab.zone(spec.get("timeZone"))
-            out.expires = crontab.next_tick(expression, tz, tick)
+            out.expires = crontab.next_tick(str(spec.get("schedule")), tz, tick)
 
+
+# The Ready reason of every schedule while the installation's scheduled tasks are turned off
+# (lime_task.schedule.SCHEDULES_DISABLED, which `limetask schedules list` reads).
+DISABLED_MESSAGE = ("scheduled tasks are turned off for this installation (the operator's "
+                    "LIMETASK_ENABLE_SCHEDULED_TASKS, the chart's schedules.enabled): no runs are made")
 
 # Schedules reconciled at once. One reconcile waits on the archive, a create and a status write:
 # with a single worker, a hundred schedules on the same minute took longer than the minute on a
@@ -336,11 +353,11 @@ def _history(spec: Mapping[str, Any], own: list[Run], archive: bool) -> list[Run
     return out
 
 
-def _problem(spec: Mapping[str, Any], seconds_ok: bool) -> str | None:
+def _problem(spec: Mapping[str, Any], seconds_ok: bool, zone_name: str | None = None) -> str | None:
     """What is wrong with a schedule's spec, such that no run of it could ever run (None: nothing)."""
     try:
         crontab.check(str(spec.get("schedule") or ""), seconds=seconds_ok)
-        crontab.zone(spec.get("timeZone"))
+        crontab.zone(zone_name)
     except InvalidTaskError as exc:
         return str(exc)
     args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
@@ -406,9 +423,14 @@ class Scheduler:
     def __init__(self, kube: Kube, seconds_ok: bool = False,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
                  synced: Callable[[str], bool] = lambda ns: True, archive: RunArchive | None = None,
-                 archive_keep_seconds: float = 600.0, workers: int = SCHEDULE_WORKERS) -> None:
+                 archive_keep_seconds: float = 600.0, workers: int = SCHEDULE_WORKERS, enabled: bool = True,
+                 default_zone: str | None = None) -> None:
         self.kube = kube
         self.seconds_ok = seconds_ok
+        # The installation's defaults (settings.py): every schedule on or off, and the zone of
+        # a schedule that names none.
+        self.enabled = enabled
+        self.default_zone = default_zone
         self.clock = clock
         self.synced = synced
         # With an archive: runs leave for the history limits only once archived, and a run is
@@ -589,7 +611,8 @@ class Scheduler:
 
         def decided(found: Found | None = None, tick: dt.datetime | None = None) -> Decision:
             facts = {int(tick.timestamp()): found} if found is not None and tick is not None else None
-            return decide(schedule, runs, now, self.seconds_ok, archive=self.archive is not None, found=facts)
+            return decide(schedule, runs, now, self.seconds_ok, archive=self.archive is not None, found=facts,
+                          enabled=self.enabled, default_zone=self.default_zone)
 
         plan = decided()
         if plan.create is not None:

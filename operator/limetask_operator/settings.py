@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from lime_task.resource import MAX_ATTEMPTS_CEILING
+from lime_task.resource import DEFAULT_QUEUE, MAX_ATTEMPTS_CEILING, QUEUE_NAME_RE
 
 from .resources import quantity, quantity_problems, requests_over_limits
 
@@ -115,6 +115,27 @@ class OperatorSettings(BaseModel):
     # statuses each time would be churn of its own (queues.place_to_show; status.queue.updatedAt
     # says when the place was counted).
     queue_position_refresh_seconds: int = Field(default=30, ge=1, le=3600)
+    # Installation-wide defaults, as Lime CRM's tasks_config has them:
+    # false stops every schedule: no runs are made, and each schedule's Ready condition says why
+    # (a switch for maintenance, or for a copy of production that must not run its jobs).
+    enable_scheduled_tasks: bool = True
+    # The time zone (IANA) of a schedule that names none; empty: UTC.
+    default_time_zone: str = ""
+    # The hard time limit (seconds) of a task that sets no timeout: its Job's deadline, after
+    # which it ends FAILURE TimedOut. 0: none.
+    default_time_limit: int = Field(default=0, ge=0, le=7 * 86400)
+    # The soft time limit (seconds) of a task that sets none: SoftTimeLimitExceeded is raised in
+    # the task, which may clean up. Given only to a task whose hard limit (its own or the
+    # default) is longer. 0: none.
+    default_soft_time_limit: float = Field(default=0, ge=0, le=7 * 86400)
+    # The queue of a task that names none (no qos): a LimeTaskQueue of this name limits it, and
+    # without one it has no limit.
+    default_queue: str = DEFAULT_QUEUE
+    # Queues that, like the default queue, exist without a LimeTaskQueue (then with no limit):
+    # the chart's own (asap, background), so that their tasks run on the install that creates
+    # the CRDs, before Helm can make the LimeTaskQueues. Any other queue that does not exist is
+    # waited for.
+    open_queues: list[str] = Field(default_factory=list)
     # Tests only: accept seconds-level schedules (`@every 3s`), so that tests need not wait minutes.
     schedule_seconds: bool = False
     # Leader election on a Lease, so that several replicas can run: one leads, the others wait
@@ -159,6 +180,42 @@ class OperatorSettings(BaseModel):
                              "an event is dropped only after the dead-letter exchange had its chance")
         return v
 
+    @field_validator("default_queue")
+    @classmethod
+    def _default_queue(cls, v: str) -> str:
+        if not QUEUE_NAME_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a queue name: lower-case letters, digits and '-', starting and ending "
+                             f"with a letter or digit, at most 63 characters")
+        return v
+
+    @field_validator("open_queues")
+    @classmethod
+    def _open_queues(cls, v: list[str]) -> list[str]:
+        bad = [q for q in v if not QUEUE_NAME_RE.fullmatch(q)]
+        if bad:
+            raise ValueError(f"not queue names: {', '.join(map(repr, bad))} (lower-case letters, digits and '-')")
+        return v
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from lime_task import crontab
+        from lime_task.errors import InvalidTaskError
+
+        try:
+            crontab.zone(v.strip())
+        except InvalidTaskError as exc:
+            raise ValueError(str(exc)) from None
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _time_limits(self) -> "OperatorSettings":
+        soft, hard = self.default_soft_time_limit, self.default_time_limit
+        if soft and hard and soft >= hard:
+            raise ValueError(f"LIMETASK_DEFAULT_SOFT_TIME_LIMIT ({soft:g}) must be below LIMETASK_DEFAULT_TIME_LIMIT "
+                             f"({hard}): the soft limit warns a task before the hard one stops it")
+        return self
+
     @field_validator("max_attempts_ceiling")
     @classmethod
     def _ceiling(cls, v: int) -> int:
@@ -198,7 +255,7 @@ class OperatorSettings(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'LIMETASK_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'broker and archive settings'}: "
+                f"{'LIMETASK_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: "
                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
             raise SettingsError(problems) from None
 

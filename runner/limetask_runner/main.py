@@ -7,12 +7,14 @@ The operator sets the environment:
   when the operator made the attempt's Job, whose deadline counts from its start just after; the
   soft time limit counts from it too, else from the runner's own start).
 Task modules: LIMETASK_IMPORTS (comma-separated), else the modules that installed packages
-declare as `limetask.tasks` entry points. A task name is looked up only among the tasks those
+declare as `limetask.tasks` entry points; and those a solution's get_task_modules() lists
+(lime_task.solutions says where solutions are found). A task name is looked up only among the tasks those
 modules register: a name never makes the runner import anything, and a runner with no task
 modules refuses every task. Optional: LIMETASK_APP_FACTORY (`module:callable` building the
 application object); LIMETASK_SESSION (a scheduled task's session, JSON: the application
-object's `session`, a lime_task.schedule.TaskSession); LIMETASK_TRACEPARENT and
-LIMETASK_TRACESTATE (the sender's W3C trace context, which the attempt's span links to; see
+object's `session`, a lime_task.schedule.TaskSession); LIMETASK_DEFAULT_SOFT_TIME_LIMIT (seconds:
+the soft time limit of a task whose @task sets none; the installation's default); LIMETASK_TRACEPARENT
+and LIMETASK_TRACESTATE (the sender's W3C trace context, which the attempt's span links to; see
 tracing.py).
 
 Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot be written.
@@ -20,7 +22,6 @@ Exit status: 0 with a SUCCESS verdict, 1 with FAILURE, 2 when the verdict cannot
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -30,8 +31,11 @@ from collections.abc import Mapping
 
 from lime_task import verdict as verdicts
 from lime_task.eager import execute
+from lime_task.errors import TaskModuleError
 from lime_task.registry import ENTRY_POINT_GROUP, declared_task_modules
 from lime_task.resource import SUCCESS
+from lime_task.solutions import import_task_modules, imports_from_env
+from lime_task.solutions import sources as task_sources
 from lime_task.validation import parse_time
 
 from . import tracing
@@ -40,7 +44,8 @@ LOG = logging.getLogger("limetask.runner")
 DEFAULT_VERDICT_PATH = "/dev/termination-log"
 ENV = ("LIMETASK_TASK_ID", "LIMETASK_TASK", "LIMETASK_APP", "LIMETASK_ARGS", "LIMETASK_KWARGS",
        "LIMETASK_ATTEMPT", "LIMETASK_VERDICT_PATH", "LIMETASK_APP_FACTORY", "LIMETASK_IMPORTS", "LIMETASK_SESSION",
-       "LIMETASK_JOB_CREATED_AT", "LIMETASK_TRACEPARENT", "LIMETASK_TRACESTATE")
+       "LIMETASK_JOB_CREATED_AT", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT", "LIMETASK_TRACEPARENT",
+       "LIMETASK_TRACESTATE")
 
 
 def deadline_start(env: Mapping[str, str], process_started: float | None) -> float | None:
@@ -65,21 +70,18 @@ def run(env: Mapping[str, str], process_started: float | None = None) -> verdict
             raise ValueError("LIMETASK_ARGS must be a JSON array and LIMETASK_KWARGS a JSON object")
     except ValueError as exc:
         return verdicts.from_exception(exc, verdicts.INVALID_ARGUMENTS)
-    imports = [m.strip() for m in env.get("LIMETASK_IMPORTS", "").split(",") if m.strip()]
-    if not imports:
-        imports = declared_task_modules()
-    if not imports:
+    roots, solutions = task_sources(env, None if imports_from_env(env) else declared_task_modules())
+    try:
+        imported = import_task_modules(roots, solutions)
+    except TaskModuleError as exc:  # reported as the verdict, with the type of what failed
+        return verdicts.failure(verdicts.UNKNOWN_TASK, type(exc.__cause__ or exc).__name__, str(exc))
+    if not imported:
         return verdicts.failure(
             verdicts.UNKNOWN_TASK, "UnknownTaskError",
             f"task {task_name!r} refused: this runner has no task modules. List them in LIMETASK_IMPORTS "
-            f"(the chart's runner.env), or declare them as '{ENTRY_POINT_GROUP}' entry points of the "
-            f"solution package; a task name alone never imports anything")
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - reported as the verdict
-            return verdicts.failure(verdicts.UNKNOWN_TASK, type(exc).__name__,
-                                    f"importing {module!r} (LIMETASK_IMPORTS) failed: {exc}")
+            f"(the chart's runner.env), declare them as '{ENTRY_POINT_GROUP}' entry points of the "
+            f"solution package, or return them from the solution's get_task_modules(); a task name alone "
+            f"never imports anything")
     factory = None
     if env.get("LIMETASK_APP_FACTORY"):
         from lime_task.application import load_app_factory
@@ -95,7 +97,18 @@ def run(env: Mapping[str, str], process_started: float | None = None) -> verdict
             session = None
     return execute(task_name, app_name, args, kwargs, app_factory=factory, import_modules=False,
                    session=session if isinstance(session, dict) else None,
-                   started_at=deadline_start(env, process_started))
+                   started_at=deadline_start(env, process_started),
+                   default_soft_time_limit=default_soft_time_limit(env))
+
+
+def default_soft_time_limit(env: Mapping[str, str]) -> float | None:
+    """The installation's soft time limit for a task that sets none (the operator passes it only
+    when it comes before the attempt's hard limit); anything but a positive number is none."""
+    try:
+        seconds = float(env.get("LIMETASK_DEFAULT_SOFT_TIME_LIMIT") or 0)
+    except ValueError:
+        return None
+    return seconds if 0 < seconds < float("inf") else None
 
 
 def write_verdict(path: str, text: str) -> None:

@@ -223,6 +223,33 @@ def test_a_queue_that_does_not_exist_holds_its_tasks_until_it_is_made() -> None:
     assert isinstance(h.ask(body("t2", queue=None)), Admitted)
 
 
+def test_a_task_without_a_queue_goes_to_the_installations_default_queue() -> None:
+    h = Harness()
+    h.adm = Admission(None, h.caches, h.enqueued.append,  # type: ignore[arg-type]
+                      lambda k, d: h.later.append((k, d)), clock=h.clock, default_queue="standard",
+                      open_queues=["asap", "background"])
+    h.adm.queue_event("ADDED", queue("standard", maxRunning=1))
+    assert isinstance(h.ask(body("t1", queue=None)), Admitted)
+    second = h.ask(body("t2", queue=None))
+    assert isinstance(second, Waiting) and second.queue == "standard" and "maxRunning 1" in second.message
+    # The open queues run their tasks with no limit until their LimeTaskQueues are made; then those hold.
+    assert isinstance(h.ask(body("t3", queue="asap")), Admitted)
+    h.adm.queue_event("ADDED", queue("background", maxRunning=0))
+    assert isinstance(h.ask(body("t4", queue="background")), Waiting)
+    # "default" is now a queue like any other: without its LimeTaskQueue, its tasks wait for it.
+    missing = h.ask(body("t5", queue="default"))
+    assert isinstance(missing, Waiting) and missing.reason == QUEUE_NOT_FOUND
+
+
+def test_the_queue_of_a_task_that_names_none() -> None:
+    from limetask_operator.model import TaskView
+    from limetask_operator.queues import queue_name
+
+    assert queue_name(TaskView.from_body(body("t1", queue=None))) == "default"
+    assert queue_name(TaskView.from_body(body("t1", queue=None)), "standard") == "standard"
+    assert queue_name(TaskView.from_body(body("t1", queue="asap")), "standard") == "asap"
+
+
 def test_without_the_crd_every_queue_is_unlimited() -> None:
     h = Harness()
     h.adm.enabled = False

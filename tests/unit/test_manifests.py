@@ -292,6 +292,39 @@ def test_timeout_seconds_becomes_active_deadline_on_job_and_pod() -> None:
     assert job["spec"]["backoffLimit"] == 0
 
 
+def test_a_task_without_a_timeout_gets_the_installations_time_limits() -> None:
+    limited = OperatorSettings(runner_image="r:1", default_time_limit=900, default_soft_time_limit=600)
+    job = build_job(task_view(), 1, limited)
+    assert job["spec"]["activeDeadlineSeconds"] == 900
+    assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 900
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] == "600"
+    # The task's own timeout wins; a default soft limit not below it would come after it: not given.
+    own = build_job(task_view(timeoutSeconds=300), 1, limited)
+    assert own["spec"]["activeDeadlineSeconds"] == 300
+    own_env = {e["name"] for e in own["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "LIMETASK_DEFAULT_SOFT_TIME_LIMIT" not in own_env
+    longer = build_job(task_view(timeoutSeconds=3600), 1, limited)
+    assert {e["name"]: e["value"] for e in longer["spec"]["template"]["spec"]["containers"][0]["env"]}[
+        "LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] == "600"
+    # Without defaults, nothing changes.
+    plain = build_job(task_view(), 1, SETTINGS)
+    assert "activeDeadlineSeconds" not in plain["spec"]
+    assert "LIMETASK_DEFAULT_SOFT_TIME_LIMIT" not in {e["name"] for e in plain["spec"]["template"]["spec"][
+        "containers"][0]["env"]}
+    # A soft default alone (no hard limit anywhere) is given.
+    soft_only = build_job(task_view(), 1, OperatorSettings(runner_image="r:1", default_soft_time_limit=1.5))
+    assert {e["name"]: e["value"] for e in soft_only["spec"]["template"]["spec"]["containers"][0]["env"]}[
+        "LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] == "1.5"
+
+
+def test_the_queue_label_of_a_task_without_a_queue_is_the_installations_default() -> None:
+    job = build_job(task_view(), 1, OperatorSettings(runner_image="r:1", default_queue="standard"))
+    assert job["metadata"]["labels"]["limetask.io/queue"] == "standard"
+    assert job["spec"]["template"]["metadata"]["labels"]["limetask.io/queue"] == "standard"
+    assert build_job(task_view(queue="asap"), 1, SETTINGS)["metadata"]["labels"]["limetask.io/queue"] == "asap"
+
+
 def test_resources_default_from_settings() -> None:
     job = build_job(task_view(), 1, SETTINGS)
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == {

@@ -378,6 +378,37 @@ def test_the_soft_time_limit_counts_from_the_jobs_creation_the_operator_passes(t
     assert json.loads(path.read_text()) == {"state": "SUCCESS", "result": "slept 0s"}
 
 
+def test_the_installations_soft_time_limit_applies_to_a_task_that_sets_none() -> None:
+    import datetime as dt
+
+    made = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+    # A task with no soft limit of its own: the default, already passed, ends it before it is called.
+    late = env("acme_solution.tasks.lime.add", 1, 2)
+    late.update(LIMETASK_JOB_CREATED_AT=made, LIMETASK_DEFAULT_SOFT_TIME_LIMIT="60")
+    verdict = runner.run(late)
+    assert verdict.error["type"] == "SoftTimeLimitExceeded" and "soft time limit of 60 seconds" in verdict.error[
+        "message"]
+    # Without the default, the same task runs.
+    del late["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]
+    assert runner.run(late).result == 3
+    # The task's own soft limit wins over the default (its own, an hour, has not passed).
+    from lime_task import task
+
+    @task(name="unit.patient", soft_time_limit=3600)
+    def patient(app: object) -> str:
+        return "on time"
+
+    own = env("unit.patient")
+    own.update(LIMETASK_JOB_CREATED_AT=made, LIMETASK_DEFAULT_SOFT_TIME_LIMIT="60")
+    assert runner.run(own).result == "on time"
+
+
+@pytest.mark.parametrize("value, expect", [("30", 30.0), ("1.5", 1.5), ("", None), ("0", None), ("-3", None),
+                                           ("soon", None), ("inf", None), ("nan", None)])
+def test_the_default_soft_time_limit_from_the_environment(value: str, expect: float | None) -> None:
+    assert runner.default_soft_time_limit({"LIMETASK_DEFAULT_SOFT_TIME_LIMIT": value}) == expect
+
+
 @pytest.mark.parametrize("created, started, expect", [
     ("2026-05-01T10:00:00Z", 1777629700.0, 1777629600.0),  # the Job's creation, before the runner's start
     ("2026-05-01T10:00:00Z", 1777629500.0, 1777629500.0),  # a node clock behind the operator's: the earlier

@@ -273,6 +273,16 @@ def test_an_invalid_schedule_looks_invalid_in_the_list(fake_api: FakeCustomObjec
     assert [s["problem"] for s in listed] == [None, problem]
 
 
+def test_a_schedule_stopped_by_the_installation_says_so_in_the_list(fake_api: FakeCustomObjects) -> None:
+    off = {"type": "Ready", "status": "False", "reason": "ScheduledTasksDisabled", "message": "turned off"}
+    fake_api.schedules = [schedule_resource_body(conditions=[off]), schedule_resource_body("fine", uid="u2")]
+    lines = invoke("schedules", "list").stdout.splitlines()
+    assert lines[1].startswith("fine ") and "turned off" not in lines[1] and "(default)" in lines[1]
+    assert lines[2].startswith("nightly ") and lines[2].endswith("(scheduled tasks are turned off: no runs are made)")
+    listed = json.loads(invoke("schedules", "list", "-o", "json").stdout)
+    assert [s["disabled"] for s in listed] == [False, True]
+
+
 def test_the_http_endpoint_lists_a_schedules_runs_live_and_archived(fake_api: FakeCustomObjects,
                                                                     tmp_path: Path) -> None:
     from fastapi.testclient import TestClient

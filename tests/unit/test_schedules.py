@@ -206,6 +206,35 @@ def test_suspended_and_invalid_schedules_make_no_runs() -> None:
     assert decide(schedule(schedule="@every 3s"), [], at(2026, 11, 30, 7, 0, 5), seconds_ok=True).create is not None
 
 
+def test_scheduled_tasks_turned_off_for_the_installation_make_no_runs_and_say_why() -> None:
+    now = at(2026, 11, 30, 7, 10, 5)
+    runs = [run(0, "STARTED")]
+    assert decide(schedule(), runs, now).create == at(2026, 11, 30, 7, 10)  # on: the due tick runs
+    off = decide(schedule(), runs, now, enabled=False)
+    assert off.create is None and off.wake_at is None and off.status is not None
+    ready = next(c for c in off.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ScheduledTasksDisabled")
+    assert "LIMETASK_ENABLE_SCHEDULED_TASKS" in ready["message"] and "no runs are made" in ready["message"]
+    assert [a["name"] for a in off.status["active"]] == [run_name("nightly", at(2026, 11, 30, 7, 0))]
+    # An invalid spec still says what is wrong with it; turned on again, the tick that is due runs.
+    bad = decide(schedule(schedule="61 * * * *"), [], now, enabled=False)
+    assert bad.status is not None and "invalid cron expression" in bad.status["problem"]
+    again = decide(schedule(status=off.status), runs, now, enabled=True)
+    assert again.create == at(2026, 11, 30, 7, 10) and again.status is not None
+    assert next(c for c in again.status["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_schedule_without_a_time_zone_ticks_in_the_installations() -> None:
+    now = at(2026, 11, 30, 6, 30, 5)  # 07:30:05 in Stockholm
+    daily = schedule(schedule="30 7 * * *", **{"args": []})
+    assert decide(daily, [], now).create is None  # 07:30 UTC has not come
+    made = decide(daily, [], now, default_zone="Europe/Stockholm")
+    assert made.create == at(2026, 11, 30, 6, 30) and made.wake_at == at(2026, 12, 1, 6, 30)
+    # The schedule's own zone wins over the default.
+    own = decide(schedule(schedule="30 7 * * *", timeZone="UTC"), [], now, default_zone="Europe/Stockholm")
+    assert own.create is None and own.wake_at == at(2026, 11, 30, 7, 30)
+
+
 def test_ticks_before_the_schedule_existed_never_run() -> None:
     assert decide(schedule(), [], at(2026, 11, 30, 6, 5)).create is None  # made at 06:00; the 06:00 tick ran before
 

@@ -129,3 +129,34 @@ def test_workers_must_be_positive(raw: str) -> None:
 def test_job_ttl_must_not_be_negative() -> None:
     with pytest.raises(SettingsError, match="LIMETASK_JOB_TTL_SECONDS"):
         OperatorSettings.from_env({"LIMETASK_JOB_TTL_SECONDS": "-1"})
+
+
+def test_installation_defaults_as_lime_tasks_config_has_them() -> None:
+    default = OperatorSettings.from_env({})
+    assert default.enable_scheduled_tasks is True and default.default_time_zone == ""
+    assert default.default_time_limit == 0 and default.default_soft_time_limit == 0
+    s = OperatorSettings.from_env({"LIMETASK_ENABLE_SCHEDULED_TASKS": "false",
+                                   "LIMETASK_DEFAULT_TIME_ZONE": "Europe/Stockholm",
+                                   "LIMETASK_DEFAULT_TIME_LIMIT": "3600", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "3000"})
+    assert s.enable_scheduled_tasks is False and s.default_time_zone == "Europe/Stockholm"
+    assert (s.default_time_limit, s.default_soft_time_limit) == (3600, 3000)
+    assert (default.default_queue, default.open_queues) == ("default", [])
+    queues = OperatorSettings.from_env({"LIMETASK_DEFAULT_QUEUE": "standard", "LIMETASK_OPEN_QUEUES": '["asap"]'})
+    assert (queues.default_queue, queues.open_queues) == ("standard", ["asap"])
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"LIMETASK_DEFAULT_TIME_ZONE": "Mars/Olympus"}, ["LIMETASK_DEFAULT_TIME_ZONE", "unknown time zone 'Mars/"]),
+    ({"LIMETASK_DEFAULT_TIME_LIMIT": "-5"}, ["LIMETASK_DEFAULT_TIME_LIMIT", "greater than or equal to 0"]),
+    ({"LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "soon"}, ["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"]),
+    ({"LIMETASK_ENABLE_SCHEDULED_TASKS": "perhaps"}, ["LIMETASK_ENABLE_SCHEDULED_TASKS"]),
+    ({"LIMETASK_DEFAULT_QUEUE": "Not_A_Queue"}, ["LIMETASK_DEFAULT_QUEUE", "'Not_A_Queue' is not a queue name"]),
+    ({"LIMETASK_OPEN_QUEUES": '["asap", "Bad Name"]'}, ["LIMETASK_OPEN_QUEUES", "'Bad Name'"]),
+    ({"LIMETASK_DEFAULT_TIME_LIMIT": "60", "LIMETASK_DEFAULT_SOFT_TIME_LIMIT": "60"},
+     ["LIMETASK_DEFAULT_SOFT_TIME_LIMIT (60) must be below LIMETASK_DEFAULT_TIME_LIMIT (60)"]),
+])
+def test_bad_installation_defaults_are_clear(env: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(SettingsError) as info:
+        OperatorSettings.from_env(env)
+    for word in words:
+        assert word in str(info.value), str(info.value)

@@ -454,6 +454,30 @@ def test_job_deadline_exceeded_is_timed_out() -> None:
     assert plan.delete_jobs == [job_name(NAME, 1)]
 
 
+def test_the_installations_default_time_limit_counts_as_the_tasks_timeout() -> None:
+    """A task that set no timeout has the default the operator put on its Job: it times out with
+    that limit, and a worker lost past it timed out (never run again under late ack)."""
+    spec: dict[str, Any] = {"acksLate": True, "maxAttempts": 3}
+    limited = dataclasses.replace(failed_job(reason="DeadlineExceeded", message="deadline"), deadline=900)
+    plan = run(task(started_status(**spec), **spec), [limited], [ended_pod(137, None)])
+    assert plan.status is not None and plan.status["error"]["reason"] == "TimedOut"
+    assert "900 seconds" in plan.status["error"]["message"] and plan.create_attempt is None
+    lost = run(task(started_status(**spec), **spec), [dataclasses.replace(job(), deadline=2)],
+               [dataclasses.replace(running_pod(), deleting=True, gone=True, created=EARLIER_TS)])
+    assert lost.status is not None and lost.status["error"]["reason"] == "TimedOut" and lost.create_attempt is None
+    # The same lost worker on a Job with no deadline is a lost worker: run again.
+    again = run(task(started_status(**spec), **spec), [job()],
+                [dataclasses.replace(running_pod(), deleting=True, gone=True, created=EARLIER_TS)])
+    assert again.create_attempt == 2
+
+
+def test_a_jobs_deadline_is_read_from_its_spec() -> None:
+    body = job_body(1)
+    assert JobView.from_body(body).deadline is None
+    body["spec"] = {**(body.get("spec") or {}), "activeDeadlineSeconds": 900}
+    assert JobView.from_body(body).deadline == 900
+
+
 def test_job_deadline_exceeded_with_the_pod_already_gone_is_timed_out() -> None:
     plan = run(task(started_status(timeoutSeconds=5), timeoutSeconds=5),
                [failed_job(reason="DeadlineExceeded", message="deadline")], [])

@@ -199,3 +199,18 @@ def test_a_status_without_a_client_waits_with_the_shared_one(monkeypatch: pytest
     # A finished status asks no one.
     assert TaskStatus(id="t-3", task="a.b", app="my-app", status="FAILURE").wait().status == "FAILURE"
     assert len(shared.asked) == 1
+
+
+def test_a_task_without_a_queue_of_its_own_shows_the_queue_the_operator_names() -> None:
+    """The installation's default queue need not be called "default" (LIMETASK_DEFAULT_QUEUE):
+    while the task waits, the operator's status names it."""
+    waiting = {"type": "Queued", "status": "True", "reason": "Waiting", "message": "position 1 of 1"}
+    body = {"metadata": {"name": "t1", "namespace": "ns"}, "spec": {"task": "pkg.t", "app": "a"},
+            "status": {"state": "PENDING", "conditions": [waiting],
+                       "queue": {"name": "standard", "attempt": 1, "waiting": 1, "since": "2026-01-01T00:00:00Z"}}}
+    status = TaskStatus.from_resource(body)
+    assert status.queued and status.queue == "standard"
+    body["spec"]["queue"] = "asap"
+    assert TaskStatus.from_resource(body).queue == "asap"
+    assert TaskStatus.from_resource({"metadata": {"name": "t2"}, "spec": {"task": "pkg.t", "app": "a"}}).queue == \
+        "default"

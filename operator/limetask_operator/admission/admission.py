@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +63,12 @@ class Admission:
     def __init__(self, kube: Kube, caches: Caches, enqueue: Callable[[Key], None],
                  enqueue_later: Callable[[Key, float], None], all_synced: Callable[[], bool] = lambda: True,
                  rate: float = 20.0, burst: int = 20,
-                 refresh_seconds: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+                 refresh_seconds: float = 30.0, clock: Callable[[], float] = time.time,
+                 default_queue: str = DEFAULT_QUEUE, open_queues: Iterable[str] = ()) -> None:
         self.kube = kube
+        # The queue of a task that names none, and the queues that exist without a LimeTaskQueue.
+        self.default_queue = default_queue
+        self.open_queues = frozenset(open_queues) | {default_queue}
         self.caches = caches
         self.enqueue = enqueue
         self.enqueue_later = enqueue_later
@@ -106,7 +110,7 @@ class Admission:
         if found is not None:
             return found
         # No LimeTaskQueue: the default queue (and, without the CRD, every queue) has no limit.
-        return QueueSpec(name, exists=not self.enabled or name == DEFAULT_QUEUE)
+        return QueueSpec(name, exists=not self.enabled or name in self.open_queues)
 
     def queue_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         name = str((body.get("metadata") or {}).get("name", ""))
@@ -196,7 +200,7 @@ class Admission:
         grant = self.grants.get(key)
         if grant is not None and grant.uid == task.uid and grant.attempt == attempt:
             return Admitted(max(0.0, grant.not_before - now), grant.kueue_queue)
-        q = self.queue(queue_name(task))
+        q = self.queue(queue_name(task, self.default_queue))
         entry = self.entries.get(key)
         if entry is not None and (entry.uid != task.uid or entry.attempt != attempt):
             self._drop_entry(key)
@@ -238,7 +242,7 @@ class Admission:
                 continue
             attempt = waiting_attempt(st)
             if attempt is not None:
-                self._add_entry(key, task, attempt, self.queue(queue_name(task)), now)
+                self._add_entry(key, task, attempt, self.queue(queue_name(task, self.default_queue)), now)
                 added += 1
         if added:
             self._joined = True
@@ -355,9 +359,9 @@ class Admission:
                 continue
             jobs, pods = self.caches.jobs.get(key) or {}, self.caches.pods.get(key) or {}
             if holds_slot(task, jobs, pods):
-                run.add(queue_name(task), task.namespace, str(task.spec.get("app", "")))
+                run.add(queue_name(task, self.default_queue), task.namespace, str(task.spec.get("app", "")))
             elif waits_for_kueue(task, jobs, pods):
-                run.kueue[queue_name(task)] += 1
+                run.kueue[queue_name(task, self.default_queue)] += 1
                 kueue_waiting.add(key)
         self._kueue_waiting = kueue_waiting
         for key, grant in list(self.grants.items()):

@@ -25,8 +25,9 @@ def queue_path(name: str = "", sub: str = "") -> str:
     return f"/apis/{GROUP}/{VERSION}/{QUEUE_PLURAL}" + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
 
 
-def queue_name(task: TaskView) -> str:
-    return str(task.spec.get("queue") or DEFAULT_QUEUE)
+def queue_name(task: TaskView, default: str = DEFAULT_QUEUE) -> str:
+    """The task's queue: its own, else the installation's default queue."""
+    return str(task.spec.get("queue") or default)
 
 
 def _limit(spec: dict[str, Any], name: str, low: int) -> int | None:

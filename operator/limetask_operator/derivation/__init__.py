@@ -196,7 +196,8 @@ def _decide(facts: Facts, policy: SpecPolicy, pods_fresh: bool, jobs_gone: froze
         attempt_pods = admitted_now
 
     # What became of the attempt.
-    limit = task.spec.get("timeoutSeconds")
+    # The task's timeout, else the installation's default, which the operator put on the Job.
+    limit = task.spec.get("timeoutSeconds") or (job.deadline if job is not None else None)
     deadline_passed = past_deadline(limit, job, attempt_pods, now)
     outcome: Outcome | None = lost_past_deadline(
         attempt_outcome(job, attempt_pods, job_gone=attempt in jobs_gone), limit, deadline_passed)

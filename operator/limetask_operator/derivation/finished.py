@@ -40,7 +40,8 @@ def after_verdict(facts: Facts, verdict: verdicts.Verdict, ended_at: str, stoppi
 
 def after_timeout(facts: Facts, timed_out: TimedOut, stopping: Sequence[str] = ()) -> Plan:
     """FAILURE TimedOut, never re-run."""
-    limit = facts.task.spec.get("timeoutSeconds")
+    job = facts.jobs.get(facts.attempt)
+    limit = facts.task.spec.get("timeoutSeconds") or (job.deadline if job is not None else None)  # None: default
     history = [*(facts.status.get("history") or []),
                {"attempt": facts.attempt, "jobName": job_name(facts.task.name, facts.attempt), "outcome": FAILURE,
                 "reason": TIMED_OUT, "message": timed_out.message, "finishedAt": facts.stamp}]
