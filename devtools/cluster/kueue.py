@@ -73,12 +73,7 @@ def say(msg: str) -> None:
 
 def build() -> Path:
     """The cached release (bin/kueue, config/), built on first use (build-kueue.sh)."""
-    try:
-        out = subprocess.run(["bash", str(HERE / "build-kueue.sh")], check=True, stdout=subprocess.PIPE,
-                             text=True).stdout
-    except subprocess.CalledProcessError as exc:
-        raise ClusterError("building Kueue failed (the step is named above)") from exc
-    return Path(out.strip().splitlines()[-1])
+    return localcluster.built(HERE / "build-kueue.sh", "Kueue")
 
 
 def home(state: Path = STATE) -> Path:

@@ -108,15 +108,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def built(script: Path, what: str) -> Path:
+    """The folder a build script of devtools prints last (its cached binaries), built on first use."""
+    try:
+        out = subprocess.run(["bash", str(script)], check=True, stdout=subprocess.PIPE, text=True).stdout
+    except subprocess.CalledProcessError as exc:
+        raise ClusterError(f"building {what} failed (the step is named above)") from exc
+    return Path(out.strip().splitlines()[-1])
+
+
 def binaries() -> Path:
     """The cached Kubernetes, etcd and containerd binaries, built on first use."""
-    try:
-        out = subprocess.run(
-            ["bash", str(HERE / "build-kubernetes.sh")], check=True, stdout=subprocess.PIPE, text=True
-        ).stdout
-    except subprocess.CalledProcessError as exc:
-        raise ClusterError("building Kubernetes failed (the step is named above)") from exc
-    return Path(out.strip().splitlines()[-1])
+    return built(HERE / "build-kubernetes.sh", "Kubernetes")
 
 
 def kubeconfig_path(state: Path = STATE) -> Path:
@@ -743,13 +746,7 @@ def up(state: Path = STATE, simulate: bool = False) -> Path:
 
 def kwok_binaries() -> Path:
     """The cached KWOK binary's folder, built on first use (build-kwok.sh)."""
-    try:
-        out = subprocess.run(
-            ["bash", str(HERE / "build-kwok.sh")], check=True, stdout=subprocess.PIPE, text=True
-        ).stdout
-    except subprocess.CalledProcessError as exc:
-        raise ClusterError("building KWOK failed (the step is named above)") from exc
-    return Path(out.strip().splitlines()[-1])
+    return built(HERE / "build-kwok.sh", "KWOK")
 
 
 def up_simulated(state: Path = STATE) -> Path:

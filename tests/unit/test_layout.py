@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_operator_layout import cycles as strongly_connected
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -99,41 +101,12 @@ def edges_of(package: str, root: Path) -> tuple[dict[str, Path], list[Edge], lis
 
 
 def cycles(modules: dict[str, Path], edges: list[Edge]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    """The strongly connected components of more than one module, each sorted (the operator's
+    layout test finds them, in the same graph shape)."""
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for e in edges:
         graph[e.importer].add(e.imported)
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return sorted(found)
+    return strongly_connected(graph)
 
 
 def private_imports(edges: list[Edge]) -> list[str]:
