@@ -301,9 +301,9 @@ MISSED_COUNT_MAX = 1000  # a schedule every second, an operator away for a day: 
 def _missed(status: dict[str, Any], expression: str, tz: dt.tzinfo, since: dt.datetime, tick: dt.datetime,
             waiting: dt.datetime | None) -> None:
     """Ticks after the last one decided and before the due one, that no reconcile saw while they
-    were the latest (the operator was down, or behind): only the latest tick runs, as a CronJob's
-    without a starting deadline does; those before it are counted skipped, and said. A tick that
-    waited (Forbid) is counted by _tick."""
+    were the latest (the schedule suspended, scheduled tasks turned off, the operator down or
+    behind): only the latest tick runs, as a CronJob's without a starting deadline does; those
+    before it are counted skipped, and said. A tick that waited (Forbid) is counted by _tick."""
     missed: list[dt.datetime] = []
     at = crontab.next_tick(expression, tz, since)
     while at is not None and at < tick and len(missed) < MISSED_COUNT_MAX:
@@ -316,8 +316,9 @@ def _missed(status: dict[str, Any], expression: str, tz: dt.tzinfo, since: dt.da
     span = _stamp(missed[0]) if len(missed) == 1 else f"{_stamp(missed[0])} to {_stamp(missed[-1])}"
     status["skipped"] = int(status.get("skipped") or 0) + len(missed)
     status["lastSkippedTime"] = _stamp(missed[-1])
-    status["lastSkipReason"] = (f"{count} tick(s) ({span}) passed before a run could be made for them (the operator "
-                                f"was down or behind); only the latest tick, {_stamp(tick)}, runs")
+    status["lastSkipReason"] = (f"{count} tick(s) ({span}) passed before a run could be made for them (the schedule "
+                                f"was suspended, scheduled tasks were turned off, or the operator was down or "
+                                f"behind); only the latest tick, {_stamp(tick)}, runs")
 
 
 def _skip(status: dict[str, Any], tick: dt.datetime, reason: str) -> None:

@@ -871,3 +871,12 @@ def test_a_slow_schedule_does_not_hold_up_the_others_and_none_is_worked_on_twice
     kube = asyncio.run(main())
     assert kube.most_at_once["slow"] == 1
     assert "slow-1796022600" in kube.made()
+
+
+def test_ticks_passed_while_suspended_are_counted_skipped_with_a_reason_that_names_the_suspension() -> None:
+    last = {"lastScheduleTime": "2026-11-30T07:00:00Z"}
+    held = decide(schedule(last, suspend=True), [run(0)], at(2026, 11, 30, 7, 25))
+    assert held.create is None and held.status is not None and "skipped" not in held.status
+    resumed = decide(schedule(held.status), [run(0)], at(2026, 11, 30, 7, 35))
+    assert resumed.create == at(2026, 11, 30, 7, 30) and resumed.status is not None
+    assert resumed.status["skipped"] == 2 and "the schedule was suspended" in resumed.status["lastSkipReason"]
