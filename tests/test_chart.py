@@ -821,7 +821,7 @@ def test_limetask_crd_has_the_queue_fields() -> None:
         "updatedAt": "string"}
     assert queue["properties"]["since"]["format"] == queue["properties"]["updatedAt"]["format"] == "date-time"
     conditions = status["conditions"]["description"]
-    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "Kueue", "Admitted"):
+    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "QueueRateLimited", "Kueue", "Admitted"):
         assert word in conditions, word
     columns = {c["name"]: c for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Queue"] == {"name": "Queue", "type": "string", "jsonPath": ".spec.queue", "priority": 1}
@@ -857,7 +857,9 @@ def test_queue_crd() -> None:
               for field, node in queue["properties"].items() if node["type"] == "integer"}
     assert bounds == {"maxRunning": ("integer", 0, None, None), "maxRunningPerNamespace": ("integer", 1, None, None),
                       "maxRunningPerApp": ("integer", 1, None, None), "agingSeconds": ("integer", 1, 86400, 60),
-                      "startTimeoutSeconds": ("integer", 1, 86400, None)}
+                      "startTimeoutSeconds": ("integer", 1, 86400, None), "maxPriority": ("integer", -1000, 1000, None)}
+    pace = queue["properties"]["maxStartsPerSecond"]
+    assert (pace["type"], pace["minimum"], pace["exclusiveMinimum"], pace["maximum"]) == ("number", 0, True, 1000)
     admission = queue["properties"]["admission"]
     assert (admission["enum"], admission["default"]) == (["Operator", "Kueue"], "Operator")
     assert queue["properties"]["kueueQueueName"]["pattern"] == QUEUE_NAME_RE.pattern
@@ -1138,6 +1140,13 @@ def test_queueing_values_reach_the_operator(chart: Any) -> None:
             env["LIMETASK_QUEUE_POSITION_REFRESH_SECONDS"]) == ("2.5", "5", "10")
     settings = OperatorSettings.from_env(env)
     assert [getattr(settings, n) for n in names] == [2.5, 5, 10]
+    # The ceiling of priorities: 100 by default (the operator's own default too), and namespaces' own.
+    assert (env["LIMETASK_MAX_PRIORITY"], env["LIMETASK_NAMESPACE_MAX_PRIORITY"]) == ("100", "{}")
+    assert settings.max_priority == defaults.max_priority == 100
+    ceilings = operator_env(render(chart, {"queueing": {"maxPriority": -5, "namespaceMaxPriority": {
+        "batch": 0, "platform": 1000}}}))
+    settings = OperatorSettings.from_env(ceilings)
+    assert (settings.max_priority, settings.namespace_max_priority) == (-5, {"batch": 0, "platform": 1000})
     # 0: no limit on the pace of Job creation.
     unlimited = operator_env(render(chart, {"queueing": {"jobCreatesPerSecond": 0}}))
     assert unlimited["LIMETASK_JOB_CREATES_PER_SECOND"] == "0"

@@ -551,7 +551,8 @@ def test_list_queued_filters_by_queue_and_application(fake_api: FakeCustomObject
 def test_queues_lists_limits_and_counts(fake_api: FakeCustomObjects) -> None:
     fake_api.queues = [
         {"metadata": {"name": "background"}, "spec": {"maxRunning": 2, "maxRunningPerNamespace": 2,
-                                                      "maxRunningPerApp": 1, "admission": "Operator"},
+                                                      "maxRunningPerApp": 1, "admission": "Operator",
+                                                      "maxStartsPerSecond": 0.5, "maxPriority": 10},
          "status": {"running": 2, "waiting": 3, "oldestWaitingSince": ago(3720.2)}},
         {"metadata": {"name": "asap"}, "spec": {"admission": "Kueue"}, "status": {"running": 0, "waiting": 0}},
         {"metadata": {"name": "new"}},
@@ -559,19 +560,21 @@ def test_queues_lists_limits_and_counts(fake_api: FakeCustomObjects) -> None:
     result = invoke("queues")
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["NAME", "MAX", "RUNNING", "PER", "NAMESPACE", "PER", "APP", "RUNNING", "WAITING",
-                              "ADMISSION", "OLDEST", "WAITING"]
+    assert header.split() == ["NAME", "MAX", "RUNNING", "PER", "NAMESPACE", "PER", "APP", "STARTS/S", "MAX", "PRIO",
+                              "RUNNING", "WAITING", "ADMISSION", "OLDEST", "WAITING"]
     assert [row.split() for row in rows] == [
-        ["asap", "-", "-", "-", "0", "0", "Kueue", "-"],
-        ["background", "2", "2", "1", "2", "3", "Operator", "1h2m"],
-        ["new", "-", "-", "-", "-", "-", "-", "-"],
+        ["asap", "-", "-", "-", "-", "-", "0", "0", "Kueue", "-"],
+        ["background", "2", "2", "1", "0.5", "10", "2", "3", "Operator", "1h2m"],
+        ["new", "-", "-", "-", "-", "-", "-", "-", "-", "-"],
     ]
     as_json = json.loads(invoke("queues", "-o", "json").stdout)
     assert as_json[1] == {"name": "background", "max_running": 2, "max_running_per_namespace": 2,
-                          "max_running_per_app": 1, "admission": "Operator", "running": 2, "waiting": 3,
+                          "max_running_per_app": 1, "max_starts_per_second": 0.5, "max_priority": 10,
+                          "admission": "Operator", "running": 2, "waiting": 3,
                           "oldest_waiting_since": fake_api.queues[0]["status"]["oldestWaitingSince"]}
     assert as_json[2] == {"name": "new", "max_running": None, "max_running_per_namespace": None,
-                          "max_running_per_app": None, "admission": None, "running": None, "waiting": None,
+                          "max_running_per_app": None, "max_starts_per_second": None, "max_priority": None,
+                          "admission": None, "running": None, "waiting": None,
                           "oldest_waiting_since": None}
 
 

@@ -17,7 +17,8 @@ from .output import age, dash
 
 @guard
 def queues(kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
-    """List the cluster's queues (LimeTaskQueues): their limits, and how many of their tasks run and wait.
+    """List the cluster's queues (LimeTaskQueues): their limits, pace and priority ceiling, and how many of
+    their tasks run and wait.
 
     Example: limetask queues
     """
@@ -26,12 +27,13 @@ def queues(kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> No
         typer.echo(json.dumps(items))
         return
     now = dt.datetime.now(dt.timezone.utc)
-    typer.echo(f"{'NAME':24} {'MAX RUNNING':11} {'PER NAMESPACE':13} {'PER APP':7} {'RUNNING':7} {'WAITING':7} "
-               f"{'ADMISSION':9} OLDEST WAITING")
+    typer.echo(f"{'NAME':24} {'MAX RUNNING':11} {'PER NAMESPACE':13} {'PER APP':7} {'STARTS/S':8} {'MAX PRIO':8} "
+               f"{'RUNNING':7} {'WAITING':7} {'ADMISSION':9} OLDEST WAITING")
     for q in items:
         oldest = age(parse_time(q["oldest_waiting_since"]), now) if q["oldest_waiting_since"] else "-"
         typer.echo(f"{q['name']:24} {dash(q['max_running']):11} {dash(q['max_running_per_namespace']):13} "
-                   f"{dash(q['max_running_per_app']):7} {dash(q['running']):7} {dash(q['waiting']):7} "
+                   f"{dash(q['max_running_per_app']):7} {dash(q['max_starts_per_second']):8} "
+                   f"{dash(q['max_priority']):8} {dash(q['running']):7} {dash(q['waiting']):7} "
                    f"{dash(q['admission']):9} {oldest}")
 
 
@@ -42,6 +44,9 @@ def _queue_row(item: dict[str, Any]) -> dict[str, Any]:
     def number(value: Any) -> int | None:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+    def rate(value: Any) -> float | int | None:
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def text(value: Any) -> str | None:
         return value if isinstance(value, str) and value else None
 
@@ -49,6 +54,8 @@ def _queue_row(item: dict[str, Any]) -> dict[str, Any]:
             "max_running": number(spec.get("maxRunning")),
             "max_running_per_namespace": number(spec.get("maxRunningPerNamespace")),
             "max_running_per_app": number(spec.get("maxRunningPerApp")),
+            "max_starts_per_second": rate(spec.get("maxStartsPerSecond")),
+            "max_priority": number(spec.get("maxPriority")),
             "admission": text(spec.get("admission")),
             "running": number(st.get("running")), "waiting": number(st.get("waiting")),
             "oldest_waiting_since": text(st.get("oldestWaitingSince"))}

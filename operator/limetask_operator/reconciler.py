@@ -116,7 +116,9 @@ class Reconciler:
         self.admission = Admission(kube, self.caches, self.enqueue, self.enqueue_later, self._counting_ready,
                                    rate=settings.job_creates_per_second, burst=settings.job_creates_burst,
                                    refresh_seconds=settings.queue_position_refresh_seconds,
-                                   default_queue=settings.default_queue, open_queues=settings.open_queues)
+                                   default_queue=settings.default_queue, open_queues=settings.open_queues,
+                                   max_priority=settings.max_priority,
+                                   namespace_max_priority=settings.namespace_max_priority)
         self.deferred_admission: set[Key] = set()  # tasks waiting for every listing (that can be made) before a slot
         self._seeded = False  # the waiting tasks found at start put in line (Admission.seed)
         self.overwritten: set[Key] = set()  # tasks whose foreign status was already reported

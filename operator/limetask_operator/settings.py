@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from lime_task.resource import DEFAULT_QUEUE, MAX_ATTEMPTS_CEILING, QUEUE_NAME_RE
+from lime_task.resource import DEFAULT_QUEUE, MAX_ATTEMPTS_CEILING, PRIORITY_MAX, PRIORITY_MIN, QUEUE_NAME_RE
 
 from .resources import quantity, quantity_problems, requests_over_limits
 
@@ -136,6 +136,16 @@ class OperatorSettings(BaseModel):
     # the CRDs, before Helm can make the LimeTaskQueues. Any other queue that does not exist is
     # waited for.
     open_queues: list[str] = Field(default_factory=list)
+    # The highest priority a task counts with in its queue's line: a task asking for more waits
+    # as if it asked for this (its Queued condition says so), so that no tenant's priority puts
+    # it out of reach of the others' ageing. A queue's maxPriority may set a lower one. With the
+    # default ageing (60 s a point), a task of priority 0 competes with the highest class after
+    # at most this many minutes (the README's "Queues, priorities and concurrency").
+    max_priority: int = Field(default=100, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    # The ceiling of some namespaces, instead of max_priority, as a JSON object
+    # ({"batch": 0, "platform": 1000}): the platform team's word, in the operator's settings,
+    # not in anything a namespace's own users may edit.
+    namespace_max_priority: dict[str, int] = Field(default_factory=dict)
     # Tests only: accept seconds-level schedules (`@every 3s`), so that tests need not wait minutes.
     schedule_seconds: bool = False
     # Leader election on a Lease, so that several replicas can run: one leads, the others wait
@@ -194,6 +204,14 @@ class OperatorSettings(BaseModel):
         bad = [q for q in v if not QUEUE_NAME_RE.fullmatch(q)]
         if bad:
             raise ValueError(f"not queue names: {', '.join(map(repr, bad))} (lower-case letters, digits and '-')")
+        return v
+
+    @field_validator("namespace_max_priority")
+    @classmethod
+    def _namespace_ceilings(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [f"{ns!r}: {p}" for ns, p in v.items() if not PRIORITY_MIN <= p <= PRIORITY_MAX]
+        if bad:
+            raise ValueError(f"priorities go from {PRIORITY_MIN} to {PRIORITY_MAX}, not {', '.join(bad)}")
         return v
 
     @field_validator("default_time_zone")

@@ -56,6 +56,7 @@ from .waiting import (
            KUEUE_WAITING,
            QUEUE_NOT_FOUND,
            QUEUE_PAUSED,
+           QUEUE_RATE_LIMITED,
            WAITING,
            Waiting,
            queued_now,
@@ -63,6 +64,6 @@ from .waiting import (
 )
 
 __all__ = ["ADMITTED", "HORIZON", "KUEUE", "KUEUE_WAITING", "OPERATOR", "POSITIONS_COUNTED", "QUEUE_NOT_FOUND",
-           "QUEUE_PAUSED", "WAITING", "Admission", "Admitted", "Entry", "Grant", "Line", "Merge", "QueueSpec",
+           "QUEUE_PAUSED", "QUEUE_RATE_LIMITED", "WAITING", "Admission", "Admitted", "Entry", "Grant", "Line", "Merge", "QueueSpec",
            "Shown", "SlotCounts", "TokenBucket", "Waiting", "aged", "holds_slot", "place_to_show", "queue_name",
            "queue_path", "queued_now", "rank", "shown_place", "stamp", "waiting_attempt", "waits_for_kueue"]

@@ -13,11 +13,11 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lime_task.resource import DEFAULT_QUEUE, FINAL_STATES, GROUP, VERSION
+from lime_task.resource import DEFAULT_QUEUE, FINAL_STATES, GROUP, PRIORITY_MAX, VERSION
 from lime_task.validation import parse_time
 
 from .. import metrics
@@ -28,7 +28,16 @@ from .limits import KUEUE, KUEUE_GROUP, QueueSpec, SlotCounts, holds_slot, queue
 from .line import Entry, Line, Merge, stamp
 from .positions import COUNT_PERIOD, POSITION_WRITES_PER_SECOND, POSITIONS_COUNTED, place_to_show, shown_place
 from .token_bucket import HORIZON, TokenBucket
-from .waiting import KUEUE_WAITING, QUEUE_NOT_FOUND, QUEUE_PAUSED, WAITING, Waiting, queued_now, waiting_attempt
+from .waiting import (
+           KUEUE_WAITING,
+           QUEUE_NOT_FOUND,
+           QUEUE_PAUSED,
+           QUEUE_RATE_LIMITED,
+           WAITING,
+           Waiting,
+           queued_now,
+           waiting_attempt,
+)
 
 LOG = logging.getLogger("limetask.operator.queues")
 
@@ -64,7 +73,8 @@ class Admission:
                  enqueue_later: Callable[[Key, float], None], all_synced: Callable[[], bool] = lambda: True,
                  rate: float = 20.0, burst: int = 20,
                  refresh_seconds: float = 30.0, clock: Callable[[], float] = time.time,
-                 default_queue: str = DEFAULT_QUEUE, open_queues: Iterable[str] = ()) -> None:
+                 default_queue: str = DEFAULT_QUEUE, open_queues: Iterable[str] = (),
+                 max_priority: int = PRIORITY_MAX, namespace_max_priority: Mapping[str, int] | None = None) -> None:
         self.kube = kube
         # The queue of a task that names none, and the queues that exist without a LimeTaskQueue.
         self.default_queue = default_queue
@@ -77,6 +87,13 @@ class Admission:
         self.all_synced = all_synced
         self.clock = clock
         self.bucket = TokenBucket(rate, burst, clock)
+        # Each queue's own pace (maxStartsPerSecond), made empty: see `_pace`.
+        self.paces: dict[str, TokenBucket] = {}
+        # When a pass last left a task of the queue waiting for its pace while its limits had room.
+        self._rate_held: dict[str, float] = {}
+        # The installation's ceiling of priorities, and the namespaces' own (see `ceiling`).
+        self.max_priority = max_priority
+        self.namespace_max_priority = dict(namespace_max_priority or {})
         self.refresh_seconds = refresh_seconds
         self.enabled = True  # False: the LimeTaskQueue CRD is not installed (every queue unlimited)
         self.queues: dict[str, QueueSpec] = {}
@@ -120,10 +137,15 @@ class Admission:
         else:
             self.queues[name] = QueueSpec.from_body(body)
         new = self.queues.get(name)
+        self._pace(self.queue(name))
         line = self.lines.get(name)
-        if line is not None and line.aging_seconds != self.queue(name).aging_seconds:
+        ceiling_moved = (old.max_priority if old else None) != (new.max_priority if new else None)
+        if line is not None and ceiling_moved:
+            for entry in line.members.values():
+                self._clamp(entry, self.queue(name))
+        if line is not None and (ceiling_moved or line.aging_seconds != self.queue(name).aging_seconds):
             line.rescore(self.queue(name).aging_seconds)
-        if line is not None and ((old is None) != (new is None) or (old and new and (
+        if line is not None and ((old is None) != (new is None) or ceiling_moved or (old and new and (
                 old.max_running != new.max_running or old.limits_text() != new.limits_text()))):
             # The reason its tasks wait, or the limits their message names, changed: say so.
             for key in list(line.members):
@@ -145,6 +167,61 @@ class Admission:
 
     def _held(self, q: QueueSpec, now: float) -> bool:
         return q.limited and now < self.hold_until
+
+    def _pace(self, q: QueueSpec) -> TokenBucket | None:
+        """The queue's own token bucket (maxStartsPerSecond, a burst of one), or None without one.
+
+        Made empty, when the queue is first seen or its pace changes: no token is saved from
+        before. So a new leader (whose queues are all new to it: the reconciler is made at each
+        leadership) or a restarted operator starts nothing of the queue before 1/rate seconds
+        have passed, and the previous leader sent its last Job before its lease ended: the two
+        leaders' starts are never closer than the pace."""
+        rate = q.starts_per_second if q.exists else None
+        bucket = self.paces.get(q.name)
+        if rate is None:
+            if bucket is not None:
+                del self.paces[q.name]
+            return None
+        if bucket is None or bucket.rate != rate:
+            bucket = self.paces[q.name] = TokenBucket(rate, 1, self.clock, full=False)
+        return bucket
+
+    def ceiling(self, q: QueueSpec, namespace: str) -> tuple[int, str]:
+        """The highest priority a task of `namespace` counts with in queue q, and whose ceiling
+        that is: the lower of the queue's maxPriority and the namespace's ceiling (its own in
+        LIMETASK_NAMESPACE_MAX_PRIORITY, else the installation's LIMETASK_MAX_PRIORITY)."""
+        own = self.namespace_max_priority.get(namespace)
+        found = (own, f"the ceiling of namespace {namespace}") if own is not None else (
+            self.max_priority, "the installation's ceiling")
+        if q.max_priority is not None and q.max_priority < found[0]:
+            return q.max_priority, f"maxPriority of queue {q.name}"
+        return found
+
+    def _clamp(self, entry: Entry, q: QueueSpec) -> None:
+        """The priority the entry counts with: its task's own, at most the ceiling (`asked` keeps
+        the task's own when it was lowered, for its status to say so)."""
+        asked = entry.asked if entry.asked is not None else entry.priority
+        top, _ = self.ceiling(q, entry.namespace)
+        entry.priority = min(asked, top)
+        entry.asked = asked if asked > top else None
+
+    def _reserve(self, q: QueueSpec, pace: TokenBucket | None) -> float | None:
+        """The tokens of one Job of queue q: the installation's, then the queue's own for no
+        sooner than that (see TokenBucket.reserve); the seconds until both are due, or None
+        when either is not within the horizon (then neither is taken)."""
+        if pace is not None and pace.next_due() > 0:
+            return None
+        delay = self.bucket.reserve(HORIZON)
+        if delay is None or pace is None:
+            return delay
+        return pace.reserve(HORIZON, after=delay)
+
+    def _rate_bound(self, q: QueueSpec, now: float) -> bool:
+        """Whether the queue's pace held a task of it back lately (a pass in the last
+        COUNT_PERIOD seconds, while its limits had room): its waiting tasks say so. A state that
+        lasts while the pace holds the queue, not one that turns at every token, so that their
+        statuses are not rewritten at each."""
+        return q.starts_per_second is not None and now - self._rate_held.get(q.name, -math.inf) <= COUNT_PERIOD
 
     def set_unlisted(self, namespaces: dict[str, str]) -> None:
         """The watched namespaces that cannot be listed now, and why (the reconciler's word).
@@ -206,7 +283,10 @@ class Admission:
             self._drop_entry(key)
             entry = None
         if entry is None and self._may_start_now(q, task, now):
-            delay = self.bucket.reserve(HORIZON)
+            pace = self._pace(q)
+            delay = self._reserve(q, pace)
+            if delay is None and pace is not None and pace.next_due() > 0:
+                self._rate_held[q.name] = now
             if delay is not None:
                 grant = self._grant(key, task.uid, attempt, q, task.namespace, str(task.spec.get("app", "")),
                                     now, delay, waited=0.0)
@@ -289,6 +369,7 @@ class Admission:
         entry = Entry(key, task.uid, attempt, q.name, task.namespace, str(task.spec.get("app", "")),
                       priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
                       self._since(task, attempt, now))
+        self._clamp(entry, q)
         self.entries[key] = entry
         self.lines.setdefault(q.name, Line(q.aging_seconds)).add(entry)
         return entry
@@ -311,6 +392,8 @@ class Admission:
             reason = QUEUE_NOT_FOUND
         elif q.max_running == 0:
             reason = QUEUE_PAUSED
+        elif self._rate_bound(q, now):
+            reason = QUEUE_RATE_LIMITED
         else:
             reason = WAITING
         shown = shown_place(task.status, q.name, entry.attempt, reason)
@@ -329,11 +412,16 @@ class Admission:
                        f"(kubectl get ltq lists the queues)")
         elif reason == QUEUE_PAUSED:
             message = f"queue {q.name} is paused (maxRunning: 0)"
-        elif position is not None:
-            message = f"waiting in queue {q.name}: position {position} of {total} ({q.limits_text()})"
         else:
-            message = (f"waiting in queue {q.name}; its position is written once it is among the first "
-                       f"{POSITIONS_COUNTED} ({q.limits_text()})")
+            paced = f" at its pace of {q.starts_per_second:g} a second" if reason == QUEUE_RATE_LIMITED else ""
+            if position is not None:
+                message = f"waiting in queue {q.name}{paced}: position {position} of {total} ({q.limits_text()})"
+            else:
+                message = (f"waiting in queue {q.name}{paced}; its position is written once it is among the first "
+                           f"{POSITIONS_COUNTED} ({q.limits_text()})")
+        if entry.asked is not None:
+            _, whose = self.ceiling(q, entry.namespace)
+            message += f"; its priority {entry.asked} counts as {entry.priority} here ({whose})"
         return Waiting(q.name, reason, message, position, total, entry.since_text)
 
     def usage(self, key: tuple[str, str, str], now: float) -> float:
@@ -452,6 +540,7 @@ class Admission:
                 continue
             if self.bucket.next_due() > 0:
                 return admitted  # no token within the horizon: the next pass goes on
+            pace = self._pace(q)
 
             def eligible(namespace: str, app: str, q: QueueSpec = q) -> bool:
                 return q.admission == KUEUE or run.full(q, namespace, app) is None
@@ -462,7 +551,10 @@ class Admission:
                 entry = merge.peek()
                 if entry is None:
                     break
-                delay = self.bucket.reserve(HORIZON)
+                if pace is not None and pace.next_due() > 0:
+                    self._rate_held[name] = now  # this queue's pace: the other queues go on
+                    break
+                delay = self._reserve(q, pace)
                 if delay is None:
                     return admitted
                 self._drop_entry(entry.key)

@@ -1,6 +1,7 @@
 """A queue's limits (its LimeTaskQueue), and what holds a slot in it now.
 
-`maxRunning` (the whole queue), `maxRunningPerNamespace` and `maxRunningPerApp`; a queue with
+`maxRunning` (the whole queue), `maxRunningPerNamespace` and `maxRunningPerApp`; its pace,
+`maxStartsPerSecond`; and `maxPriority`, the highest priority its tasks count with. A queue with
 `admission: Kueue` is limited by Kueue, not here. What runs is counted from the cluster as the
 caches mirror it (`holds_slot`), never from memory of past decisions.
 """
@@ -11,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lime_task.resource import DEFAULT_QUEUE, FINAL_STATES, GROUP, QUEUE_PLURAL, VERSION
+from lime_task.resource import DEFAULT_QUEUE, FINAL_STATES, GROUP, PRIORITY_MAX, PRIORITY_MIN, QUEUE_PLURAL, VERSION
 
 from ..model import JobView, PodView, TaskView
 
@@ -37,6 +38,20 @@ def _limit(spec: dict[str, Any], name: str, low: int) -> int | None:
     return value
 
 
+def _rate(spec: dict[str, Any], name: str) -> float | None:
+    value = spec.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return None
+    return float(value)
+
+
+def _priority(spec: dict[str, Any], name: str) -> int | None:
+    value = spec.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        return None
+    return value
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
@@ -47,6 +62,10 @@ class QueueSpec:
     start_timeout: float | None = None  # startTimeoutSeconds: a worker not started by then gives its slot back
     admission: str = OPERATOR
     kueue_queue: str = ""
+    # maxStartsPerSecond: tasks started a second at most (a token bucket of one; not with Kueue).
+    starts_per_second: float | None = None
+    # maxPriority: a task's priority counts as this at most in the queue's line.
+    max_priority: int | None = None
     exists: bool = True
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -65,6 +84,8 @@ class QueueSpec:
             if spec.get("admission") != KUEUE else None,
             admission=KUEUE if spec.get("admission") == KUEUE else OPERATOR,
             kueue_queue=str(spec.get("kueueQueueName") or meta.get("name", "")),
+            starts_per_second=_rate(spec, "maxStartsPerSecond") if spec.get("admission") != KUEUE else None,
+            max_priority=_priority(spec, "maxPriority"),
             metadata={k: meta[k] for k in ("name", "resourceVersion", "uid") if k in meta},
         )
 
@@ -78,6 +99,8 @@ class QueueSpec:
         parts = [f"{n} {v}" for n, v in (("maxRunning", self.max_running),
                                           ("maxRunningPerNamespace", self.per_namespace),
                                           ("maxRunningPerApp", self.per_app)) if v is not None]
+        if self.starts_per_second is not None:
+            parts.append(f"maxStartsPerSecond {self.starts_per_second:g}")
         return ", ".join(parts) or "no limit"
 
 

@@ -43,8 +43,9 @@ class Entry:
     queue: str
     namespace: str
     app: str
-    priority: int
+    priority: int  # as it counts in the line: the task's own, lowered to the ceilings (Admission.ceiling)
     since: float  # epoch seconds: when this attempt began to wait (FIFO and ageing)
+    asked: int | None = None  # the task's own priority, when a ceiling lowered it
 
     @property
     def since_text(self) -> str:

@@ -1,4 +1,8 @@
-"""The pace of Job creations over every queue: a burst of tasks becomes pods at that pace."""
+"""Token buckets: the pace of Job creations over every queue, and a queue's own pace of starts.
+
+A burst of tasks becomes pods at the installation's pace (`job_creates_per_second`); a queue
+with `maxStartsPerSecond` starts its tasks no faster than that, whatever the other queues do.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,33 @@ HORIZON = 1.0  # a grant may reserve its Job-creation token this far ahead
 
 
 class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved; a reservation may take a token not yet due."""
+    """`rate` tokens a second, at most `burst` saved; a reservation may take a token not yet due.
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+    `full`: the bucket starts with `burst` tokens, else with none (a queue's pace: a new leader
+    or a restarted operator starts nothing of that queue before 1/rate seconds have passed,
+    so that the starts of the process before it and its own are never closer than the pace)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float], full: bool = True) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.clock = clock
-        self.tokens = float(burst)
-        self.at = clock()
+        self.tokens = float(burst) if full else 0.0
+        self.at = clock()  # the time `tokens` is counted at (a reservation may put it ahead of now)
 
-    def reserve(self, horizon: float) -> float | None:
-        """Take a token: the seconds until it is due (0: now), or None when that is past `horizon`."""
+    def reserve(self, horizon: float, after: float = 0.0) -> float | None:
+        """Take a token: the seconds until it is due (0: now), or None when that is past `horizon`.
+        `after`: the token is used no sooner than this many seconds from now (its Job waits for
+        another bucket's token too), so the token is counted as taken then: two tokens are
+        never used closer than the pace, however the other bucket delays them."""
         if self.rate <= 0:
-            return 0.0
+            return max(0.0, after)
         now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        due = max(0.0, (1.0 - self.tokens) / self.rate)
+        tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        due = max(after, (1.0 - tokens) / self.rate, 0.0)
         if due > horizon:
             return None
-        self.tokens -= 1.0
+        self.tokens = min(self.burst, tokens + due * self.rate) - 1.0
+        self.at = now + due
         return due
 
     def next_due(self) -> float:

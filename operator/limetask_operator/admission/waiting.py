@@ -16,6 +16,7 @@ from lime_task.resource import CONDITION_QUEUED
 WAITING = "Waiting"
 QUEUE_NOT_FOUND = "QueueNotFound"
 QUEUE_PAUSED = "QueuePaused"
+QUEUE_RATE_LIMITED = "QueueRateLimited"  # the queue's pace (maxStartsPerSecond) holds its tasks back
 KUEUE_WAITING = "Kueue"
 ADMITTED = "Admitted"
 
