@@ -191,6 +191,36 @@ def test_fair_share_between_applications(tasks: TaskClient, pods: PodWatch, queu
     assert pods.most <= 2
 
 
+def test_a_queues_pace_spaces_its_starts(tasks: TaskClient, api_client: Any, namespace: str, queues: Any) -> None:
+    """maxStartsPerSecond 1: four tasks sent at once have their Jobs made at least a second
+    apart, by the API server's creationTimestamps (whole seconds: a second apart or more is a
+    difference of one or more), and those held back meanwhile say QueueRateLimited. Finished
+    tasks' Jobs are deleted, so the Jobs are read as they come."""
+    q = queues(maxStartsPerSecond=1)
+    sent = [tasks.send(f"{T}.add", "my-app", [i, 1], qos=q) for i in range(4)]
+    ids = {s.id for s in sent}
+    batch = client.BatchV1Api(api_client)
+    made: dict[str, Any] = {}
+    reasons: set[str] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for job in batch.list_namespaced_job(namespace).items:
+            if (job.metadata.labels or {}).get(LABEL_TASK_ID) in ids:
+                made.setdefault(job.metadata.name, job.metadata.creation_timestamp)
+        found = [tasks.get_status(i, "my-app") for i in ids]
+        reasons |= {f.queue_reason for f in found if f.queue_reason}
+        if all(f.is_completed() for f in found):
+            break
+        time.sleep(0.2)
+    assert all(f.status == SUCCESS for f in found), found
+    assert len(made) == 4, made
+    times = sorted(made.values())
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 1, gaps
+    assert (times[-1] - times[0]).total_seconds() <= 3 + 3, times  # paced, not held back longer
+    assert "QueueRateLimited" in reasons, reasons
+
+
 def test_cancel_and_expiry_of_waiting_tasks(tasks: TaskClient, api_client: Any, namespace: str, pods: PodWatch,
                                             queues: Any) -> None:
     q = queues(maxRunning=0)

@@ -194,7 +194,7 @@ def test_a_queues_pace_starts_its_waiting_tasks_no_faster_than_its_rate() -> Non
     made = paced_run(h, [0.0] * 10, 0.05, 6.0)
     assert len(made) == 10
     assert made[0] == pytest.approx(made_at + 0.5, abs=1e-6)
-    gaps = [b - a for a, b in zip(made, made[1:])]
+    gaps = [b - a for a, b in zip(made, made[1:], strict=False)]
     assert min(gaps) >= 0.5 - 1e-6, gaps
     assert made[-1] - made[0] <= 9 * 0.5 + 0.05, made
 
@@ -211,7 +211,7 @@ def test_the_pace_holds_when_the_installations_tokens_delay_its_jobs() -> None:
     arrivals = [t + d for t in (1.0, 3.5, 6.0, 8.5, 11.0, 13.5) for d in (0.0, 0.2)]
     made = paced_run(h, arrivals, 0.1, 20.0, busy=3.0)
     assert len(made) == 12
-    gaps = [b - a for a, b in zip(made, made[1:])]
+    gaps = [b - a for a, b in zip(made, made[1:], strict=False)]
     assert min(gaps) >= 1.0 - 1e-6, gaps
 
 

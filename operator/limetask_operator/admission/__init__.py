@@ -19,6 +19,10 @@ Order among the waiting tasks of a queue (line.py keeps them, and says what it c
   with the fewest running tasks starts next, and of those the one that started fewest lately
   (a count that halves every minute), so that no application takes every slot by sending more;
 - then first in, first out.
+A task's priority counts at most as its ceiling: the lower of the queue's `maxPriority` and its
+namespace's (`ceiling`). So a task of priority p reaches the highest class after (C - p) x
+agingSeconds at most, where fair share puts it before any application that runs more or started
+more lately: a flood at the top priority holds no task back longer than that and a slot.
 
 Positions: a waiting task's status shows its exact place while it is among the first
 POSITIONS_COUNTED of its queue, counted every few seconds; further back it says how many wait
@@ -28,7 +32,10 @@ moved by a quarter (any move near the head) or the count of waiting tasks did, a
 and bounded whatever the length of the queue.
 
 Job creations are paced by a token bucket (`job_creates_per_second`, `job_creates_burst`),
-over every queue: a burst of tasks becomes pods at that pace. A grant may reserve a token up to
+over every queue: a burst of tasks becomes pods at that pace. A queue with `maxStartsPerSecond`
+has a bucket of its own (one token, made empty: a new leader waits 1/rate before its first
+start), whose token counts as taken when its Job is made; its tasks held back by it say
+QueueRateLimited while it held the queue in the last count period, not at each token. A grant may reserve a token up to
 a second ahead; its task comes back when the token is due, with nothing written meanwhile.
 Many tasks are admitted in one pass, never one per pass.
 
@@ -42,7 +49,7 @@ The modules, one concern each:
     limits.py       a queue's limits (QueueSpec) and what holds a slot now (SlotCounts)
     line.py         the waiting line: ageing, fair share, first in first out
     positions.py    the place a waiting task's status shows, and when it is written again
-    token_bucket.py the pace of Job creations
+    token_bucket.py the pace of Job creations, and a queue's own pace of starts
     waiting.py      a task's wait as its status says it (what the derivation reads)
 """
 
@@ -64,6 +71,7 @@ from .waiting import (
 )
 
 __all__ = ["ADMITTED", "HORIZON", "KUEUE", "KUEUE_WAITING", "OPERATOR", "POSITIONS_COUNTED", "QUEUE_NOT_FOUND",
-           "QUEUE_PAUSED", "QUEUE_RATE_LIMITED", "WAITING", "Admission", "Admitted", "Entry", "Grant", "Line", "Merge", "QueueSpec",
-           "Shown", "SlotCounts", "TokenBucket", "Waiting", "aged", "holds_slot", "place_to_show", "queue_name",
-           "queue_path", "queued_now", "rank", "shown_place", "stamp", "waiting_attempt", "waits_for_kueue"]
+           "QUEUE_PAUSED", "QUEUE_RATE_LIMITED", "WAITING", "Admission", "Admitted", "Entry", "Grant", "Line",
+           "Merge", "QueueSpec", "Shown", "SlotCounts", "TokenBucket", "Waiting", "aged", "holds_slot",
+           "place_to_show", "queue_name", "queue_path", "queued_now", "rank", "shown_place", "stamp",
+           "waiting_attempt", "waits_for_kueue"]
