@@ -215,6 +215,48 @@ def test_the_pace_holds_when_the_installations_tokens_delay_its_jobs() -> None:
     assert min(gaps) >= 1.0 - 1e-6, gaps
 
 
+def test_a_reconcile_that_comes_late_makes_no_two_jobs_closer_than_the_pace() -> None:
+    """The reconciler makes a Job when its task comes back and admit() says its token is due;
+    a busy reconciler comes back late, by up to a second here, one task later than the next.
+    The queue's Jobs are still made at least 1/rate apart: admit() holds a task back until
+    1/rate after the queue's last Job."""
+    import random
+
+    rng = random.Random(5)
+    h = Harness(rate=0)
+    h.adm.queue_event("ADDED", queue("paced", maxStartsPerSecond=2))
+    back: dict[tuple[str, str], float] = {}  # when each granted task comes back to the reconciler
+    for i in range(20):
+        answer = h.ask(now_body(h, f"p{i}", queue="paced"))
+        if isinstance(answer, Admitted):
+            back[("ns", f"p{i}")] = h.clock.now + answer.delay + rng.uniform(0, 1.0)
+    made: list[float] = []
+    end = h.clock.now + 15
+    while h.clock.now < end:
+        h.enqueued.clear()
+        h.later.clear()
+        h.adm.dispatch()
+        for key in h.enqueued:
+            back[key] = h.clock.now + rng.uniform(0, 1.0)
+        for key, delay in h.later:
+            back[key] = h.clock.now + delay + rng.uniform(0, 1.0)
+        for key, at in sorted(back.items(), key=lambda kv: kv[1]):
+            if at > h.clock.now:
+                continue
+            answer = h.adm.admit(h.caches.tasks[key], 1)
+            assert isinstance(answer, Admitted)
+            if answer.delay > 0:
+                back[key] = h.clock.now + answer.delay
+                continue
+            del back[key]
+            made.append(h.clock.now)
+            h.start_job(key[1])
+        h.clock.now = round(h.clock.now + 0.05, 6)
+    assert len(made) == 20
+    gaps = [b - a for a, b in zip(made, made[1:], strict=False)]
+    assert min(gaps) >= 0.5 - 1e-6, gaps
+
+
 def test_a_new_leader_starts_the_paced_queue_with_an_empty_bucket() -> None:
     """The previous leader made a Job just before it stopped; the new leader (a new Admission,
     made when it takes over) makes its queue's first one no sooner than 1/rate after it began,

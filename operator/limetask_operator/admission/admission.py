@@ -91,6 +91,8 @@ class Admission:
         self.paces: dict[str, TokenBucket] = {}
         # When a pass last left a task of the queue waiting for its pace while its limits had room.
         self._rate_held: dict[str, float] = {}
+        # When a paced queue's last Job was let be made, and whose (see `_due`).
+        self._last_made: dict[str, tuple[float, Key]] = {}
         # The installation's ceiling of priorities, and the namespaces' own (see `ceiling`).
         self.max_priority = max_priority
         self.namespace_max_priority = dict(namespace_max_priority or {})
@@ -276,7 +278,7 @@ class Admission:
         now = self.clock()
         grant = self.grants.get(key)
         if grant is not None and grant.uid == task.uid and grant.attempt == attempt:
-            return Admitted(max(0.0, grant.not_before - now), grant.kueue_queue)
+            return Admitted(self._due(key, grant, now), grant.kueue_queue)
         q = self.queue(queue_name(task, self.default_queue))
         entry = self.entries.get(key)
         if entry is not None and (entry.uid != task.uid or entry.attempt != attempt):
@@ -290,12 +292,28 @@ class Admission:
             if delay is not None:
                 grant = self._grant(key, task.uid, attempt, q, task.namespace, str(task.spec.get("app", "")),
                                     now, delay, waited=0.0)
-                return Admitted(delay, grant.kueue_queue)
+                return Admitted(self._due(key, grant, now), grant.kueue_queue)
         if entry is None:
             entry = self._add_entry(key, task, attempt, q, now)
             self._joined = True
             self.poke()
         return self._waiting(entry, task, now)
+
+    def _due(self, key: Key, grant: Grant, now: float) -> float:
+        """Seconds until the grant's Job may be made (0: now, and the reconciler makes it): when
+        its tokens are due, and in a paced queue no sooner than 1/rate after the queue's last Job
+        made, so that a task whose reconcile came late and the next one on time do not make two
+        Jobs closer than the pace."""
+        due = max(0.0, grant.not_before - now)
+        pace = self.paces.get(grant.queue)
+        if pace is None or pace.rate <= 0:
+            return due
+        last = self._last_made.get(grant.queue)
+        if last is not None and last[1] != key:
+            due = max(due, last[0] + 1.0 / pace.rate - now)
+        if due <= 0:
+            self._last_made[grant.queue] = (now, key)
+        return due
 
     def _grant(self, key: Key, uid: str, attempt: int, q: QueueSpec, namespace: str, app: str, now: float,
                delay: float, waited: float) -> Grant:
