@@ -89,7 +89,7 @@ class Admission:
         self.bucket = TokenBucket(rate, burst, clock)
         # Each queue's own pace (maxStartsPerSecond), made empty: see `_pace`.
         self.paces: dict[str, TokenBucket] = {}
-        # When a pass last left a task of the queue waiting for its pace while its limits had room.
+        # When a pass last left a task of the queue waiting for its pace while the queue had room.
         self._rate_held: dict[str, float] = {}
         # When a paced queue's last Job was let be made, and whose (see `_due`).
         self._last_made: dict[str, tuple[float, Key]] = {}
@@ -220,7 +220,7 @@ class Admission:
 
     def _rate_bound(self, q: QueueSpec, now: float) -> bool:
         """Whether the queue's pace held a task of it back lately (a pass in the last
-        COUNT_PERIOD seconds, while its limits had room): its waiting tasks say so. A state that
+        COUNT_PERIOD seconds, while the queue had room): its waiting tasks say so. A state that
         lasts while the pace holds the queue, not one that turns at every token, so that their
         statuses are not rewritten at each."""
         return q.starts_per_second is not None and now - self._rate_held.get(q.name, -math.inf) <= COUNT_PERIOD
@@ -559,6 +559,9 @@ class Admission:
             if self.bucket.next_due() > 0:
                 return admitted  # no token within the horizon: the next pass goes on
             pace = self._pace(q)
+            if pace is not None and pace.next_due() > 0:
+                self._rate_held[name] = now  # this queue's pace: the other queues go on
+                continue
 
             def eligible(namespace: str, app: str, q: QueueSpec = q) -> bool:
                 return q.admission == KUEUE or run.full(q, namespace, app) is None
