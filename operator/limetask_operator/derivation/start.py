@@ -38,16 +38,14 @@ def start(facts: Facts, n: int, history: Sequence[dict[str, Any]] | None = None,
         new["history"] = list(history)[-HISTORY_MAX:]
     # After OOMKilled attempts of a task with memoryOnOOM, its size for them (oom.py): the count
     # is the one this status stores, with the attempt that just ended in it.
-    memory = step_for(facts.task.spec, Tally.of(new).oom)
+    ooms = Tally.of(new).oom
+    memory = step_for(facts.task.spec, ooms)
     msg = "waiting for the worker to start" if n == 1 else f"attempt {n}: waiting for the worker to start"
     if memory is not None:
-        msg += f" (with {memory} of memory, after {n_of_oom(Tally.of(new).oom)} OOMKilled)"
+        msg += f" (with {memory} of memory, after {ooms} OOMKilled attempt{'s' if ooms != 1 else ''})"
     new["conditions"] = condition(facts.conditions(), "Unknown", "Pending", msg, facts.task.generation, facts.stamp)
     return Plan(status=new, create_attempt=n, stop_jobs=earlier_jobs_running(facts.jobs, n), memory=memory)
 
-
-def n_of_oom(n: int) -> str:
-    return "1 attempt" if n == 1 else f"{n} attempts"
 
 
 def refused(facts: Facts, n: int, code: int, message: str, history: Sequence[dict[str, Any]] | None = None,
