@@ -93,15 +93,11 @@ def after_oom(facts: Facts, lost: Lost, ended_at: str, cap: MemoryCap, runner_re
 
 
 def memories(history: Sequence[dict[str, Any]], spec: Mapping[str, Any], runner_resources: Mapping[str, Any]) -> str:
-    """Which memory each OOMKilled attempt had, in words ("attempt 1 had 256Mi, attempt 2 1Gi and
-    attempt 3 2Gi"): the task's own, then each size, with the attempt the history still names."""
-    sizes = [attempt_memory(spec, j, runner_resources) for j in range(len(memory_steps(spec)) + 1)]
-    parts = []
-    for size in sizes:
-        if size is None:
-            parts.append("no memory limit")
-            continue
-        which = next((h.get("attempt") for h in reversed(history)
-                      if h.get("reason") == OOM_KILLED and h.get("memory") == size), None)
-        parts.append(f"attempt {which} had {size}" if which is not None else size)
-    return and_list(parts)
+    """Which memory each OOMKilled attempt had, in words ("attempt 1 had 256Mi, attempt 2 had 1Gi
+    and attempt 3 had 2Gi"). The i-th of them had the i-th memory (the task's own, then each
+    size): those the history no longer holds (it keeps the last ten attempts) are named by their
+    memory alone."""
+    sizes = [attempt_memory(spec, j, runner_resources) or "no memory limit" for j in range(len(memory_steps(spec)) + 1)]
+    named = [f"attempt {h.get('attempt')} had {h['memory']}" for h in history
+             if h.get("reason") == OOM_KILLED and h.get("memory")][-len(sizes):]
+    return and_list([*sizes[:len(sizes) - len(named)], *named])

@@ -195,3 +195,25 @@ def test_after_oom_alone_counts_from_the_stored_tally() -> None:
     assert plan.create_attempt == 4 and plan.memory == "2Gi"
     assert plan.status is not None and (plan.status["oomKilled"], plan.status["workersLost"]) == (2, 1)
     assert plan.status["history"][-1]["memory"] == "1Gi"
+
+
+def test_the_final_message_names_each_attempts_memory_even_when_two_had_the_same() -> None:
+    same = {"memoryOnOOM": ["512Mi", "1Gi"]}  # the first size as much as the task's own limit
+    second = derive(started_status(**same), 1, oom_pod(), spec=same)
+    third = derive(running(second, 2, same), 2, oom_pod(2), spec=same)
+    last = derive(running(third, 3, same), 3, oom_pod(3), spec=same)
+    assert last.status is not None and last.status["error"]["message"].startswith(
+        "the container was OOMKilled with each memory it was given (attempt 1 had 512Mi, attempt 2 had 512Mi and "
+        "attempt 3 had 1Gi)")
+
+
+def test_the_final_message_names_by_memory_alone_the_attempts_the_history_no_longer_holds() -> None:
+    # Attempts 1 (512Mi) and 2 (1Gi) were OOMKilled; 3 to 12 (2Gi) raised and were retried; 13
+    # (2Gi) is OOMKilled too. The history keeps the last ten: 4 to 13.
+    history = [{"attempt": n, "outcome": "Retry", "reason": "TaskRaised", "memory": "2Gi"} for n in range(3, 13)]
+    status = {**started_status(13, **STEPS), "oomKilled": 2, "retries": 10, "history": history}
+    plan = derive(status, 13, oom_pod(13))
+    assert plan.status is not None and plan.status["error"]["reason"] == "OOMKilled"
+    assert [h["attempt"] for h in plan.status["history"]] == list(range(4, 14))
+    assert plan.status["error"]["message"].startswith(
+        "the container was OOMKilled with each memory it was given (512Mi, 1Gi and attempt 13 had 2Gi)")
