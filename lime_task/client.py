@@ -66,6 +66,7 @@ from .tracing import trace_annotations
 from .validation import (
     check_app_name,
     check_arguments,
+    check_memory_on_oom,
     check_priority,
     check_queue,
     check_task_name,
@@ -264,7 +265,8 @@ class TaskClient:
              *, task_id: str | None = None, options: TaskOptions | None = None, check: bool = True,
              image: str | None = None, resources: Mapping[str, Any] | None = None, countdown: Any = None,
              eta: Any = None, expires: Any = None, qos: str | None = None, priority: int | None = None,
-             idempotency_key: str | None = None, fingerprint: str | None = None) -> TaskStatus:
+             idempotency_key: str | None = None, fingerprint: str | None = None,
+             memory_on_oom: Sequence[str] | None = None) -> TaskStatus:
         """Create a LimeTask. With `check`, the name must resolve to a registered task here.
 
         `countdown` (seconds) or `eta` (an aware datetime): start no earlier than that; until
@@ -272,6 +274,8 @@ class TaskClient:
         datetime): a task not started by then ends as FAILURE, reason `Expired`, and never runs.
         `qos` (a queue's name) and `priority` override the task's own (`@task(qos=, priority=)`):
         while its queue has no free slot, the task stays PENDING with a `Queued` condition.
+        `memory_on_oom` (memory sizes, e.g. ["1Gi", "2Gi"]) overrides the task's own
+        `@task(memory_on_oom=)` ([] for none): the memory of the attempts after OOMKilled ones.
 
         `idempotency_key`: the same key (for the same application) starts one task however often
         the call is retried, from any process (lime_task.idempotency); the task that was started
@@ -292,11 +296,18 @@ class TaskClient:
         options = options or TaskOptions()
         queue = qos if qos is not None else options.qos
         rank = priority if priority is not None else options.priority
+        steps = options.memory_on_oom if memory_on_oom is None else memory_on_oom
+        if isinstance(steps, (list, tuple)) and not steps:
+            steps = ()
+        else:
+            steps = check_memory_on_oom(steps, resources if isinstance(resources, Mapping) else None)
         annotations: dict[str, str] = {}
         if idempotency_key is not None:
             fingerprint = fingerprint or idempotency.fingerprint({
                 "task": name, "args": clean_args, "kwargs": clean_kwargs, "countdown": countdown, "eta": eta,
-                "expires": expires, "qos": qos, "priority": priority})
+                "expires": expires, "qos": qos, "priority": priority,
+                # (only when given: a key sent before memory_on_oom existed keeps its fingerprint)
+                **({"memory_on_oom": list(steps)} if memory_on_oom is not None else {})})
             task_id = idempotency.task_id_for(self.namespace, app_name, idempotency_key)
             annotations = {idempotency.KEY_ANNOTATION: idempotency_key,
                            idempotency.FINGERPRINT_ANNOTATION: fingerprint}
@@ -315,6 +326,8 @@ class TaskClient:
             spec["image"] = image
         if resources:
             spec["resources"] = dict(resources)
+        if steps:
+            spec["memoryOnOOM"] = list(steps)
         spec.update(timing)
         labels = {LABEL_APP: app_name}
         # No queue named: the default queue, and the LimeTask says nothing (as Kubernetes' own defaults).
@@ -671,17 +684,19 @@ def configure(kubeconfig: str | os.PathLike[str] | None = None, namespace: str |
 
 
 def send_task(name: str, app: Any, /, *args: Any, countdown: Any = None, eta: Any = None, expires: Any = None,
-              qos: str | None = None, priority: int | None = None, **kwargs: Any) -> TaskStatus:
+              qos: str | None = None, priority: int | None = None, memory_on_oom: Sequence[str] | None = None,
+              **kwargs: Any) -> TaskStatus:
     """Start the task `name` for `app` with JSON arguments; returns its PENDING status.
 
     As Celery's: `countdown` (seconds) or `eta` (an aware datetime) delays the start, `expires`
     (seconds or an aware datetime) is when a task that has not started is given up (FAILURE,
     reason `Expired`). As Lime's: `qos` (a queue's name) and `priority` (-1000 to 1000, higher
-    first) override the task's own `@task(qos=, priority=)`. These five names are therefore not
-    passed on as the task's arguments.
+    first) override the task's own `@task(qos=, priority=)`, and `memory_on_oom` (memory sizes)
+    its `@task(memory_on_oom=)`. These six names are therefore not passed on as the task's
+    arguments.
     """
     return default_client().send(name, app, args, kwargs, countdown=countdown, eta=eta, expires=expires, qos=qos,
-                                 priority=priority)
+                                 priority=priority, memory_on_oom=memory_on_oom)
 
 
 def get_status(task_id: str, app_name: str) -> TaskStatus:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .errors import InvalidTaskError, UnknownTaskError
 from .resource import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_CEILING
-from .validation import check_priority, check_queue, check_task_name
+from .validation import check_memory_on_oom, check_priority, check_queue, check_task_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +50,11 @@ class TaskOptions:
     # tasks run at once; None is the default queue. Among waiting tasks, higher priority starts first.
     qos: str | None = None
     priority: int = 0
+    # Memory for the attempts after OOMKilled ones: the attempt after j of them has step j as its
+    # memory request and limit; after the last step is OOMKilled too, the task fails (OOMKilled).
+    # Each step is a Kubernetes quantity, above the one before. Empty: an OOMKilled attempt is a
+    # lost worker, as any other.
+    memory_on_oom: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.acks_late, bool):
@@ -89,6 +94,9 @@ class TaskOptions:
                                    f"limit warns the task before the hard one stops it")
         check_queue(self.qos)
         check_priority(self.priority)
+        steps = self.memory_on_oom
+        object.__setattr__(self, "memory_on_oom", () if isinstance(steps, (list, tuple)) and not steps
+                           else check_memory_on_oom(steps))
 
     def retry_policy(self) -> dict[str, Any]:
         """The policy as the verdict carries it to the operator (which counts the retries)."""
@@ -126,7 +134,7 @@ def task(
     name: str | None = None, autoretry_for: tuple[type[BaseException], ...] = (), max_retries: int = 3,
     retry_backoff: bool | float = False, retry_backoff_max: float = 600, retry_jitter: bool = True,
     default_retry_delay: float = DEFAULT_RETRY_DELAY, soft_time_limit: float | None = None,
-    qos: str | None = None, priority: int = 0,
+    qos: str | None = None, priority: int = 0, memory_on_oom: Sequence[str] = (),
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -136,6 +144,7 @@ def task(
     autoretry_for: tuple[type[BaseException], ...] = (), max_retries: int = 3, retry_backoff: bool | float = False,
     retry_backoff_max: float = 600, retry_jitter: bool = True, default_retry_delay: float = DEFAULT_RETRY_DELAY,
     soft_time_limit: float | None = None, qos: str | None = None, priority: int = 0,
+    memory_on_oom: Sequence[str] = (),
 ) -> Any:
     """Register a function as a task. Its first argument is always the application.
 
@@ -151,13 +160,19 @@ def task(
     `qos="background"` puts the task in that queue (a LimeTaskQueue, which limits how many of
     its tasks run at once; None: the queue "default"); `priority` (-1000 to 1000, default 0)
     orders the tasks waiting there, higher first. `send_task(..., qos=, priority=)` overrides both.
+    `memory_on_oom=["1Gi", "2Gi"]`: an attempt OOMKilled (out of memory) runs again with the next
+    size as its memory request and limit, whatever the acknowledgement; once the last size is
+    OOMKilled too, the task fails with reason OOMKilled. At most 5 sizes, each above the one
+    before and not below the task's own memory; the installation may cap them.
     """
     options = TaskOptions(acks_late=acks_late, max_attempts=max_attempts, timeout=timeout,
                           autoretry_for=tuple(autoretry_for) if isinstance(autoretry_for, (list, tuple))
                           else autoretry_for, max_retries=max_retries, retry_backoff=retry_backoff,
                           retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
                           default_retry_delay=default_retry_delay, soft_time_limit=soft_time_limit,
-                          qos=qos, priority=priority)
+                          qos=qos, priority=priority,
+                          memory_on_oom=tuple(memory_on_oom) if isinstance(memory_on_oom, (list, tuple))
+                          else memory_on_oom)  # type: ignore[arg-type]  # (anything else: refused, and said why)
 
     def register(f: Callable[P, R]) -> Task[P, R]:
         if not callable(f):

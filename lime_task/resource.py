@@ -64,6 +64,10 @@ QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 TIME_RE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
                      r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 
+# `@task(memory_on_oom=[...])`: at most this many larger memory sizes (spec.memoryOnOOM), one for
+# each attempt after an OOMKilled one. The CRD says the same.
+MEMORY_ON_OOM_MAX_STEPS = 5
+
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_CEILING = 10
 

@@ -255,6 +255,8 @@ def schedule_resource(scheduled: ScheduledTask, app: Any, source: str = "") -> d
             spec["queue"] = options.qos
         if options.priority:
             spec["priority"] = options.priority
+        if options.memory_on_oom:
+            spec["memoryOnOOM"] = list(options.memory_on_oom)
     labels = {LABEL_APP: app_name, LABEL_MANAGED_BY: MANAGED_BY}
     if source:
         labels[LABEL_SOURCE] = _slug(source, 63)

@@ -16,14 +16,102 @@ from .resource import (
     MAX_ARGUMENT_DEPTH,
     MAX_ARGUMENT_NUMBER,
     MAX_ARGUMENTS_BYTES,
+    MEMORY_ON_OOM_MAX_STEPS,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    QUANTITY_RE,
     QUEUE_NAME_RE,
     TASK_NAME_MAX,
     TASK_NAME_RE,
     TIME_RE,
 )
 from .safejson import depth, lone_surrogate
+
+_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+             "n": 10**-9, "u": 10**-6, "m": 10**-3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "P": 10**15, "E": 10**18}
+
+
+def quantity(value: object) -> float:
+    """A non-negative Kubernetes quantity ("500m", "1Gi", 2) as a number.
+
+    ValueError for anything else: "inf", "-1Gi", "lots", True. The same grammar as the API
+    server's, so what passes here is what a pod accepts.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{value!r} is not a quantity")
+    text = str(value).strip()
+    match = QUANTITY_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{value!r} is not a quantity (e.g. 500m, 2, 1Gi)")
+    number, suffix = float(match.group(1)), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        amount = number * 10.0 ** int(suffix[1:]) if int(suffix[1:]) < 300 else math.inf
+    else:
+        amount = number * _SUFFIXES.get(suffix, 1)
+    if not math.isfinite(amount):
+        raise ValueError(f"{value!r} is too large")
+    return amount
+
+
+def base_memory(resources: Mapping[str, Any]) -> str | None:
+    """The memory an attempt has without memory_on_oom: its limit, else its request, else None
+    (of a requests/limits map whose quantities are valid)."""
+    for kind in ("limits", "requests"):
+        section = resources.get(kind)
+        if isinstance(section, Mapping) and section.get("memory") is not None:
+            return str(section["memory"])
+    return None
+
+
+def memory_on_oom_problem(steps: object, resources: Mapping[str, Any] | None = None,
+                          what: str = "memory_on_oom") -> str | None:
+    """What is wrong with a task's memory for the attempts after it was OOMKilled, or None.
+
+    At most MEMORY_ON_OOM_MAX_STEPS Kubernetes quantities, strictly increasing, the first not
+    below the memory the task has without them (`resources`: its requests and limits): each
+    step is more memory for the next attempt, so the steps alone bound how often it runs again.
+    """
+    if not isinstance(steps, (list, tuple)) or not steps:
+        return f"{what} must be a non-empty list of memory sizes such as [\"1Gi\", \"2Gi\"], got {steps!r}"
+    if len(steps) > MEMORY_ON_OOM_MAX_STEPS:
+        return f"{what} has {len(steps)} steps; at most {MEMORY_ON_OOM_MAX_STEPS} are allowed"
+    amounts: list[float] = []
+    for i, step in enumerate(steps):
+        try:
+            if isinstance(step, float):
+                raise ValueError(f"{step!r} is not a quantity (write it as a string, e.g. \"1Gi\")")
+            amount = quantity(step)
+        except ValueError as exc:
+            return f"{what}[{i}]: {exc}"
+        if amount <= 0:
+            return f"{what}[{i}]: {step!r} is no memory at all"
+        if amounts and amount <= amounts[-1]:
+            return (f"{what} must be strictly increasing (each step gives the next attempt more memory): "
+                    f"{step!r} follows {steps[i - 1]!r}")
+        amounts.append(amount)
+    for kind in ("requests", "limits"):
+        section = (resources or {}).get(kind)
+        own = section.get("memory") if isinstance(section, Mapping) else None
+        try:
+            if own is not None and amounts[0] < quantity(own):
+                return (f"{what}[0]={steps[0]!r} is below the memory {kind[:-1]} of {own} the task has without "
+                        f"it: each size must give the next attempt at least the memory the first one had")
+        except ValueError:
+            return None  # its resources are refused on their own (the operator says why)
+    return None
+
+
+def check_memory_on_oom(steps: object, resources: Mapping[str, Any] | None = None,
+                        what: str = "memory_on_oom") -> tuple[str, ...]:
+    """The steps as strings (see memory_on_oom_problem), or InvalidTaskError saying what is wrong."""
+    if isinstance(steps, str):
+        raise InvalidTaskError(f"{what} must be a list of memory sizes, e.g. [{steps!r}], not a string")
+    problem = memory_on_oom_problem(steps, resources, what)
+    if problem:
+        raise InvalidTaskError(problem)
+    assert isinstance(steps, (list, tuple))
+    return tuple(str(s).strip() for s in steps)
 
 
 def check_task_name(name: object) -> str:

@@ -647,3 +647,19 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
     stderr = proc.stderr.read().decode()
     assert proc.wait(120) == 141, stderr
     assert first.startswith(b"ID") and stderr == "", stderr
+
+
+def test_send_with_memory_on_oom_and_the_memory_each_attempt_had(fake_api: FakeCustomObjects) -> None:
+    result = invoke("send", f"{T}.add", "my-app", "[1, 2]", "--memory-on-oom", "1Gi", "--memory-on-oom", "2Gi")
+    assert result.exit_code == 0, result.output
+    assert fake_api.created[0]["spec"]["memoryOnOOM"] == ["1Gi", "2Gi"]
+    refused = invoke("send", f"{T}.add", "my-app", "[1, 2]", "--memory-on-oom", "2Gi", "--memory-on-oom", "1Gi")
+    assert refused.exit_code != 0 and "strictly increasing" in refused.output and len(fake_api.created) == 1
+    done = live_task("t-1", state="SUCCESS")
+    done["status"]["history"] = [
+        {"attempt": 1, "outcome": "OOMKilled", "reason": "OOMKilled", "memory": "512Mi"},
+        {"attempt": 2, "outcome": "SUCCESS", "reason": "Succeeded", "memory": "1Gi"}]
+    fake_api.tasks = [done]
+    shown = invoke("status", "t-1", "my-app")
+    assert shown.exit_code == 0, shown.output
+    assert "  memory: attempt 1 512Mi (OOMKilled), attempt 2 1Gi (SUCCESS)" in shown.stdout.splitlines()

@@ -165,6 +165,27 @@ def test_a_task_over_its_memory_limit_is_oom_killed(local: Cluster, tasks: TaskC
     assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1"]
 
 
+def test_an_oom_killed_task_with_memory_on_oom_runs_again_with_more_memory(local: Cluster, tasks: TaskClient,
+                                                                          api_client: Any, namespace: str,
+                                                                          recorder: JobRecorder) -> None:
+    # 150 MiB of resident memory: the first attempt's 64Mi limit is OOMKilled, the second's 256Mi
+    # is enough; early acknowledgement, which never re-runs a lost worker.
+    status = tasks.send(f"{T}.hog", "my-app", [150, 1],
+                        resources={"requests": {"memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+                        memory_on_oom=["256Mi", "512Mi"])
+    final = tasks.wait(status.id, "my-app", timeout=120)
+    assert final.status == SUCCESS, final
+    assert final.result == "held 150 MiB"
+    assert final.attempts == 2
+    assert [(h["attempt"], h["outcome"], h["memory"]) for h in final.history] == [
+        (1, "OOMKilled", "64Mi"), (2, "SUCCESS", "256Mi")]
+    assert "OOMKilled" in final.history[0]["message"]
+    assert list(recorder.jobs_of(status.id)) == [f"{status.id}-1", f"{status.id}-2"]
+    body = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        "limetask.io", "v1alpha1", namespace, "limetasks", status.id)
+    assert (body["status"]["oomKilled"], body["status"]["workersLost"]) == (1, 0)
+
+
 def test_late_ack_reruns_lost_worker(local: Cluster, tasks: TaskClient, recorder: JobRecorder) -> None:
     # The task kills its own worker on the first attempt, then succeeds.
     status = tasks.send(f"{T}.flaky", "my-app", [None, 1])

@@ -34,6 +34,11 @@ def print_status(status: TaskStatus, output: Output) -> None:
         typer.echo(f"  result: {json.dumps(status.result)}")
     if status.error is not None:
         typer.echo(f"  error:  {status.error}")
+    memories = [f"attempt {h.get('attempt')} {h['memory']} ({h.get('outcome')})" for h in status.history
+                if isinstance(h, dict) and h.get("memory")]
+    if memories:
+        # A task with memory_on_oom: the memory each attempt that ended had.
+        typer.echo(f"  memory: {', '.join(memories)}")
 
 
 def age(since: Any, now: dt.datetime | None = None) -> str:

@@ -35,6 +35,10 @@ def send(
                                                                    "task's @task(qos=), else 'default')")] = None,
     priority: Annotated[int | None, typer.Option(help="order among the tasks waiting in the queue, higher first "
                                                       "(-1000 to 1000; default: the task's, else 0)")] = None,
+    memory_on_oom: Annotated[list[str] | None, typer.Option(
+        "--memory-on-oom", metavar="SIZE", help="memory of the attempt after an OOMKilled one, once per size in "
+                                                "order, e.g. --memory-on-oom 1Gi --memory-on-oom 2Gi (default: the "
+                                                "task's @task(memory_on_oom=))")] = None,
     namespace: Namespace = None, kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text,
 ) -> None:
     """Start a task, now or later.
@@ -52,7 +56,7 @@ def send(
             pass
     client = options.task_client(kubeconfig, namespace)
     status = client.send(task, app_name, positional, keywords, check=not no_check, countdown=countdown, eta=eta,
-                         expires=expiry, qos=qos, priority=priority)
+                         expires=expiry, qos=qos, priority=priority, memory_on_oom=memory_on_oom or None)
     if wait:
         status = wait_for(client, status, timeout, output)
     print_status(status, output)

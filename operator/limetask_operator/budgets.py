@@ -2,8 +2,10 @@
 
 Each way has its own budget, so that one never uses up another's: lost workers count against
 `maxAttempts` (late acknowledgement), autoretries against the task's `max_retries`, attempts
-whose worker never started against a bound of their own. The status keeps a counter for each
-(`workersLost`, `retries`, `notStarted`), since its history keeps only the last attempts.
+whose worker never started against a bound of their own, and the OOMKilled attempts of a task
+with `memoryOnOOM` against its number of sizes (each runs the next with more memory). The status
+keeps a counter for each (`workersLost`, `retries`, `notStarted`, `oomKilled`), since its history
+keeps only the last attempts.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from typing import Any, Literal
 WORKER_LOST = "WorkerLost"
 RETRY = "Retry"
 NOT_STARTED = "NotStarted"
+OOM_KILLED = "OOMKilled"
 
-Kind = Literal["lost", "retries", "not_started"]
-COUNTERS: dict[Kind, str] = {"lost": "workersLost", "retries": "retries", "not_started": "notStarted"}
-_OUTCOMES: dict[Kind, str] = {"lost": WORKER_LOST, "retries": RETRY, "not_started": NOT_STARTED}
+Kind = Literal["lost", "retries", "not_started", "oom"]
+COUNTERS: dict[Kind, str] = {"lost": "workersLost", "retries": "retries", "not_started": "notStarted",
+                             "oom": "oomKilled"}
+_OUTCOMES: dict[Kind, str] = {"lost": WORKER_LOST, "retries": RETRY, "not_started": NOT_STARTED, "oom": OOM_KILLED}
 _WORDS: dict[Kind, tuple[str, str]] = {
     "lost": ("lost its worker", "lost their worker"),
     "retries": ("raised an exception autoretry_for names", "raised an exception autoretry_for names"),
     "not_started": ("never started its worker", "never started their worker"),
+    "oom": ("was OOMKilled and ran again with more memory", "were OOMKilled and ran again with more memory"),
 }
 
 
@@ -31,6 +36,7 @@ class Tally:
     lost: int = 0
     retries: int = 0
     not_started: int = 0
+    oom: int = 0
 
     @classmethod
     def of(cls, status: dict[str, Any]) -> "Tally":
@@ -44,16 +50,22 @@ class Tally:
                 return value
             return sum(1 for h in entries if h.get("outcome") == _OUTCOMES[kind])
 
-        return cls(lost=count("lost"), retries=count("retries"), not_started=count("not_started"))
+        return cls(lost=count("lost"), retries=count("retries"), not_started=count("not_started"),
+                   oom=count("oom"))
 
     def counters(self) -> dict[str, int]:
-        """The status fields that keep the counts."""
-        return {COUNTERS["lost"]: self.lost, COUNTERS["retries"]: self.retries,
-                COUNTERS["not_started"]: self.not_started}
+        """The status fields that keep the counts (oomKilled only once there is one: a task without
+        memoryOnOOM never has one, and its status stays as it was)."""
+        out = {COUNTERS["lost"]: self.lost, COUNTERS["retries"]: self.retries,
+               COUNTERS["not_started"]: self.not_started}
+        if self.oom:
+            out[COUNTERS["oom"]] = self.oom
+        return out
 
     def others(self, kind: Kind) -> list[str]:
         """The attempts of every kind but `kind`, in words ("2 lost their worker")."""
-        counts: dict[Kind, int] = {"lost": self.lost, "retries": self.retries, "not_started": self.not_started}
+        counts: dict[Kind, int] = {"lost": self.lost, "retries": self.retries, "not_started": self.not_started,
+                                   "oom": self.oom}
         return [f"{n} {_WORDS[k][n != 1]}" for k, n in counts.items() if k != kind and n]
 
 

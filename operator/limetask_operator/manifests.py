@@ -21,7 +21,7 @@ from lime_task.resource import (
 
 from .features import NONE, ServerFeatures
 from .model import CONTAINER, TaskView
-from .resources import merge_resources
+from .resources import merge_resources, with_memory
 from .settings import OperatorSettings
 from .tracing import runner_env
 
@@ -56,7 +56,8 @@ def env_json(value: Any) -> str:
 
 
 HASHED_SPEC_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "image",
-                      "resources", "nodeSelector", "tolerations", "imagePullSecrets", "queue", "priority")
+                      "resources", "nodeSelector", "tolerations", "imagePullSecrets", "queue", "priority",
+                      "memoryOnOOM")
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -85,9 +86,11 @@ def time_limit(spec: dict[str, Any], settings: OperatorSettings) -> int | None:
 
 def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
               features: ServerFeatures = NONE, kueue_queue: str | None = None,
-              created_at: dt.datetime | None = None) -> dict[str, Any]:
+              created_at: dt.datetime | None = None, memory: str | None = None) -> dict[str, Any]:
     """The Job of one attempt. With `kueue_queue`, it is made suspended with Kueue's queue label,
-    and Kueue admits (resumes) it. `created_at`: when it is made, for the runner (below)."""
+    and Kueue admits (resumes) it. `created_at`: when it is made, for the runner (below).
+    `memory`: the container's memory request and limit, over the task's own (the size of its
+    memoryOnOOM for the attempts OOMKilled before this one: Plan.memory)."""
     spec = task.spec
     image = spec.get("image") if settings.allow_image_override and spec.get("image") else settings.runner_image
     env = {
@@ -120,7 +123,7 @@ def build_job(task: TaskView, attempt: int, settings: OperatorSettings,
         env["LIMETASK_DEFAULT_SOFT_TIME_LIMIT"] = f"{soft:g}"
     if isinstance(spec.get("session"), dict) and spec["session"]:
         env["LIMETASK_SESSION"] = env_json(spec["session"])  # who a scheduled task runs as
-    resources = merge_resources(settings.runner_resources, spec.get("resources") or {})
+    resources = with_memory(merge_resources(settings.runner_resources, spec.get("resources") or {}), memory)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,

@@ -436,6 +436,7 @@ class Reconciler:
                                      allow_placement_override=self.settings.allow_placement_override,
                                      runner_resources=self.settings.runner_resources,
                                      deny_unlisted_resources=self.settings.deny_unlisted_resources,
+                                     max_memory_on_oom=self.settings.max_memory_on_oom,
                                      start_timeout=self.admission.queue(queue).start_timeout,
                                      kueue_note=self.admission.kueue_note(queue), **learned)
 
@@ -650,7 +651,7 @@ class Reconciler:
         tests/unit/test_write_sequence.py holds it to these requests, in this order.
         """
         if plan.create_attempt is not None and not await self._create_job(task, plan.create_attempt,
-                                                                            plan.kueue_queue):
+                                                                            plan.kueue_queue, plan.memory):
             return
         if plan.status is not None:
             plan.status = await self._publish_inline(task, plan.status)
@@ -659,11 +660,13 @@ class Reconciler:
         final = (plan.status or task.status).get("state") in FINAL_STATES
         await self._remove_jobs(task, plan.stop_jobs, plan.delete_jobs, final)
 
-    async def _create_job(self, task: TaskView, attempt: int, kueue_queue: str | None) -> bool:
-        """Step 1: the attempt's Job. False when its namespace is going away (nothing more to do);
-        JobRefused when the API server will not take it as it is."""
+    async def _create_job(self, task: TaskView, attempt: int, kueue_queue: str | None,
+                          memory: str | None = None) -> bool:
+        """Step 1: the attempt's Job (with `memory`, the plan's size of memoryOnOOM). False when its
+        namespace is going away (nothing more to do); JobRefused when the API server will not take
+        it as it is."""
         job = build_job(task, attempt, self.settings, self.features, kueue_queue,
-                        created_at=dt.datetime.now(dt.timezone.utc))
+                        created_at=dt.datetime.now(dt.timezone.utc), memory=memory)
         with tracing.span("limetask create Job", task, "CLIENT", attempt=attempt, job=job["metadata"]["name"]):
             try:
                 created = await self.kube.create(jobs_path(task.namespace), job)

@@ -1,41 +1,19 @@
 """Kubernetes resource quantities: what a task's or the platform's requests and limits hold.
 
 Read by the settings (the platform's caps and runner defaults), the spec check (a task's own)
-and the Job builder (the two merged); so it depends on none of them.
+and the Job builder (the two merged); so it depends on none of them. The grammar of a quantity
+is the client's (lime_task.validation), which checks `memory_on_oom` with it before sending.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from typing import Any
 
-from lime_task.resource import QUANTITY_RE
+from lime_task.validation import base_memory, quantity
 
-_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-             "n": 10**-9, "u": 10**-6, "m": 10**-3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-             "P": 10**15, "E": 10**18}
-
-
-def quantity(value: object) -> float:
-    """A non-negative Kubernetes quantity ("500m", "1Gi", 2) as a number.
-
-    ValueError for anything else: "inf", "-1Gi", "lots", True. The same grammar as the API
-    server's, so what passes here is what a pod accepts.
-    """
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{value!r} is not a quantity")
-    text = str(value).strip()
-    match = QUANTITY_RE.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{value!r} is not a quantity (e.g. 500m, 2, 1Gi)")
-    number, suffix = float(match.group(1)), match.group(3) or ""
-    if suffix[:1] in ("e", "E"):
-        amount = number * 10.0 ** int(suffix[1:]) if int(suffix[1:]) < 300 else math.inf
-    else:
-        amount = number * _SUFFIXES.get(suffix, 1)
-    if not math.isfinite(amount):
-        raise ValueError(f"{value!r} is too large")
-    return amount
+__all__ = ["merge_resources", "quantity", "quantity_problems", "requests_over_limits", "resources_over",
+           "with_memory", "memory_cap", "memory_steps", "step_for", "attempt_memory"]
 
 
 def quantity_problems(resources: dict[str, Any], where: str) -> list[str]:
@@ -87,3 +65,51 @@ def merge_resources(defaults: dict[str, Any], override: dict[str, Any]) -> dict[
             out[key] = {k: str(v) for k, v in merged.items()}
     return out
 
+
+
+def with_memory(resources: dict[str, Any], memory: str | None) -> dict[str, Any]:
+    """The resources with memory request and limit both `memory` (a step of memoryOnOOM), or as
+    they are (None): the attempt after an OOMKilled one has exactly that much, neither less
+    guaranteed nor more allowed."""
+    if memory is None:
+        return resources
+    return {**resources, "requests": {**(resources.get("requests") or {}), "memory": memory},
+            "limits": {**(resources.get("limits") or {}), "memory": memory}}
+
+
+def memory_cap(caps: dict[str, Any], max_memory_on_oom: str, deny_unlisted: bool) -> tuple[str | None, str]:
+    """The most memory a step of memoryOnOOM may have here, and the setting it comes from.
+
+    The installation's own cap for them (LIMETASK_MAX_MEMORY_ON_OOM) when set, else the memory
+    cap of what a task may ask for (LIMETASK_MAX_RUNNER_RESOURCES). With caps that do not list
+    memory and unlisted resources refused, no step is allowed: ("0", ...).
+    """
+    if max_memory_on_oom:
+        return max_memory_on_oom, "LIMETASK_MAX_MEMORY_ON_OOM"
+    if "memory" in caps:
+        return str(caps["memory"]), "LIMETASK_MAX_RUNNER_RESOURCES"
+    if caps and deny_unlisted:
+        return "0", "LIMETASK_MAX_RUNNER_RESOURCES, which does not list memory"
+    return None, ""
+
+
+def memory_steps(spec: Mapping[str, Any]) -> list[str]:
+    """The task's sizes for the attempts after OOMKilled ones (spec.memoryOnOOM), or []."""
+    steps = spec.get("memoryOnOOM")
+    return [str(s) for s in steps] if isinstance(steps, list) else []
+
+
+def step_for(spec: Mapping[str, Any], ooms: int) -> str | None:
+    """The memory of an attempt after `ooms` OOMKilled ones: size `ooms` of memoryOnOOM (the last
+    one at most); None before the first, or without memoryOnOOM: the task's own resources."""
+    steps = memory_steps(spec)
+    if not steps or ooms <= 0:
+        return None
+    return steps[min(ooms, len(steps)) - 1]
+
+
+def attempt_memory(spec: Mapping[str, Any], ooms: int, runner_resources: Mapping[str, Any]) -> str | None:
+    """The memory limit an attempt after `ooms` OOMKilled ones has: its size of memoryOnOOM, else
+    the task's own (its spec.resources over the runner's defaults), else None (no limit)."""
+    own = merge_resources(dict(runner_resources), spec.get("resources") or {})
+    return step_for(spec, ooms) or base_memory(own)

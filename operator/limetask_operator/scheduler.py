@@ -82,7 +82,7 @@ Key = tuple[str, str]
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 # Fields of a schedule's spec a run takes over as they are.
 RUN_FIELDS = ("task", "app", "args", "kwargs", "acksLate", "maxAttempts", "timeoutSeconds", "session", "queue",
-              "priority")
+              "priority", "memoryOnOOM")
 READY = "Ready"
 # How soon a tick the archive could not rule out is tried again, and how long the archive is
 # given to answer (the scheduler's one worker waits meanwhile).

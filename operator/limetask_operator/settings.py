@@ -38,6 +38,10 @@ class OperatorSettings(BaseModel):
     # The most a task may ask for in spec.resources (requests and limits), e.g.
     # {"cpu": "4", "memory": "8Gi"}; a task asking for more fails with InvalidSpec. Empty: no cap.
     max_runner_resources: dict[str, str | int | float] = Field(default_factory=dict)
+    # The most memory a size of a task's memoryOnOOM (the memory of an attempt after OOMKilled
+    # ones) may have, e.g. "8Gi"; a task asking for more fails with InvalidSpec before it runs.
+    # Empty: the memory cap of max_runner_resources, if it has one (else no cap).
+    max_memory_on_oom: str = ""
     # With caps set, a task may set only the resources the caps list: `nvidia.com/gpu: 64` is
     # refused unless the caps name nvidia.com/gpu. False lets unlisted resources through.
     deny_unlisted_resources: bool = True
@@ -169,6 +173,17 @@ class OperatorSettings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"the cap of {name!r}: {exc}") from None
         return v
+
+    @field_validator("max_memory_on_oom")
+    @classmethod
+    def _memory_on_oom_cap(cls, v: str) -> str:
+        if v.strip():
+            try:
+                if quantity(v) <= 0:
+                    raise ValueError(f"{v!r} is no memory at all")
+            except ValueError as exc:
+                raise ValueError(f"the cap of memoryOnOOM: {exc} (empty: no cap of its own)") from None
+        return v.strip()
 
     @field_validator("runner_resources")
     @classmethod

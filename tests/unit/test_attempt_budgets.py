@@ -178,3 +178,19 @@ def test_history_entries_of_other_attempts_are_untouched() -> None:
     assert plan.status is not None
     assert plan.status["history"][:2] == status["history"]
     assert plan.status["history"][2]["finishedAt"] == POD_FINISHED
+
+
+def test_oom_killed_attempts_are_a_kind_of_their_own_the_other_budgets_name() -> None:
+    """With memoryOnOOM, an OOMKilled attempt counts on oomKilled (its sizes bound it): never as a
+    lost worker, and the other kinds' messages say it happened."""
+    late = {**LATE, "memoryOnOOM": ["1Gi"]}
+    status = {**started_status(4, **late), "workersLost": 2, "oomKilled": 1,
+              "history": [entry(1, "WorkerLost"), entry(2, "OOMKilled"), entry(3, "WorkerLost")]}
+    plan = run(task(status, **late), [failed_job(4)], [killed(4)])
+    st = plan.status
+    assert plan.create_attempt is None and st is not None and st["error"]["reason"] == "RetriesExhausted"
+    assert (st["workersLost"], st["oomKilled"]) == (3, 1)
+    assert st["error"]["message"].startswith("the worker was lost in 3 of 4 attempts (maxAttempts is 3); of the "
+                                             "other attempts, 1 was OOMKilled and ran again with more memory; last:")
+    assert Tally.of({"history": [entry(1, "OOMKilled"), entry(2, "WorkerLost")]}) == Tally(lost=1, oom=1)
+    assert "oomKilled" not in Tally(lost=1).counters() and Tally(oom=2).counters()["oomKilled"] == 2

@@ -339,6 +339,26 @@ def test_resources_override_merges_per_key() -> None:
     }
 
 
+def test_an_attempt_after_oom_killed_ones_has_its_size_as_memory_request_and_limit() -> None:
+    view = task_view(resources={"requests": {"memory": "64Mi"}, "limits": {"memory": "256Mi", "cpu": 2}},
+                     memoryOnOOM=["1Gi", "2Gi"])
+    assert build_job(view, 1, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi", "cpu": "2"}}
+    job = build_job(view, 2, SETTINGS, memory="1Gi")
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "1Gi", "cpu": "2"}}
+    # Without limits of its own, the size is the limit too (never more memory than asked).
+    bare = OperatorSettings(runner_image="r:1", runner_resources={"requests": {"cpu": "1"}})
+    assert build_job(task_view(), 2, bare, memory="2Gi")["spec"]["template"]["spec"]["containers"][0][
+        "resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+
+
+def test_memory_on_oom_is_part_of_the_spec_hash_only_when_set() -> None:
+    plain = dict(SAMPLE["spec"])
+    assert spec_hash(plain) == spec_hash({**plain, "memoryOnOOM": []})
+    assert spec_hash(plain) != spec_hash({**plain, "memoryOnOOM": ["1Gi"]})
+
+
 def test_merge_resources() -> None:
     assert merge_resources({}, {}) == {}
     assert merge_resources({"requests": {"cpu": "1"}}, {"requests": {"cpu": "250m"}}) == {

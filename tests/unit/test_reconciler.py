@@ -554,3 +554,33 @@ def test_a_job_deleted_once_is_not_deleted_again_before_its_watch_says_it_is_gon
                                 "status": first.status})
     second = plan()
     assert second.delete_jobs == [] and second.stop_jobs == [], second
+
+
+def test_the_attempt_after_an_oom_killed_one_is_made_with_the_next_size_of_memory() -> None:
+    """Through the reconciler: the plan's memory reaches the Job it creates (request and limit),
+    and the status it writes counts the OOMKilled attempt on its own budget."""
+    oom = {"phase": "Failed", "containerStatuses": [{"name": "task", "state": {"terminated": {
+        "exitCode": 137, "reason": "OOMKilled", "startedAt": "2024-01-01T00:00:01Z",
+        "finishedAt": "2024-01-01T00:00:09Z"}}}]}
+
+    async def main() -> list[Any]:
+        kube = FakeKube(["ok"])
+        rec = Reconciler(kube, OperatorSettings())  # type: ignore[arg-type]
+        rec.watches = [Watch("ns", True)]
+        body = copy.deepcopy(BODY)
+        body["spec"]["memoryOnOOM"] = ["1Gi", "2Gi"]
+        rec.task_event("ADDED", body)
+        rec.job_event("ADDED", _child("Job", "t1-1", {"conditions": [{"type": "Failed", "status": "True"}],
+                                                       "failed": 1}))
+        rec.pod_event("ADDED", _child("Pod", "t1-1-abc", oom))
+        await rec.reconcile(("ns", "t1"))
+        return kube.calls
+
+    calls = asyncio.run(main())
+    [post] = [c for c in calls if c[0] == "POST"]
+    assert post[2]["metadata"]["name"] == "t1-2"
+    assert post[2]["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+    [put] = [c[2]["status"] for c in calls if c[0] == "PUT"]
+    assert (put["attempts"], put["oomKilled"], put["workersLost"]) == (2, 1, 0)
+    assert put["history"][0]["memory"] == "512Mi" and put["history"][0]["outcome"] == "OOMKilled"

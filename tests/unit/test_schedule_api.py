@@ -71,12 +71,12 @@ def test_the_issue_example_becomes_one_schedule_per_application() -> None:
     assert [d["metadata"]["namespace"] for d in docs] == ["solutions"] * 2 and docs[0]["spec"] == spec
 
 
-@task(name="tests.schedule.queued_task", qos="nightly", priority=-5)
+@task(name="tests.schedule.queued_task", qos="nightly", priority=-5, memory_on_oom=["1Gi", "2Gi"])
 def queued_task(app: Any) -> str:
     return "ok"
 
 
-def test_a_scheduled_tasks_queue_and_priority_reach_its_runs() -> None:
+def test_a_scheduled_tasks_queue_priority_and_memory_on_oom_reach_its_runs() -> None:
     import datetime as dt
 
     from limetask_operator.scheduler import run_body
@@ -86,6 +86,8 @@ def test_a_scheduled_tasks_queue_and_priority_reach_its_runs() -> None:
     spec["metadata"].update(namespace="ns", uid="u1")
     run = run_body(spec, dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
     assert run["spec"]["queue"] == "nightly" and run["spec"]["priority"] == -5
+    # So does its memory after OOMKilled attempts.
+    assert spec["spec"]["memoryOnOOM"] == run["spec"]["memoryOnOOM"] == ["1Gi", "2Gi"]
 
 
 def test_a_scheduled_task_is_checked_where_it_is_written() -> None:

@@ -101,11 +101,22 @@ def test_bad_json_names_the_variable(key: str, raw: str) -> None:
     ("LIMETASK_RUNNER_RESOURCES", '{"requests": {"memory": "1Gi"}, "limits": {"memory": "1Mi"}}'),
     ("LIMETASK_RUNNER_RESOURCES", '{"claims": []}'),
     ("LIMETASK_DENY_UNLISTED_RESOURCES", "perhaps"),
+    ("LIMETASK_MAX_MEMORY_ON_OOM", "lots"),
+    ("LIMETASK_MAX_MEMORY_ON_OOM", "-1Gi"),
+    ("LIMETASK_MAX_MEMORY_ON_OOM", "0"),
 ])
 def test_bad_values_name_the_variable(key: str, raw: str) -> None:
     with pytest.raises(SettingsError) as info:
         OperatorSettings.from_env({key: raw})
     assert key in str(info.value)
+
+
+def test_the_cap_of_memory_on_oom_is_a_quantity_or_empty() -> None:
+    assert OperatorSettings.from_env({}).max_memory_on_oom == ""
+    assert OperatorSettings.from_env({"LIMETASK_MAX_MEMORY_ON_OOM": " 8Gi "}).max_memory_on_oom == "8Gi"
+    with pytest.raises(SettingsError, match="LIMETASK_MAX_MEMORY_ON_OOM: the cap of memoryOnOOM: 'lots' is not a "
+                                            "quantity"):
+        OperatorSettings.from_env({"LIMETASK_MAX_MEMORY_ON_OOM": "lots"})
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -18,6 +18,7 @@ signature and its own tests (tests/unit/derivation/test_<rule>.py):
     progress.py  an attempt still running or still to start
     finished.py  an attempt that ended with a verdict or passed its deadline
     retry.py     autoretry (autoretry_for, max_retries, backoff)
+    oom.py       an attempt OOMKilled with memoryOnOOM: the next with more memory, or fail
     rerun.py     a lost worker: run again (late ack, or never started) or fail
     final.py     the final status, its event, and the task's Jobs cleaned up
     plan.py      the Plan, the Facts every rule reads, the words of a status
@@ -36,12 +37,14 @@ from ..admission.waiting import Waiting, waiting_attempt
 from ..budgets import NOT_STARTED, Tally
 from ..manifests import job_name, spec_hash
 from ..model import JobView, PodView, TaskView
+from ..resources import memory_steps
 from .cancel import cancel, cancel_requested
 from .delay import wait_for_eta
 from .expiry import expired_before_start, expired_in_queue
 from .final import already_final, final
 from .finished import after_timeout, after_verdict
 from .kueue import after_eviction, evicted_without_verdict
+from .oom import after_oom, with_memory_in_history
 from .outcome import (
     AttemptRunning,
     Lost,
@@ -96,7 +99,7 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
            allow_placement_override: bool = True, runner_resources: dict[str, Any] | None = None,
            deny_unlisted_resources: bool = False, job_refused: Refusal | None = None,
            admission: str | None = None, queued: Waiting | None = None,
-           start_timeout: float | None = None, kueue_note: str = "") -> Plan:
+           start_timeout: float | None = None, kueue_note: str = "", max_memory_on_oom: str = "") -> Plan:
     """The plan for one task, from what exists now.
 
     `job_refused`: the API server's answer (status, message) when creating this attempt's Job
@@ -106,17 +109,19 @@ def derive(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodVie
     `start_timeout`: the queue's startTimeoutSeconds: an attempt whose worker has not started
     this long after its Job was made gives its slot back (a NotStarted attempt: it waits in
     line again). `kueue_note`: what a task whose Job waits for Kueue must also be told (that the
-    cluster does not serve Kueue's API, say).
+    cluster does not serve Kueue's API, say). `max_memory_on_oom`: the installation's cap of
+    the sizes of memoryOnOOM (else the memory cap of `resource_caps`).
     """
     if task.status.get("state") in FINAL_STATES:
         return already_final(jobs, pods)
     policy = SpecPolicy(max_attempts_ceiling, allow_image_override, resource_caps or {}, allow_placement_override,
-                        runner_resources or {}, deny_unlisted_resources)
-    plan = _decide(facts_of(task, jobs, pods, now, jobs_gone), policy, pods_fresh, jobs_gone, job_refused,
+                        runner_resources or {}, deny_unlisted_resources, max_memory_on_oom)
+    facts = facts_of(task, jobs, pods, now, jobs_gone)
+    plan = _decide(facts, policy, pods_fresh, jobs_gone, job_refused,
                    admission, queued, start_timeout, kueue_note)
     if plan.status is not None and not plan.queued:
         plan.status = leave_queue(plan.status, task.generation, now)
-    return plan
+    return with_memory_in_history(plan, facts, policy.runner_resources)
 
 
 def facts_of(task: TaskView, jobs: dict[int, JobView], pods: dict[int, list[PodView]], now: dt.datetime,
@@ -222,4 +227,7 @@ def _decide(facts: Facts, policy: SpecPolicy, pods_fresh: bool, jobs_gone: froze
         return after_verdict(facts, outcome, ended_at, stopping)
     if isinstance(outcome, TimedOut):
         return after_timeout(facts, outcome, stopping)
+    if outcome.oom and memory_steps(task.spec):
+        return after_oom(facts, outcome, ended_at, policy.memory_cap(), policy.runner_resources, job_refused, queued,
+                         stopping)
     return after_lost(facts, outcome, ended_at, policy.max_attempts_ceiling, job_refused, queued, stopping)

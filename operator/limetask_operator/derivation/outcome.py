@@ -20,6 +20,9 @@ class Lost:
     # Whether the task may have run: False when no container of the attempt ever started
     # (evicted or refused before it started), which is safe to run again under any ack.
     started: bool = True
+    # The kernel killed the container for its memory limit (OOMKilled): with memoryOnOOM the
+    # task runs again with more (oom.py); without, it is a lost worker as any other.
+    oom: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class AttemptRunning:
 
 
 Outcome = verdicts.Verdict | Lost | TimedOut | AttemptRunning
+
+
+def oom_killed(pod: PodView) -> bool:
+    """Whether the pod's container was OOMKilled (not the pod evicted, which says that first)."""
+    return not (pod.reason == "Evicted" or pod.disruption) and (pod.terminated or {}).get("reason") == "OOMKilled"
 
 
 def describe_lost(pod: PodView) -> str:
@@ -110,7 +118,7 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
             if not first.ended and not first.gone:
                 return AttemptRunning(first.running_since)  # its end (and maybe a verdict) is still to come
             return Lost(f"{describe_lost(first)}; the job controller started a replacement pod, which does "
-                        f"not count (one pod per attempt)", started=may_have_run([first]))
+                        f"not count (one pod per attempt)", started=may_have_run([first]), oom=oom_killed(first))
     ended = sorted((p for p in pods if p.ended), key=lambda p: (p.terminated or {}).get("finishedAt") or "")
     for pod in ended:
         found = verdicts.parse((pod.terminated or {}).get("message"))
@@ -123,7 +131,7 @@ def attempt_outcome(job: JobView | None, pods: list[PodView], job_gone: bool = F
             return TimedOut(pod.message or "the attempt passed its deadline")
     running = [p for p in pods if not p.ended and not p.deleting]
     if ended and not running:
-        return Lost(describe_lost(ended[0]), started=may_have_run(ended))
+        return Lost(describe_lost(ended[0]), started=may_have_run(ended), oom=oom_killed(ended[0]))
     deleted = [p for p in pods if p.gone and not p.ended]
     if deleted and not running:
         why = f": {deleted[0].disruption}" if deleted[0].disruption else ""

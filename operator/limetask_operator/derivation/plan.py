@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from ..budgets import Tally, and_list
+from ..budgets import Kind, Tally, and_list
 from ..model import JobView, PodView, TaskView
 
 TIMED_OUT = "TimedOut"
@@ -52,6 +52,9 @@ class Plan:
     queued: bool = False
     # The attempt's Job is made suspended, for Kueue to admit (the LocalQueue's name).
     kueue_queue: str | None = None
+    # The memory request and limit of the attempt's Job (create_attempt): the size of the task's
+    # memoryOnOOM for the attempts OOMKilled before it; None: the task's own resources.
+    memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def n_of(n: int, attempts: int) -> str:
     return f"all {n} attempts" if n >= attempts else f"{n} of {attempts} attempts"
 
 
-def others(tally: Tally, kind: Literal["lost", "retries", "not_started"]) -> str:
+def others(tally: Tally, kind: Kind) -> str:
     """What became of the other attempts, for a message ("" when they all ended this way)."""
     rest = tally.others(kind)
     return f"; of the other attempts, {and_list(rest)}" if rest else ""

@@ -15,7 +15,7 @@ from typing import Any
 from lime_task.resource import DEFAULT_MAX_ATTEMPTS, FAILURE, STARTED
 
 from ..admission.waiting import Waiting
-from ..budgets import NOT_STARTED, WORKER_LOST, Tally
+from ..budgets import NOT_STARTED, WORKER_LOST
 from ..manifests import job_name
 from .final import final
 from .outcome import Lost
@@ -42,7 +42,7 @@ def after_lost(facts: Facts, lost: Lost, ended_at: str, max_attempts_ceiling: in
     if not lost.started and not seen_running:
         # Nothing of the task ran: safe to run again, even under early acknowledgement.
         history.append(entry(NOT_STARTED))
-        counts = Tally(tally.lost, tally.retries, tally.not_started + 1)
+        counts = dataclasses.replace(tally, not_started=tally.not_started + 1)
         counted = dataclasses.replace(facts, base={**facts.base, **counts.counters()})
         if tally.not_started < MAX_NOT_STARTED_RERUNS:
             return start(counted, attempt + 1, history, job_refused, queued, stopping)
@@ -51,7 +51,7 @@ def after_lost(facts: Facts, lost: Lost, ended_at: str, max_attempts_ceiling: in
                      f"{others(counts, 'not_started')}); last: {lost.message}",
                      error_type=WORKER_LOST, history=history, stopping=stopping)
     history.append(entry(WORKER_LOST))
-    counts = Tally(tally.lost + 1, tally.retries, tally.not_started)
+    counts = dataclasses.replace(tally, lost=tally.lost + 1)
     counted = dataclasses.replace(facts, base={**facts.base, **counts.counters()})
     if not task.spec.get("acksLate"):
         which = f"; it was attempt {attempt}{others(counts, 'lost')}" if attempt > 1 else ""

@@ -3,6 +3,7 @@ after the policy's delay (no Job or pod meanwhile), until max_retries retries ha
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from lime_task import verdict as verdicts
 from lime_task.resource import FAILURE, PENDING
 from lime_task.validation import parse_time
 
-from ..budgets import RETRY, Tally
+from ..budgets import RETRY
 from .final import final
 from .plan import HISTORY_MAX, RETRIES_EXHAUSTED, RETRY_SCHEDULED, Facts, Plan, condition, n_of, now_iso, others
 
@@ -70,7 +71,7 @@ def retry(facts: Facts, outcome: verdicts.Verdict, entry: dict[str, Any], histor
     history = [*history, {**entry, "outcome": RETRY,
                           "message": f"{err.get('message', '')} (retry {done + 1} of {most} at {now_iso(retry_at)})"}]
     new = facts.new_status()
-    new.update(Tally(tally.lost, done + 1, tally.not_started).counters())
+    new.update(dataclasses.replace(tally, retries=done + 1).counters())
     new.update(state=PENDING, attempts=attempt, retryAt=now_iso(retry_at), history=history[-HISTORY_MAX:])
     new["conditions"] = condition(facts.conditions(), "Unknown", RETRY_SCHEDULED,
                                   f"attempt {attempt} raised {err.get('type')}: {err.get('message', '')[:200]}; "

@@ -10,8 +10,10 @@ from typing import Any
 from lime_task.resource import FAILURE, PENDING, STARTED
 
 from ..admission.waiting import Waiting
+from ..budgets import Tally
 from ..manifests import job_name
 from ..model import JobView
+from ..resources import step_for
 from .final import final
 from .outcome import AttemptRunning, Lost
 from .plan import HISTORY_MAX, INVALID_SPEC, JOB_REFUSED, QUOTA_EXCEEDED, Facts, Plan, age, condition, unchanged
@@ -34,9 +36,16 @@ def start(facts: Facts, n: int, history: Sequence[dict[str, Any]] | None = None,
     new.update(state=PENDING, attempts=n, jobName=job_name(facts.task.name, n), specHash=facts.spec_hash)
     if history is not None:
         new["history"] = list(history)[-HISTORY_MAX:]
+    # After OOMKilled attempts of a task with memoryOnOOM, its size for them (oom.py): the count
+    # is the one this status stores, with the attempt that just ended in it.
+    ooms = Tally.of(new).oom
+    memory = step_for(facts.task.spec, ooms)
     msg = "waiting for the worker to start" if n == 1 else f"attempt {n}: waiting for the worker to start"
+    if memory is not None:
+        msg += f" (with {memory} of memory, after {ooms} OOMKilled attempt{'s' if ooms != 1 else ''})"
     new["conditions"] = condition(facts.conditions(), "Unknown", "Pending", msg, facts.task.generation, facts.stamp)
-    return Plan(status=new, create_attempt=n, stop_jobs=earlier_jobs_running(facts.jobs, n))
+    return Plan(status=new, create_attempt=n, stop_jobs=earlier_jobs_running(facts.jobs, n), memory=memory)
+
 
 
 def refused(facts: Facts, n: int, code: int, message: str, history: Sequence[dict[str, Any]] | None = None,
