@@ -216,13 +216,15 @@ AUTH_DELEGATOR = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole"
 WEB_AUTH_BINDING = f"{RELEASE_NAMESPACE}-lt-limetask-web-auth"
 # And everywhere (kopf's discovery): read-only.
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
-NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
+# Namespaces' labels, which a queue's namespaceSelector matches (and kopf's namespace observation,
+# in namespaces scope): read from a watch, so list and watch only.
+NAMESPACE_RULES = {("", "namespaces"): {"list", "watch"}}
 # LimeTaskQueues are cluster-scoped: the operator reads them and writes their status through its
 # ClusterRole in either scope (a namespace's Role could not grant them), and never changes them.
 QUEUE_RULES = {("limetask.io", "limetaskqueues"): {"get", "list", "watch"},
                ("limetask.io", "limetaskqueues/status"): {"update"}}
 # What the operator's ClusterRole holds in either scope.
-CLUSTER_RULES = {**DISCOVERY_RULES, **QUEUE_RULES}
+CLUSTER_RULES = {**DISCOVERY_RULES, **QUEUE_RULES, **NAMESPACE_RULES}
 # Objects without a namespace.
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "LimeTaskQueue"}
 
@@ -821,7 +823,7 @@ def test_limetask_crd_has_the_queue_fields() -> None:
         "updatedAt": "string"}
     assert queue["properties"]["since"]["format"] == queue["properties"]["updatedAt"]["format"] == "date-time"
     conditions = status["conditions"]["description"]
-    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "Kueue", "Admitted"):
+    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "QueueForbidden", "Kueue", "Admitted"):
         assert word in conditions, word
     columns = {c["name"]: c for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Queue"] == {"name": "Queue", "type": "string", "jsonPath": ".spec.queue", "priority": 1}
@@ -1188,7 +1190,7 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
         assert rules_by_resource(cluster_role["rules"]) == {**CLUSTER_RULES, **watched_rules}
     else:
-        assert rules_by_resource(cluster_role["rules"]) == {**CLUSTER_RULES, **NAMESPACE_DISCOVERY_RULES}
+        assert rules_by_resource(cluster_role["rules"]) == CLUSTER_RULES
         for role in of_component(objects, "Role", "operator"):
             assert rules_by_resource(role["rules"]) == watched_rules
     # Users, through the default roles: everything but the status, which only the operator writes.
@@ -2125,6 +2127,8 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
     assert not can_i("get", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert not can_i("delete", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert can_i("list", "namespaces", ns=None) and not can_i("get", "secrets", ns=None)
+    # Namespaces' labels (queues' namespaceSelectors), from a watch: read only.
+    assert can_i("watch", "namespaces", ns=None) and not can_i("patch", "namespaces", ns=None)
     # LimeTaskQueues (cluster-scoped): read, and their status written, never changed.
     for verb in ("get", "list", "watch"):
         assert can_i(verb, "limetaskqueues.limetask.io", ns=None), verb

@@ -80,8 +80,8 @@ class QueueBody(BaseModel):
     name: str = Field(description="the queue (a LimeTaskQueue); 'default' when the task names none")
     priority: int = Field(description="order among waiting tasks, higher first")
     queued: bool = Field(description="whether the task waits in the queue for a slot (it is PENDING meanwhile)")
-    reason: str | None = Field(default=None, description="while queued: Waiting, QueueNotFound, QueuePaused "
-                                                         "or Kueue")
+    reason: str | None = Field(default=None, description="while queued: Waiting, QueueNotFound, QueuePaused, "
+                                                         "QueueForbidden or Kueue")
     message: str | None = Field(default=None, description="while queued: why, in words")
     position: int | None = Field(default=None, description="while queued: 1 is the next to start; none further "
                                                            "back than the queue's first 100")

@@ -16,6 +16,7 @@ from lime_task.resource import CONDITION_QUEUED
 WAITING = "Waiting"
 QUEUE_NOT_FOUND = "QueueNotFound"
 QUEUE_PAUSED = "QueuePaused"
+QUEUE_FORBIDDEN = "QueueForbidden"  # its namespace may not use the queue (namespaceSelector)
 KUEUE_WAITING = "Kueue"
 ADMITTED = "Admitted"
 
