@@ -78,6 +78,10 @@ MODES: dict[str, dict[str, Any]] = {
                    "reports": {"maxRunning": 4, "maxRunningPerNamespace": 1, "agingSeconds": 120},
                    "paused": {"maxRunning": 0},
                    "gpu": {"admission": "Kueue", "kueueQueueName": "gpu-jobs"},
+                   "team-a": {"namespaceSelector": {"matchLabels": {"team": "a", "limetask.io/tenant": "acme"},
+                                                    "matchExpressions": [
+                                                        {"key": "frozen", "operator": "DoesNotExist"},
+                                                        {"key": "tier", "operator": "In", "values": ["gold"]}]}},
                    "plain": {}},
         "queueing": {"jobCreatesPerSecond": 2.5, "jobCreatesBurst": 5, "positionRefreshSeconds": 10},
     },
@@ -617,6 +621,22 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"queues": {"reports": {"admission": "Operator", "kueueQueueName": "lq"}}},
      "at '/queues/reports/admission': value must be 'Kueue'"),
     ({"queues": {"reports": 4}}, "at '/queues/reports': got number, want object"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchLabel": {"team": "a"}}}}},
+     "at '/queues/reports/namespaceSelector': additional properties 'matchLabel' not allowed"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchLabels": {"team": "a b"}}}}},
+     "at '/queues/reports/namespaceSelector/matchLabels/team': 'a b' does not match pattern"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchLabels": {"bad key": "a"}}}}},
+     "invalid propertyName 'bad key'"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Equals"}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0/operator': value must be one of"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In"}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0': missing property 'values'"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [
+        {"key": "team", "operator": "NotIn", "values": []}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0/values': minItems: got 0, want 1"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [
+        {"key": "team", "operator": "Exists", "values": ["a"]}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0/values': maxItems: got 1, want 0"),
     ({"queues": []}, "at '/queues': got array, want object"),
     ({"queueing": {"jobCreatesPerSecond": -1}}, "at '/queueing/jobCreatesPerSecond': minimum: got -1, want 0"),
     ({"queueing": {"jobCreatesBurst": 0}}, "at '/queueing/jobCreatesBurst': minimum: got 0, want 1"),
@@ -1103,7 +1123,7 @@ def test_queues_are_ordinary_objects_of_the_release(chart: Any) -> None:
     assert [type(v) for v in queues["reports"]["spec"].values()] == [int, int, int]
     assert queues["paused"]["spec"] == {"maxRunning": 0}
     assert queues["plain"]["spec"] == {}
-    assert "Queues: asap, background, default, gpu, paused, plain, reports (kubectl get ltq)." in notes(
+    assert "Queues: asap, background, default, gpu, paused, plain, reports, team-a (kubectl get ltq)." in notes(
         chart, MODES["queues"])
     assert "WARNING" not in notes(chart, MODES["queues"])
 
@@ -1117,7 +1137,7 @@ def test_queues_wait_for_the_crd_they_come_with(chart: Any) -> None:
     assert queues_of(objects) == {}
     assert [c["metadata"]["name"] for c in of_kind(objects, "CustomResourceDefinition")] == CRD_NAMES
     text = notes(chart, values)
-    assert "Queues asap, background, default, gpu, paused, plain, reports were not created yet" in text
+    assert "Queues asap, background, default, gpu, paused, plain, reports, team-a were not created yet" in text
     assert "Run the same helm upgrade once more" in text
     # The operator runs the tasks of the chart's queues with no limit until then: nothing waits.
     assert "those of the default queue (default), run with no limit" in text and "WARNING" not in text
