@@ -236,7 +236,7 @@ class Reconciler:
 
     def make_namespace_watch(self) -> Any:
         """The one cluster-wide watch of Namespaces, whose labels the queues' namespaceSelectors
-        match (only the labels are kept). A 403 (no get, list and watch on namespaces) is handled:
+        match (only the labels are kept). A 403 (no list and watch on namespaces) is handled:
         a queue with a selector then admits no one and its tasks say why; no other queue minds."""
         from .watches import ResourceWatch
 

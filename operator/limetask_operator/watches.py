@@ -1,5 +1,5 @@
-"""Lean watches of LimeTasks, LimeTaskSchedules, LimeTaskQueues and the tasks' Jobs and Pods
-(those filtered by label on the server).
+"""Lean watches of LimeTasks, LimeTaskSchedules, LimeTaskQueues, Namespaces (their labels, for the
+queues' namespaceSelectors) and the tasks' Jobs and Pods (those filtered by label on the server).
 
 kopf runs the operator (login, probes, signals, start-up and clean-up); these watches feed the
 reconciler's caches, with client-go's reflector semantics:
