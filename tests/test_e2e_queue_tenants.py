@@ -62,7 +62,7 @@ def test_a_namespace_the_selector_does_not_match_waits_until_it_is_labelled(
     held = wait_until(forbidden, timeout=60, message="the task to wait with reason QueueForbidden")
     assert held.status == "PENDING" and held.queue == q and held.queue_position is None
     assert held.queue_message.startswith(f"namespace {namespace} may not use queue {q}: its labels do not match "
-                                         f"LimeTaskQueue {q}'s namespaceSelector (team in (a))"), held.queue_message
+                                         f"LimeTaskQueue {q}'s namespaceSelector (team=a)"), held.queue_message
     # The queue has room: still no pod while the namespace does not match (the operator's pass runs
     # every second), and the queue's status (written within 5 s of a change) does not count it.
     time.sleep(6)

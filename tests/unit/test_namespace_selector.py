@@ -31,7 +31,7 @@ def test_match_labels_needs_every_label_with_its_value() -> None:
     assert not matches(raw, {"team": "a", "tier": "silver"})
     assert not matches(raw, BARE)
     assert not matches(raw, None)
-    assert parse_selector(raw).text() == "team in (a),tier in (gold)"
+    assert parse_selector(raw).text() == "team=a,tier=gold"
 
 
 @pytest.mark.parametrize("operator, values, labels, expected", [
@@ -65,7 +65,7 @@ def test_labels_and_expressions_must_all_hold() -> None:
     assert not matches(raw, {"team": "a", "frozen": "yes"})
     assert not matches(raw, {"team": "a", "tier": "bronze"})
     assert not matches(raw, {"team": "b"})
-    assert parse_selector(raw).text() == "team in (a),!frozen,tier notin (bronze)"
+    assert parse_selector(raw).text() == "team=a,!frozen,tier notin (bronze)"
 
 
 def test_text_is_what_kubectl_takes() -> None:

@@ -82,7 +82,7 @@ def test_a_task_of_a_namespace_the_selector_does_not_match_waits_with_queue_forb
     assert held.position is None and held.waiting == 0 and held.since == "2027-01-15T08:00:00Z"
     assert held.message == (
         "namespace ns-b may not use queue q: its labels do not match LimeTaskQueue q's namespaceSelector "
-        "(team in (a)); label the namespace so that it matches (kubectl get namespaces -l 'team in (a)' lists "
+        "(team=a); label the namespace so that it matches (kubectl get namespaces -l 'team=a' lists "
         "those that do), or send the task to another queue")
     # Free slots do not admit it: it is in no line, and no pass hands it out.
     assert h.adm.entries == {} and h.adm.lines == {} and h.adm.dispatch() == 0

@@ -37,6 +37,7 @@ class Requirement:
     key: str
     operator: str
     values: frozenset[str] = frozenset()
+    equals: bool = False  # from matchLabels: written key=value
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.operator == IN:
@@ -53,6 +54,8 @@ class Requirement:
             return self.key
         if self.operator == DOES_NOT_EXIST:
             return f"!{self.key}"
+        if self.equals:
+            return f"{self.key}={next(iter(self.values))}"
         word = "in" if self.operator == IN else "notin"
         return f"{self.key} {word} ({','.join(sorted(self.values))})"
 
@@ -101,7 +104,7 @@ def parse(raw: Any) -> LabelSelector:
         raise SelectorError("namespaceSelector.matchLabels must be an object of label keys and values")
     for key, value in labels.items():
         where = f"namespaceSelector.matchLabels[{key!r}]"
-        found.append(Requirement(_key(key, where), IN, frozenset({_value(value, where)})))
+        found.append(Requirement(_key(key, where), IN, frozenset({_value(value, where)}), equals=True))
     expressions = raw.get("matchExpressions") or []
     if not isinstance(expressions, list):
         raise SelectorError("namespaceSelector.matchExpressions must be a list")
