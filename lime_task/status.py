@@ -96,7 +96,8 @@ class TaskStatus:
     retry_at: dt.datetime | None = None
     # Its queue (spec.queue; "default" when it names none) and its priority there. While the task
     # waits in the queue for a slot (PENDING, with a Queued condition that is True): why
-    # (queue_reason: Waiting, QueueNotFound, QueuePaused, QueueRateLimited or Kueue; queue_message says more), its
+    # (queue_reason: Waiting, QueueNotFound, QueuePaused, QueueRateLimited, QueueForbidden or Kueue; queue_message
+    # says more), its
     # place (1 is next; None further back than the queue's first 100), how many waited in that
     # queue (every application's tasks there), since when this attempt waits, and when the
     # operator counted. All None once the task has its slot. `attempts` counts the attempts that

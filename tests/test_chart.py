@@ -78,6 +78,10 @@ MODES: dict[str, dict[str, Any]] = {
                    "reports": {"maxRunning": 4, "maxRunningPerNamespace": 1, "agingSeconds": 120},
                    "paused": {"maxRunning": 0},
                    "gpu": {"admission": "Kueue", "kueueQueueName": "gpu-jobs"},
+                   "team-a": {"namespaceSelector": {"matchLabels": {"team": "a", "limetask.io/tenant": "acme"},
+                                                    "matchExpressions": [
+                                                        {"key": "frozen", "operator": "DoesNotExist"},
+                                                        {"key": "tier", "operator": "In", "values": ["gold"]}]}},
                    "plain": {}},
         "queueing": {"jobCreatesPerSecond": 2.5, "jobCreatesBurst": 5, "positionRefreshSeconds": 10},
     },
@@ -216,13 +220,15 @@ AUTH_DELEGATOR = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole"
 WEB_AUTH_BINDING = f"{RELEASE_NAMESPACE}-lt-limetask-web-auth"
 # And everywhere (kopf's discovery): read-only.
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
-NAMESPACE_DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}}
+# Namespaces' labels, which a queue's namespaceSelector matches (and kopf's namespace observation,
+# in namespaces scope): read from a watch, so list and watch only.
+NAMESPACE_RULES = {("", "namespaces"): {"list", "watch"}}
 # LimeTaskQueues are cluster-scoped: the operator reads them and writes their status through its
 # ClusterRole in either scope (a namespace's Role could not grant them), and never changes them.
 QUEUE_RULES = {("limetask.io", "limetaskqueues"): {"get", "list", "watch"},
                ("limetask.io", "limetaskqueues/status"): {"update"}}
 # What the operator's ClusterRole holds in either scope.
-CLUSTER_RULES = {**DISCOVERY_RULES, **QUEUE_RULES}
+CLUSTER_RULES = {**DISCOVERY_RULES, **QUEUE_RULES, **NAMESPACE_RULES}
 # Objects without a namespace.
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "LimeTaskQueue"}
 
@@ -615,6 +621,22 @@ def test_default_values_pass_the_schema(chart: Any) -> None:
     ({"queues": {"reports": {"admission": "Operator", "kueueQueueName": "lq"}}},
      "at '/queues/reports/admission': value must be 'Kueue'"),
     ({"queues": {"reports": 4}}, "at '/queues/reports': got number, want object"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchLabel": {"team": "a"}}}}},
+     "at '/queues/reports/namespaceSelector': additional properties 'matchLabel' not allowed"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchLabels": {"team": "a b"}}}}},
+     "at '/queues/reports/namespaceSelector/matchLabels/team': 'a b' does not match pattern"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchLabels": {"bad key": "a"}}}}},
+     "invalid propertyName 'bad key'"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Equals"}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0/operator': value must be one of"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In"}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0': missing property 'values'"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [
+        {"key": "team", "operator": "NotIn", "values": []}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0/values': minItems: got 0, want 1"),
+    ({"queues": {"reports": {"namespaceSelector": {"matchExpressions": [
+        {"key": "team", "operator": "Exists", "values": ["a"]}]}}}},
+     "at '/queues/reports/namespaceSelector/matchExpressions/0/values': maxItems: got 1, want 0"),
     ({"queues": []}, "at '/queues': got array, want object"),
     ({"queueing": {"jobCreatesPerSecond": -1}}, "at '/queueing/jobCreatesPerSecond': minimum: got -1, want 0"),
     ({"queueing": {"jobCreatesBurst": 0}}, "at '/queueing/jobCreatesBurst': minimum: got 0, want 1"),
@@ -821,7 +843,8 @@ def test_limetask_crd_has_the_queue_fields() -> None:
         "updatedAt": "string"}
     assert queue["properties"]["since"]["format"] == queue["properties"]["updatedAt"]["format"] == "date-time"
     conditions = status["conditions"]["description"]
-    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "QueueRateLimited", "Kueue", "Admitted"):
+    for word in (CONDITION_QUEUED, "Waiting", "QueueNotFound", "QueuePaused", "QueueRateLimited", "QueueForbidden",
+                 "Kueue", "Admitted"):
         assert word in conditions, word
     columns = {c["name"]: c for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Queue"] == {"name": "Queue", "type": "string", "jsonPath": ".spec.queue", "priority": 1}
@@ -1103,7 +1126,7 @@ def test_queues_are_ordinary_objects_of_the_release(chart: Any) -> None:
     assert [type(v) for v in queues["reports"]["spec"].values()] == [int, int, int]
     assert queues["paused"]["spec"] == {"maxRunning": 0}
     assert queues["plain"]["spec"] == {}
-    assert "Queues: asap, background, default, gpu, paused, plain, reports (kubectl get ltq)." in notes(
+    assert "Queues: asap, background, default, gpu, paused, plain, reports, team-a (kubectl get ltq)." in notes(
         chart, MODES["queues"])
     assert "WARNING" not in notes(chart, MODES["queues"])
 
@@ -1117,7 +1140,7 @@ def test_queues_wait_for_the_crd_they_come_with(chart: Any) -> None:
     assert queues_of(objects) == {}
     assert [c["metadata"]["name"] for c in of_kind(objects, "CustomResourceDefinition")] == CRD_NAMES
     text = notes(chart, values)
-    assert "Queues asap, background, default, gpu, paused, plain, reports were not created yet" in text
+    assert "Queues asap, background, default, gpu, paused, plain, reports, team-a were not created yet" in text
     assert "Run the same helm upgrade once more" in text
     # The operator runs the tasks of the chart's queues with no limit until then: nothing waits.
     assert "those of the default queue (default), run with no limit" in text and "WARNING" not in text
@@ -1197,7 +1220,7 @@ def test_rbac_is_least_privilege(chart: Any, mode: str) -> None:
     if MODES[mode].get("watch", {}).get("scope") == "cluster":
         assert rules_by_resource(cluster_role["rules"]) == {**CLUSTER_RULES, **watched_rules}
     else:
-        assert rules_by_resource(cluster_role["rules"]) == {**CLUSTER_RULES, **NAMESPACE_DISCOVERY_RULES}
+        assert rules_by_resource(cluster_role["rules"]) == CLUSTER_RULES
         for role in of_component(objects, "Role", "operator"):
             assert rules_by_resource(role["rules"]) == watched_rules
     # Users, through the default roles: everything but the status, which only the operator writes.
@@ -2134,6 +2157,8 @@ def test_operator_works_with_the_charts_rbac_and_no_more(cluster: Cluster, crd: 
     assert not can_i("get", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert not can_i("delete", "customresourcedefinitions.apiextensions.k8s.io", ns=None)
     assert can_i("list", "namespaces", ns=None) and not can_i("get", "secrets", ns=None)
+    # Namespaces' labels (queues' namespaceSelectors), from a watch: read only.
+    assert can_i("watch", "namespaces", ns=None) and not can_i("patch", "namespaces", ns=None)
     # LimeTaskQueues (cluster-scoped): read, and their status written, never changed.
     for verb in ("get", "list", "watch"):
         assert can_i(verb, "limetaskqueues.limetask.io", ns=None), verb

@@ -556,26 +556,38 @@ def test_queues_lists_limits_and_counts(fake_api: FakeCustomObjects) -> None:
          "status": {"running": 2, "waiting": 3, "oldestWaitingSince": ago(3720.2)}},
         {"metadata": {"name": "asap"}, "spec": {"admission": "Kueue"}, "status": {"running": 0, "waiting": 0}},
         {"metadata": {"name": "new"}},
+        {"metadata": {"name": "team-a"}, "spec": {"namespaceSelector": {
+            "matchLabels": {"team": "a"}, "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["gold", "silver"]},
+                {"key": "frozen", "operator": "DoesNotExist"}, {"key": "limetask.io/tenant", "operator": "Exists"},
+                {"key": "env", "operator": "NotIn", "values": ["dev"]}]}}},
+        {"metadata": {"name": "everyone"}, "spec": {"namespaceSelector": {}}},
     ]
     result = invoke("queues")
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["NAME", "MAX", "RUNNING", "PER", "NAMESPACE", "PER", "APP", "STARTS/S", "MAX", "PRIO",
-                              "RUNNING", "WAITING", "ADMISSION", "OLDEST", "WAITING"]
+                              "RUNNING", "WAITING", "ADMISSION", "OLDEST", "WAITING", "NAMESPACES"]
     assert [row.split() for row in rows] == [
-        ["asap", "-", "-", "-", "-", "-", "0", "0", "Kueue", "-"],
-        ["background", "2", "2", "1", "0.5", "10", "2", "3", "Operator", "1h2m"],
-        ["new", "-", "-", "-", "-", "-", "-", "-", "-", "-"],
+        ["asap", "-", "-", "-", "-", "-", "0", "0", "Kueue", "-", "all"],
+        ["background", "2", "2", "1", "0.5", "10", "2", "3", "Operator", "1h2m", "all"],
+        ["everyone", "-", "-", "-", "-", "-", "-", "-", "-", "-", "all"],
+        ["new", "-", "-", "-", "-", "-", "-", "-", "-", "-", "all"],
+        ["team-a", "-", "-", "-", "-", "-", "-", "-", "-", "-",
+         "team=a,tier", "in", "(gold,silver),!frozen,limetask.io/tenant,env", "notin", "(dev)"],
     ]
     as_json = json.loads(invoke("queues", "-o", "json").stdout)
     assert as_json[1] == {"name": "background", "max_running": 2, "max_running_per_namespace": 2,
                           "max_running_per_app": 1, "max_starts_per_second": 0.5, "max_priority": 10,
                           "admission": "Operator", "running": 2, "waiting": 3,
-                          "oldest_waiting_since": fake_api.queues[0]["status"]["oldestWaitingSince"]}
-    assert as_json[2] == {"name": "new", "max_running": None, "max_running_per_namespace": None,
+                          "oldest_waiting_since": fake_api.queues[0]["status"]["oldestWaitingSince"],
+                          "namespace_selector": None}
+    assert as_json[3] == {"name": "new", "max_running": None, "max_running_per_namespace": None,
                           "max_running_per_app": None, "max_starts_per_second": None, "max_priority": None,
                           "admission": None, "running": None, "waiting": None,
-                          "oldest_waiting_since": None}
+                          "oldest_waiting_since": None, "namespace_selector": None}
+    assert as_json[4]["namespace_selector"] == fake_api.queues[3]["spec"]["namespaceSelector"]
+    assert as_json[2]["namespace_selector"] == {}
 
 
 @pytest.mark.parametrize("status, fragment", [

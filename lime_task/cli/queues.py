@@ -1,4 +1,5 @@
-"""Queues: the cluster's LimeTaskQueues, their limits, and how many of their tasks run and wait."""
+"""Queues: the cluster's LimeTaskQueues, their limits, the namespaces that may use them, and how
+many of their tasks run and wait."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from .output import age, dash
 
 @guard
 def queues(kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> None:
-    """List the cluster's queues (LimeTaskQueues): their limits, pace and priority ceiling, and how many of
-    their tasks run and wait.
+    """List the cluster's queues (LimeTaskQueues): their limits, pace and priority ceiling, how many of their
+    tasks run and wait, and the namespaces that may use each (its namespaceSelector, as `kubectl get
+    namespaces -l` takes it; all: every namespace).
 
     Example: limetask queues
     """
@@ -28,13 +30,31 @@ def queues(kubeconfig: Kubeconfig = None, output: OutputOpt = Output.text) -> No
         return
     now = dt.datetime.now(dt.timezone.utc)
     typer.echo(f"{'NAME':24} {'MAX RUNNING':11} {'PER NAMESPACE':13} {'PER APP':7} {'STARTS/S':8} {'MAX PRIO':8} "
-               f"{'RUNNING':7} {'WAITING':7} {'ADMISSION':9} OLDEST WAITING")
+               f"{'RUNNING':7} {'WAITING':7} {'ADMISSION':9} {'OLDEST WAITING':14} NAMESPACES")
     for q in items:
         oldest = age(parse_time(q["oldest_waiting_since"]), now) if q["oldest_waiting_since"] else "-"
         typer.echo(f"{q['name']:24} {dash(q['max_running']):11} {dash(q['max_running_per_namespace']):13} "
                    f"{dash(q['max_running_per_app']):7} {dash(q['max_starts_per_second']):8} "
                    f"{dash(q['max_priority']):8} {dash(q['running']):7} {dash(q['waiting']):7} "
-                   f"{dash(q['admission']):9} {oldest}")
+                   f"{dash(q['admission']):9} {oldest:14} {selector_text(q['namespace_selector'])}")
+
+
+def selector_text(selector: dict[str, Any] | None) -> str:
+    """A namespaceSelector as `kubectl get namespaces -l` takes it; "all" when every namespace may
+    use the queue (no selector, or an empty one). What cannot be read is shown as it is."""
+    if not selector:
+        return "all"
+    labels, exprs = selector.get("matchLabels"), selector.get("matchExpressions")
+    parts = [f"{k}={v}" for k, v in labels.items()] if isinstance(labels, dict) else []
+    for expr in exprs if isinstance(exprs, list) else []:
+        if not isinstance(expr, dict):
+            continue
+        given = expr.get("values")
+        values = ",".join(map(str, given)) if isinstance(given, list) else ""
+        key, op = expr.get("key"), expr.get("operator")
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": f"{key}",
+                      "DoesNotExist": f"!{key}"}.get(str(op), f"{key} {op} ({values})"))
+    return ",".join(parts) or "all"
 
 
 def _queue_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -58,4 +78,5 @@ def _queue_row(item: dict[str, Any]) -> dict[str, Any]:
             "max_priority": number(spec.get("maxPriority")),
             "admission": text(spec.get("admission")),
             "running": number(st.get("running")), "waiting": number(st.get("waiting")),
-            "oldest_waiting_since": text(st.get("oldestWaitingSince"))}
+            "oldest_waiting_since": text(st.get("oldestWaitingSince")),
+            "namespace_selector": selector if isinstance(selector := spec.get("namespaceSelector"), dict) else None}

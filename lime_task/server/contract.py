@@ -81,7 +81,7 @@ class QueueBody(BaseModel):
     priority: int = Field(description="order among waiting tasks, higher first")
     queued: bool = Field(description="whether the task waits in the queue for a slot (it is PENDING meanwhile)")
     reason: str | None = Field(default=None, description="while queued: Waiting, QueueNotFound, QueuePaused, "
-                                                         "QueueRateLimited or Kueue")
+                                                         "QueueRateLimited, QueueForbidden or Kueue")
     message: str | None = Field(default=None, description="while queued: why, in words")
     position: int | None = Field(default=None, description="while queued: 1 is the next to start; none further "
                                                            "back than the queue's first 100")

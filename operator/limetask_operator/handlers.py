@@ -138,7 +138,7 @@ async def _start_after_login(shared: OperatorMemo) -> None:
             # The previous leader's last writes have landed (or were dropped) before its lease
             # ended; a margin more, and its Jobs are in the listings that count what runs.
             rec.admission.hold(shared.elector.timing.takeover_margin)
-        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods, LimeTaskSchedules, LimeTaskQueues: watches.py
+        rec.start_watches(shared.namespaces)  # LimeTasks, Jobs, Pods, schedules, queues, Namespaces: watches.py
         rec.start()
         shared.reconciler = rec
         metrics.leading()

@@ -94,6 +94,9 @@ class Reconciler:
         self.workers: list[asyncio.Task[None]] = []
         self.retries: dict[Key, int] = {}
         self.watches: list[Any] = []
+        # The Namespaces' labels, for the queues' namespaceSelectors (admission/tenancy.py): apart
+        # from `watches`, since no count of what runs waits for it.
+        self.namespace_watch: Any = None
         self.watch_tasks: list[asyncio.Task[None]] = []
         from .events import EventDispatcher
 
@@ -229,6 +232,28 @@ class Reconciler:
         self.watches = self.make_watches(namespaces)
         self.watch_tasks = [asyncio.create_task(w.run(), name=f"watch-{w.plural}-{w.namespace or 'all'}")
                             for w in self.watches]
+        if self.admission.enabled:
+            self.namespace_watch = self.make_namespace_watch()
+            self.watch_tasks.append(asyncio.create_task(self.namespace_watch.run(), name="watch-namespaces-all"))
+
+    def make_namespace_watch(self) -> Any:
+        """The one cluster-wide watch of Namespaces, whose labels the queues' namespaceSelectors
+        match (only the labels are kept). A 403 (no list and watch on namespaces) is handled:
+        a queue with a selector then admits no one and its tasks say why; no other queue minds."""
+        from .watches import ResourceWatch
+
+        return ResourceWatch(self.kube, "/api/v1", "namespaces", "", None, None, self.admission.namespace_event,
+                             self._listed_namespaces, on_change=self._namespace_watch_changed, handled=(403,))
+
+    def _listed_namespaces(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
+        self.admission.listed_namespaces(seen, namespace)
+        self._sync_done(None)  # tasks held back until their queue's selector could be decided
+
+    def _namespace_watch_changed(self) -> None:
+        w = self.namespace_watch
+        refused = w is not None and w.failing_since is not None and w.last_status == 403
+        self.admission.namespaces_unreadable(f"namespaces cannot be listed: {w.last_error}" if refused else None)
+        self._sync_done(None)
 
     def make_watches(self, namespaces: list[str] | None) -> list[Any]:
         """The watches of LimeTasks, Jobs, Pods and LimeTaskSchedules, for each scope, and the one
@@ -309,15 +334,22 @@ class Reconciler:
         """What is wrong with the operator's watches (for the health probe): empty when all is
         well. A namespace it may not list is not among them: see `degraded`."""
         now = asyncio.get_running_loop().time()
-        problems = [p for w in self.watches if (p := w.problem(now, grace)) is not None]
+        watches = [*self.watches, *([self.namespace_watch] if self.namespace_watch is not None else [])]
+        problems = [p for w in watches if (p := w.problem(now, grace)) is not None]
         for t in self.watch_tasks:
             if t.done() and not t.cancelled():
                 problems.append(f"{t.get_name()} stopped: {t.exception()!r}")
         return problems
 
     def degraded(self) -> list[str]:
-        """What works only in part: the namespaces that cannot be listed (their tasks wait)."""
-        return [f"namespace {ns}: {why}" for ns, why in sorted(self.unlisted().items())]
+        """What works only in part: the namespaces that cannot be listed (their tasks wait), and
+        the queues with a namespaceSelector while namespaces cannot be read (they admit no one)."""
+        found = [f"namespace {ns}: {why}" for ns, why in sorted(self.unlisted().items())]
+        tenancy = self.admission.tenancy
+        if tenancy.unreadable is not None and tenancy.selectors:
+            found.append(f"queues {sorted(tenancy.selectors)} admit no one: they have a namespaceSelector, and "
+                         f"{tenancy.unreadable}")
+        return found
 
     # -- working ------------------------------------------------------------------------
     def start(self) -> None:
@@ -459,10 +491,12 @@ class Reconciler:
         if plan.check_admission is not None:
             plan = decide(jobs, pods, admission=await self._pod_refusal(task, plan.check_admission))
         if plan.create_attempt is not None:
-            if self.admission.queue(queue).max_running is not None and not self._counting_ready():
+            if (self.admission.queue(queue).max_running is not None and not self._counting_ready()) or \
+                    not self.admission.decidable(queue):
                 # A queue limited over every namespace gives no slot before every namespace that
                 # can be listed is (what runs is counted from the listings). Other queues count
-                # only their namespace's, listed already.
+                # only their namespace's, listed already. A queue with a namespaceSelector gives
+                # none before the namespaces' labels are listed (or known to be unreadable).
                 self.deferred_admission.add(key)
                 return
             ticket = self.admission.admit(task, plan.create_attempt)

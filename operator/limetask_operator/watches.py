@@ -1,5 +1,5 @@
-"""Lean watches of LimeTasks, LimeTaskSchedules, LimeTaskQueues and the tasks' Jobs and Pods
-(those filtered by label on the server).
+"""Lean watches of LimeTasks, LimeTaskSchedules, LimeTaskQueues, Namespaces (their labels, for the
+queues' namespaceSelectors) and the tasks' Jobs and Pods (those filtered by label on the server).
 
 kopf runs the operator (login, probes, signals, start-up and clean-up); these watches feed the
 reconciler's caches, with client-go's reflector semantics:
@@ -52,7 +52,7 @@ class ResourceWatch:
 
     def __init__(self, kube: Kube, base: str, plural: str, label_selector: str, namespace: str | None,
                  patterns: list[str] | None, on_event: Handler, on_listed: Listed, server_timeout: int = 120,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, handled: tuple[int, ...] = ()) -> None:
         self.kube = kube
         self.base = base  # "/api/v1" or "/apis/batch/v1"
         self.plural = plural
@@ -68,6 +68,9 @@ class ResourceWatch:
         self.last_error = ""
         self.last_status: int | None = None  # the HTTP status of the last failure, if it had one
         self.on_change = on_change  # told when the watch starts or stops failing, or fails otherwise
+        # HTTP statuses its owner handles (told through on_change, and says so once): a failure with
+        # one is logged at debug level only, and is no problem for the health probe.
+        self.handled = handled
         self.version: str | None = None  # the last resourceVersion seen; None: list first
 
     def _wanted(self, obj: dict[str, Any]) -> bool:
@@ -137,7 +140,9 @@ class ResourceWatch:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 self._failing(loop.time(), exc.status if isinstance(exc, KubeError) else None)
                 expected = isinstance(exc, (KubeError, aiohttp.ClientError, asyncio.TimeoutError))
-                LOG.log(logging.WARNING if expected else logging.ERROR, "watching %s%s: %s; again in %.1fs",
+                handled = isinstance(exc, KubeError) and exc.status in self.handled
+                level = logging.DEBUG if handled else logging.WARNING if expected else logging.ERROR
+                LOG.log(level, "watching %s%s: %s; again in %.1fs",
                         self.plural, f" in {self.namespace}" if self.namespace else "", self.last_error, delay,
                         exc_info=not expected)
                 if isinstance(exc, KubeError) and exc.status == 401:
@@ -175,7 +180,7 @@ class ResourceWatch:
         """Why this watch is unhealthy, or None: failing (or not yet listed) for over `grace` s.
         A namespace the operator may not list is not its problem (see `degraded`)."""
         where = f"{self.plural}{' in ' + self.namespace if self.namespace else ''}"
-        if self.forbidden:
+        if self.forbidden or (self.failing_since is not None and self.last_status in self.handled):
             return None
         if self.failing_since is not None and now - self.failing_since > grace:
             return f"watching {where} has failed for {now - self.failing_since:.0f}s: {self.last_error}"

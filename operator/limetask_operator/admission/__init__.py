@@ -39,6 +39,12 @@ QueueRateLimited while it held the queue in the last count period, not at each t
 a second ahead; its task comes back when the token is due, with nothing written meanwhile.
 Many tasks are admitted in one pass, never one per pass.
 
+Tenants: a LimeTaskQueue may name the namespaces that may use it (`namespaceSelector`, a label
+selector, as a Kueue ClusterQueue's). A task of another namespace waits with reason
+QueueForbidden, out of the queue's line: it holds no slot, has no place, and counts in no one's
+fair share. A change of a namespace's labels or of a queue's selector looks again at the tasks
+it concerns only, never at every waiting task at every pass.
+
 A queue with `admission: Kueue` is not limited here: each attempt's Job is made suspended, with
 Kueue's queue label, and Kueue admits it. Whether the cluster serves Kueue's API is asked (and
 asked again while it does not): without it, the tasks' conditions and the log say that nothing
@@ -49,6 +55,8 @@ The modules, one concern each:
     limits.py       a queue's limits (QueueSpec) and what holds a slot now (SlotCounts)
     line.py         the waiting line: ageing, fair share, first in first out
     positions.py    the place a waiting task's status shows, and when it is written again
+    selector.py     a label selector (a queue's namespaceSelector), read and matched
+    tenancy.py      which namespaces may use which queue, and the tasks held out of a line
     token_bucket.py the pace of Job creations, and a queue's own pace of starts
     waiting.py      a task's wait as its status says it (what the derivation reads)
 """
@@ -57,10 +65,14 @@ from .admission import Admission, Admitted, Grant
 from .limits import KUEUE, OPERATOR, QueueSpec, SlotCounts, holds_slot, queue_name, queue_path, waits_for_kueue
 from .line import Entry, Line, Merge, aged, rank, stamp
 from .positions import POSITIONS_COUNTED, Shown, place_to_show, shown_place
+from .selector import LabelSelector, SelectorError
+from .selector import parse as parse_selector
+from .tenancy import Tenancy
 from .token_bucket import HORIZON, TokenBucket
 from .waiting import (
            ADMITTED,
            KUEUE_WAITING,
+           QUEUE_FORBIDDEN,
            QUEUE_NOT_FOUND,
            QUEUE_PAUSED,
            QUEUE_RATE_LIMITED,
@@ -70,8 +82,8 @@ from .waiting import (
            waiting_attempt,
 )
 
-__all__ = ["ADMITTED", "HORIZON", "KUEUE", "KUEUE_WAITING", "OPERATOR", "POSITIONS_COUNTED", "QUEUE_NOT_FOUND",
-           "QUEUE_PAUSED", "QUEUE_RATE_LIMITED", "WAITING", "Admission", "Admitted", "Entry", "Grant", "Line",
-           "Merge", "QueueSpec", "Shown", "SlotCounts", "TokenBucket", "Waiting", "aged", "holds_slot",
-           "place_to_show", "queue_name", "queue_path", "queued_now", "rank", "shown_place", "stamp",
-           "waiting_attempt", "waits_for_kueue"]
+__all__ = ["ADMITTED", "HORIZON", "KUEUE", "KUEUE_WAITING", "OPERATOR", "POSITIONS_COUNTED", "QUEUE_FORBIDDEN",
+           "QUEUE_NOT_FOUND", "QUEUE_PAUSED", "QUEUE_RATE_LIMITED", "WAITING", "Admission", "Admitted", "Entry",
+           "Grant", "LabelSelector", "Line", "Merge", "QueueSpec", "SelectorError", "Shown", "SlotCounts", "Tenancy",
+           "TokenBucket", "Waiting", "aged", "holds_slot", "parse_selector", "place_to_show", "queue_name",
+           "queue_path", "queued_now", "rank", "shown_place", "stamp", "waiting_attempt", "waits_for_kueue"]

@@ -27,9 +27,11 @@ from ..model import TaskView
 from .limits import KUEUE, KUEUE_GROUP, QueueSpec, SlotCounts, holds_slot, queue_name, queue_path, waits_for_kueue
 from .line import Entry, Line, Merge, stamp
 from .positions import COUNT_PERIOD, POSITION_WRITES_PER_SECOND, POSITIONS_COUNTED, place_to_show, shown_place
+from .tenancy import Tenancy, namespace_members
 from .token_bucket import HORIZON, TokenBucket
 from .waiting import (
            KUEUE_WAITING,
+           QUEUE_FORBIDDEN,
            QUEUE_NOT_FOUND,
            QUEUE_PAUSED,
            QUEUE_RATE_LIMITED,
@@ -104,6 +106,9 @@ class Admission:
         self.grants: dict[Key, Grant] = {}
         # The places of each queue's first POSITIONS_COUNTED as last counted: (position, waiting).
         self.places: dict[Key, tuple[int, int]] = {}
+        # Which namespaces may use which queue (namespaceSelector), and the tasks held out of a line
+        # because theirs may not (tenancy.py): in no line, they hold no slot and have no place.
+        self.tenancy = Tenancy()
         # Until then (the clock's seconds) no slot is given in a limited queue: see `hold`.
         self.hold_until = 0.0
         # Whether the API server serves Kueue's API (None: not asked yet).
@@ -154,6 +159,8 @@ class Admission:
                 self.enqueue(key)
         if new is not None and new.admission == KUEUE and self.kueue_served is not True:
             self._kueue_asked = -math.inf  # ask again at the next pass
+        if self.tenancy.queue_changed(name, None if event_type == "DELETED" else body):
+            self.regroup(queue=name)
         self.poke()
 
     def listed_queues(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
@@ -284,6 +291,11 @@ class Admission:
         if entry is not None and (entry.uid != task.uid or entry.attempt != attempt):
             self._drop_entry(key)
             entry = None
+        if self.tenancy.selects(q.name):
+            why = self.tenancy.forbids(q.name, task.namespace)
+            if why is not None:
+                return self._hold_out(key, task, attempt, q, why, now)
+        self.tenancy.release(key)
         if entry is None and self._may_start_now(q, task, now):
             pace = self._pace(q)
             delay = self._reserve(q, pace)
@@ -340,7 +352,11 @@ class Admission:
                 continue
             attempt = waiting_attempt(st)
             if attempt is not None:
-                self._add_entry(key, task, attempt, self.queue(queue_name(task, self.default_queue)), now)
+                q = self.queue(queue_name(task, self.default_queue))
+                if self.tenancy.known and self.tenancy.forbids(q.name, task.namespace) is not None:
+                    self.tenancy.hold_out(self._make_entry(key, task, attempt, q, now))
+                    continue
+                self._add_entry(key, task, attempt, q, now)
                 added += 1
         if added:
             self._joined = True
@@ -348,7 +364,7 @@ class Admission:
         return added
 
     def _may_start_now(self, q: QueueSpec, task: TaskView, now: float) -> bool:
-        if not q.exists or q.max_running == 0 or self._held(q, now):
+        if not q.exists or q.max_running == 0 or self._held(q, now) or not self.decidable(q.name):
             return False
         if q.name in self.lines:
             return False  # others wait already: no one jumps the line
@@ -359,6 +375,7 @@ class Admission:
     def leave(self, key: Key) -> None:
         """The task no longer waits, nor holds a grant (it finished, went, or has its Job)."""
         self._drop_entry(key)
+        self.tenancy.release(key)
         self.grants.pop(key, None)
 
     def release(self, key: Key) -> None:
@@ -382,12 +399,16 @@ class Admission:
             return min(found, now)
         return now
 
-    def _add_entry(self, key: Key, task: TaskView, attempt: int, q: QueueSpec, now: float) -> Entry:
+    def _make_entry(self, key: Key, task: TaskView, attempt: int, q: QueueSpec, now: float) -> Entry:
         priority = task.spec.get("priority")
         entry = Entry(key, task.uid, attempt, q.name, task.namespace, str(task.spec.get("app", "")),
                       priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
                       self._since(task, attempt, now))
         self._clamp(entry, q)
+        return entry
+
+    def _add_entry(self, key: Key, task: TaskView, attempt: int, q: QueueSpec, now: float) -> Entry:
+        entry = self._make_entry(key, task, attempt, q, now)
         self.entries[key] = entry
         self.lines.setdefault(q.name, Line(q.aging_seconds)).add(entry)
         return entry
@@ -451,6 +472,75 @@ class Admission:
         self._usage[key] = (self.usage(key, now) + 1.0, now)
         if len(self._usage) > 10000:  # forget applications that have not started anything lately
             self._usage = {k: v for k, v in self._usage.items() if self.usage(k, now) > 0.01}
+
+    # -- tenants (namespaceSelector) ------------------------------------------------------
+    def decidable(self, name: str) -> bool:
+        """Whether it is known which namespaces may use the queue (it has no namespaceSelector, or
+        the namespaces were listed, or cannot be read): until then it gives no slot."""
+        return self.tenancy.known or not self.tenancy.selects(name)
+
+    def _hold_out(self, key: Key, task: TaskView, attempt: int, q: QueueSpec, why: str, now: float) -> Waiting:
+        """The task's namespace may not use its queue: out of the line (no slot, no place), held
+        until its namespace's labels or the queue's selector change (`regroup`)."""
+        self._drop_entry(key)
+        held = self.tenancy.shut.get(key)
+        if held is None or held.uid != task.uid or held.attempt != attempt or held.queue != q.name:
+            held = self._make_entry(key, task, attempt, q, now)
+            self.tenancy.hold_out(held)
+        return Waiting(q.name, QUEUE_FORBIDDEN, why, None, 0, held.since_text)
+
+    def regroup(self, namespace: str | None = None, queue: str | None = None, refresh: bool = False) -> None:
+        """The labels of `namespace`, or the namespaceSelector of `queue`, changed (neither: every
+        selector, as when the namespaces were first listed): the tasks held out that may use their
+        queue now are reconciled (and join its line), and those in a line that may not are held out
+        (and reconciled, for their status to say so). Only the tasks concerned are looked at: those
+        of that namespace, or of that queue. `refresh`: every task still held out is reconciled too
+        (what its message says changed)."""
+        if not self.tenancy.known:
+            return
+        if namespace is not None:
+            held = self.tenancy.held_in(namespace=namespace)
+        elif queue is not None:
+            held = self.tenancy.held_in(queue=queue)
+            refresh = True  # the message names the selector
+        else:
+            held = list(self.tenancy.shut.values())
+        for entry in held:
+            if self.tenancy.forbids(entry.queue, entry.namespace) is None:
+                self.tenancy.release(entry.key)
+                self.enqueue(entry.key)  # it asks for its slot again: in line, or admitted
+            elif refresh:
+                self.enqueue(entry.key)
+        names = [queue] if queue is not None else [n for n in self.lines if self.tenancy.selects(n)]
+        for name in names:
+            line = self.lines.get(name)
+            if line is None or not self.tenancy.selects(name):
+                continue
+            members = namespace_members(line, namespace) if namespace is not None else list(line.members.values())
+            for entry in members:
+                if self.tenancy.forbids(name, entry.namespace) is not None:
+                    self._drop_entry(entry.key)
+                    self.tenancy.hold_out(entry)
+                    self.enqueue(entry.key)
+        self.poke()
+
+    def namespace_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A Namespace from its watch: only a change of its labels matters."""
+        changed = self.tenancy.namespace_event(event_type, body)
+        if changed is not None and self.tenancy.listed:
+            self.regroup(namespace=changed)
+
+    def listed_namespaces(self, seen: set[tuple[str, str]], namespace: str | None = None) -> None:
+        first, gone = self.tenancy.listed_namespaces(name for _, name in seen)
+        if first:
+            self.regroup()
+        for name in gone:
+            self.regroup(namespace=name)
+
+    def namespaces_unreadable(self, why: str | None) -> None:
+        """The operator may not read namespaces (why), or may again (None)."""
+        if self.tenancy.set_unreadable(why):
+            self.regroup(refresh=True)
 
     # -- counting -----------------------------------------------------------------------
     def count_running(self) -> SlotCounts:
@@ -552,7 +642,7 @@ class Admission:
         for name in self._line_order():
             q = self.queue(name)
             if not q.exists or q.max_running == 0 or self._held(q, now) or (
-                    q.max_running is not None and not self.all_synced()):
+                    q.max_running is not None and not self.all_synced()) or not self.decidable(name):
                 continue
             if self._full(q, run):
                 continue

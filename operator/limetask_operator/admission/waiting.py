@@ -17,6 +17,7 @@ WAITING = "Waiting"
 QUEUE_NOT_FOUND = "QueueNotFound"
 QUEUE_PAUSED = "QueuePaused"
 QUEUE_RATE_LIMITED = "QueueRateLimited"  # the queue's pace (maxStartsPerSecond) holds its tasks back
+QUEUE_FORBIDDEN = "QueueForbidden"  # its namespace may not use the queue (namespaceSelector)
 KUEUE_WAITING = "Kueue"
 ADMITTED = "Admitted"
 
