@@ -164,9 +164,12 @@ class BrokerSink:
             self.dead_letter_bound = True
         return exchange
 
-    async def _publish(self, event: Event, headers: dict[str, Any] | None = None) -> None:
+    async def _publish(self, event: Event, headers: dict[str, Any] | None = None, used: list[Any] | None = None) -> None:
         import aio_pika
 
+        await self._open()
+        if used is not None:
+            used.append(self.connection)  # the connection this publish rides on (see _guarded)
         if headers is None:
             exchange = await self._exchange(event.exchange)
         else:
@@ -188,19 +191,26 @@ class BrokerSink:
                                mandatory=headers is not None)
 
     async def send(self, event: Event, task: TaskView) -> None:
-        await self._guarded(self._publish(event))
+        used: list[Any] = []
+        await self._guarded(self._publish(event, used=used), used)
 
     async def dead_letter(self, event: Event, task: TaskView, headers: dict[str, Any]) -> str:
         """The same body, routing key and message id, on the dead-letter exchange."""
-        await self._guarded(self._publish(event, headers))
+        used: list[Any] = []
+        await self._guarded(self._publish(event, headers, used), used)
         return self.dead_letter_exchange
 
-    async def _guarded(self, publish: Any) -> None:
+    async def _guarded(self, publish: Any, used: list[Any]) -> None:
+        """A publish that fails drops the connection it rode on, and only that one: the others in
+        flight on it fail with it, and must not drop the connection a later publish opened (with
+        many in flight, each failure closing whatever connection was current kept every new
+        connection from living long enough to confirm anything, well after the broker was back)."""
         try:
             await asyncio.wait_for(publish, timeout=self.timeout * 2)
         except BaseException:
             async with self.lock:
-                await self._reset_locked()
+                if used and used[0] is self.connection:
+                    await self._reset_locked()
             raise
 
     async def _reset_locked(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from limetask_operator.caches import Caches
-from limetask_operator.events import BrokerSink, Event, EventDispatcher
+from limetask_operator.events import BrokerSink, Event, EventDispatcher, build_event
 from limetask_operator.model import TaskView
 from limetask_operator.settings import OperatorSettings
 
@@ -217,3 +217,81 @@ def test_inline_publishing_respects_a_task_backing_off() -> None:
         await dispatcher.stop()
 
     asyncio.run(main())
+
+
+class ConfirmingConnection:
+    """A broker connection whose publishes confirm after a moment, and fail with it once it is
+    closed (as aiormq's do: every confirm in flight on a closed connection raises)."""
+
+    opened = 0
+
+    def __init__(self, fail_first: bool) -> None:
+        ConfirmingConnection.opened += 1
+        self.closed = asyncio.Event()
+        self.fail_first = fail_first
+        self.is_closed = False
+        self.in_flight = 0
+
+    async def channel(self, **_: Any) -> "ConfirmingConnection":
+        return self
+
+    async def declare_exchange(self, *_: Any, **__: Any) -> "ConfirmingConnection":
+        return self
+
+    async def publish(self, *_: Any, **__: Any) -> None:
+        if self.fail_first:
+            self.fail_first = False
+            await asyncio.sleep(0.01)
+            raise asyncio.TimeoutError("no confirm in time")
+        self.in_flight += 1
+        done = asyncio.ensure_future(self.closed.wait())
+        finished, _ = await asyncio.wait([done], timeout=0.05)
+        if finished:
+            # The failures of a closed connection's publishes come over a while, not at once.
+            await asyncio.sleep(0.002 * self.in_flight)
+            raise ConnectionError("connection closed")
+        done.cancel()
+
+    async def close(self) -> None:
+        self.is_closed = True
+        self.closed.set()
+
+
+def test_one_failed_publish_drops_only_its_own_connection(monkeypatch: Any) -> None:
+    """Many events in flight and one publish failing: the connection it rode on is dropped (the
+    others on it fail with it), and the connection opened after that serves every later event.
+    Each failure used to close whatever connection was current, so a failure went on making
+    failures: no connection lived long enough to confirm, long after the broker was back."""
+    import aio_pika
+
+    first = [True]
+
+    async def connect(url: str, timeout: float) -> ConfirmingConnection:
+        fail, first[0] = first[0], False
+        return ConfirmingConnection(fail_first=fail)
+
+    monkeypatch.setattr(aio_pika, "connect", connect)
+    ConfirmingConnection.opened = 0
+    task = TaskView.from_body(finished_task())
+
+    async def main() -> list[bool]:
+        broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=1)
+        outcomes: list[bool] = []
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(i * 0.005)  # a steady stream, as events come while tasks end
+            try:
+                await broker.send(build_event(task, "lime.{app}"), task)
+                outcomes.append(True)
+            except Exception:  # noqa: BLE001 - counted
+                outcomes.append(False)
+
+        await asyncio.gather(*(one(i) for i in range(200)))
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert ConfirmingConnection.opened == 2
+    # Only the publishes in flight on the first connection when it failed fail (the failure comes
+    # 10 ms in, a confirm takes 50 ms: at most a dozen); every later one is confirmed.
+    assert outcomes.count(False) <= 13
+    assert all(outcomes[20:])
