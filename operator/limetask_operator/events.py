@@ -164,7 +164,8 @@ class BrokerSink:
             self.dead_letter_bound = True
         return exchange
 
-    async def _publish(self, event: Event, headers: dict[str, Any] | None = None, used: list[Any] | None = None) -> None:
+    async def _publish(self, event: Event, headers: dict[str, Any] | None = None,
+                       used: list[Any] | None = None) -> None:
         import aio_pika
 
         await self._open()
