@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import IO
 
 from .generate import PROJECT_FILES, distribution_name
 
@@ -140,7 +140,7 @@ def solution_files(solution: Solution) -> list[str]:
     """The files of the build context, relative and sorted. Folders left out whole (.venv, .git)
     are not walked; a `!` pattern cannot bring back a file inside them (Docker's own
     documentation advises against relying on that)."""
-    found = []
+    found: list[str] = []
     for folder, dirs, files in os.walk(solution.root):
         here = Path(folder).relative_to(solution.root).as_posix()
         prefix = "" if here == "." else here + "/"
@@ -270,11 +270,14 @@ def build_image(checkout: Path, solution: Solution, content: str) -> tuple[Path,
     return Path(tarball), image
 
 
-def load_image(cluster: ModuleType, tarball: Path, image: str, replaces: str | None = None) -> None:
-    """Import the image into the node's containerd, and drop the one it replaces there."""
+def load_image(cluster: ModuleType, tarball: Path, image: str) -> None:
+    """Import the image into the node's containerd (under its name: pods find it there)."""
     cluster.import_image(cluster.STATE, tarball, image)
-    if replaces and replaces != image:
-        cluster.ctr(cluster.STATE, "images", "rm", replaces, check=False)
+
+
+def drop_image(cluster: ModuleType, image: str) -> None:
+    """Remove an earlier build from the node (the runner's layers stay: the next build shares them)."""
+    cluster.ctr(cluster.STATE, "images", "rm", image, check=False)
 
 
 def prepare_namespace(cluster: ModuleType, checkout: Path, kubeconfig: Path, namespace: str) -> None:
@@ -347,6 +350,10 @@ class OperatorProcess:
             return ""
         return text if lines == 0 else "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -382,9 +389,9 @@ def how_to_send(solution: Solution, kubeconfig: Path, namespace: str) -> str:
     task = example_task(solution) or "your_package.tasks.tasks.your_task"
     where = f"--namespace {namespace} --kubeconfig {kubeconfig}"
     return "\n".join([
-        "Send a task (from a shell whose Python has the solution installed, e.g. pip install -e .):",
-        f"  limetask send {task} {EXAMPLE_APP} '[1001, [\"name\"]]' --wait {where}",
-        "or from Python:",
+        "Send a task from another shell (--no-check: the task is looked up in the image, not here):",
+        f"  limetask send {task} {EXAMPLE_APP} '[1001, [\"name\"]]' --wait --no-check {where}",
+        f"or from Python, in {solution.root}:",
         f"  python -c 'from lime_task import configure, send_task; configure(kubeconfig=\"{kubeconfig}\", "
         f"namespace=\"{namespace}\"); print(send_task(\"{task}\", \"{EXAMPLE_APP}\", 1001, [\"name\"])"
         f".wait(timeout=300).result)'",
@@ -400,58 +407,99 @@ def describe_changes(paths: list[str], shown: int = 3) -> str:
     return ", ".join(paths[:shown]) + more
 
 
+@dataclass
+class DevLoop:
+    """One solution on one local cluster: its image (built, loaded) and the operator that runs it.
+    The collaborators come in explicitly; `operator` is None until `serve` starts it."""
+
+    solution: Solution
+    checkout: Path
+    cluster: ModuleType
+    kubeconfig: Path
+    namespace: str = DEFAULT_NAMESPACE
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    content: str = ""
+    image: str = ""
+    operator: OperatorProcess | None = None
+
+    def build(self) -> str:
+        """Build the image of the solution's files as they are now and load it into the node."""
+        started = time.monotonic()
+        content = digest(self.solution)
+        tarball, image = build_image(self.checkout, self.solution, content)
+        load_image(self.cluster, tarball, image)
+        self.content, self.image = content, image
+        say(f"{image} built and loaded into the node in {time.monotonic() - started:.1f}s")
+        return image
+
+    def serve(self) -> None:
+        """The CRD, the namespace, and the operator with the solution's image."""
+        prepare_namespace(self.cluster, self.checkout, self.kubeconfig, self.namespace)
+        argv, env = operator_command(self.image, self.kubeconfig, self.namespace, environ=self.environ)
+        self.operator = OperatorProcess(argv, env, Path(self.cluster.STATE) / "logs" /
+                                        f"dev-operator-{self.solution.name}.log")
+        self.operator.start()
+        say(f"operator running (pid {self.operator.pid}) on namespace {self.namespace} with runner image "
+            f"{self.image} (log: {self.operator.log_path})")
+
+    def rebuild(self, changed: list[str]) -> bool:
+        """After a change: build again, and restart the operator with the new image. A change that
+        leaves the files as they were, or a failed build, keeps the operator as it is."""
+        if digest(self.solution) == self.content:
+            say(f"changed: {describe_changes(changed)}; the files read the same: {self.image} kept")
+            return False
+        say(f"changed: {describe_changes(changed)}; rebuilding")
+        started, before = time.monotonic(), self.image
+        try:
+            self.build()
+        except DevError as exc:
+            say(f"rebuild failed, the operator keeps {before}: {exc}")
+            return False
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator.argv, self.operator.env = operator_command(self.image, self.kubeconfig, self.namespace,
+                                                                     environ=self.environ)
+            self.operator.start()
+            say(f"rebuilt {self.image} in {time.monotonic() - started:.1f}s; operator restarted with it "
+                f"(pid {self.operator.pid})")
+        if before != self.image:
+            # Only now: the operator that ran it may have created a Job with it until it stopped.
+            drop_image(self.cluster, before)
+        return True
+
+    def check_operator(self) -> None:
+        if self.operator is not None and not self.operator.running():
+            code = self.operator.proc.returncode if self.operator.proc else "?"
+            raise DevError(f"the operator stopped (exit {code}):\n{self.operator.tail()}")
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            say("operator stopped")
+
+
 def run(path: str | Path, namespace: str = DEFAULT_NAMESPACE, watch: bool = False, build_only: bool = False,
-        interval: float = 0.5, quiet: float = 1.0, environ: Mapping[str, str] = os.environ) -> Any:
+        interval: float = 0.5, quiet: float = 1.0, environ: Mapping[str, str] = os.environ) -> str:
     """Build, load, run the operator; with `watch`, again on every change, until interrupted."""
     solution = find_solution(path)
     checkout = find_checkout(environ)
     cluster = load_localcluster(checkout)
-    kubeconfig = check_cluster(cluster, checkout)
+    loop = DevLoop(solution, checkout, cluster, check_cluster(cluster, checkout), namespace, environ)
     say(f"solution {solution.root} (image localhost/limetask/dev-{solution.name}), cluster {cluster.STATE}")
-    content = digest(solution)
-    started = time.monotonic()
-    tarball, image = build_image(checkout, solution, content)
-    load_image(cluster, tarball, image)
-    say(f"{image} built and loaded into the node in {time.monotonic() - started:.1f}s")
+    image = loop.build()
     if build_only:
         print(image, flush=True)
         return image
-    prepare_namespace(cluster, checkout, kubeconfig, namespace)
-    argv, env = operator_command(image, kubeconfig, namespace, environ=environ)
-    operator = OperatorProcess(argv, env, Path(cluster.STATE) / "logs" / f"dev-operator-{solution.name}.log")
     try:
-        operator.start()
-        say(f"operator running on namespace {namespace} with runner image {image} (log: {operator.log_path})")
-        print(how_to_send(solution, kubeconfig, namespace), flush=True)
+        loop.serve()
+        print(how_to_send(solution, loop.kubeconfig, namespace), flush=True)
         say("watching the solution's files; Ctrl-C stops" if watch else "Ctrl-C stops the operator")
         changes = Watch(solution, quiet=quiet) if watch else None
         while True:
             time.sleep(interval)
-            if not operator.running():
-                raise DevError(f"the operator stopped (exit {operator.proc.returncode if operator.proc else '?'}):\n"
-                               f"{operator.tail()}")
-            if changes is None:
-                continue
-            changed = changes.poll()
-            if not changed:
-                continue
-            new_content = digest(solution)
-            if new_content == content:
-                say(f"changed: {describe_changes(changed)}; the files read the same: {image} kept")
-                continue
-            say(f"changed: {describe_changes(changed)}; rebuilding")
-            started = time.monotonic()
-            try:
-                tarball, new_image = build_image(checkout, solution, new_content)
-                load_image(cluster, tarball, new_image, replaces=image)
-            except DevError as exc:
-                say(f"rebuild failed, the operator keeps {image}: {exc}")
-                continue
-            content, image = new_content, new_image
-            operator.stop()
-            operator.argv, operator.env = operator_command(image, kubeconfig, namespace, environ=environ)
-            operator.start()
-            say(f"rebuilt {image} in {time.monotonic() - started:.1f}s; operator restarted with it")
+            loop.check_operator()
+            changed = changes.poll() if changes is not None else []
+            if changed:
+                loop.rebuild(changed)
     finally:
-        operator.stop()
-        say("operator stopped")
+        loop.stop()

@@ -39,7 +39,9 @@ case "$1" in
     ref=${5#reference=}
     for f in "$state"/images/*; do
       name=$(basename "$f")
-      case "$name" in "$(printf '%s' "$ref" | tr '/:' '__')"_*) echo "$name" | sed 's/^\(.*\)_\([^_]*\)$/\1:\2/; s/_/\//g' ;; esac
+      case "$name" in
+        "$(printf '%s' "$ref" | tr '/:' '__')"_*) echo "$name" | sed 's/^\(.*\)_\([^_]*\)$/\1:\2/; s/_/\//g' ;;
+      esac
     done ;;
   rmi)
     rm -f "$(file "$2")" ;;

@@ -41,8 +41,9 @@ def dev(
     """
     from ..dev import DevError, run
 
-    # `kill` (SIGTERM) ends it as Ctrl-C does: the operator it started is stopped.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C, and `kill` (SIGTERM) alike, stop the operator it started and end it with exit 0;
+    # SIGINT too is set here, since a shell starts a background command with it ignored.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run(path, namespace=namespace, watch=watch, build_only=build_only, interval=interval, quiet=quiet)
     except DevError as exc:
@@ -50,4 +51,5 @@ def dev(
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

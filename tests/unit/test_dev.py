@@ -224,7 +224,8 @@ def test_the_local_cluster_module_is_the_checkouts() -> None:
 def test_a_cluster_that_is_down_says_to_start_it(tmp_path: Path) -> None:
     down = SimpleNamespace(STATE=tmp_path / ".cluster", healthy=lambda state: False, simulated=lambda state: False,
                            kubeconfig_path=lambda state: state / "kubeconfig")
-    with pytest.raises(dev.DevError, match=f"not running \\(state: {tmp_path}/.cluster\\).*`make cluster-up` in {REPO}"):
+    said = f"not running \\(state: {tmp_path}/.cluster\\).*`make cluster-up` in {REPO}"
+    with pytest.raises(dev.DevError, match=said):
         dev.check_cluster(down, REPO)  # type: ignore[arg-type]
     simulated = SimpleNamespace(**{**vars(down), "healthy": lambda state: True, "simulated": lambda state: True})
     with pytest.raises(dev.DevError, match="simulated nodes, which run no images"):
@@ -237,7 +238,7 @@ def test_it_says_how_to_send_the_generated_task(tmp_path: Path) -> None:
     solution = dev.find_solution(make_solution(tmp_path / "proj"))
     text = dev.how_to_send(solution, Path("/state/kubeconfig"), "limetask-dev")
     assert ("limetask send my_solution.tasks.tasks.refresh_company my-app '[1001, [\"name\"]]' --wait "
-            "--namespace limetask-dev --kubeconfig /state/kubeconfig") in text
+            "--no-check --namespace limetask-dev --kubeconfig /state/kubeconfig") in text
     one_liner = next(line.strip() for line in text.splitlines() if line.strip().startswith("python -c"))
     assert 'send_task("my_solution.tasks.tasks.refresh_company", "my-app", 1001, ["name"])' in one_liner
     assert compile(one_liner.removeprefix("python -c '").removesuffix("'"), "<one-liner>", "exec")
@@ -265,3 +266,72 @@ def test_the_operator_process_is_stopped(tmp_path: Path) -> None:
     assert operator.running()
     operator.stop(grace=5)
     assert not operator.running() and operator.proc is not None and operator.proc.returncode == -15
+
+
+class FakeOperator:
+    """Stands in for OperatorProcess: records when it is stopped and started, and with what."""
+
+    def __init__(self, events: list[tuple[str, ...]]) -> None:
+        self.events, self.argv, self.env, self.pid = events, ["op"], {"LIMETASK_RUNNER_IMAGE": "?"}, 1
+
+    def start(self) -> None:
+        self.events.append(("start operator", self.env["LIMETASK_RUNNER_IMAGE"]))
+
+    def stop(self) -> None:
+        self.events.append(("stop operator",))
+
+
+def dev_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             fail_builds: bool = False) -> tuple[dev.DevLoop, list[tuple[str, ...]]]:
+    """A DevLoop on a generated solution, its image builds and the node's containerd recorded."""
+    events: list[tuple[str, ...]] = []
+
+    def build_image(checkout: Path, solution: dev.Solution, content: str) -> tuple[Path, str]:
+        events.append(("build", content))
+        if fail_builds and len(events) > 1:
+            raise dev.DevError("building the solution's image failed")
+        return tmp_path / "dev-my.solution.tar", f"localhost/limetask/dev-my.solution:{content[:16]}"
+
+    monkeypatch.setattr(dev, "build_image", build_image)
+    cluster = SimpleNamespace(
+        STATE=tmp_path / ".cluster",
+        import_image=lambda state, tarball, image: events.append(("load", image)),
+        ctr=lambda state, *args, check=True: events.append(("ctr", *args)))
+    loop = dev.DevLoop(dev.find_solution(make_solution(tmp_path / "proj")), REPO, cluster,  # type: ignore[arg-type]
+                       tmp_path / "kubeconfig", "limetask-dev", {})
+    loop.build()
+    loop.operator = FakeOperator(events)  # type: ignore[assignment]
+    return loop, events
+
+
+def test_a_rebuild_restarts_the_operator_with_the_new_image_then_drops_the_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, events = dev_loop(tmp_path, monkeypatch)
+    first = loop.image
+    assert events == [("build", loop.content), ("load", first)]
+    tasks = loop.solution.root / "my_solution" / "tasks" / "tasks.py"
+    tasks.write_text(tasks.read_text().replace("refreshed", "renewed"))
+    assert loop.rebuild(["my_solution/tasks/tasks.py"]) is True
+    second = loop.image
+    assert second != first and loop.content == dev.digest(loop.solution)
+    assert events[2:] == [("build", loop.content), ("load", second), ("stop operator",),
+                          ("start operator", second), ("ctr", "images", "rm", first)]
+
+
+def test_a_change_that_leaves_the_files_as_they_were_builds_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, events = dev_loop(tmp_path, monkeypatch)
+    tasks = loop.solution.root / "my_solution" / "tasks" / "tasks.py"
+    tasks.write_text(tasks.read_text())  # saved again, unchanged
+    before = list(events)
+    assert loop.rebuild(["my_solution/tasks/tasks.py"]) is False
+    assert events == before
+
+
+def test_a_failed_rebuild_keeps_the_operator_and_its_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, events = dev_loop(tmp_path, monkeypatch, fail_builds=True)
+    first, content = loop.image, loop.content
+    (loop.solution.root / "my_solution" / "broken.py").write_text("def (")
+    assert loop.rebuild(["my_solution/broken.py"]) is False
+    assert (loop.image, loop.content) == (first, content)
+    assert events[2:] == [("build", dev.digest(loop.solution))]  # no load, no restart, nothing dropped
