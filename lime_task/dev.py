@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -281,18 +284,16 @@ def drop_image(cluster: ModuleType, image: str) -> None:
 
 
 def prepare_namespace(cluster: ModuleType, checkout: Path, kubeconfig: Path, namespace: str) -> None:
-    """The CRD (as `make demo` installs it) and a namespace that enforces Pod Security 'restricted'."""
-    import json
-    import shutil
-    import tempfile
-
+    """The CRDs (as `make demo` installs them) and a namespace that enforces Pod Security 'restricted'."""
     # kubectl's discovery cache may predate the CRD; these calls use one of their own.
     cache = tempfile.mkdtemp(prefix="limetask-dev-kubectl-")
-    kubectl = [str(cluster.kubectl_path()), f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}"]
+    # The cluster's own kubectl (localcluster's kubectl_path() would run the binaries' build script).
+    binary = Path(str(cluster.config(cluster.STATE)["bin_dir"])) / "kubectl"
+    kubectl = [str(binary), f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}"]
     try:
         for argv, stdin in (
             ([*kubectl, "apply", "-f", str(checkout / "crds")], None),
-            ([*kubectl, "wait", "--for=condition=Established", "crd/limetasks.limetask.io", "--timeout=30s"], None),
+            ([*kubectl, "wait", "--for=condition=Established", "-f", str(checkout / "crds"), "--timeout=30s"], None),
             ([*kubectl, "apply", "-f", "-"], json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {
                 "name": namespace, "labels": RESTRICTED}})),
         ):

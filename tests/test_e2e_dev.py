@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, localcluster, wait_until
+from conftest import Cluster, Operator, localcluster, wait_until
 
 from lime_task import SUCCESS, TaskClient
 
@@ -64,8 +64,18 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(3 * BUILD_TIMEOUT)
-def test_dev_runs_a_generated_solution_and_rebuilds_on_change(local: Cluster, crd: None, namespace: str,
-                                                               tmp_path: Path) -> None:
+def test_dev_runs_a_generated_solution_and_rebuilds_on_change(local: Cluster, crd: None, operator: Operator,
+                                                               namespace: str, tmp_path: Path) -> None:
+    # The session's operator watches every namespace, with the example solution's image: it would
+    # race the one `limetask dev` starts for this namespace's tasks. It is stopped meanwhile.
+    operator.stop()
+    try:
+        run_dev(local, namespace, tmp_path)
+    finally:
+        operator.start()
+
+
+def run_dev(local: Cluster, namespace: str, tmp_path: Path) -> None:
     root = tmp_path / "e2e-dev-solution"
     (root / "e2e_dev_solution").mkdir(parents=True)
     (root / "e2e_dev_solution" / "__init__.py").write_text('"""A solution package."""\n')
