@@ -18,6 +18,7 @@ editable). Its cluster state is LIMETASK_CLUSTER_DIR, else the checkout's .clust
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -101,6 +102,7 @@ def parse_ignore(text: str) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+@functools.lru_cache(maxsize=256)
 def _pattern_re(pattern: str) -> re.Pattern[str]:
     """A .dockerignore pattern as a regular expression over a `/`-separated relative path:
     `**` any number of folders, `*` and `?` within one name."""
