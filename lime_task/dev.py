@@ -308,6 +308,12 @@ def prepare_namespace(cluster: ModuleType, checkout: Path, kubeconfig: Path, nam
 
 # -- the operator -----------------------------------------------------------------------------
 
+def require_operator() -> None:
+    """The operator is importable here (before minutes of building, not after)."""
+    if importlib.util.find_spec("limetask_operator") is None:
+        raise DevError("the operator is not installed here: pip install 'limetask[operator]'")
+
+
 def operator_command(image: str, kubeconfig: Path, namespace: str, python: str = sys.executable,
                      environ: Mapping[str, str] = os.environ) -> tuple[list[str], dict[str, str]]:
     """The operator as `make demo` runs it, on one namespace, with the solution's image as the
@@ -327,8 +333,6 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
-        if importlib.util.find_spec("limetask_operator") is None:
-            raise DevError("the operator is not installed here: pip install 'limetask[operator]'")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
@@ -485,6 +489,8 @@ def run(path: str | Path, namespace: str = DEFAULT_NAMESPACE, watch: bool = Fals
         interval: float = 0.5, quiet: float = 1.0, environ: Mapping[str, str] = os.environ) -> str:
     """Build, load, run the operator; with `watch`, again on every change, until interrupted."""
     solution = find_solution(path)
+    if not build_only:
+        require_operator()
     checkout = find_checkout(environ)
     cluster = load_localcluster(checkout)
     loop = DevLoop(solution, checkout, cluster, check_cluster(cluster, checkout), namespace, environ)

@@ -335,3 +335,13 @@ def test_a_failed_rebuild_keeps_the_operator_and_its_image(tmp_path: Path, monke
     assert loop.rebuild(["my_solution/broken.py"]) is False
     assert (loop.image, loop.content) == (first, content)
     assert events[2:] == [("build", dev.digest(loop.solution))]  # no load, no restart, nothing dropped
+
+
+def test_without_the_operator_it_fails_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_solution(tmp_path / "proj")
+    real = dev.importlib.util.find_spec
+    monkeypatch.setattr(dev.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "limetask_operator" else real(name, *a))
+    monkeypatch.setattr(dev, "find_checkout", lambda environ: pytest.fail("looked for the cluster"))
+    with pytest.raises(dev.DevError, match=r"pip install 'limetask\[operator\]'"):
+        dev.run(root)
