@@ -55,7 +55,10 @@ def podman(tmp_path: Path) -> dict[str, str]:
     bin_dir.mkdir()
     (state / "images").mkdir(parents=True)
     (bin_dir / "podman").write_text(FAKE_PODMAN)
-    (bin_dir / "podman").chmod(0o755)
+    # Should the stand-in ever miss the base image, build-images.sh would make one: not here.
+    (bin_dir / "debootstrap").write_text("#!/bin/sh\necho 'no debootstrap in this test' >&2\nexit 1\n")
+    for tool in ("podman", "debootstrap"):
+        (bin_dir / tool).chmod(0o755)
     set_runner(state, "sha256:runner1")
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_PODMAN_STATE": str(state),
             "LIMETASK_CACHE": str(tmp_path / "cache"), "LIMETASK_BUILD_CA_BUNDLE": "/nonexistent"}
