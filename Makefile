@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLUSTER := $(PY) devtools/cluster/localcluster.py
 
-.PHONY: help venv lock deps browser images cluster-binaries kwok-binary kueue-binary kueue-up kueue-down promtool cluster-up cluster-down cluster-status demo test test-quick lint typecheck bench soak broker-up postgres-up clean
+.PHONY: help venv lock deps browser images cluster-binaries kwok-binary kueue-binary kueue-up kueue-down promtool cluster-up cluster-down cluster-status demo dev test test-quick lint typecheck bench soak broker-up postgres-up clean
 
 help:
 	@echo "make demo          set up and run a real task end to end on the local cluster (a real node)"
 	@echo "make test          set up and run the whole test suite (end-to-end included)"
+	@echo "make dev SOLUTION=path  a solution's own tasks on the local cluster (limetask dev; WATCH=1 rebuilds on change)"
 	@echo "make test-quick    unit tests only (no cluster)"
 	@echo "make lock          resolve the Python dependencies again (requirements/; PACKAGES=... for some)"
 	@echo "make cluster-up    start the local cluster and load the images (prints its kubeconfig)"
@@ -117,6 +118,15 @@ postgres-up:
 
 demo: venv cluster-up postgres-up
 	@$(PY) examples/demo.py
+
+# A solution's own tasks on the local cluster (`limetask dev`): its Dockerfile.tasks built FROM the
+# runner image, loaded into the node, and the operator run with it until Ctrl-C. The cluster is
+# started (or reused) first; WATCH=1 rebuilds and restarts on every change of the solution's files.
+# SOLUTION is the solution's folder (absolute, or relative to this checkout).
+dev:
+	@if [ -z "$(SOLUTION)" ]; then echo "make dev SOLUTION=path/to/your/solution [WATCH=1]" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory venv cluster-up
+	@$(VENV)/bin/limetask dev "$(SOLUTION)" $(if $(WATCH),--watch) $(DEV_ARGS)
 
 test: venv browser cluster-up kwok-binary kueue-binary promtool broker-up postgres-up
 	@$(PY) -m pytest -q

@@ -49,7 +49,8 @@ class Outcome:
     action: str
 
 
-def _distribution(root: Path) -> str | None:
+def distribution_name(root: Path) -> str | None:
+    """The `[project] name` of root's pyproject.toml, if it has one that says it."""
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
         return None
@@ -80,7 +81,7 @@ def find_project(directory: str | Path = ".", package: str | None = None) -> Pro
             f"{root} is not a package directory: it has no pyproject.toml or setup.py. "
             f"Run this in the folder of your solution package (where pyproject.toml is)"
         )
-    dist = _distribution(root)
+    dist = distribution_name(root)
     candidates = _candidates(root)
     if package is not None:
         if not package.isidentifier():
@@ -230,7 +231,8 @@ def next_steps(project: Project) -> str:
         f"  2. send a task:      limetask send {name} my-app '[1001, [\"name\"]]' --wait",
         "                       (the operator's runner image must hold this package: step 3)",
         f"  3. build the image:  docker build -f Dockerfile.tasks -t {image} .",
-        "                       and set runner.image in the Lime Task chart's values",
+        "                       and set runner.image in the Lime Task chart's values;",
+        "                       on the local cluster, `limetask dev --watch` builds, loads and runs it",
         f"  4. over HTTP:        mount {project.package}.tasks.endpoints.router in your FastAPI app,",
         "                       or run `limetask web` (see `limetask web --help`)",
     ])

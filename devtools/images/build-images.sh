@@ -39,114 +39,18 @@ set -Eeuo pipefail
 
 SUITE=bookworm
 BASE_IMAGE=localhost/limetask/python-base:3.11-$SUITE
-RUNNER_IMAGE=localhost/limetask/runner:dev
 OPERATOR_IMAGE=localhost/limetask/operator:dev
 ACME_IMAGE=localhost/limetask/acme-runner:dev
 VENV=/usr/local/python
 BASE_PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-KEY_LABEL=limetask.context-key
 # What the runner and operator Dockerfiles copy from the repository root.
 PROJECT_PATHS=(pyproject.toml README.md requirements lime_task operator/limetask_operator runner/limetask_runner)
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-CACHE=${LIMETASK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/limetask}
-IMAGES="$CACHE/images"
+# The podman settings, the cache, the lock, the keys, build and save: shared with build-solution.sh.
+# shellcheck source=build-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/build-common.sh"
 OUT=${1:-$IMAGES/out}
-LOGS="$IMAGES/logs"
 BASE_TAR="$IMAGES/python-base-$SUITE.tar.gz"
-
-PODMAN=(podman)
-if [ -n "${LIMETASK_PODMAN_ROOT:-}" ]; then
-  PODMAN+=(--root "$LIMETASK_PODMAN_ROOT/storage" --runroot "$LIMETASK_PODMAN_ROOT/run")
-fi
-RUN_FLAGS=(--runtime runc --ulimit nofile=1024:4096 --ulimit nproc=1024:4096)
-# No layer cache (this script's keys decide what to rebuild): podman 4.3's buildah cannot
-# RUN --mount=type=bind,from=STAGE when STAGE came from the cache ("couldn't find .../merged/
-# wheels on host to bind mount"), and may reuse a cached RUN that mounted an older STAGE.
-BUILD_FLAGS=("${RUN_FLAGS[@]}" --network host --pull=never --layers=false)
-# pip in RUN steps trusts the image's /etc/ssl/certs/ca-certificates.crt (Debian's pip does); a
-# host behind a TLS-inspecting proxy trusts more. RUN steps see the host's bundle in its place,
-# the images keep Debian's.
-CA_BUNDLE=${LIMETASK_BUILD_CA_BUNDLE:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
-if [ -f "$CA_BUNDLE" ]; then
-  BUILD_FLAGS+=(--volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
-fi
-
-step=""
-detail=""
-work=""
-log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-fail() {
-  local rc=$?
-  printf '\n[images] FAILED at step: %s (exit %s)\n' "$step${detail:+ - $detail}" "$rc" >&2
-  case "$step" in
-    tools) printf '[images] needs podman, git, and for the base image debootstrap, tar and root\n' >&2 ;;
-    mirror) printf '[images] no Debian %s mirror in /etc/apt/sources*; set LIMETASK_DEBIAN_MIRROR\n' "$SUITE" >&2 ;;
-    "base: debootstrap") printf '[images] the Debian mirror failed or is unreachable; log: %s\n' "$LOGS/base.log" >&2 ;;
-    base*) printf '[images] see the output above; log: %s\n' "$LOGS/base.log" >&2 ;;
-    build*) printf '[images] the podman build failed at the Dockerfile step named above; log: %s\n' \
-                   "$LOGS/${step#build }.log" >&2
-            printf '[images] (RUN steps need PyPI over the host network; runc and the ulimits in\n' >&2
-            printf '[images] RUN_FLAGS are what works on hybrid-cgroup hosts)\n' >&2 ;;
-    save*) printf '[images] podman save failed; is there room in %s?\n' "$OUT" >&2 ;;
-  esac
-  exit "$rc"
-}
-trap fail ERR
-cleanup() {
-  [ -n "$work" ] && [ -d "$work" ] || return 0
-  # debootstrap mounts /proc and /sys in the target while it runs; never delete through a mount.
-  awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r umount -l || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# run_logged LABEL LOG CMD...: CMD with its output in LOG; every 20 s a line saying how far it is
-# (podman's last STEP line, else the log's last line). On failure the log's tail is shown and
-# `detail` names the Dockerfile step that failed.
-where() {
-  local at
-  at=$(grep -E '(^|\] )STEP [0-9]+/[0-9]+: ' "$1" | tail -n 1 || true)
-  [ -n "$at" ] || at=$(grep -v '^\s*$' "$1" | tail -n 1 || true)
-  printf '%s' "${at:0:110}"
-}
-run_logged() {
-  local label=$1 logfile=$2; shift 2
-  local start=$SECONDS next=$((SECONDS + 20))
-  "$@" >"$logfile" 2>&1 &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 0.5
-    if [ "$SECONDS" -ge "$next" ] && kill -0 "$pid" 2>/dev/null; then
-      log "  ... $label, $((SECONDS - start))s: $(where "$logfile")"
-      next=$((SECONDS + 20))
-    fi
-  done
-  if ! wait "$pid"; then
-    tail -n 30 "$logfile" >&2
-    detail="at $(where "$logfile")"
-    return 1
-  fi
-  log "  $label: $((SECONDS - start))s"
-}
-
-image_id() { "${PODMAN[@]}" image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
-image_key() { "${PODMAN[@]}" image inspect --format "{{index .Labels \"$KEY_LABEL\"}}" "$1" 2>/dev/null || true; }
-mib() { echo "$(( ($1 + 524288) / 1048576 )) MiB"; }
-
-# context_key PARENT_ID SETTINGS PATH...: a hash of what a build reads: its parent image, its
-# settings, and the mode and content of every file git sees under PATHs (relative to REPO).
-context_key() {
-  local parent=$1 settings=$2; shift 2
-  {
-    printf 'parent %s\nsettings %s\nflags %s\n' "$parent" "$settings" "${BUILD_FLAGS[*]}"
-    git -C "$REPO" ls-files -z --cached --others --exclude-standard -- "$@" | sort -zu |
-      while IFS= read -r -d '' f; do
-        [ -f "$REPO/$f" ] || continue   # tracked but deleted in the work tree
-        printf '%s %s %s\n' "$(stat -c %a "$REPO/$f")" "$(sha256sum <"$REPO/$f" | cut -c1-64)" "$f"
-      done
-  } | sha256sum | cut -c1-32
-}
 
 # debian_mirror: the first URI this machine's apt uses for SUITE (deb822 or one-line sources).
 debian_mirror() {
@@ -177,18 +81,7 @@ debian_mirror() {
   printf '%s' "$found"
 }
 
-step=tools
-for t in podman git sha256sum flock; do
-  command -v "$t" >/dev/null || { log "no $t on PATH"; false; }
-done
-mkdir -p "$IMAGES/tmp" "$LOGS" "$OUT"
-# podman's own temporary files (image copies, build scratch) go under the cache too.
-export TMPDIR="$IMAGES/tmp"
-exec 9>"$IMAGES/.lock"
-if ! flock -n 9; then
-  log "another build-images.sh is running; waiting for it"
-  flock 9
-fi
+start podman git sha256sum flock
 log "repository $REPO, cache $IMAGES, output $OUT"
 
 # ---------------------------------------------------------------------------------------------
@@ -262,32 +155,6 @@ EOF
 fi
 
 # ---------------------------------------------------------------------------------------------
-# build NAME IMAGE CONTEXT DOCKERFILE PARENT_IMAGE BUILD_ARG PATH...: build IMAGE unless its key
-# (see context_key; PATHs are relative to REPO) is the one the existing image carries.
-build() {
-  local name=$1 image=$2 context=$3 dockerfile=$4 parent=$5 arg=$6; shift 6
-  step="build $name"
-  detail=""
-  local parent_id; parent_id=$(image_id "$parent")
-  [ -n "$parent_id" ] || { log "$parent is missing"; false; }
-  local key; key=$(context_key "$parent_id" "$dockerfile $arg" "$@")
-  if [ "$(image_key "$image")" = "$key" ]; then
-    log "  $image is up to date (key $key)"
-    return 0
-  fi
-  local old; old=$(image_id "$image")
-  log "  building $image (key $key; progress every 20 s; log $LOGS/$name.log)"
-  run_logged "build $name" "$LOGS/$name.log" \
-    "${PODMAN[@]}" build "${BUILD_FLAGS[@]}" --build-arg "$arg" --label "$KEY_LABEL=$key" \
-    -f "$REPO/$dockerfile" -t "$image" "$context"
-  local new; new=$(image_id "$image")
-  log "  $image: $(mib "$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$image")")"
-  # The image this one replaces, and the layers only it used; kept if anything still uses it.
-  if [ -n "$old" ] && [ "$old" != "$new" ]; then
-    "${PODMAN[@]}" rmi "$old" >/dev/null 2>&1 || true
-  fi
-}
-
 log "step 2/4: runner"
 build runner "$RUNNER_IMAGE" "$REPO" runner/Dockerfile "$BASE_IMAGE" "BASE_IMAGE=$BASE_IMAGE" \
   runner/Dockerfile "${PROJECT_PATHS[@]}"
@@ -303,18 +170,7 @@ log "step 4/4: docker-archive tarballs in $OUT"
 : >"$OUT/images.txt.tmp"
 for pair in "runner $RUNNER_IMAGE" "operator $OPERATOR_IMAGE" "acme-runner $ACME_IMAGE"; do
   read -r name image <<<"$pair"
-  step="save $name"
-  id=$(image_id "$image")
-  if [ -f "$OUT/$name.tar" ] && [ "$(cat "$OUT/$name.id" 2>/dev/null || true)" = "$id" ]; then
-    log "  $name.tar is up to date"
-  else
-    rm -f "$OUT/$name.tar.tmp"
-    run_logged "save $name.tar" "$LOGS/save-$name.log" \
-      "${PODMAN[@]}" save --format docker-archive -o "$OUT/$name.tar.tmp" "$image"
-    mv "$OUT/$name.tar.tmp" "$OUT/$name.tar"
-    echo "$id" >"$OUT/$name.id"
-    log "  $name.tar: $(mib "$(stat -c %s "$OUT/$name.tar")")"
-  fi
+  save "$name" "$image"
   echo "$name.tar $image" >>"$OUT/images.txt.tmp"
 done
 mv "$OUT/images.txt.tmp" "$OUT/images.txt"

@@ -9,6 +9,7 @@
     schedules.py    schedules render, apply, list, runs
     archive.py      archive migrate, status
     generate.py     generate tasks, scheduled-tasks
+    dev.py          dev: a solution's own tasks on the local cluster
     options.py      what many commands take (the cluster client, common options, JSON arguments)
     output.py       how they show tasks
     failures.py     how they fail: one line, a documented exit code

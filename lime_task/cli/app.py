@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import archive, events, generate, operator, queues, schedules, tasks, web
+from . import archive, dev, events, generate, operator, queues, schedules, tasks, web
 from .failures import CommandGroup
 
 app = typer.Typer(
@@ -25,3 +25,4 @@ app.command()(web.web)
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(archive.app, name="archive")
 app.add_typer(generate.app, name="generate")
+app.command()(dev.dev)
