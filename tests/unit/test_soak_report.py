@@ -373,3 +373,57 @@ def test_a_flood_is_asked_for_with_one_sustained_rate() -> None:
         parse_args(["--flood", "10", "--ceiling", "12,25"])
     with pytest.raises(SystemExit):
         parse_args(["--flood", "10", "--flood-queue", "gold"])
+
+
+def test_the_flood_starts_after_the_baseline_stretch_while_the_tenants_load_goes_on(tmp_path: Any) -> None:
+    """The driver's sustained phase with a flood (no cluster: the senders and the API are stand-ins):
+    the flood begins after --flood-after, from its own client, its tasks join what was sent, and
+    its record says when it began and when its last create was answered."""
+    import asyncio
+    import time
+
+    from bench import soak
+
+    calls: list[tuple[str, float, int]] = []
+
+    async def send(api: Any, plans: list[Any], rate: float, **_: Any) -> list[soak_load.Sent]:
+        calls.append(("send", time.monotonic(), len(plans)))
+        await asyncio.sleep(0.3)
+        return [soak_load.Sent(p.namespace, p.name, p.app, p.task, p.queue, p.acks_late, p.phase, 0.0, uid="u")
+                for p in plans]
+
+    async def flood(api: Any, plans: list[Any], concurrency: int = 32) -> list[soak_load.Sent]:
+        calls.append(("flood", time.monotonic(), len(plans)))
+        assert isinstance(api, FakeApi) and api.limit == concurrency == 4
+        return [soak_load.Sent(p.namespace, p.name, p.app, p.task, p.queue, p.acks_late, p.phase, 0.0, uid="u")
+                for p in plans]
+
+    class FakeApi:
+        closed = 0
+
+        def __init__(self, kubeconfig: Any, limit: int = 64) -> None:
+            self.limit = limit
+
+        async def close(self) -> None:
+            FakeApi.closed += 1
+
+    args = soak.parse_args(["--flood", "50", "--flood-after", "0.1s", "--flood-concurrency", "4", "--flood-queue",
+                            "standard", "--out-dir", str(tmp_path)])
+    run = soak.Soak(args)
+    run.api, run.kubeconfig = FakeApi(None), tmp_path  # type: ignore[assignment]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(soak_load, "send", send)
+        mp.setattr(soak_load, "flood", flood)
+        mp.setattr(soak, "Api", FakeApi)
+        begun = time.monotonic()
+        asyncio.run(run.sustained({}, 10, 1.0, []))
+    (_, sent_at, n), (_, flood_at, m) = calls
+    assert (n, m) == (10, 50) and 0.1 <= flood_at - begun < 0.25 and flood_at > sent_at
+    assert FakeApi.closed == 1
+    assert [s.phase for s in run.sent].count("flood") == 50 and {s.queue for s in run.sent if s.phase == "flood"} == {
+        run.layout.limited.replace("limited", "standard")}
+    f = run.flood
+    assert (f["namespace"], f["app"], f["n"], f["concurrency"]) == (run.layout.flood_namespace, run.layout.flood_app,
+                                                                     50, 4)
+    assert begun + 0.1 <= f["start"] <= f["created_end"] <= run.phases["sustained@10"][1]
+    assert run.tenant_namespaces()[-1] == run.layout.flood_namespace and run.layout.flood_app in run.applications()
