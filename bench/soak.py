@@ -377,12 +377,19 @@ class Soak:
             try:
                 live: dict[str, bool] = {}
                 for ns in self.tenant_namespaces():
-                    listing = await api.request("GET", f"/apis/limetask.io/v1alpha1/namespaces/{ns}/limetasks",
-                                                timeout=60)
-                    for item in listing.get("items") or []:
-                        st = item.get("status") or {}
-                        live[item["metadata"]["uid"]] = st.get("state") in ("SUCCESS", "FAILURE") and bool(
-                            (st.get("event") or {}).get("confirmed"))
+                    # In pages: a flood's namespace may still hold 100,000 of them.
+                    params = {"limit": "1000"}
+                    while True:
+                        listing = await api.request(
+                            "GET", f"/apis/limetask.io/v1alpha1/namespaces/{ns}/limetasks", params=params, timeout=60)
+                        for item in listing.get("items") or []:
+                            st = item.get("status") or {}
+                            live[item["metadata"]["uid"]] = st.get("state") in ("SUCCESS", "FAILURE") and bool(
+                                (st.get("event") or {}).get("confirmed"))
+                        more = (listing.get("metadata") or {}).get("continue")
+                        if not more:
+                            break
+                        params = {"limit": "1000", "continue": more}
                 with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
                     archived = {r[0] for r in conn.execute("SELECT uid::text FROM limetask_archive").fetchall()}
                 waiting = [u for u, settled in live.items() if not settled or u not in archived]
