@@ -629,9 +629,11 @@ def sec(value: float | None) -> str:
 
 def flood_table(f: dict[str, Any]) -> list[str]:
     """The flood's lines of the table: the others before, during and after it; its own."""
+    drained = (f"all final {sec(f['drain_s'])} after its first create" if f["drain_s"] is not None
+               else f"only {f['final']} final")
     lines = [f"flood: {f['created']} of {f['n']} tasks from {f['namespace']} into {f['queue']}: created in "
-             f"{sec(f['create_s'])} ({f['create_per_s']}/s), all final {sec(f['drain_s'])} after its first create "
-             f"({f['final']} final); LimeTasks in etcd at the peak {f['stored_peak']}"]
+             f"{sec(f['create_s'])} ({f['create_per_s']}/s), {drained}; LimeTasks in etcd at the peak "
+             f"{f['stored_peak']}"]
     rows = [(f"others {name}", f["windows"][name], figures) for name, figures in f["others"].items()]
     rows.append(("flooder's own", None, f["own"]))
     for what, window, r in rows:

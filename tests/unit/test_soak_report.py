@@ -296,7 +296,8 @@ def test_the_flood_sets_the_others_reaction_before_during_and_after_beside_its_o
     row = next(t for t in report["targets"] if t["phase"] == "flood")
     assert (row["value"], row["met"]) == (0.9, True)
     text = soak_report.table(report)
-    assert "flood: 4 of 4 tasks from soak-x-flood into default: created in 20.0s (0.2/s), all final 141.5s" in text
+    assert ("flood: 4 of 4 tasks from soak-x-flood into default: created in 20.0s (0.2/s), all final 141.5s after "
+            "its first create; LimeTasks in etcd at the peak 4000") in text
     assert "others during (100.0..241.5s), 3 tasks: create->Job p50 0.5s p99 0.9s" in text
     assert "flooder's own (" not in text and "flooder's own, 4 tasks: create->Job p50 59.0s p99 136.0s" in text
 
@@ -308,7 +309,9 @@ def test_a_flood_not_drained_within_the_sustained_phase_has_no_after() -> None:
     f = report["flood"]
     assert (f["final"], f["drain_s"], f["others"]["after"], f["windows"]["during"]) == (3, None, None, [100.0, 300.0])
     assert f["others"]["during"]["n"] == 5  # the others' tasks until the sustained phase ended
-    assert "others after: none (the flood did not end within the sustained phase)" in soak_report.table(report)
+    text = soak_report.table(report)
+    assert "others after: none (the flood did not end within the sustained phase)" in text
+    assert "(0.2/s), only 3 final; LimeTasks" in text
     assert soak_report.analyze(obs, sent_tasks, [], {"sustained@2": (100.0, 400.0)}, 100.0, {"rate": 2})[
         "flood"] is None
 
