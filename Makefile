@@ -21,7 +21,8 @@ help:
 	@echo "make bench         benchmarks on the local cluster"
 	@echo "make soak          the operator under a platform's day on simulated nodes, faults included"
 	@echo "                   (DURATION=30m RATE=12 BURST=20000 FAULTS=leader,postgres,rabbitmq,apiserver"
-	@echo "                    REAL_OUTAGES=1 CEILING=12,25,50,100 SOAK_ARGS=...; see bench/soak.py)"
+	@echo "                    REAL_OUTAGES=1 CEILING=12,25,50,100 FLOOD=100000 FLOOD_QUEUE=default"
+	@echo "                    SOAK_ARGS=...; see bench/soak.py)"
 	@echo "make images        build the operator, runner and example images (podman)"
 	@echo "make browser       install Debian's Chromium and chromedriver (the dashboard's browser tests)"
 	@echo "make promtool      build Prometheus' promtool (the chart's alert and dashboard tests), once"
@@ -149,7 +150,8 @@ BURST ?= 20000
 FAULTS ?= leader,postgres,rabbitmq,apiserver
 soak: venv cluster-binaries kwok-binary broker-up postgres-up
 	@$(PY) -m bench.soak --duration $(DURATION) --rate $(RATE) --burst $(BURST) --faults "$(FAULTS)" \
-	  $(if $(REAL_OUTAGES),--real-outages) $(if $(CEILING),--ceiling $(CEILING)) $(SOAK_ARGS)
+	  $(if $(REAL_OUTAGES),--real-outages) $(if $(CEILING),--ceiling $(CEILING)) \
+	  $(if $(FLOOD),--flood $(FLOOD)) $(if $(FLOOD_QUEUE),--flood-queue $(FLOOD_QUEUE)) $(SOAK_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV)

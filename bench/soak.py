@@ -2,6 +2,7 @@
 
     python -m bench.soak [--duration 30m] [--rate 12] [--burst 20000] [--faults leader,postgres,rabbitmq,apiserver]
                          [--real-outages] [--ceiling 12,25,50,100] [--out FILE]
+                         [--flood 100000] [--flood-queue default] [--flood-after 10m]
 
 What runs (each its own process): a control plane with KWOK's simulated nodes in a state folder
 of its own (`LIMETASK_SOAK_CLUSTER_DIR`, default `.cluster-soak/`; localcluster.py `up
@@ -13,6 +14,12 @@ the services themselves instead: only on a machine nobody else uses).
 1. Sustained: `--rate` tasks a second for `--duration` over 30 namespaces and 10 applications,
    three queues (one with `maxRunning: 50`), 100 schedules firing every minute, completion events
    and the archive on; the faults of `--faults` spread over it.
+   With `--flood N`: after `--flood-after` of it (the baseline stretch; default a third), one
+   more namespace, of an application of its own, creates N tasks into `--flood-queue` as fast
+   as the API server takes them (soak_load.flood), while the other tenants' load goes on. The
+   report sets the others' reaction before the flood, while it drains and after it beside the
+   flooding namespace's own, the LimeTasks stored at the peak, and how long the flood took to
+   create and to drain: a namespace that floods must slow its own tasks, not the others'.
 2. Burst: `--burst` tasks within `--burst-seconds` from every tenant into the limited queue.
 3. Drain: until every task is final, its event confirmed and its row archived.
 Then the checker's observations become one table (bench/soak_report.py) and a JSON file of every
@@ -116,8 +123,10 @@ class Soak:
         self.faults: list[soak_faults.FaultRecord] = []
         self.sent: list[soak_load.Sent] = []
         self.phases: dict[str, tuple[float, float]] = {}
+        self.flood: dict[str, Any] = {}  # the flood's own record (soak_report.flood_figures)
         self.exchange_template = f"soak-{self.run_id}.{{app}}"
         self.api: Api | None = None
+        self.kubeconfig: Path | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def cluster(self) -> Path:
@@ -140,7 +149,7 @@ class Soak:
 
     async def tenants(self) -> None:
         assert self.api is not None
-        for ns in (LEASE_NAMESPACE, *self.layout.namespaces):
+        for ns in (LEASE_NAMESPACE, *self.tenant_namespaces()):
             await self.create("/api/v1/namespaces", {"metadata": {"name": ns, "labels": RESTRICTED}})
         for name, limit in self.layout.queues.items():
             if name == "default":
@@ -150,13 +159,20 @@ class Soak:
                 "apiVersion": "limetask.io/v1alpha1", "kind": "LimeTaskQueue", "metadata": {"name": name},
                 "spec": spec})
         # Pods need each namespace's default ServiceAccount, which a controller makes.
-        for ns in self.layout.namespaces:
+        for ns in self.tenant_namespaces():
             for _ in range(120):
                 try:
                     await self.api.request("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default")
                     break
                 except ApiError:
                     await asyncio.sleep(0.5)
+
+    def tenant_namespaces(self) -> tuple[str, ...]:
+        """The tenants' namespaces, and the flooding one when there is a flood."""
+        return (*self.layout.namespaces, *((self.layout.flood_namespace,) if self.args.flood else ()))
+
+    def applications(self) -> tuple[str, ...]:
+        return (*self.layout.apps, *((self.layout.flood_app,) if self.args.flood else ()))
 
     async def schedules(self, suspend: bool = False) -> None:
         """`--schedules` LimeTaskSchedules firing every minute, over the tenants in turn (half
@@ -258,7 +274,8 @@ class Soak:
     def start_checker(self, kubeconfig: Path) -> subprocess.Popen[bytes]:
         cfg = {
             "kubeconfig": str(kubeconfig), "run": self.run_id, "namespace_prefix": f"soak-{self.run_id}-",
-            "queues": self.layout.queues, "apps": list(self.layout.apps), "exchange_template": self.exchange_template,
+            "queues": self.layout.queues, "apps": list(self.applications()),
+            "exchange_template": self.exchange_template,
             "broker_url": f"amqp://guest:guest@{BROKER}/",
             "archive_url": f"postgresql://limetask:limetask@{ARCHIVE}/{self.database}",
             "lease_namespace": LEASE_NAMESPACE, "lease_name": LEASE_NAME,
@@ -284,10 +301,37 @@ class Soak:
         fault_tasks = []
         for at, kind in soak_faults.timetable(faults, duration):
             fault_tasks.append(asyncio.create_task(self.fault_at(start + at, kind, env)))
+        flooding = None
+        if self.args.flood and not self.flood:
+            after = seconds(self.args.flood_after) if self.args.flood_after else duration / 3
+            flooding = asyncio.create_task(self.flood_at(start + after))
         self.sent += await sender
         for t in fault_tasks:
             self.faults.append(await t)
+        if flooding is not None:
+            self.sent += await flooding
         self.phases[f"sustained@{rate:g}"] = (start, time.monotonic())
+
+    async def flood_at(self, when: float) -> list[soak_load.Sent]:
+        """The flood (`--flood`): one namespace creates its tasks as fast as the API server takes
+        them, through a connection pool of its own (another client than the other tenants')."""
+        await asyncio.sleep(max(0.0, when - time.monotonic()))
+        queue = self.layout.queue_named(self.args.flood_queue)
+        plans = soak_load.flood_plan(self.layout, self.args.flood, queue)
+        say(f"flood: {len(plans)} tasks from {self.layout.flood_namespace} into {queue}, "
+            f"{self.args.flood_concurrency} creates in flight")
+        assert self.kubeconfig is not None
+        api = Api(self.kubeconfig, limit=self.args.flood_concurrency)
+        start = time.monotonic()
+        try:
+            sent = await soak_load.flood(api, plans, self.args.flood_concurrency)
+        finally:
+            await api.close()
+        end = time.monotonic()
+        self.flood = {"namespace": self.layout.flood_namespace, "app": self.layout.flood_app, "queue": queue,
+                      "n": len(plans), "concurrency": self.args.flood_concurrency, "start": start, "created_end": end}
+        say(f"flood: {sum(1 for s in sent if s.uid)} created in {end - start:.0f}s")
+        return sent
 
     def api_or_fail(self) -> Api:
         assert self.api is not None
@@ -332,13 +376,20 @@ class Soak:
         while time.monotonic() < deadline:
             try:
                 live: dict[str, bool] = {}
-                for ns in self.layout.namespaces:
-                    listing = await api.request("GET", f"/apis/limetask.io/v1alpha1/namespaces/{ns}/limetasks",
-                                                timeout=60)
-                    for item in listing.get("items") or []:
-                        st = item.get("status") or {}
-                        live[item["metadata"]["uid"]] = st.get("state") in ("SUCCESS", "FAILURE") and bool(
-                            (st.get("event") or {}).get("confirmed"))
+                for ns in self.tenant_namespaces():
+                    # In pages: a flood's namespace may still hold 100,000 of them.
+                    params = {"limit": "1000"}
+                    while True:
+                        listing = await api.request(
+                            "GET", f"/apis/limetask.io/v1alpha1/namespaces/{ns}/limetasks", params=params, timeout=60)
+                        for item in listing.get("items") or []:
+                            st = item.get("status") or {}
+                            live[item["metadata"]["uid"]] = st.get("state") in ("SUCCESS", "FAILURE") and bool(
+                                (st.get("event") or {}).get("confirmed"))
+                        more = (listing.get("metadata") or {}).get("continue")
+                        if not more:
+                            break
+                        params = {"limit": "1000", "continue": more}
                 with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
                     archived = {r[0] for r in conn.execute("SELECT uid::text FROM limetask_archive").fetchall()}
                 waiting = [u for u, settled in live.items() if not settled or u not in archived]
@@ -356,6 +407,7 @@ class Soak:
     async def run(self) -> dict[str, Any]:
         kubeconfig = await asyncio.to_thread(self.cluster)
         self.api = Api(kubeconfig, limit=self.args.concurrency)
+        self.kubeconfig = kubeconfig
         broker, archive = await asyncio.to_thread(self.services)
         checker: subprocess.Popen[bytes] | None = None
         report: dict[str, Any] = {}
@@ -393,9 +445,10 @@ class Soak:
                       "namespaces": self.args.namespaces, "apps": self.args.apps, "schedules": self.args.schedules,
                       "replicas": self.args.replicas, "burst": self.args.burst, "drained": drained,
                       "real_outages": self.args.real_outages, "outage_s": self.args.outage_seconds,
-                      "ceiling": self.args.ceiling, "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
+                      "ceiling": self.args.ceiling, "flood": self.args.flood,
+                      "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
             driver = {"sent": [asdict(s) for s in self.sent], "faults": [asdict(f) for f in self.faults],
-                      "phases": self.phases, "t0": ready["t0"], "config": config}
+                      "phases": self.phases, "t0": ready["t0"], "config": config, "flood": self.flood}
             (self.out_dir / "driver.json").write_text(json.dumps(driver))
             report = analyze(self.out_dir)
         finally:
@@ -429,7 +482,7 @@ class Soak:
             async with broker:
                 channel = await broker.channel()
                 await channel.queue_delete(f"soak-{self.run_id}-checker")
-                for app in self.layout.apps:
+                for app in self.applications():
                     await channel.exchange_delete(self.exchange_template.replace("{app}", app))
         except Exception as exc:  # noqa: BLE001
             say(f"could not delete the run's exchanges: {exc}")
@@ -443,7 +496,7 @@ def analyze(out_dir: Path) -> dict[str, Any]:
     driver = json.loads((out_dir / "driver.json").read_text())
     phases = {name: (float(a), float(b)) for name, (a, b) in driver["phases"].items()}
     return soak_report.analyze(observations, driver["sent"], driver["faults"], phases, driver["t0"],
-                               driver["config"])
+                               driver["config"], flood=driver.get("flood") or None)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -466,6 +519,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop RabbitMQ and PostgreSQL themselves rather than the operator's proxies to them")
     p.add_argument("--ceiling", type=lambda s: [float(r) for r in s.split(",") if r], default=[],
                    help="rates to try in turn (tasks/s); stops at the first that breaks a target")
+    p.add_argument("--flood", type=int, default=int(os.environ.get("SOAK_FLOOD", "0")),
+                   help="tasks one more namespace creates as fast as the API server takes them, during the "
+                        "sustained phase (0: no flood)")
+    p.add_argument("--flood-queue", default="default", choices=("default", "standard", "limited"),
+                   help="the queue of the flood: default (no LimeTaskQueue, unlimited), standard (unlimited "
+                        "but maxRunningPerApp 100) or limited (the burst's, maxRunning --limit)")
+    p.add_argument("--flood-after", default="", help="the baseline stretch before the flood (default: a third "
+                                                     "of --duration)")
+    p.add_argument("--flood-concurrency", type=int, default=32, help="the flood's creates in flight")
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--run-seconds", type=lambda s: tuple(float(x) for x in s.split("-")), default=(0.5, 3.0),
                    help="a task's run time on its simulated node, drawn from this range (e.g. 0.5-3)")
@@ -478,6 +540,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", default="")
     p.add_argument("--report", default="", metavar="DIR", help="only print the report of a finished run's folder")
     args = p.parse_args(argv)
+    if args.flood and args.ceiling:
+        p.error("--flood measures one sustained rate: leave out --ceiling")
     unknown = set(args.faults) - set(soak_faults.KINDS)
     if unknown:
         p.error(f"unknown fault(s): {', '.join(sorted(unknown))}; choose from {', '.join(soak_faults.KINDS)}")

@@ -4,6 +4,11 @@ A tenant is a namespace; each belongs to one of the applications (so 30 namespac
 applications make three namespaces per application). A task's outcome is chosen by its name,
 which the simulated nodes' Stages read (devtools/kwok/stages.yaml), and its run time by its
 keyword argument `seconds`.
+
+The flood (`--flood N`): one more namespace, of an application of its own, whose loop creates
+N tasks into one queue as fast as the API server takes them (`flood`: a few creates in flight,
+each sent as soon as the one before it is answered), while the other tenants' load goes on.
+It is a tenant's runaway loop, not a burst on a timetable: nothing paces it but the API server.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class Layout:
     apps: tuple[str, ...]
     queues: dict[str, int | None]  # name: maxRunning (None: no limit); "default" has no object
     limited: str  # the queue of the burst
+    flood_namespace: str  # the flooding tenant (`--flood`): not one of `namespaces`
+    flood_app: str  # its application: not one of `apps`
 
     @classmethod
     def make(cls, run: str, namespaces: int, apps: int, limit: int) -> "Layout":
@@ -39,7 +46,15 @@ class Layout:
                    namespaces=tuple(f"soak-{run}-t{i:02d}" for i in range(namespaces)),
                    apps=tuple(f"soak-{run}-app{i:02d}" for i in range(apps)),
                    queues={"default": None, f"soak-{run}-standard": None, f"soak-{run}-limited": limit},
-                   limited=f"soak-{run}-limited")
+                   limited=f"soak-{run}-limited", flood_namespace=f"soak-{run}-flood",
+                   flood_app=f"soak-{run}-flooder")
+
+    def queue_named(self, short: str) -> str:
+        """A queue by its short name (default, standard, limited), as `--flood-queue` says it."""
+        full = "default" if short == "default" else f"soak-{self.run}-{short}"
+        if full not in self.queues:
+            raise ValueError(f"no queue {short!r} in the soak: choose default, standard or limited")
+        return full
 
     def app_of(self, namespace_index: int) -> str:
         return self.apps[namespace_index % len(self.apps)]
@@ -54,7 +69,7 @@ class TaskPlan:
     queue: str
     seconds: float
     acks_late: bool
-    phase: str  # "sustained" or "burst"
+    phase: str  # "sustained", "burst" or "flood"
 
     def body(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"task": self.task, "app": self.app, "args": [], "kwargs": {"seconds": self.seconds},
@@ -91,6 +106,12 @@ def burst_plan(layout: Layout, n: int, seconds: float = 1.0) -> list[TaskPlan]:
                      seconds=seconds, acks_late=False, phase="burst") for i in range(n)]
 
 
+def flood_plan(layout: Layout, n: int, queue: str = "default", seconds: float = 1.0) -> list[TaskPlan]:
+    """`n` tasks of the flooding namespace into `queue` (a full name): all succeed, each runs `seconds`."""
+    return [TaskPlan(namespace=layout.flood_namespace, name=f"f-{i:07d}", app=layout.flood_app, task=SUCCEED,
+                     queue=queue, seconds=seconds, acks_late=False, phase="flood") for i in range(n)]
+
+
 @dataclass
 class Sent:
     """What became of one planned task: when it was due, sent, and created (or why not)."""
@@ -122,30 +143,8 @@ async def send(api: Api, plans: list[TaskPlan], rate: float, stop: asyncio.Event
     async def one(plan: TaskPlan, due: float) -> None:
         sent = Sent(plan.namespace, plan.name, plan.app, plan.task, plan.queue, plan.acks_late, plan.phase, due)
         out.append(sent)
-        path = f"/apis/limetask.io/v1alpha1/namespaces/{plan.namespace}/limetasks"
-        body = plan.body()
         async with gate:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                sent.tries += 1
-                try:
-                    created = await api.request("POST", path, body, timeout=30)
-                    sent.uid = created["metadata"]["uid"]
-                    sent.created = time.monotonic()
-                    return
-                except ApiError as exc:
-                    if exc.status == 409:
-                        existing = await _get(api, f"{path}/{plan.name}")
-                        sent.uid = (existing or {}).get("metadata", {}).get("uid", "")
-                        sent.created = time.monotonic()
-                        return
-                    if exc.status < 500 and exc.status != 429:
-                        sent.error = str(exc)
-                        return
-                    sent.error = str(exc)
-                except Exception as exc:  # noqa: BLE001 - the API server away (a fault): try again
-                    sent.error = f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(0.5)
+            await _create(api, plan, sent)
 
     tasks: list[asyncio.Task[None]] = []
     for i, plan in enumerate(plans):
@@ -162,6 +161,52 @@ async def send(api: Api, plans: list[TaskPlan], rate: float, stop: asyncio.Event
         tasks.append(asyncio.create_task(one(plan, due)))
     await asyncio.gather(*tasks)
     return out
+
+
+async def flood(api: Api, plans: list[TaskPlan], concurrency: int = 32) -> list[Sent]:
+    """Create every planned task as fast as the API server takes them: `concurrency` loops, each
+    sending its next create as soon as the one before is answered (a 429 or an error is tried
+    again after a pause, as `send` does). A task's `due` is when its loop took it."""
+    out: list[Sent] = []
+    todo = iter(plans)
+
+    async def loop() -> None:
+        for plan in todo:
+            sent = Sent(plan.namespace, plan.name, plan.app, plan.task, plan.queue, plan.acks_late, plan.phase,
+                        time.monotonic())
+            out.append(sent)
+            await _create(api, plan, sent)
+
+    await asyncio.gather(*(loop() for _ in range(max(1, concurrency))))
+    return out
+
+
+async def _create(api: Api, plan: TaskPlan, sent: Sent) -> None:
+    """Create one task, retried until the API answers (at most ten minutes); "already exists"
+    counts as created."""
+    path = f"/apis/limetask.io/v1alpha1/namespaces/{plan.namespace}/limetasks"
+    body = plan.body()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        sent.tries += 1
+        try:
+            created = await api.request("POST", path, body, timeout=30)
+            sent.uid = created["metadata"]["uid"]
+            sent.created = time.monotonic()
+            return
+        except ApiError as exc:
+            if exc.status == 409:
+                existing = await _get(api, f"{path}/{plan.name}")
+                sent.uid = (existing or {}).get("metadata", {}).get("uid", "")
+                sent.created = time.monotonic()
+                return
+            if exc.status < 500 and exc.status != 429:
+                sent.error = str(exc)
+                return
+            sent.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the API server away (a fault): try again
+            sent.error = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0.5)
 
 
 async def _get(api: Api, path: str) -> dict[str, Any] | None:

@@ -292,9 +292,11 @@ def api_writes(obs: dict[str, Any], start: float, end: float, tasks: int, create
             "tasks": tasks}
 
 
-def stored(obs: dict[str, Any], resource: str = "limetasks.limetask.io") -> dict[str, Any]:
+def stored(obs: dict[str, Any], resource: str = "limetasks.limetask.io", start: float = -math.inf,
+           end: float = math.inf) -> dict[str, Any]:
     # A restarted API server reports -1 until it has counted again.
-    series = [(t, st[resource]) for t, _, st in obs["scrapes"] if (st.get(resource) or -1) >= 0]
+    series = [(t, st[resource]) for t, _, st in obs["scrapes"]
+              if (st.get(resource) or -1) >= 0 and start <= t <= end]
     return {"max": max((v for _, v in series), default=None), "last": series[-1][1] if series else None}
 
 
@@ -356,6 +358,42 @@ def latencies(tasks: dict[str, dict[str, Any]], obs: dict[str, Any], t0: float, 
             "final_per_s": round(len(finals) / span, 2) if span else None, "n": len(finals)}
 
 
+REACTION = ("n", "create_to_job_p50_s", "create_to_job_p99_s", "pod_end_to_final_p50_s", "pod_end_to_final_p99_s")
+
+
+def flood_figures(tasks: dict[str, dict[str, Any]], obs: dict[str, Any], t0: float, flood: dict[str, Any],
+                  sustained: tuple[float, float], outages: list[tuple[float, float]]) -> dict[str, Any]:
+    """The flood (`--flood`): the other tenants' reaction (their tasks away from faults) before
+    it, while it lasted (from its first create until its last task was final) and after, beside
+    the flooding namespace's own (every task of it); the LimeTasks stored at the peak; how long
+    it took to create and to drain. `flood` is the driver's record (monotonic seconds)."""
+    start, created_end = flood["start"] - t0, flood["created_end"] - t0
+    s_start, s_end = sustained
+    mine = [t for t in tasks.values() if (t["sent"] or {}).get("phase") == "flood"]
+    finals = [t["watch"]["finals"][0][4] for t in mine if t["watch"] and t["watch"]["finals"]]
+    drained = max(finals) if finals and len(finals) == len(mine) else None
+    windows: dict[str, tuple[float, float] | None] = {
+        "before": (s_start, start),
+        "during": (start, min(drained if drained is not None else math.inf, s_end)),
+        "after": (drained, s_end) if drained is not None and drained < s_end else None}
+
+    def reaction(phase: str, a: float, b: float, away: list[tuple[float, float]] | None) -> dict[str, Any]:
+        figures = latencies(tasks, obs, t0, phase, a, b, away)
+        return {k: figures[k] for k in REACTION}
+
+    others = {name: (reaction("sustained", *w, outages) if w is not None else None) for name, w in windows.items()}
+    created = sum(1 for t in mine if (t["sent"] or {}).get("uid"))
+    return {
+        "namespace": flood.get("namespace"), "queue": flood.get("queue"), "n": flood.get("n"), "created": created,
+        "final": len(finals), "create_s": round(created_end - start, 1),
+        "create_per_s": round(created / (created_end - start), 1) if created_end > start else None,
+        "drain_s": rounded(drained - start, 1) if drained is not None else None,
+        "windows": {k: [round(w[0], 1), round(w[1], 1)] if w is not None else None for k, w in windows.items()},
+        "others": others, "own": reaction("flood", start, math.inf, None),
+        "stored_peak": stored(obs, start=start, end=(drained if drained is not None else math.inf) + 60)["max"],
+    }
+
+
 def fault_figures(faults: list[dict[str, Any]], tasks: dict[str, dict[str, Any]], obs: dict[str, Any],
                   t0: float, lc: dict[str, Any]) -> list[dict[str, Any]]:
     """Per fault: how long it took to heal, and what of the tasks that crossed it went wrong."""
@@ -406,7 +444,8 @@ def fault_figures(faults: list[dict[str, Any]], tasks: dict[str, dict[str, Any]]
 
 
 def analyze(obs: dict[str, Any], sent: list[dict[str, Any]], faults: list[dict[str, Any]],
-            phases: dict[str, tuple[float, float]], t0: float, cfg: dict[str, Any]) -> dict[str, Any]:
+            phases: dict[str, tuple[float, float]], t0: float, cfg: dict[str, Any],
+            flood: dict[str, Any] | None = None) -> dict[str, Any]:
     tasks = universe(obs, sent)
     lc = lifecycle(tasks, obs)
     rel = {k: (a - t0, b - t0) for k, (a, b) in phases.items()}
@@ -471,6 +510,7 @@ def analyze(obs: dict[str, Any], sent: list[dict[str, Any]], faults: list[dict[s
         figures["seconds"] = round(b - a, 1)
         report["phases"][name] = figures
     report["stored_limetasks"] = stored(obs)
+    report["flood"] = flood_figures(tasks, obs, t0, flood, (s_start, s_end), outages) if flood else None
     if rel:
         first, last = min(a for a, _ in rel.values()), max(b for _, b in rel.values())
         created = report["created"]
@@ -567,6 +607,15 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"phase": name, "what": "slots in use / the queue's limit (mean)", "value": used,
                          "target": TARGETS["burst_slots_used"], "at_least": True,
                          "met": used >= TARGETS["burst_slots_used"]})
+    flood = report.get("flood") or {}
+    if flood:
+        # A namespace that floods slows its own tasks, not the others'.
+        during = flood["others"]["during"] or {}
+        react = max([v for v in (during.get("create_to_job_p99_s"), during.get("pod_end_to_final_p99_s"))
+                     if v is not None], default=None)
+        rows.append({"phase": "flood", "what": "the other tenants' reaction p99 during the flood (s)", "value": react,
+                     "target": TARGETS["reaction_p99_s"], "met": None if react is None else react <= TARGETS[
+                         "reaction_p99_s"]})
     writes = (report.get("api_writes") or {}).get("operator_per_task")
     rows.append({"phase": "run", "what": "operator API writes per task", "value": writes,
                  "target": TARGETS["writes_per_task"], "met": None if writes is None else writes <= TARGETS[
@@ -576,6 +625,26 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def sec(value: float | None) -> str:
     return "-" if value is None else f"{value}s"
+
+
+def flood_table(f: dict[str, Any]) -> list[str]:
+    """The flood's lines of the table: the others before, during and after it; its own."""
+    drained = (f"all final {sec(f['drain_s'])} after its first create" if f["drain_s"] is not None
+               else f"only {f['final']} final")
+    lines = [f"flood: {f['created']} of {f['n']} tasks from {f['namespace']} into {f['queue']}: created in "
+             f"{sec(f['create_s'])} ({f['create_per_s']}/s), {drained}; LimeTasks in etcd at the peak "
+             f"{f['stored_peak']}"]
+    rows = [(f"others {name}", f["windows"][name], figures) for name, figures in f["others"].items()]
+    rows.append(("flooder's own", None, f["own"]))
+    for what, window, r in rows:
+        span = f" ({window[0]}..{window[1]}s)" if window else ""
+        if r is None:
+            lines.append(f"  {what}{span}: none (the flood did not end within the sustained phase)")
+            continue
+        lines.append(f"  {what}{span}, {r['n']} tasks: create->Job p50 {sec(r['create_to_job_p50_s'])} p99 "
+                     f"{sec(r['create_to_job_p99_s'])}; pod end->final p50 {sec(r['pod_end_to_final_p50_s'])} p99 "
+                     f"{sec(r['pod_end_to_final_p99_s'])}")
+    return lines
 
 
 def table(report: dict[str, Any]) -> str:
@@ -628,6 +697,8 @@ def table(report: dict[str, Any]) -> str:
                      f"{le['holder_changes']} holder changes; archive {f['archive_rows_per_s']} rows/s")
     st = report["stored_limetasks"]
     lines.append(f"LimeTasks in etcd: at most {st['max']}, at the end {st['last']}")
+    if report.get("flood"):
+        lines += flood_table(report["flood"])
     w = report.get("api_writes") or {}
     if w:
         kinds = ", ".join(f"{k} {v}" for k, v in w["by_kind"].items())

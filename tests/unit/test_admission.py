@@ -552,3 +552,68 @@ def test_a_job_suspended_for_kueue_waits_and_is_said_to_wait_when_kueue_is_not_s
     assert plan.status is not None and plan.queued
     queued = next(c for c in plan.status["conditions"] if c["type"] == "Queued")
     assert queued["reason"] == "Kueue" and "nothing admits it" in queued["message"]
+
+
+def test_a_flood_in_one_queue_takes_no_more_than_its_turn_of_the_job_creation_pace() -> None:
+    """10,000 tasks of one namespace land at once in the default queue (unlimited), while five other
+    namespaces send 10 a second, half into the default queue and half into another unlimited one,
+    each asking right after a pass (when the tokens within the horizon are taken).
+    The pace (200 Jobs a second, a second ahead at most) is the installation's: the flood must not
+    take every token because its oldest task waited longest. Every other task's token is due within
+    the horizon and a pass of its asking; the flood still gets the rest of the pace."""
+    from limetask_operator.admission import HORIZON
+    from limetask_operator.admission.line import stamp
+
+    step = 0.05
+    h = Harness(rate=200, burst=20)
+    h.adm.queue_event("ADDED", queue("std", maxRunningPerApp=100))
+    asked: dict[tuple[str, str], float] = {}
+    waits: list[float] = []
+    starts: dict[float, list[tuple[str, str]]] = {}
+    ends: list[tuple[float, tuple[str, str]]] = []
+
+    def granted(key: tuple[str, str], delay: float) -> None:
+        when = round(h.clock.now + delay, 2)
+        starts.setdefault(when, []).append(key)
+        if key[0] != "flood":
+            waits.append(h.clock.now + delay - asked.pop(key))
+
+    def ask(name: str, ns: str, app: str, q: str | None) -> None:
+        key = (ns, name)
+        if ns != "flood":
+            asked[key] = h.clock.now
+        answer = h.ask(body(name, app=app, ns=ns, queue=q, created=stamp(h.clock.now)))
+        if isinstance(answer, Admitted):
+            granted(key, answer.delay)
+
+    for i in range(10000):
+        ask(f"f{i}", "flood", "flooder", None)
+    flood_done = 0
+    seconds = 10
+    for tick in range(int(seconds / step)):
+        h.enqueued.clear()
+        h.later.clear()
+        h.adm.dispatch()
+        for key in [*h.enqueued, *(k for k, _ in h.later)]:
+            answer = h.adm.admit(h.caches.tasks[key], 1)
+            assert isinstance(answer, Admitted)
+            granted(key, answer.delay)
+        if tick % 2 == 0:  # ten a second from the others, each asking right after a pass
+            n = tick // 2
+            ask(f"o{n}", f"ns{n % 5}", f"app{n % 5}", "std" if n % 2 else None)
+        for key in starts.pop(round(h.clock.now, 2), []):  # its Job made when its token is due
+            h.start_job(key[1], ns=key[0])
+            ends.append((h.clock.now + 1.0, key))
+            flood_done += key[0] == "flood"
+        h.clock.now = round(h.clock.now + step, 2)
+        while ends and ends[0][0] <= h.clock.now:  # it ran a second: its Job goes
+            _, key = ends.pop(0)
+            del h.caches.jobs[key]
+            h.adm.leave(key)
+        for when in [w for w in starts if w < h.clock.now]:  # due between two steps
+            starts.setdefault(round(h.clock.now, 2), []).extend(starts.pop(when))
+    # Each other task waited for the next pass, then for a token at most the horizon ahead.
+    assert not asked, f"{len(asked)} of the others' tasks were never admitted"
+    assert len(waits) == 10 * seconds and max(waits) <= HORIZON + step, sorted(waits)[-5:]
+    # The flood had the rest of the pace: what its Jobs were made of, less the others' and a pass.
+    assert flood_done >= 200 * seconds - len(waits) - 200 * step, flood_done

@@ -238,3 +238,195 @@ def test_a_duration_is_read_with_its_unit() -> None:
     from bench.soak import seconds
 
     assert seconds("90") == 90 and seconds("90s") == 90 and seconds("30m") == 1800 and seconds("1h") == 3600
+
+
+def flood_run(drain: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """A sustained phase (checker seconds 0..300) with a flood from second 100 (created by 120):
+    the other tenants' tasks before (0.1..0.3 s to their Job), during (0.4..0.9 s) and after
+    (0.1..0.2 s) it, and four of the flood's (29..136 s to their Job), the last final at 241.5 s
+    (with `drain` False, one is never final)."""
+    obs = observations()
+    obs["tasks"], obs["pods"], obs["job_first"], obs["events"], obs["archive_rows"] = {}, {}, {}, {}, []
+    sent_tasks: list[dict[str, Any]] = []
+
+    def task(i: int, ns: str, phase: str, created: float, to_job: float, to_final: float | None) -> None:
+        uid = f"uid-{i}"
+        job = created + to_job
+        finals = [["SUCCESS", "", f"n-{i}", 1, job + 1.0 + to_final, True]] if to_final is not None else []
+        obs["tasks"][uid] = {"ns": ns, "name": f"n-{i}", "app": "a", "task": soak_load.SUCCEED, "queue": "default",
+                             "acks": False, "schedule": None, "tick": None, "phase": phase, "created": "",
+                             "seen": created, "started": job, "finals": finals, "deleted": None}
+        obs["job_first"][uid] = job
+        obs["pods"][f"pod-{i}"] = {"task": uid, "attempt": "1", "queue": "default", "app": "a", "seen": job + 0.1,
+                                   "running": job + 0.2, "ended": job + 1.0}
+        sent_tasks.append({"namespace": ns, "name": f"n-{i}", "app": "a", "task": soak_load.SUCCEED,
+                           "queue": "default", "acks_late": False, "phase": phase, "due": 100.0 + created,
+                           "created": 100.0 + created, "uid": uid, "tries": 1, "error": "", "extra": {}})
+
+    for i, (created, to_job, to_final) in enumerate([(10, 0.1, 0.3), (20, 0.2, 0.3), (30, 0.3, 0.3),
+                                                     (130, 0.4, 0.4), (140, 0.5, 0.4), (150, 0.9, 0.4),
+                                                     (260, 0.1, 0.3), (270, 0.2, 0.3)]):
+        task(i, "soak-x-t00", "sustained", created, to_job, to_final)
+    for i, (created, to_job) in enumerate([(101, 29), (102, 59), (103, 89), (104, 136.0)], 10):
+        task(i, "soak-x-flood", "flood", created, to_job, 0.5 if drain or i < 13 else None)
+    obs["scrapes"] = [[t, {}, {"limetasks.limetask.io": n}] for t, n in ((90, 50), (150, 4000), (240, 3000),
+                                                                         (330, 9999))]
+    flood = {"namespace": "soak-x-flood", "app": "soak-x-flooder", "queue": "default", "n": 4, "concurrency": 32,
+             "start": 200.0, "created_end": 220.0}
+    return obs, sent_tasks, flood
+
+
+def test_the_flood_sets_the_others_reaction_before_during_and_after_beside_its_own() -> None:
+    obs, sent_tasks, flood = flood_run()
+    report = soak_report.analyze(obs, sent_tasks, [], {"sustained@2": (100.0, 400.0)}, 100.0, {"rate": 2},
+                                 flood=flood)
+    f = report["flood"]
+    assert (f["created"], f["final"], f["create_s"], f["create_per_s"], f["drain_s"]) == (4, 4, 20.0, 0.2, 141.5)
+    assert f["windows"] == {"before": [0.0, 100.0], "during": [100.0, 241.5], "after": [241.5, 300.0]}
+    o = f["others"]
+    assert (o["before"]["n"], o["before"]["create_to_job_p50_s"], o["before"]["create_to_job_p99_s"]) == (3, 0.2, 0.3)
+    assert (o["during"]["n"], o["during"]["create_to_job_p50_s"], o["during"]["create_to_job_p99_s"]) == (3, 0.5, 0.9)
+    assert (o["after"]["n"], o["after"]["create_to_job_p50_s"], o["after"]["create_to_job_p99_s"]) == (2, 0.1, 0.2)
+    assert (o["during"]["pod_end_to_final_p99_s"], o["after"]["pod_end_to_final_p99_s"]) == (0.4, 0.3)
+    own = f["own"]
+    assert (own["n"], own["create_to_job_p50_s"], own["create_to_job_p99_s"]) == (4, 59.0, 136.0)
+    assert f["stored_peak"] == 4000  # from its first create to a minute after it drained
+    # The flood's tasks are not the other tenants': the sustained phase's figures leave them out.
+    assert report["phases"]["sustained@2"]["create_to_job_p99_s"] == 0.9
+    row = next(t for t in report["targets"] if t["phase"] == "flood")
+    assert (row["value"], row["met"]) == (0.9, True)
+    text = soak_report.table(report)
+    assert ("flood: 4 of 4 tasks from soak-x-flood into default: created in 20.0s (0.2/s), all final 141.5s after "
+            "its first create; LimeTasks in etcd at the peak 4000") in text
+    assert "others during (100.0..241.5s), 3 tasks: create->Job p50 0.5s p99 0.9s" in text
+    assert "flooder's own (" not in text and "flooder's own, 4 tasks: create->Job p50 59.0s p99 136.0s" in text
+
+
+def test_a_flood_not_drained_within_the_sustained_phase_has_no_after() -> None:
+    obs, sent_tasks, flood = flood_run(drain=False)
+    report = soak_report.analyze(obs, sent_tasks, [], {"sustained@2": (100.0, 400.0)}, 100.0, {"rate": 2},
+                                 flood=flood)
+    f = report["flood"]
+    assert (f["final"], f["drain_s"], f["others"]["after"], f["windows"]["during"]) == (3, None, None, [100.0, 300.0])
+    assert f["others"]["during"]["n"] == 5  # the others' tasks until the sustained phase ended
+    text = soak_report.table(report)
+    assert "others after: none (the flood did not end within the sustained phase)" in text
+    assert "(0.2/s), only 3 final; LimeTasks" in text
+    assert soak_report.analyze(obs, sent_tasks, [], {"sustained@2": (100.0, 400.0)}, 100.0, {"rate": 2})[
+        "flood"] is None
+
+
+def test_the_flood_is_one_more_namespace_of_its_own_application_into_one_queue() -> None:
+    layout = soak_load.Layout.make("x", namespaces=30, apps=10, limit=50)
+    plans = soak_load.flood_plan(layout, 1000, layout.queue_named("default"))
+    assert {p.namespace for p in plans} == {"soak-x-flood"} and layout.flood_namespace not in layout.namespaces
+    assert {p.app for p in plans} == {"soak-x-flooder"} and layout.flood_app not in layout.apps
+    assert len({p.name for p in plans}) == 1000 and {p.phase for p in plans} == {"flood"}
+    assert {p.task for p in plans} == {soak_load.SUCCEED}
+    assert "queue" not in plans[0].body()["spec"]  # the default queue: named by no task
+    assert plans[0].body()["metadata"]["labels"]["soak.limetask.io/phase"] == "flood"
+    assert layout.queue_named("limited") == layout.limited and layout.queue_named("standard") == "soak-x-standard"
+    with pytest.raises(ValueError, match="choose default, standard or limited"):
+        layout.queue_named("gold")
+
+
+def test_the_flood_sends_as_fast_as_the_api_answers_with_a_bounded_number_in_flight() -> None:
+    import asyncio
+
+    from bench.soak_api import ApiError
+
+    class FakeApi:
+        def __init__(self) -> None:
+            self.in_flight = self.most = self.calls = 0
+
+        async def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+            self.calls += 1
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            try:
+                await asyncio.sleep(0)
+                if self.calls % 50 == 0:
+                    raise ApiError(429, "too many requests")  # taken again after a pause
+                return {"metadata": {"uid": f"uid-{body['metadata']['name']}"}}
+            finally:
+                self.in_flight -= 1
+
+    layout = soak_load.Layout.make("x", namespaces=3, apps=1, limit=5)
+    api = FakeApi()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(soak_load.asyncio, "sleep", _no_pause(asyncio.sleep))
+        out = asyncio.run(soak_load.flood(api, soak_load.flood_plan(layout, 500), concurrency=8))  # type: ignore[arg-type]
+    assert len(out) == 500 and all(s.uid == f"uid-{s.name}" for s in out)
+    assert api.most == 8 and api.calls > 500 and max(s.tries for s in out) == 2
+
+
+def _no_pause(sleep: Any) -> Any:
+    async def pause(seconds: float) -> None:
+        await sleep(0)
+    return pause
+
+
+def test_a_flood_is_asked_for_with_one_sustained_rate() -> None:
+    from bench.soak import parse_args
+
+    args = parse_args(["--flood", "100000"])
+    assert (args.flood, args.flood_queue, args.flood_concurrency) == (100000, "default", 32)
+    assert parse_args([]).flood == 0
+    with pytest.raises(SystemExit):
+        parse_args(["--flood", "10", "--ceiling", "12,25"])
+    with pytest.raises(SystemExit):
+        parse_args(["--flood", "10", "--flood-queue", "gold"])
+
+
+def test_the_flood_starts_after_the_baseline_stretch_while_the_tenants_load_goes_on(tmp_path: Any) -> None:
+    """The driver's sustained phase with a flood (no cluster: the senders and the API are stand-ins):
+    the flood begins after --flood-after, from its own client, its tasks join what was sent, and
+    its record says when it began and when its last create was answered."""
+    import asyncio
+    import time
+
+    from bench import soak
+
+    calls: list[tuple[str, float, int]] = []
+
+    async def send(api: Any, plans: list[Any], rate: float, **_: Any) -> list[soak_load.Sent]:
+        calls.append(("send", time.monotonic(), len(plans)))
+        await asyncio.sleep(0.3)
+        return [soak_load.Sent(p.namespace, p.name, p.app, p.task, p.queue, p.acks_late, p.phase, 0.0, uid="u")
+                for p in plans]
+
+    async def flood(api: Any, plans: list[Any], concurrency: int = 32) -> list[soak_load.Sent]:
+        calls.append(("flood", time.monotonic(), len(plans)))
+        assert isinstance(api, FakeApi) and api.limit == concurrency == 4
+        return [soak_load.Sent(p.namespace, p.name, p.app, p.task, p.queue, p.acks_late, p.phase, 0.0, uid="u")
+                for p in plans]
+
+    class FakeApi:
+        closed = 0
+
+        def __init__(self, kubeconfig: Any, limit: int = 64) -> None:
+            self.limit = limit
+
+        async def close(self) -> None:
+            FakeApi.closed += 1
+
+    args = soak.parse_args(["--flood", "50", "--flood-after", "0.1s", "--flood-concurrency", "4", "--flood-queue",
+                            "standard", "--out-dir", str(tmp_path)])
+    run = soak.Soak(args)
+    run.api, run.kubeconfig = FakeApi(None), tmp_path  # type: ignore[assignment]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(soak_load, "send", send)
+        mp.setattr(soak_load, "flood", flood)
+        mp.setattr(soak, "Api", FakeApi)
+        begun = time.monotonic()
+        asyncio.run(run.sustained({}, 10, 1.0, []))
+    (_, sent_at, n), (_, flood_at, m) = calls
+    assert (n, m) == (10, 50) and 0.1 <= flood_at - begun < 0.25 and flood_at > sent_at
+    assert FakeApi.closed == 1
+    assert [s.phase for s in run.sent].count("flood") == 50 and {s.queue for s in run.sent if s.phase == "flood"} == {
+        run.layout.limited.replace("limited", "standard")}
+    f = run.flood
+    assert (f["namespace"], f["app"], f["n"], f["concurrency"]) == (run.layout.flood_namespace, run.layout.flood_app,
+                                                                     50, 4)
+    assert begun + 0.1 <= f["start"] <= f["created_end"] <= run.phases["sustained@10"][1]
+    assert run.tenant_namespaces()[-1] == run.layout.flood_namespace and run.layout.flood_app in run.applications()

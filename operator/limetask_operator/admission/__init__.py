@@ -32,11 +32,15 @@ moved by a quarter (any move near the head) or the count of waiting tasks did, a
 and bounded whatever the length of the queue.
 
 Job creations are paced by a token bucket (`job_creates_per_second`, `job_creates_burst`),
-over every queue: a burst of tasks becomes pods at that pace. A queue with `maxStartsPerSecond`
-has a bucket of its own (one token, made empty: a new leader waits 1/rate before its first
-start), whose token counts as taken when its Job is made; its tasks held back by it say
-QueueRateLimited while it held the queue in the last count period, not at each token. A grant may reserve a token up to
-a second ahead; its task comes back when the token is due, with nothing written meanwhile.
+over every queue: a burst of tasks becomes pods at that pace. The queues with tasks waiting
+take its tokens in turns, one task each per round, so that a flood in one queue (an unlimited
+one too) takes no more than its turn while other queues have tasks waiting, and within a queue
+fair share puts the other applications first: a namespace that floods slows its own tasks.
+A queue with `maxStartsPerSecond` has a bucket of its own (one token, made empty: a new leader
+waits 1/rate before its first start), whose token counts as taken when its Job is made; its
+tasks held back by it say QueueRateLimited while it held the queue in the last count period,
+not at each token. A grant may reserve a token up to a second ahead; its task comes back when
+the token is due, with nothing written meanwhile.
 Many tasks are admitted in one pass, never one per pass.
 
 Tenants: a LimeTaskQueue may name the namespaces that may use it (`namespaceSelector`, a label

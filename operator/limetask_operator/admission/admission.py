@@ -626,19 +626,27 @@ class Admission:
             await asyncio.sleep(MIN_PASS_INTERVAL)
 
     def _line_order(self) -> list[str]:
-        """Queues whose oldest waiting task waited longest first (they go first for the tokens)."""
+        """Queues whose oldest waiting task waited longest first (they go first in each round)."""
         def oldest(name: str) -> float:
             entry = self.lines[name].oldest()
             return entry.since if entry is not None else math.inf
         return sorted(self.lines, key=oldest)
 
     def dispatch(self) -> int:
-        """Admit as many waiting tasks as the limits and the token bucket allow; how many."""
+        """Admit as many waiting tasks as the limits and the token bucket allow; how many.
+
+        The queues take the Job-creation tokens in turns, one task each per round (the queue
+        whose oldest task waited longest first in each round), not one queue all it can before
+        the next: a flood in one queue, whose oldest task has waited longest, would otherwise
+        take every token of the installation's pace until it drained, and the other queues'
+        tasks would wait as long as the flood, however few they are. Within a queue, fair share
+        (line.py) puts the applications that run and started fewest first."""
         if not self.entries:
             return 0
         now = self.clock()
         run = self.count_running()
         admitted = 0
+        turns: list[tuple[QueueSpec, TokenBucket | None, Merge]] = []
         for name in self._line_order():
             q = self.queue(name)
             if not q.exists or q.max_running == 0 or self._held(q, now) or (
@@ -656,15 +664,19 @@ class Admission:
             def eligible(namespace: str, app: str, q: QueueSpec = q) -> bool:
                 return q.admission == KUEUE or run.full(q, namespace, app) is None
 
-            merge = Merge(self.lines[name], name, now, running=lambda k: run.app[k],
-                          usage=lambda k: self.usage(k, now), eligible=eligible)
-            while not self._full(q, run):
-                entry = merge.peek()
+            turns.append((q, pace, Merge(self.lines[name], name, now, running=lambda k: run.app[k],
+                                         usage=lambda k: self.usage(k, now), eligible=eligible)))
+        while turns:
+            for turn in list(turns):
+                q, pace, merge = turn
+                entry = None if self._full(q, run) else merge.peek()
                 if entry is None:
-                    break
+                    turns.remove(turn)
+                    continue
                 if pace is not None and pace.next_due() > 0:
-                    self._rate_held[name] = now  # this queue's pace: the other queues go on
-                    break
+                    self._rate_held[q.name] = now  # this queue's pace: the other queues go on
+                    turns.remove(turn)
+                    continue
                 delay = self._reserve(q, pace)
                 if delay is None:
                     return admitted
