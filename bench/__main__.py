@@ -1,7 +1,8 @@
 """`make bench`: what the operator costs, measured side by side on the local cluster (a real node).
 
     python -m bench [--n 300] [--burst 500] [--scale 1000,10000] [--watchlayer 1000,5000]
-                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard,soak]
+                    [--only podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,dashboard,
+                     tenants,soak]
     python -m bench --only archive30m     the archive at 30 million tasks (bench/archive_scale.py):
                                           PostgreSQL alone, about an hour on 2 cores; not in the default run
 
@@ -597,6 +598,12 @@ class Bench:
         return {"probe_first_ms": round(first * 1000, 1), "probe_ms": round(wall / k * 1000, 2),
                 "probe_cpu_ms": round(cpu / k * 1000, 2)}
 
+    # -- 10. a good tenant beside hostile ones (bench/tenants.py) -----------------------------------
+    def tenants(self) -> None:
+        from bench import tenants
+
+        tenants.run(self)
+
     # -- 0. what the node costs: one pod at a time, create -> running -> terminated --------------
     def podstart(self) -> None:
         n = 20
@@ -641,7 +648,7 @@ class Bench:
         steps = {"podstart": self.podstart, "overhead": self.overhead, "burst": self.burst, "submit": self.submit,
                  "scale": self.scale,
                  "ceiling": self.ceiling, "archive": self.archive, "watchlayer": self.watchlayer,
-                 "queues": self.queues, "dashboard": self.dashboard}
+                 "queues": self.queues, "dashboard": self.dashboard, "tenants": self.tenants}
         only = [s for s in self.args.only.split(",") if s] if self.args.only else list(steps)
         unknown = set(only) - set(steps)
         if unknown:
@@ -729,6 +736,10 @@ def table(results: dict[str, Any]) -> str:
         from bench import dashboard
 
         rows.extend(dashboard.row(results))
+    if "tenants" in results:
+        from bench import tenants
+
+        rows.extend(tenants.row(results))
     return "\n".join(rows)
 
 
@@ -740,7 +751,7 @@ def main() -> int:
     parser.add_argument("--scale", default=os.environ.get("BENCH_SCALE", "1000,10000"))
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                         help="comma-separated: podstart,overhead,burst,submit,scale,ceiling,archive,watchlayer,queues,"
-                             "dashboard,soak; archive30m (PostgreSQL alone, named only)")
+                             "dashboard,tenants,soak; archive30m (PostgreSQL alone, named only)")
     parser.add_argument("--watchlayer", default=os.environ.get("BENCH_WATCHLAYER", "1000,5000"),
                         help="watchlayer: how many LimeTasks are present (cumulative sizes)")
     parser.add_argument("--broker", default=os.environ.get("LIMETASK_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/"))

@@ -8,6 +8,7 @@ run never lands on a cluster by accident.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -82,14 +83,15 @@ RUNNER_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"me
 RUNNER_RESOURCES_JSON = json.dumps(RUNNER_RESOURCES)
 
 
-@pytest.fixture
-def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (with everything in it)."""
+@contextlib.contextmanager
+def fresh_namespace(api_client: Any, label: str) -> Iterator[str]:
+    """A fresh namespace named after `label` (a test's name), ready for pods, deleted afterwards
+    (with everything in it)."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
     core = client.CoreV1Api(api_client)
-    name = f"t-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
+    name = f"t-{label[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
     # Task namespaces enforce the Pod Security Standard "restricted", as a platform team's would.
     core.create_namespace({"metadata": {"name": name, "labels": {"limetask.io/test": "true", **RESTRICTED}}})
@@ -113,6 +115,13 @@ def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest)
         core.delete_namespace(name)
     except ApiException:
         pass
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (with everything in it)."""
+    with fresh_namespace(api_client, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture

@@ -37,7 +37,9 @@ SELECTOR = f'namespace="{RELEASE_NAMESPACE}", job="{JOB}"'
 # The alerts, by name, and their severity.
 ALERTS = {"LimeTaskOperatorDown": "critical", "LimeTaskNoLeader": "critical", "LimeTaskLeaseLost": "warning",
           "LimeTaskOperatorStalled": "warning", "LimeTaskArchiveDown": "critical",
-          "LimeTaskEventsBacklog": "warning", "LimeTaskQueueWaitTooLong": "warning", "LimeTaskEventLoopLag": "warning"}
+          "LimeTaskEventsBacklog": "warning", "LimeTaskEventsDeadLettered": "warning",
+          "LimeTaskEventsDeadLetterFailing": "critical", "LimeTaskEventsDropped": "critical",
+          "LimeTaskQueueWaitTooLong": "warning", "LimeTaskEventLoopLag": "warning"}
 # Series Prometheus makes itself for each target, which the operator does not export.
 PROMETHEUS_SERIES = {"up"}
 RULES_ON = {"metrics": {"prometheusRule": {"enabled": True, "alertLabels": {"team": "platform"}}}}
@@ -216,7 +218,9 @@ def test_alert_thresholds_and_durations_come_from_values(chart: Any) -> None:
     assert {name: rule.get("for") for name, rule in found.items()} == {
         "LimeTaskOperatorDown": "2m", "LimeTaskNoLeader": "90s", "LimeTaskLeaseLost": None,
         "LimeTaskOperatorStalled": None, "LimeTaskArchiveDown": "15m",
-        "LimeTaskEventsBacklog": "1h", "LimeTaskQueueWaitTooLong": "0", "LimeTaskEventLoopLag": "30m"}
+        "LimeTaskEventsBacklog": "1h", "LimeTaskQueueWaitTooLong": "0", "LimeTaskEventLoopLag": "30m",
+        # Any one event is worth an alert at once: no values.
+        "LimeTaskEventsDeadLettered": None, "LimeTaskEventsDeadLetterFailing": None, "LimeTaskEventsDropped": None}
     assert found["LimeTaskEventsBacklog"]["expr"].endswith("> 7")
     assert "More than 7 finished tasks" in found["LimeTaskEventsBacklog"]["annotations"]["description"]
     assert found["LimeTaskQueueWaitTooLong"]["expr"].endswith("> 90")
@@ -328,6 +332,28 @@ SCENARIOS: dict[str, list[tuple[list[Series], list[Expect]]]] = {
           ("limetask_events_unconfirmed", {"pod": "b"}, "0x35")],
          [("10m", []), ("20m", [({}, "150")])]),
         ([("limetask_events_unconfirmed", {"pod": "a"}, "50x35")], [("20m", [])]),
+    ],
+    "LimeTaskEventsDeadLettered": [
+        # One event dead-lettered (Refused) at minute 10 on the leader; the standby and another
+        # release's operator count none. Quiet before it, and once it is 15 minutes old.
+        ([("limetask_events_dead_lettered_total", {"pod": "a", "reason": "Refused"}, "0x9 1x30"),
+          ("limetask_events_dead_lettered_total", {"pod": "a", "reason": "ExchangeMissing"}, "0x40"),
+          ("limetask_events_dead_lettered_total", {"pod": "b", "reason": "Refused"}, "0x40"),
+          ("limetask_events_dead_lettered_total", {"job": "other-limetask-metrics", "pod": "x", "reason": "Nacked"},
+           "0+1x40")],
+         [("8m", []), ("12m", [({"reason": "Refused"}, "")]), ("30m", [])]),
+        # A counter that starts at a value (a restart) and stays: nothing new was dead-lettered.
+        ([("limetask_events_dead_lettered_total", {"pod": "a", "reason": "Refused"}, "4x40")], [("20m", [])]),
+    ],
+    "LimeTaskEventsDeadLetterFailing": [
+        ([("limetask_events_dead_letter_failures_total", {"pod": "a", "reason": "Unroutable"}, "0x4 0+2x10 20x30"),
+          ("limetask_events_dead_letter_failures_total", {"pod": "b", "reason": "Unroutable"}, "0x45")],
+         [("3m", []), ("10m", [({"reason": "Unroutable"}, "")]), ("40m", [])]),
+    ],
+    "LimeTaskEventsDropped": [
+        ([("limetask_events_dropped_total", {"pod": "a", "reason": "ExchangeMissing"}, "0x4 1x30"),
+          ("limetask_events_dropped_total", {"pod": "a", "reason": "Refused"}, "3x35")],
+         [("3m", []), ("6m", [({"reason": "ExchangeMissing"}, "")]), ("25m", [])]),
     ],
     "LimeTaskQueueWaitTooLong": [
         # reports: its oldest task waits a minute longer each minute (past 1800 s at minute 31).
@@ -453,6 +479,7 @@ def test_dashboard_shows_what_operations_need() -> None:
         "reaction times": r"histogram_quantile\(0\.99, sum by \(le\) \(rate\(limetask_queue_latency_seconds_bucket",
         "failures by reason": r'sum by \(reason\) \(rate\(limetask_tasks_finished_total\{[^}]*state="FAILURE"',
         "events backlog": r"limetask_events_unconfirmed\{",
+        "events dead-lettered": r"sum by \(reason\) \(rate\(limetask_events_dead_lettered_total\{",
         "event-loop lag": r"limetask_event_loop_lag_seconds_bucket\{",
         "archive health": r"limetask_archive_up\{",
     }

@@ -21,7 +21,7 @@ T = "acme_solution.tasks.lime"
 DEAD_LETTER = "limetask.dead-letter"  # the chart's default events.deadLetter.exchange
 
 
-async def _prepare(app: str, queue: str) -> None:
+async def refuse_events_of(app: str, queue: str) -> None:
     connection = await aio_pika.connect(broker_url())
     async with connection:
         channel = await connection.channel()
@@ -33,7 +33,7 @@ async def _prepare(app: str, queue: str) -> None:
         await q.bind(dead, routing_key="#")
 
 
-async def _drain(app: str, queue: str) -> list[tuple[dict[str, Any], dict[str, Any], str]]:
+async def dead_letters_of(app: str, queue: str) -> list[tuple[dict[str, Any], dict[str, Any], str]]:
     connection = await aio_pika.connect(broker_url())
     async with connection:
         channel = await connection.channel()
@@ -46,7 +46,7 @@ async def _drain(app: str, queue: str) -> list[tuple[dict[str, Any], dict[str, A
         return found
 
 
-async def _clean(app: str, queue: str) -> None:
+async def remove_exchange_and_queue(app: str, queue: str) -> None:
     connection = await aio_pika.connect(broker_url())
     async with connection:
         channel = await connection.channel()
@@ -58,14 +58,14 @@ def test_an_event_no_exchange_takes_goes_to_the_dead_letter_queue_and_the_task_s
         tasks: TaskClient, cluster: Cluster, namespace: str) -> None:
     app = f"app-{uuid.uuid4().hex[:10]}"
     queue = f"dead-letters-{app}"
-    asyncio.run(_prepare(app, queue))
+    asyncio.run(refuse_events_of(app, queue))
     try:
         sent = tasks.send(f"{T}.add", app, [2, 3])
         assert tasks.wait(sent.id, app, timeout=120).status == SUCCESS
         found: list[Any] = []
 
         def arrived() -> bool:
-            found.extend(asyncio.run(_drain(app, queue)))
+            found.extend(asyncio.run(dead_letters_of(app, queue)))
             return bool(found)
 
         wait_until(arrived, timeout=90, interval=1, message="the event in the dead-letter queue")
@@ -87,4 +87,4 @@ def test_an_event_no_exchange_takes_goes_to_the_dead_letter_queue_and_the_task_s
         assert event["deadLetter"]["exchange"] == DEAD_LETTER and event["deadLetter"]["reason"] == "Refused"
         assert event["deadLetter"]["at"]
     finally:
-        asyncio.run(_clean(app, queue))
+        asyncio.run(remove_exchange_and_queue(app, queue))
