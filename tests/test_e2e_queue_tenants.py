@@ -5,6 +5,8 @@ CRD refuses a selector that is not one."""
 
 from __future__ import annotations
 
+import json
+
 import time
 import uuid
 from collections.abc import Iterator
@@ -101,7 +103,8 @@ def test_the_crd_refuses_a_selector_that_is_not_one(crd: None, queue_api: tuple[
     api, made = queue_api
     with pytest.raises(client.ApiException) as refused:
         make_queue(api, made, dry_run=True, namespaceSelector=selector)
-    assert refused.value.status == 422 and words in str(refused.value.body), refused.value.body
+    message = json.loads(refused.value.body)["message"]  # the API server's words, unescaped
+    assert refused.value.status == 422 and words in message, message
     # A good one is taken.
     make_queue(api, made, dry_run=True, namespaceSelector={
         "matchLabels": {"team": "a"}, "matchExpressions": [{"key": "frozen", "operator": "DoesNotExist"},

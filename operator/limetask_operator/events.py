@@ -113,9 +113,19 @@ class Sink(Protocol):
 
 
 class BrokerSink:
-    """RabbitMQ through aio-pika: durable topic exchanges, persistent messages, confirms."""
+    """RabbitMQ through aio-pika: durable topic exchanges, persistent messages, confirms.
+
+    One connection, and a channel of its own for each exchange (each application's, and the
+    dead-letter exchange): RabbitMQ closes a channel on an error of one of its operations (an
+    exchange declared as another type, a publish to an exchange deleted meanwhile), failing every
+    publish in flight on it. On a shared channel one application's broken exchange failed the
+    others' events with its error, again and again, and counted their refusals towards
+    dead-lettering them; on its own channel it fails only its own. The channels of the
+    MAX_CHANNELS exchanges used least lately are closed past that many.
+    """
 
     name = "broker"
+    MAX_CHANNELS = 256
 
     def __init__(self, url: str, timeout: float, dead_letter_exchange: str = "limetask.dead-letter",
                  dead_letter_queue: str = "limetask.dead-letter") -> None:
@@ -124,57 +134,69 @@ class BrokerSink:
         self.dead_letter_exchange = dead_letter_exchange
         self.dead_letter_queue = dead_letter_queue
         self.connection: Any = None
-        self.channel: Any = None
-        self.exchanges: dict[str, Any] = {}
-        self.dead_letter_bound = False  # on this channel
+        # exchange name: (its channel, the exchange declared on it), the latest used last
+        self.exchanges: dict[str, tuple[Any, Any]] = {}
         self.lock = asyncio.Lock()
 
-    async def _open(self) -> Any:
+    @property
+    def answering(self) -> bool:
+        """Whether the broker's connection is open (as far as this side knows)."""
+        return self.connection is not None and not self.connection.is_closed
+
+    async def _connect(self) -> Any:
         import aio_pika
 
         async with self.lock:
-            if self.channel is not None and not self.channel.is_closed:
-                return self.channel
+            if self.answering:
+                return self.connection
             await self._reset_locked()
             self.connection = await aio_pika.connect(self.url, timeout=self.timeout)
-            # A mandatory publish that no queue takes raises (only dead-lettered events are
-            # mandatory: an ordinary event nobody has bound a queue for is not an error).
-            self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
             LOG.info("connected to the broker at %s", redact(self.url))
-            return self.channel
+            return self.connection
 
-    async def _exchange(self, name: str) -> Any:
+    async def _exchange(self, name: str, used: list[Any] | None = None) -> Any:
+        """The exchange, declared on a channel of its own (opened, and declared, when it has none
+        or its channel was closed). `used` gets the connection and the channel it rides on."""
         import aio_pika
 
-        channel = await self._open()
-        exchange = self.exchanges.get(name)
-        if exchange is None:
-            exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
-            self.exchanges[name] = exchange
-        return exchange
-
-    async def _dead_letter_exchange(self) -> Any:
-        """The installation's dead-letter exchange (durable, topic) and, unless none is asked for,
-        a durable queue bound to all of it, so that a dead-lettered event is kept even before
-        anyone looks (the publish is mandatory: an exchange no queue takes from is a failure)."""
-        exchange = await self._exchange(self.dead_letter_exchange)
-        if self.dead_letter_queue and not self.dead_letter_bound:
-            queue = await self.channel.declare_queue(self.dead_letter_queue, durable=True)
-            await queue.bind(exchange, routing_key="#")
-            self.dead_letter_bound = True
-        return exchange
+        connection = await self._connect()
+        found = self.exchanges.pop(name, None)
+        if found is not None and not found[0].is_closed and connection is self.connection:
+            self.exchanges[name] = found  # the latest used last
+        else:
+            # A mandatory publish that no queue takes raises (only dead-lettered events are
+            # mandatory: an ordinary event nobody has bound a queue for is not an error).
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            try:
+                exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+                if name == self.dead_letter_exchange and self.dead_letter_queue:
+                    # A durable queue bound to all of it, so that a dead-lettered event is kept
+                    # even before anyone looks (the publish is mandatory: an exchange no queue
+                    # takes from is a failure).
+                    queue = await channel.declare_queue(self.dead_letter_queue, durable=True)
+                    await queue.bind(exchange, routing_key="#")
+            except BaseException:
+                await _close_quietly(channel)
+                raise
+            found = (channel, exchange)
+            raced = self.exchanges.get(name)
+            if raced is not None and not raced[0].is_closed:  # another publish declared it meanwhile
+                await _close_quietly(channel)
+                found = raced
+            self.exchanges[name] = found
+            while len(self.exchanges) > self.MAX_CHANNELS:
+                oldest, _ = self.exchanges.pop(next(iter(self.exchanges)))
+                await _close_quietly(oldest)
+        if used is not None:
+            used.extend((connection, found[0]))
+        return found[1]
 
     async def _publish(self, event: Event, headers: dict[str, Any] | None = None,
                        used: list[Any] | None = None) -> None:
         import aio_pika
 
-        await self._open()
-        if used is not None:
-            used.append(self.connection)  # the connection this publish rides on (see _guarded)
-        if headers is None:
-            exchange = await self._exchange(event.exchange)
-        else:
-            exchange = await self._dead_letter_exchange()
+        name = event.exchange if headers is None else self.dead_letter_exchange
+        exchange = await self._exchange(name, used)
         message = aio_pika.Message(
             body=json.dumps(event.body, separators=(",", ":")).encode(),
             content_type="application/json",
@@ -202,31 +224,42 @@ class BrokerSink:
         return self.dead_letter_exchange
 
     async def _guarded(self, publish: Any, used: list[Any]) -> None:
-        """A publish that fails drops the connection it rode on, and only that one: the others in
-        flight on it fail with it, and must not drop the connection a later publish opened (with
-        many in flight, each failure closing whatever connection was current kept every new
+        """A publish that fails drops what it rode on, and only that: its exchange's channel when
+        the connection is still open, else the connection, if no later publish opened another.
+        The others in flight on them fail with it, and must not drop what a later publish opened
+        (with many in flight, each failure closing whatever connection was current kept every new
         connection from living long enough to confirm anything, well after the broker was back)."""
         try:
             await asyncio.wait_for(publish, timeout=self.timeout * 2)
         except BaseException:
             async with self.lock:
                 if used and used[0] is self.connection:
-                    await self._reset_locked()
+                    if used[0].is_closed:
+                        await self._reset_locked()
+                    else:
+                        for name, (channel, _) in list(self.exchanges.items()):
+                            if channel is used[1]:
+                                del self.exchanges[name]
+                        await _close_quietly(used[1])
             raise
 
     async def _reset_locked(self) -> None:
-        connection, self.connection, self.channel = self.connection, None, None
-        self.exchanges.clear()
-        self.dead_letter_bound = False
+        connection, self.connection = self.connection, None
+        self.exchanges.clear()  # the channels go with their connection
         if connection is not None:
-            try:
-                await asyncio.wait_for(connection.close(), timeout=2)
-            except BaseException:  # noqa: BLE001 - it is being dropped anyway
-                pass
+            await _close_quietly(connection)
 
     async def close(self) -> None:
         async with self.lock:
             await self._reset_locked()
+
+
+async def _close_quietly(thing: Any) -> None:
+    """Close a channel or connection that is being dropped anyway, within 2 s."""
+    try:
+        await asyncio.wait_for(thing.close(), timeout=2)
+    except BaseException:  # noqa: BLE001 - it is being dropped anyway
+        pass
 
 
 class LogSink:
@@ -314,13 +347,13 @@ class EventDispatcher:
         """Publish a task's event before its final status is written, when the broker is up.
 
         On success the final status carries the confirmation, which saves a status write per
-        task. It is only tried while the broker answers (an open channel, and no task backing
+        task. It is only tried while the broker answers (an open connection, and no task backing
         off, this one included: its retry belongs to the dispatcher) and with a short timeout,
         so a broker in trouble never slows the reconcile workers: the dispatcher then delivers
         the event after the status is written, as usual.
         """
         sink = self.sink
-        if not isinstance(sink, BrokerSink) or sink.channel is None or sink.channel.is_closed or self.backoff:
+        if not isinstance(sink, BrokerSink) or not sink.answering or self.backoff:
             return None
         view = dataclasses.replace(task, status=status)
         event = build_event(view, self.settings.broker_exchange)

@@ -194,7 +194,7 @@ def test_inline_publishing_respects_a_task_backing_off() -> None:
     async def main() -> None:
         dispatcher, _, caches = dispatcher_with(FailingSink())
         broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=1)
-        broker.channel = OpenChannel()
+        broker.connection = OpenChannel()
         sent: list[str] = []
 
         async def send(event: Event, task: TaskView) -> None:
@@ -295,3 +295,88 @@ def test_one_failed_publish_drops_only_its_own_connection(monkeypatch: Any) -> N
     # 10 ms in, a confirm takes 50 ms: at most a dozen); every later one is confirmed.
     assert outcomes.count(False) <= 13
     assert all(outcomes[20:])
+
+
+class Channel:
+    """A channel of a fake broker: an exchange declared as another type closes it (as RabbitMQ
+    does, PRECONDITION_FAILED), failing every publish in flight on it."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+        self.is_closed = False
+        self.name = ""
+        self.published: list[str] = []
+
+    async def declare_exchange(self, name: str, *_: Any, **__: Any) -> "Channel":
+        await asyncio.sleep(0.001)
+        if name in self.broken:
+            self.is_closed = True
+            raise RuntimeError(f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}'")
+        self.name = name
+        return self
+
+    async def publish(self, message: Any, routing_key: str, **_: Any) -> None:
+        await asyncio.sleep(0.005)
+        if self.is_closed:
+            raise RuntimeError("channel closed by another operation's error")
+        self.published.append(self.name)
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+
+class Connection:
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+        self.is_closed = False
+        self.channels: list[Channel] = []
+
+    async def channel(self, **_: Any) -> Channel:
+        self.channels.append(Channel(self.broken))
+        return self.channels[-1]
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+
+def test_an_exchange_that_refuses_fails_only_its_own_applications_events(monkeypatch: Any) -> None:
+    """One application's exchange cannot be declared (another type): its events fail, every time,
+    while the other applications' events go on being confirmed on channels of their own, and
+    none of them is failed with its error."""
+    import aio_pika
+
+    connections: list[Connection] = []
+
+    async def connect(url: str, timeout: float) -> Connection:
+        connections.append(Connection({"lime.hostile"}))
+        return connections[-1]
+
+    monkeypatch.setattr(aio_pika, "connect", connect)
+
+    def task_of(app: str, i: int) -> TaskView:
+        body = finished_task(name=f"t{i}", uid=f"uid-{app}-{i}")
+        body["spec"]["app"] = app
+        return TaskView.from_body(body)
+
+    async def main() -> dict[str, list[bool]]:
+        broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=1)
+        outcomes: dict[str, list[bool]] = {"good": [], "hostile": []}
+
+        async def one(app: str, i: int) -> None:
+            await asyncio.sleep(i * 0.002)
+            task = task_of(app, i)
+            try:
+                await broker.send(build_event(task, "lime.{app}"), task)
+                outcomes[app].append(True)
+            except Exception:  # noqa: BLE001 - counted
+                outcomes[app].append(False)
+
+        await asyncio.gather(*(one(app, i) for i in range(100) for app in ("good", "hostile")))
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert outcomes["good"] == [True] * 100
+    assert outcomes["hostile"] == [False] * 100
+    assert len(connections) == 1 and not connections[0].is_closed
+    good = [c for c in connections[0].channels if c.name == "lime.good"]
+    assert len(good) == 1 and len(good[0].published) == 100
