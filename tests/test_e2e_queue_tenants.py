@@ -6,7 +6,6 @@ CRD refuses a selector that is not one."""
 from __future__ import annotations
 
 import json
-
 import time
 import uuid
 from collections.abc import Iterator

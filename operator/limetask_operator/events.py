@@ -225,16 +225,17 @@ class BrokerSink:
 
     async def _guarded(self, publish: Any, used: list[Any]) -> None:
         """A publish that fails drops what it rode on, and only that: its exchange's channel when
-        the connection is still open, else the connection, if no later publish opened another.
+        the broker refused one of the channel's operations, else the connection (a timeout, a
+        connection lost), if no later publish opened another.
         The others in flight on them fail with it, and must not drop what a later publish opened
         (with many in flight, each failure closing whatever connection was current kept every new
         connection from living long enough to confirm anything, well after the broker was back)."""
         try:
             await asyncio.wait_for(publish, timeout=self.timeout * 2)
-        except BaseException:
+        except BaseException as error:
             async with self.lock:
                 if used and used[0] is self.connection:
-                    if used[0].is_closed:
+                    if used[0].is_closed or not _channel_only(error):
                         await self._reset_locked()
                     else:
                         for name, (channel, _) in list(self.exchanges.items()):
@@ -252,6 +253,16 @@ class BrokerSink:
     async def close(self) -> None:
         async with self.lock:
             await self._reset_locked()
+
+
+def _channel_only(error: BaseException) -> bool:
+    """Whether the error is the broker's answer to one channel's operation (an exchange of another
+    type, a publish returned), which leaves the connection sound. Anything else (a timeout, a
+    connection lost or never known closed) drops the connection too."""
+    from aiormq import exceptions
+
+    return isinstance(error, (exceptions.AMQPChannelError, exceptions.ChannelInvalidStateError,
+                              exceptions.DeliveryError, exceptions.PublishError))
 
 
 async def _close_quietly(thing: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiormq.exceptions import ChannelInvalidStateError, ChannelPreconditionFailed
 from limetask_operator.caches import Caches
 from limetask_operator.events import BrokerSink, Event, EventDispatcher, build_event
 from limetask_operator.model import TaskView
@@ -301,8 +302,9 @@ class Channel:
     """A channel of a fake broker: an exchange declared as another type closes it (as RabbitMQ
     does, PRECONDITION_FAILED), failing every publish in flight on it."""
 
-    def __init__(self, broken: set[str]) -> None:
+    def __init__(self, broken: set[str], dead: bool = False) -> None:
         self.broken = broken
+        self.dead = dead  # its connection is gone, and nobody has said so: nothing is confirmed
         self.is_closed = False
         self.name = ""
         self.published: list[str] = []
@@ -311,14 +313,14 @@ class Channel:
         await asyncio.sleep(0.001)
         if name in self.broken:
             self.is_closed = True
-            raise RuntimeError(f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}'")
+            raise ChannelPreconditionFailed(f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}'")
         self.name = name
         return self
 
     async def publish(self, message: Any, routing_key: str, **_: Any) -> None:
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(60 if self.dead else 0.005)
         if self.is_closed:
-            raise RuntimeError("channel closed by another operation's error")
+            raise ChannelInvalidStateError("channel closed by another operation's error")
         self.published.append(self.name)
 
     async def close(self) -> None:
@@ -326,13 +328,14 @@ class Channel:
 
 
 class Connection:
-    def __init__(self, broken: set[str]) -> None:
+    def __init__(self, broken: set[str], dead: bool = False) -> None:
         self.broken = broken
+        self.dead = dead
         self.is_closed = False
         self.channels: list[Channel] = []
 
     async def channel(self, **_: Any) -> Channel:
-        self.channels.append(Channel(self.broken))
+        self.channels.append(Channel(self.broken, self.dead))
         return self.channels[-1]
 
     async def close(self) -> None:
@@ -380,3 +383,32 @@ def test_an_exchange_that_refuses_fails_only_its_own_applications_events(monkeyp
     assert len(connections) == 1 and not connections[0].is_closed
     good = [c for c in connections[0].channels if c.name == "lime.good"]
     assert len(good) == 1 and len(good[0].published) == 100
+
+
+def test_a_connection_gone_without_a_word_is_dropped_after_a_publish_times_out(monkeypatch: Any) -> None:
+    """A connection that died without closing (a cut network): publishes time out on it. It is
+    dropped, not only the exchange's channel, and the next publish goes over a new connection."""
+    import aio_pika
+
+    connections: list[Connection] = []
+
+    async def connect(url: str, timeout: float) -> Connection:
+        connections.append(Connection(set(), dead=not connections))
+        return connections[-1]
+
+    monkeypatch.setattr(aio_pika, "connect", connect)
+    task = TaskView.from_body(finished_task())
+
+    async def main() -> list[bool]:
+        broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=0.05)
+        outcomes = []
+        for _ in range(3):
+            try:
+                await broker.send(build_event(task, "lime.{app}"), task)
+                outcomes.append(True)
+            except Exception:  # noqa: BLE001 - counted
+                outcomes.append(False)
+        return outcomes
+
+    assert asyncio.run(main()) == [False, True, True]
+    assert len(connections) == 2 and connections[0].is_closed
