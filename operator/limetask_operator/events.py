@@ -160,13 +160,18 @@ class BrokerSink:
         import aio_pika
 
         connection = await self._connect()
+        if used is not None:
+            used.append(connection)
         found = self.exchanges.pop(name, None)
         if found is not None and not found[0].is_closed and connection is self.connection:
             self.exchanges[name] = found  # the latest used last
         else:
             # A mandatory publish that no queue takes raises (only dead-lettered events are
             # mandatory: an ordinary event nobody has bound a queue for is not an error).
+            # (A connection that says it is open may still refuse a channel: see _guarded.)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            if used is not None:
+                used.append(channel)
             try:
                 exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
                 if name == self.dead_letter_exchange and self.dead_letter_queue:
@@ -187,8 +192,8 @@ class BrokerSink:
             while len(self.exchanges) > self.MAX_CHANNELS:
                 oldest, _ = self.exchanges.pop(next(iter(self.exchanges)))
                 await _close_quietly(oldest)
-        if used is not None:
-            used.extend((connection, found[0]))
+        if used is not None and len(used) < 2:
+            used.append(found[0])
         return found[1]
 
     async def _publish(self, event: Event, headers: dict[str, Any] | None = None,
@@ -235,7 +240,7 @@ class BrokerSink:
         except BaseException as error:
             async with self.lock:
                 if used and used[0] is self.connection:
-                    if used[0].is_closed or not _channel_only(error):
+                    if len(used) < 2 or used[0].is_closed or not _channel_only(error):
                         await self._reset_locked()
                     else:
                         for name, (channel, _) in list(self.exchanges.items()):

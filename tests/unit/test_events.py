@@ -412,3 +412,38 @@ def test_a_connection_gone_without_a_word_is_dropped_after_a_publish_times_out(m
 
     assert asyncio.run(main()) == [False, True, True]
     assert len(connections) == 2 and connections[0].is_closed
+
+
+class SayingOpenConnection(Connection):
+    """A connection that was lost while it still says it is open, and refuses a new channel (as
+    aio-pika's does, with a RuntimeError)."""
+
+    async def channel(self, **_: Any) -> Channel:
+        raise RuntimeError(f"<Connection: {id(self)}> closed")
+
+
+def test_a_connection_that_refuses_channels_is_dropped(monkeypatch: Any) -> None:
+    import aio_pika
+
+    connections: list[Connection] = []
+
+    async def connect(url: str, timeout: float) -> Connection:
+        connections.append(SayingOpenConnection(set()) if not connections else Connection(set()))
+        return connections[-1]
+
+    monkeypatch.setattr(aio_pika, "connect", connect)
+    task = TaskView.from_body(finished_task())
+
+    async def main() -> list[bool]:
+        broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=0.05)
+        outcomes = []
+        for _ in range(3):
+            try:
+                await broker.send(build_event(task, "lime.{app}"), task)
+                outcomes.append(True)
+            except Exception:  # noqa: BLE001 - counted
+                outcomes.append(False)
+        return outcomes
+
+    assert asyncio.run(main()) == [False, True, True]
+    assert len(connections) == 2 and connections[0].is_closed
