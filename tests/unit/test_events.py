@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiormq.exceptions import ChannelInvalidStateError, ChannelPreconditionFailed
 from limetask_operator.caches import Caches
 from limetask_operator.events import BrokerSink, Event, EventDispatcher, build_event
@@ -385,35 +387,6 @@ def test_an_exchange_that_refuses_fails_only_its_own_applications_events(monkeyp
     assert len(good) == 1 and len(good[0].published) == 100
 
 
-def test_a_connection_gone_without_a_word_is_dropped_after_a_publish_times_out(monkeypatch: Any) -> None:
-    """A connection that died without closing (a cut network): publishes time out on it. It is
-    dropped, not only the exchange's channel, and the next publish goes over a new connection."""
-    import aio_pika
-
-    connections: list[Connection] = []
-
-    async def connect(url: str, timeout: float) -> Connection:
-        connections.append(Connection(set(), dead=not connections))
-        return connections[-1]
-
-    monkeypatch.setattr(aio_pika, "connect", connect)
-    task = TaskView.from_body(finished_task())
-
-    async def main() -> list[bool]:
-        broker = BrokerSink("amqp://guest:guest@127.0.0.1:1/", timeout=0.05)
-        outcomes = []
-        for _ in range(3):
-            try:
-                await broker.send(build_event(task, "lime.{app}"), task)
-                outcomes.append(True)
-            except Exception:  # noqa: BLE001 - counted
-                outcomes.append(False)
-        return outcomes
-
-    assert asyncio.run(main()) == [False, True, True]
-    assert len(connections) == 2 and connections[0].is_closed
-
-
 class SayingOpenConnection(Connection):
     """A connection that was lost while it still says it is open, and refuses a new channel (as
     aio-pika's does, with a RuntimeError)."""
@@ -422,13 +395,19 @@ class SayingOpenConnection(Connection):
         raise RuntimeError(f"<Connection: {id(self)}> closed")
 
 
-def test_a_connection_that_refuses_channels_is_dropped(monkeypatch: Any) -> None:
+@pytest.mark.parametrize("lost", [
+    lambda: Connection(set(), dead=True),  # died without closing (a cut network): publishes time out
+    lambda: SayingOpenConnection(set()),  # says it is open, and refuses a channel
+], ids=["publishes-time-out", "refuses-channels"])
+def test_a_connection_gone_without_a_word_is_dropped(monkeypatch: Any, lost: Callable[[], Connection]) -> None:
+    """A connection that is gone while nobody said so is dropped after the first publish fails on
+    it, not only the exchange's channel, and the next publish goes over a new connection."""
     import aio_pika
 
     connections: list[Connection] = []
 
     async def connect(url: str, timeout: float) -> Connection:
-        connections.append(SayingOpenConnection(set()) if not connections else Connection(set()))
+        connections.append(lost() if not connections else Connection(set()))
         return connections[-1]
 
     monkeypatch.setattr(aio_pika, "connect", connect)
